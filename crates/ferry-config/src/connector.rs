@@ -1,0 +1,107 @@
+//! The `[connector]` section: where to dial, how to authenticate, which targets to serve.
+
+use crate::Secret;
+use ferry_proto::{TargetName, TenantName};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of `ferry connector`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Ferry's base URL, `http://…` or `https://…`.
+    pub server: Option<String>,
+    pub tenant: Option<TenantName>,
+    pub secret: Option<Secret>,
+    /// Token endpoint; default `{server}/oauth/token`.
+    pub token_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the server and https targets, beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// This connector's id; default: a random UUID per start.
+    pub connector_id: Option<String>,
+    pub targets: Vec<TargetConfig>,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Connection attempt to a target; then 504 `target_connect_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Wait for a target's response head; then 504 `target_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Most relayed requests in flight on this connector's tunnel.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        Self {
+            server: None,
+            tenant: None,
+            secret: None,
+            token_url: None,
+            ca_file: None,
+            connector_id: None,
+            targets: Vec::new(),
+            reconnect_min_delay: Duration::from_millis(500),
+            reconnect_max_delay: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 1000,
+        }
+    }
+}
+
+/// One target a connector serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: TargetName,
+    /// Base URL of the service: `http://host:port[/base]` or `https://…`.
+    pub url: String,
+    /// Which `Host` the target sees.
+    #[serde(default)]
+    pub host: HostMode,
+}
+
+/// Which `Host` header a target receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HostMode {
+    /// The target's own host and port, from its URL (the default).
+    #[default]
+    Target,
+    /// The host the client sent to Ferry.
+    Client,
+}
+
+impl TargetConfig {
+    /// Parse `NAME=URL` as given to `--target` and in `FERRY_TARGETS`.
+    pub fn parse_spec(spec: &str) -> Result<Self, String> {
+        let (name, url) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("target {spec:?} must look like NAME=URL"))?;
+        let name = TargetName::new(name.trim()).map_err(|e| format!("target {spec:?}: {e}"))?;
+        let url = url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("target {spec:?}: URL must start with http:// or https://"));
+        }
+        Ok(Self {
+            name,
+            url: url.to_owned(),
+            host: HostMode::Target,
+        })
+    }
+}

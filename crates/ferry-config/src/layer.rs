@@ -1,0 +1,312 @@
+//! Layering: defaults ← file ← `FERRY_*` environment ← command-line flags, then strict validation.
+
+use crate::{Config, TargetConfig, CONFIG_VERSION};
+use std::path::Path;
+use toml::Value;
+
+/// How an environment value is turned into a config value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// Taken as a string (durations like `15s` are strings too).
+    Text,
+    /// A whole number.
+    Integer,
+    /// Comma-separated `NAME=URL` pairs, for `connector.targets`.
+    Targets,
+}
+
+/// Every `FERRY_*` override: variable, key path, kind. This table is the one place they are listed.
+pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
+    ("FERRY_LISTEN", "server.listen", EnvKind::Text),
+    ("FERRY_DATA_DIR", "server.data_dir", EnvKind::Text),
+    ("FERRY_NODE_ID", "server.node_id", EnvKind::Text),
+    ("FERRY_TLS_CERT", "server.tls_cert", EnvKind::Text),
+    ("FERRY_TLS_KEY", "server.tls_key", EnvKind::Text),
+    ("FERRY_DRAIN_TIMEOUT", "server.drain_timeout", EnvKind::Text),
+    ("FERRY_MAX_HEADER_SIZE", "server.http.max_header_size", EnvKind::Integer),
+    ("FERRY_CONNECTOR_WAIT", "server.relay.connector_wait", EnvKind::Text),
+    ("FERRY_REQUEST_EXPIRATION", "server.relay.request_expiration", EnvKind::Text),
+    ("FERRY_MAX_CONCURRENT_REQUESTS", "server.relay.max_concurrent_requests", EnvKind::Integer),
+    ("FERRY_MAX_BODY_SIZE", "server.relay.max_body_size", EnvKind::Integer),
+    ("FERRY_TOKEN_TTL", "server.auth.token_ttl", EnvKind::Text),
+    ("FERRY_SERVER", "connector.server", EnvKind::Text),
+    ("FERRY_TENANT", "connector.tenant", EnvKind::Text),
+    ("FERRY_SECRET", "connector.secret", EnvKind::Text),
+    ("FERRY_TOKEN_URL", "connector.token_url", EnvKind::Text),
+    ("FERRY_CA_FILE", "connector.ca_file", EnvKind::Text),
+    ("FERRY_CONNECTOR_ID", "connector.connector_id", EnvKind::Text),
+    ("FERRY_TARGETS", "connector.targets", EnvKind::Targets),
+    ("FERRY_RECONNECT_MIN_DELAY", "connector.reconnect_min_delay", EnvKind::Text),
+    ("FERRY_RECONNECT_MAX_DELAY", "connector.reconnect_max_delay", EnvKind::Text),
+    ("FERRY_CONNECT_TIMEOUT", "connector.connect_timeout", EnvKind::Text),
+    ("FERRY_RESPONSE_TIMEOUT", "connector.response_timeout", EnvKind::Text),
+    ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
+    ("FERRY_LOG", "log.level", EnvKind::Text),
+];
+
+/// One value set from the command line, at a key path like `server.listen`.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub path: &'static str,
+    pub value: Value,
+}
+
+impl Override {
+    pub fn new(path: &'static str, value: impl Into<Value>) -> Self {
+        Self {
+            path,
+            value: value.into(),
+        }
+    }
+
+    /// `connector.targets` from `NAME=URL` specs.
+    pub fn targets(specs: &[String]) -> Result<Self, ConfigError> {
+        Ok(Self {
+            path: "connector.targets",
+            value: targets_value(specs.iter().map(String::as_str))?,
+        })
+    }
+}
+
+/// Why the configuration was refused. Every message names the key or file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn targets_value<'a>(specs: impl Iterator<Item = &'a str>) -> Result<Value, ConfigError> {
+    let mut list = Vec::new();
+    for spec in specs.map(str::trim).filter(|s| !s.is_empty()) {
+        let t = TargetConfig::parse_spec(spec).map_err(|m| invalid("connector.targets", m))?;
+        let mut table = toml::map::Map::new();
+        table.insert("name".into(), Value::String(t.name.to_string()));
+        table.insert("url".into(), Value::String(t.url));
+        list.push(Value::Table(table));
+    }
+    Ok(Value::Array(list))
+}
+
+fn set(root: &mut Value, path: &str, value: Value) {
+    let mut node = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Value::Table(table) = node else { return };
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return;
+        }
+        node = table
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Table(toml::map::Map::new()));
+    }
+}
+
+fn get<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(root, |node, part| node.get(part))
+}
+
+/// Load the configuration: the file (if any), then `env` (pass `std::env::vars()`), then `overrides` from flags.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: Vec<Override>,
+) -> Result<Config, ConfigError> {
+    let mut root = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map(Value::Table)
+                .map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+        }
+        None => Value::Table(toml::map::Map::new()),
+    };
+    let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+    for (var, path, kind) in ENV_OVERRIDES {
+        let Some(raw) = env.get(*var) else { continue };
+        let value = match kind {
+            EnvKind::Text => Value::String(raw.clone()),
+            EnvKind::Integer => Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
+                var,
+                message: format!("{raw:?} is not a whole number"),
+            })?),
+            EnvKind::Targets => {
+                targets_value(raw.split(',')).map_err(|e| ConfigError::Env {
+                    var,
+                    message: e.to_string(),
+                })?
+            }
+        };
+        set(&mut root, path, value);
+    }
+    for o in overrides {
+        set(&mut root, o.path, o.value);
+    }
+    let config: Config = serde_path_to_error::deserialize(root.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(path, e.into_inner().to_string())
+    })?;
+    validate(&config, &root)?;
+    Ok(config)
+}
+
+fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
+    if config.version != CONFIG_VERSION {
+        return Err(invalid(
+            "version",
+            format!("unsupported version {}, this Ferry reads version {CONFIG_VERSION}", config.version),
+        ));
+    }
+    let server = &config.server;
+    if server.tls_cert.is_some() != server.tls_key.is_some() {
+        return Err(invalid("server.tls_cert", "tls_cert and tls_key go together"));
+    }
+    if server.http.max_header_size < 1024 {
+        return Err(invalid("server.http.max_header_size", "must be at least 1024"));
+    }
+    let c = &config.connector;
+    if c.reconnect_min_delay.is_zero() || c.reconnect_min_delay > c.reconnect_max_delay {
+        return Err(invalid(
+            "connector.reconnect_min_delay",
+            "must be above zero and not above reconnect_max_delay",
+        ));
+    }
+    for (i, t) in c.targets.iter().enumerate() {
+        if c.targets[..i].iter().any(|o| o.name == t.name) {
+            return Err(invalid(format!("connector.targets[{i}].name"), format!("duplicate target {}", t.name)));
+        }
+        if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
+            return Err(invalid(format!("connector.targets[{i}].url"), "must start with http:// or https://"));
+        }
+    }
+    if let Some(s) = get(root, "connector.server").and_then(Value::as_str) {
+        if !(s.starts_with("http://") || s.starts_with("https://")) {
+            return Err(invalid("connector.server", "must start with http:// or https://"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile_lite::TempFile {
+        tempfile_lite::TempFile::new(text)
+    }
+
+    /// A tiny temp file helper, to keep this crate free of test-only dependencies.
+    mod tempfile_lite {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(text: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "ferry-config-{}-{:?}.toml",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                std::fs::write(&path, text).expect("write temp config");
+                Self(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let c = load(None, env(&[]), vec![]).expect("defaults load");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.relay.connector_wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn flags_win_over_env_over_file() {
+        let f = file(
+            "version = 1\n[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"from-file\"\nnode_id = \"file\"\n[server.relay]\nconnector_wait = \"2s\"\n",
+        );
+        let c = load(
+            Some(&f.0),
+            env(&[("FERRY_LISTEN", "127.0.0.1:2"), ("FERRY_DATA_DIR", "from-env")]),
+            vec![Override::new("server.listen", "127.0.0.1:3")],
+        )
+        .expect("loads");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:3");
+        assert_eq!(c.server.data_dir.to_str(), Some("from-env"));
+        assert_eq!(c.server.node_id.as_deref(), Some("file"));
+        assert_eq!(c.server.relay.connector_wait, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn targets_from_env_and_flags() {
+        let c = load(None, env(&[("FERRY_TARGETS", "a=http://127.0.0.1:1, b=https://x/base")]), vec![])
+            .expect("loads");
+        assert_eq!(c.connector.targets.len(), 2);
+        assert_eq!(c.connector.targets[1].url, "https://x/base");
+        let o = Override::targets(&["c=http://127.0.0.1:9".to_string()]).expect("valid");
+        let c = load(None, env(&[("FERRY_TARGETS", "a=http://127.0.0.1:1")]), vec![o]).expect("loads");
+        assert_eq!(c.connector.targets.len(), 1);
+        assert_eq!(c.connector.targets[0].name.as_str(), "c");
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        let f = file("version = 1\n[server.relay]\nconnector_wiat = \"2s\"\n");
+        let e = load(Some(&f.0), env(&[]), vec![]).expect_err("unknown key");
+        assert!(e.to_string().contains("server.relay"), "{e}");
+        assert!(e.to_string().contains("connector_wiat"), "{e}");
+
+        let e = load(None, env(&[("FERRY_CONNECTOR_WAIT", "soon")]), vec![]).expect_err("bad duration");
+        assert!(e.to_string().contains("server.relay.connector_wait"), "{e}");
+
+        let e = load(None, env(&[("FERRY_MAX_BODY_SIZE", "lots")]), vec![]).expect_err("bad int");
+        assert!(e.to_string().starts_with("FERRY_MAX_BODY_SIZE"), "{e}");
+
+        let e = load(None, env(&[("FERRY_TARGETS", "Bad=http://x")]), vec![]).expect_err("bad name");
+        assert!(e.to_string().contains("FERRY_TARGETS"), "{e}");
+
+        let f = file("version = 2\n");
+        let e = load(Some(&f.0), env(&[]), vec![]).expect_err("version");
+        assert!(e.to_string().starts_with("version:"), "{e}");
+
+        let e = load(None, env(&[("FERRY_TLS_CERT", "a.pem")]), vec![]).expect_err("half tls");
+        assert!(e.to_string().starts_with("server.tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn host_mode_from_file() {
+        let f = file("[[connector.targets]]\nname = \"app\"\nurl = \"http://127.0.0.1:1\"\nhost = \"client\"\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("loads");
+        assert_eq!(c.connector.targets[0].host, crate::HostMode::Client);
+    }
+}

@@ -1,0 +1,44 @@
+//! Ferry's configuration: one TOML file with a `[server]` and a `[connector]` section, overridden by `FERRY_*`
+//! environment variables, overridden in turn by command-line flags.
+//!
+//! Owns: the typed, strict (`deny_unknown_fields`) config structs with their defaults, the table of `FERRY_*`
+//! overrides (the only place they are listed), layering file → env → flags, and validation errors that name the
+//! key they are about. Does not own: reading flags (the binary turns them into [`Override`]s) or acting on values.
+#![forbid(unsafe_code)]
+
+mod connector;
+mod layer;
+mod secret;
+mod server;
+
+pub use connector::{ConnectorConfig, HostMode, TargetConfig};
+pub use layer::{load, ConfigError, Override, ENV_OVERRIDES};
+pub use secret::Secret;
+pub use server::{AuthSettings, HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings};
+
+use serde::Deserialize;
+
+/// The current config format version; a file with another `version` is refused.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Format version; must be 1.
+    pub version: u32,
+    pub server: ServerConfig,
+    pub connector: ConnectorConfig,
+    pub log: LogSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            server: ServerConfig::default(),
+            connector: ConnectorConfig::default(),
+            log: LogSettings::default(),
+        }
+    }
+}

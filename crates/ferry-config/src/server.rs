@@ -1,0 +1,160 @@
+//! The `[server]` section: listeners, data directory, relay and tunnel settings.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of `ferry serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public listener (relay, token endpoint, tunnel, health). Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its files. Default `./ferry-data`.
+    pub data_dir: PathBuf,
+    /// This node's id in logs and handshakes; default: a random id per start.
+    pub node_id: Option<String>,
+    /// PEM certificate chain; with `tls_key`, the public listener speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// How long shutdown waits for in-flight requests before it cuts them.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    pub http: HttpSettings,
+    pub relay: RelaySettings,
+    pub tunnel: TunnelSettings,
+    pub auth: AuthSettings,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("ferry-data"),
+            node_id: None,
+            tls_cert: None,
+            tls_key: None,
+            drain_timeout: Duration::from_secs(30),
+            http: HttpSettings::default(),
+            relay: RelaySettings::default(),
+            tunnel: TunnelSettings::default(),
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+/// Limits of the client-facing HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_size: usize,
+    /// How long a client may take to send its request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_header_size: 64 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the relay treats requests (the same for every tenant in this release).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// With no connector of the tenant online, how long a request waits for one before 503.
+    #[serde(with = "humantime_serde")]
+    pub connector_wait: Duration,
+    /// The longest a request may wait for its response to start, from arrival; then 504 `request_expired`.
+    #[serde(with = "humantime_serde")]
+    pub request_expiration: Duration,
+    /// Per-tenant cap on requests in flight; beyond it, 429 `tenant_busy` with `Retry-After: 1`. 0: no cap.
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted, in bytes; larger gets 413. 0: no limit.
+    pub max_body_size: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            connector_wait: Duration::from_secs(5),
+            request_expiration: Duration::from_secs(120),
+            max_concurrent_requests: 1000,
+            max_body_size: 0,
+        }
+    }
+}
+
+/// The server side of connector tunnels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TunnelSettings {
+    /// Interval of HTTP/2 PINGs on each tunnel.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A tunnel whose PING is not answered within this is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The built-in token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Lifetime of issued connector tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// The `iss` of issued tokens; default `ferry`.
+    pub issuer: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(600),
+            issuer: "ferry".to_owned(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `ferry_relay=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Plain,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}

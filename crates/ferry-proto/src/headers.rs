@@ -1,0 +1,83 @@
+//! Header rules: which headers are hop-by-hop (never forwarded), and the names Ferry itself adds.
+
+use http::header::{HeaderMap, HeaderName, CONNECTION};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies also drop).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Ferry's own error code on every error response it generates.
+pub const FERRY_ERROR: &str = "ferry-error";
+/// The request id, generated or propagated.
+pub const X_REQUEST_ID: &str = "x-request-id";
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
+/// Remove hop-by-hop headers, including every header named in `Connection`.
+///
+/// `TE: trailers` is the one hop-by-hop value that is re-added by the caller where trailers must survive; this
+/// function reports whether the client asked for trailers so that it can.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let wants_trailers = headers
+        .get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    wants_trailers
+}
+
+/// Whether a header name belongs to Ferry's internal tunnel vocabulary (`ferry-*`), which never reaches a target
+/// or a client from the outside.
+pub fn is_internal(name: &HeaderName) -> bool {
+    name.as_str().starts_with("ferry-") && name.as_str() != FERRY_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn strips_listed_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert!(strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn internal_headers() {
+        assert!(is_internal(&HeaderName::from_static("ferry-target")));
+        assert!(!is_internal(&HeaderName::from_static("ferry-error")));
+        assert!(!is_internal(&HeaderName::from_static("x-ferry")));
+    }
+}

@@ -1,0 +1,108 @@
+//! Relay paths: splitting `/relay/{tenant}/{target}/{rest}` and making sure `rest` cannot leave the target's base.
+//!
+//! The rest of the path is forwarded byte for byte (percent-encoding untouched). A path whose segments include
+//! `.` or `..`, literally or percent-encoded, is refused rather than normalised: a target would resolve it against
+//! its base path, and a relay must not let a client walk out of it.
+
+/// The prefix of every relayed request.
+pub const RELAY_PREFIX: &str = "/relay/";
+
+/// The parts of a relay path; `rest` always starts with `/` and keeps its query.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RelayPath<'a> {
+    pub tenant: &'a str,
+    pub target: &'a str,
+    /// Path after the target, starting with `/`, with the original query (`?…`) appended when present.
+    pub rest: String,
+}
+
+/// Why a relay path was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must look like /relay/{{tenant}}/{{target}}/{{path}}")]
+    Shape,
+    #[error("path contains a '.' or '..' segment")]
+    DotSegment,
+}
+
+/// Split a request path and query into tenant, target and the rest.
+pub fn split_relay_path<'a>(path: &'a str, query: Option<&str>) -> Result<RelayPath<'a>, PathError> {
+    let tail = path.strip_prefix(RELAY_PREFIX).ok_or(PathError::Shape)?;
+    let (tenant, tail) = tail.split_once('/').unwrap_or((tail, ""));
+    let (target, rest) = match tail.find('/') {
+        Some(i) => (&tail[..i], &tail[i..]),
+        None => (tail, "/"),
+    };
+    if tenant.is_empty() || target.is_empty() {
+        return Err(PathError::Shape);
+    }
+    if rest.split('/').any(is_dot_segment) {
+        return Err(PathError::DotSegment);
+    }
+    let mut rest = rest.to_owned();
+    if let Some(q) = query {
+        rest.push('?');
+        rest.push_str(q);
+    }
+    Ok(RelayPath {
+        tenant,
+        target,
+        rest,
+    })
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let lowered = segment.to_ascii_lowercase().replace("%2e", ".");
+    lowered == "." || lowered == ".."
+}
+
+/// Join a target's base path (`/api` or `/`) with a relayed rest (`/x?q`), without doubling the slash.
+pub fn join_base(base_path: &str, rest: &str) -> String {
+    let base = base_path.trim_end_matches('/');
+    format!("{base}{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits() {
+        let p = split_relay_path("/relay/demo/app/some/path", Some("q=1")).expect("valid");
+        assert_eq!(p.tenant, "demo");
+        assert_eq!(p.target, "app");
+        assert_eq!(p.rest, "/some/path?q=1");
+        let p = split_relay_path("/relay/demo/app", None).expect("valid");
+        assert_eq!(p.rest, "/");
+        let p = split_relay_path("/relay/demo/app/", None).expect("valid");
+        assert_eq!(p.rest, "/");
+        let p = split_relay_path("/relay/demo/app/a%2Fb%20c/", Some("x=%41")).expect("valid");
+        assert_eq!(p.rest, "/a%2Fb%20c/?x=%41");
+    }
+
+    #[test]
+    fn refuses_bad_shapes_and_dot_segments() {
+        assert_eq!(split_relay_path("/other", None), Err(PathError::Shape));
+        assert_eq!(split_relay_path("/relay/demo", None), Err(PathError::Shape));
+        assert_eq!(split_relay_path("/relay//app", None), Err(PathError::Shape));
+        for bad in [
+            "/relay/d/a/../x",
+            "/relay/d/a/..",
+            "/relay/d/a/./x",
+            "/relay/d/a/%2e%2e/x",
+            "/relay/d/a/.%2E/x",
+            "/relay/d/a/x/%2E",
+        ] {
+            assert_eq!(split_relay_path(bad, None), Err(PathError::DotSegment), "{bad}");
+        }
+        assert!(split_relay_path("/relay/d/a/..x/.well-known", None).is_ok());
+    }
+
+    #[test]
+    fn joins() {
+        assert_eq!(join_base("/", "/x?q"), "/x?q");
+        assert_eq!(join_base("", "/x"), "/x");
+        assert_eq!(join_base("/api/", "/x"), "/api/x");
+        assert_eq!(join_base("/api", "/"), "/api/");
+    }
+}

@@ -1,0 +1,52 @@
+//! The connector tunnel's handshake vocabulary (see docs/protocol.md for the whole protocol).
+//!
+//! The connector dials Ferry and sends `GET /_ferry/tunnel` with `Upgrade: ferry-tunnel/1` and a bearer token.
+//! After `101 Switching Protocols` the roles reverse: Ferry is the HTTP/2 client and the connector the HTTP/2
+//! server on that connection. Every relayed request is one HTTP/2 stream; upgrades (WebSocket) use the extended
+//! CONNECT method of RFC 8441 with `:protocol` set to the client's `Upgrade` value.
+
+/// Path of the tunnel endpoint on Ferry's public listener.
+pub const TUNNEL_PATH: &str = "/_ferry/tunnel";
+/// The `Upgrade` token of the tunnel protocol, versioned.
+pub const UPGRADE_PROTOCOL: &str = "ferry-tunnel/1";
+/// Path of Ferry's built-in OAuth 2 token endpoint (client credentials).
+pub const TOKEN_PATH: &str = "/oauth/token";
+
+/// Handshake request: the connector's id (a UUID chosen by the connector process at start).
+pub const CONNECTOR_ID: &str = "ferry-connector-id";
+/// Handshake request: the comma-separated target names this connector serves.
+pub const TARGETS: &str = "ferry-targets";
+/// Handshake request: the connector's version.
+pub const CONNECTOR_VERSION: &str = "ferry-connector-version";
+/// Handshake response: the id of the Ferry node that accepted the tunnel.
+pub const NODE_ID: &str = "ferry-node-id";
+
+/// Tunnel request: which of the connector's targets the stream is for.
+pub const TARGET: &str = "ferry-target";
+/// Tunnel request: the relay request id (also sent to the target as `x-request-id`).
+pub const REQUEST_ID: &str = "ferry-request-id";
+/// Tunnel request: `client` when the target must see the client's `Host`, absent otherwise.
+pub const HOST_MODE: &str = "ferry-host-mode";
+
+/// Parse the `ferry-targets` handshake header into names, refusing invalid ones.
+pub fn parse_targets(value: &str) -> Result<Vec<crate::TargetName>, crate::InvalidName> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(crate::TargetName::new)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let t = parse_targets("app, api,").expect("valid");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].as_str(), "api");
+        assert!(parse_targets("app,Bad").is_err());
+    }
+}
