@@ -1,0 +1,170 @@
+//! HTTP plumbing shared by the gateway and the relay, which never depend on each other.
+//!
+//! Owns: the boxed body type, error responses in Ferry's one format, the forwarding headers, request facts the
+//! listener attaches to each request ([`ClientInfo`]), a body wrapper that enforces a size limit, and one that
+//! holds a guard until a body ends. Does not own: listeners, routing, tunnels.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod forwarded;
+
+pub use body::{empty, full, Body, BoxError, Guarded, SizeLimited};
+
+use ferry_proto::headers::{FERRY_ERROR, X_REQUEST_ID};
+use ferry_proto::{ErrorCode, ErrorReply};
+use http::{header, HeaderValue, Request, Response};
+use std::net::SocketAddr;
+
+/// Facts about the client connection, attached by the listener to every request as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub remote_addr: SocketAddr,
+    /// Whether the client reached Ferry over TLS.
+    pub tls: bool,
+}
+
+impl ClientInfo {
+    pub fn proto(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// The request id of a request: a well-formed incoming `x-request-id`, else a new one.
+pub fn request_id<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| ferry_proto::is_valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(ferry_proto::new_request_id)
+}
+
+/// Ferry's error response: the code's status, `ferry-error`, `x-request-id`, a one-line text body.
+pub fn error_response(reply: &ErrorReply, request_id: &str) -> Response<Body> {
+    let mut resp = Response::new(full(reply.body(request_id)));
+    *resp.status_mut() = reply.code.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(FERRY_ERROR, HeaderValue::from_static(reply.code.as_str()));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    if reply.code == ErrorCode::TenantBusy || reply.code == ErrorCode::Draining {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if reply.code == ErrorCode::Unauthorized {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// The size of a request head as it arrived, near enough for a limit: request line plus `name: value\r\n` lines.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: <protocol>`), lowercased.
+pub fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether `Content-Length` and `Transfer-Encoding` are both present, or `Content-Length` appears with differing
+/// values: framing a proxy must refuse (request smuggling).
+pub fn has_ambiguous_framing<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return true;
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    match lengths.next() {
+        Some(first) => lengths.any(|v| v != first),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_has_code_header_and_body() {
+        let r = error_response(&ErrorReply::new(ErrorCode::TenantBusy, "busy"), "rid1");
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[FERRY_ERROR], "tenant_busy");
+        assert_eq!(r.headers()[X_REQUEST_ID], "rid1");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn detects_upgrades_and_framing() {
+        let req = Request::builder()
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "WebSocket")
+            .body(())
+            .expect("request");
+        assert_eq!(upgrade_protocol(&req).as_deref(), Some("websocket"));
+        let req = Request::builder()
+            .header("upgrade", "websocket")
+            .body(())
+            .expect("request");
+        assert_eq!(upgrade_protocol(&req), None);
+
+        let req = Request::builder()
+            .header("content-length", "3")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .expect("request");
+        assert!(has_ambiguous_framing(&req));
+        let req = Request::builder()
+            .header("content-length", "3")
+            .header("content-length", "4")
+            .body(())
+            .expect("request");
+        assert!(has_ambiguous_framing(&req));
+        let req = Request::builder()
+            .header("content-length", "3")
+            .body(())
+            .expect("request");
+        assert!(!has_ambiguous_framing(&req));
+    }
+
+    #[test]
+    fn request_id_reuses_valid_incoming() {
+        let req = Request::builder()
+            .header(X_REQUEST_ID, "abc-123")
+            .body(())
+            .expect("request");
+        assert_eq!(request_id(&req), "abc-123");
+        let req = Request::builder()
+            .header(X_REQUEST_ID, "bad id")
+            .body(())
+            .expect("request");
+        assert_ne!(request_id(&req), "bad id");
+    }
+}

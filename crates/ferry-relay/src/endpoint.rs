@@ -1,0 +1,439 @@
+//! The relay's HTTP endpoints: `/relay/{tenant}/{target}/…` for clients and `/_ferry/tunnel` for connectors.
+//!
+//! The relay endpoint checks the request (names, path, framing, sizes), turns it into a tunnel request (the rest
+//! of the path byte for byte, end-to-end headers, forwarding headers, the request id), sends it through
+//! [`crate::dispatch`] and streams the response back. Upgrades (WebSocket) travel as an extended CONNECT and are
+//! bridged byte for byte once both sides agreed.
+
+use crate::dispatch::{self, InflightGuard, RelayError};
+use crate::registry::Registry;
+use ferry_auth::TokenVerifier;
+use ferry_config::RelaySettings;
+use ferry_http::{error_response, Body, BoxError, ClientInfo, Guarded, SizeLimited};
+use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
+use ferry_proto::path::{split_relay_path, PathError};
+use ferry_proto::{tunnel, ErrorCode, ErrorReply, TargetName, TenantName};
+use ferry_store::Store;
+use ferry_tunnel::TunnelOptions;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a tenant found in the store is taken to exist without asking again.
+const KNOWN_TENANT_TTL: Duration = Duration::from_secs(5);
+
+/// The relay of one node.
+pub struct Relay {
+    node_id: String,
+    settings: RelaySettings,
+    tunnel_options: TunnelOptions,
+    max_header_size: usize,
+    store: Arc<dyn Store>,
+    verifier: Arc<dyn TokenVerifier>,
+    registry: Registry,
+    known_tenants: Mutex<HashMap<TenantName, Instant>>,
+    draining: AtomicBool,
+}
+
+impl Relay {
+    pub fn new(
+        node_id: String,
+        settings: RelaySettings,
+        tunnel_options: TunnelOptions,
+        max_header_size: usize,
+        store: Arc<dyn Store>,
+        verifier: Arc<dyn TokenVerifier>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node_id,
+            settings,
+            tunnel_options,
+            max_header_size,
+            store,
+            verifier,
+            registry: Registry::default(),
+            known_tenants: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Take no new requests and no new tunnels from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Close every tunnel (after the in-flight requests finished, or at the drain deadline).
+    pub fn close_tunnels(&self) -> usize {
+        self.registry.close_all()
+    }
+
+    async fn tenant_exists(&self, tenant: &TenantName) -> Result<bool, RelayError> {
+        if self.registry.has_tunnels(tenant) {
+            return Ok(true);
+        }
+        {
+            let known = self.known_tenants.lock().unwrap_or_else(PoisonError::into_inner);
+            if known.get(tenant).is_some_and(|at| at.elapsed() < KNOWN_TENANT_TTL) {
+                return Ok(true);
+            }
+        }
+        let found = self
+            .store
+            .get_tenant(tenant)
+            .await
+            .map_err(|e| RelayError::Store(e.to_string()))?
+            .is_some();
+        if found {
+            self.known_tenants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tenant.clone(), Instant::now());
+        }
+        Ok(found)
+    }
+
+    /// Handle `/relay/{tenant}/{target}/…`.
+    pub async fn handle_relay(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let request_id = ferry_http::request_id(&req);
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let resp = self.relay(req, &request_id).await;
+        match resp {
+            Ok(resp) => {
+                tracing::debug!(request_id, %method, path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "relayed");
+                resp
+            }
+            Err(reply) => {
+                if reply.code.is_client_error() {
+                    tracing::info!(request_id, %method, path, code = %reply.code, "relay request refused: {}", reply.message);
+                } else {
+                    tracing::warn!(request_id, %method, path, code = %reply.code, elapsed_ms = started.elapsed().as_millis() as u64, "relay request failed: {}", reply.message);
+                }
+                error_response(&reply, &request_id)
+            }
+        }
+    }
+
+    async fn relay(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Response<Body>, ErrorReply> {
+        let parts = split_relay_path(req.uri().path(), req.uri().query()).map_err(|e| match e {
+            PathError::Shape => ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+            PathError::DotSegment => ErrorReply::new(ErrorCode::PathEscape, e.to_string()),
+        })?;
+        let bad = |e: ferry_proto::InvalidName| ErrorReply::new(ErrorCode::BadRequest, e.to_string());
+        let tenant = TenantName::new(parts.tenant).map_err(bad)?;
+        let target = TargetName::new(parts.target).map_err(bad)?;
+        let rest = parts.rest;
+
+        if self.is_draining() {
+            return Err(RelayError::Draining.reply());
+        }
+        if ferry_http::has_ambiguous_framing(&req) {
+            return Err(ErrorReply::new(
+                ErrorCode::AmbiguousFraming,
+                "Content-Length with Transfer-Encoding, or conflicting Content-Length values",
+            ));
+        }
+        if ferry_http::head_size(&req) > self.max_header_size {
+            return Err(ErrorReply::new(
+                ErrorCode::HeadersTooLarge,
+                format!("request headers are larger than {} bytes", self.max_header_size),
+            ));
+        }
+        let limit = self.settings.max_body_size;
+        if limit > 0 {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return Err(RelayError::PayloadTooLarge(limit).reply());
+            }
+        }
+        if !self.tenant_exists(&tenant).await.map_err(|e| e.reply())? {
+            return Err(RelayError::UnknownTenant(tenant.to_string()).reply());
+        }
+
+        let client = req.extensions().get::<ClientInfo>().copied();
+        let upgrade = if req.version() <= http::Version::HTTP_11 {
+            ferry_http::upgrade_protocol(&req)
+        } else {
+            None
+        };
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (head, body) = req.into_parts();
+        let authority = head
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| head.uri.authority().map(|a| a.as_str()))
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .unwrap_or_else(|| http::uri::Authority::from_static("relay.invalid"));
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(rest.as_str())
+            .build()
+            .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("path: {e}")))?;
+
+        let mut headers = head.headers;
+        let host = headers.remove(header::HOST);
+        let wants_trailers = strip_hop_by_hop(&mut headers);
+        remove_internal(&mut headers, false);
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(client) = &client {
+            ferry_http::forwarded::set_forwarded(&mut headers, client, host.as_ref());
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(X_REQUEST_ID, v.clone());
+            headers.insert(tunnel::REQUEST_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(target.as_str()) {
+            headers.insert(tunnel::TARGET, v);
+        }
+
+        let exceeded;
+        let mut out = if let Some(protocol) = &upgrade {
+            exceeded = None;
+            let mut r = Request::new(ferry_http::empty());
+            *r.method_mut() = Method::CONNECT;
+            r.extensions_mut()
+                .insert(hyper::ext::Protocol::from(protocol.as_str()));
+            r
+        } else {
+            let body: Body = if limit > 0 {
+                let (b, flag) = SizeLimited::new(body, limit);
+                exceeded = Some(flag);
+                b.boxed_unsync()
+            } else {
+                exceeded = None;
+                body.map_err(BoxError::from).boxed_unsync()
+            };
+            let mut r = Request::new(body);
+            *r.method_mut() = head.method;
+            r
+        };
+        *out.uri_mut() = uri;
+        *out.headers_mut() = headers;
+
+        let tunnels = self.registry.tenant(&tenant);
+        let expiration = self.settings.request_expiration;
+        let sent = tokio::time::timeout(
+            expiration,
+            dispatch::send(
+                &tunnels,
+                &tenant,
+                &target,
+                out,
+                self.settings.max_concurrent_requests,
+                self.settings.connector_wait,
+            ),
+        )
+        .await;
+        let (resp, guard) = match sent {
+            Err(_) => return Err(RelayError::Expired(expiration).reply()),
+            Ok(Err(e)) => {
+                if exceeded.is_some_and(|f| f.load(Ordering::Acquire)) {
+                    return Err(RelayError::PayloadTooLarge(limit).reply());
+                }
+                return Err(e.reply());
+            }
+            Ok(Ok(r)) => r,
+        };
+        if let Some(code) = resp.headers().get(ferry_proto::headers::FERRY_ERROR) {
+            tracing::warn!(request_id, tenant = %tenant, target = %target, code = ?code, status = resp.status().as_u16(), "connector answered with an error");
+        }
+
+        match (upgrade, client_upgrade) {
+            (Some(protocol), Some(client_upgrade)) if resp.status() == StatusCode::OK => Ok(
+                bridge_upgrade(resp, client_upgrade, protocol, guard, request_id),
+            ),
+            _ => Ok(into_client_response(resp, guard, request_id)),
+        }
+    }
+
+    /// Handle `GET /_ferry/tunnel`: authenticate the connector, answer 101 and attach the tunnel once upgraded.
+    pub async fn handle_tunnel(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        let request_id = ferry_http::request_id(&req);
+        let remote_addr = req
+            .extensions()
+            .get::<ClientInfo>()
+            .map(|c| c.remote_addr)
+            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        let refuse = |reply: ErrorReply| {
+            tracing::warn!(%remote_addr, code = %reply.code, "tunnel refused: {}", reply.message);
+            error_response(&reply, &request_id)
+        };
+        if self.is_draining() {
+            return refuse(RelayError::Draining.reply());
+        }
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(token) = token else {
+            return refuse(ErrorReply::new(ErrorCode::Unauthorized, "a bearer token is required"));
+        };
+        let claims = match self.verifier.verify(token) {
+            Ok(c) => c,
+            Err(e) => return refuse(ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))),
+        };
+        let tenant = claims.tenant;
+        match self.store.get_tenant(&tenant).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return refuse(ErrorReply::new(
+                    ErrorCode::Unauthorized,
+                    format!("tenant {tenant} no longer exists"),
+                ))
+            }
+            Err(e) => return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}"))),
+        }
+        let handshake = match ferry_tunnel::server::parse_handshake(req.headers()) {
+            Ok(h) => h,
+            Err(reply) => return refuse(reply),
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(%remote_addr, tenant = %tenant, "tunnel upgrade failed: {e}");
+                    return;
+                }
+            };
+            let (sender, connection) =
+                match ferry_tunnel::server::open(upgraded, &relay.tunnel_options).await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
+                        return;
+                    }
+                };
+            let connector_id = handshake.connector_id.clone();
+            let tunnel = relay.registry.attach(
+                &tenant,
+                handshake.connector_id,
+                remote_addr,
+                handshake.targets,
+                sender,
+            );
+            let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
+            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets = ?targets, version = ?handshake.version, "tunnel attached");
+            let result = connection.await;
+            relay.registry.detach(&tenant, tunnel.id);
+            match result {
+                Ok(()) => tracing::info!(tenant = %tenant, connector_id, "tunnel closed"),
+                Err(e) => tracing::warn!(tenant = %tenant, connector_id, "tunnel lost: {e}"),
+            }
+        });
+        let mut resp = Response::new(ferry_http::empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *resp.headers_mut() = ferry_tunnel::server::switching_protocols_headers(&self.node_id);
+        resp
+    }
+}
+
+/// Remove `ferry-*` headers: all of them from a client's request (a client must not set them), all but
+/// `ferry-error` from a connector's response.
+fn remove_internal(headers: &mut http::HeaderMap, keep_error: bool) {
+    let internal: Vec<_> = headers
+        .keys()
+        .filter(|n| {
+            ferry_proto::headers::is_internal(n)
+                || (!keep_error && n.as_str() == ferry_proto::headers::FERRY_ERROR)
+        })
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
+    }
+}
+
+fn into_client_response(
+    resp: Response<Incoming>,
+    guard: InflightGuard,
+    request_id: &str,
+) -> Response<Body> {
+    let (mut head, body) = resp.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    remove_internal(&mut head.headers, true);
+    if !head.headers.contains_key(X_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            head.headers.insert(X_REQUEST_ID, v);
+        }
+    }
+    let body = Guarded::new(body, guard)
+        .map_err(BoxError::from)
+        .boxed_unsync();
+    Response::from_parts(head, body)
+}
+
+fn bridge_upgrade(
+    resp: Response<Incoming>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    protocol: String,
+    guard: InflightGuard,
+    request_id: &str,
+) -> Response<Body> {
+    let (mut head, body) = resp.into_parts();
+    let tunnel_upgrade = hyper::upgrade::on(Response::from_parts(head.clone(), body));
+    strip_hop_by_hop(&mut head.headers);
+    let request_id = request_id.to_owned();
+    let mut client_resp = Response::new(ferry_http::empty());
+    *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *client_resp.headers_mut() = head.headers;
+    let h = client_resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    match HeaderValue::from_str(&protocol) {
+        Ok(v) => {
+            h.insert(header::UPGRADE, v);
+        }
+        Err(_) => {
+            let reply = ErrorReply::new(ErrorCode::BadRequest, "bad upgrade protocol");
+            return error_response(&reply, &request_id);
+        }
+    }
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (client, tunnel) = match tokio::try_join!(client_upgrade, tunnel_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(request_id, "upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut tunnel = TokioIo::new(tunnel);
+        match tokio::io::copy_bidirectional(&mut client, &mut tunnel).await {
+            Ok((up, down)) => tracing::debug!(request_id, up, down, "upgraded connection closed"),
+            Err(e) => tracing::debug!(request_id, "upgraded connection ended: {e}"),
+        }
+    });
+    client_resp
+}

@@ -1,0 +1,14 @@
+//! The relay: a tenant's targets reached through the tunnels its connectors opened to this node.
+//!
+//! Owns: the registry of open tunnels per tenant ([`registry`]), choosing a tunnel and failing over
+//! ([`dispatch`]), and the two HTTP endpoints of the relay ([`endpoint`]): `/_ferry/tunnel`, where connectors
+//! attach, and `/relay/{tenant}/{target}/…`, where clients call. Does not own: listeners and TLS (gateway), the
+//! tunnel's wire protocol (ferry-tunnel), tokens and secrets (ferry-auth), storage (ferry-store).
+#![forbid(unsafe_code)]
+
+pub mod dispatch;
+pub mod endpoint;
+pub mod registry;
+
+pub use dispatch::RelayError;
+pub use endpoint::Relay;

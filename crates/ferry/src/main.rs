@@ -1,0 +1,247 @@
+//! The `ferry` binary: parses the command line, loads the layered configuration, starts tracing, installs signal
+//! handlers and maps failures to exit codes. Everything else is a library call (`ferry_app::run`,
+//! `ferry_connector::run`, `ferry_auth::create_tenant`).
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad command line or configuration.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ferry_config::{Config, HostMode, Override};
+use ferry_proto::TenantName;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Relay and edge gateway: reach private HTTP services through connectors")]
+struct Cli {
+    /// TOML configuration file (flags win over FERRY_* variables, which win over the file).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with all roles (relay, token endpoint) on the embedded store.
+    Serve(ServeArgs),
+    /// Manage tenants in the local store.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Run a connector: dial a Ferry node and serve its targets.
+    Connector(ConnectorArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Public listener address, e.g. 0.0.0.0:8443 (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(flatten)]
+    data: DataDirArg,
+    /// PEM certificate chain for TLS on the public listener.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the public listener.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// Directory of the embedded store (default ./ferry-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its connector secret (once) on stdout.
+    Create {
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Args)]
+struct ConnectorArgs {
+    /// Ferry's base URL, e.g. https://ferry.example.com.
+    #[arg(long)]
+    server: Option<String>,
+    /// The tenant this connector serves.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The tenant's connector secret (prefer FERRY_SECRET, which stays out of the process list).
+    #[arg(long)]
+    secret: Option<String>,
+    /// A target as NAME=URL, e.g. app=http://127.0.0.1:3000; repeat for more.
+    #[arg(long = "target", value_name = "NAME=URL")]
+    targets: Vec<String>,
+    /// Send the client's Host to this target instead of the target's own; repeat for more.
+    #[arg(long = "preserve-host", value_name = "NAME")]
+    preserve_host: Vec<String>,
+    /// Extra PEM CA certificates to trust for the server and https targets.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferry: configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = ferry_telemetry::init(&config.log) {
+        eprintln!("ferry: logging: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut overrides = Vec::new();
+    let mut preserve_host = Vec::new();
+    match &cli.command {
+        Command::Serve(a) => {
+            if let Some(v) = &a.listen {
+                overrides.push(Override::new("server.listen", v.as_str()));
+            }
+            data_dir_override(&a.data, &mut overrides);
+            if let Some(v) = &a.tls_cert {
+                overrides.push(Override::new("server.tls_cert", v.display().to_string()));
+            }
+            if let Some(v) = &a.tls_key {
+                overrides.push(Override::new("server.tls_key", v.display().to_string()));
+            }
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { data, .. },
+        } => data_dir_override(data, &mut overrides),
+        Command::Connector(a) => {
+            for (path, value) in [
+                ("connector.server", &a.server),
+                ("connector.tenant", &a.tenant),
+                ("connector.secret", &a.secret),
+            ] {
+                if let Some(v) = value {
+                    overrides.push(Override::new(path, v.as_str()));
+                }
+            }
+            if let Some(v) = &a.ca_file {
+                overrides.push(Override::new("connector.ca_file", v.display().to_string()));
+            }
+            if !a.targets.is_empty() {
+                overrides.push(Override::targets(&a.targets)?);
+            }
+            preserve_host.clone_from(&a.preserve_host);
+        }
+    }
+    let mut config = ferry_config::load(cli.config.as_deref(), std::env::vars(), overrides)?;
+    for name in preserve_host {
+        let target = config
+            .connector
+            .targets
+            .iter_mut()
+            .find(|t| t.name.as_str() == name)
+            .with_context(|| format!("--preserve-host {name}: no such target"))?;
+        target.host = HostMode::Client;
+    }
+    Ok(config)
+}
+
+fn data_dir_override(arg: &DataDirArg, overrides: &mut Vec<Override>) {
+    if let Some(v) = &arg.data_dir {
+        overrides.push(Override::new("server.data_dir", v.display().to_string()));
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => {
+            let listeners = ferry_app::Listeners::bind(&config).await?;
+            println!("ferry listening on {}", listeners.public.url());
+            std::io::stdout().flush().context("stdout")?;
+            ferry_app::run(config, listeners, shutdown_signal()).await?;
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { name, .. },
+        } => {
+            let name = match TenantName::new(name) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let store = ferry_app::open_store(&config).await?;
+            let (tenant, secret) = ferry_auth::create_tenant(store.as_ref(), &name)
+                .await
+                .with_context(|| format!("create tenant {name}"))?;
+            eprintln!(
+                "created tenant {}; its connector secret follows and is shown only now",
+                tenant.name
+            );
+            println!("{secret}");
+        }
+        Command::Connector(_) => {
+            ferry_connector::run(config.connector, shutdown_signal()).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("signal received, shutting down (send it again to exit at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
