@@ -56,7 +56,9 @@ impl Listeners {
 
 /// Open the configured store (the embedded SQLite file in the data directory).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    Ok(Arc::new(SqliteStore::open_in(&config.server.data_dir).await?))
+    Ok(Arc::new(
+        SqliteStore::open_in(&config.server.data_dir).await?,
+    ))
 }
 
 /// Shared state of the public listener's routes.
@@ -120,7 +122,13 @@ pub async fn run(
             node.relay.start_draining();
         }
     };
-    ferry_gateway::serve(listeners.public, routes::handler(node), options, drain_started).await;
+    ferry_gateway::serve(
+        listeners.public,
+        routes::handler(node),
+        options,
+        drain_started,
+    )
+    .await;
     let closed = relay.close_tunnels();
     tracing::info!(tunnels = closed, "tunnels closed, node stopped");
     Ok(())

@@ -75,7 +75,10 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
         .extensions()
         .get::<ferry_http::ClientInfo>()
         .map(|c| c.remote_addr.to_string());
-    let body: Bytes = match Limited::new(req.into_body(), TOKEN_BODY_LIMIT).collect().await {
+    let body: Bytes = match Limited::new(req.into_body(), TOKEN_BODY_LIMIT)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             let reply = ErrorReply::new(
@@ -93,9 +96,13 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
         tracing::info!(remote, status = reply.status, "token request refused");
     }
     let mut r = Response::new(full(reply.body));
-    *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

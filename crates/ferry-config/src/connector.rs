@@ -96,7 +96,9 @@ impl TargetConfig {
         let name = TargetName::new(name.trim()).map_err(|e| format!("target {spec:?}: {e}"))?;
         let url = url.trim();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("target {spec:?}: URL must start with http:// or https://"));
+            return Err(format!(
+                "target {spec:?}: URL must start with http:// or https://"
+            ));
         }
         Ok(Self {
             name,

@@ -23,23 +23,63 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_TLS_CERT", "server.tls_cert", EnvKind::Text),
     ("FERRY_TLS_KEY", "server.tls_key", EnvKind::Text),
     ("FERRY_DRAIN_TIMEOUT", "server.drain_timeout", EnvKind::Text),
-    ("FERRY_MAX_HEADER_SIZE", "server.http.max_header_size", EnvKind::Integer),
-    ("FERRY_CONNECTOR_WAIT", "server.relay.connector_wait", EnvKind::Text),
-    ("FERRY_REQUEST_EXPIRATION", "server.relay.request_expiration", EnvKind::Text),
-    ("FERRY_MAX_CONCURRENT_REQUESTS", "server.relay.max_concurrent_requests", EnvKind::Integer),
-    ("FERRY_MAX_BODY_SIZE", "server.relay.max_body_size", EnvKind::Integer),
+    (
+        "FERRY_MAX_HEADER_SIZE",
+        "server.http.max_header_size",
+        EnvKind::Integer,
+    ),
+    (
+        "FERRY_CONNECTOR_WAIT",
+        "server.relay.connector_wait",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_REQUEST_EXPIRATION",
+        "server.relay.request_expiration",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_MAX_CONCURRENT_REQUESTS",
+        "server.relay.max_concurrent_requests",
+        EnvKind::Integer,
+    ),
+    (
+        "FERRY_MAX_BODY_SIZE",
+        "server.relay.max_body_size",
+        EnvKind::Integer,
+    ),
     ("FERRY_TOKEN_TTL", "server.auth.token_ttl", EnvKind::Text),
     ("FERRY_SERVER", "connector.server", EnvKind::Text),
     ("FERRY_TENANT", "connector.tenant", EnvKind::Text),
     ("FERRY_SECRET", "connector.secret", EnvKind::Text),
     ("FERRY_TOKEN_URL", "connector.token_url", EnvKind::Text),
     ("FERRY_CA_FILE", "connector.ca_file", EnvKind::Text),
-    ("FERRY_CONNECTOR_ID", "connector.connector_id", EnvKind::Text),
+    (
+        "FERRY_CONNECTOR_ID",
+        "connector.connector_id",
+        EnvKind::Text,
+    ),
     ("FERRY_TARGETS", "connector.targets", EnvKind::Targets),
-    ("FERRY_RECONNECT_MIN_DELAY", "connector.reconnect_min_delay", EnvKind::Text),
-    ("FERRY_RECONNECT_MAX_DELAY", "connector.reconnect_max_delay", EnvKind::Text),
-    ("FERRY_CONNECT_TIMEOUT", "connector.connect_timeout", EnvKind::Text),
-    ("FERRY_RESPONSE_TIMEOUT", "connector.response_timeout", EnvKind::Text),
+    (
+        "FERRY_RECONNECT_MIN_DELAY",
+        "connector.reconnect_min_delay",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_RECONNECT_MAX_DELAY",
+        "connector.reconnect_max_delay",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_CONNECT_TIMEOUT",
+        "connector.connect_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_RESPONSE_TIMEOUT",
+        "connector.response_timeout",
+        EnvKind::Text,
+    ),
     ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
     ("FERRY_LOG", "log.level", EnvKind::Text),
 ];
@@ -148,16 +188,16 @@ pub fn load(
         let Some(raw) = env.get(*var) else { continue };
         let value = match kind {
             EnvKind::Text => Value::String(raw.clone()),
-            EnvKind::Integer => Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
-                var,
-                message: format!("{raw:?} is not a whole number"),
-            })?),
-            EnvKind::Targets => {
-                targets_value(raw.split(',')).map_err(|e| ConfigError::Env {
+            EnvKind::Integer => {
+                Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
                     var,
-                    message: e.to_string(),
-                })?
+                    message: format!("{raw:?} is not a whole number"),
+                })?)
             }
+            EnvKind::Targets => targets_value(raw.split(',')).map_err(|e| ConfigError::Env {
+                var,
+                message: e.to_string(),
+            })?,
         };
         set(&mut root, path, value);
     }
@@ -176,15 +216,24 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
     if config.version != CONFIG_VERSION {
         return Err(invalid(
             "version",
-            format!("unsupported version {}, this Ferry reads version {CONFIG_VERSION}", config.version),
+            format!(
+                "unsupported version {}, this Ferry reads version {CONFIG_VERSION}",
+                config.version
+            ),
         ));
     }
     let server = &config.server;
     if server.tls_cert.is_some() != server.tls_key.is_some() {
-        return Err(invalid("server.tls_cert", "tls_cert and tls_key go together"));
+        return Err(invalid(
+            "server.tls_cert",
+            "tls_cert and tls_key go together",
+        ));
     }
     if server.http.max_header_size < 1024 {
-        return Err(invalid("server.http.max_header_size", "must be at least 1024"));
+        return Err(invalid(
+            "server.http.max_header_size",
+            "must be at least 1024",
+        ));
     }
     let c = &config.connector;
     if c.reconnect_min_delay.is_zero() || c.reconnect_min_delay > c.reconnect_max_delay {
@@ -195,15 +244,24 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
     }
     for (i, t) in c.targets.iter().enumerate() {
         if c.targets[..i].iter().any(|o| o.name == t.name) {
-            return Err(invalid(format!("connector.targets[{i}].name"), format!("duplicate target {}", t.name)));
+            return Err(invalid(
+                format!("connector.targets[{i}].name"),
+                format!("duplicate target {}", t.name),
+            ));
         }
         if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
-            return Err(invalid(format!("connector.targets[{i}].url"), "must start with http:// or https://"));
+            return Err(invalid(
+                format!("connector.targets[{i}].url"),
+                "must start with http:// or https://",
+            ));
         }
     }
     if let Some(s) = get(root, "connector.server").and_then(Value::as_str) {
         if !(s.starts_with("http://") || s.starts_with("https://")) {
-            return Err(invalid("connector.server", "must start with http:// or https://"));
+            return Err(invalid(
+                "connector.server",
+                "must start with http:// or https://",
+            ));
         }
     }
     Ok(())
@@ -215,7 +273,10 @@ mod tests {
     use std::time::Duration;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn file(text: &str) -> tempfile_lite::TempFile {
@@ -257,7 +318,10 @@ mod tests {
         );
         let c = load(
             Some(&f.0),
-            env(&[("FERRY_LISTEN", "127.0.0.1:2"), ("FERRY_DATA_DIR", "from-env")]),
+            env(&[
+                ("FERRY_LISTEN", "127.0.0.1:2"),
+                ("FERRY_DATA_DIR", "from-env"),
+            ]),
             vec![Override::new("server.listen", "127.0.0.1:3")],
         )
         .expect("loads");
@@ -269,12 +333,21 @@ mod tests {
 
     #[test]
     fn targets_from_env_and_flags() {
-        let c = load(None, env(&[("FERRY_TARGETS", "a=http://127.0.0.1:1, b=https://x/base")]), vec![])
-            .expect("loads");
+        let c = load(
+            None,
+            env(&[("FERRY_TARGETS", "a=http://127.0.0.1:1, b=https://x/base")]),
+            vec![],
+        )
+        .expect("loads");
         assert_eq!(c.connector.targets.len(), 2);
         assert_eq!(c.connector.targets[1].url, "https://x/base");
         let o = Override::targets(&["c=http://127.0.0.1:9".to_string()]).expect("valid");
-        let c = load(None, env(&[("FERRY_TARGETS", "a=http://127.0.0.1:1")]), vec![o]).expect("loads");
+        let c = load(
+            None,
+            env(&[("FERRY_TARGETS", "a=http://127.0.0.1:1")]),
+            vec![o],
+        )
+        .expect("loads");
         assert_eq!(c.connector.targets.len(), 1);
         assert_eq!(c.connector.targets[0].name.as_str(), "c");
     }
@@ -286,13 +359,15 @@ mod tests {
         assert!(e.to_string().contains("server.relay"), "{e}");
         assert!(e.to_string().contains("connector_wiat"), "{e}");
 
-        let e = load(None, env(&[("FERRY_CONNECTOR_WAIT", "soon")]), vec![]).expect_err("bad duration");
+        let e =
+            load(None, env(&[("FERRY_CONNECTOR_WAIT", "soon")]), vec![]).expect_err("bad duration");
         assert!(e.to_string().contains("server.relay.connector_wait"), "{e}");
 
         let e = load(None, env(&[("FERRY_MAX_BODY_SIZE", "lots")]), vec![]).expect_err("bad int");
         assert!(e.to_string().starts_with("FERRY_MAX_BODY_SIZE"), "{e}");
 
-        let e = load(None, env(&[("FERRY_TARGETS", "Bad=http://x")]), vec![]).expect_err("bad name");
+        let e =
+            load(None, env(&[("FERRY_TARGETS", "Bad=http://x")]), vec![]).expect_err("bad name");
         assert!(e.to_string().contains("FERRY_TARGETS"), "{e}");
 
         let f = file("version = 2\n");

@@ -14,7 +14,9 @@ mod server;
 pub use connector::{ConnectorConfig, HostMode, TargetConfig};
 pub use layer::{load, ConfigError, Override, ENV_OVERRIDES};
 pub use secret::Secret;
-pub use server::{AuthSettings, HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings};
+pub use server::{
+    AuthSettings, HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
+};
 
 use serde::Deserialize;
 

@@ -49,7 +49,11 @@ mod tests {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
             tls: false,
         };
-        set_forwarded(&mut h, &client, Some(&HeaderValue::from_static("example.com")));
+        set_forwarded(
+            &mut h,
+            &client,
+            Some(&HeaderValue::from_static("example.com")),
+        );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "example.com");

@@ -170,7 +170,10 @@ mod tests {
 
     #[test]
     fn body_names_code_and_request_id() {
-        let r = ErrorReply::new(ErrorCode::NoConnector, "no connector of tenant \"demo\" is online");
+        let r = ErrorReply::new(
+            ErrorCode::NoConnector,
+            "no connector of tenant \"demo\" is online",
+        );
         assert_eq!(
             r.body("abc"),
             "no_connector: no connector of tenant \"demo\" is online (request id abc)\n"

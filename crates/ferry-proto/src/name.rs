@@ -15,7 +15,9 @@ pub enum InvalidName {
     TooLong { kind: &'static str },
     #[error("{kind} name must start with a lowercase letter or a digit")]
     BadStart { kind: &'static str },
-    #[error("{kind} name may contain only lowercase letters, digits, '-' and '_' (found {found:?})")]
+    #[error(
+        "{kind} name may contain only lowercase letters, digits, '-' and '_' (found {found:?})"
+    )]
     BadChar { kind: &'static str, found: char },
 }
 
@@ -42,7 +44,9 @@ fn validate(kind: &'static str, value: &str) -> Result<(), InvalidName> {
 macro_rules! name_type {
     ($ty:ident, $kind:literal) => {
         #[doc = concat!("A validated ", $kind, " name (see the module docs for the character set).")]
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[derive(
+            Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+        )]
         #[serde(try_from = "String", into = "String")]
         pub struct $ty(String);
 

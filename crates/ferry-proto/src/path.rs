@@ -26,7 +26,10 @@ pub enum PathError {
 }
 
 /// Split a request path and query into tenant, target and the rest.
-pub fn split_relay_path<'a>(path: &'a str, query: Option<&str>) -> Result<RelayPath<'a>, PathError> {
+pub fn split_relay_path<'a>(
+    path: &'a str,
+    query: Option<&str>,
+) -> Result<RelayPath<'a>, PathError> {
     let tail = path.strip_prefix(RELAY_PREFIX).ok_or(PathError::Shape)?;
     let (tenant, tail) = tail.split_once('/').unwrap_or((tail, ""));
     let (target, rest) = match tail.find('/') {
@@ -93,7 +96,11 @@ mod tests {
             "/relay/d/a/.%2E/x",
             "/relay/d/a/x/%2E",
         ] {
-            assert_eq!(split_relay_path(bad, None), Err(PathError::DotSegment), "{bad}");
+            assert_eq!(
+                split_relay_path(bad, None),
+                Err(PathError::DotSegment),
+                "{bad}"
+            );
         }
         assert!(split_relay_path("/relay/d/a/..x/.well-known", None).is_ok());
     }

@@ -86,8 +86,14 @@ impl Relay {
             return Ok(true);
         }
         {
-            let known = self.known_tenants.lock().unwrap_or_else(PoisonError::into_inner);
-            if known.get(tenant).is_some_and(|at| at.elapsed() < KNOWN_TENANT_TTL) {
+            let known = self
+                .known_tenants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if known
+                .get(tenant)
+                .is_some_and(|at| at.elapsed() < KNOWN_TENANT_TTL)
+            {
                 return Ok(true);
             }
         }
@@ -138,7 +144,8 @@ impl Relay {
             PathError::Shape => ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
             PathError::DotSegment => ErrorReply::new(ErrorCode::PathEscape, e.to_string()),
         })?;
-        let bad = |e: ferry_proto::InvalidName| ErrorReply::new(ErrorCode::BadRequest, e.to_string());
+        let bad =
+            |e: ferry_proto::InvalidName| ErrorReply::new(ErrorCode::BadRequest, e.to_string());
         let tenant = TenantName::new(parts.tenant).map_err(bad)?;
         let target = TargetName::new(parts.target).map_err(bad)?;
         let rest = parts.rest;
@@ -155,7 +162,10 @@ impl Relay {
         if ferry_http::head_size(&req) > self.max_header_size {
             return Err(ErrorReply::new(
                 ErrorCode::HeadersTooLarge,
-                format!("request headers are larger than {} bytes", self.max_header_size),
+                format!(
+                    "request headers are larger than {} bytes",
+                    self.max_header_size
+                ),
             ));
         }
         let limit = self.settings.max_body_size;
@@ -293,14 +303,25 @@ impl Relay {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(token) = token else {
-            return refuse(ErrorReply::new(ErrorCode::Unauthorized, "a bearer token is required"));
+            return refuse(ErrorReply::new(
+                ErrorCode::Unauthorized,
+                "a bearer token is required",
+            ));
         };
         let claims = match self.verifier.verify(token) {
             Ok(c) => c,
-            Err(e) => return refuse(ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))),
+            Err(e) => {
+                return refuse(ErrorReply::new(
+                    ErrorCode::Unauthorized,
+                    format!("token refused: {e}"),
+                ))
+            }
         };
         let tenant = claims.tenant;
         match self.store.get_tenant(&tenant).await {
@@ -327,14 +348,18 @@ impl Relay {
                     return;
                 }
             };
-            let (sender, connection) =
-                match ferry_tunnel::server::open(upgraded, &relay.tunnel_options).await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
-                        return;
-                    }
-                };
+            let (sender, connection) = match ferry_tunnel::server::open(
+                upgraded,
+                &relay.tunnel_options,
+            )
+            .await
+            {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
+                    return;
+                }
+            };
             let connector_id = handshake.connector_id.clone();
             let tunnel = relay.registry.attach(
                 &tenant,

@@ -139,7 +139,10 @@ pub struct Registry {
 impl Registry {
     /// The tenant's entry, created empty on first use.
     pub fn tenant(&self, tenant: &TenantName) -> Arc<TenantTunnels> {
-        lock(&self.tenants).entry(tenant.clone()).or_default().clone()
+        lock(&self.tenants)
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
     }
 
     /// The tenant's entry if it has one.

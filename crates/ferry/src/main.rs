@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Relay and edge gateway: reach private HTTP services through connectors")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Relay and edge gateway: reach private HTTP services through connectors"
+)]
 struct Cli {
     /// TOML configuration file (flags win over FERRY_* variables, which win over the file).
     #[arg(long, global = true)]
@@ -103,7 +107,10 @@ fn main() -> ExitCode {
         eprintln!("ferry: logging: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
