@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 /// The audience of connector tokens.
 pub const TUNNEL_AUDIENCE: &str = "ferry-tunnel";
+/// Token requests verified at once (each costs an argon2 hash).
+const TOKEN_CHECKS_AT_ONCE: usize = 4;
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,8 @@ pub(crate) struct Node {
     pub relay: Arc<Relay>,
     pub issuer: TokenIssuer,
     pub ready: AtomicBool,
+    /// Bounds concurrent argon2 verifications of the token endpoint.
+    pub token_checks: tokio::sync::Semaphore,
 }
 
 /// Run a node until `shutdown` resolves, then drain and return.
@@ -106,6 +110,7 @@ pub async fn run(
         relay: relay.clone(),
         issuer,
         ready: AtomicBool::new(true),
+        token_checks: tokio::sync::Semaphore::new(TOKEN_CHECKS_AT_ONCE),
     });
     let options = ServeOptions {
         max_header_size: s.http.max_header_size,

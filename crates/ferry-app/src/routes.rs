@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// Largest token request body accepted.
 const TOKEN_BODY_LIMIT: usize = 16 * 1024;
+/// How long a token request waits for a free verification slot before 503.
+const TOKEN_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn handler(node: Arc<Node>) -> Handler {
     Arc::new(move |req| {
@@ -88,21 +90,32 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
             return error_response(&reply, &request_id);
         }
     };
+    // Each token request costs an argon2 verification (tens of milliseconds of CPU, on purpose): a bounded number
+    // run at once, so a flood of token requests cannot starve the relay of CPU.
+    let permit = match tokio::time::timeout(TOKEN_QUEUE_WAIT, node.token_checks.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            let reply = ErrorReply::new(ErrorCode::TenantBusy, "too many token requests at once");
+            let mut r = error_response(&reply, &request_id);
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
+    };
     let reply = node
         .issuer
         .client_credentials(authorization.as_deref(), content_type.as_deref(), &body)
         .await;
+    drop(permit);
     if reply.status != 200 {
         tracing::info!(remote, status = reply.status, "token request refused");
     }
     let mut r = Response::new(full(reply.body));
     *r.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
     r
 }

@@ -1,0 +1,555 @@
+//! The OAuth 2 token endpoint, client-credentials grant only (RFC 6749 §4.4, answers per §5.1 and §5.2), as
+//! `docs/protocol.md` §1 describes it. Transport-free: the caller passes the `Authorization` and `Content-Type`
+//! header values and the body, and writes the [`TokenReply`] back.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use ferry_proto::TenantName;
+use serde::Serialize;
+
+use crate::secret::{burn_one_verify_async, check_client_secret};
+use crate::TokenIssuer;
+
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+const GRANT_TYPE: &str = "client_credentials";
+const BASIC_CHALLENGE: &str = "Basic realm=\"ferry\", charset=\"UTF-8\"";
+
+/// The answer of the token endpoint: status, headers and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenReply {
+    pub status: u16,
+    /// JSON.
+    pub body: Vec<u8>,
+    /// Headers to send with it: `content-type`, `cache-control: no-store`, `pragma: no-cache` (RFC 6749 §5.1),
+    /// and `www-authenticate` on a 401.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Serialize)]
+struct SuccessBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    error_description: &'static str,
+}
+
+impl TokenReply {
+    fn new(status: u16, body: Vec<u8>) -> Self {
+        TokenReply {
+            status,
+            body,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+                ("pragma", "no-cache".to_owned()),
+            ],
+        }
+    }
+
+    fn error(status: u16, error: &'static str, error_description: &'static str) -> Self {
+        let body = serde_json::to_vec(&ErrorBody {
+            error,
+            error_description,
+        })
+        .unwrap_or_else(|_| format!("{{\"error\":\"{error}\"}}").into_bytes());
+        let mut reply = TokenReply::new(status, body);
+        if status == 401 {
+            reply
+                .headers
+                .push(("www-authenticate", BASIC_CHALLENGE.to_owned()));
+        }
+        reply
+    }
+
+    fn invalid_request(description: &'static str) -> Self {
+        TokenReply::error(400, "invalid_request", description)
+    }
+
+    fn invalid_client(description: &'static str) -> Self {
+        TokenReply::error(401, "invalid_client", description)
+    }
+}
+
+/// The client's claimed identity, from whichever place it came.
+struct Credentials {
+    client_id: String,
+    client_secret: String,
+}
+
+/// Whether the `Content-Type` value names the form media type (parameters such as `charset` are ignored).
+fn is_form(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(FORM_CONTENT_TYPE))
+}
+
+/// Undo the form encoding RFC 6749 §2.3.1 applies to the id and secret before they go into Basic.
+fn form_decode(value: &str) -> Option<String> {
+    let plus_decoded: Cow<'_, str> = if value.contains('+') {
+        Cow::Owned(value.replace('+', " "))
+    } else {
+        Cow::Borrowed(value)
+    };
+    percent_encoding::percent_decode_str(&plus_decoded)
+        .decode_utf8()
+        .ok()
+        .map(Cow::into_owned)
+}
+
+enum Basic {
+    /// No `Authorization` header.
+    Absent,
+    Credentials(Credentials),
+}
+
+fn parse_authorization(authorization: Option<&str>) -> Result<Basic, TokenReply> {
+    let Some(value) = authorization else {
+        return Ok(Basic::Absent);
+    };
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(TokenReply::invalid_client(
+            "only HTTP Basic client authentication is supported",
+        ));
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let malformed = || TokenReply::invalid_request("malformed HTTP Basic credentials");
+    let decoded = engine.decode(rest.trim()).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    Ok(Basic::Credentials(Credentials {
+        client_id: form_decode(id).ok_or_else(malformed)?,
+        client_secret: form_decode(secret).ok_or_else(malformed)?,
+    }))
+}
+
+/// The parameters of a token request, each at most once; empty values count as absent (RFC 6749 §3.1).
+#[derive(Default)]
+struct Form {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+}
+
+fn parse_form(body: &[u8]) -> Result<Form, TokenReply> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| TokenReply::invalid_request("the body is not a valid form"))?;
+    let mut form = Form::default();
+    for (name, value) in pairs {
+        if value.is_empty() {
+            continue;
+        }
+        let slot = match name.as_str() {
+            "grant_type" => &mut form.grant_type,
+            "client_id" => &mut form.client_id,
+            "client_secret" => &mut form.client_secret,
+            "scope" => &mut form.scope,
+            // Unknown parameters are ignored (RFC 6749 §3.2).
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(TokenReply::invalid_request(
+                "a request parameter is repeated",
+            ));
+        }
+    }
+    Ok(form)
+}
+
+/// Check everything that does not need the store; the client's claimed credentials if the request is well
+/// formed.
+fn parse_request(
+    authorization: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Credentials, TokenReply> {
+    if !is_form(content_type) {
+        return Err(TokenReply::invalid_request(
+            "the content type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let form = parse_form(body)?;
+    match form.grant_type.as_deref() {
+        None => return Err(TokenReply::invalid_request("grant_type is required")),
+        Some(GRANT_TYPE) => {}
+        Some(_) => {
+            return Err(TokenReply::error(
+                400,
+                "unsupported_grant_type",
+                "only the client_credentials grant is supported",
+            ))
+        }
+    }
+    if let Some(scope) = &form.scope {
+        if scope
+            .split(' ')
+            .any(|s| !s.is_empty() && s != crate::TUNNEL_SCOPE)
+        {
+            return Err(TokenReply::error(
+                400,
+                "invalid_scope",
+                "the only scope is tunnel",
+            ));
+        }
+    }
+    match parse_authorization(authorization)? {
+        Basic::Credentials(credentials) => {
+            if form.client_id.is_some() || form.client_secret.is_some() {
+                return Err(TokenReply::invalid_request(
+                    "client credentials must be sent either with HTTP Basic or in the body, not both",
+                ));
+            }
+            Ok(credentials)
+        }
+        Basic::Absent => match (form.client_id, form.client_secret) {
+            (Some(client_id), Some(client_secret)) => Ok(Credentials {
+                client_id,
+                client_secret,
+            }),
+            _ => Err(TokenReply::invalid_client(
+                "client authentication is required (client_id and client_secret)",
+            )),
+        },
+    }
+}
+
+impl TokenIssuer {
+    /// Answer a token request (`POST /oauth/token`): the client-credentials grant with the tenant name as client
+    /// id. `authorization` and `content_type` are the raw header values, `body` the whole request body.
+    pub async fn client_credentials(
+        &self,
+        authorization: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> TokenReply {
+        let credentials = match parse_request(authorization, content_type, body) {
+            Ok(credentials) => credentials,
+            Err(reply) => return reply,
+        };
+        let checked = match TenantName::new(credentials.client_id.as_str()) {
+            Ok(tenant) => check_client_secret(&*self.store, &tenant, &credentials.client_secret)
+                .await
+                .map(|ok| ok.then_some(tenant)),
+            // Not even a possible tenant: spend the same time as for a wrong secret.
+            Err(_) => burn_one_verify_async(&credentials.client_secret)
+                .await
+                .map(|()| None),
+        };
+        let tenant = match checked {
+            Ok(Some(tenant)) => tenant,
+            Ok(None) => {
+                tracing::info!("token request refused: invalid client credentials");
+                return TokenReply::invalid_client("client authentication failed");
+            }
+            Err(error) => {
+                tracing::error!(%error, "token request failed");
+                let transient = matches!(&error, crate::AuthError::Store(e) if e.is_transient());
+                return if transient {
+                    TokenReply::error(
+                        503,
+                        "temporarily_unavailable",
+                        "the server is busy, try again later",
+                    )
+                } else {
+                    TokenReply::error(
+                        500,
+                        "server_error",
+                        "the server failed to check the credentials",
+                    )
+                };
+            }
+        };
+        match self.issue(&tenant) {
+            Ok(token) => {
+                tracing::info!(tenant = %tenant, "token issued");
+                let body = serde_json::to_vec(&SuccessBody {
+                    access_token: &token.access_token,
+                    token_type: "Bearer",
+                    expires_in: token.expires_in,
+                });
+                match body {
+                    Ok(body) => TokenReply::new(200, body),
+                    Err(error) => {
+                        tracing::error!(%error, "encoding the token reply failed");
+                        TokenReply::error(500, "server_error", "the server failed to issue a token")
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(tenant = %tenant, %error, "issuing a token failed");
+                TokenReply::error(500, "server_error", "the server failed to issue a token")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ferry_store::{SqliteStore, Store};
+
+    use super::*;
+    use crate::{create_tenant, IssuerSettings};
+
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    struct Setup {
+        issuer: TokenIssuer,
+        secret: String,
+    }
+
+    async fn setup() -> Setup {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
+        let name = TenantName::new("demo").expect("name");
+        let (_, secret) = create_tenant(&*store, &name).await.expect("tenant");
+        let issuer = TokenIssuer::load_or_create(store, IssuerSettings::default())
+            .await
+            .expect("issuer");
+        Setup { issuer, secret }
+    }
+
+    fn json(reply: &TokenReply) -> serde_json::Value {
+        serde_json::from_slice(&reply.body).expect("json body")
+    }
+
+    fn assert_error(reply: &TokenReply, status: u16, error: &str) {
+        assert_eq!(
+            reply.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = json(reply);
+        assert_eq!(body["error"], error);
+        assert!(body["error_description"].is_string());
+        assert!(body.get("access_token").is_none());
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    }
+
+    fn assert_success(s: &Setup, reply: &TokenReply) {
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = json(reply);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 600);
+        let token = body["access_token"].as_str().expect("token");
+        let claims = s.issuer.verifier().verify(token).expect("verify");
+        assert_eq!(claims.tenant.as_str(), "demo");
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "cache-control" && v == "no-store"));
+        assert!(!reply
+            .body
+            .windows(s.secret.len())
+            .any(|w| w == s.secret.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn success_with_body_credentials() {
+        let s = setup().await;
+        let body = format!(
+            "grant_type=client_credentials&client_id=demo&client_secret={}",
+            s.secret
+        );
+        let reply = s
+            .issuer
+            .client_credentials(None, FORM, body.as_bytes())
+            .await;
+        assert_success(&s, &reply);
+        // Media type parameters and case do not matter.
+        let reply = s
+            .issuer
+            .client_credentials(
+                None,
+                Some("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+                format!("{body}&scope=tunnel").as_bytes(),
+            )
+            .await;
+        assert_success(&s, &reply);
+    }
+
+    #[tokio::test]
+    async fn success_with_basic() {
+        let s = setup().await;
+        let auth = basic("demo", &s.secret);
+        let reply = s
+            .issuer
+            .client_credentials(Some(&auth), FORM, b"grant_type=client_credentials")
+            .await;
+        assert_success(&s, &reply);
+        // Percent-encoded values (RFC 6749 §2.3.1) are decoded.
+        let encoded = s.secret.replace('_', "%5F").replace('-', "%2D");
+        let auth = basic("%64emo", &encoded);
+        let reply = s
+            .issuer
+            .client_credentials(Some(&auth), FORM, b"grant_type=client_credentials")
+            .await;
+        assert_success(&s, &reply);
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_unknown_tenant_and_bad_name_look_the_same() {
+        let s = setup().await;
+        let cases = [
+            format!(
+                "grant_type=client_credentials&client_id=demo&client_secret={}x",
+                s.secret
+            ),
+            format!(
+                "grant_type=client_credentials&client_id=nobody&client_secret={}",
+                s.secret
+            ),
+            format!(
+                "grant_type=client_credentials&client_id=Not%2FValid&client_secret={}",
+                s.secret
+            ),
+        ];
+        let mut bodies = Vec::new();
+        for body in &cases {
+            let reply = s
+                .issuer
+                .client_credentials(None, FORM, body.as_bytes())
+                .await;
+            assert_error(&reply, 401, "invalid_client");
+            assert!(reply.headers.iter().any(|(k, _)| *k == "www-authenticate"));
+            bodies.push(reply.body);
+        }
+        assert!(bodies.windows(2).all(|w| w[0] == w[1]), "indistinguishable");
+        let auth = basic("demo", "fsec_wrong");
+        let reply = s
+            .issuer
+            .client_credentials(Some(&auth), FORM, b"grant_type=client_credentials")
+            .await;
+        assert_error(&reply, 401, "invalid_client");
+    }
+
+    #[tokio::test]
+    async fn grant_type_is_required_and_must_be_client_credentials() {
+        let s = setup().await;
+        let creds = format!("client_id=demo&client_secret={}", s.secret);
+        let reply = s
+            .issuer
+            .client_credentials(None, FORM, creds.as_bytes())
+            .await;
+        assert_error(&reply, 400, "invalid_request");
+        let reply = s
+            .issuer
+            .client_credentials(None, FORM, format!("grant_type=&{creds}").as_bytes())
+            .await;
+        assert_error(&reply, 400, "invalid_request");
+        let reply = s
+            .issuer
+            .client_credentials(
+                None,
+                FORM,
+                format!("grant_type=password&{creds}").as_bytes(),
+            )
+            .await;
+        assert_error(&reply, 400, "unsupported_grant_type");
+        let reply = s
+            .issuer
+            .client_credentials(
+                None,
+                FORM,
+                format!("grant_type=client_credentials&grant_type=client_credentials&{creds}")
+                    .as_bytes(),
+            )
+            .await;
+        assert_error(&reply, 400, "invalid_request");
+        let reply = s
+            .issuer
+            .client_credentials(
+                None,
+                FORM,
+                format!("grant_type=client_credentials&scope=admin&{creds}").as_bytes(),
+            )
+            .await;
+        assert_error(&reply, 400, "invalid_scope");
+    }
+
+    #[tokio::test]
+    async fn content_type_must_be_a_form() {
+        let s = setup().await;
+        let body = format!(
+            "grant_type=client_credentials&client_id=demo&client_secret={}",
+            s.secret
+        );
+        for content_type in [None, Some("application/json"), Some("text/plain"), Some("")] {
+            let reply = s
+                .issuer
+                .client_credentials(None, content_type, body.as_bytes())
+                .await;
+            assert_error(&reply, 400, "invalid_request");
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_in_both_places_are_refused() {
+        let s = setup().await;
+        let auth = basic("demo", &s.secret);
+        let body = format!(
+            "grant_type=client_credentials&client_id=demo&client_secret={}",
+            s.secret
+        );
+        let reply = s
+            .issuer
+            .client_credentials(Some(&auth), FORM, body.as_bytes())
+            .await;
+        assert_error(&reply, 400, "invalid_request");
+        let reply = s
+            .issuer
+            .client_credentials(
+                Some(&auth),
+                FORM,
+                b"grant_type=client_credentials&client_id=demo",
+            )
+            .await;
+        assert_error(&reply, 400, "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn missing_or_malformed_client_authentication() {
+        let s = setup().await;
+        let reply = s
+            .issuer
+            .client_credentials(None, FORM, b"grant_type=client_credentials&client_id=demo")
+            .await;
+        assert_error(&reply, 401, "invalid_client");
+        let reply = s
+            .issuer
+            .client_credentials(Some("Bearer abc"), FORM, b"grant_type=client_credentials")
+            .await;
+        assert_error(&reply, 401, "invalid_client");
+        for auth in ["Basic !!!", "Basic ZGVtbw==" /* "demo", no colon */] {
+            let reply = s
+                .issuer
+                .client_credentials(Some(auth), FORM, b"grant_type=client_credentials")
+                .await;
+            assert_error(&reply, 400, "invalid_request");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The authentication error type. Messages of the token variants are safe to show a client: they never
+//! contain a secret, a token or a claim value.
+
+use ferry_store::StoreError;
+
+/// Why an authentication operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token's `exp` (plus the leeway) has passed.
+    #[error("token has expired")]
+    Expired,
+    /// The token's `nbf` is still in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// The signature does not match the token (forged or altered).
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// The token names a signing key (`kid`) this node does not know.
+    #[error("token is signed by an unknown key")]
+    UnknownKey,
+    /// The token is signed with an algorithm other than EdDSA.
+    #[error("token algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    /// The token's `aud` is not this service.
+    #[error("token is meant for another audience")]
+    WrongAudience,
+    /// The token's `iss` is not the expected issuer.
+    #[error("token is from an unexpected issuer")]
+    WrongIssuer,
+    /// The token does not grant the `tunnel` scope.
+    #[error("token does not grant the tunnel scope")]
+    MissingScope,
+    /// The token cannot be read (not a JWT, bad encoding, a required claim missing or invalid).
+    #[error("token is malformed: {0}")]
+    Malformed(&'static str),
+    /// Hashing a secret failed.
+    #[error("hashing a secret failed")]
+    Hash(#[source] argon2::password_hash::Error),
+    /// A signing key could not be generated, read or used.
+    #[error("signing key is unusable: {0}")]
+    Key(String),
+    /// Signing a token failed.
+    #[error("signing a token failed")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task (argon2) panicked or was cancelled.
+    #[error("background task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl AuthError {
+    /// Whether the error is a refused token (the client's fault, answered with 401), as opposed to a failure of
+    /// Ferry or its store.
+    pub fn is_token_rejection(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Expired
+                | AuthError::NotYetValid
+                | AuthError::BadSignature
+                | AuthError::UnknownKey
+                | AuthError::UnsupportedAlgorithm
+                | AuthError::WrongAudience
+                | AuthError::WrongIssuer
+                | AuthError::MissingScope
+                | AuthError::Malformed(_)
+        )
+    }
+}
