@@ -3,6 +3,9 @@
 use http::header::{HeaderMap, HeaderName, CONNECTION};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies also drop).
+///
+/// `Trailer` is deliberately not here: it announces the trailer fields of the message itself, end to end, and
+/// an HTTP/1.1 encoder only sends trailers that `Trailer` announced.
 pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -10,7 +13,6 @@ pub const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];

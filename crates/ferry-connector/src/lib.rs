@@ -1,0 +1,406 @@
+//! The connector agent as a library: [`run`] validates a [`ConnectorConfig`], then keeps one tunnel to Ferry open
+//! (token → dial → serve, reconnecting with backoff) and relays every stream to its target, until `shutdown`
+//! resolves and the tunnel is drained (docs/protocol.md §1, §6, §8).
+//!
+//! Owns: the connection loop, token handling, and the per-stream service (`relay`): target selection, header
+//! and URI rules, error replies, upgrades. Does not own: the tunnel's wire protocol (ferry-tunnel), reading the
+//! configuration or signals (the binary).
+#![forbid(unsafe_code)]
+
+mod relay;
+mod token;
+
+use token::TokenError;
+
+use ferry_config::ConnectorConfig;
+use ferry_proto::TargetName;
+use ferry_tunnel::backoff::Backoff;
+use ferry_tunnel::client::{self, DialError, DialOptions};
+use ferry_tunnel::{TunnelError, TunnelOptions};
+use relay::{Relay, Target, Timeouts};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A tunnel that stayed up this long resets the backoff to its minimum.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Why the connector could not start. Failures while running (token, dial, lost tunnel) are logged and retried,
+/// never returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A setting is missing or invalid; `setting` names it (`connector.server`, `connector.targets[1].url`, …).
+    #[error("{setting}: {message}")]
+    Config { setting: String, message: String },
+    /// The TLS configuration (system roots, `ca_file`) could not be built.
+    #[error("connector.ca_file: {0}")]
+    Tls(#[source] TunnelError),
+}
+
+fn config_error(setting: impl Into<String>, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Config {
+        setting: setting.into(),
+        message: message.into(),
+    }
+}
+
+/// The validated settings of a run.
+struct Settings {
+    server: String,
+    tenant: String,
+    token_url: String,
+    connector_id: String,
+    target_names: Vec<TargetName>,
+    targets: Vec<Target>,
+}
+
+fn validate(config: &ConnectorConfig) -> Result<Settings, ConnectorError> {
+    let server = config
+        .server
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| config_error("connector.server", "is required (Ferry's base URL)"))?;
+    let server = server.trim_end_matches('/').to_owned();
+    match server.parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.authority().is_some()
+                && uri.query().is_none() => {}
+        _ => {
+            return Err(config_error(
+                "connector.server",
+                format!("{server:?} must look like http(s)://host[:port]"),
+            ))
+        }
+    }
+    let tenant = config
+        .tenant
+        .as_ref()
+        .ok_or_else(|| config_error("connector.tenant", "is required"))?
+        .as_str()
+        .to_owned();
+    if config.secret.as_ref().is_none_or(|s| s.is_empty()) {
+        return Err(config_error("connector.secret", "is required"));
+    }
+    if config.targets.is_empty() {
+        return Err(config_error(
+            "connector.targets",
+            "at least one target is required",
+        ));
+    }
+    let mut targets = Vec::new();
+    let mut target_names: Vec<TargetName> = Vec::new();
+    for (i, t) in config.targets.iter().enumerate() {
+        if target_names.contains(&t.name) {
+            return Err(config_error(
+                format!("connector.targets[{i}].name"),
+                format!("target {:?} is listed twice", t.name.as_str()),
+            ));
+        }
+        let target =
+            Target::parse(t).map_err(|m| config_error(format!("connector.targets[{i}].url"), m))?;
+        targets.push(target);
+        target_names.push(t.name.clone());
+    }
+    let token_url = match config
+        .token_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(url) => {
+            let ok = url.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+            });
+            if !ok {
+                return Err(config_error(
+                    "connector.token_url",
+                    format!("{url:?} must be an http(s) URL"),
+                ));
+            }
+            url.to_owned()
+        }
+        None => format!("{server}{}", ferry_proto::tunnel::TOKEN_PATH),
+    };
+    let connector_id = match config
+        .connector_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(id) => {
+            if id.len() > 128 || !ferry_proto::is_valid_request_id(id) {
+                return Err(config_error(
+                    "connector.connector_id",
+                    "1 to 128 letters, digits, '-', '_', '.' or ':'",
+                ));
+            }
+            id.to_owned()
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    if config.max_concurrent_streams == 0 {
+        return Err(config_error(
+            "connector.max_concurrent_streams",
+            "must be at least 1",
+        ));
+    }
+    Ok(Settings {
+        server,
+        tenant,
+        token_url,
+        connector_id,
+        target_names,
+        targets,
+    })
+}
+
+/// Run the connector until `shutdown` resolves.
+///
+/// Validates the configuration (`server`, `tenant`, `secret` and at least one target are required; the error
+/// names the setting), then loops: fetch a token (reused while valid for at least another minute) → dial →
+/// serve the tunnel until it ends → wait with backoff → again. Every failure is logged at `warn` with the delay
+/// before the next attempt. When `shutdown` resolves the tunnel is drained: GOAWAY, requests in flight finish
+/// (up to `drain_timeout`), then this returns `Ok(())`.
+pub async fn run(
+    config: ConnectorConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ConnectorError> {
+    let settings = validate(&config)?;
+    let roots = client::root_store(config.ca_file.as_deref()).map_err(ConnectorError::Tls)?;
+    let plain_tls = client::client_config(roots).map_err(ConnectorError::Tls)?;
+    let mut tunnel_tls = plain_tls.clone();
+    tunnel_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tunnel_tls = Arc::new(tunnel_tls);
+
+    let relay = Arc::new(Relay::new(
+        settings.tenant.clone(),
+        settings.targets,
+        plain_tls.clone(),
+        Timeouts {
+            connect: config.connect_timeout,
+            response: config.response_timeout,
+        },
+    ));
+    let secret = config.secret.clone().unwrap_or_default();
+    let mut tokens = token::TokenSource::new(
+        settings.token_url.clone(),
+        settings.tenant.clone(),
+        secret,
+        plain_tls,
+        config.connect_timeout,
+    );
+    let tunnel_opts = TunnelOptions {
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+        max_concurrent_streams: config.max_concurrent_streams,
+        ..TunnelOptions::default()
+    };
+    let mut backoff = Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay);
+    let server = settings.server.as_str();
+    let connector_id = settings.connector_id.as_str();
+    tracing::info!(
+        server, tenant = %settings.tenant, connector_id,
+        targets = ?settings.target_names.iter().map(TargetName::as_str).collect::<Vec<_>>(),
+        "connector starting"
+    );
+    tokio::pin!(shutdown);
+
+    loop {
+        let attempt = async {
+            let token = tokens.token().await.map_err(AttemptError::Token)?;
+            let opts = DialOptions {
+                server: settings.server.clone(),
+                token,
+                connector_id: settings.connector_id.clone(),
+                targets: settings.target_names.clone(),
+                tls: tunnel_tls.clone(),
+            };
+            match tokio::time::timeout(config.connect_timeout, client::dial(&opts)).await {
+                Ok(result) => result.map_err(AttemptError::Dial),
+                Err(_) => Err(AttemptError::DialTimeout(config.connect_timeout)),
+            }
+        };
+        let attempt = tokio::select! {
+            result = attempt => result,
+            () = &mut shutdown => {
+                tracing::info!("connector stopped");
+                return Ok(());
+            }
+        };
+        let delay = match attempt {
+            Ok((io, node_id)) => {
+                tracing::info!(server, node_id = %node_id, connector_id, "tunnel established");
+                let up_since = Instant::now();
+                let (drain_tx, drain_rx) = oneshot::channel::<()>();
+                let relay = relay.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let relay = relay.clone();
+                    async move { Ok::<_, Infallible>(relay.handle(req).await) }
+                });
+                let serve = client::serve(io, service, &tunnel_opts, async move {
+                    let _ = drain_rx.await;
+                });
+                tokio::pin!(serve);
+                let ended = tokio::select! {
+                    result = &mut serve => result,
+                    () = &mut shutdown => {
+                        tracing::info!(
+                            server, node_id = %node_id, connector_id, timeout = ?config.drain_timeout,
+                            "draining tunnel"
+                        );
+                        let _ = drain_tx.send(());
+                        match tokio::time::timeout(config.drain_timeout, serve).await {
+                            Ok(Ok(())) => tracing::info!(server, node_id = %node_id, "tunnel drained"),
+                            Ok(Err(error)) => tracing::warn!(
+                                server, node_id = %node_id, %error, "tunnel failed while draining"
+                            ),
+                            Err(_) => tracing::warn!(
+                                server, node_id = %node_id, timeout = ?config.drain_timeout,
+                                "drain timeout: closing the tunnel with requests in flight"
+                            ),
+                        }
+                        tracing::info!("connector stopped");
+                        return Ok(());
+                    }
+                };
+                if up_since.elapsed() >= STABLE_AFTER {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                match ended {
+                    Ok(()) => tracing::warn!(
+                        server, node_id = %node_id, connector_id, ?delay, "tunnel closed by the node, reconnecting"
+                    ),
+                    Err(error) => tracing::warn!(
+                        server, node_id = %node_id, connector_id, %error, ?delay, "tunnel lost, reconnecting"
+                    ),
+                }
+                delay
+            }
+            Err(error) => {
+                if let AttemptError::Dial(DialError::Refused { status, .. }) = &error {
+                    if *status == http::StatusCode::UNAUTHORIZED {
+                        tokens.invalidate();
+                    }
+                }
+                let delay = backoff.next_delay();
+                match &error {
+                    AttemptError::Dial(DialError::Refused { status, code, body }) => {
+                        tracing::warn!(
+                            server, connector_id, status = status.as_u16(), code = code.as_deref().unwrap_or(""),
+                            body = %body, ?delay, "node refused the tunnel"
+                        )
+                    }
+                    AttemptError::Token(TokenError::Refused { url, status, body }) => {
+                        tracing::warn!(
+                            server, connector_id, token_url = %url, status = status.as_u16(), body = %body, ?delay,
+                            "token request refused"
+                        )
+                    }
+                    other => tracing::warn!(
+                        server, connector_id, error = %other, ?delay, "tunnel attempt failed"
+                    ),
+                }
+                delay
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut shutdown => {
+                tracing::info!("connector stopped");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Why one connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Token(TokenError),
+    #[error(transparent)]
+    Dial(DialError),
+    #[error("connecting to the node took longer than {0:?}")]
+    DialTimeout(Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_config::{HostMode, Secret, TargetConfig};
+
+    fn config() -> ConnectorConfig {
+        ConnectorConfig {
+            server: Some("https://ferry.example.com/".to_owned()),
+            tenant: Some("demo".parse().expect("tenant")),
+            secret: Some(Secret::new("s3cret")),
+            targets: vec![TargetConfig {
+                name: "app".parse().expect("name"),
+                url: "http://127.0.0.1:8080/base".to_owned(),
+                host: HostMode::Target,
+            }],
+            ..ConnectorConfig::default()
+        }
+    }
+
+    fn setting_of(config: ConnectorConfig) -> String {
+        match validate(&config) {
+            Err(ConnectorError::Config { setting, .. }) => setting,
+            Err(other) => panic!("unexpected {other}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn validates_and_defaults() {
+        let s = validate(&config()).expect("valid");
+        assert_eq!(s.server, "https://ferry.example.com");
+        assert_eq!(s.token_url, "https://ferry.example.com/oauth/token");
+        assert_eq!(s.connector_id.len(), 36);
+        assert_eq!(s.target_names.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut c = config();
+        c.server = None;
+        assert_eq!(setting_of(c), "connector.server");
+        let mut c = config();
+        c.server = Some("ferry.example.com".to_owned());
+        assert_eq!(setting_of(c), "connector.server");
+        let mut c = config();
+        c.tenant = None;
+        assert_eq!(setting_of(c), "connector.tenant");
+        let mut c = config();
+        c.secret = Some(Secret::new(""));
+        assert_eq!(setting_of(c), "connector.secret");
+        let mut c = config();
+        c.targets.clear();
+        assert_eq!(setting_of(c), "connector.targets");
+        let mut c = config();
+        c.targets.push(c.targets[0].clone());
+        assert_eq!(setting_of(c), "connector.targets[1].name");
+        let mut c = config();
+        c.targets[0].url = "ftp://x".to_owned();
+        assert_eq!(setting_of(c), "connector.targets[0].url");
+        let mut c = config();
+        c.token_url = Some("nope".to_owned());
+        assert_eq!(setting_of(c), "connector.token_url");
+        let mut c = config();
+        c.connector_id = Some("a b".to_owned());
+        assert_eq!(setting_of(c), "connector.connector_id");
+    }
+
+    #[tokio::test]
+    async fn run_refuses_invalid_config_before_connecting() {
+        let mut c = config();
+        c.secret = None;
+        let err = run(c, std::future::pending()).await.expect_err("invalid");
+        assert_eq!(err.to_string(), "connector.secret: is required");
+    }
+}

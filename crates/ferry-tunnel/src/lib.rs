@@ -1,0 +1,71 @@
+//! The connector tunnel, both ends (see `docs/protocol.md`).
+//!
+//! Owns: the connector's dial and HTTP/1.1 upgrade ([`client::dial`]), the node's handshake checks and its 101
+//! answer ([`server::parse_handshake`], [`server::switching_protocols_headers`]), the reversed HTTP/2 on the
+//! upgraded connection with its settings, windows and keep-alive pings (the node is the HTTP/2 client,
+//! [`server::open`]; the connector the HTTP/2 server, [`client::serve`]), the TLS client configuration, and the
+//! reconnect [`backoff`].
+//! Does not own: tokens (issuing or checking), tenants, targets, routing, or what a stream carries.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod client;
+pub mod server;
+
+use std::time::Duration;
+
+/// Error type of tunnel bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response on the tunnel, in both directions.
+pub type TunnelBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// Settings of the reversed HTTP/2 connection, shared by both ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelOptions {
+    /// Send an HTTP/2 PING this often (also while idle).
+    pub keepalive_interval: Duration,
+    /// Close the connection when a PING is not acknowledged within this.
+    pub keepalive_timeout: Duration,
+    /// The connector's `SETTINGS_MAX_CONCURRENT_STREAMS` (used by the HTTP/2 server end only).
+    pub max_concurrent_streams: u32,
+    /// Initial per-stream flow-control window, in bytes.
+    pub stream_window: u32,
+    /// Initial connection flow-control window, in bytes.
+    pub connection_window: u32,
+}
+
+impl Default for TunnelOptions {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1000,
+            stream_window: 1024 * 1024,
+            connection_window: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Largest header list either end accepts on a stream (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+
+/// Why a tunnel could not be set up (after the upgrade), or why TLS could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The HTTP/2 handshake on the upgraded connection failed.
+    #[error("http/2 handshake on the tunnel failed: {0}")]
+    Http2(#[source] hyper::Error),
+    /// The connector did not send its HTTP/2 settings (with `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`) in time.
+    #[error("the connector did not enable the extended CONNECT protocol within {0:?}")]
+    NoConnectProtocol(Duration),
+    /// The tunnel closed during its setup.
+    #[error("the tunnel closed during its setup")]
+    Closed,
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+    /// The TLS configuration could not be built.
+    #[error("tls configuration: {0}")]
+    Tls(#[source] rustls::Error),
+}
