@@ -13,7 +13,7 @@ use ferry_auth::{IssuerSettings, TokenIssuer};
 use ferry_config::Config;
 use ferry_gateway::{Listener, ServeOptions, TlsFiles};
 use ferry_relay::Relay;
-use ferry_store::{SqliteStore, Store};
+use ferry_store::Store;
 use ferry_tunnel::TunnelOptions;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,11 +27,11 @@ const TOKEN_CHECKS_AT_ONCE: usize = 4;
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("public listener: {0}")]
+    #[error("public listener")]
     Listener(#[from] ferry_gateway::GatewayError),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] ferry_store::StoreError),
-    #[error("token issuer: {0}")]
+    #[error("token issuer")]
     Auth(#[from] ferry_auth::AuthError),
 }
 
@@ -56,11 +56,11 @@ impl Listeners {
     }
 }
 
-/// Open the configured store (the embedded SQLite file in the data directory).
+/// Open the configured store: the database of `server.database_url` (SQLite or PostgreSQL), or without it the
+/// embedded SQLite file in the data directory.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
-    Ok(Arc::new(
-        SqliteStore::open_in(&config.server.data_dir).await?,
-    ))
+    let url = config.server.database_url.as_ref().map(|u| u.expose());
+    Ok(ferry_store::open_url(url, &config.server.data_dir).await?)
 }
 
 /// Shared state of the public listener's routes.
@@ -68,6 +68,7 @@ pub(crate) struct Node {
     pub relay: Arc<Relay>,
     pub issuer: TokenIssuer,
     pub ready: AtomicBool,
+    pub max_header_size: usize,
     /// Bounds concurrent argon2 verifications of the token endpoint.
     pub token_checks: tokio::sync::Semaphore,
 }
@@ -102,7 +103,6 @@ pub async fn run(
         node_id.clone(),
         s.relay.clone(),
         tunnel_options,
-        s.http.max_header_size,
         store,
         issuer.verifier(),
     );
@@ -110,6 +110,7 @@ pub async fn run(
         relay: relay.clone(),
         issuer,
         ready: AtomicBool::new(true),
+        max_header_size: s.http.max_header_size,
         token_checks: tokio::sync::Semaphore::new(TOKEN_CHECKS_AT_ONCE),
     });
     let options = ServeOptions {

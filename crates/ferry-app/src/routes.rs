@@ -25,6 +25,18 @@ pub(crate) fn handler(node: Arc<Node>) -> Handler {
 }
 
 async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if ferry_http::head_size(&req) > node.max_header_size {
+        let request_id = ferry_http::request_id(&req);
+        let reply = ErrorReply::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "request headers are larger than {} bytes",
+                node.max_header_size
+            ),
+        );
+        tracing::info!(request_id, path = req.uri().path(), code = %reply.code, "request refused: {}", reply.message);
+        return error_response(&reply, &request_id);
+    }
     let path = req.uri().path();
     if path.starts_with(RELAY_PREFIX) {
         return node.relay.handle_relay(req).await;

@@ -19,6 +19,7 @@ pub enum EnvKind {
 pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_LISTEN", "server.listen", EnvKind::Text),
     ("FERRY_DATA_DIR", "server.data_dir", EnvKind::Text),
+    ("FERRY_DATABASE_URL", "server.database_url", EnvKind::Text),
     ("FERRY_NODE_ID", "server.node_id", EnvKind::Text),
     ("FERRY_TLS_CERT", "server.tls_cert", EnvKind::Text),
     ("FERRY_TLS_KEY", "server.tls_key", EnvKind::Text),
@@ -376,6 +377,30 @@ mod tests {
 
         let e = load(None, env(&[("FERRY_TLS_CERT", "a.pem")]), vec![]).expect_err("half tls");
         assert!(e.to_string().starts_with("server.tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn database_url_from_file_and_env() {
+        let c = load(None, env(&[]), vec![]).expect("defaults load");
+        assert!(c.server.database_url.is_none());
+
+        let f = file("[server]\ndatabase_url = \"sqlite:///var/lib/ferry/ferry.db\"\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("loads");
+        let url = c.server.database_url.as_ref().expect("set by file");
+        assert_eq!(url.expose(), "sqlite:///var/lib/ferry/ferry.db");
+
+        let c = load(
+            Some(&f.0),
+            env(&[("FERRY_DATABASE_URL", "postgres://ferry:pw@db/ferry")]),
+            vec![],
+        )
+        .expect("loads");
+        let url = c.server.database_url.as_ref().expect("set by env");
+        assert_eq!(url.expose(), "postgres://ferry:pw@db/ferry");
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the URL's password never prints"
+        );
     }
 
     #[test]

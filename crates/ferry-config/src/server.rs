@@ -1,5 +1,6 @@
 //! The `[server]` section: listeners, data directory, relay and tunnel settings.
 
+use crate::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where the embedded store keeps its files. Default `./ferry-data`.
     pub data_dir: PathBuf,
+    /// The store's database: `sqlite://PATH`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. Default
+    /// (unset): the SQLite file `ferry.db` in `data_dir`. A `Secret`, as the URL may carry a password.
+    pub database_url: Option<Secret>,
     /// This node's id in logs and handshakes; default: a random id per start.
     pub node_id: Option<String>,
     /// PEM certificate chain; with `tls_key`, the public listener speaks TLS.
@@ -33,6 +37,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("ferry-data"),
+            database_url: None,
             node_id: None,
             tls_cert: None,
             tls_key: None,

@@ -45,7 +45,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
-        .max_buf_size((options.max_header_size * 2).max(16 * 1024) + 16 * 1024);
+        // Above Ferry's own limit, so that Ferry answers 431 in its own format; far above it, hyper refuses.
+        .max_buf_size(options.max_header_size * 2 + 32 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())

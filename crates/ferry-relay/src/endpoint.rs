@@ -33,7 +33,6 @@ pub struct Relay {
     node_id: String,
     settings: RelaySettings,
     tunnel_options: TunnelOptions,
-    max_header_size: usize,
     store: Arc<dyn Store>,
     verifier: Arc<dyn TokenVerifier>,
     registry: Registry,
@@ -46,7 +45,6 @@ impl Relay {
         node_id: String,
         settings: RelaySettings,
         tunnel_options: TunnelOptions,
-        max_header_size: usize,
         store: Arc<dyn Store>,
         verifier: Arc<dyn TokenVerifier>,
     ) -> Arc<Self> {
@@ -54,7 +52,6 @@ impl Relay {
             node_id,
             settings,
             tunnel_options,
-            max_header_size,
             store,
             verifier,
             registry: Registry::default(),
@@ -157,15 +154,6 @@ impl Relay {
             return Err(ErrorReply::new(
                 ErrorCode::AmbiguousFraming,
                 "Content-Length with Transfer-Encoding, or conflicting Content-Length values",
-            ));
-        }
-        if ferry_http::head_size(&req) > self.max_header_size {
-            return Err(ErrorReply::new(
-                ErrorCode::HeadersTooLarge,
-                format!(
-                    "request headers are larger than {} bytes",
-                    self.max_header_size
-                ),
             ));
         }
         let limit = self.settings.max_body_size;

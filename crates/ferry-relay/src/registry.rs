@@ -70,9 +70,14 @@ impl TenantTunnels {
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let n = tunnels.len();
         let mut best: Option<&Arc<Tunnel>> = None;
+        let mut closing_with_target = false;
         for i in 0..n {
             let t = &tunnels[(start + i) % n];
-            if t.is_closing() || !t.targets.contains(target) {
+            if !t.targets.contains(target) {
+                continue;
+            }
+            if t.is_closing() {
+                closing_with_target = true;
                 continue;
             }
             if best.is_none_or(|b| t.inflight() < b.inflight()) {
@@ -81,6 +86,8 @@ impl TenantTunnels {
         }
         match best {
             Some(t) => Pick::Tunnel(t.clone()),
+            // The connectors serving this target are going away (draining, restarting): wait for one to return.
+            None if closing_with_target => Pick::NoTunnel,
             None => Pick::NoSuchTarget,
         }
     }

@@ -11,6 +11,17 @@ pub enum StoreError {
     /// The record the operation depends on does not exist (caused by the caller).
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
+    /// The database URL is not one this build understands (caused by the configuration).
+    #[error("database URL: {reason}")]
+    InvalidUrl { reason: String },
+    /// The database server could not be reached or refused the connection; `location` names it without any
+    /// password.
+    #[error("cannot connect to the database at {location}")]
+    Connect {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database refused or failed an operation; `context` says which.
     #[error("database error while {context}")]
     Database {
@@ -44,26 +55,90 @@ impl StoreError {
         move |source| StoreError::Database { context, source }
     }
 
-    /// Whether retrying the same operation later may succeed (a busy or unreachable database).
+    /// Whether retrying the same operation later may succeed: a busy, locked or unreachable database, a lost
+    /// connection, a serialization failure or deadlock (PostgreSQL).
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Database { source, .. } => {
-                matches!(
-                    source,
-                    sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Io(_)
-                        | sqlx::Error::WorkerCrashed
-                ) || source
-                    .as_database_error()
-                    .and_then(|e| e.code())
-                    .is_some_and(|code| {
-                        // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                        code.parse::<i64>()
-                            .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
-                    })
+            StoreError::Database { source, .. } | StoreError::Connect { source, .. } => {
+                is_transient_sqlx(source)
             }
             _ => false,
         }
+    }
+}
+
+fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                is_transient_pg_code(pg.code())
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                db.code()
+                    .and_then(|code| code.parse::<i64>().ok())
+                    .is_some_and(is_transient_sqlite_code)
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+fn is_transient_sqlite_code(code: i64) -> bool {
+    code & 0xff == 5 || code & 0xff == 6
+}
+
+/// PostgreSQL SQLSTATEs after which the same operation may succeed when retried.
+fn is_transient_pg_code(code: &str) -> bool {
+    // Class 08: connection exceptions.
+    code.starts_with("08")
+        || matches!(
+            code,
+            "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "55P03" // lock_not_available (lock_timeout)
+                | "53300" // too_many_connections
+                | "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now (starting up, in recovery)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_codes() {
+        for code in [
+            "40001", "40P01", "08006", "08001", "57P01", "57P03", "53300", "55P03",
+        ] {
+            assert!(is_transient_pg_code(code), "{code}");
+        }
+        for code in ["23505", "23503", "42P01", "28P01", "3D000", "42501"] {
+            assert!(!is_transient_pg_code(code), "{code}");
+        }
+        assert!(is_transient_sqlite_code(5));
+        assert!(is_transient_sqlite_code(517)); // SQLITE_BUSY_SNAPSHOT
+        assert!(is_transient_sqlite_code(6));
+        assert!(!is_transient_sqlite_code(2067)); // SQLITE_CONSTRAINT_UNIQUE
+    }
+
+    #[test]
+    fn lost_connections_and_timeouts_are_transient() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = StoreError::Connect {
+            location: "postgres://ferry@db:5432/ferry".into(),
+            source: sqlx::Error::Io(refused),
+        };
+        assert!(e.is_transient());
+        assert!(StoreError::db("x")(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::db("x")(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::InvalidUrl { reason: "x".into() }.is_transient());
     }
 }

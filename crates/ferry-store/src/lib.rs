@@ -1,14 +1,18 @@
 //! Ferry's persistent state behind one [`Store`] trait.
 //!
 //! Owns: the `Store` trait and its record types (tenants, connector secret hashes, token signing keys), the
-//! SQLite implementation ([`SqliteStore`], the embedded default), the versioned migrations of every backend
-//! (`migrations/<backend>/`), and a backend-independent conformance suite ([`conformance`], compiled for this
-//! crate's tests and behind the `conformance` feature) that every implementation must pass.
-//! Does not own: hashing or checking secrets, generating keys, issuing tokens (all in `ferry-auth`); choosing a
-//! backend from a URL (the caller's resolver).
+//! SQLite implementation ([`SqliteStore`], the embedded default), the PostgreSQL implementation
+//! ([`PostgresStore`], shared by a cluster), the one resolver from a database URL to a store ([`open_url`]), the
+//! versioned migrations of every backend (`migrations/<backend>/`), and a backend-independent conformance suite
+//! ([`conformance`], compiled for this crate's tests and behind the `conformance` feature) that every
+//! implementation must pass.
+//! Does not own: hashing or checking secrets, generating keys, issuing tokens (all in `ferry-auth`); where the
+//! URL comes from (configuration, in `ferry-config`).
 #![forbid(unsafe_code)]
 
 mod error;
+mod postgres;
+mod resolve;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -19,6 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ferry_proto::TenantName;
 
 pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use resolve::{open_url, ACCEPTED_SCHEMES};
 pub use sqlite::SqliteStore;
 
 /// The file name of the SQLite database inside the data directory.

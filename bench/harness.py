@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Ferry benchmark harness: started by bench/run.sh (which installs the tools and builds Ferry).
+
+Starts an nginx origin, nginx as a reverse proxy, rathole (server + client) and Ferry (serve + connector) on
+loopback, measures every path with the same loads in the same run (interleaved per workload), the RSS and CPU
+time of each system's own processes, idle connector memory, and writes bench/results/<timestamp>.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+TICK = os.sysconf("SC_CLK_TCK")
+MiB = 1 << 20
+ROOT = os.geteuid() == 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- /proc
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+                if int(st.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def tree(pid):
+    pids = [pid]
+    for c in children(pid):
+        pids += tree(c)
+    return pids
+
+
+def cpu_ticks(pids):
+    t = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            t += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except OSError:
+            pass
+    return t
+
+
+def mem_kib(pids, key):
+    t = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        t += int(line.split()[1])
+        except OSError:
+            pass
+    return t
+
+
+# ---------------------------------------------------------------- processes
+class Procs:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []
+
+    def start(self, name, argv, **kw):
+        out = open(os.path.join(self.workdir, name + ".out"), "w")
+        err = open(os.path.join(self.workdir, name + ".err"), "w")
+        p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+
+    def stop_all(self):
+        for _, p in reversed(self.procs):
+            self.stop(p)
+
+
+def wait_for(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - polling
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_get(url, timeout=3):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def file_in(path, pattern):
+    try:
+        with open(path) as f:
+            return re.search(pattern, f.read())
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- configs
+def nginx_conf(prefix, body):
+    user = "user root;\n" if ROOT else ""
+    return f"""{user}worker_processes 2;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    sendfile on; tcp_nopush on; tcp_nodelay on;
+    default_type application/octet-stream;
+{body}
+}}
+"""
+
+
+def origin_conf(prefix, port, www):
+    # /upload really reads the body: the proxy handler reads the whole request body before it contacts the
+    # upstream (proxy_request_buffering on), up to 16 MiB in memory, more to a temp file; proxy_set_body then
+    # sends only "ok" to the internal /uploaded, which answers. `return 200` alone would answer before reading.
+    return nginx_conf(prefix, f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        root {www};
+        location / {{ }}
+        location = /upload {{
+            client_max_body_size 0;
+            client_body_buffer_size 16m;
+            proxy_request_buffering on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_body "ok";
+            proxy_pass http://sink/uploaded;
+        }}
+        location = /uploaded {{ return 200 "stored\\n"; }}
+    }}
+    upstream sink {{ server 127.0.0.1:{port}; keepalive 16; }}
+""")
+
+
+def proxy_conf(prefix, port, origin_port):
+    return nginx_conf(prefix, f"""
+    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            client_max_body_size 0;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+            client_body_buffer_size 256k;
+            proxy_pass http://origin;
+        }}
+    }}
+""")
+
+
+# ---------------------------------------------------------------- loads
+def run_wrk(tools, url, conns, threads, secs):
+    cmd = [tools["wrk"], f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 30).stdout
+
+    def dur(s):
+        m = re.match(r"([\d.]+)(us|ms|s|m)", s)
+        if m.group(2) == "m":
+            return float(m.group(1)) * 60000
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+    if "Requests/sec" not in out:
+        raise RuntimeError("wrk: " + out[-300:])
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = dur(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
+    errs = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errs += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errs += sum(int(x) for x in m.groups())
+    return {"rps": rps, "requests": reqs, "p50_ms": p50, "p99_ms": p99, "errors": errs, "raw": out}
+
+
+def run_oha(tools, url, conns, secs, body_file=None):
+    cmd = [tools["oha"], "-z", f"{secs}s", "-c", str(conns), "--no-tui", "--output-format", "json", "-w",
+           "-t", "60s"]
+    if body_file:
+        cmd += ["-m", "POST", "-D", body_file, "-H", "content-type: application/octet-stream"]
+    cmd.append(url)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 90)
+    j = json.loads(p.stdout)
+    codes = j.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(j.get("errorDistribution", {}).values())
+    total_s = j["summary"]["total"]
+    moved = ok * 10 * MiB
+    return {"mibps": moved / MiB / total_s if total_s else 0, "requests": ok, "errors": bad, "bytes": moved,
+            "seconds": total_s, "error_kinds": j.get("errorDistribution", {})}
+
+
+# ---------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ferry", required=True)
+    ap.add_argument("--tools", required=True, help="JSON {wrk, oha, nginx, rathole}")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results"))
+    a = ap.parse_args()
+    tools = json.loads(a.tools)
+    secs = 2 if a.quick else 5
+    warm = 1
+    idle_ns = [1000] if a.quick else [1000, 10000]
+    work = tempfile.mkdtemp(prefix="ferry-bench-")
+    P = Procs(work)
+    started = time.time()
+    try:
+        return run(a, tools, secs, warm, idle_ns, work, P, started)
+    finally:
+        P.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(a, tools, secs, warm, idle_ns, work, P, started):
+    www = os.path.join(work, "www")
+    os.makedirs(www)
+    with open(os.path.join(www, "small"), "wb") as f:
+        f.write(b"Hello, Ferry\n")  # 13 bytes
+    with open(os.path.join(www, "1k"), "wb") as f:
+        f.write(os.urandom(1024))
+    big = os.path.join(www, "10m")
+    with open(big, "wb") as f:
+        f.write(os.urandom(10 * MiB))
+    up100 = os.path.join(work, "100m")
+    with open(up100, "wb") as f:
+        f.write(os.urandom(100 * 1000 * 1000))
+
+    # --- origin
+    po = free_port()
+    od = os.path.join(work, "origin")
+    os.makedirs(od)
+    with open(os.path.join(od, "nginx.conf"), "w") as f:
+        f.write(origin_conf(od, po, www))
+    origin = P.start("origin", [tools["nginx"], "-p", od, "-c", os.path.join(od, "nginx.conf")])
+    direct = f"http://127.0.0.1:{po}"
+    wait_for(lambda: http_get(direct + "/small")[1] == b"Hello, Ferry\n", 10, "origin nginx")
+
+    # --- nginx reverse proxy
+    pn = free_port()
+    nd = os.path.join(work, "proxy")
+    os.makedirs(nd)
+    with open(os.path.join(nd, "nginx.conf"), "w") as f:
+        f.write(proxy_conf(nd, pn, po))
+    proxy = P.start("nginx-proxy", [tools["nginx"], "-p", nd, "-c", os.path.join(nd, "nginx.conf")])
+    nginx_url = f"http://127.0.0.1:{pn}"
+    wait_for(lambda: http_get(nginx_url + "/small")[0] == 200, 10, "nginx proxy")
+
+    systems = {}
+    systems["direct"] = {"label": "direct (origin)", "base": direct, "pids": lambda: tree(origin.pid)}
+    systems["nginx"] = {"label": "nginx proxy", "base": nginx_url, "pids": lambda: tree(proxy.pid)}
+
+    # --- rathole
+    if tools.get("rathole"):
+        pr, prc = free_port(), free_port()
+        with open(os.path.join(work, "rathole-server.toml"), "w") as f:
+            f.write(f'[server]\nbind_addr = "127.0.0.1:{prc}"\n[server.services.origin]\ntoken = "bench"\n'
+                    f'bind_addr = "127.0.0.1:{pr}"\n')
+        with open(os.path.join(work, "rathole-client.toml"), "w") as f:
+            f.write(f'[client]\nremote_addr = "127.0.0.1:{prc}"\n[client.services.origin]\ntoken = "bench"\n'
+                    f'local_addr = "127.0.0.1:{po}"\n')
+        rs = P.start("rathole-server", [tools["rathole"], "-s", os.path.join(work, "rathole-server.toml")])
+        time.sleep(0.3)
+        rc = P.start("rathole-client", [tools["rathole"], "-c", os.path.join(work, "rathole-client.toml")])
+        rat_url = f"http://127.0.0.1:{pr}"
+        wait_for(lambda: http_get(rat_url + "/small")[1] == b"Hello, Ferry\n", 20, "rathole tunnel")
+        systems["rathole"] = {"label": "rathole", "base": rat_url, "pids": lambda: [rs.pid, rc.pid]}
+
+    # --- ferry relay, one node
+    pf = free_port()
+    fd = os.path.join(work, "ferry-data")
+    sec = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", fd], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip().splitlines()[-1]
+    fs = P.start("ferry-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd])
+    wait_for(lambda: file_in(os.path.join(work, "ferry-serve.out"), "ferry listening"), 20, "ferry serve")
+    fc = P.start("ferry-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{pf}", "--tenant",
+                                      "bench", "--secret", sec, "--target", f"origin={direct}"])
+    wait_for(lambda: file_in(os.path.join(work, "ferry-connector.err"), "tunnel established"), 30, "ferry tunnel")
+    ferry_url = f"http://127.0.0.1:{pf}/relay/bench/origin"
+    wait_for(lambda: http_get(ferry_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry relay")
+    systems["ferry"] = {"label": "ferry relay (1 node)", "base": ferry_url, "pids": lambda: [fs.pid, fc.pid]}
+
+    order = [k for k in ("direct", "nginx", "rathole", "ferry") if k in systems]
+    time.sleep(1)
+    for k in order:
+        s = systems[k]
+        s["idle_rss"] = {str(p): mem_kib([p], "VmRSS") for p in s["pids"]()}
+        s["idle_rss_total"] = mem_kib(s["pids"](), "VmRSS")
+        s["res"] = {}
+
+    # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
+    checks = []
+    for k in ("direct", "ferry"):
+        t0 = time.monotonic()
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
+                            "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
+                            systems[k]["base"] + "/upload"], capture_output=True, text=True, timeout=60)
+        el = time.monotonic() - t0
+        code, sent = (r.stdout.split() + ["?", "0"])[:2]
+        ok = code == "200" and float(sent) == 100e6 and el >= 1.8
+        checks.append(f"100 MB upload at 50 MB/s via {k}: HTTP {code}, {int(float(sent))} bytes sent, "
+                      f"{el:.1f} s -> {'body read in full' if ok else 'FAILED'}")
+        log(checks[-1])
+
+    # --- workloads, interleaved across systems
+    workloads = [
+        ("small_c64", "small GET, 64 conns", lambda b: run_wrk(tools, b + "/small", 64, 2, secs)),
+        ("k1_c64", "1 KiB GET, 64 conns", lambda b: run_wrk(tools, b + "/1k", 64, 2, secs)),
+        ("small_c1", "small GET, 1 conn", lambda b: run_wrk(tools, b + "/small", 1, 1, secs)),
+        ("get10m", "10 MiB GET, 4 conns", lambda b: run_oha(tools, b + "/10m", 4, secs)),
+        ("post10m", "10 MiB POST, 4 conns", lambda b: run_oha(tools, b + "/upload", 4, secs, big)),
+    ]
+    for wk, wlabel, fn in workloads:
+        for k in order:
+            s = systems[k]
+            try:
+                if wk.startswith("small") or wk.startswith("k1"):
+                    run_wrk(tools, s["base"] + ("/small" if wk.startswith("small") else "/1k"),
+                            64 if "c64" in wk else 1, 2 if "c64" in wk else 1, warm)
+                c0 = cpu_ticks(s["pids"]())
+                r = fn(s["base"])
+                r["cpu_s"] = (cpu_ticks(s["pids"]()) - c0) / TICK
+                r.pop("raw", None)
+            except Exception as e:  # noqa: BLE001 - a failing path is a result, not a crash
+                r = {"failed": f"{type(e).__name__}: {e}"[:200]}
+            s["res"][wk] = r
+            log(wlabel, k, json.dumps(r))
+
+    time.sleep(2)
+    for k in order:
+        s = systems[k]
+        s["after_rss_total"] = mem_kib(s["pids"](), "VmRSS")
+        s["peak_rss_total"] = mem_kib(s["pids"](), "VmHWM")
+        s["peak_rss"] = {str(p): mem_kib([p], "VmHWM") for p in s["pids"]()}
+
+    ferry_log_issues = {}
+    for n in ("ferry-serve", "ferry-connector"):
+        with open(os.path.join(work, n + ".err")) as f:
+            lines = f.readlines()
+        ferry_log_issues[n] = {"WARN": sum(" WARN " in x for x in lines), "ERROR": sum(" ERROR " in x for x in lines),
+                               "sample": [x.strip()[:240] for x in lines if " WARN " in x or " ERROR " in x][:5]}
+    # Free the relays before the idle-connector test.
+    P.stop(fc)
+    P.stop(fs)
+    idle = [idle_connectors(a, work, P, n) for n in idle_ns]
+
+    elapsed = time.time() - started
+    md = render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed)
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + (
+        "-quick" if a.quick else "") + ".md")
+    with open(path, "w") as f:
+        f.write(md)
+    print(md)
+    log("written", path)
+    return 0
+
+
+def idle_connectors(a, work, P, n):
+    pf = free_port()
+    fd = os.path.join(work, f"ferry-idle-{n}")
+    sec = subprocess.run([a.ferry, "tenant", "create", "idle", "--data-dir", fd], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip().splitlines()[-1]
+    name = f"ferry-idle-{n}"
+    fs = P.start(name, [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd])
+    res = {"n": n}
+    try:
+        wait_for(lambda: file_in(os.path.join(work, name + ".out"), "ferry listening"), 20, "ferry serve")
+        time.sleep(1)
+        res["before_kib"] = mem_kib([fs.pid], "VmRSS")
+        ready, stop = os.path.join(work, f"ready-{n}"), os.path.join(work, f"stop-{n}")
+        tool = subprocess.Popen([sys.executable, os.path.join(BENCH, "idle_tunnels.py"), "--server",
+                                 f"http://127.0.0.1:{pf}", "--tenant", "idle", "--secret", sec, "-n", str(n),
+                                 "--hold", "60", "--ready-file", ready, "--stop-file", stop, "--open-budget", "90"],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            wait_for(lambda: os.path.exists(ready), 120, f"{n} idle tunnels")
+            time.sleep(3)  # settle: the node registers tunnels after the SETTINGS exchange
+            res["after_kib"] = mem_kib([fs.pid], "VmRSS")
+            res["fds"] = len(os.listdir(f"/proc/{fs.pid}/fd"))
+            open(stop, "w").close()
+            out = tool.communicate(timeout=60)[0]
+            res["tool"] = json.loads(out.strip().splitlines()[-1])
+        finally:
+            if tool.poll() is None:
+                os.killpg(tool.pid, signal.SIGKILL)
+                tool.wait()
+        res["alive_node"] = fs.poll() is None
+        res["per_conn_kib"] = (res["after_kib"] - res["before_kib"]) / max(1, res["tool"]["alive"])
+    except Exception as e:  # noqa: BLE001
+        res["failed"] = f"{type(e).__name__}: {e}"[:200]
+    finally:
+        P.stop(fs)
+    log("idle connectors", json.dumps(res))
+    return res
+
+
+# ---------------------------------------------------------------- report
+def fmt(v, unit="", d=0):
+    if v is None:
+        return "—"
+    return f"{v:,.{d}f}{unit}"
+
+
+def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
+    cols = order + ["gateway", "cluster"]
+    heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
+             "gateway": "Ferry gateway", "cluster": "Ferry cross-node (NATS)"}
+    lower_better = set()
+
+    def metric(k, wk, key):
+        r = systems[k]["res"].get(wk, {})
+        if "failed" in r:
+            return None
+        if key == "cpu_us_req":
+            return r["cpu_s"] * 1e6 / r["requests"] if r.get("requests") else None
+        if key == "cpu_ms_gb":
+            return r["cpu_s"] * 1e3 / (r["bytes"] / 1e9) if r.get("bytes") else None
+        return r.get(key)
+
+    rows = [
+        ("small GET c=64: req/s", "small_c64", "rps", 0, False),
+        ("small GET c=64: p50 ms", "small_c64", "p50_ms", 2, True),
+        ("small GET c=64: p99 ms", "small_c64", "p99_ms", 2, True),
+        ("small GET c=64: errors", "small_c64", "errors", 0, True),
+        ("1 KiB GET c=64: req/s", "k1_c64", "rps", 0, False),
+        ("small GET c=1: req/s", "small_c1", "rps", 0, False),
+        ("small GET c=1: p50 ms", "small_c1", "p50_ms", 3, True),
+        ("small GET c=1: p99 ms", "small_c1", "p99_ms", 3, True),
+        ("10 MiB GET c=4: MiB/s", "get10m", "mibps", 0, False),
+        ("10 MiB GET c=4: errors", "get10m", "errors", 0, True),
+        ("10 MiB POST c=4: MiB/s", "post10m", "mibps", 0, False),
+        ("10 MiB POST c=4: errors", "post10m", "errors", 0, True),
+        ("CPU µs per small request (c=64)", "small_c64", "cpu_us_req", 1, True),
+        ("CPU ms per GB, 10 MiB GET", "get10m", "cpu_ms_gb", 0, True),
+        ("CPU ms per GB, 10 MiB POST", "post10m", "cpu_ms_gb", 0, True),
+    ]
+    out = []
+    out.append(f"# Ferry benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}"
+               f"{' (quick)' if a.quick else ''}\n")
+    load = open("/proc/loadavg").read().split()[:3]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    out.append(f"Machine: {os.cpu_count()} × {cpu}, {round(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30)}"
+               f" GiB, {platform.platform()}; load average at the end {' '.join(load)}. Each load {secs} s after a "
+               f"1 s warm-up; run took {elapsed:.0f} s.\n")
+    out.append("Cells: value (ratio to direct). CPU and memory are summed over each system's own processes "
+               "(direct: the origin nginx; nginx proxy: its master + workers; rathole: server + client; Ferry: "
+               "serve + connector), not the origin or the load generator.\n")
+    out.append("| metric | " + " | ".join(heads[c] for c in cols) + " |")
+    out.append("|---" * (len(cols) + 1) + "|")
+
+    def cells(vals, d, base):
+        cs = []
+        for c in cols:
+            if c in ("gateway", "cluster"):
+                cs.append("not built yet")
+                continue
+            v = vals.get(c)
+            if v is None:
+                cs.append("failed" if c in systems else "—")
+                continue
+            s = fmt(v, "", d)
+            if c != "direct" and base not in (None, 0):
+                s += f" ({v / base:.2f}×)"
+            cs.append(s)
+        return cs
+
+    for label, wk, key, d, _lb in rows:
+        vals = {c: metric(c, wk, key) for c in order}
+        out.append(f"| {label} | " + " | ".join(cells(vals, d, vals.get("direct"))) + " |")
+    for label, key in (("RSS idle, MiB (before load)", "idle_rss_total"),
+                       ("RSS after load, MiB (idle again)", "after_rss_total"),
+                       ("RSS peak (VmHWM), MiB", "peak_rss_total")):
+        vals = {c: systems[c].get(key, 0) / 1024 for c in order}
+        out.append(f"| {label} | " + " | ".join(cells(vals, 1, vals.get("direct"))) + " |")
+    out.append("")
+    out.append("Per process (KiB), idle → peak: " + "; ".join(
+        f"{systems[c]['label']}: " + ", ".join(f"{systems[c]['idle_rss'].get(p, 0)} → {v}"
+                                              for p, v in systems[c]['peak_rss'].items()) for c in order) + "\n")
+
+    out.append("## Idle connectors (Ferry node memory)\n")
+    out.append("| connectors | opened | alive at the end | closed by node | node RSS before | node RSS with them "
+               "| per connector | open time |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for r in idle:
+        if "failed" in r:
+            out.append(f"| {r['n']:,} | failed: {r['failed']} ||||||| ")
+            continue
+        t = r["tool"]
+        out.append(f"| {r['n']:,} | {t['opened']:,} | {t['alive']:,} | {t['closed_by_node']} | "
+                   f"{r['before_kib'] / 1024:.1f} MiB | {r['after_kib'] / 1024:.1f} MiB | "
+                   f"{r['per_conn_kib']:.1f} KiB | {t['open_seconds']} s |")
+    out.append("\n(rathole and nginx have no equivalent of thousands of idle tunnels to one server: not measured.)\n")
+
+    out.append("## Checks and errors\n")
+    for c in checks:
+        out.append(f"- {c}")
+    for k in order:
+        for wk, r in systems[k]["res"].items():
+            if "failed" in r:
+                out.append(f"- {k} {wk}: FAILED: {r['failed']}")
+            elif r.get("errors"):
+                out.append(f"- {k} {wk}: {r['errors']} errors {r.get('error_kinds', '')}")
+    for n, v in ferry_log_issues.items():
+        out.append(f"- {n} log: {v['WARN']} WARN, {v['ERROR']} ERROR lines" +
+                   ("".join(f"\n  - `{x}`" for x in v["sample"])))
+    for r in idle:
+        if "tool" in r and r["tool"].get("errors"):
+            out.append(f"- idle {r['n']}: tunnel errors {r['tool']['errors']}")
+
+    out.append("\n## Targets\n")
+    out += targets(systems, order, idle, metric)
+    return "\n".join(out) + "\n"
+
+
+def targets(systems, order, idle, metric):
+    res = []
+
+    def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit=""):
+        if "rathole" not in systems or "ferry" not in systems:
+            res.append(f"| {name} | not measurable yet (rathole missing) |")
+            return
+        fv, rv = metric("ferry", *f), metric("rathole", *r)
+        if fv is None or rv is None:
+            res.append(f"| {name} | not measurable (a run failed) |")
+            return
+        met = fv >= factor * rv if ok_if_ge else fv <= factor * rv
+        res.append(f"| {name} | {'met' if met else 'missed'}: Ferry {fv:,.3g}{unit} vs rathole {rv:,.3g}{unit} "
+                   f"({fv / rv:.2f}×) |")
+
+    res.append("| target | result |")
+    res.append("|---|---|")
+    cmp("relay req/s ≥ 1.0× rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"))
+    cmp("concurrency-1 p50 ≤ rathole's", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False, unit=" ms")
+    cmp("10 MiB GET ≥ 1.0× rathole", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s")
+    cmp("10 MiB POST ≥ 1.0× rathole", ("post10m", "mibps"), ("post10m", "mibps"), unit=" MiB/s")
+    cmp("CPU per request ≤ rathole", ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"), False, unit=" µs")
+    cmp("CPU per GB (10 MiB GET) ≤ rathole", ("get10m", "cpu_ms_gb"), ("get10m", "cpu_ms_gb"), False, unit=" ms")
+    cmp("CPU per GB (10 MiB POST) ≤ rathole", ("post10m", "cpu_ms_gb"), ("post10m", "cpu_ms_gb"), False, unit=" ms")
+    res.append("| gateway vs nginx (req/s, latency, MiB/s, CPU) | not measurable yet: gateway not built |")
+    if "ferry" in systems:
+        fs_pid = next(iter(systems["ferry"]["idle_rss"]))
+        v = systems["ferry"]["idle_rss"][fs_pid] / 1024
+        res.append(f"| idle node < 16 MiB RSS | {'met' if v < 16 else 'missed'}: {v:.1f} MiB (ferry serve with one "
+                   f"connector, before load) |")
+    for r in idle:
+        if "failed" in r:
+            res.append(f"| {r['n']:,} idle connectors | missed: {r['failed']} |")
+            continue
+        res.append(f"| ≤ 64 KiB per idle connector ({r['n']:,}) | "
+                   f"{'met' if r['per_conn_kib'] <= 64 else 'missed'}: {r['per_conn_kib']:.1f} KiB |")
+        if r["n"] == 10000:
+            held = r["tool"]["alive"]
+            res.append(f"| 10,000 idle connectors held | {'met' if held == 10000 else 'missed'}: {held:,} alive at "
+                       f"the end |")
+    if not any(r["n"] == 10000 for r in idle):
+        res.append("| 10,000 idle connectors held | not measured in --quick mode |")
+    res.append("| cross-node ≥ 0.5× one-node | not measurable yet: cluster over NATS not built |")
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(main())

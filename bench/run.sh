@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Ferry's benchmark: the one command. See docs/performance.md.
+#   bench/run.sh            full run (< 10 min): every path, every load 5 s, 1,000 and 10,000 idle connectors
+#   bench/run.sh --quick    smoke run (~2 min): loads of 2 s, 1,000 idle connectors
+#   bench/run.sh --no-build use target/release/ferry as it is (FERRY_BIN=... to point elsewhere)
+# Installs what it lacks: nginx and wrk (Debian), oha and rathole (crates.io, into bench/.tools).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=""; BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=--quick ;;
+    --no-build) BUILD=0 ;;
+    *) echo "usage: bench/run.sh [--quick] [--no-build]" >&2; exit 2 ;;
+  esac
+done
+TOOLS="$PWD/bench/.tools"
+mkdir -p "$TOOLS"
+export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+need_apt=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[bench] installing ${need_apt[*]} (apt)" >&2
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+for tool in oha rathole; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "[bench] installing $tool into $TOOLS (cargo install --locked)" >&2
+    # rathole 0.5.0's lock file pins a `time` that newer compilers refuse; fall back to fresh resolution.
+    cargo install --locked --root "$TOOLS" "$tool" >&2 || cargo install --root "$TOOLS" "$tool" >&2 \
+      || echo "[bench] WARNING: $tool could not be installed; its rows will be missing" >&2
+  fi
+done
+RATHOLE=$(command -v rathole || true)
+
+if [ "$BUILD" = 1 ]; then
+  echo "[bench] cargo build --release -p ferry" >&2
+  cargo build --release -p ferry >&2
+fi
+FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
+[ -x "$FERRY" ] || { echo "[bench] no ferry binary at $FERRY" >&2; exit 1; }
+
+# 10,000 idle tunnels need 10,000+ descriptors in the node and in the load tool.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
+  ulimit -n 10100 2>/dev/null || echo "[bench] WARNING: ulimit -n is $(ulimit -n); 10,000 connectors will fail" >&2
+fi
+
+# Every load is bounded by the harness; the whole run is bounded here too.
+exec timeout -k 10 900 python3 bench/harness.py $QUICK --ferry "$FERRY" \
+  --tools "{\"wrk\":\"$(command -v wrk)\",\"oha\":\"$(command -v oha)\",\"nginx\":\"$NGINX\",\"rathole\":\"$RATHOLE\"}"

@@ -1,0 +1,572 @@
+//! The PostgreSQL store: one database shared by every node of a cluster.
+//!
+//! Owns: connecting (a modest pool, a bounded connect timeout, errors that name the server but never the
+//! password), running the embedded migrations of `migrations/postgres` (sqlx serialises concurrent migrators with
+//! an advisory lock), and the SQL of every [`Store`] method for PostgreSQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use ferry_proto::TenantName;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use crate::{unix_now, SecretRecord, SigningKey, Store, StoreError, Tenant};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections kept by one process; several nodes share the server's `max_connections`.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long opening the store, or any operation, waits for a connection (including establishing it).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `add_first_signing_key` waits for the table lock before failing (transiently).
+const LOCK_TIMEOUT: &str = "5s";
+
+/// The [`Store`] on a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    location: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connect to the database of a `postgres://` (or `postgresql://`) URL and bring its schema up to date.
+    /// Fails within about five seconds when the server cannot be reached; the error names the server, never
+    /// the password.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            reason: format!("not a valid PostgreSQL URL: {e}"),
+        })?;
+        Self::connect_with(options).await
+    }
+
+    /// [`PostgresStore::connect`] with options built by the caller.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        Self::open(options, CONNECT_TIMEOUT).await
+    }
+
+    async fn open(options: PgConnectOptions, timeout: Duration) -> Result<Self, StoreError> {
+        let location = location(&options);
+        let options = if options.get_application_name().is_none() {
+            options.application_name("ferry")
+        } else {
+            options
+        };
+        // Without this, every start logs the server's NOTICEs of the idempotent migration statements
+        // ("relation … already exists, skipping") at info level.
+        let options = options.options([("client_min_messages", "warning")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                location: location.clone(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                location: location.clone(),
+                source,
+            })?;
+        tracing::debug!(location, "postgres store open");
+        Ok(PostgresStore { pool, location })
+    }
+
+    /// Where this store is, as `postgres://user@host:port/database` (no password).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Close every connection; waits for running operations.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `postgres://user@host:port/database`, for logs and errors: everything but the password.
+fn location(options: &PgConnectOptions) -> String {
+    let user = options.get_username();
+    let database = options.get_database().unwrap_or(user);
+    if let Some(socket) = options.get_socket() {
+        return format!("postgres://{user}@/{database}?host={}", socket.display());
+    }
+    let host = options.get_host();
+    let port = options.get_port();
+    if host.contains(':') {
+        format!("postgres://{user}@[{host}]:{port}/{database}")
+    } else {
+        format!("postgres://{user}@{host}:{port}/{database}")
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_foreign_key_violation())
+}
+
+fn column<'r, T>(row: &'r PgRow, table: &'static str, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(name).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: format!("column {name}: {e}"),
+    })
+}
+
+fn tenant_name(value: String, table: &'static str) -> Result<TenantName, StoreError> {
+    TenantName::new(value).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}
+
+fn tenant_from_row(row: &PgRow) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        name: tenant_name(column(row, "tenants", "name")?, "tenants")?,
+        created_at: column(row, "tenants", "created_at")?,
+    })
+}
+
+fn secret_from_row(row: &PgRow) -> Result<SecretRecord, StoreError> {
+    const T: &str = "secrets";
+    Ok(SecretRecord {
+        id: column(row, T, "id")?,
+        tenant: tenant_name(column(row, T, "tenant")?, T)?,
+        hash: column(row, T, "hash")?,
+        created_at: column(row, T, "created_at")?,
+        expires_at: column(row, T, "expires_at")?,
+        revoked_at: column(row, T, "revoked_at")?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<SigningKey, StoreError> {
+    const T: &str = "signing_keys";
+    Ok(SigningKey {
+        kid: column(row, T, "kid")?,
+        algorithm: column(row, T, "algorithm")?,
+        private_der: column(row, T, "private_der")?,
+        public_key: column(row, T, "public_key")?,
+        created_at: column(row, T, "created_at")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn create_tenant(&self, name: &TenantName) -> Result<Tenant, StoreError> {
+        let created_at = unix_now();
+        let result = sqlx::query("INSERT INTO tenants (name, created_at) VALUES ($1, $2)")
+            .bind(name.as_str())
+            .bind(created_at)
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(Tenant {
+                name: name.clone(),
+                created_at,
+            }),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                kind: "tenant",
+                name: name.to_string(),
+            }),
+            Err(e) => Err(StoreError::db("creating a tenant")(e)),
+        }
+    }
+
+    async fn get_tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
+        sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a tenant"))?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        // `name` has the "C" collation: bytewise order, as on SQLite.
+        sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("listing tenants"))?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    async fn delete_tenant(&self, name: &TenantName) -> Result<bool, StoreError> {
+        // Secrets go with the tenant through `ON DELETE CASCADE`.
+        let done = sqlx::query("DELETE FROM tenants WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("deleting a tenant"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_secret(
+        &self,
+        tenant: &TenantName,
+        hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<SecretRecord, StoreError> {
+        let record = SecretRecord {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            tenant: tenant.clone(),
+            hash: hash.to_owned(),
+            created_at: unix_now(),
+            expires_at,
+            revoked_at: None,
+        };
+        let result = sqlx::query(
+            "INSERT INTO secrets (id, tenant, hash, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&record.id)
+        .bind(record.tenant.as_str())
+        .bind(&record.hash)
+        .bind(record.created_at)
+        .bind(record.expires_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(record),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound {
+                kind: "tenant",
+                name: tenant.to_string(),
+            }),
+            Err(e) => Err(StoreError::db("adding a secret")(e)),
+        }
+    }
+
+    async fn active_secrets(
+        &self,
+        tenant: &TenantName,
+        now: i64,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, tenant, hash, created_at, expires_at, revoked_at FROM secrets \
+             WHERE tenant = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(tenant.as_str())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("reading active secrets"))?
+        .iter()
+        .map(secret_from_row)
+        .collect()
+    }
+
+    async fn revoke_secret(&self, tenant: &TenantName, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE secrets SET revoked_at = $1 \
+             WHERE tenant = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(unix_now())
+        .bind(tenant.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db("revoking a secret"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        sqlx::query(
+            "SELECT kid, algorithm, private_der, public_key, created_at FROM signing_keys \
+             ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("reading signing keys"))?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_der)
+        .bind(&key.public_key)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                kind: "signing key",
+                name: key.kid.clone(),
+            }),
+            Err(e) => Err(StoreError::db("adding a signing key")(e)),
+        }
+    }
+
+    async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
+        const CONTEXT: &str = "adding the first signing key";
+        // Under READ COMMITTED, `INSERT … WHERE NOT EXISTS` alone lets two transactions both see an empty table.
+        // The EXCLUSIVE table lock (which conflicts with itself and with every writer, not with readers) makes
+        // the check and the insert one step across processes; the statement after the lock sees every commit
+        // made before it was granted.
+        let mut tx = self.pool.begin().await.map_err(StoreError::db(CONTEXT))?;
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        sqlx::query("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        let done = sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_der)
+        .bind(&key.public_key)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// Helpers for tests that need a real PostgreSQL server: each test gets a fresh database that is dropped after
+/// it, on a server named by `FERRY_TEST_POSTGRES_URL`.
+#[cfg(test)]
+pub(crate) mod testdb {
+    use std::future::Future;
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    use sqlx::{ConnectOptions, Connection};
+
+    use super::location;
+
+    /// The variable naming the server (any database on it; the tests create their own).
+    pub const URL_ENV: &str = "FERRY_TEST_POSTGRES_URL";
+    pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// Run `test` with the options of a fresh, uniquely named, empty database, and drop the database afterwards
+    /// (also when `test` panics). Without a reachable server: panics when `CI` is set, prints `skipped: …` and
+    /// returns otherwise.
+    pub async fn with_database<F, Fut>(test: F)
+    where
+        F: FnOnce(PgConnectOptions) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let url = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let admin_options = match PgConnectOptions::from_str(&url) {
+            Ok(options) => options,
+            Err(e) => panic!("{URL_ENV} is not a valid PostgreSQL URL: {e}"),
+        };
+        let server = location(&admin_options);
+        let connected = tokio::time::timeout(Duration::from_secs(5), admin_options.connect()).await;
+        let mut admin: PgConnection = match connected {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return unreachable(&server, &e.to_string()),
+            Err(_) => return unreachable(&server, "timed out after 5s"),
+        };
+        let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("create database {name} on {server}: {e}"));
+        let outcome = tokio::spawn(test(admin_options.clone().database(&name))).await;
+        let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+        let _ = admin.close().await;
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+        if let Err(e) = dropped {
+            panic!("drop database {name} on {server}: {e}");
+        }
+    }
+
+    /// The URL of the database `options` names, on the server of `FERRY_TEST_POSTGRES_URL` (with its password
+    /// and parameters, if any).
+    pub fn url_of(options: &PgConnectOptions) -> String {
+        let admin = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let database = options.get_database().unwrap_or_default();
+        let (base, query) = match admin.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (admin.as_str(), String::new()),
+        };
+        let authority_start = base.find("://").map_or(0, |i| i + 3);
+        let authority_end = base[authority_start..]
+            .find('/')
+            .map_or(base.len(), |i| authority_start + i);
+        format!("{}/{database}{query}", &base[..authority_end])
+    }
+
+    fn unreachable(server: &str, why: &str) {
+        if std::env::var_os("CI").is_some() {
+            panic!("PostgreSQL required in CI at {server} (set {URL_ENV}): {why}");
+        }
+        eprintln!("skipped: PostgreSQL not reachable at {server} (set {URL_ENV}): {why}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::testdb::with_database;
+    use super::*;
+    use crate::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_on_postgres() {
+        with_database(|options| async move {
+            let store = PostgresStore::connect_with(options).await.expect("open");
+            conformance::run_suite(&store).await;
+            // The suite cleans up after itself; it runs again on the same (now key-holding) database.
+            conformance::run_suite(&store).await;
+            store.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_reopen() {
+        with_database(|options| async move {
+            let name = TenantName::new("keeper").expect("name");
+            let store = PostgresStore::connect_with(options.clone())
+                .await
+                .expect("open");
+            store.create_tenant(&name).await.expect("create");
+            store.close().await;
+            let store = PostgresStore::connect_with(options).await.expect("reopen");
+            assert!(store.get_tenant(&name).await.expect("get").is_some());
+            store.close().await;
+        })
+        .await;
+    }
+
+    /// Separate pools behave like separate nodes: concurrent first opens (migrations) and concurrent writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_openers_share_one_database() {
+        with_database(|options| async move {
+            let mut tasks = Vec::new();
+            for i in 0..6 {
+                let options = options.clone();
+                tasks.push(tokio::spawn(async move {
+                    let store = PostgresStore::connect_with(options).await.expect("open");
+                    for j in 0..10 {
+                        let name = TenantName::new(format!("t{i}-{j}")).expect("name");
+                        store.create_tenant(&name).await.expect("create");
+                        store.add_secret(&name, "h", None).await.expect("secret");
+                    }
+                    store.close().await;
+                }));
+            }
+            for task in tasks {
+                task.await.expect("task");
+            }
+            let store = PostgresStore::connect_with(options).await.expect("open");
+            assert_eq!(store.list_tenants().await.expect("list").len(), 60);
+            store.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_first_signing_keys_agree() {
+        with_database(|options| async move {
+            PostgresStore::connect_with(options.clone())
+                .await
+                .expect("migrate")
+                .close()
+                .await;
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for i in 0..8u8 {
+                let options = options.clone();
+                let start = Arc::clone(&start);
+                tasks.push(tokio::spawn(async move {
+                    let store = PostgresStore::connect_with(options).await.expect("open");
+                    let key = SigningKey {
+                        kid: format!("k{i}"),
+                        algorithm: "EdDSA".into(),
+                        private_der: vec![i],
+                        public_key: vec![i],
+                        created_at: unix_now(),
+                    };
+                    start.wait().await;
+                    let added = store.add_first_signing_key(&key).await.expect("add");
+                    store.close().await;
+                    added
+                }));
+            }
+            let mut added = 0;
+            for task in tasks {
+                if task.await.expect("task") {
+                    added += 1;
+                }
+            }
+            assert_eq!(added, 1);
+            let store = PostgresStore::connect_with(options).await.expect("open");
+            assert_eq!(store.signing_keys().await.expect("keys").len(), 1);
+            store.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_names_host_not_password() {
+        let options = PgConnectOptions::from_str("postgres://ferry:hunter2@127.0.0.1:1/ferrydb")
+            .expect("options");
+        let err = PostgresStore::open(options, Duration::from_millis(300))
+            .await
+            .expect_err("nothing listens on port 1");
+        let text = format!("{err} {err:?}");
+        assert!(
+            err.to_string()
+                .contains("postgres://ferry@127.0.0.1:1/ferrydb"),
+            "{err}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(err.is_transient(), "{err:?}");
+    }
+
+    #[test]
+    fn location_has_no_password() {
+        let options = PgConnectOptions::from_str("postgresql://u:secret@db.example:6543/app")
+            .expect("options");
+        assert_eq!(location(&options), "postgres://u@db.example:6543/app");
+    }
+}
