@@ -14,13 +14,7 @@ const T: Duration = Duration::from_secs(20);
 async fn echo_stack(
     opts: impl FnOnce(StackOptions) -> StackOptions,
 ) -> anyhow::Result<(TargetServer, Stack)> {
-    let echo = TargetServer::start(TargetKind::Echo).await?;
-    let stack = Stack::start(
-        BIN,
-        opts(StackOptions::default().target("app", &echo.url())),
-    )
-    .await?;
-    Ok((echo, stack))
+    Stack::with_echo(BIN, opts).await
 }
 
 /// Send a raw request for `/relay/demo/app{rest}` with extra header lines; returns the response and the echo.

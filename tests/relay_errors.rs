@@ -15,13 +15,7 @@ const T: Duration = Duration::from_secs(20);
 async fn echo_stack(
     opts: impl FnOnce(StackOptions) -> StackOptions,
 ) -> anyhow::Result<(TargetServer, Stack)> {
-    let echo = TargetServer::start(TargetKind::Echo).await?;
-    let stack = Stack::start(
-        BIN,
-        opts(StackOptions::default().target("app", &echo.url())),
-    )
-    .await?;
-    Ok((echo, stack))
+    Stack::with_echo(BIN, opts).await
 }
 
 async fn get(url: &str) -> anyhow::Result<reqwest::Response> {

@@ -560,6 +560,20 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// An echo target and a stack whose connector serves it as target `app`; `opts` adjusts the stack.
+    pub async fn with_echo(
+        bin: impl AsRef<Path>,
+        opts: impl FnOnce(StackOptions) -> StackOptions,
+    ) -> anyhow::Result<(crate::TargetServer, Self)> {
+        let echo = crate::TargetServer::start(crate::TargetKind::Echo).await?;
+        let stack = Self::start(
+            bin,
+            opts(StackOptions::default().target("app", &echo.url())),
+        )
+        .await?;
+        Ok((echo, stack))
+    }
+
     pub async fn start(bin: impl AsRef<Path>, opts: StackOptions) -> anyhow::Result<Self> {
         let bin = bin.as_ref();
         let server = FerryServer::start(bin, opts.server).await?;
