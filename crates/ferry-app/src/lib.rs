@@ -7,9 +7,10 @@
 //! (the binary).
 #![forbid(unsafe_code)]
 
+mod admin;
 mod routes;
 
-use ferry_auth::{IssuerSettings, TokenIssuer};
+use ferry_auth::TokenIssuer;
 use ferry_config::Config;
 use ferry_gateway::{Listener, ServeOptions, TlsFiles};
 use ferry_relay::Relay;
@@ -33,15 +34,27 @@ pub enum AppError {
     Store(#[from] ferry_store::StoreError),
     #[error("token issuer")]
     Auth(#[from] ferry_auth::AuthError),
+    #[error("cannot bind the admin listener on {addr}")]
+    AdminListener {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gateway config")]
+    Gateway(#[from] ferry_edge::EdgeError),
 }
 
 /// Every socket of a node, bound before serving.
 pub struct Listeners {
     pub public: Listener,
+    /// The management API's listener (`[server.admin]`); `None` when disabled.
+    pub admin: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, AppError> {
+        // the gateway config is checked before anything is bound or announced
+        ferry_edge::Gateway::validate(&config.gateway)?;
         let s = &config.server;
         let tls = match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -50,9 +63,25 @@ impl Listeners {
             }),
             _ => None,
         };
-        Ok(Self {
-            public: Listener::bind(s.listen, tls.as_ref()).await?,
-        })
+        let public = Listener::bind(s.listen, tls.as_ref()).await?;
+        let admin = match s.admin.enabled {
+            true => Some(
+                tokio::net::TcpListener::bind(s.admin.listen)
+                    .await
+                    .map_err(|source| AppError::AdminListener {
+                        addr: s.admin.listen,
+                        source,
+                    })?,
+            ),
+            false => None,
+        };
+        Ok(Self { public, admin })
+    }
+
+    /// `http://ADDR` of the admin listener, if there is one.
+    pub fn admin_url(&self) -> Option<String> {
+        let addr = self.admin.as_ref()?.local_addr().ok()?;
+        Some(format!("http://{addr}"))
     }
 }
 
@@ -71,6 +100,8 @@ pub(crate) struct Node {
     pub max_header_size: usize,
     /// Bounds concurrent argon2 verifications of the token endpoint.
     pub token_checks: tokio::sync::Semaphore,
+    /// The edge gateway's route table (`[gateway]`); without routes it claims no request.
+    pub edge: Arc<ferry_edge::Gateway>,
 }
 
 /// Run a node until `shutdown` resolves, then drain and return.
@@ -85,15 +116,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let store = open_store(&config).await?;
-    let issuer = TokenIssuer::load_or_create(
-        store.clone(),
-        IssuerSettings {
-            issuer: s.auth.issuer.clone(),
-            audience: TUNNEL_AUDIENCE.to_owned(),
-            ttl: s.auth.token_ttl,
-        },
-    )
-    .await?;
+    // The built-in issuer, the external OIDC provider if configured, and the tunnel verifier accepting either;
+    // `auth.admin_check` is the management API's OIDC admin check. Key maintenance and JWKS refresh run until
+    // the end of `run`.
+    let auth = ferry_auth::NodeAuth::start(store.clone(), &s.auth, TUNNEL_AUDIENCE).await?;
+    let _auth_tasks = auth.tasks;
+    let issuer = auth.issuer;
     let tunnel_options = TunnelOptions {
         keepalive_interval: s.tunnel.keepalive_interval,
         keepalive_timeout: s.tunnel.keepalive_timeout,
@@ -103,10 +131,16 @@ pub async fn run(
         node_id.clone(),
         s.relay.clone(),
         tunnel_options,
-        store,
-        issuer.verifier(),
+        store.clone(),
+        auth.verifier.clone(),
     );
+    let edge = ferry_edge::Gateway::new(
+        &config.gateway,
+        Arc::new(routes::RelayRoutes(relay.clone())),
+    )?;
+    edge.spawn_reload(&config.gateway);
     let node = Arc::new(Node {
+        edge,
         relay: relay.clone(),
         issuer,
         ready: AtomicBool::new(true),
@@ -118,6 +152,8 @@ pub async fn run(
         header_read_timeout: s.http.header_read_timeout,
         drain_timeout: s.drain_timeout,
     };
+    let background = relay.spawn_background(listeners.public.url());
+    let admin = admin::start(listeners.admin, store, &s.admin);
     tracing::info!(node_id, addr = %listeners.public.local_addr(), "node started");
     let drain_started = {
         let node = node.clone();
@@ -135,7 +171,10 @@ pub async fn run(
         drain_started,
     )
     .await;
+    admin.shutdown(s.drain_timeout).await;
     let closed = relay.close_tunnels();
+    drop(background);
+    relay.flush().await;
     tracing::info!(tunnels = closed, "tunnels closed, node stopped");
     Ok(())
 }

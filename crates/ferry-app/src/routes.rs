@@ -38,6 +38,11 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         return error_response(&reply, &request_id);
     }
     let path = req.uri().path();
+    if !is_ferry_path(path) {
+        if let Some(matched) = node.edge.route(&req) {
+            return node.edge.handle(matched, req).await;
+        }
+    }
     if path.starts_with(RELAY_PREFIX) {
         return node.relay.handle_relay(req).await;
     }
@@ -47,11 +52,51 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         tunnel::TUNNEL_PATH => node.relay.handle_tunnel(req).await,
         tunnel::TOKEN_PATH => token(&node, req).await,
+        ferry_auth::OPENID_CONFIGURATION_PATH | ferry_auth::JWKS_PATH => well_known(&node, &req),
         _ => {
             let request_id = ferry_http::request_id(&req);
             let reply = ErrorReply::new(ErrorCode::NotFound, format!("no route for {path}"));
             error_response(&reply, &request_id)
         }
+    }
+}
+
+/// Paths Ferry answers itself, which no gateway route can claim.
+fn is_ferry_path(path: &str) -> bool {
+    path.starts_with("/_ferry/")
+        || path.starts_with("/.well-known/")
+        || matches!(path, tunnel::TOKEN_PATH | "/healthz" | "/readyz")
+}
+
+/// The relay as the gateway's `relay = "tenant/target"` routes reach it: the request's path is put under
+/// `/relay/{tenant}/{target}` and handled like any relay request.
+pub(crate) struct RelayRoutes(pub Arc<ferry_relay::Relay>);
+
+impl ferry_edge::RelayBackend for RelayRoutes {
+    fn relay(
+        &self,
+        tenant: &str,
+        target: &str,
+        mut req: Request<Incoming>,
+    ) -> ferry_edge::RelayFuture {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let relayed = format!("{RELAY_PREFIX}{tenant}/{target}{pq}");
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = relayed.parse().ok();
+        match http::Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => {
+                let request_id = ferry_http::request_id(&req);
+                let reply = ErrorReply::new(ErrorCode::BadRequest, "bad request target");
+                return Box::pin(async move { error_response(&reply, &request_id) });
+            }
+        }
+        let relay = self.0.clone();
+        Box::pin(async move { relay.handle_relay(req).await })
     }
 }
 
@@ -61,6 +106,42 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The built-in issuer's discovery document and JWKS (`ferry-auth` builds them; any method is answered as GET).
+fn well_known(node: &Node, req: &Request<Incoming>) -> Response<Body> {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    let tls = req
+        .extensions()
+        .get::<ferry_http::ClientInfo>()
+        .is_some_and(|c| c.tls);
+    let Some(doc) = node
+        .issuer
+        .well_known(req.uri().path(), host.as_deref(), tls)
+    else {
+        let reply = ErrorReply::new(ErrorCode::NotFound, "no such document");
+        return error_response(&reply, &ferry_http::request_id(req));
+    };
+    let mut r = Response::new(full(doc.body));
+    *r.status_mut() = StatusCode::from_u16(doc.status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(doc.content_type),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
     );
     r
 }
@@ -89,6 +170,10 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
         .extensions()
         .get::<ferry_http::ClientInfo>()
         .map(|c| c.remote_addr.to_string());
+    let client_ip = req
+        .extensions()
+        .get::<ferry_http::ClientInfo>()
+        .map(|c| c.remote_addr.ip());
     let body: Bytes = match Limited::new(req.into_body(), TOKEN_BODY_LIMIT)
         .collect()
         .await
@@ -115,7 +200,12 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
     };
     let reply = node
         .issuer
-        .client_credentials(authorization.as_deref(), content_type.as_deref(), &body)
+        .client_credentials(
+            client_ip,
+            authorization.as_deref(),
+            content_type.as_deref(),
+            &body,
+        )
         .await;
     drop(permit);
     if reply.status != 200 {

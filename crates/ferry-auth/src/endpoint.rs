@@ -3,12 +3,15 @@
 //! header values and the body, and writes the [`TokenReply`] back.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Instant;
 
 use base64::Engine as _;
 use ferry_proto::TenantName;
 use serde::Serialize;
 
-use crate::secret::{burn_one_verify_async, check_client_secret};
+use crate::limit::Limited;
+use crate::secret::{burn_one_verify_async, matching_secret};
 use crate::TokenIssuer;
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
@@ -225,32 +228,79 @@ fn parse_request(
     }
 }
 
+impl TokenReply {
+    fn rate_limited(limited: Limited) -> Self {
+        let mut reply = TokenReply::error(
+            429,
+            "too_many_requests",
+            "too many failed token requests, retry later",
+        );
+        reply
+            .headers
+            .push(("retry-after", limited.retry_after_secs().to_string()));
+        reply
+    }
+}
+
 impl TokenIssuer {
     /// Answer a token request (`POST /oauth/token`): the client-credentials grant with the tenant name as client
-    /// id. `authorization` and `content_type` are the raw header values, `body` the whole request body.
+    /// id. `client_ip` is the caller's address (for the failure limits), `authorization` and `content_type` are
+    /// the raw header values, `body` the whole request body.
+    ///
+    /// Repeated failures are limited per client IP and per client id ([`crate::RateLimitSettings`]): beyond the
+    /// limit the answer is 429 with `Retry-After`, without checking the credentials.
     pub async fn client_credentials(
         &self,
+        client_ip: Option<IpAddr>,
         authorization: Option<&str>,
         content_type: Option<&str>,
         body: &[u8],
     ) -> TokenReply {
+        if !self.settings().endpoint_enabled {
+            return TokenReply::error(
+                400,
+                "unauthorized_client",
+                "the built-in token endpoint is turned off: get a token from the identity provider",
+            );
+        }
+        if let Err(limited) = self.limiter.check_ip(client_ip, Instant::now()) {
+            return self.refuse_limited(client_ip, None, limited);
+        }
         let credentials = match parse_request(authorization, content_type, body) {
             Ok(credentials) => credentials,
-            Err(reply) => return reply,
+            Err(reply) => {
+                // Failed client authentication counts; malformed requests (400) cost nothing to answer and
+                // guess nothing, so they do not.
+                if reply.status == 401 {
+                    self.limiter.record_failure(client_ip, None, Instant::now());
+                }
+                return reply;
+            }
         };
+        if let Err(limited) = self
+            .limiter
+            .check_client(&credentials.client_id, Instant::now())
+        {
+            return self.refuse_limited(client_ip, Some(&credentials.client_id), limited);
+        }
         let checked = match TenantName::new(credentials.client_id.as_str()) {
-            Ok(tenant) => check_client_secret(&*self.store, &tenant, &credentials.client_secret)
+            Ok(tenant) => matching_secret(&*self.store, &tenant, &credentials.client_secret)
                 .await
-                .map(|ok| ok.then_some(tenant)),
+                .map(|found| found.map(|secret_id| (tenant, secret_id))),
             // Not even a possible tenant: spend the same time as for a wrong secret.
             Err(_) => burn_one_verify_async(&credentials.client_secret)
                 .await
                 .map(|()| None),
         };
-        let tenant = match checked {
-            Ok(Some(tenant)) => tenant,
+        let (tenant, secret_id) = match checked {
+            Ok(Some(found)) => found,
             Ok(None) => {
-                tracing::info!("token request refused: invalid client credentials");
+                self.limiter.record_failure(
+                    client_ip,
+                    Some(&credentials.client_id),
+                    Instant::now(),
+                );
+                tracing::info!(client_ip = ?client_ip, "token request refused: invalid client credentials");
                 return TokenReply::invalid_client("client authentication failed");
             }
             Err(error) => {
@@ -271,9 +321,9 @@ impl TokenIssuer {
                 };
             }
         };
-        match self.issue(&tenant) {
+        match self.issue_for_secret(&tenant, &secret_id) {
             Ok(token) => {
-                tracing::info!(tenant = %tenant, "token issued");
+                tracing::info!(tenant = %tenant, secret_id, "token issued");
                 let body = serde_json::to_vec(&SuccessBody {
                     access_token: &token.access_token,
                     token_type: "Bearer",
@@ -292,6 +342,22 @@ impl TokenIssuer {
                 TokenReply::error(500, "server_error", "the server failed to issue a token")
             }
         }
+    }
+
+    fn refuse_limited(
+        &self,
+        client_ip: Option<IpAddr>,
+        client_id: Option<&str>,
+        limited: Limited,
+    ) -> TokenReply {
+        tracing::warn!(
+            client_ip = ?client_ip,
+            client_id = ?client_id.map(|c| c.chars().take(64).collect::<String>()),
+            limit = limited.by,
+            retry_after = limited.retry_after_secs(),
+            "token request rate limited after repeated failures"
+        );
+        TokenReply::rate_limited(limited)
     }
 }
 
@@ -377,13 +443,14 @@ mod tests {
         );
         let reply = s
             .issuer
-            .client_credentials(None, FORM, body.as_bytes())
+            .client_credentials(None, None, FORM, body.as_bytes())
             .await;
         assert_success(&s, &reply);
         // Media type parameters and case do not matter.
         let reply = s
             .issuer
             .client_credentials(
+                None,
                 None,
                 Some("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
                 format!("{body}&scope=tunnel").as_bytes(),
@@ -398,7 +465,7 @@ mod tests {
         let auth = basic("demo", &s.secret);
         let reply = s
             .issuer
-            .client_credentials(Some(&auth), FORM, b"grant_type=client_credentials")
+            .client_credentials(None, Some(&auth), FORM, b"grant_type=client_credentials")
             .await;
         assert_success(&s, &reply);
         // Percent-encoded values (RFC 6749 §2.3.1) are decoded.
@@ -406,7 +473,7 @@ mod tests {
         let auth = basic("%64emo", &encoded);
         let reply = s
             .issuer
-            .client_credentials(Some(&auth), FORM, b"grant_type=client_credentials")
+            .client_credentials(None, Some(&auth), FORM, b"grant_type=client_credentials")
             .await;
         assert_success(&s, &reply);
     }
@@ -432,7 +499,7 @@ mod tests {
         for body in &cases {
             let reply = s
                 .issuer
-                .client_credentials(None, FORM, body.as_bytes())
+                .client_credentials(None, None, FORM, body.as_bytes())
                 .await;
             assert_error(&reply, 401, "invalid_client");
             assert!(reply.headers.iter().any(|(k, _)| *k == "www-authenticate"));
@@ -442,7 +509,7 @@ mod tests {
         let auth = basic("demo", "fsec_wrong");
         let reply = s
             .issuer
-            .client_credentials(Some(&auth), FORM, b"grant_type=client_credentials")
+            .client_credentials(None, Some(&auth), FORM, b"grant_type=client_credentials")
             .await;
         assert_error(&reply, 401, "invalid_client");
     }
@@ -453,17 +520,18 @@ mod tests {
         let creds = format!("client_id=demo&client_secret={}", s.secret);
         let reply = s
             .issuer
-            .client_credentials(None, FORM, creds.as_bytes())
+            .client_credentials(None, None, FORM, creds.as_bytes())
             .await;
         assert_error(&reply, 400, "invalid_request");
         let reply = s
             .issuer
-            .client_credentials(None, FORM, format!("grant_type=&{creds}").as_bytes())
+            .client_credentials(None, None, FORM, format!("grant_type=&{creds}").as_bytes())
             .await;
         assert_error(&reply, 400, "invalid_request");
         let reply = s
             .issuer
             .client_credentials(
+                None,
                 None,
                 FORM,
                 format!("grant_type=password&{creds}").as_bytes(),
@@ -474,6 +542,7 @@ mod tests {
             .issuer
             .client_credentials(
                 None,
+                None,
                 FORM,
                 format!("grant_type=client_credentials&grant_type=client_credentials&{creds}")
                     .as_bytes(),
@@ -483,6 +552,7 @@ mod tests {
         let reply = s
             .issuer
             .client_credentials(
+                None,
                 None,
                 FORM,
                 format!("grant_type=client_credentials&scope=admin&{creds}").as_bytes(),
@@ -501,7 +571,7 @@ mod tests {
         for content_type in [None, Some("application/json"), Some("text/plain"), Some("")] {
             let reply = s
                 .issuer
-                .client_credentials(None, content_type, body.as_bytes())
+                .client_credentials(None, None, content_type, body.as_bytes())
                 .await;
             assert_error(&reply, 400, "invalid_request");
         }
@@ -517,12 +587,13 @@ mod tests {
         );
         let reply = s
             .issuer
-            .client_credentials(Some(&auth), FORM, body.as_bytes())
+            .client_credentials(None, Some(&auth), FORM, body.as_bytes())
             .await;
         assert_error(&reply, 400, "invalid_request");
         let reply = s
             .issuer
             .client_credentials(
+                None,
                 Some(&auth),
                 FORM,
                 b"grant_type=client_credentials&client_id=demo",
@@ -536,20 +607,200 @@ mod tests {
         let s = setup().await;
         let reply = s
             .issuer
-            .client_credentials(None, FORM, b"grant_type=client_credentials&client_id=demo")
+            .client_credentials(
+                None,
+                None,
+                FORM,
+                b"grant_type=client_credentials&client_id=demo",
+            )
             .await;
         assert_error(&reply, 401, "invalid_client");
         let reply = s
             .issuer
-            .client_credentials(Some("Bearer abc"), FORM, b"grant_type=client_credentials")
+            .client_credentials(
+                None,
+                Some("Bearer abc"),
+                FORM,
+                b"grant_type=client_credentials",
+            )
             .await;
         assert_error(&reply, 401, "invalid_client");
         for auth in ["Basic !!!", "Basic ZGVtbw==" /* "demo", no colon */] {
             let reply = s
                 .issuer
-                .client_credentials(Some(auth), FORM, b"grant_type=client_credentials")
+                .client_credentials(None, Some(auth), FORM, b"grant_type=client_credentials")
                 .await;
             assert_error(&reply, 400, "invalid_request");
+        }
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_name_the_secret() {
+        let s = setup().await;
+        let auth = basic("demo", &s.secret);
+        let reply = s
+            .issuer
+            .client_credentials(None, Some(&auth), FORM, b"grant_type=client_credentials")
+            .await;
+        assert_success(&s, &reply);
+        let token = json(&reply)["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let claims = s.issuer.verifier().verify(&token).expect("verify");
+        let ids: Vec<String> = s
+            .issuer
+            .store
+            .active_secrets(&claims.tenant, ferry_store::unix_now())
+            .await
+            .expect("secrets")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(claims.secret_id.as_ref(), ids.first());
+    }
+
+    async fn limited_setup(per_ip: u32, per_client: u32) -> Setup {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
+        let name = TenantName::new("demo").expect("name");
+        let (_, secret) = create_tenant(&*store, &name).await.expect("tenant");
+        let issuer = TokenIssuer::load_or_create(
+            store,
+            IssuerSettings {
+                rate_limit: crate::RateLimitSettings {
+                    failures_per_ip: per_ip,
+                    failures_per_client: per_client,
+                    window: std::time::Duration::from_secs(60),
+                },
+                ..IssuerSettings::default()
+            },
+        )
+        .await
+        .expect("issuer");
+        Setup { issuer, secret }
+    }
+
+    fn retry_after(reply: &TokenReply) -> Option<u64> {
+        reply
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "retry-after")
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_from_one_address_get_429() {
+        let s = limited_setup(3, 100).await;
+        let attacker: IpAddr = "192.0.2.7".parse().expect("ip");
+        let other: IpAddr = "192.0.2.8".parse().expect("ip");
+        let wrong = basic("demo", "fsec_wrong");
+        for _ in 0..3 {
+            let reply = s
+                .issuer
+                .client_credentials(
+                    Some(attacker),
+                    Some(&wrong),
+                    FORM,
+                    b"grant_type=client_credentials",
+                )
+                .await;
+            assert_error(&reply, 401, "invalid_client");
+        }
+        // Now even the right secret from that address waits.
+        let right = basic("demo", &s.secret);
+        let reply = s
+            .issuer
+            .client_credentials(
+                Some(attacker),
+                Some(&right),
+                FORM,
+                b"grant_type=client_credentials",
+            )
+            .await;
+        assert_error(&reply, 429, "too_many_requests");
+        assert_eq!(retry_after(&reply), Some(20));
+        // Other addresses are not affected; requests without client authentication count, malformed ones not.
+        let reply = s
+            .issuer
+            .client_credentials(
+                Some(other),
+                Some(&right),
+                FORM,
+                b"grant_type=client_credentials",
+            )
+            .await;
+        assert_success(&s, &reply);
+        for _ in 0..5 {
+            let reply = s
+                .issuer
+                .client_credentials(Some(other), None, FORM, b"grant_type=password")
+                .await;
+            assert_eq!(reply.status, 400);
+        }
+        for _ in 0..3 {
+            let reply = s
+                .issuer
+                .client_credentials(Some(other), None, FORM, b"grant_type=client_credentials")
+                .await;
+            assert_eq!(reply.status, 401);
+        }
+        let reply = s
+            .issuer
+            .client_credentials(
+                Some(other),
+                Some(&right),
+                FORM,
+                b"grant_type=client_credentials",
+            )
+            .await;
+        assert_error(&reply, 429, "too_many_requests");
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_for_one_client_id_get_429_from_any_address() {
+        let s = limited_setup(100, 2).await;
+        let wrong = basic("demo", "fsec_wrong");
+        for last in 1..=2u8 {
+            let ip = IpAddr::from([192, 0, 2, last]);
+            let reply = s
+                .issuer
+                .client_credentials(
+                    Some(ip),
+                    Some(&wrong),
+                    FORM,
+                    b"grant_type=client_credentials",
+                )
+                .await;
+            assert_error(&reply, 401, "invalid_client");
+        }
+        let right = basic("demo", &s.secret);
+        let reply = s
+            .issuer
+            .client_credentials(
+                Some(IpAddr::from([192, 0, 2, 3])),
+                Some(&right),
+                FORM,
+                b"grant_type=client_credentials",
+            )
+            .await;
+        assert_error(&reply, 429, "too_many_requests");
+        assert_eq!(retry_after(&reply), Some(30));
+        // Successes cost nothing: another client id is still served.
+        let other = TenantName::new("other").expect("name");
+        let (_, other_secret) = create_tenant(&*s.issuer.store, &other)
+            .await
+            .expect("tenant");
+        for _ in 0..5 {
+            let reply = s
+                .issuer
+                .client_credentials(
+                    Some(IpAddr::from([192, 0, 2, 3])),
+                    Some(&basic("other", &other_secret)),
+                    FORM,
+                    b"grant_type=client_credentials",
+                )
+                .await;
+            assert_eq!(reply.status, 200);
         }
     }
 }

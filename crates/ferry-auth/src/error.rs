@@ -45,6 +45,9 @@ pub enum AuthError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An external OpenID Connect provider could not be reached or answered something unusable.
+    #[error("identity provider: {0}")]
+    Provider(String),
     /// A blocking task (argon2) panicked or was cancelled.
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),

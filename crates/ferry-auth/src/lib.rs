@@ -1,25 +1,41 @@
-//! Ferry's authentication of connectors.
+//! Ferry's authentication of connectors and admins.
 //!
 //! Owns: connector secrets (generation, argon2id hashing, checking against the store off the async threads),
 //! tenant creation with its first secret, the built-in OAuth 2 client-credentials token endpoint
-//! ([`TokenIssuer::client_credentials`], RFC 6749 §4.4 as `docs/protocol.md` §1 describes it), the Ed25519
-//! signing key kept in the store, and token verification behind the [`TokenVerifier`] trait.
+//! ([`TokenIssuer::client_credentials`], RFC 6749 §4.4 as `docs/protocol.md` §1 describes it) with limits on
+//! repeated failures, the Ed25519 signing keys kept in the store and their rotation, the discovery and JWKS
+//! documents, token verification behind the [`TokenVerifier`] trait (built-in, external OpenID Connect, or
+//! both via [`CombinedVerifier`]), and the OIDC admin-role check of the management API ([`AdminCheck`]).
 //! Does not own: HTTP serving (the caller passes the header values and body in and writes the [`TokenReply`]
-//! out), persistence (`ferry-store`), external OpenID Connect providers and management API keys (later).
+//! out), persistence (`ferry-store`), management API keys (`ferry-admin`).
 #![forbid(unsafe_code)]
 
+mod combined;
+mod discovery;
 mod endpoint;
 mod error;
+mod limit;
+mod node;
+mod oidc;
 mod secret;
 mod token;
 
+pub use combined::CombinedVerifier;
+pub use discovery::{WellKnown, JWKS_PATH, OPENID_CONFIGURATION_PATH};
 pub use endpoint::TokenReply;
 pub use error::AuthError;
+pub use limit::{FailureLimiter, Limited, RateLimitSettings};
+pub use node::{issuer_settings, oidc_settings, NodeAuth};
+pub use oidc::{
+    claim_at, AdminCheck, AdminDecision, OidcSettings, OidcVerifier, ACCEPTED_ALGORITHMS,
+    DISCOVERY_PATH,
+};
 pub use secret::{
     add_client_secret, check_client_secret, create_tenant, generate_secret, hash_secret,
-    verify_secret, SECRET_PREFIX,
+    matching_secret, verify_secret, SECRET_PREFIX,
 };
 pub use token::{
-    BuiltinVerifier, Claims, IssuedToken, IssuerSettings, TokenIssuer, TokenVerifier,
-    DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_TTL, LEEWAY, TUNNEL_SCOPE,
+    BackgroundTask, BuiltinVerifier, Claims, IssuedToken, IssuerSettings, Rotation, TokenIssuer,
+    TokenVerifier, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_REFRESH, DEFAULT_TTL, LEEWAY,
+    TUNNEL_SCOPE,
 };

@@ -79,19 +79,31 @@ pub async fn check_client_secret(
     tenant: &TenantName,
     secret: &str,
 ) -> Result<bool, AuthError> {
-    let hashes: Vec<String> = store
+    Ok(matching_secret(store, tenant, secret).await?.is_some())
+}
+
+/// The id of the tenant's active secret that `secret` matches, if any (see [`check_client_secret`]).
+pub async fn matching_secret(
+    store: &dyn Store,
+    tenant: &TenantName,
+    secret: &str,
+) -> Result<Option<String>, AuthError> {
+    let records: Vec<(String, String)> = store
         .active_secrets(tenant, unix_now())
         .await?
         .into_iter()
-        .map(|record| record.hash)
+        .map(|record| (record.id, record.hash))
         .collect();
     let secret = secret.to_owned();
     tokio::task::spawn_blocking(move || {
-        if hashes.is_empty() {
+        if records.is_empty() {
             burn_one_verify(&secret);
-            false
+            None
         } else {
-            hashes.iter().any(|hash| verify_secret(&secret, hash))
+            records
+                .into_iter()
+                .find(|(_, hash)| verify_secret(&secret, hash))
+                .map(|(id, _)| id)
         }
     })
     .await
@@ -127,7 +139,9 @@ pub async fn create_tenant(
 ) -> Result<(Tenant, String), AuthError> {
     let secret = generate_secret();
     let hash = hash_off_thread(&secret).await?;
-    let tenant = store.create_tenant(name).await?;
+    let tenant = store
+        .create_tenant(name, &ferry_store::TenantFields::default())
+        .await?;
     if let Err(error) = store.add_secret(name, &hash, None).await {
         // Do not leave a tenant behind that nobody can authenticate as.
         if let Err(cleanup) = store.delete_tenant(name).await {

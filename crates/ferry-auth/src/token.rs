@@ -1,9 +1,10 @@
-//! Tokens of the built-in issuer: the Ed25519 signing key kept in the store, issuing signed JWTs, and the
-//! [`TokenVerifier`] trait with its built-in implementation.
+//! Tokens of the built-in issuer: the Ed25519 signing keys kept in the store (rotation with an overlap, re-read
+//! periodically and on an unknown `kid`), issuing signed JWTs, and the [`TokenVerifier`] trait with its built-in
+//! implementation.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use ferry_proto::TenantName;
@@ -13,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
+use crate::limit::{FailureLimiter, RateLimitSettings};
 use crate::AuthError;
 
 /// The `iss` of tokens when the configuration names none.
@@ -21,14 +23,19 @@ pub const DEFAULT_ISSUER: &str = "ferry";
 pub const DEFAULT_AUDIENCE: &str = "ferry-tunnel";
 /// How long a token is valid when the configuration says nothing.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+/// How often a node re-reads the signing keys from the store when the configuration says nothing.
+pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_secs(60);
 /// The scope a tunnel token must carry.
 pub const TUNNEL_SCOPE: &str = "tunnel";
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// The JOSE name of the only algorithm Ferry signs and accepts.
 const ALGORITHM_NAME: &str = "EdDSA";
+/// An unknown `kid` makes the built-in verifier re-read the store at most this often, so that forged key ids
+/// cannot make every tunnel attempt a database query.
+const MIN_UNKNOWN_KID_REFRESH: Duration = Duration::from_secs(2);
 
-/// What the built-in issuer puts into its tokens.
+/// What the built-in issuer puts into its tokens, and how it keeps its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerSettings {
     /// `iss` of issued tokens, and the only issuer the built-in verifier accepts.
@@ -37,6 +44,19 @@ pub struct IssuerSettings {
     pub audience: String,
     /// Lifetime of issued tokens (whole seconds).
     pub ttl: Duration,
+    /// How often the keys are re-read from the store (keys rotated by another node); also part of the overlap
+    /// a rotated-out key is kept for.
+    pub key_refresh: Duration,
+    /// Rotate the signing key automatically when the newest is this old; `None`: only on demand
+    /// ([`TokenIssuer::rotate`]).
+    pub rotate_every: Option<Duration>,
+    /// Limits on repeated failures at the token endpoint.
+    pub rate_limit: RateLimitSettings,
+    /// Whether the token endpoint issues tokens (`false` when only an external provider's tokens are
+    /// accepted: the endpoint then refuses every request).
+    pub endpoint_enabled: bool,
+    /// The base URL clients reach this node at, for the discovery document; `None`: from the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for IssuerSettings {
@@ -45,6 +65,11 @@ impl Default for IssuerSettings {
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: DEFAULT_AUDIENCE.to_owned(),
             ttl: DEFAULT_TTL,
+            key_refresh: DEFAULT_KEY_REFRESH,
+            rotate_every: None,
+            rate_limit: RateLimitSettings::default(),
+            endpoint_enabled: true,
+            public_url: None,
         }
     }
 }
@@ -58,11 +83,24 @@ pub struct Claims {
     /// Expiry, unix seconds.
     pub exp: u64,
     pub issuer: String,
+    /// The connector secret that obtained the token (the `sid` claim of built-in tokens): when that secret is
+    /// revoked, tunnels opened with the token can be closed. `None` for tokens of external providers.
+    pub secret_id: Option<String>,
 }
 
 /// Checks a bearer token and says who it is for.
+#[async_trait::async_trait]
 pub trait TokenVerifier: Send + Sync {
+    /// Check the token with the keys at hand (no I/O). A token naming an unknown key is refused with
+    /// [`AuthError::UnknownKey`]; implementations may start fetching keys in the background.
     fn verify(&self, token: &str) -> Result<Claims, AuthError>;
+
+    /// Check the token, first fetching keys when it names an unknown one (bounded by a minimum interval).
+    /// Prefer this in async code: a key rotated a moment ago by another node or provider is then accepted on
+    /// the first try.
+    async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify(token)
+    }
 }
 
 /// A freshly issued token.
@@ -84,6 +122,8 @@ struct OutgoingClaims<'a> {
     exp: u64,
     scope: &'a str,
     jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<&'a str>,
 }
 
 /// The claims the verifier reads (`aud`, `nbf` are checked by `jsonwebtoken` from the same JSON).
@@ -94,9 +134,11 @@ struct IncomingClaims {
     tenant: String,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    sid: Option<String>,
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -139,21 +181,72 @@ fn check_signing_key(key: &SigningKey) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The built-in verifier: EdDSA tokens signed by one of a known set of keys, for one issuer and one audience.
-pub struct BuiltinVerifier {
-    keys: HashMap<String, DecodingKey>,
-    /// Public keys in the order given (newest first), for JWKS.
+/// The key that signs new tokens: the newest key of the store.
+struct Signer {
+    kid: String,
+    encoding: EncodingKey,
+}
+
+/// One snapshot of the store's signing keys.
+struct KeySet {
+    decoding: HashMap<String, DecodingKey>,
+    /// Public keys, newest first, for JWKS.
     public_keys: Vec<(String, Vec<u8>)>,
+    /// The newest key with its private half, when it is usable.
+    signer: Option<Signer>,
+}
+
+impl KeySet {
+    fn new(keys: &[SigningKey]) -> Self {
+        let mut decoding = HashMap::new();
+        let mut public_keys = Vec::new();
+        for key in keys {
+            if key.algorithm != ALGORITHM_NAME || key.public_key.len() != 32 {
+                tracing::warn!(kid = %key.kid, algorithm = %key.algorithm, "skipping a signing key the verifier cannot use");
+                continue;
+            }
+            decoding.insert(key.kid.clone(), DecodingKey::from_ed_der(&key.public_key));
+            public_keys.push((key.kid.clone(), key.public_key.clone()));
+        }
+        let signer = keys
+            .first()
+            .and_then(|newest| match check_signing_key(newest) {
+                Ok(()) => Some(Signer {
+                    kid: newest.kid.clone(),
+                    encoding: EncodingKey::from_ed_der(&newest.private_der),
+                }),
+                Err(error) => {
+                    tracing::warn!(%error, "the newest signing key cannot sign");
+                    None
+                }
+            });
+        KeySet {
+            decoding,
+            public_keys,
+            signer,
+        }
+    }
+}
+
+/// The built-in verifier: EdDSA tokens signed by one of the store's keys, for one issuer and one audience.
+/// Built with [`BuiltinVerifier::with_store`] it re-reads the keys on [`BuiltinVerifier::refresh`] and, at
+/// most every few seconds, when a token names an unknown key.
+pub struct BuiltinVerifier {
+    keys: RwLock<Arc<KeySet>>,
+    store: Option<Arc<dyn Store>>,
     validation: Validation,
+    /// When the keys were last re-read because of an unknown kid.
+    last_kid_refresh: Mutex<Option<Instant>>,
+    /// One re-read at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    /// This verifier, for background re-reads started by [`TokenVerifier::verify`] (empty without a store).
+    me: Weak<BuiltinVerifier>,
 }
 
 impl std::fmt::Debug for BuiltinVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuiltinVerifier")
-            .field(
-                "kids",
-                &self.public_keys.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("kids", &self.kids())
             .field("issuer", &self.validation.iss)
             .field("audience", &self.validation.aud)
             .finish()
@@ -162,7 +255,7 @@ impl std::fmt::Debug for BuiltinVerifier {
 
 impl BuiltinVerifier {
     /// A verifier that accepts tokens signed by any of the EdDSA `keys` (others are skipped), issued by
-    /// `issuer` for `audience`.
+    /// `issuer` for `audience`. It never re-reads keys.
     pub fn new(issuer: &str, audience: &str, keys: &[SigningKey]) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY.as_secs();
@@ -171,31 +264,126 @@ impl BuiltinVerifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let mut map = HashMap::new();
-        let mut public_keys = Vec::new();
-        for key in keys {
-            if key.algorithm != ALGORITHM_NAME || key.public_key.len() != 32 {
-                tracing::warn!(kid = %key.kid, algorithm = %key.algorithm, "skipping a signing key the verifier cannot use");
-                continue;
-            }
-            map.insert(key.kid.clone(), DecodingKey::from_ed_der(&key.public_key));
-            public_keys.push((key.kid.clone(), key.public_key.clone()));
-        }
         BuiltinVerifier {
-            keys: map,
-            public_keys,
+            keys: RwLock::new(Arc::new(KeySet::new(keys))),
+            store: None,
             validation,
+            last_kid_refresh: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            me: Weak::new(),
         }
     }
 
-    /// A verifier for every key in the store (for nodes that check tokens but do not issue them).
+    /// A verifier for every key in the store at this moment (it never re-reads them).
     pub async fn load(store: &dyn Store, issuer: &str, audience: &str) -> Result<Self, AuthError> {
         Ok(Self::new(issuer, audience, &store.signing_keys().await?))
+    }
+
+    /// A verifier for the keys of `store` that re-reads them on [`Self::refresh`] and on an unknown kid (for
+    /// nodes that check tokens but do not issue them; [`TokenIssuer`] builds one itself).
+    pub async fn with_store(
+        store: Arc<dyn Store>,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Arc<Self>, AuthError> {
+        let keys = store.signing_keys().await?;
+        Ok(Self::shared(issuer, audience, &keys, store))
+    }
+
+    fn shared(
+        issuer: &str,
+        audience: &str,
+        keys: &[SigningKey],
+        store: Arc<dyn Store>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| {
+            let mut verifier = Self::new(issuer, audience, keys);
+            verifier.store = Some(store);
+            verifier.me = me.clone();
+            verifier
+        })
+    }
+
+    fn snapshot(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, set: KeySet) {
+        let set = Arc::new(set);
+        match self.keys.write() {
+            Ok(mut keys) => *keys = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+    }
+
+    /// The kids of the keys this verifier accepts, newest first.
+    pub fn kids(&self) -> Vec<String> {
+        self.snapshot()
+            .public_keys
+            .iter()
+            .map(|(kid, _)| kid.clone())
+            .collect()
+    }
+
+    /// Re-read the keys from the store (no-op without one). A store holding no keys, or whose newest key cannot
+    /// sign while the current one can, leaves the keys as they were.
+    pub async fn refresh(&self) -> Result<(), AuthError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _one = self.refreshing.lock().await;
+        let keys = store.signing_keys().await?;
+        if keys.is_empty() {
+            tracing::warn!("the store holds no signing keys; keeping the keys in memory");
+            return Ok(());
+        }
+        let set = KeySet::new(&keys);
+        let before = self.snapshot();
+        if set.signer.is_none() && before.signer.is_some() {
+            tracing::error!(
+                "the newest signing key in the store is unusable; keeping the keys in memory"
+            );
+            return Ok(());
+        }
+        let changed = before
+            .public_keys
+            .iter()
+            .map(|(k, _)| k)
+            .ne(set.public_keys.iter().map(|(k, _)| k));
+        if changed {
+            tracing::info!(
+                kids = ?set.public_keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                "token signing keys changed"
+            );
+        }
+        self.replace(set);
+        Ok(())
+    }
+
+    /// Whether an unknown kid may trigger a re-read now (and note that it does).
+    fn may_refresh_for_unknown_kid(&self) -> bool {
+        if self.store.is_none() {
+            return false;
+        }
+        let mut last = match self.last_kid_refresh.lock() {
+            Ok(last) => last,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < MIN_UNKNOWN_KID_REFRESH) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// The public keys as a JWKS document (RFC 7517, OKP keys per RFC 8037).
     pub fn jwks(&self) -> serde_json::Value {
         let keys: Vec<serde_json::Value> = self
+            .snapshot()
             .public_keys
             .iter()
             .map(|(kid, public)| {
@@ -211,9 +399,18 @@ impl BuiltinVerifier {
             .collect();
         serde_json::json!({ "keys": keys })
     }
+
+    /// The issuer this verifier accepts.
+    pub fn issuer(&self) -> Option<&str> {
+        self.validation
+            .iss
+            .as_ref()
+            .and_then(|set| set.iter().next())
+            .map(String::as_str)
+    }
 }
 
-fn map_jwt_error(error: &jsonwebtoken::errors::Error) -> AuthError {
+pub(crate) fn map_jwt_error(error: &jsonwebtoken::errors::Error) -> AuthError {
     match error.kind() {
         ErrorKind::ExpiredSignature => AuthError::Expired,
         ErrorKind::ImmatureSignature => AuthError::NotYetValid,
@@ -233,59 +430,126 @@ fn map_jwt_error(error: &jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
+#[async_trait::async_trait]
 impl TokenVerifier for BuiltinVerifier {
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(&e))?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(AuthError::UnsupportedAlgorithm);
-        }
-        let key = match header.kid.as_deref() {
-            Some(kid) => self.keys.get(kid).ok_or(AuthError::UnknownKey)?,
-            // Tokens without a kid are accepted only while there is no choice of key.
-            None if self.keys.len() == 1 => {
-                self.keys.values().next().ok_or(AuthError::UnknownKey)?
+        let result = verify_with(&self.snapshot(), &self.validation, token);
+        if matches!(result, Err(AuthError::UnknownKey)) && self.may_refresh_for_unknown_kid() {
+            // The key may have been rotated in by another node: re-read in the background; the caller's retry
+            // (a connector reconnects with backoff) then finds it.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let me = self.me.clone();
+                handle.spawn(async move {
+                    if let Some(verifier) = me.upgrade() {
+                        tracing::debug!(
+                            "unknown kid: re-reading the signing keys in the background"
+                        );
+                        if let Err(error) = verifier.refresh().await {
+                            tracing::warn!(%error, "re-reading the signing keys failed");
+                        }
+                    }
+                });
             }
-            None => return Err(AuthError::UnknownKey),
-        };
-        let data = jsonwebtoken::decode::<IncomingClaims>(token, key, &self.validation)
-            .map_err(|e| map_jwt_error(&e))?;
-        let claims = data.claims;
-        let scope = claims.scope.unwrap_or_default();
-        if !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
-            return Err(AuthError::MissingScope);
         }
-        let tenant = TenantName::new(claims.tenant)
-            .map_err(|_| AuthError::Malformed("the tenant claim is not a valid tenant name"))?;
-        Ok(Claims {
-            tenant,
-            scope,
-            exp: claims.exp,
-            issuer: claims.iss,
-        })
+        result
+    }
+
+    async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
+        match verify_with(&self.snapshot(), &self.validation, token) {
+            Err(AuthError::UnknownKey) if self.may_refresh_for_unknown_kid() => {
+                tracing::debug!("unknown kid: re-reading the signing keys");
+                if let Err(error) = self.refresh().await {
+                    tracing::warn!(%error, "re-reading the signing keys failed");
+                }
+                verify_with(&self.snapshot(), &self.validation, token)
+            }
+            result => result,
+        }
     }
 }
 
-/// The built-in token issuer: signs tunnel tokens with the newest signing key of the store and answers the
-/// client-credentials token endpoint.
+fn verify_with(keys: &KeySet, validation: &Validation, token: &str) -> Result<Claims, AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(&e))?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(AuthError::UnsupportedAlgorithm);
+    }
+    let key = match header.kid.as_deref() {
+        Some(kid) => keys.decoding.get(kid).ok_or(AuthError::UnknownKey)?,
+        // Tokens without a kid are accepted only while there is no choice of key.
+        None if keys.decoding.len() == 1 => {
+            keys.decoding.values().next().ok_or(AuthError::UnknownKey)?
+        }
+        None => return Err(AuthError::UnknownKey),
+    };
+    let data = jsonwebtoken::decode::<IncomingClaims>(token, key, validation)
+        .map_err(|e| map_jwt_error(&e))?;
+    let claims = data.claims;
+    let scope = claims.scope.unwrap_or_default();
+    if !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
+        return Err(AuthError::MissingScope);
+    }
+    let tenant = TenantName::new(claims.tenant)
+        .map_err(|_| AuthError::Malformed("the tenant claim is not a valid tenant name"))?;
+    Ok(Claims {
+        tenant,
+        scope,
+        exp: claims.exp,
+        issuer: claims.iss,
+        secret_id: claims.sid,
+    })
+}
+
+/// The built-in token issuer: signs tunnel tokens with the newest signing key of the store, rotates keys, and
+/// answers the client-credentials token endpoint.
 pub struct TokenIssuer {
     pub(crate) store: Arc<dyn Store>,
     settings: IssuerSettings,
-    kid: String,
-    encoding: EncodingKey,
     verifier: Arc<BuiltinVerifier>,
+    pub(crate) limiter: FailureLimiter,
 }
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenIssuer")
             .field("settings", &self.settings)
-            .field("kid", &self.kid)
+            .field("kids", &self.verifier.kids())
             .finish_non_exhaustive()
     }
 }
 
+/// A background task owned by whoever keeps this guard (key maintenance, JWKS refresh): aborted when dropped.
+/// The tasks also end by themselves once the verifier they serve is gone.
+#[derive(Debug)]
+pub struct BackgroundTask(tokio::task::JoinHandle<()>);
+
+impl BackgroundTask {
+    pub(crate) fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        BackgroundTask(tokio::spawn(task))
+    }
+
+    /// Whether the task has ended (it never should while its owner lives).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for BackgroundTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The kid of the new signing key.
+    pub added: String,
+    /// Kids of old keys removed because their overlap had passed.
+    pub removed: Vec<String>,
+}
+
 impl TokenIssuer {
-    /// Load the newest signing key from the store, or, if it holds none, generate an Ed25519 key and store it.
+    /// Load the signing keys from the store, or, if it holds none, generate an Ed25519 key and store it.
     /// Processes starting at the same time on one store agree on one key: only the first insert into an empty
     /// store succeeds, and every process re-reads the keys after trying.
     pub async fn load_or_create(
@@ -307,23 +571,24 @@ impl TokenIssuer {
             AuthError::Key("the store holds no signing key after adding one".to_owned())
         })?;
         check_signing_key(newest)?;
-        let encoding = EncodingKey::from_ed_der(&newest.private_der);
-        let verifier = Arc::new(BuiltinVerifier::new(
-            &settings.issuer,
-            &settings.audience,
-            &keys,
-        ));
+        let verifier =
+            BuiltinVerifier::shared(&settings.issuer, &settings.audience, &keys, store.clone());
         Ok(TokenIssuer {
-            kid: newest.kid.clone(),
             store,
+            limiter: FailureLimiter::new(settings.rate_limit.clone()),
             settings,
-            encoding,
             verifier,
         })
     }
 
-    /// The verifier for tokens of this issuer (every key of the store at load time).
+    /// The verifier for tokens of this issuer: every key of the store, re-read periodically (see
+    /// [`Self::spawn_maintenance`]) and on an unknown kid.
     pub fn verifier(&self) -> Arc<dyn TokenVerifier> {
+        self.verifier.clone()
+    }
+
+    /// The same verifier with its concrete type.
+    pub fn builtin_verifier(&self) -> Arc<BuiltinVerifier> {
         self.verifier.clone()
     }
 
@@ -336,18 +601,88 @@ impl TokenIssuer {
         &self.settings
     }
 
-    /// The kid of the key that signs new tokens.
-    pub fn kid(&self) -> &str {
-        &self.kid
+    /// The kid of the key that signs new tokens (empty if none can sign, which `load_or_create` prevents).
+    pub fn kid(&self) -> String {
+        self.verifier
+            .snapshot()
+            .signer
+            .as_ref()
+            .map(|s| s.kid.clone())
+            .unwrap_or_default()
+    }
+
+    /// How long a rotated-out key stays in the store once a newer key exists: the token ttl (tokens it signed
+    /// are still valid), the clock leeway, and one key refresh interval (nodes still signing with it until
+    /// they re-read the keys).
+    pub fn overlap(&self) -> Duration {
+        overlap(&self.settings)
+    }
+
+    /// Re-read the signing keys from the store now.
+    pub async fn refresh(&self) -> Result<(), AuthError> {
+        self.verifier.refresh().await
+    }
+
+    /// Add a new signing key (which signs every token from now on), remove keys whose overlap has passed, and
+    /// re-read the keys.
+    pub async fn rotate(&self) -> Result<Rotation, AuthError> {
+        rotate(&*self.store, &self.verifier, &self.settings).await
+    }
+
+    /// Remove the keys whose overlap has passed at `now` (unix seconds): every key older than a newer key that
+    /// has existed for [`Self::overlap`]. The newest key is never removed. Returns the removed kids.
+    pub async fn prune_at(&self, now: i64) -> Result<Vec<String>, AuthError> {
+        prune(&*self.store, &self.settings, now).await
+    }
+
+    /// Start the background task that re-reads the keys every `key_refresh`, removes keys past their overlap
+    /// and, with `rotate_every`, rotates when the newest key is that old. Keep the guard as long as the issuer.
+    pub fn spawn_maintenance(&self) -> BackgroundTask {
+        let verifier = Arc::downgrade(&self.verifier);
+        let store = self.store.clone();
+        let settings = self.settings.clone();
+        BackgroundTask::spawn(async move {
+            let period = settings.key_refresh.max(Duration::from_secs(1));
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(verifier) = verifier.upgrade() else {
+                    break;
+                };
+                if let Err(error) = maintain(&*store, &verifier, &settings).await {
+                    tracing::warn!(%error, "signing key maintenance failed; retrying next interval");
+                }
+            }
+        })
     }
 
     /// Issue a tunnel token for `tenant`, valid from now for the configured ttl. Does not check the tenant.
     pub fn issue(&self, tenant: &TenantName) -> Result<IssuedToken, AuthError> {
-        self.issue_at(tenant, now_secs())
+        self.issue_at(tenant, None, now_secs())
+    }
+
+    /// Issue a tunnel token for `tenant` obtained with the connector secret `secret_id` (its `sid` claim).
+    pub fn issue_for_secret(
+        &self,
+        tenant: &TenantName,
+        secret_id: &str,
+    ) -> Result<IssuedToken, AuthError> {
+        self.issue_at(tenant, Some(secret_id), now_secs())
     }
 
     /// Issue a token as if the clock said `now` (unix seconds).
-    pub(crate) fn issue_at(&self, tenant: &TenantName, now: u64) -> Result<IssuedToken, AuthError> {
+    pub(crate) fn issue_at(
+        &self,
+        tenant: &TenantName,
+        secret_id: Option<&str>,
+        now: u64,
+    ) -> Result<IssuedToken, AuthError> {
+        let keys = self.verifier.snapshot();
+        let signer = keys
+            .signer
+            .as_ref()
+            .ok_or_else(|| AuthError::Key("no usable signing key".to_owned()))?;
         let ttl = self.settings.ttl.as_secs();
         let claims = OutgoingClaims {
             iss: &self.settings.issuer,
@@ -358,16 +693,83 @@ impl TokenIssuer {
             exp: now.saturating_add(ttl),
             scope: TUNNEL_SCOPE,
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: secret_id,
         };
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(signer.kid.clone());
         let access_token =
-            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(AuthError::Sign)?;
+            jsonwebtoken::encode(&header, &claims, &signer.encoding).map_err(AuthError::Sign)?;
         Ok(IssuedToken {
             access_token,
             expires_in: ttl,
         })
     }
+}
+
+fn overlap(settings: &IssuerSettings) -> Duration {
+    settings.ttl + LEEWAY + settings.key_refresh
+}
+
+async fn rotate(
+    store: &dyn Store,
+    verifier: &BuiltinVerifier,
+    settings: &IssuerSettings,
+) -> Result<Rotation, AuthError> {
+    let mut key = generate_signing_key()?;
+    // Keys are ordered by creation second: the new key must be strictly the newest, even when rotating twice
+    // within one second.
+    if let Some(newest) = store.signing_keys().await?.first() {
+        key.created_at = key.created_at.max(newest.created_at.saturating_add(1));
+    }
+    store.add_signing_key(&key).await?;
+    tracing::info!(kid = %key.kid, "rotated the token signing key");
+    let removed = prune(store, settings, unix_now()).await?;
+    verifier.refresh().await?;
+    Ok(Rotation {
+        added: key.kid,
+        removed,
+    })
+}
+
+async fn prune(
+    store: &dyn Store,
+    settings: &IssuerSettings,
+    now: i64,
+) -> Result<Vec<String>, AuthError> {
+    let overlap = i64::try_from(overlap(settings).as_secs()).unwrap_or(i64::MAX);
+    let keys = store.signing_keys().await?;
+    let mut removed = Vec::new();
+    // Newest first: once some key has existed for the overlap, every older key is past its use.
+    let mut settled = false;
+    for key in &keys {
+        if settled {
+            if store.remove_signing_key(&key.kid).await? {
+                tracing::info!(kid = %key.kid, "removed a rotated-out signing key");
+            }
+            removed.push(key.kid.clone());
+        } else if now.saturating_sub(key.created_at) >= overlap {
+            settled = true;
+        }
+    }
+    Ok(removed)
+}
+
+/// One round of the maintenance task: rotate if due (else prune), then re-read.
+async fn maintain(
+    store: &dyn Store,
+    verifier: &BuiltinVerifier,
+    settings: &IssuerSettings,
+) -> Result<(), AuthError> {
+    if let Some(every) = settings.rotate_every {
+        let newest = store.signing_keys().await?.first().map(|k| k.created_at);
+        let every = i64::try_from(every.as_secs()).unwrap_or(i64::MAX);
+        if newest.is_none_or(|created| unix_now().saturating_sub(created) >= every) {
+            rotate(store, verifier, settings).await?;
+            return Ok(());
+        }
+    }
+    prune(store, settings, unix_now()).await?;
+    verifier.refresh().await
 }
 
 #[cfg(test)]
@@ -390,11 +792,22 @@ mod tests {
         TenantName::new("demo").expect("name")
     }
 
+    fn encoding(issuer: &TokenIssuer) -> EncodingKey {
+        issuer
+            .verifier
+            .snapshot()
+            .signer
+            .as_ref()
+            .expect("signer")
+            .encoding
+            .clone()
+    }
+
     /// Sign arbitrary claims with the issuer's key.
     fn sign(issuer: &TokenIssuer, claims: &serde_json::Value) -> String {
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(issuer.kid.clone());
-        jsonwebtoken::encode(&header, claims, &issuer.encoding).expect("sign")
+        header.kid = Some(issuer.kid());
+        jsonwebtoken::encode(&header, claims, &encoding(issuer)).expect("sign")
     }
 
     fn claims_json(now: u64) -> serde_json::Value {
@@ -421,7 +834,7 @@ mod tests {
 
         let header = jsonwebtoken::decode_header(&token.access_token).expect("header");
         assert_eq!(header.alg, Algorithm::EdDSA);
-        assert_eq!(header.kid.as_deref(), Some(issuer.kid()));
+        assert_eq!(header.kid.as_deref(), Some(issuer.kid().as_str()));
     }
 
     #[tokio::test]
@@ -430,9 +843,11 @@ mod tests {
         let verifier = issuer.verifier();
         // Issued 10 minutes ago with a 10 minute ttl: expired right now, but within the leeway.
         let now = now_secs();
-        let edge = issuer.issue_at(&demo(), now - 600).expect("issue");
+        let edge = issuer.issue_at(&demo(), None, now - 600).expect("issue");
         assert!(verifier.verify(&edge.access_token).is_ok());
-        let old = issuer.issue_at(&demo(), now - 600 - 31).expect("issue");
+        let old = issuer
+            .issue_at(&demo(), None, now - 600 - 31)
+            .expect("issue");
         let err = verifier.verify(&old.access_token).expect_err("expired");
         assert!(matches!(err, AuthError::Expired), "{err:?}");
         assert_eq!(err.to_string(), "token has expired");
@@ -452,8 +867,8 @@ mod tests {
         assert!(matches!(err, AuthError::UnknownKey), "{err:?}");
         // Another key under the right kid.
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(issuer.kid.clone());
-        let forged = jsonwebtoken::encode(&header, &claims_json(now_secs()), &forger.encoding)
+        header.kid = Some(issuer.kid());
+        let forged = jsonwebtoken::encode(&header, &claims_json(now_secs()), &encoding(&forger))
             .expect("sign");
         let err = issuer.verifier().verify(&forged).expect_err("forged");
         assert!(matches!(err, AuthError::BadSignature), "{err:?}");
@@ -477,7 +892,7 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims_json(now_secs()),
-            &EncodingKey::from_secret(&issuer.verifier.public_keys[0].1),
+            &EncodingKey::from_secret(&issuer.verifier.snapshot().public_keys[0].1),
         )
         .expect("sign hs");
         let err = issuer.verifier().verify(&hs).expect_err("hs256");
@@ -611,5 +1026,177 @@ mod tests {
                 assert!(verifier.verify(token).is_ok());
             }
         }
+    }
+
+    #[tokio::test]
+    async fn sid_claim_names_the_secret() {
+        let issuer = issuer_on(memory_store().await).await;
+        let token = issuer
+            .issue_for_secret(&demo(), "secret-1")
+            .expect("issue")
+            .access_token;
+        let claims = issuer.verifier().verify(&token).expect("verify");
+        assert_eq!(claims.secret_id.as_deref(), Some("secret-1"));
+        let plain = issuer.issue(&demo()).expect("issue").access_token;
+        assert_eq!(
+            issuer.verifier().verify(&plain).expect("verify").secret_id,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_signs_with_the_new_key_and_still_accepts_the_old() {
+        let store = memory_store().await;
+        let issuer = issuer_on(store.clone()).await;
+        let old_kid = issuer.kid();
+        let old = issuer.issue(&demo()).expect("issue").access_token;
+        let rotation = issuer.rotate().await.expect("rotate");
+        assert_ne!(rotation.added, old_kid);
+        assert!(rotation.removed.is_empty(), "{rotation:?}");
+        assert_eq!(issuer.kid(), rotation.added);
+        let new = issuer.issue(&demo()).expect("issue").access_token;
+        let header = jsonwebtoken::decode_header(&new).expect("header");
+        assert_eq!(header.kid.as_deref(), Some(rotation.added.as_str()));
+        let verifier = issuer.verifier();
+        assert!(verifier.verify(&old).is_ok());
+        assert!(verifier.verify(&new).is_ok());
+        let jwks = issuer.jwks();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        assert_eq!(kids, [rotation.added.as_str(), old_kid.as_str()]);
+        assert_eq!(store.signing_keys().await.expect("keys").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn old_keys_are_removed_once_a_newer_key_is_older_than_the_overlap() {
+        let store = memory_store().await;
+        let now = unix_now();
+        let mut oldest = generate_signing_key().expect("key");
+        oldest.created_at = now - 100_000;
+        let mut older = generate_signing_key().expect("key");
+        older.created_at = now - 50_000;
+        let mut newest = generate_signing_key().expect("key");
+        newest.created_at = now - 100;
+        for key in [&oldest, &older, &newest] {
+            store.add_signing_key(key).await.expect("add");
+        }
+        let issuer = issuer_on(store.clone()).await;
+        assert_eq!(issuer.kid(), newest.kid);
+        let overlap = i64::try_from(issuer.overlap().as_secs()).expect("secs");
+        assert_eq!(overlap, 600 + 30 + 60);
+        // `older` has existed for longer than the overlap: `oldest` goes; `older` stays while `newest` is young.
+        let removed = issuer.prune_at(now).await.expect("prune");
+        assert_eq!(removed, [oldest.kid.clone()]);
+        // Once `newest` has existed for the overlap, `older` goes too; the newest key never does.
+        let removed = issuer
+            .prune_at(now - 100 + overlap - 1)
+            .await
+            .expect("prune");
+        assert!(removed.is_empty(), "{removed:?}");
+        let removed = issuer.prune_at(now - 100 + overlap).await.expect("prune");
+        assert_eq!(removed, [older.kid.clone()]);
+        let removed = issuer.prune_at(now + 1_000_000).await.expect("prune");
+        assert!(removed.is_empty(), "{removed:?}");
+        let left: Vec<String> = store
+            .signing_keys()
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(left, [newest.kid.clone()]);
+        // A verifier re-reading the store stops accepting the removed keys.
+        issuer.refresh().await.expect("refresh");
+        assert_eq!(issuer.builtin_verifier().kids(), [newest.kid]);
+    }
+
+    #[tokio::test]
+    async fn a_key_rotated_by_another_node_is_honoured() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ferry.db");
+        let store_a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.expect("open"));
+        let store_b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.expect("open"));
+        let node_a = issuer_on(store_a).await;
+        let node_b = issuer_on(store_b).await;
+        assert_eq!(node_a.kid(), node_b.kid());
+        node_a.rotate().await.expect("rotate");
+        let token = node_a.issue(&demo()).expect("issue").access_token;
+        // The async check re-reads the store on the unknown kid and accepts at once.
+        let claims = node_b
+            .verifier()
+            .verify_async(&token)
+            .await
+            .expect("verify after re-read");
+        assert_eq!(claims.tenant, demo());
+        assert_eq!(
+            node_b.kid(),
+            node_a.kid(),
+            "node b signs with the new key too"
+        );
+
+        // The sync check refuses the unknown kid once and re-reads in the background.
+        node_b.rotate().await.expect("rotate on b");
+        let token = node_b.issue(&demo()).expect("issue").access_token;
+        let verifier = node_a.verifier();
+        let err = verifier.verify(&token).expect_err("unknown kid at first");
+        assert!(matches!(err, AuthError::UnknownKey), "{err:?}");
+        let mut accepted = false;
+        for _ in 0..100 {
+            if verifier.verify(&token).is_ok() {
+                accepted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(accepted, "the background re-read found the new key");
+    }
+
+    #[tokio::test]
+    async fn forged_kids_do_not_hammer_the_store() {
+        let issuer = issuer_on(memory_store().await).await;
+        let forger = issuer_on(memory_store().await).await;
+        let forged = forger.issue(&demo()).expect("issue").access_token;
+        let verifier = issuer.builtin_verifier();
+        assert!(verifier.may_refresh_for_unknown_kid());
+        for _ in 0..5 {
+            let err = verifier.verify_async(&forged).await.expect_err("forged");
+            assert!(matches!(err, AuthError::UnknownKey), "{err:?}");
+        }
+        assert!(
+            !verifier.may_refresh_for_unknown_kid(),
+            "re-reads are spaced by the minimum interval"
+        );
+    }
+
+    #[tokio::test]
+    async fn maintenance_rotates_when_due() {
+        let store = memory_store().await;
+        let issuer = TokenIssuer::load_or_create(
+            store.clone(),
+            IssuerSettings {
+                key_refresh: Duration::from_secs(1),
+                rotate_every: Some(Duration::from_secs(1)),
+                ..IssuerSettings::default()
+            },
+        )
+        .await
+        .expect("issuer");
+        let first = issuer.kid();
+        let task = issuer.spawn_maintenance();
+        let mut rotated = false;
+        for _ in 0..100 {
+            if issuer.kid() != first {
+                rotated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(task);
+        assert!(rotated, "the key was rotated within 5 s");
+        assert!(store.signing_keys().await.expect("keys").len() >= 2);
     }
 }

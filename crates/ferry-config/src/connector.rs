@@ -14,8 +14,17 @@ pub struct ConnectorConfig {
     pub server: Option<String>,
     pub tenant: Option<TenantName>,
     pub secret: Option<Secret>,
-    /// Token endpoint; default `{server}/oauth/token`.
+    /// Token endpoint; default `{server}/oauth/token`. Any OAuth 2 provider's token endpoint works (client
+    /// credentials grant, client secret sent with HTTP Basic).
     pub token_url: Option<String>,
+    /// The OAuth 2 client id; default the tenant name.
+    pub client_id: Option<String>,
+    /// Sent as the `audience` parameter of the token request (Auth0 and others); default: not sent.
+    pub audience: Option<String>,
+    /// Sent as the `resource` parameter (RFC 8707 resource indicators, an absolute URI); default: not sent.
+    pub resource: Option<String>,
+    /// The scope requested; default `tunnel`. Empty: no `scope` parameter.
+    pub scope: String,
     /// Extra CA certificates (PEM) trusted for the server and https targets, beside the system's.
     pub ca_file: Option<PathBuf>,
     /// This connector's id; default: a random UUID per start.
@@ -49,6 +58,10 @@ impl Default for ConnectorConfig {
             tenant: None,
             secret: None,
             token_url: None,
+            client_id: None,
+            audience: None,
+            resource: None,
+            scope: "tunnel".to_owned(),
             ca_file: None,
             connector_id: None,
             targets: Vec::new(),

@@ -11,6 +11,8 @@ pub enum EnvKind {
     Text,
     /// A whole number.
     Integer,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    Boolean,
     /// Comma-separated `NAME=URL` pairs, for `connector.targets`.
     Targets,
 }
@@ -18,6 +20,12 @@ pub enum EnvKind {
 /// Every `FERRY_*` override: variable, key path, kind. This table is the one place they are listed.
 pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_LISTEN", "server.listen", EnvKind::Text),
+    ("FERRY_ADMIN_LISTEN", "server.admin.listen", EnvKind::Text),
+    (
+        "FERRY_ADMIN_ENABLED",
+        "server.admin.enabled",
+        EnvKind::Boolean,
+    ),
     ("FERRY_DATA_DIR", "server.data_dir", EnvKind::Text),
     ("FERRY_DATABASE_URL", "server.database_url", EnvKind::Text),
     ("FERRY_NODE_ID", "server.node_id", EnvKind::Text),
@@ -49,11 +57,58 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "server.relay.max_body_size",
         EnvKind::Integer,
     ),
+    (
+        "FERRY_REQUEST_LOG",
+        "server.relay.request_log",
+        EnvKind::Boolean,
+    ),
     ("FERRY_TOKEN_TTL", "server.auth.token_ttl", EnvKind::Text),
+    ("FERRY_TOKEN_ISSUER", "server.auth.issuer", EnvKind::Text),
+    (
+        "FERRY_AUTH_BUILTIN",
+        "server.auth.builtin",
+        EnvKind::Boolean,
+    ),
+    ("FERRY_PUBLIC_URL", "server.auth.public_url", EnvKind::Text),
+    (
+        "FERRY_KEY_ROTATION",
+        "server.auth.rotation.every",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_ISSUER",
+        "server.auth.oidc.issuer",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_AUDIENCE",
+        "server.auth.oidc.audience",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_TENANT_CLAIM",
+        "server.auth.oidc.tenant_claim",
+        EnvKind::Text,
+    ),
+    ("FERRY_OIDC_SCOPE", "server.auth.oidc.scope", EnvKind::Text),
+    (
+        "FERRY_OIDC_ADMIN_ROLE",
+        "server.auth.oidc.admin_role",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_ROLES_CLAIM",
+        "server.auth.oidc.roles_claim",
+        EnvKind::Text,
+    ),
     ("FERRY_SERVER", "connector.server", EnvKind::Text),
     ("FERRY_TENANT", "connector.tenant", EnvKind::Text),
     ("FERRY_SECRET", "connector.secret", EnvKind::Text),
     ("FERRY_TOKEN_URL", "connector.token_url", EnvKind::Text),
+    ("FERRY_CLIENT_ID", "connector.client_id", EnvKind::Text),
+    ("FERRY_TOKEN_AUDIENCE", "connector.audience", EnvKind::Text),
+    ("FERRY_TOKEN_SCOPE", "connector.scope", EnvKind::Text),
+    ("FERRY_TOKEN_RESOURCE", "connector.resource", EnvKind::Text),
     ("FERRY_CA_FILE", "connector.ca_file", EnvKind::Text),
     (
         "FERRY_CONNECTOR_ID",
@@ -195,6 +250,16 @@ pub fn load(
                     message: format!("{raw:?} is not a whole number"),
                 })?)
             }
+            EnvKind::Boolean => Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("{raw:?} is not true or false"),
+                    })
+                }
+            }),
             EnvKind::Targets => targets_value(raw.split(',')).map_err(|e| ConfigError::Env {
                 var,
                 message: e.to_string(),
@@ -236,6 +301,7 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    crate::auth::validate(&server.auth).map_err(|(path, message)| invalid(path, message))?;
     let c = &config.connector;
     if c.reconnect_min_delay.is_zero() || c.reconnect_min_delay > c.reconnect_max_delay {
         return Err(invalid(

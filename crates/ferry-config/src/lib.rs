@@ -6,16 +6,25 @@
 //! key they are about. Does not own: reading flags (the binary turns them into [`Override`]s) or acting on values.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod auth;
 mod connector;
+mod gateway;
 mod layer;
 mod secret;
 mod server;
 
+pub use admin::AdminSettings;
+pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
 pub use connector::{ConnectorConfig, HostMode, TargetConfig};
+pub use gateway::{
+    Balance, GatewayConfig, HealthConfig, RedirectConfig, RespondConfig, RouteConfig,
+    UpstreamConfig, UpstreamServer,
+};
 pub use layer::{load, ConfigError, Override, ENV_OVERRIDES};
 pub use secret::Secret;
 pub use server::{
-    AuthSettings, HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
+    HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
 };
 
 use serde::Deserialize;
@@ -31,6 +40,8 @@ pub struct Config {
     pub version: u32,
     pub server: ServerConfig,
     pub connector: ConnectorConfig,
+    /// The edge gateway's routes and upstream pools (`[gateway]`); empty by default.
+    pub gateway: GatewayConfig,
     pub log: LogSettings,
 }
 
@@ -40,6 +51,7 @@ impl Default for Config {
             version: CONFIG_VERSION,
             server: ServerConfig::default(),
             connector: ConnectorConfig::default(),
+            gateway: GatewayConfig::default(),
             log: LogSettings::default(),
         }
     }

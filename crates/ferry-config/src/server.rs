@@ -1,6 +1,6 @@
 //! The `[server]` section: listeners, data directory, relay and tunnel settings.
 
-use crate::Secret;
+use crate::{AuthSettings, Secret};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub relay: RelaySettings,
     pub tunnel: TunnelSettings,
     pub auth: AuthSettings,
+    /// The management API's listener (`[server.admin]`).
+    pub admin: crate::AdminSettings,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
             relay: RelaySettings::default(),
             tunnel: TunnelSettings::default(),
             auth: AuthSettings::default(),
+            admin: crate::AdminSettings::default(),
         }
     }
 }
@@ -84,6 +87,11 @@ pub struct RelaySettings {
     pub max_concurrent_requests: usize,
     /// Largest request body accepted, in bytes; larger gets 413. 0: no limit.
     pub max_body_size: u64,
+    /// Keep a log of every relayed request in the store (readable through the management API).
+    pub request_log: bool,
+    /// How long request log entries are kept.
+    #[serde(with = "humantime_serde")]
+    pub request_log_retention: Duration,
 }
 
 impl Default for RelaySettings {
@@ -93,6 +101,8 @@ impl Default for RelaySettings {
             request_expiration: Duration::from_secs(120),
             max_concurrent_requests: 1000,
             max_body_size: 0,
+            request_log: false,
+            request_log_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -114,26 +124,6 @@ impl Default for TunnelSettings {
         Self {
             keepalive_interval: Duration::from_secs(15),
             keepalive_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The built-in token issuer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    /// Lifetime of issued connector tokens.
-    #[serde(with = "humantime_serde")]
-    pub token_ttl: Duration,
-    /// The `iss` of issued tokens; default `ferry`.
-    pub issuer: String,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            token_ttl: Duration::from_secs(600),
-            issuer: "ferry".to_owned(),
         }
     }
 }

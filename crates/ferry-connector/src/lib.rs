@@ -13,7 +13,7 @@ mod token;
 use token::TokenError;
 
 use ferry_config::ConnectorConfig;
-use ferry_proto::TargetName;
+use ferry_proto::{TargetName, TenantSettings};
 use ferry_tunnel::backoff::Backoff;
 use ferry_tunnel::client::{self, DialError, DialOptions};
 use ferry_tunnel::{TunnelError, TunnelOptions};
@@ -193,7 +193,7 @@ pub async fn run(
         plain_tls,
         config.connect_timeout,
     );
-    let tunnel_opts = TunnelOptions {
+    let base_tunnel_opts = TunnelOptions {
         keepalive_interval: config.keepalive_interval,
         keepalive_timeout: config.keepalive_timeout,
         max_concurrent_streams: config.max_concurrent_streams,
@@ -210,6 +210,14 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
+        // Settings pushed by the node apply from the next tunnel (keep-alive) and the next delay (reconnect).
+        let pushed = relay.pushed_settings();
+        let tunnel_opts = TunnelOptions {
+            keepalive_interval: pushed
+                .keepalive_interval_ms
+                .map_or(base_tunnel_opts.keepalive_interval, Duration::from_millis),
+            ..base_tunnel_opts.clone()
+        };
         let attempt = async {
             let token = tokens.token().await.map_err(AttemptError::Token)?;
             let opts = DialOptions {
@@ -236,9 +244,9 @@ pub async fn run(
                 tracing::info!(server, node_id = %node_id, connector_id, "tunnel established");
                 let up_since = Instant::now();
                 let (drain_tx, drain_rx) = oneshot::channel::<()>();
-                let relay = relay.clone();
+                let stream_relay = relay.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let relay = relay.clone();
+                    let relay = stream_relay.clone();
                     async move { Ok::<_, Infallible>(relay.handle(req).await) }
                 });
                 let serve = client::serve(io, service, &tunnel_opts, async move {
@@ -267,6 +275,7 @@ pub async fn run(
                         return Ok(());
                     }
                 };
+                apply_reconnect_bounds(&relay.pushed_settings(), &config, &mut backoff);
                 if up_since.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
@@ -287,6 +296,7 @@ pub async fn run(
                         tokens.invalidate();
                     }
                 }
+                apply_reconnect_bounds(&relay.pushed_settings(), &config, &mut backoff);
                 let delay = backoff.next_delay();
                 match &error {
                     AttemptError::Dial(DialError::Refused { status, code, body }) => {
@@ -315,6 +325,25 @@ pub async fn run(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Use the reconnect delays pushed by the node, or the configured ones where it pushed none.
+fn apply_reconnect_bounds(
+    pushed: &TenantSettings,
+    config: &ConnectorConfig,
+    backoff: &mut Backoff,
+) {
+    let min = pushed
+        .reconnect_min_delay_ms
+        .map_or(config.reconnect_min_delay, Duration::from_millis);
+    let max = pushed
+        .reconnect_max_delay_ms
+        .map_or(config.reconnect_max_delay, Duration::from_millis)
+        .max(min);
+    if backoff.bounds() != (min, max) {
+        tracing::info!(?min, ?max, "reconnect delays changed by the node");
+        backoff.set_bounds(min, max);
     }
 }
 

@@ -8,8 +8,10 @@
 use bytes::Bytes;
 use ferry_config::{HostMode, TargetConfig};
 use ferry_proto::headers::{strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID};
-use ferry_proto::tunnel::{HOST_MODE, REQUEST_ID, TARGET};
-use ferry_proto::{ErrorCode, ErrorReply};
+use ferry_proto::tunnel::{
+    CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
+};
+use ferry_proto::{ErrorCode, ErrorReply, TenantSettings};
 use ferry_tunnel::{BoxError, TunnelBody};
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, UPGRADE,
@@ -24,6 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -113,6 +116,8 @@ pub(crate) struct Relay {
     /// HTTP/1.1 only: upgrades.
     upgrade_client: TargetClient,
     timeouts: Timeouts,
+    /// The tenant's settings as last pushed by the node (all unset until the first push).
+    pushed: Mutex<TenantSettings>,
 }
 
 impl Relay {
@@ -150,6 +155,74 @@ impl Relay {
             client: build(https),
             upgrade_client: build(https_h1),
             timeouts,
+            pushed: Mutex::new(TenantSettings::default()),
+        }
+    }
+
+    /// The tenant's settings as last pushed by the node.
+    pub(crate) fn pushed_settings(&self) -> TenantSettings {
+        self.pushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The response timeout in force: the pushed one, else the configured one.
+    fn response_timeout(&self) -> Duration {
+        self.pushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .target_response_timeout_ms
+            .map_or(self.timeouts.response, Duration::from_millis)
+    }
+
+    /// A control message of the node (a settings push): never relayed; answered `204`, or `400` when unreadable.
+    async fn control<B>(&self, req: Request<B>, request_id: &str) -> Response<TunnelBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let is_settings = req.method() == Method::POST
+            && req.uri().path() == SETTINGS_PATH
+            && req
+                .headers()
+                .get(CONTROL)
+                .is_some_and(|v| v == CONTROL_SETTINGS);
+        if !is_settings {
+            return error_response(
+                &ErrorReply::new(ErrorCode::BadRequest, "unknown control message"),
+                request_id,
+            );
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_CONTROL_BODY)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                tracing::warn!(tenant = %self.tenant, %error, "settings push unreadable");
+                return error_response(
+                    &ErrorReply::new(ErrorCode::BadRequest, "settings body unreadable"),
+                    request_id,
+                );
+            }
+        };
+        match serde_json::from_slice::<TenantSettings>(&body) {
+            Ok(settings) => {
+                tracing::info!(tenant = %self.tenant, ?settings, "settings pushed by the node");
+                *self.pushed.lock().unwrap_or_else(PoisonError::into_inner) = settings;
+                let mut res =
+                    Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+                *res.status_mut() = StatusCode::NO_CONTENT;
+                res
+            }
+            Err(error) => {
+                tracing::warn!(tenant = %self.tenant, %error, "settings push refused");
+                error_response(
+                    &ErrorReply::new(ErrorCode::BadRequest, format!("settings: {error}")),
+                    request_id,
+                )
+            }
         }
     }
 
@@ -161,6 +234,9 @@ impl Relay {
     {
         let started = Instant::now();
         let request_id = request_id(req.headers());
+        if req.headers().contains_key(CONTROL) && !req.headers().contains_key(TARGET) {
+            return self.control(req, &request_id).await;
+        }
         let target_name = req
             .headers()
             .get(TARGET)
@@ -317,7 +393,7 @@ impl Relay {
         body_sent: oneshot::Receiver<()>,
         request_id: &str,
     ) -> Result<Response<hyper::body::Incoming>, ErrorReply> {
-        let response_timeout = self.timeouts.response;
+        let response_timeout = self.response_timeout();
         let deadline = async move {
             let _ = body_sent.await;
             tokio::time::sleep(response_timeout).await;

@@ -1,9 +1,11 @@
-//! The connector's OAuth 2 client credentials (docs/protocol.md §1): POST the tenant name and secret as a form
-//! to the token endpoint, keep the access token while it stays valid for at least another minute.
+//! The connector's OAuth 2 client credentials (docs/protocol.md §1, RFC 6749 §4.4): POST a form to the token
+//! endpoint of Ferry or of any OAuth 2 / OpenID Connect provider, the client id and secret in HTTP Basic
+//! (§2.3.1), with optional `scope`, `audience` and `resource` (RFC 8707); keep the access token while it stays
+//! valid for at least another minute.
 
 use bytes::Bytes;
-use ferry_config::Secret;
-use http::header::{ACCEPT, CONTENT_TYPE};
+use ferry_config::{ConnectorConfig, Secret};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// A token is reused only while it stays valid for at least this long.
 const MIN_REMAINING: Duration = Duration::from_secs(60);
+/// The scope asked for unless configured otherwise.
+const TUNNEL_SCOPE: &str = "tunnel";
 /// Largest token response read.
 const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -34,10 +38,112 @@ pub enum TokenError {
     Invalid { url: String, message: String },
 }
 
+/// What a token request asks for, beside the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenRequest {
+    /// The OAuth 2 client id (the tenant name unless configured).
+    pub(crate) client_id: String,
+    /// `scope`; not sent when empty.
+    pub(crate) scope: String,
+    /// `audience`, if set.
+    pub(crate) audience: Option<String>,
+    /// `resource` (RFC 8707), if set.
+    pub(crate) resource: Option<String>,
+}
+
+impl TokenRequest {
+    /// The defaults for a tenant: client id = tenant name, scope `tunnel`, no audience or resource.
+    pub(crate) fn for_tenant(tenant: &str) -> Self {
+        TokenRequest {
+            client_id: tenant.to_owned(),
+            scope: TUNNEL_SCOPE.to_owned(),
+            audience: None,
+            resource: None,
+        }
+    }
+
+    /// The request described by the connector configuration (`client_id`, `scope`, `audience`, `resource`);
+    /// an invalid value is named by its setting.
+    #[cfg_attr(not(test), allow(dead_code))] // until `run` passes the config (see `TokenSource::with_request`)
+    pub(crate) fn from_config(
+        config: &ConnectorConfig,
+        tenant: &str,
+    ) -> Result<Self, (&'static str, String)> {
+        let trimmed = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let client_id = trimmed(&config.client_id).unwrap_or_else(|| tenant.to_owned());
+        if client_id.chars().any(char::is_control) {
+            return Err((
+                "connector.client_id",
+                "must not contain control characters".to_owned(),
+            ));
+        }
+        let resource = trimmed(&config.resource);
+        if let Some(r) = &resource {
+            if r.contains('#')
+                || r.parse::<http::Uri>()
+                    .map_or(true, |u| u.scheme().is_none())
+            {
+                return Err((
+                    "connector.resource",
+                    format!("{r:?} must be an absolute URI without a fragment"),
+                ));
+            }
+        }
+        Ok(TokenRequest {
+            client_id,
+            scope: config.scope.trim().to_owned(),
+            audience: trimmed(&config.audience),
+            resource,
+        })
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for the HTTP Basic header. Twenty lines rather than a new
+/// dependency of this crate for one header.
+fn base64_standard(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 §2.3.1 applies it to the client id and
+/// secret before they go into Basic).
+fn form_encode(value: &str) -> String {
+    serde_urlencoded::to_string([("v", value)])
+        .map(|s| s.trim_start_matches("v=").to_owned())
+        .unwrap_or_default()
+}
+
+/// The `Authorization` value for client id and secret.
+fn basic_authorization(client_id: &str, secret: &str) -> String {
+    let pair = format!("{}:{}", form_encode(client_id), form_encode(secret));
+    format!("Basic {}", base64_standard(pair.as_bytes()))
+}
+
 /// Fetches and caches the connector's bearer token.
 pub(crate) struct TokenSource {
     url: String,
-    tenant: String,
+    request: TokenRequest,
     secret: Secret,
     timeout: Duration,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -63,12 +169,20 @@ impl TokenSource {
             .wrap_connector(http);
         Self {
             url,
-            tenant,
+            request: TokenRequest::for_tenant(&tenant),
             secret,
             timeout,
             client: Client::builder(TokioExecutor::new()).build(https),
             cached: None,
         }
+    }
+
+    /// Ask for `request` (client id, scope, audience, resource from the configuration) instead of the tenant's
+    /// defaults. `run` calls `TokenSource::new(…).with_request(TokenRequest::from_config(&config, tenant)?)`.
+    #[cfg_attr(not(test), allow(dead_code))] // until `run` passes the config
+    pub(crate) fn with_request(mut self, request: TokenRequest) -> Self {
+        self.request = request;
+        self
     }
 
     /// The cached token if it stays valid for at least another minute, else a new one.
@@ -103,15 +217,25 @@ impl TokenSource {
             url: url.clone(),
             message,
         };
-        let form = serde_urlencoded::to_string([
-            ("grant_type", "client_credentials"),
-            ("client_id", self.tenant.as_str()),
-            ("client_secret", self.secret.expose()),
-        ])
-        .map_err(|e| request_error(e.to_string()))?;
+        let mut params: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        if !self.request.scope.is_empty() {
+            params.push(("scope", &self.request.scope));
+        }
+        if let Some(audience) = &self.request.audience {
+            params.push(("audience", audience));
+        }
+        if let Some(resource) = &self.request.resource {
+            params.push(("resource", resource));
+        }
+        let form =
+            serde_urlencoded::to_string(&params).map_err(|e| request_error(e.to_string()))?;
         let req = Request::post(url.as_str())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
+            .header(
+                AUTHORIZATION,
+                basic_authorization(&self.request.client_id, self.secret.expose()),
+            )
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| request_error(e.to_string()))?;
         let res = self
@@ -162,4 +286,147 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_standard(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64_standard(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        // "a b:c" form-encoded is "a+b%3Ac".
+        assert_eq!(
+            basic_authorization("a b:c", "s&t"),
+            format!("Basic {}", base64_standard(b"a+b%3Ac:s%26t"))
+        );
+        assert_eq!(
+            basic_authorization("demo", "fsec_abc-_1"),
+            format!("Basic {}", base64_standard(b"demo:fsec_abc-_1"))
+        );
+    }
+
+    #[test]
+    fn request_options_from_config() {
+        let mut config = ConnectorConfig::default();
+        let r = TokenRequest::from_config(&config, "demo").expect("defaults");
+        assert_eq!(r, TokenRequest::for_tenant("demo"));
+        assert_eq!(r.scope, "tunnel");
+        config.client_id = Some("ferry-connector-demo".to_owned());
+        config.audience = Some("https://ferry.example.com".to_owned());
+        config.resource = Some("urn:ferry:tunnel".to_owned());
+        config.scope = " ".to_owned();
+        let r = TokenRequest::from_config(&config, "demo").expect("set");
+        assert_eq!(r.client_id, "ferry-connector-demo");
+        assert_eq!(r.scope, "");
+        assert_eq!(r.audience.as_deref(), Some("https://ferry.example.com"));
+        assert_eq!(r.resource.as_deref(), Some("urn:ferry:tunnel"));
+        config.resource = Some("not a uri".to_owned());
+        let (setting, _) = TokenRequest::from_config(&config, "demo").expect_err("bad resource");
+        assert_eq!(setting, "connector.resource");
+    }
+
+    /// Serve one token request on loopback; returns the URL and a receiver of the raw request.
+    async fn one_shot(reply: &'static str) -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/token", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head and the body (its length from content-length), bounded.
+            for _ in 0..100 {
+                let n = socket.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+        (url, rx)
+    }
+
+    fn plain_tls() -> rustls::ClientConfig {
+        let roots = ferry_tunnel::client::root_store(None).expect("roots");
+        ferry_tunnel::client::client_config(roots).expect("tls")
+    }
+
+    #[tokio::test]
+    async fn the_request_carries_basic_auth_and_the_options() {
+        let (url, seen) =
+            one_shot(r#"{"access_token":"tok","token_type":"Bearer","expires_in":300}"#).await;
+        let mut source = TokenSource::new(
+            url,
+            "demo".to_owned(),
+            Secret::new("fsec_s3cret"),
+            plain_tls(),
+            Duration::from_secs(5),
+        )
+        .with_request(TokenRequest {
+            client_id: "ferry-demo".to_owned(),
+            scope: "tunnel".to_owned(),
+            audience: Some("ferry-tunnel".to_owned()),
+            resource: Some("urn:ferry:tunnel".to_owned()),
+        });
+        assert_eq!(source.token().await.expect("token"), "tok");
+        // Cached: no second request needed.
+        assert_eq!(source.token().await.expect("cached"), "tok");
+        let request = seen.await.expect("request");
+        let lower = request.to_ascii_lowercase();
+        assert!(
+            lower.contains(
+                &format!(
+                    "authorization: {}",
+                    basic_authorization("ferry-demo", "fsec_s3cret")
+                )
+                .to_ascii_lowercase()
+            ),
+            "{request}"
+        );
+        let body = request.split("\r\n\r\n").nth(1).expect("body");
+        assert_eq!(
+            body,
+            "grant_type=client_credentials&scope=tunnel&audience=ferry-tunnel&resource=urn%3Aferry%3Atunnel"
+        );
+        assert!(!body.contains("s3cret"), "the secret is not in the body");
+    }
 }

@@ -8,7 +8,7 @@
 pub mod body;
 pub mod forwarded;
 
-pub use body::{empty, full, Body, BoxError, Guarded, SizeLimited};
+pub use body::{empty, full, Body, BoxError, Counted, Guarded, SizeLimited};
 
 use ferry_proto::headers::{FERRY_ERROR, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};

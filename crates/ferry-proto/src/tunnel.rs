@@ -28,6 +28,17 @@ pub const REQUEST_ID: &str = "ferry-request-id";
 /// Tunnel request: `client` when the target must see the client's `Host`, absent otherwise.
 pub const HOST_MODE: &str = "ferry-host-mode";
 
+/// Tunnel request from the node to the connector itself (never relayed to a target): names the control message.
+/// Clients cannot send it: every `ferry-*` header of a client request is removed before relaying.
+pub const CONTROL: &str = "ferry-control";
+/// The [`CONTROL`] value of a settings push: `POST` [`SETTINGS_PATH`] with the tenant's settings as JSON
+/// (`ferry_proto::TenantSettings`); the connector answers `204`.
+pub const CONTROL_SETTINGS: &str = "settings";
+/// Path of the settings push.
+pub const SETTINGS_PATH: &str = "/_ferry/settings";
+/// Largest settings document a connector accepts.
+pub const MAX_CONTROL_BODY: usize = 64 * 1024;
+
 /// Parse the `ferry-targets` handshake header into names, refusing invalid ones.
 pub fn parse_targets(value: &str) -> Result<Vec<crate::TargetName>, crate::InvalidName> {
     value

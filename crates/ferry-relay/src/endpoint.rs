@@ -6,37 +6,36 @@
 //! bridged byte for byte once both sides agreed.
 
 use crate::dispatch::{self, InflightGuard, RelayError};
-use crate::registry::Registry;
+use crate::registry::{NewTunnel, Registry};
+use crate::stats::{LogDetails, Outcome, Stats};
+use crate::tenants::{Effective, TenantCache};
 use ferry_auth::TokenVerifier;
 use ferry_config::RelaySettings;
 use ferry_http::{error_response, Body, BoxError, ClientInfo, Guarded, SizeLimited};
 use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::path::{split_relay_path, PathError};
 use ferry_proto::{tunnel, ErrorCode, ErrorReply, TargetName, TenantName};
-use ferry_store::Store;
+use ferry_store::{unix_now, Store};
 use ferry_tunnel::TunnelOptions;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
-/// How long a tenant found in the store is taken to exist without asking again.
-const KNOWN_TENANT_TTL: Duration = Duration::from_secs(5);
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The relay of one node.
 pub struct Relay {
-    node_id: String,
-    settings: RelaySettings,
+    pub(crate) node_id: String,
+    pub(crate) settings: RelaySettings,
     tunnel_options: TunnelOptions,
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     verifier: Arc<dyn TokenVerifier>,
-    registry: Registry,
-    known_tenants: Mutex<HashMap<TenantName, Instant>>,
+    pub(crate) registry: Registry,
+    pub(crate) tenants: TenantCache,
+    pub(crate) stats: Stats,
     draining: AtomicBool,
 }
 
@@ -50,12 +49,13 @@ impl Relay {
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
-            settings,
             tunnel_options,
             store,
             verifier,
             registry: Registry::default(),
-            known_tenants: Mutex::new(HashMap::new()),
+            tenants: TenantCache::default(),
+            stats: Stats::new(settings.request_log),
+            settings,
             draining: AtomicBool::new(false),
         })
     }
@@ -78,35 +78,14 @@ impl Relay {
         self.registry.close_all()
     }
 
-    async fn tenant_exists(&self, tenant: &TenantName) -> Result<bool, RelayError> {
-        if self.registry.has_tunnels(tenant) {
-            return Ok(true);
-        }
-        {
-            let known = self
-                .known_tenants
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if known
-                .get(tenant)
-                .is_some_and(|at| at.elapsed() < KNOWN_TENANT_TTL)
-            {
-                return Ok(true);
-            }
-        }
+    /// The settings in force for the tenant's requests; `None` when the tenant does not exist.
+    async fn tenant_settings(&self, tenant: &TenantName) -> Result<Option<Effective>, RelayError> {
         let found = self
-            .store
-            .get_tenant(tenant)
+            .tenants
+            .get(&*self.store, tenant)
             .await
-            .map_err(|e| RelayError::Store(e.to_string()))?
-            .is_some();
-        if found {
-            self.known_tenants
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(tenant.clone(), Instant::now());
-        }
-        Ok(found)
+            .map_err(|e| RelayError::Store(e.to_string()))?;
+        Ok(found.map(|t| Effective::of(&self.settings, &t)))
     }
 
     /// Handle `/relay/{tenant}/{target}/…`.
@@ -115,13 +94,49 @@ impl Relay {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let resp = self.relay(req, &request_id).await;
+        let client_addr = req.extensions().get::<ClientInfo>().map(|c| c.remote_addr);
+        let mut meter = Meter::default();
+        let resp = self.relay(req, &request_id, &mut meter).await;
+        // Only requests of an existing tenant are counted: the rest has no tenant to count them under.
+        let record = meter.tenant.take().map(|tenant| {
+            let details = self.stats.log_enabled().then(|| LogDetails {
+                at_ms: unix_millis() - i64::try_from(started.elapsed().as_millis()).unwrap_or(0),
+                request_id: request_id.clone(),
+                method: method.to_string(),
+                target: meter.target.clone(),
+                path: meter.path.clone(),
+                client_addr: client_addr.map(|a| a.to_string()).unwrap_or_default(),
+            });
+            Recorder {
+                relay: self.clone(),
+                tenant,
+                bytes_in: meter.bytes_in.clone(),
+                bytes_out: Arc::new(AtomicU64::new(0)),
+                latency: started.elapsed(),
+                status: 0,
+                details,
+            }
+        });
         match resp {
             Ok(resp) => {
                 tracing::debug!(request_id, %method, path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "relayed");
-                resp
+                match record {
+                    Some(mut record) => {
+                        record.status = resp.status().as_u16();
+                        let counter = record.bytes_out.clone();
+                        resp.map(|body| {
+                            Guarded::new(ferry_http::Counted::new(body, counter), record)
+                                .boxed_unsync()
+                        })
+                    }
+                    None => resp,
+                }
             }
             Err(reply) => {
+                if let Some(mut record) = record {
+                    record.status = reply.code.status().as_u16();
+                    drop(record);
+                }
                 if reply.code.is_client_error() {
                     tracing::info!(request_id, %method, path, code = %reply.code, "relay request refused: {}", reply.message);
                 } else {
@@ -136,6 +151,7 @@ impl Relay {
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         request_id: &str,
+        meter: &mut Meter,
     ) -> Result<Response<Body>, ErrorReply> {
         let parts = split_relay_path(req.uri().path(), req.uri().query()).map_err(|e| match e {
             PathError::Shape => ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
@@ -156,7 +172,17 @@ impl Relay {
                 "Content-Length with Transfer-Encoding, or conflicting Content-Length values",
             ));
         }
-        let limit = self.settings.max_body_size;
+        let effective = match self.tenant_settings(&tenant).await.map_err(|e| e.reply())? {
+            Some(effective) => effective,
+            None => return Err(RelayError::UnknownTenant(tenant.to_string()).reply()),
+        };
+        meter.tenant = Some(tenant.clone());
+        meter.target = target.as_str().to_owned();
+        meter.path = rest.split('?').next().unwrap_or_default().to_owned();
+        if effective.require_client_auth {
+            self.check_client(&req, &tenant).await?;
+        }
+        let limit = effective.max_body_size;
         if limit > 0 {
             let declared = req
                 .headers()
@@ -166,9 +192,6 @@ impl Relay {
             if declared.is_some_and(|n| n > limit) {
                 return Err(RelayError::PayloadTooLarge(limit).reply());
             }
-        }
-        if !self.tenant_exists(&tenant).await.map_err(|e| e.reply())? {
-            return Err(RelayError::UnknownTenant(tenant.to_string()).reply());
         }
 
         let client = req.extensions().get::<ClientInfo>().copied();
@@ -221,13 +244,14 @@ impl Relay {
                 .insert(hyper::ext::Protocol::from(protocol.as_str()));
             r
         } else {
+            let body = ferry_http::Counted::new(body, meter.bytes_in.clone());
             let body: Body = if limit > 0 {
                 let (b, flag) = SizeLimited::new(body, limit);
                 exceeded = Some(flag);
                 b.boxed_unsync()
             } else {
                 exceeded = None;
-                body.map_err(BoxError::from).boxed_unsync()
+                body.boxed_unsync()
             };
             let mut r = Request::new(body);
             *r.method_mut() = head.method;
@@ -237,7 +261,7 @@ impl Relay {
         *out.headers_mut() = headers;
 
         let tunnels = self.registry.tenant(&tenant);
-        let expiration = self.settings.request_expiration;
+        let expiration = effective.request_expiration;
         let sent = tokio::time::timeout(
             expiration,
             dispatch::send(
@@ -245,7 +269,7 @@ impl Relay {
                 &tenant,
                 &target,
                 out,
-                self.settings.max_concurrent_requests,
+                effective.max_concurrent_requests,
                 self.settings.connector_wait,
             ),
         )
@@ -302,7 +326,7 @@ impl Relay {
                 "a bearer token is required",
             ));
         };
-        let claims = match self.verifier.verify(token) {
+        let claims = match self.verifier.verify_async(token).await {
             Ok(c) => c,
             Err(e) => {
                 return refuse(ErrorReply::new(
@@ -312,15 +336,31 @@ impl Relay {
             }
         };
         let tenant = claims.tenant;
-        match self.store.get_tenant(&tenant).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+        let secret_id = claims.secret_id;
+        match self.tenants.refresh(&*self.store, &tenant).await {
+            Ok((_, Some(_))) => {}
+            Ok((_, None)) => {
                 return refuse(ErrorReply::new(
                     ErrorCode::Unauthorized,
                     format!("tenant {tenant} no longer exists"),
                 ))
             }
             Err(e) => return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}"))),
+        }
+        // A token outlives its secret by up to its lifetime: a revoked or expired secret opens no new tunnel.
+        if let Some(id) = &secret_id {
+            match self.store.active_secrets(&tenant, unix_now()).await {
+                Ok(active) if active.iter().any(|s| &s.id == id) => {}
+                Ok(_) => {
+                    return refuse(ErrorReply::new(
+                        ErrorCode::Unauthorized,
+                        format!("the secret {id} of the token was revoked or expired"),
+                    ))
+                }
+                Err(e) => {
+                    return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))
+                }
+            }
         }
         let handshake = match ferry_tunnel::server::parse_handshake(req.headers()) {
             Ok(h) => h,
@@ -351,18 +391,29 @@ impl Relay {
             let connector_id = handshake.connector_id.clone();
             let tunnel = relay.registry.attach(
                 &tenant,
-                handshake.connector_id,
-                remote_addr,
-                handshake.targets,
-                sender,
+                NewTunnel {
+                    record_id: uuid::Uuid::new_v4().to_string(),
+                    connector_id: handshake.connector_id,
+                    remote_addr,
+                    targets: handshake.targets,
+                    secret_id,
+                    sender,
+                },
             );
             let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
             tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets = ?targets, version = ?handshake.version, "tunnel attached");
-            let result = connection.await;
+            relay.record_connection(&tenant, &tunnel);
+            relay.push_settings_to(&tenant, &tunnel);
+            let result = tokio::select! {
+                result = connection => Some(result),
+                () = tunnel.kill.notified() => None,
+            };
             relay.registry.detach(&tenant, tunnel.id);
+            relay.record_disconnection(&tunnel);
             match result {
-                Ok(()) => tracing::info!(tenant = %tenant, connector_id, "tunnel closed"),
-                Err(e) => tracing::warn!(tenant = %tenant, connector_id, "tunnel lost: {e}"),
+                Some(Ok(())) => tracing::info!(tenant = %tenant, connector_id, "tunnel closed"),
+                Some(Err(e)) => tracing::warn!(tenant = %tenant, connector_id, "tunnel lost: {e}"),
+                None => tracing::info!(tenant = %tenant, connector_id, "tunnel cut by the node"),
             }
         });
         let mut resp = Response::new(ferry_http::empty());
@@ -370,6 +421,86 @@ impl Relay {
         *resp.headers_mut() = ferry_tunnel::server::switching_protocols_headers(&self.node_id);
         resp
     }
+}
+
+impl Relay {
+    /// For a tenant that requires client authentication: the request must carry a bearer token that the node's
+    /// verifier accepts and that names this tenant.
+    async fn check_client(
+        &self,
+        req: &Request<Incoming>,
+        tenant: &TenantName,
+    ) -> Result<(), ErrorReply> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::Unauthorized,
+                    format!("tenant {tenant} requires a bearer token"),
+                )
+            })?;
+        let claims = self.verifier.verify_async(token).await.map_err(|e| {
+            ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))
+        })?;
+        if &claims.tenant != tenant {
+            return Err(ErrorReply::new(
+                ErrorCode::Unauthorized,
+                format!("the token is for tenant {}, not {tenant}", claims.tenant),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the relay learnt of a request while handling it, for counting it.
+#[derive(Default)]
+struct Meter {
+    /// Set once the tenant is known to exist.
+    tenant: Option<TenantName>,
+    target: String,
+    path: String,
+    bytes_in: Arc<AtomicU64>,
+}
+
+/// Counts a request into the node's statistics (and request log) when dropped: at the end of the response body,
+/// or at once for an error reply.
+struct Recorder {
+    relay: Arc<Relay>,
+    tenant: TenantName,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+    latency: std::time::Duration,
+    status: u16,
+    details: Option<LogDetails>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let outcome = Outcome {
+            tenant: self.tenant.clone(),
+            status: self.status,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            latency: self.latency,
+        };
+        self.relay
+            .stats
+            .record(&outcome, unix_now(), self.details.take());
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Remove `ferry-*` headers: all of them from a client's request (a client must not set them), all but

@@ -2,13 +2,17 @@
 //!
 //! Owns: the registry of open tunnels per tenant ([`registry`]), choosing a tunnel and failing over
 //! ([`dispatch`]), and the two HTTP endpoints of the relay ([`endpoint`]): `/_ferry/tunnel`, where connectors
-//! attach, and `/relay/{tenant}/{target}/…`, where clients call. Does not own: listeners and TLS (gateway), the
+//! attach, and `/relay/{tenant}/{target}/…`, where clients call; the per-tenant settings in force
+//! ([`tenants`]), counting requests ([`stats`]), and keeping in step with the store in the background ([`watch`]). Does not own: listeners and TLS (gateway), the
 //! tunnel's wire protocol (ferry-tunnel), tokens and secrets (ferry-auth), storage (ferry-store).
 #![forbid(unsafe_code)]
 
 pub mod dispatch;
 pub mod endpoint;
 pub mod registry;
+pub mod stats;
+pub mod tenants;
+pub mod watch;
 
 pub use dispatch::RelayError;
 pub use endpoint::Relay;

@@ -16,12 +16,18 @@ use tokio::sync::Notify;
 pub struct Tunnel {
     /// Node-local id, unique for this process.
     pub id: u64,
+    /// Globally unique id of this tunnel: its row in the store's connections.
+    pub record_id: String,
     pub connector_id: String,
     pub remote_addr: SocketAddr,
     pub targets: Vec<TargetName>,
+    /// The connector secret whose token opened the tunnel (built-in issuer only): revoking it closes the tunnel.
+    pub secret_id: Option<String>,
     pub(crate) sender: TunnelSender,
     inflight: AtomicUsize,
     closing: AtomicBool,
+    /// Signalled to cut the tunnel at once (tenant deleted, secret revoked), in-flight requests included.
+    pub(crate) kill: Notify,
 }
 
 impl Tunnel {
@@ -136,6 +142,16 @@ impl Drop for TunnelSlot {
     }
 }
 
+/// What [`Registry::attach`] needs to know of a new tunnel.
+pub(crate) struct NewTunnel {
+    pub record_id: String,
+    pub connector_id: String,
+    pub remote_addr: SocketAddr,
+    pub targets: Vec<TargetName>,
+    pub secret_id: Option<String>,
+    pub sender: TunnelSender,
+}
+
 /// Every tenant's tunnels on this node.
 #[derive(Default)]
 pub struct Registry {
@@ -157,22 +173,18 @@ impl Registry {
         lock(&self.tenants).get(tenant).cloned()
     }
 
-    pub(crate) fn attach(
-        &self,
-        tenant: &TenantName,
-        connector_id: String,
-        remote_addr: SocketAddr,
-        targets: Vec<TargetName>,
-        sender: TunnelSender,
-    ) -> Arc<Tunnel> {
+    pub(crate) fn attach(&self, tenant: &TenantName, new: NewTunnel) -> Arc<Tunnel> {
         let tunnel = Arc::new(Tunnel {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            connector_id,
-            remote_addr,
-            targets,
-            sender,
+            record_id: new.record_id,
+            connector_id: new.connector_id,
+            remote_addr: new.remote_addr,
+            targets: new.targets,
+            secret_id: new.secret_id,
+            sender: new.sender,
             inflight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            kill: Notify::new(),
         });
         let entry = self.tenant(tenant);
         lock(&entry.tunnels).push(tunnel.clone());
@@ -190,6 +202,36 @@ impl Registry {
     pub fn has_tunnels(&self, tenant: &TenantName) -> bool {
         self.get(tenant)
             .is_some_and(|e| !lock(&e.tunnels).is_empty())
+    }
+
+    /// Cut the tenant's tunnels at once (those `which` selects): they leave the registry and their connections
+    /// are closed, in-flight requests included. Returns how many.
+    pub(crate) fn kill_where(&self, tenant: &TenantName, which: impl Fn(&Tunnel) -> bool) -> usize {
+        let Some(entry) = self.get(tenant) else {
+            return 0;
+        };
+        let mut tunnels = lock(&entry.tunnels);
+        let mut killed = 0;
+        tunnels.retain(|t| {
+            if which(t) {
+                t.mark_closing();
+                t.kill.notify_one();
+                killed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        killed
+    }
+
+    /// Tenants with at least one tunnel on this node.
+    pub fn tenants_with_tunnels(&self) -> Vec<TenantName> {
+        lock(&self.tenants)
+            .iter()
+            .filter(|(_, e)| !lock(&e.tunnels).is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Drop every tunnel's sender: each tunnel closes once its in-flight streams are done.

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The record the operation depends on does not exist (caused by the caller).
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
+    /// A paging cursor that this store did not hand out (caused by the caller).
+    #[error("invalid paging cursor {cursor:?}")]
+    InvalidCursor { cursor: String },
     /// The database URL is not one this build understands (caused by the configuration).
     #[error("database URL: {reason}")]
     InvalidUrl { reason: String },

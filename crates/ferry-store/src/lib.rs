@@ -1,18 +1,23 @@
 //! Ferry's persistent state behind one [`Store`] trait.
 //!
-//! Owns: the `Store` trait and its record types (tenants, connector secret hashes, token signing keys), the
+//! Owns: the `Store` trait and its record types (tenants with their settings, connector secret hashes, token
+//! signing keys, admin API keys, connections, nodes, request statistics, the request log), the
 //! SQLite implementation ([`SqliteStore`], the embedded default), the PostgreSQL implementation
-//! ([`PostgresStore`], shared by a cluster), the one resolver from a database URL to a store ([`open_url`]), the
+//! ([`PostgresStore`], shared by a cluster), what the two share (the SQL both accept, written once in `sql.rs`;
+//! reading records out of rows, stored forms of settings and histograms, paging, in `rows.rs`), the one resolver from a database URL to a store ([`open_url`]), the
 //! versioned migrations of every backend (`migrations/<backend>/`), and a backend-independent conformance suite
 //! ([`conformance`], compiled for this crate's tests and behind the `conformance` feature) that every
 //! implementation must pass.
 //! Does not own: hashing or checking secrets, generating keys, issuing tokens (all in `ferry-auth`); where the
-//! URL comes from (configuration, in `ferry-config`).
+//! URL comes from (configuration, in `ferry-config`); limits on free text such as display names (the management
+//! API's; PostgreSQL refuses NUL characters in text, SQLite does not).
 #![forbid(unsafe_code)]
 
 mod error;
 mod postgres;
 mod resolve;
+mod rows;
+mod sql;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -20,11 +25,12 @@ pub mod conformance;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_proto::TenantName;
+use ferry_proto::{TenantName, TenantSettings};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use resolve::{open_url, ACCEPTED_SCHEMES};
+pub use rows::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use sqlite::SqliteStore;
 
 /// The file name of the SQLite database inside the data directory.
@@ -34,8 +40,161 @@ pub const SQLITE_FILE_NAME: &str = "ferry.db";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub name: TenantName,
+    /// Free text for people; empty when not set.
+    pub display_name: String,
+    /// Free text for people; empty when not set.
+    pub description: String,
+    /// Per-tenant overrides of the node's defaults.
+    pub settings: TenantSettings,
     /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds; equal to `created_at` until the first update. Every update makes it strictly greater (the
+    /// current time, or one second past the previous value when updates come faster than one a second), so a
+    /// reader can tell that a tenant changed by comparing it.
+    pub updated_at: i64,
+}
+
+/// The mutable fields of a tenant, as created or replaced as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantFields {
+    pub display_name: String,
+    pub description: String,
+    pub settings: TenantSettings,
+}
+
+/// One page of the tenant list: ordered by name (bytewise), starting after the name `after` (the previous page's
+/// [`Page::next`]), at most `limit` long ([`DEFAULT_PAGE_LIMIT`] for 0, capped at [`MAX_PAGE_LIMIT`]), only names or
+/// display names that contain `filter` when it is set and not empty. The filter is literal text (`%`, `_` and `\`
+/// are not wildcards) and ignores the case of ASCII letters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantQuery {
+    pub filter: Option<String>,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// A page of results and the cursor of the next page (`None` on the last page). Cursors are opaque to callers: pass
+/// them back unchanged; a cursor this store did not make fails with [`StoreError::InvalidCursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// A management API key. The key itself is high-entropy random, so the store keeps its SHA-256 (hex), which
+/// makes the per-request lookup one indexed query; it is shown once, at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminKey {
+    /// Opaque id, used to list and revoke.
+    pub id: String,
+    /// Free text naming the key's holder or purpose.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the whole key.
+    pub sha256: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; set once when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// One tunnel of a connector on a node, current (`disconnected_at` unset) or past.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// Unique id of this tunnel (not of the connector, which may reconnect many times).
+    pub id: String,
+    pub tenant: TenantName,
+    /// The connector's self-chosen id (stable across its reconnects).
+    pub connector_id: String,
+    /// The node holding the tunnel.
+    pub node: String,
+    /// The connector's address as the node saw it.
+    pub remote_addr: String,
+    /// Unix seconds.
+    pub connected_at: i64,
+    /// Unix seconds.
+    pub disconnected_at: Option<i64>,
+}
+
+/// Which connections to list: newest first (by `connected_at`, then id, both descending), optionally one tenant's,
+/// optionally only live ones, at most `limit` ([`DEFAULT_PAGE_LIMIT`] for 0, capped at [`MAX_PAGE_LIMIT`]), and
+/// after the cursor `before` (a `connected_at`/id cursor as returned in [`Page::next`]). The cursor is stable:
+/// rows recorded later never shift the pages that follow it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionQuery {
+    pub tenant: Option<TenantName>,
+    pub live_only: bool,
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// A Ferry node (one server process) as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    /// The public address the node serves on.
+    pub address: String,
+    /// Ferry version of the node.
+    pub version: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds of the last heartbeat.
+    pub heartbeat_at: i64,
+}
+
+/// Upper bounds (milliseconds, inclusive) of the request latency histogram buckets; one more bucket counts
+/// everything slower than the last bound.
+pub const LATENCY_BUCKETS_MS: [u64; 13] =
+    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// Request statistics of one tenant in one minute, as counted by one node (nodes write their own rows; reading
+/// sums them). Not `Default` (a tenant name cannot be empty): start from [`StatsRecord::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsRecord {
+    pub tenant: TenantName,
+    /// Unix seconds of the minute's start (a multiple of 60).
+    pub minute: i64,
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Responses by class: index 0 for 1xx … index 4 for 5xx.
+    pub status_classes: [u64; 5],
+    /// Counts per [`LATENCY_BUCKETS_MS`] bucket, plus the overflow bucket last.
+    pub latency_buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+impl StatsRecord {
+    /// All counts zero, for `tenant` in the minute starting at `minute` (unix seconds, a multiple of 60).
+    pub fn new(tenant: TenantName, minute: i64) -> Self {
+        StatsRecord {
+            tenant,
+            minute,
+            requests: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            status_classes: [0; 5],
+            latency_buckets: [0; LATENCY_BUCKETS_MS.len() + 1],
+        }
+    }
+}
+
+/// One relayed request in the optional request log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLogEntry {
+    /// Assigned by the store on append; ignored when appending.
+    pub id: i64,
+    pub tenant: TenantName,
+    /// Unix milliseconds of the request's arrival.
+    pub at_ms: i64,
+    pub request_id: String,
+    pub method: String,
+    pub target: String,
+    /// The path sent to the target, without the query string.
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub client_addr: String,
 }
 
 /// One connector secret of a tenant, stored only as an argon2 PHC hash.
@@ -86,11 +245,23 @@ impl std::fmt::Debug for SigningKey {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Create a tenant; [`StoreError::AlreadyExists`] if it is present.
-    async fn create_tenant(&self, name: &TenantName) -> Result<Tenant, StoreError>;
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        fields: &TenantFields,
+    ) -> Result<Tenant, StoreError>;
     async fn get_tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError>;
-    /// All tenants, ordered by name.
-    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
-    /// Delete a tenant and all its secrets; `false` if it did not exist.
+    /// Replace a tenant's mutable fields (and bump `updated_at`); `None` if it does not exist.
+    async fn update_tenant(
+        &self,
+        name: &TenantName,
+        fields: &TenantFields,
+    ) -> Result<Option<Tenant>, StoreError>;
+    /// One page of tenants, ordered by name.
+    async fn list_tenants(&self, query: &TenantQuery) -> Result<Page<Tenant>, StoreError>;
+    /// Delete a tenant with all its secrets and all its connection records (live and past), atomically, so that a
+    /// tenant created again under the same name starts clean; `false` if it did not exist. Its statistics and
+    /// request log entries stay (they record traffic that happened; the request log ages out by pruning).
     async fn delete_tenant(&self, name: &TenantName) -> Result<bool, StoreError>;
 
     /// Store a secret hash for a tenant; [`StoreError::NotFound`] if the tenant does not exist.
@@ -109,6 +280,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SecretRecord>, StoreError>;
     /// Revoke one secret of the tenant; `false` if no such unrevoked secret exists.
     async fn revoke_secret(&self, tenant: &TenantName, id: &str) -> Result<bool, StoreError>;
+    /// Every secret of the tenant (revoked and expired ones too), newest first. Empty for an unknown tenant.
+    async fn list_secrets(&self, tenant: &TenantName) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Ids of secrets revoked at or after `since` (unix seconds), with their tenant, oldest revocation first: how
+    /// nodes learn, by polling, which tunnels to close. Secrets of a deleted tenant are gone with it and do not
+    /// appear here.
+    async fn secrets_revoked_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(TenantName, String)>, StoreError>;
 
     /// All signing keys, newest first (ties broken by `kid`, descending, so every reader agrees).
     async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
@@ -117,6 +297,65 @@ pub trait Store: Send + Sync + 'static {
     /// Add `key` only if the store holds no signing key at all, atomically, so that processes racing on their
     /// first start agree on one key. `true` if it was added.
     async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError>;
+    /// Remove a signing key (the end of a rotation's overlap); `false` if there was none.
+    async fn remove_signing_key(&self, kid: &str) -> Result<bool, StoreError>;
+
+    /// Store a new admin key; [`StoreError::AlreadyExists`] if the id or hash is taken.
+    async fn add_admin_key(&self, key: &AdminKey) -> Result<(), StoreError>;
+    /// The unrevoked admin key with this SHA-256 (lowercase hex), if any.
+    async fn admin_key_by_hash(&self, sha256: &str) -> Result<Option<AdminKey>, StoreError>;
+    /// Every admin key (revoked ones too), newest first.
+    async fn list_admin_keys(&self) -> Result<Vec<AdminKey>, StoreError>;
+    /// Revoke an admin key; `false` if no such unrevoked key exists.
+    async fn revoke_admin_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Record a tunnel that just opened; [`StoreError::AlreadyExists`] if its id is taken. The tenant is not
+    /// checked (a tunnel of a tenant deleted a moment ago is still recorded, then closed as usual).
+    async fn record_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError>;
+    /// Mark a tunnel closed at `at` (unix seconds); a no-op if it already is.
+    async fn record_disconnection(&self, id: &str, at: i64) -> Result<(), StoreError>;
+    /// A page of connections, newest first.
+    async fn list_connections(
+        &self,
+        query: &ConnectionQuery,
+    ) -> Result<Page<ConnectionRecord>, StoreError>;
+
+    /// Insert or refresh a node's row (its heartbeat).
+    async fn heartbeat_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Every known node, ordered by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Nodes whose last heartbeat is older than `before` (unix seconds) are gone: close their open connections
+    /// at their last heartbeat (or at `connected_at`, if that is later) and delete them, in one transaction.
+    /// Returns how many nodes were removed. A removed node that is still running reappears with its next
+    /// heartbeat, but its tunnels stay closed in the store.
+    async fn expire_nodes(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// Write this node's counts for the given minutes, replacing what the node wrote before for the same
+    /// tenant and minute (the node sends cumulative counts of the minute). All records or none are written;
+    /// when one tenant and minute appears twice in `records`, the later one wins.
+    async fn put_stats(&self, node: &str, records: &[StatsRecord]) -> Result<(), StoreError>;
+    /// Statistics summed over nodes, per tenant per minute, for minutes in `[from, to)`, optionally one tenant,
+    /// ordered by minute then tenant.
+    async fn stats(
+        &self,
+        tenant: Option<&TenantName>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<StatsRecord>, StoreError>;
+
+    /// Append entries to the request log (their `id` is ignored), all or none. Ids are never reused, also not
+    /// after pruning.
+    async fn append_request_log(&self, entries: &[RequestLogEntry]) -> Result<(), StoreError>;
+    /// Request log entries, newest first (by id, which grows with every append), optionally one tenant's, with
+    /// `id` below `before_id`, at most `limit` ([`DEFAULT_PAGE_LIMIT`] for 0, capped at [`MAX_PAGE_LIMIT`]).
+    async fn request_log(
+        &self,
+        tenant: Option<&TenantName>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RequestLogEntry>, StoreError>;
+    /// Delete entries that arrived before `before_ms` (unix milliseconds); returns how many.
+    async fn prune_request_log(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
 /// The current time in unix seconds, as every store timestamp is written.

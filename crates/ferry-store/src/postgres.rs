@@ -2,17 +2,16 @@
 //!
 //! Owns: connecting (a modest pool, a bounded connect timeout, errors that name the server but never the
 //! password), running the embedded migrations of `migrations/postgres` (sqlx serialises concurrent migrators with
-//! an advisory lock), and the SQL of every [`Store`] method for PostgreSQL.
+//! an advisory lock), and the PostgreSQL-only SQL: the first signing key (a table lock) and node expiry (one
+//! statement). Every other [`Store`](crate::Store) method is written once, for both backends, in [`crate::sql`].
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use ferry_proto::TenantName;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 
-use crate::{unix_now, SecretRecord, SigningKey, Store, StoreError, Tenant};
+use crate::StoreError;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -23,7 +22,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `add_first_signing_key` waits for the table lock before failing (transiently).
 const LOCK_TIMEOUT: &str = "5s";
 
-/// The [`Store`] on a PostgreSQL database.
+/// The [`Store`](crate::Store) on a PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -111,257 +110,58 @@ fn location(options: &PgConnectOptions) -> String {
     }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
-}
-
-fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_foreign_key_violation())
-}
-
-fn column<'r, T>(row: &'r PgRow, table: &'static str, name: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(name).map_err(|e| StoreError::Corrupt {
-        table,
-        reason: format!("column {name}: {e}"),
-    })
-}
-
-fn tenant_name(value: String, table: &'static str) -> Result<TenantName, StoreError> {
-    TenantName::new(value).map_err(|e| StoreError::Corrupt {
-        table,
-        reason: e.to_string(),
-    })
-}
-
-fn tenant_from_row(row: &PgRow) -> Result<Tenant, StoreError> {
-    Ok(Tenant {
-        name: tenant_name(column(row, "tenants", "name")?, "tenants")?,
-        created_at: column(row, "tenants", "created_at")?,
-    })
-}
-
-fn secret_from_row(row: &PgRow) -> Result<SecretRecord, StoreError> {
-    const T: &str = "secrets";
-    Ok(SecretRecord {
-        id: column(row, T, "id")?,
-        tenant: tenant_name(column(row, T, "tenant")?, T)?,
-        hash: column(row, T, "hash")?,
-        created_at: column(row, T, "created_at")?,
-        expires_at: column(row, T, "expires_at")?,
-        revoked_at: column(row, T, "revoked_at")?,
-    })
-}
-
-fn key_from_row(row: &PgRow) -> Result<SigningKey, StoreError> {
-    const T: &str = "signing_keys";
-    Ok(SigningKey {
-        kid: column(row, T, "kid")?,
-        algorithm: column(row, T, "algorithm")?,
-        private_der: column(row, T, "private_der")?,
-        public_key: column(row, T, "public_key")?,
-        created_at: column(row, T, "created_at")?,
-    })
-}
-
-#[async_trait::async_trait]
-impl Store for PostgresStore {
-    async fn create_tenant(&self, name: &TenantName) -> Result<Tenant, StoreError> {
-        let created_at = unix_now();
-        let result = sqlx::query("INSERT INTO tenants (name, created_at) VALUES ($1, $2)")
-            .bind(name.as_str())
-            .bind(created_at)
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(Tenant {
-                name: name.clone(),
-                created_at,
-            }),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
-                kind: "tenant",
-                name: name.to_string(),
-            }),
-            Err(e) => Err(StoreError::db("creating a tenant")(e)),
-        }
-    }
-
-    async fn get_tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
-        sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("reading a tenant"))?
-            .as_ref()
-            .map(tenant_from_row)
-            .transpose()
-    }
-
-    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        // `name` has the "C" collation: bytewise order, as on SQLite.
-        sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("listing tenants"))?
-            .iter()
-            .map(tenant_from_row)
-            .collect()
-    }
-
-    async fn delete_tenant(&self, name: &TenantName) -> Result<bool, StoreError> {
-        // Secrets go with the tenant through `ON DELETE CASCADE`.
-        let done = sqlx::query("DELETE FROM tenants WHERE name = $1")
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::db("deleting a tenant"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn add_secret(
+impl PostgresStore {
+    /// A transaction for a multi-statement write (READ COMMITTED; statements that must not interleave with other
+    /// writers lock what they need).
+    async fn write_transaction(
         &self,
-        tenant: &TenantName,
-        hash: &str,
-        expires_at: Option<i64>,
-    ) -> Result<SecretRecord, StoreError> {
-        let record = SecretRecord {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            tenant: tenant.clone(),
-            hash: hash.to_owned(),
-            created_at: unix_now(),
-            expires_at,
-            revoked_at: None,
-        };
-        let result = sqlx::query(
-            "INSERT INTO secrets (id, tenant, hash, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, NULL)",
-        )
-        .bind(&record.id)
-        .bind(record.tenant.as_str())
-        .bind(&record.hash)
-        .bind(record.created_at)
-        .bind(record.expires_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(record),
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound {
-                kind: "tenant",
-                name: tenant.to_string(),
-            }),
-            Err(e) => Err(StoreError::db("adding a secret")(e)),
-        }
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(StoreError::db(context))
     }
 
-    async fn active_secrets(
+    /// Under READ COMMITTED, `INSERT … WHERE NOT EXISTS` alone lets two transactions both see an empty table.
+    /// The EXCLUSIVE table lock (which conflicts with itself and with every writer, not with readers) makes the
+    /// check and the insert one step across processes; the statement after the lock sees every commit made
+    /// before it was granted. Waiting for the lock fails (transiently) after [`LOCK_TIMEOUT`].
+    async fn signing_keys_transaction(
         &self,
-        tenant: &TenantName,
-        now: i64,
-    ) -> Result<Vec<SecretRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, tenant, hash, created_at, expires_at, revoked_at FROM secrets \
-             WHERE tenant = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
-             ORDER BY created_at DESC, id DESC",
-        )
-        .bind(tenant.as_str())
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::db("reading active secrets"))?
-        .iter()
-        .map(secret_from_row)
-        .collect()
-    }
-
-    async fn revoke_secret(&self, tenant: &TenantName, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE secrets SET revoked_at = $1 \
-             WHERE tenant = $2 AND id = $3 AND revoked_at IS NULL",
-        )
-        .bind(unix_now())
-        .bind(tenant.as_str())
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("revoking a secret"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
-        sqlx::query(
-            "SELECT kid, algorithm, private_der, public_key, created_at FROM signing_keys \
-             ORDER BY created_at DESC, kid DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::db("reading signing keys"))?
-        .iter()
-        .map(key_from_row)
-        .collect()
-    }
-
-    async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_der)
-        .bind(&key.public_key)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
-                kind: "signing key",
-                name: key.kid.clone(),
-            }),
-            Err(e) => Err(StoreError::db("adding a signing key")(e)),
-        }
-    }
-
-    async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
-        const CONTEXT: &str = "adding the first signing key";
-        // Under READ COMMITTED, `INSERT … WHERE NOT EXISTS` alone lets two transactions both see an empty table.
-        // The EXCLUSIVE table lock (which conflicts with itself and with every writer, not with readers) makes
-        // the check and the insert one step across processes; the statement after the lock sees every commit
-        // made before it was granted.
-        let mut tx = self.pool.begin().await.map_err(StoreError::db(CONTEXT))?;
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.write_transaction(context).await?;
         sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::db(CONTEXT))?;
+            .map_err(StoreError::db(context))?;
         sqlx::query("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::db(CONTEXT))?;
-        let done = sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at) \
-             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+            .map_err(StoreError::db(context))?;
+        Ok(tx)
+    }
+
+    async fn expire_stale_nodes(&self, before: i64) -> Result<u64, StoreError> {
+        // One statement: the DELETE locks the rows of the stale nodes (re-checking a row that a heartbeat is
+        // updating once that commits), and their open connections are closed in the same snapshot. A heartbeat
+        // that waited on a deleted row inserts the node afresh.
+        let removed: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM nodes WHERE heartbeat_at < $1 RETURNING id, heartbeat_at), \
+             closed AS (UPDATE connections \
+             SET disconnected_at = GREATEST(connections.connected_at, gone.heartbeat_at) \
+             FROM gone WHERE connections.node = gone.id AND connections.disconnected_at IS NULL \
+             RETURNING 1) \
+             SELECT count(*) FROM gone",
         )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_der)
-        .bind(&key.public_key)
-        .bind(key.created_at)
-        .execute(&mut *tx)
+        .bind(before)
+        .fetch_one(&self.pool)
         .await
-        .map_err(StoreError::db(CONTEXT))?;
-        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
-        Ok(done.rows_affected() > 0)
+        .map_err(StoreError::db("expiring nodes"))?;
+        Ok(u64::try_from(removed).unwrap_or(0))
     }
 }
 
-/// Helpers for tests that need a real PostgreSQL server: each test gets a fresh database that is dropped after
-/// it, on a server named by `FERRY_TEST_POSTGRES_URL`.
+crate::sql::impl_store!(PostgresStore, Postgres);
+
 #[cfg(test)]
 pub(crate) mod testdb {
     use std::future::Future;
@@ -448,6 +248,8 @@ mod tests {
     use super::testdb::with_database;
     use super::*;
     use crate::conformance;
+    use crate::{unix_now, SigningKey, Store, TenantFields};
+    use ferry_proto::TenantName;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conformance_on_postgres() {
@@ -461,6 +263,32 @@ mod tests {
         .await;
     }
 
+    /// A database written by version 1 of the schema opens with every tenant and secret, the new tenant
+    /// columns at their defaults.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn upgrade_from_version_1() {
+        with_database(|options| async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .expect("connect");
+            conformance::version_1(&MIGRATOR)
+                .run(&pool)
+                .await
+                .expect("version 1");
+            sqlx::raw_sql(conformance::VERSION_1_ROWS)
+                .execute(&pool)
+                .await
+                .expect("rows");
+            pool.close().await;
+            let store = PostgresStore::connect_with(options).await.expect("upgrade");
+            conformance::check_upgraded_from_version_1(&store).await;
+            store.close().await;
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_survives_reopen() {
         with_database(|options| async move {
@@ -468,7 +296,10 @@ mod tests {
             let store = PostgresStore::connect_with(options.clone())
                 .await
                 .expect("open");
-            store.create_tenant(&name).await.expect("create");
+            store
+                .create_tenant(&name, &TenantFields::default())
+                .await
+                .expect("create");
             store.close().await;
             let store = PostgresStore::connect_with(options).await.expect("reopen");
             assert!(store.get_tenant(&name).await.expect("get").is_some());
@@ -486,11 +317,7 @@ mod tests {
                 let options = options.clone();
                 tasks.push(tokio::spawn(async move {
                     let store = PostgresStore::connect_with(options).await.expect("open");
-                    for j in 0..10 {
-                        let name = TenantName::new(format!("t{i}-{j}")).expect("name");
-                        store.create_tenant(&name).await.expect("create");
-                        store.add_secret(&name, "h", None).await.expect("secret");
-                    }
+                    conformance::concurrent_writer(&store, &format!("t{i}"), 10).await;
                     store.close().await;
                 }));
             }
@@ -498,7 +325,8 @@ mod tests {
                 task.await.expect("task");
             }
             let store = PostgresStore::connect_with(options).await.expect("open");
-            assert_eq!(store.list_tenants().await.expect("list").len(), 60);
+            let writers: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+            conformance::check_concurrent_writers(&store, &writers, 10).await;
             store.close().await;
         })
         .await;

@@ -161,7 +161,10 @@ mod tests {
         let data = dir.path().join("data");
         for url in [None, Some(""), Some("  ")] {
             let store = open_url(url, &data).await.expect("open");
-            store.list_tenants().await.expect("usable");
+            store
+                .list_tenants(&crate::TenantQuery::default())
+                .await
+                .expect("usable");
         }
         assert!(data.join(SQLITE_FILE_NAME).is_file());
     }

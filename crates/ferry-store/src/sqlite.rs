@@ -1,20 +1,20 @@
 //! The SQLite store: one file in the data directory, shared safely by several processes.
 //!
 //! Owns: opening the file (WAL journal, busy timeout, foreign keys), running the embedded migrations of
-//! `migrations/sqlite`, and the SQL of every [`Store`] method for SQLite.
+//! `migrations/sqlite`, and the SQLite-only SQL: multi-statement writes under the write lock taken at `BEGIN
+//! IMMEDIATE`, the first signing key, node expiry. Every other [`Store`](crate::Store) method is written once, for
+//! both backends, in [`crate::sql`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_proto::TenantName;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::Row;
 
-use crate::{unix_now, SecretRecord, SigningKey, Store, StoreError, Tenant, SQLITE_FILE_NAME};
+use crate::{StoreError, SQLITE_FILE_NAME};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -35,7 +35,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(20 * u64::from(attempt) + jitter)
 }
 
-/// The embedded [`Store`]: a SQLite database file.
+/// The embedded [`Store`](crate::Store): a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -125,14 +125,17 @@ impl SqliteStore {
     }
 
     /// Run the embedded migrations. Another process migrating the same file at the same moment can make one
-    /// attempt fail (both see the version missing, the second insert of it conflicts); the next attempt then
-    /// finds it applied.
+    /// attempt fail: both see a version missing, and the second to apply it fails on a statement that cannot be
+    /// repeated (`ALTER TABLE … ADD COLUMN`) or on recording the version. Each version runs in a transaction, so
+    /// the failed attempt leaves nothing behind, and the next attempt finds the version applied.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut attempt = 1;
         loop {
             match MIGRATOR.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(MigrateError::Execute(error)) if attempt < MIGRATE_ATTEMPTS => {
+                Err(error @ (MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)))
+                    if attempt < MIGRATE_ATTEMPTS =>
+                {
                     tracing::debug!(path = %self.location, attempt, %error, "sqlite migration raced, retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -158,238 +161,53 @@ async fn create_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
-}
-
-fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_foreign_key_violation())
-}
-
-fn column<'r, T>(row: &'r SqliteRow, table: &'static str, name: &str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(name).map_err(|e| StoreError::Corrupt {
-        table,
-        reason: format!("column {name}: {e}"),
-    })
-}
-
-fn tenant_name(value: String, table: &'static str) -> Result<TenantName, StoreError> {
-    TenantName::new(value).map_err(|e| StoreError::Corrupt {
-        table,
-        reason: e.to_string(),
-    })
-}
-
-fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {
-    Ok(Tenant {
-        name: tenant_name(column(row, "tenants", "name")?, "tenants")?,
-        created_at: column(row, "tenants", "created_at")?,
-    })
-}
-
-fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord, StoreError> {
-    const T: &str = "secrets";
-    Ok(SecretRecord {
-        id: column(row, T, "id")?,
-        tenant: tenant_name(column(row, T, "tenant")?, T)?,
-        hash: column(row, T, "hash")?,
-        created_at: column(row, T, "created_at")?,
-        expires_at: column(row, T, "expires_at")?,
-        revoked_at: column(row, T, "revoked_at")?,
-    })
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<SigningKey, StoreError> {
-    const T: &str = "signing_keys";
-    Ok(SigningKey {
-        kid: column(row, T, "kid")?,
-        algorithm: column(row, T, "algorithm")?,
-        private_der: column(row, T, "private_der")?,
-        public_key: column(row, T, "public_key")?,
-        created_at: column(row, T, "created_at")?,
-    })
-}
-
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn create_tenant(&self, name: &TenantName) -> Result<Tenant, StoreError> {
-        let created_at = unix_now();
-        let result = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?)")
-            .bind(name.as_str())
-            .bind(created_at)
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(Tenant {
-                name: name.clone(),
-                created_at,
-            }),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
-                kind: "tenant",
-                name: name.to_string(),
-            }),
-            Err(e) => Err(StoreError::db("creating a tenant")(e)),
-        }
-    }
-
-    async fn get_tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
-        sqlx::query("SELECT name, created_at FROM tenants WHERE name = ?")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("reading a tenant"))?
-            .as_ref()
-            .map(tenant_from_row)
-            .transpose()
-    }
-
-    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("listing tenants"))?
-            .iter()
-            .map(tenant_from_row)
-            .collect()
-    }
-
-    async fn delete_tenant(&self, name: &TenantName) -> Result<bool, StoreError> {
-        // Secrets go with the tenant through `ON DELETE CASCADE` (foreign keys are on for every connection).
-        let done = sqlx::query("DELETE FROM tenants WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::db("deleting a tenant"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn add_secret(
+impl SqliteStore {
+    /// A transaction that holds SQLite's write lock from its start (`BEGIN IMMEDIATE`, waiting the busy timeout
+    /// for it): no other connection or process writes between its statements, and none of them can fail on a
+    /// stale read snapshot.
+    async fn write_transaction(
         &self,
-        tenant: &TenantName,
-        hash: &str,
-        expires_at: Option<i64>,
-    ) -> Result<SecretRecord, StoreError> {
-        let record = SecretRecord {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            tenant: tenant.clone(),
-            hash: hash.to_owned(),
-            created_at: unix_now(),
-            expires_at,
-            revoked_at: None,
-        };
-        let result = sqlx::query(
-            "INSERT INTO secrets (id, tenant, hash, created_at, expires_at, revoked_at) \
-             VALUES (?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(&record.id)
-        .bind(record.tenant.as_str())
-        .bind(&record.hash)
-        .bind(record.created_at)
-        .bind(record.expires_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(record),
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound {
-                kind: "tenant",
-                name: tenant.to_string(),
-            }),
-            Err(e) => Err(StoreError::db("adding a secret")(e)),
-        }
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db(context))
     }
 
-    async fn active_secrets(
+    /// SQLite's write lock is all it takes: no other writer adds a key until the transaction ends.
+    async fn signing_keys_transaction(
         &self,
-        tenant: &TenantName,
-        now: i64,
-    ) -> Result<Vec<SecretRecord>, StoreError> {
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.write_transaction(context).await
+    }
+
+    async fn expire_stale_nodes(&self, before: i64) -> Result<u64, StoreError> {
+        const CONTEXT: &str = "expiring nodes";
+        // The write lock, held from the start, keeps heartbeats out until both statements are done.
+        let mut tx = self.write_transaction(CONTEXT).await?;
         sqlx::query(
-            "SELECT id, tenant, hash, created_at, expires_at, revoked_at FROM secrets \
-             WHERE tenant = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) \
-             ORDER BY created_at DESC, id DESC",
+            "UPDATE connections \
+             SET disconnected_at = MAX(connections.connected_at, nodes.heartbeat_at) \
+             FROM nodes WHERE connections.node = nodes.id AND nodes.heartbeat_at < $1 \
+             AND connections.disconnected_at IS NULL",
         )
-        .bind(tenant.as_str())
-        .bind(now)
-        .fetch_all(&self.pool)
+        .bind(before)
+        .execute(&mut *tx)
         .await
-        .map_err(StoreError::db("reading active secrets"))?
-        .iter()
-        .map(secret_from_row)
-        .collect()
-    }
-
-    async fn revoke_secret(&self, tenant: &TenantName, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE secrets SET revoked_at = ? WHERE tenant = ? AND id = ? AND revoked_at IS NULL",
-        )
-        .bind(unix_now())
-        .bind(tenant.as_str())
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("revoking a secret"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
-        sqlx::query(
-            "SELECT kid, algorithm, private_der, public_key, created_at FROM signing_keys \
-             ORDER BY created_at DESC, kid DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::db("reading signing keys"))?
-        .iter()
-        .map(key_from_row)
-        .collect()
-    }
-
-    async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_der)
-        .bind(&key.public_key)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
-                kind: "signing key",
-                name: key.kid.clone(),
-            }),
-            Err(e) => Err(StoreError::db("adding a signing key")(e)),
-        }
-    }
-
-    async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
-        // One statement, so SQLite's single writer makes the check and the insert atomic across processes.
-        let done = sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at) \
-             SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
-        )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_der)
-        .bind(&key.public_key)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("adding the first signing key"))?;
-        Ok(done.rows_affected() > 0)
+        .map_err(StoreError::db(CONTEXT))?;
+        let done = sqlx::query("DELETE FROM nodes WHERE heartbeat_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+        Ok(done.rows_affected())
     }
 }
+
+crate::sql::impl_store!(SqliteStore, Sqlite);
 
 #[cfg(test)]
 mod tests {
@@ -397,6 +215,8 @@ mod tests {
 
     use super::*;
     use crate::conformance;
+    use crate::{unix_now, SigningKey, Store, TenantFields};
+    use ferry_proto::TenantName;
 
     #[tokio::test]
     async fn conformance_on_a_file() {
@@ -415,13 +235,46 @@ mod tests {
         conformance::run_suite(&store).await;
     }
 
+    /// A database written by version 1 of the schema opens with every tenant and secret, the new tenant
+    /// columns at their defaults.
+    #[tokio::test]
+    async fn upgrade_from_version_1() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v1.db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .expect("open v1");
+            conformance::version_1(&MIGRATOR)
+                .run(&pool)
+                .await
+                .expect("version 1");
+            sqlx::raw_sql(conformance::VERSION_1_ROWS)
+                .execute(&pool)
+                .await
+                .expect("rows");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("upgrade");
+        conformance::check_upgraded_from_version_1(&store).await;
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn data_survives_reopen() {
         let dir = tempfile::tempdir().expect("temp dir");
         let name = TenantName::new("keeper").expect("name");
         {
             let store = SqliteStore::open_in(dir.path()).await.expect("open");
-            store.create_tenant(&name).await.expect("create");
+            store
+                .create_tenant(&name, &TenantFields::default())
+                .await
+                .expect("create");
             store.close().await;
         }
         let store = SqliteStore::open_in(dir.path()).await.expect("reopen");
@@ -439,11 +292,7 @@ mod tests {
             let path = Arc::clone(&path);
             tasks.push(tokio::spawn(async move {
                 let store = SqliteStore::open(&path).await.expect("open");
-                for j in 0..10 {
-                    let name = TenantName::new(format!("t{i}-{j}")).expect("name");
-                    store.create_tenant(&name).await.expect("create");
-                    store.add_secret(&name, "h", None).await.expect("secret");
-                }
+                conformance::concurrent_writer(&store, &format!("t{i}"), 10).await;
                 store.close().await;
             }));
         }
@@ -451,7 +300,8 @@ mod tests {
             task.await.expect("task");
         }
         let store = SqliteStore::open(&path).await.expect("open");
-        assert_eq!(store.list_tenants().await.expect("list").len(), 60);
+        let writers: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+        conformance::check_concurrent_writers(&store, &writers, 10).await;
     }
 
     const CHILD_DB_ENV: &str = "FERRY_STORE_TEST_CHILD_DB";
@@ -465,12 +315,7 @@ mod tests {
             return;
         };
         let store = SqliteStore::open(Path::new(&path)).await.expect("open");
-        for j in 0..20 {
-            let name = TenantName::new(format!("p{id}-{j}")).expect("name");
-            store.create_tenant(&name).await.expect("create");
-            store.add_secret(&name, "h", None).await.expect("secret");
-            store.list_tenants().await.expect("list");
-        }
+        conformance::concurrent_writer(&store, &format!("p{id}"), 20).await;
         store.close().await;
     }
 
@@ -509,7 +354,8 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             let store = SqliteStore::open(&path).await.expect("open");
-            assert_eq!(store.list_tenants().await.expect("list").len(), 80);
+            let writers: Vec<String> = (0..4).map(|i| format!("p{i}")).collect();
+            conformance::check_concurrent_writers(&store, &writers, 20).await;
         });
     }
 

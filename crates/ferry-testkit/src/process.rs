@@ -213,6 +213,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// Use this data directory instead of a fresh temporary one.
     pub data_dir: Option<PathBuf>,
+    /// Start without the admin listener (`FERRY_ADMIN_ENABLED=false`); by default it listens on `127.0.0.1:0`.
+    pub no_admin: bool,
 }
 
 impl ServerOptions {
@@ -240,6 +242,7 @@ pub struct FerryServer {
     child: Child,
     output: Output,
     url: String,
+    admin_url: Option<String>,
     pid: u32,
     data_dir: PathBuf,
     bin: PathBuf,
@@ -247,7 +250,8 @@ pub struct FerryServer {
 }
 
 impl FerryServer {
-    /// Start `ferry serve` on `127.0.0.1:0` and wait for its `ferry listening on URL` line.
+    /// Start `ferry serve` on `127.0.0.1:0` (its admin listener too) and wait for its `ferry listening on URL`
+    /// line, and its `ferry admin listening on URL` line unless [`ServerOptions::no_admin`].
     pub async fn start(bin: impl AsRef<Path>, opts: ServerOptions) -> anyhow::Result<Self> {
         let bin = bin.as_ref().to_path_buf();
         let (tempdir, data_dir) = match opts.data_dir {
@@ -265,6 +269,12 @@ impl FerryServer {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
+        let mut env = opts.env.clone();
+        if opts.no_admin {
+            env.push(("FERRY_ADMIN_ENABLED".into(), "false".into()));
+        } else {
+            args.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
+        }
         if let Some(tls) = &opts.tls {
             args.extend([
                 "--tls-cert".into(),
@@ -274,18 +284,23 @@ impl FerryServer {
             ]);
         }
         args.extend(opts.args.iter().cloned());
-        let (mut child, output) = spawn(&bin, &args, &opts.env, "ferry serve")?;
+        let (mut child, output) = spawn(&bin, &args, &env, "ferry serve")?;
         let pid = child
             .id()
             .ok_or_else(|| anyhow::anyhow!("server exited at once"))?;
         let started = tokio::select! {
-            url = output.wait_for(READY_TIMEOUT, "server listening line", |out, _| {
-                out.lines().find_map(|l| l.trim().strip_prefix("ferry listening on ").map(|u| u.trim().to_owned()))
-            }) => url,
+            urls = output.wait_for(READY_TIMEOUT, "server listening lines", |out, _| {
+                let public = out.lines().find_map(|l| l.trim().strip_prefix("ferry listening on ").map(|u| u.trim().to_owned()))?;
+                if opts.no_admin {
+                    return Some((public, None));
+                }
+                let admin = out.lines().find_map(|l| l.trim().strip_prefix("ferry admin listening on ").map(|u| u.trim().to_owned()))?;
+                Some((public, Some(admin)))
+            }) => urls,
             status = child.wait() => Err(anyhow::anyhow!("server exited before listening: {status:?}")),
         };
-        let url = match started {
-            Ok(url) => url,
+        let (url, admin_url) = match started {
+            Ok(urls) => urls,
             Err(e) => {
                 // give the readers a moment to collect the last lines of a process that died
                 let _ = tokio::time::timeout(Duration::from_millis(200), child.wait()).await;
@@ -296,6 +311,7 @@ impl FerryServer {
             child,
             output,
             url,
+            admin_url,
             pid,
             data_dir,
             bin,
@@ -306,6 +322,11 @@ impl FerryServer {
     /// `http://127.0.0.1:PORT` (or `https://…`), without a trailing slash.
     pub fn url(&self) -> &str {
         self.url.trim_end_matches('/')
+    }
+
+    /// The admin listener's `http://127.0.0.1:PORT` (management API), unless started with `no_admin`.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref().map(|u| u.trim_end_matches('/'))
     }
 
     /// `127.0.0.1:PORT`.
@@ -329,6 +350,24 @@ impl FerryServer {
 
     pub fn stderr_contains(&self, needle: &str) -> bool {
         self.output.stderr_contains(needle)
+    }
+
+    /// Create an admin key in this server's data directory (`ferry admin-key create`); returns the key.
+    pub async fn create_admin_key(&self, name: &str) -> anyhow::Result<String> {
+        let data_dir = self.data_dir.display().to_string();
+        let out = run_ferry(
+            &self.bin,
+            &["admin-key", "create", name, "--data-dir", &data_dir],
+            &[],
+        )
+        .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ferry admin-key create: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// Create a tenant in this server's data directory; returns its connector secret.
@@ -356,6 +395,25 @@ impl Drop for FerryServer {
     fn drop(&mut self) {
         dump_on_panic(&self.output);
     }
+}
+
+/// Run `ferry ARGS…` to completion (bounded by the kit's ready timeout) with extra `env`; `FERRY_API_URL` and
+/// `FERRY_API_KEY` are removed from the inherited environment so that only `env` sets them.
+pub async fn run_ferry(
+    bin: impl AsRef<Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<std::process::Output> {
+    let mut cmd = Command::new(bin.as_ref());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("FERRY_API_URL")
+        .env_remove("FERRY_API_KEY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let what = format!("ferry {}", args.join(" "));
+    Ok(within(READY_TIMEOUT, &what, cmd.output()).await??)
 }
 
 /// Run `ferry tenant create NAME --data-dir DIR`; returns the secret it prints.

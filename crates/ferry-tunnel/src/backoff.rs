@@ -37,6 +37,18 @@ impl Backoff {
         delay
     }
 
+    /// Change the bounds (settings pushed at run time); the current step is clamped into them.
+    pub fn set_bounds(&mut self, min: Duration, max: Duration) {
+        self.min = min;
+        self.max = max.max(min);
+        self.step = self.step.clamp(self.min, self.max);
+    }
+
+    /// The current bounds, `(min, max)`.
+    pub fn bounds(&self) -> (Duration, Duration) {
+        (self.min, self.max)
+    }
+
     /// Start again from the minimum (after a tunnel stayed up long enough).
     pub fn reset(&mut self) {
         self.step = self.min;
@@ -48,6 +60,19 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn bounds_change_at_run_time() {
+        let mut b = Backoff::new(500 * MS, 4000 * MS);
+        for _ in 0..5 {
+            b.next_delay();
+        }
+        b.set_bounds(100 * MS, 200 * MS);
+        assert_eq!(b.bounds(), (100 * MS, 200 * MS));
+        assert!(b.next_delay() <= 200 * MS);
+        b.set_bounds(300 * MS, 100 * MS);
+        assert_eq!(b.bounds(), (300 * MS, 300 * MS));
+    }
 
     #[test]
     fn doubles_with_jitter_and_caps() {

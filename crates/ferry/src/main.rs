@@ -1,14 +1,15 @@
 //! The `ferry` binary: parses the command line, loads the layered configuration, starts tracing, installs signal
 //! handlers and maps failures to exit codes. Everything else is a library call (`ferry_app::run`,
-//! `ferry_connector::run`, `ferry_auth::create_tenant`).
+//! `ferry_connector::run`, `ferry_admin::Management` for the management commands in [`cli`]).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad command line or configuration.
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ferry_config::{Config, HostMode, Override};
-use ferry_proto::TenantName;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,10 +32,25 @@ struct Cli {
 enum Command {
     /// Run a node with all roles (relay, token endpoint) on the embedded store.
     Serve(ServeArgs),
-    /// Manage tenants in the local store.
+    /// Manage tenants, in the local store or with --api on a remote node.
     Tenant {
         #[command(subcommand)]
-        command: TenantCommand,
+        command: cli::TenantCommand,
+    },
+    /// Manage a tenant's connector secrets, locally or with --api.
+    Secret {
+        #[command(subcommand)]
+        command: cli::SecretCommand,
+    },
+    /// Manage the management API's keys, locally or with --api.
+    AdminKey {
+        #[command(subcommand)]
+        command: cli::AdminKeyCommand,
+    },
+    /// Apply the store's pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        data: DataDirArg,
     },
     /// Run a connector: dial a Ferry node and serve its targets.
     Connector(ConnectorArgs),
@@ -45,6 +61,9 @@ struct ServeArgs {
     /// Public listener address, e.g. 0.0.0.0:8443 (default 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<String>,
+    /// Admin listener address (management API), default 127.0.0.1:8081.
+    #[arg(long)]
+    admin_listen: Option<String>,
     #[command(flatten)]
     data: DataDirArg,
     /// PEM certificate chain for TLS on the public listener.
@@ -60,16 +79,6 @@ struct DataDirArg {
     /// Directory of the embedded store (default ./ferry-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum TenantCommand {
-    /// Create a tenant; prints its connector secret (once) on stdout.
-    Create {
-        name: String,
-        #[command(flatten)]
-        data: DataDirArg,
-    },
 }
 
 #[derive(Args)]
@@ -135,6 +144,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             if let Some(v) = &a.listen {
                 overrides.push(Override::new("server.listen", v.as_str()));
             }
+            if let Some(v) = &a.admin_listen {
+                overrides.push(Override::new("server.admin.listen", v.as_str()));
+            }
             data_dir_override(&a.data, &mut overrides);
             if let Some(v) = &a.tls_cert {
                 overrides.push(Override::new("server.tls_cert", v.display().to_string()));
@@ -143,9 +155,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 overrides.push(Override::new("server.tls_key", v.display().to_string()));
             }
         }
-        Command::Tenant {
-            command: TenantCommand::Create { data, .. },
-        } => data_dir_override(data, &mut overrides),
+        Command::Tenant { command } => target_data_dir(command.target(), &mut overrides),
+        Command::Secret { command } => target_data_dir(command.target(), &mut overrides),
+        Command::AdminKey { command } => target_data_dir(command.target(), &mut overrides),
+        Command::Migrate { data } => data_dir_override(data, &mut overrides),
         Command::Connector(a) => {
             for (path, value) in [
                 ("connector.server", &a.server),
@@ -178,6 +191,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+fn target_data_dir(target: &cli::Target, overrides: &mut Vec<Override>) {
+    if let Some(v) = &target.data_dir {
+        overrides.push(Override::new("server.data_dir", v.display().to_string()));
+    }
+}
+
 fn data_dir_override(arg: &DataDirArg, overrides: &mut Vec<Override>) {
     if let Some(v) = &arg.data_dir {
         overrides.push(Override::new("server.data_dir", v.display().to_string()));
@@ -189,34 +208,33 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Serve(_) => {
             let listeners = ferry_app::Listeners::bind(&config).await?;
             println!("ferry listening on {}", listeners.public.url());
+            match listeners.admin_url() {
+                Some(url) => println!("ferry admin listening on {url}"),
+                None => tracing::info!("management api disabled (server.admin.enabled = false)"),
+            }
             std::io::stdout().flush().context("stdout")?;
             ferry_app::run(config, listeners, shutdown_signal()).await?;
         }
-        Command::Tenant {
-            command: TenantCommand::Create { name, .. },
-        } => {
-            let name = match TenantName::new(name) {
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("ferry: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let store = ferry_app::open_store(&config).await?;
-            let (tenant, secret) = ferry_auth::create_tenant(store.as_ref(), &name)
-                .await
-                .with_context(|| format!("create tenant {name}"))?;
-            eprintln!(
-                "created tenant {}; its connector secret follows and is shown only now",
-                tenant.name
-            );
-            println!("{secret}");
-        }
+        Command::Tenant { command } => return managed(cli::tenant(command, &config).await),
+        Command::Secret { command } => return managed(cli::secret(command, &config).await),
+        Command::AdminKey { command } => return managed(cli::admin_key(command, &config).await),
+        Command::Migrate { .. } => cli::migrate(&config).await?,
         Command::Connector(_) => {
             ferry_connector::run(config.connector, shutdown_signal()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a management command: its failure printed, 2 for the caller's mistakes, else 1.
+fn managed(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            Ok(cli::exit_code(&e))
+        }
+    }
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C; a second one exits at once.

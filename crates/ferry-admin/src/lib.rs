@@ -1,0 +1,241 @@
+//! Ferry's management API: JSON over HTTP under `/api/v1/`, served on the node's admin listener.
+//!
+//! Owns: the operations on tenants, secrets, settings, connections, nodes, statistics, the request log and admin
+//! keys with their validation ([`Admin`]); their HTTP routes and the OpenAPI document generated from them
+//! ([`AdminApi::router`], `/api/v1/openapi.json`); authentication of callers (admin keys hashed with SHA-256 in
+//! the store, or bearer tokens judged by an [`AdminTokenCheck`]); the change hooks the node implements
+//! ([`ChangeNotifier`]); and an HTTP client of the same API ([`client::Client`]), which with [`Admin`] implements
+//! [`Management`] so the command line works locally or remotely alike.
+//! Does not own: binding the admin listener or its configuration (`ferry-app`, `ferry-config`), verifying OIDC
+//! tokens (`ferry-auth`, bridged by the node), pushing settings to connectors or closing their tunnels (the
+//! relay, through [`ChangeNotifier`]), secret hashing (`ferry-auth`).
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod auth;
+pub mod client;
+mod error;
+pub mod model;
+mod notify;
+mod openapi;
+mod ops;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use ferry_store::Store;
+
+pub use auth::{
+    generate_admin_key, hash_admin_key, AdminTokenCheck, AdminTokenOutcome, Caller,
+    ADMIN_KEY_PREFIX,
+};
+pub use client::{Client, ManagementError};
+pub use error::{ApiError, ErrorBody};
+pub use notify::{ChangeNotifier, NoopNotifier, RecordingNotifier};
+pub use ops::{percentile, validate_settings, Admin};
+
+/// Default largest request body of the admin listener.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
+
+/// The path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// Shared state of the routes.
+pub(crate) struct State {
+    pub admin: Admin,
+    pub token_check: Option<Arc<dyn AdminTokenCheck>>,
+}
+
+/// The management API, ready to become a router.
+pub struct AdminApi {
+    admin: Admin,
+    token_check: Option<Arc<dyn AdminTokenCheck>>,
+    max_body_size: usize,
+}
+
+impl AdminApi {
+    /// The API on `store`: admin keys only, no change notifications, [`DEFAULT_MAX_BODY_SIZE`].
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            admin: Admin::new(store),
+            token_check: None,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+
+    /// Tell `notifier` after each successful change.
+    pub fn notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
+        self.admin = self.admin.with_notifier(notifier);
+        self
+    }
+
+    /// Accept bearer tokens that are not admin keys when `check` grants them.
+    pub fn token_check(mut self, check: Arc<dyn AdminTokenCheck>) -> Self {
+        self.token_check = Some(check);
+        self
+    }
+
+    /// Refuse request bodies larger than `bytes` (413).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// The router: every operation under `/api/v1/` behind authentication, and the OpenAPI document at
+    /// [`OPENAPI_PATH`] without it.
+    pub fn router(self) -> axum::Router {
+        let state = Arc::new(State {
+            admin: self.admin,
+            token_check: self.token_check,
+        });
+        let (routes, doc) = api::routes().split_for_parts();
+        let doc = openapi_with(doc);
+        let document = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "rendering the OpenAPI document failed");
+            "{}".to_owned()
+        }));
+        routes
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_admin,
+            ))
+            .route(
+                OPENAPI_PATH,
+                axum::routing::get(move || {
+                    let document = document.clone();
+                    async move {
+                        (
+                            [(http::header::CONTENT_TYPE, "application/json")],
+                            document.as_str().to_owned(),
+                        )
+                    }
+                }),
+            )
+            .fallback(|| async { ApiError::not_found("no such path in the management API") })
+            .layer(DefaultBodyLimit::max(self.max_body_size))
+            .with_state(state)
+    }
+}
+
+fn openapi_with(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut doc = openapi::base();
+    doc.merge(paths);
+    openapi::finish(doc)
+}
+
+/// The OpenAPI 3 document of the management API, as served at [`OPENAPI_PATH`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi_with(api::routes().into_openapi())
+}
+
+/// Why serving the admin listener failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("admin listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then finish the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The management operations, local ([`Admin`] on a store) or remote ([`Client`]): what the command line uses.
+#[async_trait::async_trait]
+pub trait Management: Send + Sync {
+    async fn list_tenants(
+        &self,
+        query: &model::TenantListQuery,
+    ) -> Result<model::TenantPage, ManagementError>;
+    async fn get_tenant(&self, name: &str) -> Result<model::TenantView, ManagementError>;
+    async fn create_tenant(
+        &self,
+        request: &model::TenantCreate,
+    ) -> Result<model::TenantCreated, ManagementError>;
+    async fn update_tenant(
+        &self,
+        name: &str,
+        request: &model::TenantUpdate,
+    ) -> Result<model::TenantView, ManagementError>;
+    async fn delete_tenant(&self, name: &str) -> Result<(), ManagementError>;
+    async fn get_settings(&self, name: &str) -> Result<model::Settings, ManagementError>;
+    async fn put_settings(
+        &self,
+        name: &str,
+        settings: &model::Settings,
+    ) -> Result<model::Settings, ManagementError>;
+    async fn patch_settings(
+        &self,
+        name: &str,
+        settings: &model::Settings,
+    ) -> Result<model::Settings, ManagementError>;
+    async fn create_secret(
+        &self,
+        tenant: &str,
+        request: &model::SecretCreate,
+    ) -> Result<model::SecretCreated, ManagementError>;
+    async fn list_secrets(&self, tenant: &str) -> Result<model::SecretList, ManagementError>;
+    async fn revoke_secret(&self, tenant: &str, id: &str) -> Result<(), ManagementError>;
+    async fn list_connections(
+        &self,
+        query: &model::ConnectionQuery,
+    ) -> Result<model::ConnectionPage, ManagementError>;
+    async fn list_nodes(&self) -> Result<model::NodeList, ManagementError>;
+    async fn stats(&self, query: &model::StatsQuery)
+        -> Result<model::StatsReport, ManagementError>;
+    async fn request_log(
+        &self,
+        query: &model::RequestLogQuery,
+    ) -> Result<model::RequestLogPage, ManagementError>;
+    async fn create_admin_key(
+        &self,
+        request: &model::AdminKeyCreate,
+    ) -> Result<model::AdminKeyCreated, ManagementError>;
+    async fn list_admin_keys(&self) -> Result<model::AdminKeyList, ManagementError>;
+    async fn revoke_admin_key(&self, id: &str) -> Result<(), ManagementError>;
+}
+
+macro_rules! delegate {
+    ($( $name:ident ( $( $arg:ident : $ty:ty ),* ) -> $ret:ty; )*) => {
+        #[async_trait::async_trait]
+        impl Management for Admin {
+            $(
+                async fn $name(&self, $( $arg: $ty ),*) -> Result<$ret, ManagementError> {
+                    Ok(Admin::$name(self, $( $arg ),*).await?)
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    list_tenants(query: &model::TenantListQuery) -> model::TenantPage;
+    get_tenant(name: &str) -> model::TenantView;
+    create_tenant(request: &model::TenantCreate) -> model::TenantCreated;
+    update_tenant(name: &str, request: &model::TenantUpdate) -> model::TenantView;
+    delete_tenant(name: &str) -> ();
+    get_settings(name: &str) -> model::Settings;
+    put_settings(name: &str, settings: &model::Settings) -> model::Settings;
+    patch_settings(name: &str, settings: &model::Settings) -> model::Settings;
+    create_secret(tenant: &str, request: &model::SecretCreate) -> model::SecretCreated;
+    list_secrets(tenant: &str) -> model::SecretList;
+    revoke_secret(tenant: &str, id: &str) -> ();
+    list_connections(query: &model::ConnectionQuery) -> model::ConnectionPage;
+    list_nodes() -> model::NodeList;
+    stats(query: &model::StatsQuery) -> model::StatsReport;
+    request_log(query: &model::RequestLogQuery) -> model::RequestLogPage;
+    create_admin_key(request: &model::AdminKeyCreate) -> model::AdminKeyCreated;
+    list_admin_keys() -> model::AdminKeyList;
+    revoke_admin_key(id: &str) -> ();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! The verifier of a node with both the built-in issuer and an external provider: each token goes to the
+//! verifier of the issuer its (unverified) `iss` names, which then checks everything, `iss` included.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use crate::{AuthError, Claims, TokenVerifier};
+
+/// Routes tokens by `iss` to one of several verifiers.
+pub struct CombinedVerifier {
+    /// (issuer, verifier) pairs, tried by exact `iss` match.
+    verifiers: Vec<(String, Arc<dyn TokenVerifier>)>,
+}
+
+impl std::fmt::Debug for CombinedVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CombinedVerifier")
+            .field(
+                "issuers",
+                &self.verifiers.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The `iss` of a JWT, read without checking anything (only to choose the verifier).
+fn unverified_issuer(token: &str) -> Result<String, AuthError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or(AuthError::Malformed("not a JWT"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("bad base64url encoding"))?;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let iss: Iss = serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Malformed("bad JSON in header or claims"))?;
+    iss.iss
+        .ok_or(AuthError::Malformed("a required claim is missing"))
+}
+
+impl CombinedVerifier {
+    /// An empty verifier (refuses every token until verifiers are added).
+    pub fn new() -> Self {
+        CombinedVerifier {
+            verifiers: Vec::new(),
+        }
+    }
+
+    /// Send tokens whose `iss` is `issuer` to `verifier`.
+    pub fn with(mut self, issuer: impl Into<String>, verifier: Arc<dyn TokenVerifier>) -> Self {
+        self.verifiers.push((issuer.into(), verifier));
+        self
+    }
+
+    fn pick(&self, token: &str) -> Result<&Arc<dyn TokenVerifier>, AuthError> {
+        let iss = unverified_issuer(token)?;
+        self.verifiers
+            .iter()
+            .find(|(issuer, _)| *issuer == iss)
+            .map(|(_, v)| v)
+            .ok_or(AuthError::WrongIssuer)
+    }
+}
+
+impl Default for CombinedVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for CombinedVerifier {
+    fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.pick(token)?.verify(token)
+    }
+
+    async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
+        self.pick(token)?.verify_async(token).await
+    }
+}

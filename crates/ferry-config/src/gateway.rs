@@ -1,0 +1,262 @@
+//! The `[gateway]` section: the edge gateway's route table and upstream pools, as plain typed data.
+//!
+//! Owns: the TOML shape of routes, actions and pools, and their defaults. Does not own: checking that names refer
+//! to each other, parsing URLs and CIDRs, or matching requests; `ferry-edge` compiles this into a route table and
+//! reports every problem with its key path (`gateway.routes[2].upstream: …`), at start and on every reload.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The edge gateway. Empty (no routes): the public listener serves the relay only, as before.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// A separate TOML file holding this section's other keys (`trusted_proxies`, `[[routes]]`,
+    /// `[upstreams.NAME]`) at its top level. When set, the routes must be there, not here, and the file is
+    /// reloaded on SIGHUP and whenever its content changes (a bad file is refused and the old table stays).
+    pub file: Option<PathBuf>,
+    /// Addresses or CIDR ranges (`10.0.0.0/8`, `127.0.0.1`) of front proxies whose `X-Forwarded-*` and
+    /// `Forwarded` headers are kept and extended; from anyone else they are replaced.
+    pub trusted_proxies: Vec<String>,
+    /// The routes; the most specific match wins (see docs/gateway.md), file order breaks ties.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream pools by name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+impl GatewayConfig {
+    /// Whether any route is configured (without routes the gateway stays out of the way).
+    pub fn is_enabled(&self) -> bool {
+        !self.routes.is_empty() || self.file.is_some()
+    }
+}
+
+/// One route: what it matches and what it does. Exactly one action (`upstream`, `relay`, `redirect`, `respond`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A name for logs and metrics; default `route-N` (N its index).
+    pub name: Option<String>,
+    /// Hosts: `example.com` (exact) or `*.example.com` (any subdomain, at any depth, not the apex). Empty: any host.
+    pub hosts: Vec<String>,
+    /// Path prefix, matched on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`; `/` (default)
+    /// matches everything.
+    pub path: Option<String>,
+    /// Methods (`GET`, `POST`…). Empty: any.
+    pub methods: Vec<String>,
+    /// Headers that must be present with exactly this value (`"*"`: present with any value). Names are
+    /// case-insensitive.
+    pub headers: BTreeMap<String, String>,
+    /// Action: send to this upstream pool.
+    pub upstream: Option<String>,
+    /// Action: send through the relay to `tenant/target`.
+    pub relay: Option<String>,
+    /// Action: answer with a redirect.
+    pub redirect: Option<RedirectConfig>,
+    /// Action: answer with a fixed response.
+    pub respond: Option<RespondConfig>,
+    /// Remove the matched path prefix before forwarding (`/api/x` → `/x`). Default false.
+    pub strip_prefix: bool,
+    /// Largest request body, in bytes; larger gets 413. Unset: no limit beyond the relay's own.
+    pub max_body_size: Option<u64>,
+}
+
+/// A redirect answered by the gateway itself.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Where to: an absolute URL (`https://example.com`) or a path.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308 (default 308).
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+    /// Append the request's path and query to `to` (default true), as `return 308 https://$host$request_uri`.
+    #[serde(default = "default_true")]
+    pub keep_path: bool,
+}
+
+fn default_redirect_status() -> u16 {
+    308
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A fixed response answered by the gateway itself.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    #[serde(default = "default_respond_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    /// Default `text/plain; charset=utf-8`.
+    pub content_type: Option<String>,
+}
+
+fn default_respond_status() -> u16 {
+    200
+}
+
+/// An upstream pool: static servers, a balancing rule and timeouts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The servers; all of one scheme: `http://`, `https://` (TLS, verified) or `h2c://` (HTTP/2 without TLS).
+    pub servers: Vec<UpstreamServer>,
+    /// `round_robin` (default), `weighted`, `least_requests` or `hash`.
+    pub balance: Balance,
+    /// With `balance = "hash"`: `header:NAME`, `cookie:NAME` or `client_ip`.
+    pub hash_on: Option<String>,
+    /// PEM CA bundle to verify `https://` servers with, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Time to establish a connection (TCP and TLS).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request until the response head arrives.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of the response body.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest a whole exchange (head and body) may take; unset: no limit.
+    #[serde(with = "humantime_serde")]
+    pub total_timeout: Option<Duration>,
+    /// Consecutive transport failures (connect errors, broken connections, response-head timeouts) that eject a
+    /// server; 0 disables ejection.
+    pub max_fails: u32,
+    /// How long an ejected server stays out before it is tried again.
+    #[serde(with = "humantime_serde")]
+    pub fail_timeout: Duration,
+    /// Active health checks; unset: none (passive ejection only).
+    pub health: Option<HealthConfig>,
+    /// Sticky sessions: the name of the cookie that pins a client to its server (set by the gateway).
+    pub sticky_cookie: Option<String>,
+}
+
+/// Active health checks of every server of a pool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// The path requested with `GET`; a status below 400 is healthy.
+    pub path: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passed checks that bring an unhealthy server back.
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that take a server out.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: "/healthz".to_owned(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            balance: Balance::RoundRobin,
+            hash_on: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: None,
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+            health: None,
+            sticky_cookie: None,
+        }
+    }
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamServer {
+    /// `http://host:port`, `https://host:port` or `h2c://host:port` (no path).
+    pub url: String,
+    /// Relative weight for `weighted` and `hash` (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How a pool picks a server.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin (as nginx's).
+    Weighted,
+    /// The server with the fewest requests in flight.
+    LeastRequests,
+    /// Rendezvous hashing of `hash_on`, so that a key keeps its server while the pool is stable.
+    Hash,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_section() {
+        let text = r#"
+            trusted_proxies = ["10.0.0.0/8"]
+            [[routes]]
+            hosts = ["api.example.com", "*.example.com"]
+            path = "/api"
+            methods = ["GET"]
+            headers = { "x-env" = "prod" }
+            upstream = "api"
+            strip_prefix = true
+            max_body_size = 1024
+            [[routes]]
+            redirect = { to = "https://example.com", status = 301 }
+            [upstreams.api]
+            servers = [{ url = "http://127.0.0.1:3000" }, { url = "http://127.0.0.1:3001", weight = 3 }]
+            balance = "hash"
+            hash_on = "cookie:sid"
+            connect_timeout = "2s"
+        "#;
+        let g: GatewayConfig = toml::from_str(text).expect("parse");
+        assert!(g.is_enabled());
+        assert_eq!(g.routes[0].hosts.len(), 2);
+        assert_eq!(g.routes[1].redirect.as_ref().map(|r| r.status), Some(301));
+        assert_eq!(
+            g.routes[1].redirect.as_ref().map(|r| r.keep_path),
+            Some(true)
+        );
+        let api = &g.upstreams["api"];
+        assert_eq!(api.balance, Balance::Hash);
+        assert_eq!(api.servers[1].weight, 3);
+        assert_eq!(api.servers[0].weight, 1);
+        assert_eq!(api.connect_timeout, Duration::from_secs(2));
+        assert_eq!(api.max_fails, 3);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<GatewayConfig>("[[routes]]\nupstreams = \"x\"\n")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("upstreams"), "{err}");
+    }
+}

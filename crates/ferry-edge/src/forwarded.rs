@@ -1,0 +1,192 @@
+//! The forwarding headers the gateway sends upstream, and which incoming ones it believes.
+//!
+//! From a client in `trusted_proxies` the incoming `X-Forwarded-For` chain and `Forwarded` elements are kept
+//! and extended, and its `X-Forwarded-Proto`/`-Host` kept; from anyone else all of them are replaced by what this
+//! node saw, so that a client cannot forge its address, scheme or host.
+
+use crate::EdgeError;
+use ferry_http::ClientInfo;
+use ferry_proto::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use http::{header::FORWARDED, HeaderMap, HeaderValue};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// The `trusted_proxies` list.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn parse(list: &[String]) -> Result<Self, EdgeError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.trim();
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| EdgeError::Config {
+                        path: format!("gateway.trusted_proxies[{i}]"),
+                        message: format!("{s:?} is neither an address nor a CIDR range"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `client` that named `host`
+/// (`Host` or `:authority`, port included). `trusted`: the client is a known front proxy.
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: Option<&str>,
+    trusted: bool,
+) {
+    let ip = client.remote_addr.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let joined = |headers: &HeaderMap, name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (xff_chain, fwd_chain) = if trusted {
+        (
+            joined(headers, X_FORWARDED_FOR),
+            joined(headers, FORWARDED.as_str()),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
+    let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
+    headers.remove(X_FORWARDED_FOR);
+    headers.remove(FORWARDED);
+    headers.remove("x-real-ip");
+    if !keep_proto {
+        headers.remove(X_FORWARDED_PROTO);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
+    }
+    if !keep_host {
+        headers.remove(X_FORWARDED_HOST);
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+    }
+    let xff = if xff_chain.is_empty() {
+        ip.to_string()
+    } else {
+        format!("{xff_chain}, {ip}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    let for_value = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={for_value};proto={}", client.proto());
+    if let Some(h) = host.filter(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        element.push_str(&format!(";host=\"{h}\""));
+    }
+    let forwarded = if fwd_chain.is_empty() {
+        element
+    } else {
+        format!("{fwd_chain}, {element}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(addr: &str) -> ClientInfo {
+        ClientInfo {
+            remote_addr: addr.parse().expect("addr"),
+            tls: true,
+        }
+    }
+
+    fn forged() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        h.insert(FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        h
+    }
+
+    #[test]
+    fn untrusted_clients_get_their_headers_replaced() {
+        let mut h = forged();
+        set_forwarding(
+            &mut h,
+            &client("192.0.2.7:5000"),
+            Some("www.example.com"),
+            false,
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_HOST], "www.example.com");
+        assert_eq!(
+            h[FORWARDED],
+            "for=192.0.2.7;proto=https;host=\"www.example.com\""
+        );
+        assert!(!h.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_extended() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).expect("parse");
+        assert!(trusted.contains("10.1.2.3".parse().expect("ip")));
+        assert!(trusted.contains("::1".parse().expect("ip")));
+        assert!(!trusted.contains("192.0.2.1".parse().expect("ip")));
+        let mut h = forged();
+        set_forwarding(
+            &mut h,
+            &client("10.0.0.9:5000"),
+            Some("www.example.com"),
+            true,
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "evil.example");
+        assert_eq!(
+            h[FORWARDED],
+            "for=1.2.3.4, for=10.0.0.9;proto=https;host=\"www.example.com\""
+        );
+        let mut h = HeaderMap::new();
+        set_forwarding(&mut h, &client("[2001:db8::1]:5000"), None, false);
+        assert_eq!(h[FORWARDED], "for=\"[2001:db8::1]\";proto=https");
+    }
+
+    #[test]
+    fn bad_entries_name_their_index() {
+        let e = TrustedProxies::parse(&["10.0.0.0/8".into(), "nope".into()]).expect_err("bad");
+        assert!(
+            e.to_string().starts_with("gateway.trusted_proxies[1]"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The gateway as the app sees it: the current table (routes, pools, trusted proxies) behind one pointer that a
+//! reload swaps atomically, matching a request, and answering it by its route's action.
+
+use crate::forwarded::TrustedProxies;
+use crate::pool::Pool;
+use crate::route::{Action, RouteTable};
+use crate::{proxy, EdgeError};
+use ferry_config::{GatewayConfig, UpstreamConfig};
+use ferry_http::{full, Body};
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+/// The future a [`RelayBackend`] answers with.
+pub type RelayFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// The relay, as a route action reaches it. The app implements this with `ferry-relay`, so that this crate does
+/// not depend on it.
+pub trait RelayBackend: Send + Sync + 'static {
+    /// Relay `req` to `target` of `tenant`. The request's path and query are what the target should see.
+    fn relay(&self, tenant: &str, target: &str, req: Request<Incoming>) -> RelayFuture;
+}
+
+/// One compiled config: everything a request needs, replaced as a whole on reload.
+pub(crate) struct Table {
+    pub routes: RouteTable,
+    pub pools: HashMap<String, (UpstreamConfig, Arc<Pool>)>,
+    pub trusted: TrustedProxies,
+}
+
+impl Table {
+    /// Compile `config`; pools whose config did not change are taken over from `previous` with their
+    /// connections, counters and health state. Also returns the pools that are new (whose health checks must
+    /// start once the table is in use).
+    fn compile(
+        config: &GatewayConfig,
+        previous: Option<&Table>,
+    ) -> Result<(Self, Vec<Arc<Pool>>), EdgeError> {
+        let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
+        let mut pools = HashMap::new();
+        let mut fresh = Vec::new();
+        for (name, c) in &config.upstreams {
+            let reused = previous
+                .and_then(|p| p.pools.get(name))
+                .filter(|(old, _)| old == c)
+                .map(|(_, pool)| pool.clone());
+            let pool = match reused {
+                Some(p) => p,
+                None => {
+                    let p = Arc::new(Pool::new(name, c)?);
+                    fresh.push(p.clone());
+                    p
+                }
+            };
+            pools.insert(name.clone(), (c.clone(), pool));
+        }
+        let routes = RouteTable::compile(config)?;
+        let table = Self {
+            routes,
+            pools,
+            trusted,
+        };
+        Ok((table, fresh))
+    }
+}
+
+/// A route chosen for a request, holding the table it was chosen from (a reload in between does not matter).
+pub struct Matched {
+    table: Arc<Table>,
+    index: usize,
+}
+
+impl Matched {
+    /// The name of the route.
+    pub fn route_name(&self) -> &str {
+        self.table
+            .routes
+            .get(self.index)
+            .map(|r| r.name.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// The edge gateway.
+pub struct Gateway {
+    table: RwLock<Arc<Table>>,
+    relay: Arc<dyn RelayBackend>,
+}
+
+impl Gateway {
+    /// Compile `config` (every error names its key; with `file` set, that file is read) into a gateway whose
+    /// relay routes go to `relay`. To reload a routes file, call [`Gateway::spawn_reload`] afterwards.
+    pub fn new(
+        config: &GatewayConfig,
+        relay: Arc<dyn RelayBackend>,
+    ) -> Result<Arc<Self>, EdgeError> {
+        let config = crate::reload::effective(config)?;
+        let (table, fresh) = Table::compile(&config, None)?;
+        fresh.iter().for_each(Pool::spawn_health_checks);
+        tracing::info!(
+            routes = table.routes.len(),
+            upstreams = table.pools.len(),
+            "gateway route table loaded"
+        );
+        Ok(Arc::new(Self {
+            table: RwLock::new(Arc::new(table)),
+            relay,
+        }))
+    }
+
+    /// Check `config` as [`Gateway::new`] would, without keeping anything: for validating before binding.
+    pub fn validate(config: &GatewayConfig) -> Result<(), EdgeError> {
+        Table::compile(&crate::reload::effective(config)?, None).map(|_| ())
+    }
+
+    /// Replace the table with `config` (the routes themselves; a `file` key is not followed), atomically: requests already routed finish on the old one, new ones use
+    /// the new one. On error nothing changes.
+    pub fn reload(&self, config: &GatewayConfig) -> Result<(), EdgeError> {
+        let current = self.current();
+        let (table, fresh) = Table::compile(config, Some(&current))?;
+        fresh.iter().for_each(Pool::spawn_health_checks);
+        let (routes, upstreams) = (table.routes.len(), table.pools.len());
+        if let Ok(mut t) = self.table.write() {
+            *t = Arc::new(table);
+        }
+        tracing::info!(routes, upstreams, "gateway route table reloaded");
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Table> {
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The route that claims `req`, if any.
+    pub fn route<B>(&self, req: &Request<B>) -> Option<Matched> {
+        let table = self.current();
+        let index = table.routes.find_request(req)?;
+        Some(Matched { table, index })
+    }
+
+    /// Answer `req` by the action of its route.
+    pub async fn handle(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
+        let Matched { table, index } = matched;
+        let Some(route) = table.routes.get(index) else {
+            return proxy::error(
+                ferry_proto::ErrorCode::Internal,
+                "route vanished",
+                &ferry_http::request_id(&req),
+            );
+        };
+        match &route.action {
+            Action::Respond {
+                status,
+                body,
+                content_type,
+            } => {
+                let mut r = Response::new(full(body.clone()));
+                *r.status_mut() = *status;
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+                r
+            }
+            Action::Redirect {
+                to,
+                status,
+                keep_path,
+            } => {
+                let mut location = to.clone();
+                if *keep_path {
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/");
+                    if location.ends_with('/') {
+                        location.pop();
+                    }
+                    location.push_str(pq);
+                }
+                let mut r = Response::new(ferry_http::empty());
+                *r.status_mut() = *status;
+                match HeaderValue::from_str(&location) {
+                    Ok(v) => {
+                        r.headers_mut().insert(header::LOCATION, v);
+                        r
+                    }
+                    Err(_) => proxy::error(
+                        ferry_proto::ErrorCode::BadRequest,
+                        "the redirect target is not a valid header",
+                        &ferry_http::request_id(&req),
+                    ),
+                }
+            }
+            Action::Relay { tenant, target } => {
+                let req = match proxy::prepare_relay(route, req) {
+                    Ok(r) => r,
+                    Err(resp) => return *resp,
+                };
+                self.relay.relay(tenant, target, req).await
+            }
+            Action::Upstream(name) => match table.pools.get(name) {
+                Some((_, pool)) => proxy::forward(pool.clone(), route, &table.trusted, req).await,
+                None => proxy::error(
+                    ferry_proto::ErrorCode::Internal,
+                    "upstream pool vanished",
+                    &ferry_http::request_id(&req),
+                ),
+            },
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Ferry's edge gateway: the route table of `[gateway]` and the upstream pools it sends requests to.
+//!
+//! Owns: compiling and checking the gateway config (every error names its key), choosing the most specific route
+//! for a request ([`route`]), answering redirects and fixed responses, proxying to upstream pools with pooled
+//! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection, retrying idempotent requests whose
+//! connection failed, forwarding headers, timeouts and body limits, and swapping the whole table atomically on
+//! reload. Does not own: listeners and TLS termination (`ferry-gateway`), the relay (reached through
+//! [`RelayBackend`], which the app implements), reading the config file (`ferry-config`).
+#![forbid(unsafe_code)]
+
+mod forwarded;
+mod gateway;
+mod pool;
+mod proxy;
+mod reload;
+pub mod route;
+mod timed;
+
+pub use forwarded::{set_forwarding, TrustedProxies};
+pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
+pub use pool::{Pool, Protocol};
+pub use reload::effective;
+pub use route::{Action, RouteTable};
+
+/// Why a gateway config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A value is wrong; `path` is its key, like `gateway.routes[2].upstream`.
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
+}

@@ -1,0 +1,711 @@
+//! Upstream pools: their servers, the balancing rules, passive ejection with recovery, and the pooled hyper
+//! client each pool connects with.
+//!
+//! Where to connect (a [`Server`] and the choice among them) is kept apart from connecting and pooling (the
+//! hyper client, built once per pool with its TLS settings).
+
+use crate::EdgeError;
+use ferry_config::{Balance, HealthConfig, UpstreamConfig};
+use ferry_http::Body;
+use http::uri::{Authority, Scheme};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The client every pool connects with: plain TCP or TLS (by the URI's scheme), HTTP/1.1 or HTTP/2.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// How a server is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 over TCP.
+    Http,
+    /// TLS with ALPN (HTTP/2 or HTTP/1.1), the server's certificate verified.
+    Https,
+    /// HTTP/2 with prior knowledge over TCP (gRPC servers without TLS).
+    H2c,
+}
+
+/// One server of a pool, with its live counters.
+#[derive(Debug)]
+pub struct Server {
+    /// `http` or `https` (h2c uses `http` on the wire).
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub weight: u32,
+    /// The sticky-session cookie value that names this server: a hash of its address, stable across reloads.
+    pub token: String,
+    inflight: AtomicUsize,
+    fails: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+    /// The active health checks' verdict (true without checks).
+    healthy: AtomicBool,
+    /// Consecutive passed / failed active checks.
+    checks_passed: AtomicU32,
+    checks_failed: AtomicU32,
+}
+
+impl Server {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Neither ejected nor failing its health checks.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.is_healthy() && !self.is_ejected(now)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Whether passive ejection currently keeps this server out.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .map(|g| g.is_some_and(|t| now < t))
+            .unwrap_or(false)
+    }
+}
+
+/// Counts a request in flight on a server until dropped (when the response body ends).
+#[derive(Debug)]
+pub struct InflightGuard(Arc<Server>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+/// Timeouts of one pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub header: Duration,
+    pub idle: Duration,
+    pub total: Option<Duration>,
+}
+
+/// A pool of servers and the client that reaches them.
+pub struct Pool {
+    pub name: String,
+    pub protocol: Protocol,
+    servers: Vec<Arc<Server>>,
+    balance: Balance,
+    pub hash_on: Option<HashOn>,
+    pub timeouts: Timeouts,
+    max_fails: u32,
+    fail_timeout: Duration,
+    pub health: Option<HealthConfig>,
+    pub sticky_cookie: Option<String>,
+    rr: AtomicUsize,
+    /// Current weights of smooth weighted round robin.
+    swrr: Mutex<Vec<i64>>,
+    pub(crate) client: UpstreamClient,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Build a pool from its config; errors name `gateway.upstreams.NAME…`.
+    pub fn new(name: &str, c: &UpstreamConfig) -> Result<Self, EdgeError> {
+        let key = format!("gateway.upstreams.{name}");
+        let invalid = |field: &str, message: String| EdgeError::Config {
+            path: format!("{key}.{field}"),
+            message,
+        };
+        if c.servers.is_empty() {
+            return Err(invalid(
+                "servers",
+                "a pool needs at least one server".into(),
+            ));
+        }
+        let mut protocol = None;
+        let mut servers = Vec::new();
+        for (i, s) in c.servers.iter().enumerate() {
+            let bad = |m: String| invalid(&format!("servers[{i}].url"), m);
+            let uri: http::Uri = s
+                .url
+                .parse()
+                .map_err(|e| bad(format!("{:?}: {e}", s.url)))?;
+            let p = match uri.scheme_str() {
+                Some("http") => Protocol::Http,
+                Some("https") => Protocol::Https,
+                Some("h2c") => Protocol::H2c,
+                _ => {
+                    return Err(bad(format!(
+                        "{:?}: the scheme must be http, https or h2c",
+                        s.url
+                    )))
+                }
+            };
+            if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+                return Err(bad(format!("{:?}: a server URL has no path", s.url)));
+            }
+            let authority = uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| bad(format!("{:?}: no host", s.url)))?;
+            if *protocol.get_or_insert(p) != p {
+                return Err(bad("all servers of a pool use the same scheme".into()));
+            }
+            if s.weight == 0 {
+                return Err(invalid(
+                    &format!("servers[{i}].weight"),
+                    "must be at least 1".into(),
+                ));
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.url.hash(&mut h);
+            let token = format!("{:016x}", h.finish());
+            if servers.iter().any(|o: &Arc<Server>| o.token == token) {
+                return Err(bad(format!("{:?} is listed twice", s.url)));
+            }
+            servers.push(Arc::new(Server {
+                scheme: if p == Protocol::Https {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                },
+                authority,
+                weight: s.weight,
+                token,
+                inflight: AtomicUsize::new(0),
+                fails: AtomicU32::new(0),
+                ejected_until: Mutex::new(None),
+                healthy: AtomicBool::new(true),
+                checks_passed: AtomicU32::new(0),
+                checks_failed: AtomicU32::new(0),
+            }));
+        }
+        let protocol = protocol.unwrap_or(Protocol::Http);
+        let hash_on = match (&c.balance, c.hash_on.as_deref()) {
+            (Balance::Hash, None) => {
+                return Err(invalid(
+                    "hash_on",
+                    "balance = \"hash\" needs hash_on".into(),
+                ))
+            }
+            (Balance::Hash, Some(spec)) => {
+                Some(parse_hash_on(spec).map_err(|m| invalid("hash_on", m))?)
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "hash_on",
+                    "only used with balance = \"hash\"".into(),
+                ))
+            }
+            (_, None) => None,
+        };
+        if c.ca_file.is_some() && protocol != Protocol::Https {
+            return Err(invalid("ca_file", "only used with https:// servers".into()));
+        }
+        let timeouts = Timeouts {
+            connect: c.connect_timeout,
+            header: c.header_timeout,
+            idle: c.idle_timeout,
+            total: c.total_timeout,
+        };
+        if let Some(h) = &c.health {
+            if !h.path.starts_with('/') {
+                return Err(invalid(
+                    "health.path",
+                    format!("{:?} must start with /", h.path),
+                ));
+            }
+            if h.interval.is_zero() || h.timeout.is_zero() {
+                return Err(invalid(
+                    "health",
+                    "interval and timeout must be above zero".into(),
+                ));
+            }
+            if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+                return Err(invalid("health", "thresholds must be at least 1".into()));
+            }
+        }
+        if let Some(name) = &c.sticky_cookie {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "sticky_cookie",
+                    format!("{name:?} is not a cookie name"),
+                ));
+            }
+        }
+        let client = build_client(protocol, c.ca_file.as_deref(), &timeouts)
+            .map_err(|m| invalid("ca_file", m))?;
+        let n = servers.len();
+        Ok(Self {
+            name: name.to_owned(),
+            protocol,
+            servers,
+            balance: c.balance,
+            hash_on,
+            timeouts,
+            max_fails: c.max_fails,
+            fail_timeout: c.fail_timeout,
+            health: c.health.clone(),
+            sticky_cookie: c.sticky_cookie.clone(),
+            rr: AtomicUsize::new(0),
+            swrr: Mutex::new(vec![0; n]),
+            client,
+        })
+    }
+
+    pub fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+
+    /// The server a sticky-session cookie value names, if it is in the pool and live.
+    pub fn sticky_server(&self, token: &str) -> Option<usize> {
+        let now = Instant::now();
+        self.servers
+            .iter()
+            .position(|s| s.token == token)
+            .filter(|&i| self.servers[i].is_live(now))
+    }
+
+    /// Choose a server, skipping `exclude` (indexes already tried). Ejected and unhealthy servers are skipped
+    /// while any other is available; when every candidate is out, they are used anyway (better a try than a
+    /// certain 502).
+    /// `hash_key`: the value to hash with `balance = "hash"` (none: round robin).
+    pub fn pick(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let candidates: Vec<usize> = (0..self.servers.len())
+            .filter(|i| !exclude.contains(i))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let live: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.servers[i].is_live(now))
+            .collect();
+        let set = if live.is_empty() { candidates } else { live };
+        Some(match self.balance {
+            Balance::RoundRobin => self.round_robin(&set),
+            Balance::Weighted => self.weighted(&set),
+            Balance::LeastRequests => {
+                // start at a rotating offset so that ties spread instead of piling on the first server
+                let start = self.rr.fetch_add(1, Ordering::Relaxed);
+                (0..set.len())
+                    .map(|k| set[(start + k) % set.len()])
+                    .min_by_key(|&i| self.servers[i].inflight())
+                    .unwrap_or(set[0])
+            }
+            Balance::Hash => match hash_key {
+                Some(key) => self.rendezvous(&set, key),
+                None => self.round_robin(&set),
+            },
+        })
+    }
+
+    fn round_robin(&self, set: &[usize]) -> usize {
+        set[self.rr.fetch_add(1, Ordering::Relaxed) % set.len()]
+    }
+
+    /// Smooth weighted round robin: each pick adds every weight to its current value, takes the largest and
+    /// subtracts the total from it.
+    fn weighted(&self, set: &[usize]) -> usize {
+        let Ok(mut current) = self.swrr.lock() else {
+            return self.round_robin(set);
+        };
+        let total: i64 = set.iter().map(|&i| i64::from(self.servers[i].weight)).sum();
+        let mut best = set[0];
+        for &i in set {
+            current[i] += i64::from(self.servers[i].weight);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        best
+    }
+
+    /// Weighted rendezvous hashing: a key keeps its server while that server is in the set; removing a server
+    /// moves only the keys it had.
+    fn rendezvous(&self, set: &[usize], key: &[u8]) -> usize {
+        let score = |i: usize| {
+            let s = &self.servers[i];
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            s.authority.as_str().hash(&mut h);
+            // map the hash to (0, 1] and weigh it: -w / ln(u), larger wins
+            let u = ((h.finish() >> 11) as f64 + 1.0) / ((1u64 << 53) as f64 + 1.0);
+            -f64::from(s.weight) / u.ln()
+        };
+        set.iter()
+            .copied()
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+            .unwrap_or(set[0])
+    }
+
+    /// Count a request in flight on server `i`.
+    pub fn start(&self, i: usize) -> InflightGuard {
+        let s = self.servers[i].clone();
+        s.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(s)
+    }
+
+    /// A transport failure (connect error, timeout) on server `i`: after `max_fails` in a row it is ejected for
+    /// `fail_timeout`; a server back from ejection that fails again is ejected again at once.
+    pub fn record_failure(&self, i: usize) {
+        if self.max_fails == 0 {
+            return;
+        }
+        let s = &self.servers[i];
+        let fails = s.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= self.max_fails {
+            if let Ok(mut until) = s.ejected_until.lock() {
+                let now = Instant::now();
+                if until.is_none_or(|t| t <= now) {
+                    *until = Some(now + self.fail_timeout);
+                    tracing::warn!(pool = self.name, server = %s.authority, fails, timeout = ?self.fail_timeout, "upstream server ejected");
+                }
+            }
+        }
+    }
+
+    /// A response from server `i`: its failure count starts again.
+    pub fn record_success(&self, i: usize) {
+        let s = &self.servers[i];
+        if s.fails.swap(0, Ordering::Relaxed) > 0 {
+            if let Ok(mut until) = s.ejected_until.lock() {
+                if until.take().is_some() {
+                    tracing::info!(pool = self.name, server = %s.authority, "upstream server back in rotation");
+                }
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Start the active health checks of this pool, if configured. The task holds only a weak reference: it ends
+    /// when the pool is dropped (replaced by a reload).
+    pub fn spawn_health_checks(self: &Arc<Self>) {
+        let Some(h) = self.health.clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(h.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else {
+                    return;
+                };
+                let checks = pool
+                    .servers
+                    .iter()
+                    .map(|s| pool.check(s.clone(), &h))
+                    .collect::<Vec<_>>();
+                futures_util::future::join_all(checks).await;
+            }
+        });
+    }
+
+    async fn check(&self, server: Arc<Server>, h: &HealthConfig) {
+        let uri = http::Uri::builder()
+            .scheme(server.scheme.clone())
+            .authority(server.authority.clone())
+            .path_and_query(h.path.as_str())
+            .build();
+        let passed = match uri {
+            Ok(uri) => {
+                let mut req = http::Request::new(ferry_http::empty());
+                *req.uri_mut() = uri;
+                let exchange = async {
+                    let resp = self.client.request(req).await.ok()?;
+                    let ok = resp.status().as_u16() < 400;
+                    http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .ok()?;
+                    Some(ok)
+                };
+                matches!(
+                    tokio::time::timeout(h.timeout, exchange).await,
+                    Ok(Some(true))
+                )
+            }
+            Err(_) => false,
+        };
+        if passed {
+            server.checks_failed.store(0, Ordering::Relaxed);
+            let n = server.checks_passed.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= h.healthy_threshold && !server.healthy.swap(true, Ordering::Relaxed) {
+                tracing::info!(pool = self.name, server = %server.authority, "upstream server healthy again");
+            }
+        } else {
+            server.checks_passed.store(0, Ordering::Relaxed);
+            let n = server.checks_failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= h.unhealthy_threshold && server.healthy.swap(false, Ordering::Relaxed) {
+                tracing::warn!(pool = self.name, server = %server.authority, path = h.path, "upstream server failed its health checks");
+            }
+        }
+    }
+}
+
+fn parse_hash_on(spec: &str) -> Result<HashOn, String> {
+    let spec = spec.trim();
+    if spec == "client_ip" {
+        return Ok(HashOn::ClientIp);
+    }
+    if let Some(h) = spec.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(h.trim().as_bytes())
+            .map(HashOn::Header)
+            .map_err(|_| format!("{h:?} is not a header name"));
+    }
+    if let Some(c) = spec.strip_prefix("cookie:") {
+        let c = c.trim();
+        if !c.is_empty() {
+            return Ok(HashOn::Cookie(c.to_owned()));
+        }
+    }
+    Err(format!(
+        "{spec:?}: expected header:NAME, cookie:NAME or client_ip"
+    ))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn build_client(
+    protocol: Protocol,
+    ca_file: Option<&std::path::Path>,
+    timeouts: &Timeouts,
+) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeouts.connect));
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no certificate found", path.display()));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None if protocol == Protocol::Https => {
+            let native = rustls_native_certs::load_native_certs();
+            for c in native.certs {
+                let _ = roots.add(c);
+            }
+        }
+        None => {}
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_initial_stream_window_size(1 << 20)
+        .http2_initial_connection_window_size(8 << 20);
+    if protocol == Protocol::H2c {
+        builder.http2_only(true);
+    }
+    Ok(builder.build(connector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_config::UpstreamServer;
+
+    fn pool(balance: Balance, weights: &[u32]) -> Pool {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| UpstreamServer {
+                url: format!("http://127.0.0.1:{}", 10000 + i),
+                weight: *w,
+            })
+            .collect();
+        let hash_on = (balance == Balance::Hash).then(|| "client_ip".to_owned());
+        Pool::new(
+            "p",
+            &UpstreamConfig {
+                servers,
+                balance,
+                hash_on,
+                max_fails: 2,
+                fail_timeout: Duration::from_millis(200),
+                ..UpstreamConfig::default()
+            },
+        )
+        .expect("pool")
+    }
+
+    fn counts(p: &Pool, n: usize, key: impl Fn(usize) -> Option<Vec<u8>>) -> Vec<usize> {
+        let mut c = vec![0; p.servers().len()];
+        for k in 0..n {
+            let i = p.pick(key(k).as_deref(), &[]).expect("pick");
+            c[i] += 1;
+        }
+        c
+    }
+
+    #[tokio::test]
+    async fn round_robin_and_weighted_spread() {
+        let p = pool(Balance::RoundRobin, &[1, 1, 1]);
+        assert_eq!(counts(&p, 30, |_| None), vec![10, 10, 10]);
+        let p = pool(Balance::Weighted, &[5, 1, 1]);
+        assert_eq!(counts(&p, 70, |_| None), vec![50, 10, 10]);
+        // smooth: the heavy server does not get five in a row
+        let seq: Vec<usize> = (0..7).map(|_| p.pick(None, &[]).expect("pick")).collect();
+        assert_ne!(&seq[..5], &[0, 0, 0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn least_requests_avoids_busy_servers() {
+        let p = pool(Balance::LeastRequests, &[1, 1, 1]);
+        let _busy = (p.start(0), p.start(0), p.start(1));
+        for _ in 0..5 {
+            assert_eq!(p.pick(None, &[]), Some(2));
+        }
+        let _g = p.start(2);
+        let _g2 = p.start(2);
+        assert_eq!(p.pick(None, &[]), Some(1));
+    }
+
+    #[tokio::test]
+    async fn hash_is_sticky_and_moves_only_the_lost_keys() {
+        let p = pool(Balance::Hash, &[1, 1, 1, 1]);
+        let first: Vec<usize> = (0..200)
+            .map(|k| p.pick(Some(format!("k{k}").as_bytes()), &[]).expect("pick"))
+            .collect();
+        let again: Vec<usize> = (0..200)
+            .map(|k| p.pick(Some(format!("k{k}").as_bytes()), &[]).expect("pick"))
+            .collect();
+        assert_eq!(first, again);
+        let c = counts(&p, 400, |k| Some(format!("k{k}").into_bytes()));
+        assert!(c.iter().all(|&n| n > 50), "spread {c:?}");
+        // without server 1, only the keys it had move
+        for (k, &was) in first.iter().enumerate() {
+            let now = p
+                .pick(Some(format!("k{k}").as_bytes()), &[1])
+                .expect("pick");
+            if was != 1 {
+                assert_eq!(now, was);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ejection_after_consecutive_failures_and_recovery() {
+        let p = pool(Balance::RoundRobin, &[1, 1]);
+        p.record_failure(0);
+        assert!(!p.servers()[0].is_ejected(Instant::now()));
+        p.record_failure(0);
+        assert!(p.servers()[0].is_ejected(Instant::now()));
+        for _ in 0..4 {
+            assert_eq!(p.pick(None, &[]), Some(1));
+        }
+        // every candidate ejected: used anyway
+        assert_eq!(p.pick(None, &[1]), Some(0));
+        // after fail_timeout it is tried again; a success clears it
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!p.servers()[0].is_ejected(Instant::now()));
+        p.record_success(0);
+        p.record_failure(0);
+        assert!(!p.servers()[0].is_ejected(Instant::now()));
+    }
+
+    #[test]
+    fn bad_pools_name_their_key() {
+        let err = |c: UpstreamConfig| Pool::new("api", &c).expect_err("must fail").to_string();
+        let e = err(UpstreamConfig::default());
+        assert!(e.starts_with("gateway.upstreams.api.servers"), "{e}");
+        let mixed = UpstreamConfig {
+            servers: vec![
+                UpstreamServer {
+                    url: "http://a:1".into(),
+                    weight: 1,
+                },
+                UpstreamServer {
+                    url: "h2c://b:1".into(),
+                    weight: 1,
+                },
+            ],
+            ..UpstreamConfig::default()
+        };
+        assert!(err(mixed).contains("servers[1].url"));
+        let hash = UpstreamConfig {
+            servers: vec![UpstreamServer {
+                url: "http://a:1".into(),
+                weight: 1,
+            }],
+            balance: Balance::Hash,
+            hash_on: Some("body".into()),
+            ..UpstreamConfig::default()
+        };
+        assert!(err(hash).contains("hash_on"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = http::HeaderMap::new();
+        h.append("cookie", "a=1; sid=xyz".parse().expect("v"));
+        h.append("cookie", "b=2".parse().expect("v"));
+        assert_eq!(cookie_value(&h, "sid"), Some("xyz"));
+        assert_eq!(cookie_value(&h, "b"), Some("2"));
+        assert_eq!(cookie_value(&h, "c"), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! Proxying one request to an upstream pool: header rewriting (hop-by-hop out, forwarding headers, request id),
+//! body limit, choosing a server, retrying an idempotent body-less request whose connection failed, timeouts,
+//! streaming the response back with its in-flight count held until the body ends, and WebSocket upgrades.
+
+use crate::forwarded::{set_forwarding, TrustedProxies};
+use crate::pool::{cookie_value, HashOn, InflightGuard, Pool};
+use crate::route::Route;
+use crate::timed::TimedBody;
+use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited};
+use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
+use ferry_proto::{ErrorCode, ErrorReply};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Ferry's error response for `code`.
+pub(crate) fn error(
+    code: ErrorCode,
+    message: impl Into<String>,
+    request_id: &str,
+) -> Response<Body> {
+    error_response(&ErrorReply::new(code, message), request_id)
+}
+
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn too_large(limit: u64, request_id: &str) -> Response<Body> {
+    error(
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than {limit} bytes"),
+        request_id,
+    )
+}
+
+/// Check a relay-bound request against its route (body limit) and rewrite its path (prefix stripping).
+pub(crate) fn prepare_relay(
+    route: &Route,
+    mut req: Request<Incoming>,
+) -> Result<Request<Incoming>, Box<Response<Body>>> {
+    if let Some(limit) = route.max_body_size {
+        if declared_length(&req).is_some_and(|n| n > limit) {
+            return Err(Box::new(too_large(limit, &ferry_http::request_id(&req))));
+        }
+    }
+    if route.strip_prefix {
+        let path = route.forward_path(req.uri().path()).into_owned();
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = pq.parse().ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    Ok(req)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+/// Proxy `req` to `pool` for `route`.
+pub(crate) async fn forward(
+    pool: Arc<Pool>,
+    route: &Route,
+    trusted: &TrustedProxies,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let request_id = ferry_http::request_id(&req);
+    let started = Instant::now();
+    if ferry_http::has_ambiguous_framing(&req) {
+        return error(
+            ErrorCode::AmbiguousFraming,
+            "Content-Length with Transfer-Encoding, or conflicting Content-Length values",
+            &request_id,
+        );
+    }
+    if let Some(limit) = route.max_body_size {
+        if declared_length(&req).is_some_and(|n| n > limit) {
+            return too_large(limit, &request_id);
+        }
+    }
+    let client = req
+        .extensions()
+        .get::<ClientInfo>()
+        .copied()
+        .unwrap_or(ClientInfo {
+            remote_addr: ([0, 0, 0, 0], 0).into(),
+            tls: false,
+        });
+    let upgrade = ferry_http::upgrade_protocol(&req)
+        .and_then(|_| req.headers().get(header::UPGRADE).cloned());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let hash_key: Option<Vec<u8>> = match &pool.hash_on {
+        Some(HashOn::Header(n)) => req.headers().get(n).map(|v| v.as_bytes().to_vec()),
+        Some(HashOn::Cookie(c)) => cookie_value(req.headers(), c).map(|v| v.as_bytes().to_vec()),
+        Some(HashOn::ClientIp) => Some(client.remote_addr.ip().to_string().into_bytes()),
+        None => None,
+    };
+    // a sticky-session cookie naming a live server pins the request there
+    let pinned = pool
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| cookie_value(req.headers(), name))
+        .and_then(|token| pool.sticky_server(token));
+    let path = route.forward_path(req.uri().path()).into_owned();
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    if strip_hop_by_hop(&mut headers) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(proto) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto.clone());
+    }
+    if !headers.contains_key(header::HOST) {
+        if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    set_forwarding(
+        &mut headers,
+        &client,
+        host.as_deref(),
+        trusted.contains(client.remote_addr.ip()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    let body_empty = body.is_end_stream();
+    let retryable = is_idempotent(&parts.method) && body_empty;
+    let (body, exceeded) = match route.max_body_size {
+        Some(limit) => {
+            let (b, flag) = SizeLimited::new(body, limit);
+            (b.boxed_unsync(), Some(flag))
+        }
+        None => (
+            body.map_err(|e| -> ferry_http::BoxError { Box::new(e) })
+                .boxed_unsync(),
+            None,
+        ),
+    };
+    let mut body = Some(body);
+    let timeouts = pool.timeouts;
+    let deadline = timeouts.total.map(|t| (t, started + t));
+    let head_wait = match timeouts.total {
+        Some(t) => timeouts.header.min(t),
+        None => timeouts.header,
+    };
+    let max_attempts = pool.servers().len().min(3);
+    let mut tried = Vec::new();
+    loop {
+        let choice = match pinned {
+            Some(p) if tried.is_empty() => Some(p),
+            _ => pool.pick(hash_key.as_deref(), &tried),
+        };
+        let Some(i) = choice else {
+            return error(
+                ErrorCode::TargetUnreachable,
+                format!("no server of upstream {} left to try", pool.name),
+                &request_id,
+            );
+        };
+        tried.push(i);
+        let server = pool.servers()[i].clone();
+        let uri = Uri::builder()
+            .scheme(server.scheme.clone())
+            .authority(server.authority.clone())
+            .path_and_query(pq.as_str())
+            .build();
+        let uri = match uri {
+            Ok(u) => u,
+            Err(e) => {
+                return error(
+                    ErrorCode::BadRequest,
+                    format!("bad request target: {e}"),
+                    &request_id,
+                )
+            }
+        };
+        let mut out = Request::new(body.take().unwrap_or_else(ferry_http::empty));
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.headers_mut() = headers.clone();
+        let guard = pool.start(i);
+        match tokio::time::timeout(head_wait, pool.client.request(out)).await {
+            Ok(Ok(resp)) => {
+                pool.record_success(i);
+                tracing::debug!(request_id, pool = pool.name, server = %server.authority, status = resp.status().as_u16(), "proxied");
+                // pin (or re-pin, after a fail-over) the session to the server that answered
+                let set_cookie = match &pool.sticky_cookie {
+                    Some(name) if pinned != Some(i) => {
+                        let secure = if client.tls { "; Secure" } else { "" };
+                        HeaderValue::from_str(&format!(
+                            "{name}={}; Path=/; HttpOnly{secure}",
+                            server.token
+                        ))
+                        .ok()
+                    }
+                    _ => None,
+                };
+                let mut resp = respond(
+                    resp,
+                    guard,
+                    &request_id,
+                    timeouts.idle,
+                    deadline,
+                    client_upgrade,
+                );
+                if let Some(v) = set_cookie {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
+                return resp;
+            }
+            Ok(Err(e)) => {
+                if exceeded.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
+                    return too_large(route.max_body_size.unwrap_or(0), &request_id);
+                }
+                let connect = e.is_connect();
+                pool.record_failure(i);
+                let why = chain(&e);
+                if connect && retryable && tried.len() < max_attempts {
+                    tracing::info!(request_id, pool = pool.name, server = %server.authority, "upstream connect failed, retrying on another server: {why}");
+                    continue;
+                }
+                let code = if connect && timed_out(&e) {
+                    ErrorCode::TargetConnectTimeout
+                } else {
+                    ErrorCode::TargetUnreachable
+                };
+                tracing::warn!(request_id, pool = pool.name, server = %server.authority, code = %code, "upstream request failed: {why}");
+                return error(
+                    code,
+                    format!("upstream {} ({}): {why}", pool.name, server.authority),
+                    &request_id,
+                );
+            }
+            Err(_) => {
+                pool.record_failure(i);
+                tracing::warn!(request_id, pool = pool.name, server = %server.authority, timeout = ?head_wait, "upstream response head timed out");
+                return error(
+                    ErrorCode::TargetTimeout,
+                    format!("upstream {} did not answer within {head_wait:?}", pool.name),
+                    &request_id,
+                );
+            }
+        }
+    }
+}
+
+fn respond(
+    mut resp: Response<Incoming>,
+    guard: InflightGuard,
+    request_id: &str,
+    idle: std::time::Duration,
+    deadline: Option<(std::time::Duration, Instant)>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let request_id = request_id.to_owned();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::debug!(request_id, "upgrade failed: {e}");
+                        return;
+                    }
+                };
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(request_id, "upgraded connection ended: {e}");
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, ferry_http::empty());
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(X_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+    }
+    let body = TimedBody::new(
+        body,
+        idle,
+        deadline.map(|(d, at)| (d, tokio::time::Instant::from_std(at))),
+    );
+    Response::from_parts(parts, Guarded::new(body, guard).boxed_unsync())
+}

@@ -1,0 +1,705 @@
+//! The gateway in process, in front of real upstream servers on loopback: balancing, headers, limits, retries,
+//! timeouts, h2c and https upstreams, WebSockets, relay routes and reload.
+
+use bytes::Bytes;
+use ferry_config::GatewayConfig;
+use ferry_edge::{Gateway, RelayBackend, RelayFuture};
+use ferry_gateway::{Handler, Listener, ServeOptions, TlsFiles};
+use ferry_http::{full, Body};
+use ferry_testkit::{EchoReply, TargetKind, TargetServer, TestPki};
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+struct FakeRelay;
+
+impl RelayBackend for FakeRelay {
+    fn relay(&self, tenant: &str, target: &str, req: Request<Incoming>) -> RelayFuture {
+        let body = format!("relay {tenant}/{target} {}", req.uri());
+        Box::pin(async move { Response::new(full(body)) })
+    }
+}
+
+fn options() -> ServeOptions {
+    ServeOptions {
+        max_header_size: 64 * 1024,
+        header_read_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(1),
+    }
+}
+
+/// Serve `handler` on a fresh loopback listener; returns its URL and the task (aborted on drop of the guard).
+async fn serve(handler: Handler, tls: Option<&TlsFiles>) -> (String, AbortOnDrop) {
+    let l = Listener::bind(([127, 0, 0, 1], 0).into(), tls)
+        .await
+        .expect("bind");
+    let url = l.url();
+    let task = tokio::spawn(ferry_gateway::serve(
+        l,
+        handler,
+        options(),
+        std::future::pending(),
+    ));
+    (url, AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The gateway for `toml` (the inside of `[gateway]`), served on loopback.
+async fn front(toml_text: &str) -> (String, Arc<Gateway>, AbortOnDrop) {
+    let config: GatewayConfig = toml::from_str(toml_text).expect("gateway config");
+    let gw = Gateway::new(&config, Arc::new(FakeRelay)).expect("gateway");
+    let g = gw.clone();
+    let handler: Handler = Arc::new(move |req| {
+        let g = g.clone();
+        Box::pin(async move {
+            match g.route(&req) {
+                Some(m) => g.handle(m, req).await,
+                None => {
+                    let mut r = Response::new(full("no route"));
+                    *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    r
+                }
+            }
+        })
+    });
+    let (url, guard) = serve(handler, None).await;
+    (url, gw, guard)
+}
+
+/// An upstream that answers `name` and what it saw, over whatever protocol the connection speaks.
+async fn named_upstream(name: &'static str, tls: Option<&TlsFiles>) -> (String, AbortOnDrop) {
+    let handler: Handler = Arc::new(move |req: Request<Incoming>| {
+        Box::pin(async move {
+            let version = format!("{:?}", req.version());
+            let mut r: Response<Body> =
+                Response::new(full(format!("{name} {version} {}", req.uri().path())));
+            r.headers_mut()
+                .insert("x-upstream", http::HeaderValue::from_static(name));
+            r
+        })
+    });
+    serve(handler, tls).await
+}
+
+fn client() -> reqwest::Client {
+    ferry_testkit::http_client()
+}
+
+async fn echo(resp: reqwest::Response) -> EchoReply {
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("echo json")
+}
+
+#[tokio::test]
+async fn routes_balance_and_forwarding_headers() {
+    let a = TargetServer::start(TargetKind::Echo).await.expect("a");
+    let b = TargetServer::start(TargetKind::Echo).await.expect("b");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/api"
+        strip_prefix = true
+        upstream = "echo"
+        [[routes]]
+        path = "/old"
+        redirect = {{ to = "https://new.example.com/", status = 301 }}
+        [[routes]]
+        hosts = ["fixed.example.com"]
+        respond = {{ status = 418, body = "teapot" }}
+        [[routes]]
+        path = "/tenant"
+        relay = "acme/app"
+        [upstreams.echo]
+        servers = [{{ url = "{}" }}, {{ url = "{}" }}]
+        "#,
+        a.url(),
+        b.url()
+    ))
+    .await;
+    let c = client();
+    for i in 0..10 {
+        let r = c
+            .get(format!("{url}/api/v1/items?i={i}"))
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "secret")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-request-id", format!("req-{i}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.headers()["x-request-id"], format!("req-{i}").as_str());
+        let e = echo(r).await;
+        assert_eq!(e.uri, format!("/v1/items?i={i}"));
+        assert!(!e.has_header("x-hop"), "hop-by-hop header forwarded");
+        assert_eq!(e.header("x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(e.header("x-forwarded-proto"), Some("http"));
+        assert_eq!(
+            e.header("forwarded")
+                .map(|f| f.starts_with("for=127.0.0.1;proto=http")),
+            Some(true)
+        );
+        assert_eq!(e.header("x-request-id"), Some(format!("req-{i}").as_str()));
+        assert!(e
+            .header("host")
+            .is_some_and(|h| h.starts_with("127.0.0.1:")));
+    }
+    assert_eq!((a.requests(), b.requests()), (5, 5), "round robin");
+
+    let r = c
+        .get(format!("{url}/old/page?q=1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"],
+        "https://new.example.com/old/page?q=1"
+    );
+
+    let r = c
+        .get(format!("{url}/anything"))
+        .header("host", "fixed.example.com")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.text().await.expect("body"), "teapot");
+
+    let r = c
+        .get(format!("{url}/tenant/x?y=1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.text().await.expect("body"),
+        "relay acme/app /tenant/x?y=1"
+    );
+
+    let r = c.get(format!("{url}/nothing")).send().await.expect("send");
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn bodies_stream_and_the_limit_answers_413() {
+    let sink = TargetServer::start(TargetKind::Sink).await.expect("sink");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/small"
+        max_body_size = 1000
+        upstream = "sink"
+        [[routes]]
+        upstream = "sink"
+        [upstreams.sink]
+        servers = [{{ url = "{}" }}]
+        "#,
+        sink.url()
+    ))
+    .await;
+    let c = client();
+    // 8 MiB streamed through, chunked
+    let chunks = (0..128).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 64 * 1024])));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = c
+        .post(format!("{url}/big"))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["len"], 8 * 1024 * 1024);
+
+    let r = c
+        .post(format!("{url}/small"))
+        .body(vec![0u8; 2000])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["ferry-error"], "payload_too_large");
+    // chunked (no Content-Length): cut while streaming
+    let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 600])));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = c
+        .post(format!("{url}/small"))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413);
+}
+
+#[tokio::test]
+async fn connect_failures_retry_idempotent_requests_and_eject() {
+    let good = TargetServer::start(TargetKind::Echo).await.expect("good");
+    // a port with nothing listening
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "http://{dead_addr}" }}, {{ url = "{}" }}]
+        max_fails = 2
+        fail_timeout = "30s"
+        "#,
+        good.url()
+    ))
+    .await;
+    let c = client();
+    for _ in 0..6 {
+        let r = c.get(format!("{url}/x")).send().await.expect("send");
+        assert_eq!(r.status(), 200, "GET retried on the other server");
+    }
+    // the dead server is ejected: POSTs (not retried) all land on the good one now
+    for _ in 0..4 {
+        let r = c
+            .post(format!("{url}/x"))
+            .body("b")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(good.requests(), 10);
+}
+
+#[tokio::test]
+async fn post_to_a_dead_server_is_not_retried() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let good = TargetServer::start(TargetKind::Echo).await.expect("good");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "http://{dead_addr}" }}, {{ url = "{}" }}]
+        max_fails = 0
+        "#,
+        good.url()
+    ))
+    .await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .post(format!("{url}/x"))
+            .body("b")
+            .send()
+            .await
+            .expect("send");
+        statuses.push(r.status().as_u16());
+        if r.status() == 502 {
+            assert_eq!(r.headers()["ferry-error"], "target_unreachable");
+        }
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 200, 502, 502]);
+}
+
+#[tokio::test]
+async fn slow_heads_time_out_with_504() {
+    let hang = TargetServer::start(TargetKind::Hang).await.expect("hang");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "{}" }}]
+        header_timeout = "300ms"
+        "#,
+        hang.url()
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = client().get(format!("{url}/x")).send().await.expect("send");
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()["ferry-error"], "target_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn h2c_and_https_upstreams_and_http2_clients() {
+    let pki = TestPki::new().expect("pki");
+    let tls = TlsFiles {
+        cert: pki.cert_path(),
+        key: pki.key_path(),
+    };
+    let (h2c, _a) = named_upstream("h2c-up", None).await;
+    let (https, _b) = named_upstream("tls-up", Some(&tls)).await;
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/h2c"
+        upstream = "h2c"
+        [[routes]]
+        path = "/tls"
+        upstream = "tls"
+        [upstreams.h2c]
+        servers = [{{ url = "{}" }}]
+        [upstreams.tls]
+        servers = [{{ url = "https://localhost:{}" }}]
+        ca_file = "{}"
+        "#,
+        h2c.replace("http://", "h2c://"),
+        https.rsplit(':').next().expect("port"),
+        pki.ca_path().display()
+    ))
+    .await;
+    let c = client();
+    let r = c.get(format!("{url}/h2c/x")).send().await.expect("send");
+    assert_eq!(r.text().await.expect("body"), "h2c-up HTTP/2.0 /h2c/x");
+    let r = c.get(format!("{url}/tls/y")).send().await.expect("send");
+    assert_eq!(
+        r.text().await.expect("body"),
+        "tls-up HTTP/2.0 /tls/y",
+        "h2 by ALPN"
+    );
+    // an HTTP/2 (prior knowledge) client through the gateway to an HTTP/1.1 upstream
+    let echo_up = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let (url2, _gw2, _g2) = front(&format!(
+        "[[routes]]\nupstream = \"e\"\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
+        echo_up.url()
+    ))
+    .await;
+    let h2 = ferry_testkit::client::client_builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = h2.get(format!("{url2}/z")).send().await.expect("send");
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    let e = echo(r).await;
+    assert_eq!(e.version, "HTTP/1.1");
+    assert!(e
+        .header("host")
+        .is_some_and(|h| h.starts_with("127.0.0.1:")));
+}
+
+#[tokio::test]
+async fn https_upstream_with_an_unknown_ca_is_refused() {
+    let pki = TestPki::new().expect("pki");
+    let other = TestPki::new().expect("other pki");
+    let tls = TlsFiles {
+        cert: pki.cert_path(),
+        key: pki.key_path(),
+    };
+    let (https, _b) = named_upstream("tls-up", Some(&tls)).await;
+    let (url, _gw, _g) = front(&format!(
+        "[[routes]]\nupstream = \"t\"\n[upstreams.t]\nservers = [{{ url = \"{https}\" }}]\nca_file = \"{}\"\n",
+        other.ca_path().display()
+    ))
+    .await;
+    let r = client().get(format!("{url}/x")).send().await.expect("send");
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test]
+async fn websockets_pass_through() {
+    let ws = TargetServer::start(TargetKind::WebSocketEcho)
+        .await
+        .expect("ws");
+    let (url, _gw, _g) = front(&format!(
+        "[[routes]]\nupstream = \"ws\"\n[upstreams.ws]\nservers = [{{ url = \"{}\" }}]\n",
+        ws.url()
+    ))
+    .await;
+    let ws_url = url.replace("http://", "ws://") + "/chat";
+    let (mut sock, resp) = tokio::time::timeout(T, tokio_tungstenite::connect_async(ws_url))
+        .await
+        .expect("in time")
+        .expect("connect");
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        sock.send(tokio_tungstenite::tungstenite::Message::text(format!(
+            "hello {i}"
+        )))
+        .await
+        .expect("send");
+        let m = tokio::time::timeout(T, sock.next())
+            .await
+            .expect("in time")
+            .expect("message")
+            .expect("ok");
+        assert_eq!(m.into_text().expect("text").as_str(), format!("hello {i}"));
+    }
+    sock.close(None).await.expect("close");
+}
+
+#[tokio::test]
+async fn reload_swaps_routes_and_refuses_bad_config() {
+    let (url, gw, _g) = front("[[routes]]\nrespond = { body = \"one\" }\n").await;
+    let c = client();
+    assert_eq!(
+        c.get(&url)
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("b"),
+        "one"
+    );
+    let bad: GatewayConfig = toml::from_str("[[routes]]\nupstream = \"missing\"\n").expect("parse");
+    let err = gw.reload(&bad).expect_err("refused");
+    assert!(
+        err.to_string().contains("gateway.routes[0].upstream"),
+        "{err}"
+    );
+    assert_eq!(
+        c.get(&url)
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("b"),
+        "one"
+    );
+    let good: GatewayConfig =
+        toml::from_str("[[routes]]\nrespond = { body = \"two\" }\n").expect("parse");
+    gw.reload(&good).expect("reload");
+    assert_eq!(
+        c.get(&url)
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("b"),
+        "two"
+    );
+}
+
+/// An upstream whose `/healthz` answers the status in `health`; other paths answer its name.
+async fn checked_upstream(
+    name: &'static str,
+    health: Arc<std::sync::atomic::AtomicU16>,
+) -> (String, AbortOnDrop) {
+    let handler: Handler = Arc::new(move |req: Request<Incoming>| {
+        let health = health.clone();
+        Box::pin(async move {
+            if req.uri().path() == "/healthz" {
+                let mut r: Response<Body> = Response::new(full("health"));
+                *r.status_mut() =
+                    http::StatusCode::from_u16(health.load(std::sync::atomic::Ordering::SeqCst))
+                        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                return r;
+            }
+            Response::new(full(name))
+        })
+    });
+    serve(handler, None).await
+}
+
+#[tokio::test]
+async fn health_checks_take_servers_out_and_back() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let ha = Arc::new(AtomicU16::new(200));
+    let hb = Arc::new(AtomicU16::new(200));
+    let (a, _a) = checked_upstream("a", ha.clone()).await;
+    let (b, _b) = checked_upstream("b", hb.clone()).await;
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "{a}" }}, {{ url = "{b}" }}]
+        health = {{ path = "/healthz", interval = "50ms", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }}
+        "#
+    ))
+    .await;
+    let c = client();
+    let names = |n: usize| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let mut v = Vec::new();
+            for _ in 0..n {
+                v.push(c.get(&url).send().await?.text().await?);
+            }
+            anyhow::Ok(v)
+        }
+    };
+    let both = names(4).await.expect("names");
+    assert!(
+        both.contains(&"a".to_owned()) && both.contains(&"b".to_owned()),
+        "{both:?}"
+    );
+    ha.store(503, Ordering::SeqCst);
+    ferry_testkit::eventually(T, || async {
+        let v = names(6).await?;
+        anyhow::ensure!(v.iter().all(|n| n == "b"), "a still used: {v:?}");
+        Ok(())
+    })
+    .await
+    .expect("a taken out");
+    ha.store(200, Ordering::SeqCst);
+    ferry_testkit::eventually(T, || async {
+        let v = names(4).await?;
+        anyhow::ensure!(v.contains(&"a".to_owned()), "a not back: {v:?}");
+        Ok(())
+    })
+    .await
+    .expect("a back");
+}
+
+#[tokio::test]
+async fn sticky_sessions_fail_over_and_re_pin() {
+    let mut ups = vec![
+        Some(TargetServer::start(TargetKind::Echo).await.expect("a")),
+        Some(TargetServer::start(TargetKind::Echo).await.expect("b")),
+    ];
+    let urls: Vec<String> = ups.iter().flatten().map(|u| u.url()).collect();
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "{}" }}, {{ url = "{}" }}]
+        sticky_cookie = "srv"
+        "#,
+        urls[0], urls[1]
+    ))
+    .await;
+    let c = client();
+    let counts = |ups: &Vec<Option<TargetServer>>| -> Vec<usize> {
+        ups.iter()
+            .map(|u| u.as_ref().map_or(0, |u| u.requests()))
+            .collect()
+    };
+    let r = c.get(&url).send().await.expect("send");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        cookie.starts_with("srv=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pin = cookie.split(';').next().expect("pair").to_owned();
+    let first = counts(&ups);
+    let home = first
+        .iter()
+        .position(|&n| n == 1)
+        .expect("one server served");
+    for _ in 0..6 {
+        let r = c
+            .get(&url)
+            .header("cookie", &pin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("set-cookie").is_none(), "already pinned");
+    }
+    assert_eq!(counts(&ups)[home], 7, "the session stays on its server");
+    // its server goes away: the request fails over and the session is re-pinned
+    ups[home] = None;
+    let r = c
+        .get(&url)
+        .header("cookie", &pin)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let repin = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let repin = repin.split(';').next().expect("pair").to_owned();
+    assert_ne!(repin, pin);
+    let other = 1 - home;
+    for _ in 0..3 {
+        let r = c
+            .get(&url)
+            .header("cookie", &repin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    assert_eq!(counts(&ups)[other], 4);
+}
+
+#[tokio::test]
+async fn a_routes_file_is_reloaded_on_change_and_a_bad_one_refused() {
+    let dir = tempfile_dir();
+    let file = dir.join("routes.toml");
+    std::fs::write(&file, "[[routes]]\nrespond = { body = \"one\" }\n").expect("write");
+    let config = GatewayConfig {
+        file: Some(file.clone()),
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::new(&config, Arc::new(FakeRelay)).expect("gateway");
+    gw.spawn_reload(&config);
+    let g = gw.clone();
+    let handler: Handler = Arc::new(move |req| {
+        let g = g.clone();
+        Box::pin(async move {
+            match g.route(&req) {
+                Some(m) => g.handle(m, req).await,
+                None => Response::new(full("none")),
+            }
+        })
+    });
+    let (url, _g) = serve(handler, None).await;
+    let c = client();
+    let get = || async { anyhow::Ok(c.get(&url).send().await?.text().await?) };
+    assert_eq!(get().await.expect("get"), "one");
+    // a bad file is refused: the old routes stay (checked over more than one poll period)
+    std::fs::write(&file, "[[routes]]\nupstream = \"missing\"\n").expect("write");
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < until {
+        assert_eq!(get().await.expect("get"), "one");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&file, "[[routes]]\nrespond = { body = \"two\" }\n").expect("write");
+    ferry_testkit::eventually(T, || async {
+        let b = get().await?;
+        anyhow::ensure!(b == "two", "still {b}");
+        Ok(())
+    })
+    .await
+    .expect("reloaded");
+    // inline routes beside a file are refused
+    let both = GatewayConfig {
+        file: Some(file.clone()),
+        routes: toml::from_str::<GatewayConfig>("[[routes]]\nrespond = {}\n")
+            .expect("parse")
+            .routes,
+        ..GatewayConfig::default()
+    };
+    let e = Gateway::validate(&both).expect_err("refused");
+    assert!(e.to_string().starts_with("gateway.file"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "ferry-edge-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&d).expect("dir");
+    d
+}

@@ -1,0 +1,624 @@
+//! The [`Store`](crate::Store) methods whose SQL is the same on every backend, written once.
+//!
+//! Owns: [`impl_store!`], which implements `Store` for a backend's store type, and the fixed statements it uses.
+//! SQLite and PostgreSQL accept the same SQL for all but a few operations (both take `$n` parameters, `ON
+//! CONFLICT` upserts, `RETURNING`, row values); those few are hooks that each backend implements as inherent
+//! methods of its store type, with its own SQL:
+//!
+//! - `write_transaction(&self, context) -> Result<Transaction<'static, DB>, StoreError>`: a transaction for a
+//!   multi-statement write (SQLite takes the write lock at its start, so that no other process slips in);
+//! - `signing_keys_transaction(&self, context) -> Result<Transaction<'static, DB>, StoreError>`: a transaction in
+//!   which no other one can add a signing key, for [`Store::add_first_signing_key`];
+//! - `expire_stale_nodes(&self, before) -> Result<u64, StoreError>`: [`Store::expire_nodes`].
+//!
+//! The store type must have a `pool: sqlx::Pool<DB>` field. Reading records out of rows, paging and the dynamic
+//! list queries live in [`crate::rows`].
+//!
+//! [`Store`]: crate::Store
+//! [`Store::add_first_signing_key`]: crate::Store::add_first_signing_key
+//! [`Store::expire_nodes`]: crate::Store::expire_nodes
+
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
+
+use crate::SigningKey;
+
+/// `INSERT` one node's counts of one tenant and minute, replacing what the node wrote before. Binds: tenant,
+/// minute, node, requests, bytes in, bytes out, the five status classes, the latency histogram text.
+pub(crate) const STATS_UPSERT: &str = "INSERT INTO stats \
+     (tenant, minute, node, requests, bytes_in, bytes_out, \
+     status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, latency) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (tenant, minute, node) DO UPDATE SET requests = excluded.requests, \
+     bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, \
+     status_1xx = excluded.status_1xx, status_2xx = excluded.status_2xx, \
+     status_3xx = excluded.status_3xx, status_4xx = excluded.status_4xx, \
+     status_5xx = excluded.status_5xx, latency = excluded.latency";
+
+/// `INSERT` a signing key; binds as [`bind_signing_key`].
+pub(crate) const SIGNING_KEY_INSERT: &str = "INSERT INTO signing_keys \
+     (kid, algorithm, private_der, public_key, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// `INSERT` a signing key only into an empty table; binds as [`bind_signing_key`]. Atomic only in the
+/// transaction of the backend's `signing_keys_transaction`.
+pub(crate) const FIRST_SIGNING_KEY_INSERT: &str = "INSERT INTO signing_keys \
+     (kid, algorithm, private_der, public_key, created_at) \
+     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)";
+
+/// Bind the values of [`SIGNING_KEY_INSERT`] and [`FIRST_SIGNING_KEY_INSERT`].
+pub(crate) fn bind_signing_key<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    key: &'q SigningKey,
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(key.kid.as_str())
+        .bind(key.algorithm.as_str())
+        .bind(key.private_der.as_slice())
+        .bind(key.public_key.as_slice())
+        .bind(key.created_at)
+}
+
+/// `INSERT` one request log entry (the database assigns the id).
+pub(crate) const LOG_INSERT: &str =
+    "INSERT INTO request_log (tenant, at_ms, request_id, method, target, path, \
+     status, duration_ms, bytes_in, bytes_out, client_addr) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Implement [`Store`](crate::Store) for `$store`, a store on the sqlx backend `$db` (see the module docs for what
+/// `$store` must provide).
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        const _: () = {
+            use $crate::rows::{
+                admin_key_from_row, connection_from_row, connections_page, connections_query,
+                db_count, histogram_text, is_foreign_key_violation, is_unique_violation,
+                key_from_row, log_entry_from_row, node_from_row, request_log_query,
+                revoked_from_row, rows, secret_from_row, settings_text, stats_from_row,
+                stats_query, sum_stats, tenant_from_row, tenants_page, tenants_query,
+                ADMIN_KEY_COLUMNS, CONNECTION_COLUMNS, NODE_COLUMNS, SECRET_COLUMNS,
+                TENANT_COLUMNS,
+            };
+            use $crate::sql::{
+                bind_signing_key, FIRST_SIGNING_KEY_INSERT, LOG_INSERT, SIGNING_KEY_INSERT,
+                STATS_UPSERT,
+            };
+            use $crate::{
+                unix_now, AdminKey, ConnectionQuery, ConnectionRecord, NodeRecord, Page,
+                RequestLogEntry, SecretRecord, SigningKey, StatsRecord, StoreError, Tenant,
+                TenantFields, TenantQuery,
+            };
+            use ferry_proto::TenantName;
+
+            /// Bind the values of [`STATS_UPSERT`].
+            fn bind_stats<'q>(
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                node: &'q str,
+                record: &'q StatsRecord,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                let mut query = query
+                    .bind(record.tenant.as_str())
+                    .bind(record.minute)
+                    .bind(node)
+                    .bind(db_count(record.requests))
+                    .bind(db_count(record.bytes_in))
+                    .bind(db_count(record.bytes_out));
+                for count in record.status_classes {
+                    query = query.bind(db_count(count));
+                }
+                query.bind(histogram_text(&record.latency_buckets))
+            }
+
+            /// Bind the values of [`LOG_INSERT`].
+            fn bind_log_entry<'q>(
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                entry: &'q RequestLogEntry,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                query
+                    .bind(entry.tenant.as_str())
+                    .bind(entry.at_ms)
+                    .bind(&entry.request_id)
+                    .bind(&entry.method)
+                    .bind(&entry.target)
+                    .bind(&entry.path)
+                    .bind(i64::from(entry.status))
+                    .bind(db_count(entry.duration_ms))
+                    .bind(db_count(entry.bytes_in))
+                    .bind(db_count(entry.bytes_out))
+                    .bind(&entry.client_addr)
+            }
+
+            #[async_trait::async_trait]
+            impl $crate::Store for $store {
+                async fn create_tenant(
+                    &self,
+                    name: &TenantName,
+                    fields: &TenantFields,
+                ) -> Result<Tenant, StoreError> {
+                    let created_at = unix_now();
+                    let result = sqlx::query(
+                        "INSERT INTO tenants \
+                         (name, display_name, description, settings, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $5)",
+                    )
+                    .bind(name.as_str())
+                    .bind(&fields.display_name)
+                    .bind(&fields.description)
+                    .bind(settings_text(&fields.settings)?)
+                    .bind(created_at)
+                    .execute(&self.pool)
+                    .await;
+                    match result {
+                        Ok(_) => Ok(Tenant {
+                            name: name.clone(),
+                            display_name: fields.display_name.clone(),
+                            description: fields.description.clone(),
+                            settings: fields.settings.clone(),
+                            created_at,
+                            updated_at: created_at,
+                        }),
+                        Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                            kind: "tenant",
+                            name: name.to_string(),
+                        }),
+                        Err(e) => Err(StoreError::db("creating a tenant")(e)),
+                    }
+                }
+
+                async fn get_tenant(
+                    &self,
+                    name: &TenantName,
+                ) -> Result<Option<Tenant>, StoreError> {
+                    sqlx::query(&format!(
+                        "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"
+                    ))
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db("reading a tenant"))?
+                    .as_ref()
+                    .map(tenant_from_row)
+                    .transpose()
+                }
+
+                async fn update_tenant(
+                    &self,
+                    name: &TenantName,
+                    fields: &TenantFields,
+                ) -> Result<Option<Tenant>, StoreError> {
+                    sqlx::query(&format!(
+                        "UPDATE tenants SET display_name = $1, description = $2, settings = $3, \
+                         updated_at = CASE WHEN $4 > updated_at THEN $4 ELSE updated_at + 1 END \
+                         WHERE name = $5 RETURNING {TENANT_COLUMNS}"
+                    ))
+                    .bind(&fields.display_name)
+                    .bind(&fields.description)
+                    .bind(settings_text(&fields.settings)?)
+                    .bind(unix_now())
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db("updating a tenant"))?
+                    .as_ref()
+                    .map(tenant_from_row)
+                    .transpose()
+                }
+
+                async fn list_tenants(
+                    &self,
+                    query: &TenantQuery,
+                ) -> Result<Page<Tenant>, StoreError> {
+                    let mut list = tenants_query::<$db>(query);
+                    let items = list
+                        .builder
+                        .build()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::db("listing tenants"))?;
+                    Ok(tenants_page(rows(items, tenant_from_row)?, list.limit))
+                }
+
+                async fn delete_tenant(&self, name: &TenantName) -> Result<bool, StoreError> {
+                    const CONTEXT: &str = "deleting a tenant";
+                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    sqlx::query("DELETE FROM connections WHERE tenant = $1")
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    // Secrets go with the tenant through `ON DELETE CASCADE`.
+                    let done = sqlx::query("DELETE FROM tenants WHERE name = $1")
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn add_secret(
+                    &self,
+                    tenant: &TenantName,
+                    hash: &str,
+                    expires_at: Option<i64>,
+                ) -> Result<SecretRecord, StoreError> {
+                    let record = SecretRecord {
+                        id: uuid::Uuid::new_v4().simple().to_string(),
+                        tenant: tenant.clone(),
+                        hash: hash.to_owned(),
+                        created_at: unix_now(),
+                        expires_at,
+                        revoked_at: None,
+                    };
+                    let result = sqlx::query(
+                    "INSERT INTO secrets (id, tenant, hash, created_at, expires_at, revoked_at) \
+                     VALUES ($1, $2, $3, $4, $5, NULL)",
+                )
+                .bind(&record.id)
+                .bind(record.tenant.as_str())
+                .bind(&record.hash)
+                .bind(record.created_at)
+                .bind(record.expires_at)
+                .execute(&self.pool)
+                .await;
+                    match result {
+                        Ok(_) => Ok(record),
+                        Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound {
+                            kind: "tenant",
+                            name: tenant.to_string(),
+                        }),
+                        Err(e) => Err(StoreError::db("adding a secret")(e)),
+                    }
+                }
+
+                async fn active_secrets(
+                    &self,
+                    tenant: &TenantName,
+                    now: i64,
+                ) -> Result<Vec<SecretRecord>, StoreError> {
+                    let found = sqlx::query(&format!(
+                        "SELECT {SECRET_COLUMNS} FROM secrets \
+                         WHERE tenant = $1 AND revoked_at IS NULL \
+                         AND (expires_at IS NULL OR expires_at > $2) \
+                         ORDER BY created_at DESC, id DESC"
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db("reading active secrets"))?;
+                    rows(found, secret_from_row)
+                }
+
+                async fn revoke_secret(
+                    &self,
+                    tenant: &TenantName,
+                    id: &str,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "UPDATE secrets SET revoked_at = $1 \
+                         WHERE tenant = $2 AND id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(unix_now())
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("revoking a secret"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn list_secrets(
+                    &self,
+                    tenant: &TenantName,
+                ) -> Result<Vec<SecretRecord>, StoreError> {
+                    let found = sqlx::query(&format!(
+                        "SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant = $1 \
+                         ORDER BY created_at DESC, id DESC"
+                    ))
+                    .bind(tenant.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db("listing secrets"))?;
+                    rows(found, secret_from_row)
+                }
+
+                async fn secrets_revoked_since(
+                    &self,
+                    since: i64,
+                ) -> Result<Vec<(TenantName, String)>, StoreError> {
+                    let found = sqlx::query(
+                    "SELECT tenant, id FROM secrets WHERE revoked_at >= $1 ORDER BY revoked_at, id",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("reading revoked secrets"))?;
+                    rows(found, revoked_from_row)
+                }
+
+                async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+                    let found = sqlx::query(
+                    "SELECT kid, algorithm, private_der, public_key, created_at FROM signing_keys \
+                     ORDER BY created_at DESC, kid DESC",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("reading signing keys"))?;
+                    rows(found, key_from_row)
+                }
+
+                async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+                    let result = bind_signing_key(sqlx::query(SIGNING_KEY_INSERT), key)
+                        .execute(&self.pool)
+                        .await;
+                    match result {
+                        Ok(_) => Ok(()),
+                        Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                            kind: "signing key",
+                            name: key.kid.clone(),
+                        }),
+                        Err(e) => Err(StoreError::db("adding a signing key")(e)),
+                    }
+                }
+
+                async fn add_first_signing_key(
+                    &self,
+                    key: &SigningKey,
+                ) -> Result<bool, StoreError> {
+                    const CONTEXT: &str = "adding the first signing key";
+                    let mut tx = self.signing_keys_transaction(CONTEXT).await?;
+                    let done = bind_signing_key(sqlx::query(FIRST_SIGNING_KEY_INSERT), key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn remove_signing_key(&self, kid: &str) -> Result<bool, StoreError> {
+                    let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                        .bind(kid)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("removing a signing key"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn add_admin_key(&self, key: &AdminKey) -> Result<(), StoreError> {
+                    let result = sqlx::query(
+                        "INSERT INTO admin_keys (id, name, sha256, created_at, revoked_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&key.id)
+                    .bind(&key.name)
+                    .bind(&key.sha256)
+                    .bind(key.created_at)
+                    .bind(key.revoked_at)
+                    .execute(&self.pool)
+                    .await;
+                    match result {
+                        Ok(_) => Ok(()),
+                        Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                            kind: "admin key",
+                            name: key.id.clone(),
+                        }),
+                        Err(e) => Err(StoreError::db("adding an admin key")(e)),
+                    }
+                }
+
+                async fn admin_key_by_hash(
+                    &self,
+                    sha256: &str,
+                ) -> Result<Option<AdminKey>, StoreError> {
+                    sqlx::query(&format!(
+                        "SELECT {ADMIN_KEY_COLUMNS} FROM admin_keys \
+                         WHERE sha256 = $1 AND revoked_at IS NULL"
+                    ))
+                    .bind(sha256)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db("looking up an admin key"))?
+                    .as_ref()
+                    .map(admin_key_from_row)
+                    .transpose()
+                }
+
+                async fn list_admin_keys(&self) -> Result<Vec<AdminKey>, StoreError> {
+                    let found = sqlx::query(&format!(
+                    "SELECT {ADMIN_KEY_COLUMNS} FROM admin_keys ORDER BY created_at DESC, id DESC"
+                ))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db("listing admin keys"))?;
+                    rows(found, admin_key_from_row)
+                }
+
+                async fn revoke_admin_key(&self, id: &str) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                    "UPDATE admin_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(unix_now())
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db("revoking an admin key"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn record_connection(
+                    &self,
+                    connection: &ConnectionRecord,
+                ) -> Result<(), StoreError> {
+                    let result = sqlx::query(&format!(
+                        "INSERT INTO connections ({CONNECTION_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ))
+                    .bind(&connection.id)
+                    .bind(connection.tenant.as_str())
+                    .bind(&connection.connector_id)
+                    .bind(&connection.node)
+                    .bind(&connection.remote_addr)
+                    .bind(connection.connected_at)
+                    .bind(connection.disconnected_at)
+                    .execute(&self.pool)
+                    .await;
+                    match result {
+                        Ok(_) => Ok(()),
+                        Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                            kind: "connection",
+                            name: connection.id.clone(),
+                        }),
+                        Err(e) => Err(StoreError::db("recording a connection")(e)),
+                    }
+                }
+
+                async fn record_disconnection(&self, id: &str, at: i64) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "UPDATE connections SET disconnected_at = $1 \
+                         WHERE id = $2 AND disconnected_at IS NULL",
+                    )
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("recording a disconnection"))?;
+                    Ok(())
+                }
+
+                async fn list_connections(
+                    &self,
+                    query: &ConnectionQuery,
+                ) -> Result<Page<ConnectionRecord>, StoreError> {
+                    let mut list = connections_query::<$db>(query)?;
+                    let found = list
+                        .builder
+                        .build()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::db("listing connections"))?;
+                    Ok(connections_page(
+                        rows(found, connection_from_row)?,
+                        list.limit,
+                    ))
+                }
+
+                async fn heartbeat_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+                    sqlx::query(&format!(
+                        "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+                         version = excluded.version, \
+                         started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at"
+                    ))
+                    .bind(&node.id)
+                    .bind(&node.address)
+                    .bind(&node.version)
+                    .bind(node.started_at)
+                    .bind(node.heartbeat_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("recording a node heartbeat"))?;
+                    Ok(())
+                }
+
+                async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+                    let found =
+                        sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(StoreError::db("listing nodes"))?;
+                    rows(found, node_from_row)
+                }
+
+                async fn expire_nodes(&self, before: i64) -> Result<u64, StoreError> {
+                    self.expire_stale_nodes(before).await
+                }
+
+                async fn put_stats(
+                    &self,
+                    node: &str,
+                    records: &[StatsRecord],
+                ) -> Result<(), StoreError> {
+                    const CONTEXT: &str = "writing statistics";
+                    if records.is_empty() {
+                        return Ok(());
+                    }
+                    // One order for every writer, so that concurrent transactions lock rows in the same order. The sort is
+                    // stable: of two records of one tenant and minute, the later one is written last and wins.
+                    let mut records: Vec<&StatsRecord> = records.iter().collect();
+                    records.sort_by(|a, b| (&a.tenant, a.minute).cmp(&(&b.tenant, b.minute)));
+                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    for record in records {
+                        bind_stats(sqlx::query(STATS_UPSERT), node, record)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(StoreError::db(CONTEXT))?;
+                    }
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))
+                }
+
+                async fn stats(
+                    &self,
+                    tenant: Option<&TenantName>,
+                    from: i64,
+                    to: i64,
+                ) -> Result<Vec<StatsRecord>, StoreError> {
+                    let found = stats_query::<$db>(tenant, from, to)
+                        .build()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::db("reading statistics"))?;
+                    Ok(sum_stats(rows(found, stats_from_row)?))
+                }
+
+                async fn append_request_log(
+                    &self,
+                    entries: &[RequestLogEntry],
+                ) -> Result<(), StoreError> {
+                    const CONTEXT: &str = "appending to the request log";
+                    if entries.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    for entry in entries {
+                        bind_log_entry(sqlx::query(LOG_INSERT), entry)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(StoreError::db(CONTEXT))?;
+                    }
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))
+                }
+
+                async fn request_log(
+                    &self,
+                    tenant: Option<&TenantName>,
+                    before_id: Option<i64>,
+                    limit: u32,
+                ) -> Result<Vec<RequestLogEntry>, StoreError> {
+                    let found = request_log_query::<$db>(tenant, before_id, limit)
+                        .build()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::db("reading the request log"))?;
+                    rows(found, log_entry_from_row)
+                }
+
+                async fn prune_request_log(&self, before_ms: i64) -> Result<u64, StoreError> {
+                    let done = sqlx::query("DELETE FROM request_log WHERE at_ms < $1")
+                        .bind(before_ms)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("pruning the request log"))?;
+                    Ok(done.rows_affected())
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use impl_store;

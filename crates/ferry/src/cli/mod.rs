@@ -1,0 +1,450 @@
+//! The management commands (`ferry tenant|secret|admin-key …`, `ferry migrate`): on the local store, or with
+//! `--api URL --api-key KEY` on a remote node through its management API. Both go through
+//! [`ferry_admin::Management`], so they validate and answer alike.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use ferry_admin::model::*;
+use ferry_admin::{Management, ManagementError};
+use ferry_config::Config;
+
+/// Where a management command works: the local store, or a remote node's API.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Directory of the embedded store (default ./ferry-data); local mode only.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Work on a remote node through its management API at this URL (the admin listener's).
+    #[arg(long, env = "FERRY_API_URL")]
+    pub api: Option<String>,
+    /// The admin key (or token) for --api; prefer FERRY_API_KEY, which stays out of the process list.
+    #[arg(long, env = "FERRY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of plain text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its first connector secret (once) on stdout.
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// A setting as KEY=VALUE, e.g. max_body_size=1048576; repeat for more.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List tenants (one page; --after for the next).
+    List {
+        /// Only names or display names containing this (case-insensitive).
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The `next` cursor of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one tenant with its settings.
+    Show {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change a tenant's display name, description or settings (merged; others stay).
+    Update {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// A setting as KEY=VALUE; repeat for more.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a tenant and all its secrets.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Give a tenant another connector secret; prints it (once) on stdout.
+    Create {
+        tenant: String,
+        /// The secret is refused after this long, e.g. 30d.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<humantime::Duration>,
+        /// The secret is refused from this unix time (seconds) on.
+        #[arg(long)]
+        expires_at: Option<i64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List a tenant's secrets (metadata only).
+    List {
+        tenant: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke one of a tenant's secrets.
+    Revoke {
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminKeyCommand {
+    /// Create a management API key; prints it (once) on stdout.
+    Create {
+        /// Who holds the key or what it is for.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List admin keys (metadata only).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke an admin key.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+impl TenantCommand {
+    pub fn target(&self) -> &Target {
+        match self {
+            Self::Create { target, .. }
+            | Self::List { target, .. }
+            | Self::Show { target, .. }
+            | Self::Update { target, .. }
+            | Self::Delete { target, .. } => target,
+        }
+    }
+}
+
+impl SecretCommand {
+    pub fn target(&self) -> &Target {
+        match self {
+            Self::Create { target, .. }
+            | Self::List { target, .. }
+            | Self::Revoke { target, .. } => target,
+        }
+    }
+}
+
+impl AdminKeyCommand {
+    pub fn target(&self) -> &Target {
+        match self {
+            Self::Create { target, .. } | Self::List { target } | Self::Revoke { target, .. } => {
+                target
+            }
+        }
+    }
+}
+
+/// The operations for `target`: a client of the remote API, or the local store.
+async fn backend(target: &Target, config: &Config) -> anyhow::Result<Box<dyn Management>> {
+    match (&target.api, &target.api_key) {
+        (Some(url), Some(key)) => Ok(Box::new(ferry_admin::Client::new(url, key)?)),
+        (Some(_), None) => Err(Usage("--api needs --api-key (or FERRY_API_KEY)".into()).into()),
+        (None, _) => {
+            let store = ferry_app::open_store(config).await?;
+            Ok(Box::new(ferry_admin::Admin::new(store)))
+        }
+    }
+}
+
+/// A command-line mistake: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Exit code 2 for the caller's mistakes (bad command line, refused values), else 1.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<Usage>().is_some() {
+        return ExitCode::from(2);
+    }
+    match error.downcast_ref::<ManagementError>() {
+        Some(ManagementError::Api(e)) if matches!(e.status.as_u16(), 400 | 422) => {
+            ExitCode::from(2)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// `--set KEY=VALUE` pairs as settings: VALUE is read as JSON (numbers, booleans), else as text.
+fn parse_settings(pairs: &[String]) -> anyhow::Result<Option<Settings>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Usage(format!("--set {pair}: expected KEY=VALUE")))?;
+        let value = serde_json::from_str(value.trim())
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        map.insert(key.trim().to_owned(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map(Some)
+        .map_err(|e| Usage(format!("--set: {e}")).into())
+}
+
+fn tenant_fields(t: &TenantView) -> anyhow::Result<()> {
+    output::fields(&[
+        ("name", t.name.clone()),
+        ("display_name", t.display_name.clone()),
+        ("description", t.description.clone()),
+        ("settings", serde_json::to_string(&t.settings)?),
+        ("created_at", output::time(Some(t.created_at))),
+        ("updated_at", output::time(Some(t.updated_at))),
+    ]);
+    Ok(())
+}
+
+pub async fn tenant(command: TenantCommand, config: &Config) -> anyhow::Result<()> {
+    let json = command.target().json;
+    let api = backend(command.target(), config).await?;
+    match command {
+        TenantCommand::Create {
+            name,
+            display_name,
+            description,
+            settings,
+            ..
+        } => {
+            let request = TenantCreate {
+                name: name.clone(),
+                display_name,
+                description,
+                settings: parse_settings(&settings)?,
+            };
+            let created = api
+                .create_tenant(&request)
+                .await
+                .with_context(|| format!("create tenant {name}"))?;
+            if json {
+                output::json(&created)?;
+            } else {
+                eprintln!(
+                    "created tenant {}; its connector secret follows and is shown only now",
+                    created.tenant.name
+                );
+                println!("{}", created.secret.secret);
+            }
+        }
+        TenantCommand::List {
+            filter,
+            limit,
+            after,
+            ..
+        } => {
+            let page = api
+                .list_tenants(&TenantListQuery {
+                    limit,
+                    after,
+                    filter,
+                })
+                .await?;
+            if json {
+                output::json(&page)?;
+            } else {
+                let rows: Vec<Vec<String>> = page
+                    .items
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.display_name.clone(),
+                            output::time(Some(t.created_at)),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "DISPLAY NAME", "CREATED"], &rows);
+                if let Some(next) = page.next {
+                    eprintln!("more: --after {next}");
+                }
+            }
+        }
+        TenantCommand::Show { name, .. } => {
+            let t = api.get_tenant(&name).await?;
+            if json {
+                output::json(&t)?;
+            } else {
+                tenant_fields(&t)?;
+            }
+        }
+        TenantCommand::Update {
+            name,
+            display_name,
+            description,
+            settings,
+            ..
+        } => {
+            let request = TenantUpdate {
+                display_name,
+                description,
+                settings: parse_settings(&settings)?,
+            };
+            let t = api.update_tenant(&name, &request).await?;
+            if json {
+                output::json(&t)?;
+            } else {
+                tenant_fields(&t)?;
+            }
+        }
+        TenantCommand::Delete { name, .. } => {
+            api.delete_tenant(&name).await?;
+            eprintln!("deleted tenant {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn secret(command: SecretCommand, config: &Config) -> anyhow::Result<()> {
+    let json = command.target().json;
+    let api = backend(command.target(), config).await?;
+    match command {
+        SecretCommand::Create {
+            tenant,
+            expires_in,
+            expires_at,
+            ..
+        } => {
+            let expires_at = match expires_in {
+                Some(d) => Some(
+                    ferry_store::unix_now()
+                        .saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                ),
+                None => expires_at,
+            };
+            let created = api
+                .create_secret(&tenant, &SecretCreate { expires_at })
+                .await?;
+            if json {
+                output::json(&created)?;
+            } else {
+                eprintln!(
+                    "created secret {} of tenant {tenant}; it follows and is shown only now",
+                    created.id
+                );
+                println!("{}", created.secret);
+            }
+        }
+        SecretCommand::List { tenant, .. } => {
+            let list = api.list_secrets(&tenant).await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .items
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.clone(),
+                            if s.active { "active" } else { "inactive" }.to_owned(),
+                            output::time(Some(s.created_at)),
+                            output::time(s.expires_at),
+                            output::time(s.revoked_at),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "STATE", "CREATED", "EXPIRES", "REVOKED"], &rows);
+            }
+        }
+        SecretCommand::Revoke { tenant, id, .. } => {
+            api.revoke_secret(&tenant, &id).await?;
+            eprintln!("revoked secret {id} of tenant {tenant}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Result<()> {
+    let json = command.target().json;
+    let api = backend(command.target(), config).await?;
+    match command {
+        AdminKeyCommand::Create { name, .. } => {
+            let created = api.create_admin_key(&AdminKeyCreate { name }).await?;
+            if json {
+                output::json(&created)?;
+            } else {
+                eprintln!(
+                    "created admin key {}; it follows and is shown only now",
+                    created.id
+                );
+                println!("{}", created.key);
+            }
+        }
+        AdminKeyCommand::List { .. } => {
+            let list = api.list_admin_keys().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .items
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.clone(),
+                            k.name.clone(),
+                            output::time(Some(k.created_at)),
+                            output::time(k.revoked_at),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+            }
+        }
+        AdminKeyCommand::Revoke { id, .. } => {
+            api.revoke_admin_key(&id).await?;
+            eprintln!("revoked admin key {id}");
+        }
+    }
+    Ok(())
+}
+
+/// `ferry migrate`: open the store, which applies pending migrations.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store: Arc<dyn ferry_store::Store> = ferry_app::open_store(config).await?;
+    drop(store);
+    let location = match &config.server.database_url {
+        Some(_) => "the database of server.database_url".to_owned(),
+        None => config
+            .server
+            .data_dir
+            .join(ferry_store::SQLITE_FILE_NAME)
+            .display()
+            .to_string(),
+    };
+    println!("migrations applied to {location}");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! End to end, against the built `ferry` binary: the management commands (`ferry tenant|secret|admin-key …`,
+//! `ferry migrate`) on the local store (`--data-dir`) and on a running node through its management API
+//! (`FERRY_API_URL` / `FERRY_API_KEY`).
+
+use std::process::Output;
+
+use ferry_testkit::process::run_ferry;
+use ferry_testkit::{
+    Connector, ConnectorOptions, FerryServer, ServerOptions, TargetKind, TargetServer,
+};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run `ferry ARGS`, expect success, return stdout.
+async fn ok(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
+    let out = run_ferry(BIN, args, env).await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ferry {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    Ok(stdout(&out))
+}
+
+async fn ok_json(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Value> {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--json");
+    let text = ok(&all, env).await?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{text:?}: {e}"))
+}
+
+/// The one line a create command prints.
+fn single_line(text: &str) -> anyhow::Result<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    anyhow::ensure!(lines.len() == 1, "expected one line, got {text:?}");
+    Ok(lines[0].trim().to_owned())
+}
+
+#[tokio::test]
+async fn local_mode_on_the_data_directory() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().display().to_string();
+    let data = ["--data-dir", d.as_str()];
+    let with = |args: &[&'static str]| -> Vec<String> {
+        args.iter()
+            .map(|s| (*s).to_owned())
+            .chain(data.iter().map(|s| (*s).to_owned()))
+            .collect()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&refs, &[]).await
+    };
+    let run_json = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok_json(&refs, &[]).await
+    };
+
+    let migrated = run(with(&["migrate"])).await?;
+    assert!(migrated.contains("migrations applied"), "{migrated}");
+
+    // Today's contract: only the secret on stdout.
+    let secret = single_line(&run(with(&["tenant", "create", "acme"])).await?)?;
+    assert!(secret.starts_with("fsec_"), "{secret}");
+
+    let table = run(with(&["tenant", "list"])).await?;
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("acme"), "{table}");
+
+    let updated = run_json(with(&[
+        "tenant",
+        "update",
+        "acme",
+        "--display-name",
+        "Acme",
+        "--set",
+        "max_body_size=1024",
+        "--set",
+        "require_client_auth=true",
+    ]))
+    .await?;
+    assert_eq!(updated["display_name"], "Acme", "{updated}");
+    assert_eq!(updated["settings"]["max_body_size"], 1024);
+    assert_eq!(updated["settings"]["require_client_auth"], true);
+    let shown = run_json(with(&["tenant", "show", "acme"])).await?;
+    assert_eq!(shown["settings"]["max_body_size"], 1024);
+
+    let second =
+        single_line(&run(with(&["secret", "create", "acme", "--expires-in", "1day"])).await?)?;
+    assert!(second.starts_with("fsec_") && second != secret);
+    let secrets = run_json(with(&["secret", "list", "acme"])).await?;
+    let items = secrets["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2, "{secrets}");
+    let id = items[1]["id"].as_str().unwrap_or_default().to_owned();
+    let mut revoke = with(&["secret", "revoke", "acme"]);
+    revoke.insert(3, id.clone());
+    run(revoke).await?;
+    let secrets = run_json(with(&["secret", "list", "acme"])).await?;
+    assert!(
+        secrets["items"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|s| s["id"] == id.as_str() && s["active"] == false)),
+        "{secrets}"
+    );
+
+    let key = single_line(&run(with(&["admin-key", "create", "ops"])).await?)?;
+    assert!(key.starts_with("fadm_"), "{key}");
+    let keys = run_json(with(&["admin-key", "list"])).await?;
+    assert_eq!(keys["items"][0]["name"], "ops", "{keys}");
+
+    run(with(&["tenant", "delete", "acme"])).await?;
+    let mut args = vec!["tenant", "show", "acme"];
+    args.extend(data);
+    let out = run_ferry(BIN, &args, &[]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no tenant acme"), "{}", stderr(&out));
+
+    // Mistakes exit with 2 and say why.
+    for bad in [
+        vec!["tenant", "create", "Bad Name"],
+        vec!["tenant", "create", "x", "--set", "no_such_setting=1"],
+        vec!["tenant", "create", "y", "--set", "keepalive_interval_ms=0"],
+    ] {
+        let mut args = bad.clone();
+        args.extend(data);
+        let out = run_ferry(BIN, &args, &[]).await?;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{bad:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_mode_through_the_management_api() -> anyhow::Result<()> {
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    let url = server
+        .admin_url()
+        .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+        .to_owned();
+    let key = server.create_admin_key("cli").await?;
+    let env = [
+        ("FERRY_API_URL", url.as_str()),
+        ("FERRY_API_KEY", key.as_str()),
+    ];
+
+    let secret = single_line(&ok(&["tenant", "create", "remote"], &env).await?)?;
+    assert!(secret.starts_with("fsec_"), "{secret}");
+    // The secret made through the API lets a connector in.
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let connector = Connector::start(
+        BIN,
+        server.url(),
+        "remote",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions::default(),
+    )
+    .await?;
+    drop(connector);
+
+    let list = ok_json(&["tenant", "list"], &env).await?;
+    assert_eq!(list["items"][0]["name"], "remote", "{list}");
+    let updated = ok_json(
+        &[
+            "tenant",
+            "update",
+            "remote",
+            "--description",
+            "via api",
+            "--set",
+            "keepalive_interval_ms=2000",
+        ],
+        &env,
+    )
+    .await?;
+    assert_eq!(updated["description"], "via api");
+    assert_eq!(updated["settings"]["keepalive_interval_ms"], 2000);
+
+    let created = ok_json(&["secret", "create", "remote"], &env).await?;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    ok(&["secret", "revoke", "remote", &id], &env).await?;
+    let secrets = ok_json(&["secret", "list", "remote"], &env).await?;
+    assert_eq!(
+        secrets["items"].as_array().map(Vec::len),
+        Some(2),
+        "{secrets}"
+    );
+
+    let keys = ok(&["admin-key", "list"], &env).await?;
+    assert!(keys.contains("cli"), "{keys}");
+
+    // The flags work as well as the variables; a wrong key is refused.
+    let shown = ok_json(
+        &["tenant", "show", "remote", "--api", &url, "--api-key", &key],
+        &[],
+    )
+    .await?;
+    assert_eq!(shown["name"], "remote");
+    let out = run_ferry(
+        BIN,
+        &["tenant", "list", "--api", &url, "--api-key", "fadm_wrong"],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+
+    ok(&["tenant", "delete", "remote"], &env).await?;
+    let out = run_ferry(BIN, &["tenant", "show", "remote"], &env).await?;
+    assert_eq!(out.status.code(), Some(1));
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! End to end, against the built `ferry` binary: a tenant changed at run time in the store, by another process
+//! than the node (as a second node or the CLI would), reaches the node and its connectors without a restart:
+//! settings are pushed to connectors and applied by the node, a revoked secret or a deleted tenant cuts the
+//! tunnels within seconds, and the node records its connections, its heartbeat, statistics and the request log.
+
+mod common;
+
+use common::BIN;
+use ferry_proto::{TenantName, TenantSettings};
+use ferry_store::{ConnectionQuery, SqliteStore, Store, TenantFields};
+use ferry_testkit::client::expect_ferry_error;
+use ferry_testkit::{
+    eventually, http_client, light_slot, within, Stack, TargetKind, TargetServer,
+};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+/// The node's store, opened from the test process (SQLite is safe to share between processes).
+async fn store_of(stack: &Stack) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open_in(stack.server.data_dir()).await?)
+}
+
+async fn set_settings(
+    store: &SqliteStore,
+    tenant: &TenantName,
+    settings: TenantSettings,
+) -> anyhow::Result<()> {
+    let current = store
+        .get_tenant(tenant)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("tenant missing"))?;
+    let fields = TenantFields {
+        display_name: current.display_name,
+        description: current.description,
+        settings,
+    };
+    store.update_tenant(tenant, &fields).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_reach_the_node_and_the_connector_without_a_restart() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let hang = TargetServer::start(TargetKind::Hang).await?;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| o.target("hang", &hang.url())).await?;
+    let store = store_of(&stack).await?;
+    let tenant: TenantName = stack.tenant.parse()?;
+    let client = http_client();
+
+    // Before: a 2 KiB body passes.
+    let resp = client
+        .post(stack.relay_url("app", "/upload"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+
+    set_settings(
+        &store,
+        &tenant,
+        TenantSettings {
+            target_response_timeout_ms: Some(400),
+            max_body_size: Some(1024),
+            ..Default::default()
+        },
+    )
+    .await?;
+    stack
+        .connector
+        .output()
+        .wait_stderr("settings pushed by the node", T)
+        .await?;
+
+    // The node applies the body limit…
+    let resp = client
+        .post(stack.relay_url("app", "/upload"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await?;
+    expect_ferry_error(resp, 413, "payload_too_large").await?;
+    // …and the connector the response timeout (its configured one is 60 s).
+    let started = Instant::now();
+    let resp = within(T, "hang", client.get(stack.relay_url("hang", "/")).send()).await??;
+    expect_ferry_error(resp, 504, "target_timeout").await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the pushed 400 ms timeout applied, took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connector_gets_the_settings_when_it_attaches() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = ferry_testkit::FerryServer::start(BIN, Default::default()).await?;
+    let secret = server.create_tenant("early").await?;
+    let store = SqliteStore::open_in(server.data_dir()).await?;
+    set_settings(
+        &store,
+        &"early".parse()?,
+        TenantSettings {
+            reconnect_min_delay_ms: Some(50),
+            reconnect_max_delay_ms: Some(100),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let connector = ferry_testkit::Connector::start(
+        BIN,
+        server.url(),
+        "early",
+        &secret,
+        &[("app", &echo.url())],
+        Default::default(),
+    )
+    .await?;
+    connector
+        .output()
+        .wait_stderr("settings pushed by the node", T)
+        .await?;
+    assert!(connector
+        .output()
+        .stderr()
+        .contains("reconnect_min_delay_ms: Some(50)"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_secret_cuts_the_tunnel_and_keeps_it_out() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let store = store_of(&stack).await?;
+    let tenant: TenantName = stack.tenant.parse()?;
+    let client = http_client();
+    assert_eq!(
+        client.get(stack.relay_url("app", "/")).send().await?.status(),
+        200
+    );
+
+    let secrets = store.list_secrets(&tenant).await?;
+    assert_eq!(secrets.len(), 1);
+    let revoked_at = Instant::now();
+    assert!(store.revoke_secret(&tenant, &secrets[0].id).await?);
+    stack
+        .server
+        .output()
+        .wait_stderr("secret revoked: its tunnels were cut", T)
+        .await?;
+    let took = revoked_at.elapsed();
+    eprintln!("tunnel cut {took:?} after the revocation");
+    assert!(took < Duration::from_secs(8), "cut within seconds: {took:?}");
+    // The connector cannot come back: its cached token names the revoked secret, a new one is refused.
+    stack
+        .connector
+        .output()
+        .wait_stderr("node refused the tunnel", T)
+        .await?;
+    let resp = client.get(stack.relay_url("app", "/")).send().await?;
+    expect_ferry_error(resp, 503, "no_connector").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_tenant_cuts_its_tunnels() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let store = store_of(&stack).await?;
+    let tenant: TenantName = stack.tenant.parse()?;
+    assert!(store.delete_tenant(&tenant).await?);
+    stack
+        .server
+        .output()
+        .wait_stderr("tenant deleted: its tunnels were cut", T)
+        .await?;
+    let resp = eventually(T, || async {
+        let resp = http_client().get(stack.relay_url("app", "/")).send().await?;
+        anyhow::ensure!(resp.status() == 404, "still {}", resp.status());
+        Ok(resp)
+    })
+    .await?;
+    expect_ferry_error(resp, 404, "unknown_tenant").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_nodes_statistics_and_the_request_log_are_recorded() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (_echo, mut stack) =
+        Stack::with_echo(BIN, |o| o.server_env("FERRY_REQUEST_LOG", "true")).await?;
+    let store = store_of(&stack).await?;
+    let tenant: TenantName = stack.tenant.parse()?;
+    let client = http_client();
+    for i in 0..5 {
+        let resp = client
+            .post(stack.relay_url("app", &format!("/item/{i}?q=1")))
+            .body("hello")
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await?;
+    }
+    let resp = client.get(stack.relay_url("nope", "/")).send().await?;
+    assert_eq!(resp.status(), 404);
+
+    let live = eventually(T, || async {
+        let page = store
+            .list_connections(&ConnectionQuery {
+                tenant: Some(tenant.clone()),
+                live_only: true,
+                limit: 10,
+                ..Default::default()
+            })
+            .await?;
+        anyhow::ensure!(page.items.len() == 1, "live: {:?}", page.items);
+        Ok(page.items)
+    })
+    .await?;
+    assert!(live[0].remote_addr.starts_with("127.0.0.1:"));
+
+    // Heartbeat, statistics and the log are written every 10 s.
+    let nodes = eventually(Duration::from_secs(25), || async {
+        let nodes = store.list_nodes().await?;
+        anyhow::ensure!(!nodes.is_empty(), "no node yet");
+        Ok(nodes)
+    })
+    .await?;
+    assert_eq!(nodes[0].address, stack.server.url().trim_end_matches('/'));
+    let stats = eventually(Duration::from_secs(25), || async {
+        let rows = store.stats(Some(&tenant), 0, i64::MAX / 2).await?;
+        let total: u64 = rows.iter().map(|r| r.requests).sum();
+        anyhow::ensure!(total >= 6, "counted so far: {total}");
+        Ok(rows)
+    })
+    .await?;
+    let sum = |f: fn(&ferry_store::StatsRecord) -> u64| stats.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|r| r.requests), 6);
+    assert_eq!(sum(|r| r.status_classes[1]), 5, "five 2xx");
+    assert_eq!(sum(|r| r.status_classes[3]), 1, "one 4xx (unknown target)");
+    assert_eq!(sum(|r| r.bytes_in), 25, "five bodies of 5 bytes");
+    assert!(sum(|r| r.bytes_out) > 0);
+    assert_eq!(
+        sum(|r| r.latency_buckets.iter().sum::<u64>()),
+        6,
+        "every request is in the histogram"
+    );
+    let log = eventually(Duration::from_secs(25), || async {
+        let log = store.request_log(Some(&tenant), None, 100).await?;
+        anyhow::ensure!(log.len() >= 6, "logged so far: {}", log.len());
+        Ok(log)
+    })
+    .await?;
+    let item = log
+        .iter()
+        .find(|e| e.path == "/item/4")
+        .ok_or_else(|| anyhow::anyhow!("no entry for /item/4 in {log:?}"))?;
+    assert_eq!(item.method, "POST");
+    assert_eq!(item.target, "app");
+    assert_eq!(item.status, 200);
+    assert_eq!(item.bytes_in, 5);
+    assert_eq!(item.request_id.len(), 32);
+
+    // The connector leaves: its connection moves to the history.
+    stack.connector.sigterm()?;
+    stack.connector.wait_exit(T).await?;
+    eventually(T, || async {
+        let page = store
+            .list_connections(&ConnectionQuery {
+                tenant: Some(tenant.clone()),
+                live_only: false,
+                limit: 10,
+                ..Default::default()
+            })
+            .await?;
+        anyhow::ensure!(
+            page.items.len() == 1 && page.items[0].disconnected_at.is_some(),
+            "history: {:?}",
+            page.items
+        );
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_may_require_client_tokens() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let other_secret = stack.server.create_tenant("other").await?;
+    let store = store_of(&stack).await?;
+    let tenant: TenantName = stack.tenant.parse()?;
+    set_settings(
+        &store,
+        &tenant,
+        TenantSettings {
+            require_client_auth: Some(true),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let client = http_client();
+    // Within a poll or two the node requires the token.
+    let resp = eventually(T, || async {
+        let resp = client.get(stack.relay_url("app", "/")).send().await?;
+        anyhow::ensure!(resp.status() == 401, "still {}", resp.status());
+        Ok(resp)
+    })
+    .await?;
+    expect_ferry_error(resp, 401, "unauthorized").await?;
+
+    let token = |tenant: String, secret: String| {
+        let client = client.clone();
+        let url = format!("{}/oauth/token", stack.server.url().trim_end_matches('/'));
+        async move {
+            let resp = client
+                .post(url)
+                .basic_auth(tenant, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status() == 200, "token: {}", resp.status());
+            let body: serde_json::Value = resp.json().await?;
+            body["access_token"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("no access_token in {body}"))
+        }
+    };
+    let own = token(stack.tenant.clone(), stack.secret.clone()).await?;
+    let resp = client
+        .get(stack.relay_url("app", "/"))
+        .bearer_auth(&own)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+
+    // Another tenant's token is not enough; neither is garbage.
+    let foreign = token("other".to_owned(), other_secret).await?;
+    let resp = client
+        .get(stack.relay_url("app", "/"))
+        .bearer_auth(&foreign)
+        .send()
+        .await?;
+    expect_ferry_error(resp, 401, "unauthorized").await?;
+    let resp = client
+        .get(stack.relay_url("app", "/"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await?;
+    expect_ferry_error(resp, 401, "unauthorized").await?;
+    Ok(())
+}
