@@ -191,9 +191,10 @@ connect_timeout = "1s"
     wait_ok(200).await?;
     assert!(a.served.load(Ordering::SeqCst) > 50, "a takes part");
     a.stop();
+    // the abort takes effect at the tasks' next await: count from a little later
+    wait_ok(ok.load(Ordering::SeqCst) + 50).await?;
     let a_at_kill = a.served.load(Ordering::SeqCst);
-    let ok_at_kill = ok.load(Ordering::SeqCst);
-    wait_ok(ok_at_kill + 300).await?;
+    wait_ok(ok.load(Ordering::SeqCst) + 300).await?;
     assert_eq!(a.served.load(Ordering::SeqCst), a_at_kill, "a is down");
     a.start().await?;
     // after fail_timeout the revived server is tried again and takes traffic

@@ -117,7 +117,13 @@ servers = [{{ url = "{}" }}, {{ url = "{}" }}]
         }
         // by path, balanced round robin over two servers
         for i in 0..10 {
-            let r = curl(flag, &ca, "any.example.test", &format!("{base}/api/items/{i}")).await?;
+            let r = curl(
+                flag,
+                &ca,
+                "any.example.test",
+                &format!("{base}/api/items/{i}"),
+            )
+            .await?;
             assert_eq!((r.status, r.version.as_str()), (200, version));
             let e: EchoReply = serde_json::from_str(&r.body)?;
             assert_eq!(e.uri, format!("/items/{i}"));
@@ -126,19 +132,34 @@ servers = [{{ url = "{}" }}, {{ url = "{}" }}]
         let r = curl(flag, &ca, "old.example.test", &format!("{base}/a/b?c=d")).await?;
         assert_eq!(r.status, 308);
         assert!(
-            r.headers.contains("location: https://www.example.test/a/b?c=d"),
+            r.headers
+                .contains("location: https://www.example.test/a/b?c=d"),
             "{}",
             r.headers
         );
         // no route claims these: Ferry's own paths and the relay answer as before
         let r = curl(flag, &ca, "any.example.test", &format!("{base}/healthz")).await?;
         assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
-        let r = curl(flag, &ca, "any.example.test", &format!("{base}/relay/nobody/app/x")).await?;
+        let r = curl(
+            flag,
+            &ca,
+            "any.example.test",
+            &format!("{base}/relay/nobody/app/x"),
+        )
+        .await?;
         assert_eq!(r.status, 404);
-        assert!(r.headers.contains("ferry-error: unknown_tenant"), "{}", r.headers);
+        assert!(
+            r.headers.contains("ferry-error: unknown_tenant"),
+            "{}",
+            r.headers
+        );
         let r = curl(flag, &ca, "any.example.test", &format!("{base}/elsewhere")).await?;
         assert_eq!(r.status, 404);
-        assert!(r.headers.contains("ferry-error: not_found"), "{}", r.headers);
+        assert!(
+            r.headers.contains("ferry-error: not_found"),
+            "{}",
+            r.headers
+        );
     }
     assert_eq!(web.requests(), 4);
     assert_eq!((api1.requests(), api2.requests()), (10, 10));

@@ -9,9 +9,7 @@ use common::BIN;
 use ferry_proto::{TenantName, TenantSettings};
 use ferry_store::{ConnectionQuery, SqliteStore, Store, TenantFields};
 use ferry_testkit::client::expect_ferry_error;
-use ferry_testkit::{
-    eventually, http_client, light_slot, within, Stack, TargetKind, TargetServer,
-};
+use ferry_testkit::{eventually, http_client, light_slot, within, Stack, TargetKind, TargetServer};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
@@ -136,7 +134,11 @@ async fn revoking_the_secret_cuts_the_tunnel_and_keeps_it_out() -> anyhow::Resul
     let tenant: TenantName = stack.tenant.parse()?;
     let client = http_client();
     assert_eq!(
-        client.get(stack.relay_url("app", "/")).send().await?.status(),
+        client
+            .get(stack.relay_url("app", "/"))
+            .send()
+            .await?
+            .status(),
         200
     );
 
@@ -151,7 +153,10 @@ async fn revoking_the_secret_cuts_the_tunnel_and_keeps_it_out() -> anyhow::Resul
         .await?;
     let took = revoked_at.elapsed();
     eprintln!("tunnel cut {took:?} after the revocation");
-    assert!(took < Duration::from_secs(8), "cut within seconds: {took:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "cut within seconds: {took:?}"
+    );
     // The connector cannot come back: its cached token names the revoked secret, a new one is refused.
     stack
         .connector
@@ -176,7 +181,10 @@ async fn deleting_the_tenant_cuts_its_tunnels() -> anyhow::Result<()> {
         .wait_stderr("tenant deleted: its tunnels were cut", T)
         .await?;
     let resp = eventually(T, || async {
-        let resp = http_client().get(stack.relay_url("app", "/")).send().await?;
+        let resp = http_client()
+            .get(stack.relay_url("app", "/"))
+            .send()
+            .await?;
         anyhow::ensure!(resp.status() == 404, "still {}", resp.status());
         Ok(resp)
     })

@@ -57,6 +57,8 @@ const configuration = {
       redirect_uris: [],
       response_types: [],
       token_endpoint_auth_method: 'client_secret_basic',
+      // Client metadata is checked against the algorithms the provider's keys allow.
+      id_token_signed_response_alg: alg,
       scope: 'tunnel',
     },
   ],

@@ -358,8 +358,11 @@ pub struct ConnectionQuery {
     #[param(minimum = 1, maximum = 1000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
-    /// The `next` cursor of the previous page.
-    #[param(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    /// The `next` cursor of the previous page (`CONNECTED_AT:ID`).
+    #[param(
+        max_length = 256,
+        pattern = "^-?[0-9]{1,18}:[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
 }

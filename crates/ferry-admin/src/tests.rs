@@ -454,3 +454,209 @@ async fn the_openapi_document_is_public_and_complete() {
     assert!(doc["paths"]["/api/v1/tenants"]["get"]["responses"]["401"].is_object());
     assert_eq!(openapi().paths.paths.len(), 11);
 }
+
+#[tokio::test]
+async fn stats_are_summed_per_minute_with_percentiles() {
+    let store: Arc<dyn ferry_store::Store> = Arc::new(
+        ferry_store::SqliteStore::open_in_memory()
+            .await
+            .expect("store"),
+    );
+    let admin = Admin::new(store.clone());
+    let key = admin
+        .create_admin_key(&AdminKeyCreate { name: "t".into() })
+        .await
+        .expect("key")
+        .key;
+    for name in ["a", "b"] {
+        store
+            .create_tenant(
+                &ferry_proto::TenantName::new(name).expect("name"),
+                &ferry_store::TenantFields::default(),
+            )
+            .await
+            .expect("tenant");
+    }
+    let row = |tenant: &str, minute: i64, fast: u64, slow: u64| {
+        let mut latency = [0u64; ferry_store::LATENCY_BUCKETS_MS.len() + 1];
+        latency[0] = fast;
+        latency[8] = slow; // <= 500 ms
+        ferry_store::StatsRecord {
+            tenant: ferry_proto::TenantName::new(tenant).expect("name"),
+            minute,
+            requests: fast + slow,
+            bytes_in: 10,
+            bytes_out: 20,
+            status_classes: [0, fast, 0, 0, slow],
+            latency_buckets: latency,
+        }
+    };
+    store
+        .put_stats(
+            "n1",
+            &[
+                row("a", 600, 90, 0),
+                row("b", 600, 9, 1),
+                row("a", 660, 1, 1),
+            ],
+        )
+        .await
+        .expect("put");
+    store
+        .put_stats("n2", &[row("a", 600, 0, 0), row("b", 660, 0, 2)])
+        .await
+        .expect("put");
+    let f = Fixture {
+        router: AdminApi::new(store).router(),
+        key,
+        notes: Arc::default(),
+    };
+    let r = f.send("GET", "/api/v1/stats?from=0&to=3600", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let minutes = r.body["minutes"].as_array().expect("minutes");
+    assert_eq!(minutes.len(), 2, "{:?}", r.body);
+    assert_eq!(minutes[0]["minute"], 600);
+    assert_eq!(minutes[0]["requests"], 100);
+    assert_eq!(minutes[0]["status_classes"]["2xx"], 99);
+    assert_eq!(minutes[0]["p50_ms"], 1);
+    assert_eq!(minutes[0]["p99_ms"], 1);
+    assert_eq!(minutes[1]["requests"], 4);
+    assert_eq!(minutes[1]["p99_ms"], 500);
+    assert_eq!(r.body["totals"]["requests"], 104);
+    assert_eq!(r.body["totals"]["bytes_in"], 50);
+    assert_eq!(
+        r.body["latency_bounds_ms"].as_array().map(Vec::len),
+        Some(ferry_store::LATENCY_BUCKETS_MS.len())
+    );
+    let r = f
+        .send("GET", "/api/v1/stats?tenant=b&from=0&to=3600", None)
+        .await;
+    assert_eq!(r.body["totals"]["requests"], 12, "{:?}", r.body);
+    assert_eq!(r.body["totals"]["status_classes"]["5xx"], 3);
+    let r = f
+        .send("GET", "/api/v1/stats?from=0&to=999999999", None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+}
+
+#[tokio::test]
+async fn connections_page_with_their_cursor() {
+    let store: Arc<dyn ferry_store::Store> = Arc::new(
+        ferry_store::SqliteStore::open_in_memory()
+            .await
+            .expect("store"),
+    );
+    let key = Admin::new(store.clone())
+        .create_admin_key(&AdminKeyCreate { name: "t".into() })
+        .await
+        .expect("key")
+        .key;
+    let tenant = ferry_proto::TenantName::new("a").expect("name");
+    store
+        .create_tenant(&tenant, &ferry_store::TenantFields::default())
+        .await
+        .expect("tenant");
+    for i in 0..3 {
+        store
+            .record_connection(&ferry_store::ConnectionRecord {
+                id: format!("c{i}"),
+                tenant: tenant.clone(),
+                connector_id: "k".into(),
+                node: "n".into(),
+                remote_addr: "127.0.0.1:1".into(),
+                connected_at: 100 + i,
+                disconnected_at: None,
+            })
+            .await
+            .expect("record");
+    }
+    store.record_disconnection("c2", 200).await.expect("close");
+    let f = Fixture {
+        router: AdminApi::new(store).router(),
+        key,
+        notes: Arc::default(),
+    };
+    let r = f.send("GET", "/api/v1/connections?limit=2", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["items"][0]["id"], "c2");
+    assert_eq!(r.body["items"][0]["live"], false);
+    let next = r.body["next"].as_str().expect("next").to_owned();
+    let r = f
+        .send(
+            "GET",
+            &format!("/api/v1/connections?limit=2&before={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["items"][0]["id"], "c0");
+    let r = f.send("GET", "/api/v1/connections?live=true", None).await;
+    assert_eq!(
+        r.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn the_client_speaks_the_api() {
+    let store: Arc<dyn ferry_store::Store> = Arc::new(
+        ferry_store::SqliteStore::open_in_memory()
+            .await
+            .expect("store"),
+    );
+    let key = Admin::new(store.clone())
+        .create_admin_key(&AdminKeyCreate { name: "t".into() })
+        .await
+        .expect("key")
+        .key;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, AdminApi::new(store).router(), async {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(&url, &key).expect("client");
+    let created = client
+        .create_tenant(&model::TenantCreate {
+            name: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    assert!(created.secret.secret.starts_with("fsec_"));
+    let err = client
+        .create_tenant(&model::TenantCreate {
+            name: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("duplicate");
+    assert!(
+        matches!(&err, ManagementError::Api(e) if e.status == StatusCode::CONFLICT),
+        "{err:?}"
+    );
+    client.delete_tenant("acme").await.expect("delete");
+    let err = client.get_tenant("acme").await.expect_err("gone");
+    assert!(
+        matches!(&err, ManagementError::Api(e) if e.code == "not_found"),
+        "{err:?}"
+    );
+    let wrong = Client::new(&url, "fadm_wrong").expect("client");
+    let err = wrong.list_nodes().await.expect_err("401");
+    assert!(
+        matches!(&err, ManagementError::Api(e) if e.status == StatusCode::UNAUTHORIZED),
+        "{err:?}"
+    );
+    assert!(Client::new("ftp://x", "k").is_err());
+    let _ = stop.send(());
+    server.await.expect("join").expect("serve");
+}

@@ -138,8 +138,8 @@ impl Default for OidcSettings {
 /// Checks that need more than one field; errors name the key.
 pub(crate) fn validate(auth: &AuthSettings) -> Result<(), (String, String)> {
     let bad = |path: &str, message: &str| Err((format!("server.auth.{path}"), message.to_owned()));
-    if auth.token_ttl < Duration::from_secs(10) {
-        return bad("token_ttl", "must be at least 10s");
+    if auth.token_ttl < Duration::from_secs(1) {
+        return bad("token_ttl", "must be at least 1s");
     }
     if auth.issuer.trim().is_empty() {
         return bad("issuer", "must not be empty");

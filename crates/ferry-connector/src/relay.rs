@@ -194,19 +194,28 @@ impl Relay {
                 request_id,
             );
         }
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_CONTROL_BODY)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                tracing::warn!(tenant = %self.tenant, %error, "settings push unreadable");
+        let mut stream = req.into_body();
+        let mut body = Vec::new();
+        while let Some(frame) = stream.frame().await {
+            let unreadable = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if body.len() + data.len() <= MAX_CONTROL_BODY => {
+                        body.extend_from_slice(&data);
+                        None
+                    }
+                    Ok(_) => Some(format!("larger than {MAX_CONTROL_BODY} bytes")),
+                    Err(_) => None,
+                },
+                Err(error) => Some(error.into().to_string()),
+            };
+            if let Some(why) = unreadable {
+                tracing::warn!(tenant = %self.tenant, why, "settings push unreadable");
                 return error_response(
-                    &ErrorReply::new(ErrorCode::BadRequest, "settings body unreadable"),
+                    &ErrorReply::new(ErrorCode::BadRequest, format!("settings body: {why}")),
                     request_id,
                 );
             }
-        };
+        }
         match serde_json::from_slice::<TenantSettings>(&body) {
             Ok(settings) => {
                 tracing::info!(tenant = %self.tenant, ?settings, "settings pushed by the node");

@@ -545,3 +545,45 @@ async fn cancelling_before_the_response_closes_the_target_connection() {
         .expect("target connection closed in time")
         .expect("closed");
 }
+
+fn control_request(body: &str) -> Request<TunnelBody> {
+    let mut req = Request::new(full(body.to_owned()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = Uri::from_static("http://ferry.invalid/_ferry/settings");
+    req.headers_mut()
+        .insert(CONTROL, HeaderValue::from_static(CONTROL_SETTINGS));
+    req
+}
+
+#[tokio::test]
+async fn a_settings_push_is_applied_and_never_relayed() {
+    let relay = relay("http://127.0.0.1:9", HostMode::Target);
+    let res = relay
+        .handle(control_request(
+            r#"{"target_response_timeout_ms":250,"reconnect_min_delay_ms":10}"#,
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let pushed = relay.pushed_settings();
+    assert_eq!(pushed.target_response_timeout_ms, Some(250));
+    assert_eq!(pushed.reconnect_min_delay_ms, Some(10));
+    assert_eq!(relay.response_timeout(), Duration::from_millis(250));
+
+    // Garbage, unknown fields and oversized documents are refused; the settings stay.
+    for bad in [
+        "not json".to_owned(),
+        r#"{"no_such_setting":1}"#.to_owned(),
+        format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_CONTROL_BODY)),
+    ] {
+        let res = relay.handle(control_request(&bad)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(relay.response_timeout(), Duration::from_millis(250));
+    }
+
+    // A control header on a request for a target is not a control message (and is dropped as internal).
+    let mut req = control_request("{}");
+    req.headers_mut()
+        .insert(TARGET, HeaderValue::from_static("nope"));
+    let res = relay.handle(req).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}

@@ -47,7 +47,9 @@ impl TenantSettings {
                 .target_response_timeout_ms
                 .or(self.target_response_timeout_ms),
             request_expiration_ms: patch.request_expiration_ms.or(self.request_expiration_ms),
-            max_concurrent_requests: patch.max_concurrent_requests.or(self.max_concurrent_requests),
+            max_concurrent_requests: patch
+                .max_concurrent_requests
+                .or(self.max_concurrent_requests),
             max_body_size: patch.max_body_size.or(self.max_body_size),
             require_client_auth: patch.require_client_auth.or(self.require_client_auth),
         }

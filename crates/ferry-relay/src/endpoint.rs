@@ -446,9 +446,10 @@ impl Relay {
                     format!("tenant {tenant} requires a bearer token"),
                 )
             })?;
-        let claims = self.verifier.verify_async(token).await.map_err(|e| {
-            ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))
-        })?;
+        let claims =
+            self.verifier.verify_async(token).await.map_err(|e| {
+                ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))
+            })?;
         if &claims.tenant != tenant {
             return Err(ErrorReply::new(
                 ErrorCode::Unauthorized,

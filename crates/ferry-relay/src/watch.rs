@@ -242,8 +242,8 @@ impl Relay {
         if !self.stats.log_enabled() {
             return;
         }
-        let retention = i64::try_from(self.settings.request_log_retention.as_millis())
-            .unwrap_or(i64::MAX);
+        let retention =
+            i64::try_from(self.settings.request_log_retention.as_millis()).unwrap_or(i64::MAX);
         let before = unix_now().saturating_mul(1000).saturating_sub(retention);
         match self.store.prune_request_log(before).await {
             Ok(0) => {}

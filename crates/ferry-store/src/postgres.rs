@@ -289,6 +289,43 @@ mod tests {
         .await;
     }
 
+    /// `sslmode=require` speaks TLS to the server (rustls, system roots), as a managed database demands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sslmode_require_uses_tls() {
+        with_database(|options| async move {
+            let server_has_tls = {
+                let plain = PostgresStore::connect_with(options.clone())
+                    .await
+                    .expect("open");
+                let on: String = sqlx::query_scalar("SHOW ssl")
+                    .fetch_one(&plain.pool)
+                    .await
+                    .expect("show ssl");
+                plain.close().await;
+                on == "on"
+            };
+            if !server_has_tls {
+                if std::env::var_os("CI").is_some() {
+                    panic!("the CI PostgreSQL has ssl = off; this test needs it on");
+                }
+                eprintln!("skipped: this PostgreSQL server has ssl = off");
+                return;
+            }
+            let store =
+                PostgresStore::connect_with(options.ssl_mode(sqlx::postgres::PgSslMode::Require))
+                    .await
+                    .expect("open with sslmode=require");
+            let tls: bool =
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("pg_stat_ssl");
+            assert!(tls, "the connection is encrypted");
+            store.close().await;
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_survives_reopen() {
         with_database(|options| async move {
