@@ -186,13 +186,16 @@ pub async fn run(
         },
     ));
     let secret = config.secret.clone().unwrap_or_default();
+    let token_request = token::TokenRequest::from_config(&config, &settings.tenant)
+        .map_err(|(setting, message)| config_error(setting, message))?;
     let mut tokens = token::TokenSource::new(
         settings.token_url.clone(),
         settings.tenant.clone(),
         secret,
         plain_tls,
         config.connect_timeout,
-    );
+    )
+    .with_request(token_request);
     let base_tunnel_opts = TunnelOptions {
         keepalive_interval: config.keepalive_interval,
         keepalive_timeout: config.keepalive_timeout,

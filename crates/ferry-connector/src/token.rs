@@ -64,7 +64,6 @@ impl TokenRequest {
 
     /// The request described by the connector configuration (`client_id`, `scope`, `audience`, `resource`);
     /// an invalid value is named by its setting.
-    #[cfg_attr(not(test), allow(dead_code))] // until `run` passes the config (see `TokenSource::with_request`)
     pub(crate) fn from_config(
         config: &ConnectorConfig,
         tenant: &str,
@@ -84,10 +83,7 @@ impl TokenRequest {
         }
         let resource = trimmed(&config.resource);
         if let Some(r) = &resource {
-            if r.contains('#')
-                || r.parse::<http::Uri>()
-                    .map_or(true, |u| u.scheme().is_none())
-            {
+            if !is_absolute_uri(r) {
                 return Err((
                     "connector.resource",
                     format!("{r:?} must be an absolute URI without a fragment"),
@@ -101,6 +97,20 @@ impl TokenRequest {
             resource,
         })
     }
+}
+
+/// Whether `value` looks like an absolute URI without a fragment (RFC 3986 §4.3: `scheme ":" rest`), as RFC 8707
+/// requires of a resource indicator. `http::Uri` does not parse URNs, hence this small check.
+fn is_absolute_uri(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !value.contains('#')
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Standard base64 with padding (RFC 4648 §4), for the HTTP Basic header. Twenty lines rather than a new
@@ -179,7 +189,6 @@ impl TokenSource {
 
     /// Ask for `request` (client id, scope, audience, resource from the configuration) instead of the tenant's
     /// defaults. `run` calls `TokenSource::new(…).with_request(TokenRequest::from_config(&config, tenant)?)`.
-    #[cfg_attr(not(test), allow(dead_code))] // until `run` passes the config
     pub(crate) fn with_request(mut self, request: TokenRequest) -> Self {
         self.request = request;
         self
@@ -337,6 +346,18 @@ mod tests {
         assert_eq!(r.scope, "");
         assert_eq!(r.audience.as_deref(), Some("https://ferry.example.com"));
         assert_eq!(r.resource.as_deref(), Some("urn:ferry:tunnel"));
+        for ok in ["https://ferry.example.com/tunnel", "urn:ferry:tunnel"] {
+            assert!(is_absolute_uri(ok), "{ok}");
+        }
+        for bad in [
+            "not a uri",
+            "/relative",
+            "https://x/#frag",
+            "1http://x",
+            "urn:",
+        ] {
+            assert!(!is_absolute_uri(bad), "{bad}");
+        }
         config.resource = Some("not a uri".to_owned());
         let (setting, _) = TokenRequest::from_config(&config, "demo").expect_err("bad resource");
         assert_eq!(setting, "connector.resource");

@@ -93,13 +93,15 @@ async fn node_handle(
                 req.headers()["content-type"],
                 "application/x-www-form-urlencoded"
             );
+            // The client authenticates with HTTP Basic (RFC 6749 §2.3.1): `demo:s3cret`.
+            let basic_ok = req
+                .headers()
+                .get("authorization")
+                .is_some_and(|v| v == "Basic ZGVtbzpzM2NyZXQ=");
             let body = req.into_body().collect().await.expect("body").to_bytes();
             let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).expect("form");
             let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-            if get("grant_type") != Some("client_credentials")
-                || get("client_id") != Some("demo")
-                || get("client_secret") != Some("s3cret")
-            {
+            if get("grant_type") != Some("client_credentials") || !basic_ok {
                 return plain(
                     StatusCode::UNAUTHORIZED,
                     None,
