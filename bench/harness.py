@@ -335,7 +335,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     fd = os.path.join(work, "ferry-data")
     sec = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", fd], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip().splitlines()[-1]
-    fs = P.start("ferry-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd])
+    fs = P.start("ferry-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd, "--admin-listen", "127.0.0.1:0"])
     wait_for(lambda: file_in(os.path.join(work, "ferry-serve.out"), "ferry listening"), 20, "ferry serve")
     fc = P.start("ferry-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{pf}", "--tenant",
                                       "bench", "--secret", sec, "--target", f"origin={direct}"])
@@ -426,7 +426,7 @@ def idle_connectors(a, work, P, n):
     sec = subprocess.run([a.ferry, "tenant", "create", "idle", "--data-dir", fd], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip().splitlines()[-1]
     name = f"ferry-idle-{n}"
-    fs = P.start(name, [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd])
+    fs = P.start(name, [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd, "--admin-listen", "127.0.0.1:0"])
     res = {"n": n}
     try:
         wait_for(lambda: file_in(os.path.join(work, name + ".out"), "ferry listening"), 20, "ferry serve")

@@ -2,15 +2,18 @@
 //! key, a connector's secret or token: 401), create/read/update/delete round trips as an operator would do them
 //! with curl, and schemathesis (PyPI) checking every operation against the served OpenAPI document.
 //!
-//! The schemathesis test needs Python 3 with venv; without it the test fails under `CI` and prints
-//! `skipped: …` otherwise.
+//! The round trips and schemathesis run on SQLite and on PostgreSQL (a fresh database on the server of
+//! `FERRY_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`). Schemathesis needs Python 3
+//! with venv. Without PostgreSQL or Python a test fails under `CI` and prints `skipped: …` otherwise.
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use ferry_testkit::process::run_ferry;
 use ferry_testkit::{FerryServer, ServerOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sqlx::{Connection, Executor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 const T: Duration = Duration::from_secs(30);
@@ -23,12 +26,35 @@ struct Admin {
 }
 
 async fn start() -> anyhow::Result<Admin> {
-    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    start_on(None).await
+}
+
+/// A server on the embedded SQLite store, or on the PostgreSQL database at `database_url`, with an admin key.
+async fn start_on(database_url: Option<&str>) -> anyhow::Result<Admin> {
+    let mut options = ServerOptions::default();
+    let mut env = Vec::new();
+    if let Some(url) = database_url {
+        options = options.env("FERRY_DATABASE_URL", url);
+        env.push(("FERRY_DATABASE_URL", url));
+    }
+    let server = FerryServer::start(BIN, options).await?;
     let url = server
         .admin_url()
         .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
         .to_owned();
-    let key = server.create_admin_key("e2e").await?;
+    let data_dir = server.data_dir().display().to_string();
+    let out = run_ferry(
+        BIN,
+        &["admin-key", "create", "e2e", "--data-dir", &data_dir],
+        &env,
+    )
+    .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "admin-key create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     anyhow::ensure!(key.starts_with("fadm_"), "admin key {key:?}");
     Ok(Admin {
         server,
@@ -158,10 +184,87 @@ async fn callers_without_an_admin_credential_get_401() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh PostgreSQL database, dropped by [`PgDatabase::drop_now`].
+struct PgDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// `None` (after printing `skipped: …`) when no server is reachable outside CI; an error under CI.
+    async fn create() -> anyhow::Result<Option<Self>> {
+        let server = std::env::var("FERRY_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let connected =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&server))
+                .await;
+        let mut conn = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Self::unreachable(&e.to_string()),
+            Err(_) => return Self::unreachable("timed out after 5s"),
+        };
+        let name = format!(
+            "ferry_admin_e2e_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await?;
+        let _ = conn.close().await;
+        let (base, query) = match server.split_once('?') {
+            Some((b, q)) => (b.to_owned(), format!("?{q}")),
+            None => (server.clone(), String::new()),
+        };
+        let base = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(b, _)| b)
+            .to_owned();
+        let url = format!("{base}/{name}{query}");
+        Ok(Some(Self { server, name, url }))
+    }
+
+    fn unreachable(why: &str) -> anyhow::Result<Option<Self>> {
+        if std::env::var_os("CI").is_some() {
+            anyhow::bail!("PostgreSQL is required under CI (FERRY_TEST_POSTGRES_URL): {why}");
+        }
+        eprintln!("skipped: PostgreSQL not reachable (FERRY_TEST_POSTGRES_URL): {why}");
+        Ok(None)
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
+        conn.execute(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).as_str())
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+}
+
 #[tokio::test]
-async fn crud_round_trips() -> anyhow::Result<()> {
+async fn crud_round_trips_on_sqlite() -> anyhow::Result<()> {
+    crud_round_trips(start().await?).await
+}
+
+#[tokio::test]
+async fn crud_round_trips_on_postgres() -> anyhow::Result<()> {
+    let Some(db) = PgDatabase::create().await? else {
+        return Ok(());
+    };
+    let result = async {
+        let admin = start_on(Some(&db.url)).await?;
+        crud_round_trips(admin).await
+    }
+    .await;
+    db.drop_now().await?;
+    result
+}
+
+async fn crud_round_trips(admin: Admin) -> anyhow::Result<()> {
     use reqwest::Method;
-    let admin = start().await?;
 
     let (status, created) = admin
         .call(
@@ -300,7 +403,21 @@ async fn crud_round_trips() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn schemathesis_finds_no_failure() -> anyhow::Result<()> {
+async fn schemathesis_finds_no_failure_on_sqlite() -> anyhow::Result<()> {
+    schemathesis(None).await
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_failure_on_postgres() -> anyhow::Result<()> {
+    let Some(db) = PgDatabase::create().await? else {
+        return Ok(());
+    };
+    let result = schemathesis(Some(&db.url)).await;
+    db.drop_now().await?;
+    result
+}
+
+async fn schemathesis(database_url: Option<&str>) -> anyhow::Result<()> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let has_python = std::process::Command::new(&python)
         .args(["-c", "import venv, ensurepip"])
@@ -317,7 +434,7 @@ async fn schemathesis_finds_no_failure() -> anyhow::Result<()> {
         eprintln!("skipped: {python} with venv is not available, schemathesis not run");
         return Ok(());
     }
-    let admin = start().await?;
+    let admin = start_on(database_url).await?;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/schemathesis/run.sh"
@@ -327,7 +444,7 @@ async fn schemathesis_finds_no_failure() -> anyhow::Result<()> {
         .arg(&admin.url)
         .arg(&admin.key)
         .env("FERRY_SCHEMATHESIS_MAX_EXAMPLES", "10")
-        .env("FERRY_SCHEMATHESIS_MAX_TIME", "60")
+        .env("FERRY_SCHEMATHESIS_MAX_TIME", "50")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     // The first run installs schemathesis into .tools/ (a minute or two); the run itself is bounded by

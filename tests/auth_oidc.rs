@@ -3,6 +3,7 @@
 //! configured with the provider as external issuer (discovery → JWKS); a connector gets its token from the
 //! provider's token endpoint and a request is relayed through its tunnel; a token of the same provider for
 //! another audience is refused at the tunnel; RS256, PS256, ES256 and EdDSA provider keys are all accepted.
+//! Also the built-in issuer's discovery document, JWKS and failure limit, which need no provider.
 //!
 //! Needs `node` and `npm` (and the npm registry the first time). Without them the tests print `skipped: …`;
 //! with `CI` set they fail.
@@ -300,5 +301,78 @@ async fn provider_keys_of_every_supported_algorithm_are_accepted() -> anyhow::Re
         let (status, body) = upgrade_status(server.addr(), &token).await?;
         assert_eq!(status, 101, "{alg}: {body}");
     }
+    Ok(())
+}
+
+/// The built-in issuer through the real binary (no provider needed): its discovery document and JWKS describe
+/// the keys that sign its tokens, and repeated failures at the token endpoint get 429 with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_discovery_jwks_and_failure_limit() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    let secret = server.create_tenant("demo").await?;
+    let client = http_client();
+
+    let discovery: serde_json::Value = client
+        .get(format!("{}/.well-known/openid-configuration", server.url()))
+        .timeout(T)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(discovery["issuer"], "ferry");
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("{}/oauth/token", server.url())
+    );
+    let jwks_uri = discovery["jwks_uri"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no jwks_uri in {discovery}"))?;
+    let jwks: serde_json::Value = client.get(jwks_uri).timeout(T).send().await?.json().await?;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .map(|keys| keys.iter().filter_map(|k| k["kid"].as_str()).collect())
+        .unwrap_or_default();
+
+    let token_reply = |id: &'static str, secret: String| {
+        let client = client.clone();
+        let url = format!("{}/oauth/token", server.url());
+        async move {
+            client
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .timeout(T)
+                .send()
+                .await
+        }
+    };
+    let ok: serde_json::Value = token_reply("demo", secret.clone()).await?.json().await?;
+    let token = ok["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no token in {ok}"))?;
+    let (header, claims, _) = common::jwt_parts(token)?;
+    let kid = header["kid"].as_str().unwrap_or_default();
+    assert!(kids.contains(&kid), "{kid} in {kids:?}");
+    assert!(claims["sid"].is_string(), "{claims}");
+
+    // Ten failures from this address are answered 401, the eleventh 429 (default: 10 per minute per IP).
+    for i in 0..10 {
+        let resp = token_reply("demo", format!("{secret}x")).await?;
+        assert_eq!(resp.status(), 401, "failure {i}");
+    }
+    let resp = token_reply("demo", secret.clone()).await?;
+    assert_eq!(resp.status(), 429);
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Retry-After"))?;
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    server
+        .output()
+        .wait_stderr("token request rate limited after repeated failures", T)
+        .await?;
     Ok(())
 }

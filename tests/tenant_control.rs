@@ -361,3 +361,54 @@ async fn a_tenant_may_require_client_tokens() -> anyhow::Result<()> {
     expect_ferry_error(resp, 401, "unauthorized").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_through_the_management_api_reach_the_connectors() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let key = stack.server.create_admin_key("ops").await?;
+    let api = stack
+        .server
+        .admin_url()
+        .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+        .to_owned();
+    let client = http_client();
+    let tenant = &stack.tenant;
+
+    let resp = client
+        .patch(format!("{api}/api/v1/tenants/{tenant}/settings"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"target_response_timeout_ms": 1234}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    stack
+        .connector
+        .output()
+        .wait_stderr("target_response_timeout_ms: Some(1234)", T)
+        .await?;
+
+    let secrets: serde_json::Value = client
+        .get(format!("{api}/api/v1/tenants/{tenant}/secrets"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = secrets["items"][0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no secret id in {secrets}"))?
+        .to_owned();
+    let resp = client
+        .delete(format!("{api}/api/v1/tenants/{tenant}/secrets/{id}"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 204);
+    stack
+        .server
+        .output()
+        .wait_stderr("secret revoked: its tunnels were cut", T)
+        .await?;
+    Ok(())
+}

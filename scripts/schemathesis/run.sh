@@ -23,15 +23,20 @@ if ! command -v "$python" >/dev/null 2>&1; then
     exit 3
 fi
 
-# (Re)install when the venv is missing or the pinned requirements changed.
+# (Re)install when the venv is missing or the pinned requirements changed; one installer at a time (tests may
+# start several runs at once).
+mkdir -p "$tools"
+exec 9>"$tools/.schemathesis.lock"
+flock 9
 if [ ! -x "$venv/bin/st" ] || ! cmp -s "$requirements" "$stamp"; then
     echo "schemathesis: installing $(grep -v '^#' "$requirements" | tr '\n' ' ') into $venv" >&2
-    mkdir -p "$tools"
+    rm -rf "$venv"
     "$python" -m venv "$venv" || { echo "schemathesis: cannot create a venv" >&2; exit 3; }
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
         || { echo "schemathesis: pip install failed" >&2; exit 3; }
     cp "$requirements" "$stamp"
 fi
+flock -u 9
 
 if [ "${1:-}" = "--install-only" ]; then
     exit 0
@@ -44,6 +49,8 @@ url="${1%/}"
 key="$2"
 shift 2
 
+# Run from the git-ignored tools folder so that nothing schemathesis writes lands in the work tree.
+cd "$tools"
 exec "$venv/bin/st" run "$url/api/v1/openapi.json" \
     --url "$url" \
     --header "Authorization: Bearer $key" \
@@ -52,5 +59,6 @@ exec "$venv/bin/st" run "$url/api/v1/openapi.json" \
     --max-time "${FERRY_SCHEMATHESIS_MAX_TIME:-100}" \
     --request-timeout 10 \
     --generation-with-security-parameters false \
+    --generation-database none \
     --no-color \
     "$@"

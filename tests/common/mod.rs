@@ -176,6 +176,9 @@ pub async fn serve_on(
         addr.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        // The admin listener's default (127.0.0.1:8081) could be taken; an OS-chosen port never is.
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
     ];
     loop {
         let mut p = Proc::spawn(&args, env, "ferry serve (restarted)")?;

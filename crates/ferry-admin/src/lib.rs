@@ -148,6 +148,37 @@ pub async fn serve(
     Ok(())
 }
 
+/// The management API serving on its listener, owned by the node: it stops when [`AdminServer::shutdown`] is
+/// called or when it is dropped.
+pub struct AdminServer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl AdminServer {
+    /// Serve `api` on `listener` in a task of its own.
+    pub fn spawn(listener: tokio::net::TcpListener, api: AdminApi) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        tracing::info!(addr = ?listener.local_addr().ok(), "management api started");
+        let task = tokio::spawn(serve(listener, api.router(), async move {
+            // Resolves on `true`, or with an error when the sender (the owner) is gone.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Stop taking requests and wait, at most `deadline`, for those in flight.
+    pub async fn shutdown(self, deadline: std::time::Duration) {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(deadline, self.task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("management api stopped"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "management api failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "management api task failed"),
+            Err(_) => tracing::warn!("management api did not stop within the deadline"),
+        }
+    }
+}
+
 /// The management operations, local ([`Admin`] on a store) or remote ([`Client`]): what the command line uses.
 #[async_trait::async_trait]
 pub trait Management: Send + Sync {

@@ -25,3 +25,30 @@ impl ChangeNotifier for RelayNotifier {
         self.0.secret_revoked(tenant, secret_id);
     }
 }
+
+/// Judges the management API's bearer tokens that are not admin keys with the external provider's admin check.
+pub(crate) struct AdminTokens(pub ferry_auth::AdminCheck);
+
+#[async_trait::async_trait]
+impl ferry_admin::AdminTokenCheck for AdminTokens {
+    async fn check(&self, token: &str) -> ferry_admin::AdminTokenOutcome {
+        use ferry_admin::AdminTokenOutcome;
+        use ferry_auth::AdminDecision;
+        match self.0.check(token).await {
+            AdminDecision::Admin { subject } => AdminTokenOutcome::Granted {
+                subject: subject.unwrap_or_else(|| "oidc".to_owned()),
+            },
+            AdminDecision::MissingRole { subject } => {
+                tracing::info!(
+                    subject = subject.as_deref().unwrap_or(""),
+                    "management API: valid token without the admin role"
+                );
+                AdminTokenOutcome::NoRole
+            }
+            AdminDecision::Invalid(error) => {
+                tracing::info!(%error, "management API: token refused");
+                AdminTokenOutcome::Invalid
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! (the binary).
 #![forbid(unsafe_code)]
 
-mod admin;
+mod bridge;
 mod routes;
 
 use ferry_auth::TokenIssuer;
@@ -63,7 +63,7 @@ impl Listeners {
             }),
             _ => None,
         };
-        let public = Listener::bind(s.listen, tls.as_ref()).await?;
+        let public = Listener::bind_with(s.listen, tls_options(config, tls)?).await?;
         let admin = match s.admin.enabled {
             true => Some(
                 tokio::net::TcpListener::bind(s.admin.listen)
@@ -83,6 +83,46 @@ impl Listeners {
         let addr = self.admin.as_ref()?.local_addr().ok()?;
         Some(format!("http://{addr}"))
     }
+}
+
+/// The public listener's TLS: `server.tls_cert`/`tls_key` as the default certificate, plus `[gateway.tls]`
+/// (certificates by SNI, client certificates, reloading).
+fn tls_options(
+    config: &Config,
+    default: Option<TlsFiles>,
+) -> Result<Option<ferry_gateway::TlsOptions>, AppError> {
+    let g = &config.gateway.tls;
+    let Some(default) = default else {
+        if *g != ferry_config::GatewayTls::default() {
+            return Err(ferry_edge::EdgeError::Config {
+                path: "gateway.tls".into(),
+                message: "needs server.tls_cert and server.tls_key".into(),
+            }
+            .into());
+        }
+        return Ok(None);
+    };
+    Ok(Some(ferry_gateway::TlsOptions {
+        default,
+        sni: g
+            .certificates
+            .iter()
+            .map(|c| {
+                let files = TlsFiles {
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                };
+                (c.hosts.clone(), files)
+            })
+            .collect(),
+        client_auth: match g.client_auth {
+            ferry_config::ClientAuth::Off => ferry_gateway::ClientAuth::Off,
+            ferry_config::ClientAuth::Optional => ferry_gateway::ClientAuth::Optional,
+            ferry_config::ClientAuth::Required => ferry_gateway::ClientAuth::Required,
+        },
+        client_ca: g.client_ca.clone(),
+        reload_interval: Some(g.reload_interval).filter(|d| !d.is_zero()),
+    }))
 }
 
 /// Open the configured store: the database of `server.database_url` (SQLite or PostgreSQL), or without it the
@@ -122,6 +162,7 @@ pub async fn run(
     let auth = ferry_auth::NodeAuth::start(store.clone(), &s.auth, TUNNEL_AUDIENCE).await?;
     let _auth_tasks = auth.tasks;
     let issuer = auth.issuer;
+    let admin_check = auth.admin_check;
     let tunnel_options = TunnelOptions {
         keepalive_interval: s.tunnel.keepalive_interval,
         keepalive_timeout: s.tunnel.keepalive_timeout,
@@ -153,7 +194,17 @@ pub async fn run(
         drain_timeout: s.drain_timeout,
     };
     let background = relay.spawn_background(listeners.public.url());
-    let admin = admin::start(listeners.admin, store, &s.admin);
+    // Changes made through this node's API reach the relay at once (other nodes poll the store); bearer tokens
+    // that are not admin keys go to the external provider's admin-role check when one is configured.
+    let admin = listeners.admin.map(|listener| {
+        let mut api = ferry_admin::AdminApi::new(store)
+            .notifier(Arc::new(bridge::RelayNotifier(relay.clone())))
+            .max_body_size(s.admin.max_body_size);
+        if let Some(check) = admin_check {
+            api = api.token_check(Arc::new(bridge::AdminTokens(check)));
+        }
+        ferry_admin::AdminServer::spawn(listener, api)
+    });
     tracing::info!(node_id, addr = %listeners.public.local_addr(), "node started");
     let drain_started = {
         let node = node.clone();
@@ -171,7 +222,9 @@ pub async fn run(
         drain_started,
     )
     .await;
-    admin.shutdown(s.drain_timeout).await;
+    if let Some(admin) = admin {
+        admin.shutdown(s.drain_timeout).await;
+    }
     let closed = relay.close_tunnels();
     drop(background);
     relay.flush().await;

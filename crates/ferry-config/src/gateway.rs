@@ -24,6 +24,58 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// Upstream pools by name.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// TLS of the public listener beyond `server.tls_cert`/`tls_key` (which stay the default certificate).
+    /// Only in the main config file, not in a routes file.
+    pub tls: GatewayTls,
+}
+
+/// Extra TLS settings of the public listener: certificates by SNI, client certificates, reloading.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayTls {
+    /// More certificates, chosen by the SNI name the client sends; other names get the default certificate.
+    pub certificates: Vec<SniCertificate>,
+    /// Client certificates: `off` (default), `optional` (verified when sent) or `required`.
+    pub client_auth: ClientAuth,
+    /// PEM CA bundle client certificates are verified against (needed unless `client_auth = "off"`).
+    pub client_ca: Option<PathBuf>,
+    /// How often certificate files are checked for changes; changed files are loaded for new connections
+    /// (open ones keep theirs). `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for GatewayTls {
+    fn default() -> Self {
+        Self {
+            certificates: Vec::new(),
+            client_auth: ClientAuth::Off,
+            client_ca: None,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A certificate served for some SNI names.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// Names (`api.example.com`) or wildcards (`*.example.com`) this certificate is served for.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Whether the listener asks for client certificates.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Off,
+    Optional,
+    Required,
 }
 
 impl GatewayConfig {
@@ -61,6 +113,23 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Largest request body, in bytes; larger gets 413. Unset: no limit beyond the relay's own.
     pub max_body_size: Option<u64>,
+    /// Which client-certificate headers go upstream: `nginx` (`X-SSL-Client-*`, default), `envoy`
+    /// (`X-Forwarded-Client-Cert`), `both` or `none`.
+    pub client_cert_headers: ClientCertHeaders,
+    /// Other names for the nginx-style headers, by key: `verify`, `s_dn`, `i_dn`, `serial`, `v_start`, `v_end`,
+    /// `fingerprint`, `protocol`, `cert`. Incoming headers with these names are removed too.
+    pub client_cert_header_names: BTreeMap<String, String>,
+}
+
+/// The client-certificate header formats.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertHeaders {
+    #[default]
+    Nginx,
+    Envoy,
+    Both,
+    None,
 }
 
 /// A redirect answered by the gateway itself.

@@ -116,6 +116,20 @@ pub fn set_forwarding(
     }
 }
 
+/// Remove the client-certificate header family (`X-SSL-Client-*`, `X-SSL-Protocol`, `X-Forwarded-Client-Cert`,
+/// and the `extra` names routes are configured to send) from a request, so that a client cannot forge what only
+/// the TLS layer may say. Kept from trusted proxies.
+pub fn strip_client_cert_headers(headers: &mut HeaderMap, extra: &[http::HeaderName]) {
+    let names: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| crate::client_cert::is_default_family(n.as_str()) || extra.contains(n))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +193,25 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarding(&mut h, &client("[2001:db8::1]:5000"), None, false);
         assert_eq!(h[FORWARDED], "for=\"[2001:db8::1]\";proto=https");
+    }
+
+    #[test]
+    fn client_cert_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-ssl-client-verify",
+            "x-ssl-client-s-dn",
+            "x-ssl-client-cert",
+            "x-ssl-protocol",
+            "x-forwarded-client-cert",
+            "x-ssl-other",
+            "x-client-dn",
+        ] {
+            h.append(n, HeaderValue::from_static("forged"));
+        }
+        strip_client_cert_headers(&mut h, &[http::HeaderName::from_static("x-client-dn")]);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-ssl-other"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The future a [`RelayBackend`] answers with.
@@ -29,6 +30,8 @@ pub(crate) struct Table {
     pub routes: RouteTable,
     pub pools: HashMap<String, (UpstreamConfig, Arc<Pool>)>,
     pub trusted: TrustedProxies,
+    /// Client-certificate header names routes send, stripped from every incoming request.
+    pub cert_family: Vec<http::HeaderName>,
 }
 
 impl Table {
@@ -58,10 +61,12 @@ impl Table {
             pools.insert(name.clone(), (c.clone(), pool));
         }
         let routes = RouteTable::compile(config)?;
+        let cert_family = routes.cert_header_family();
         let table = Self {
             routes,
             pools,
             trusted,
+            cert_family,
         };
         Ok((table, fresh))
     }
@@ -88,6 +93,8 @@ impl Matched {
 pub struct Gateway {
     table: RwLock<Arc<Table>>,
     relay: Arc<dyn RelayBackend>,
+    /// Responses per route name and status class (1xx…5xx), kept across reloads.
+    route_stats: RwLock<HashMap<String, Arc<[AtomicU64; 5]>>>,
 }
 
 impl Gateway {
@@ -108,6 +115,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             table: RwLock::new(Arc::new(table)),
             relay,
+            route_stats: RwLock::default(),
         }))
     }
 
@@ -146,6 +154,104 @@ impl Gateway {
 
     /// Answer `req` by the action of its route.
     pub async fn handle(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
+        let name = matched.route_name().to_owned();
+        let resp = self.answer(matched, req).await;
+        self.count(&name, resp.status());
+        resp
+    }
+
+    fn count(&self, route: &str, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        let known = self
+            .route_stats
+            .read()
+            .ok()
+            .and_then(|m| m.get(route).cloned());
+        let stats = match known {
+            Some(s) => s,
+            None => match self.route_stats.write() {
+                Ok(mut m) => m.entry(route.to_owned()).or_default().clone(),
+                Err(_) => return,
+            },
+        };
+        stats[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The gateway's metrics in the Prometheus text format: responses per route and status class; requests,
+    /// transport failures, requests in flight and liveness per upstream server.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP ferry_gateway_responses_total Responses per gateway route and status class."
+        );
+        let _ = writeln!(out, "# TYPE ferry_gateway_responses_total counter");
+        if let Ok(m) = self.route_stats.read() {
+            let mut routes: Vec<_> = m.iter().collect();
+            routes.sort_by(|a, b| a.0.cmp(b.0));
+            for (route, stats) in routes {
+                for (i, n) in stats.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "ferry_gateway_responses_total{{route=\"{}\",class=\"{}xx\"}} {}",
+                        label(route),
+                        i + 1,
+                        n.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+        let table = self.current();
+        let mut pools: Vec<_> = table.pools.iter().collect();
+        pools.sort_by(|a, b| a.0.cmp(b.0));
+        let families = [
+            (
+                "ferry_gateway_upstream_requests_total",
+                "counter",
+                "Requests sent to an upstream server (each try).",
+            ),
+            (
+                "ferry_gateway_upstream_failures_total",
+                "counter",
+                "Transport failures (connect, broken connection, head timeout).",
+            ),
+            (
+                "ferry_gateway_upstream_in_flight",
+                "gauge",
+                "Requests in flight on an upstream server.",
+            ),
+            (
+                "ferry_gateway_upstream_up",
+                "gauge",
+                "1 when the server takes requests, 0 when ejected or unhealthy.",
+            ),
+        ];
+        let now = std::time::Instant::now();
+        for (k, (family, kind, help)) in families.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {family} {help}");
+            let _ = writeln!(out, "# TYPE {family} {kind}");
+            for (name, (_, pool)) in &pools {
+                for s in pool.servers() {
+                    let v = match k {
+                        0 => s.requests.load(Ordering::Relaxed),
+                        1 => s.failures.load(Ordering::Relaxed),
+                        2 => s.inflight() as u64,
+                        _ => u64::from(s.is_live(now)),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{family}{{upstream=\"{}\",server=\"{}\"}} {v}",
+                        label(name),
+                        label(s.authority.as_str())
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    async fn answer(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
         let Matched { table, index } = matched;
         let Some(route) = table.routes.get(index) else {
             return proxy::error(
@@ -198,14 +304,14 @@ impl Gateway {
                 }
             }
             Action::Relay { tenant, target } => {
-                let req = match proxy::prepare_relay(route, req) {
+                let req = match proxy::prepare_relay(route, &table, req) {
                     Ok(r) => r,
                     Err(resp) => return *resp,
                 };
                 self.relay.relay(tenant, target, req).await
             }
             Action::Upstream(name) => match table.pools.get(name) {
-                Some((_, pool)) => proxy::forward(pool.clone(), route, &table.trusted, req).await,
+                Some((_, pool)) => proxy::forward(pool.clone(), route, &table, req).await,
                 None => proxy::error(
                     ferry_proto::ErrorCode::Internal,
                     "upstream pool vanished",
@@ -214,4 +320,11 @@ impl Gateway {
             },
         }
     }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

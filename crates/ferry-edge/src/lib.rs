@@ -8,6 +8,7 @@
 //! [`RelayBackend`], which the app implements), reading the config file (`ferry-config`).
 #![forbid(unsafe_code)]
 
+mod client_cert;
 mod forwarded;
 mod gateway;
 mod pool;
@@ -16,7 +17,7 @@ mod reload;
 pub mod route;
 mod timed;
 
-pub use forwarded::{set_forwarding, TrustedProxies};
+pub use forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
 pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
 pub use pool::{Pool, Protocol};
 pub use reload::effective;

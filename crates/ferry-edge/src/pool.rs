@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,9 @@ pub struct Server {
     /// Consecutive passed / failed active checks.
     checks_passed: AtomicU32,
     checks_failed: AtomicU32,
+    /// Requests sent (each try counts) and transport failures, for metrics.
+    pub(crate) requests: AtomicU64,
+    pub(crate) failures: AtomicU64,
 }
 
 impl Server {
@@ -199,6 +202,8 @@ impl Pool {
                 healthy: AtomicBool::new(true),
                 checks_passed: AtomicU32::new(0),
                 checks_failed: AtomicU32::new(0),
+                requests: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
             }));
         }
         let protocol = protocol.unwrap_or(Protocol::Http);
@@ -371,16 +376,18 @@ impl Pool {
     pub fn start(&self, i: usize) -> InflightGuard {
         let s = self.servers[i].clone();
         s.inflight.fetch_add(1, Ordering::Relaxed);
+        s.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard(s)
     }
 
     /// A transport failure (connect error, timeout) on server `i`: after `max_fails` in a row it is ejected for
     /// `fail_timeout`; a server back from ejection that fails again is ejected again at once.
     pub fn record_failure(&self, i: usize) {
+        let s = &self.servers[i];
+        s.failures.fetch_add(1, Ordering::Relaxed);
         if self.max_fails == 0 {
             return;
         }
-        let s = &self.servers[i];
         let fails = s.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= self.max_fails {
             if let Ok(mut until) = s.ejected_until.lock() {

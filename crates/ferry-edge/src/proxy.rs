@@ -2,7 +2,7 @@
 //! body limit, choosing a server, retrying an idempotent body-less request whose connection failed, timeouts,
 //! streaming the response back with its in-flight count held until the body ends, and WebSocket upgrades.
 
-use crate::forwarded::{set_forwarding, TrustedProxies};
+use crate::forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
 use crate::pool::{cookie_value, HashOn, InflightGuard, Pool};
 use crate::route::Route;
 use crate::timed::TimedBody;
@@ -41,11 +41,20 @@ fn too_large(limit: u64, request_id: &str) -> Response<Body> {
     )
 }
 
-/// Check a relay-bound request against its route (body limit) and rewrite its path (prefix stripping).
+/// Check a relay-bound request against its route (body limit), strip forged client-certificate headers, and
+/// rewrite its path (prefix stripping).
 pub(crate) fn prepare_relay(
     route: &Route,
+    trusted: &TrustedProxies,
     mut req: Request<Incoming>,
 ) -> Result<Request<Incoming>, Box<Response<Body>>> {
+    let from_trusted = req
+        .extensions()
+        .get::<ClientInfo>()
+        .is_some_and(|c| trusted.contains(c.remote_addr.ip()));
+    if !from_trusted {
+        strip_client_cert_headers(req.headers_mut());
+    }
     if let Some(limit) = route.max_body_size {
         if declared_length(&req).is_some_and(|n| n > limit) {
             return Err(Box::new(too_large(limit, &ferry_http::request_id(&req))));
@@ -167,12 +176,11 @@ pub(crate) async fn forward(
             headers.insert(header::HOST, v);
         }
     }
-    set_forwarding(
-        &mut headers,
-        &client,
-        host.as_deref(),
-        trusted.contains(client.remote_addr.ip()),
-    );
+    let from_trusted = trusted.contains(client.remote_addr.ip());
+    if !from_trusted {
+        strip_client_cert_headers(&mut headers);
+    }
+    set_forwarding(&mut headers, &client, host.as_deref(), from_trusted);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
     }

@@ -41,6 +41,9 @@ fn load_file(path: &Path) -> Result<(GatewayConfig, Vec<u8>), EdgeError> {
     if config.file.is_some() {
         return Err(err("a routes file cannot name another file".into()));
     }
+    if config.tls != ferry_config::GatewayTls::default() {
+        return Err(err("tls settings belong in the main config file".into()));
+    }
     Ok((config, bytes))
 }
 

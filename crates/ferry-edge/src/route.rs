@@ -9,6 +9,7 @@
 //! 3. the most constraints besides host and path: a method list counts one, each header one;
 //! 4. the earliest in the file.
 
+use crate::client_cert::CertHeaders;
 use crate::EdgeError;
 use bytes::Bytes;
 use ferry_config::{GatewayConfig, RouteConfig};
@@ -54,6 +55,8 @@ pub struct Route {
     pub action: Action,
     pub strip_prefix: bool,
     pub max_body_size: Option<u64>,
+    /// The client-certificate headers this route sends upstream.
+    pub cert_headers: CertHeaders,
 }
 
 /// How well a route matched; larger is more specific. Compared field by field, in order.
@@ -105,6 +108,18 @@ impl RouteTable {
 
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
+    }
+
+    /// Every client-certificate header name any route sends (removed from every incoming request).
+    pub fn cert_header_family(&self) -> Vec<HeaderName> {
+        let mut names: Vec<HeaderName> = self
+            .routes
+            .iter()
+            .flat_map(|r| r.cert_headers.family().cloned())
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        names
     }
 
     /// The index of the most specific route matching `input`, if any.
@@ -352,7 +367,10 @@ fn compile_route(i: usize, r: &RouteConfig, config: &GatewayConfig) -> Result<Ro
         ));
     }
     let action = actions.remove(0);
+    let cert_headers =
+        CertHeaders::compile(&key, r.client_cert_headers, &r.client_cert_header_names)?;
     Ok(Route {
+        cert_headers,
         name,
         hosts,
         path,

@@ -135,6 +135,8 @@ async fn routes_balance_and_forwarding_headers() {
             .header("x-hop", "secret")
             .header("x-forwarded-for", "6.6.6.6")
             .header("x-request-id", format!("req-{i}"))
+            .header("x-ssl-client-verify", "SUCCESS")
+            .header("x-forwarded-client-cert", "By=forged")
             .send()
             .await
             .expect("send");
@@ -142,6 +144,14 @@ async fn routes_balance_and_forwarding_headers() {
         let e = echo(r).await;
         assert_eq!(e.uri, format!("/v1/items?i={i}"));
         assert!(!e.has_header("x-hop"), "hop-by-hop header forwarded");
+        assert!(
+            !e.has_header("x-ssl-client-verify"),
+            "forged client-cert header"
+        );
+        assert!(
+            !e.has_header("x-forwarded-client-cert"),
+            "forged client-cert header"
+        );
         assert_eq!(e.header("x-forwarded-for"), Some("127.0.0.1"));
         assert_eq!(e.header("x-forwarded-proto"), Some("http"));
         assert_eq!(
@@ -702,4 +712,82 @@ fn tempfile_dir() -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&d).expect("dir");
     d
+}
+
+#[tokio::test]
+async fn metrics_count_routes_and_upstream_servers() {
+    let up = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let (url, gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        name = "app"
+        upstream = "p"
+        [[routes]]
+        name = "gone"
+        path = "/gone"
+        respond = {{ status = 410 }}
+        [upstreams.p]
+        servers = [{{ url = "{}" }}, {{ url = "http://{dead_addr}" }}]
+        max_fails = 1
+        fail_timeout = "60s"
+        "#,
+        up.url()
+    ))
+    .await;
+    let c = client();
+    for _ in 0..4 {
+        assert_eq!(
+            c.get(format!("{url}/x"))
+                .send()
+                .await
+                .expect("send")
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        c.get(format!("{url}/gone"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        410
+    );
+    let m = gw.render_metrics();
+    assert!(
+        m.contains("ferry_gateway_responses_total{route=\"app\",class=\"2xx\"} 4"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferry_gateway_responses_total{route=\"gone\",class=\"4xx\"} 1"),
+        "{m}"
+    );
+    let server = up.url().replace("http://", "");
+    assert!(
+        m.contains(&format!(
+            "ferry_gateway_upstream_requests_total{{upstream=\"p\",server=\"{server}\"}} 4"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "ferry_gateway_upstream_failures_total{{upstream=\"p\",server=\"{dead_addr}\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "ferry_gateway_upstream_up{{upstream=\"p\",server=\"{dead_addr}\"}} 0"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "ferry_gateway_upstream_in_flight{{upstream=\"p\",server=\"{server}\"}} 0"
+        )),
+        "{m}"
+    );
 }

@@ -10,7 +10,7 @@
 mod listener;
 mod serve;
 
-pub use listener::{Listener, TlsFiles};
+pub use listener::{tls_info, ClientAuth, Listener, TlsFiles, TlsOptions};
 pub use serve::{serve, Handler, ServeOptions};
 
 /// Why a listener could not start.

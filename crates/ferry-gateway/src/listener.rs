@@ -1,11 +1,17 @@
-//! Binding a listener and, when certificate files are given, preparing TLS (1.2 and 1.3, ALPN h2 and http/1.1).
+//! Binding a listener and, when certificate files are given, preparing TLS (1.2 and 1.3, ALPN h2 and http/1.1):
+//! several certificates chosen by SNI, client certificates (off, optional, required) verified against a CA
+//! bundle, and certificate files reloaded on change for new connections.
 
 use crate::GatewayError;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -14,6 +20,44 @@ use tokio_rustls::TlsAcceptor;
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Whether a listener asks clients for certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    #[default]
+    Off,
+    /// Verified when the client sends one; a client without one is let in.
+    Optional,
+    /// A verified certificate is needed to connect.
+    Required,
+}
+
+/// Everything about a TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// The certificate for clients whose SNI name matches no entry of `sni` (or who send none).
+    pub default: TlsFiles,
+    /// More certificates, by SNI name: exact (`api.example.com`) or wildcard (`*.example.com`).
+    pub sni: Vec<(Vec<String>, TlsFiles)>,
+    pub client_auth: ClientAuth,
+    /// The CA bundle client certificates are verified against; needed unless `client_auth` is off.
+    pub client_ca: Option<PathBuf>,
+    /// How often the certificate files are checked for changes; `None`: never.
+    pub reload_interval: Option<Duration>,
+}
+
+impl TlsOptions {
+    /// Only `files`, no client certificates, no reload: what [`Listener::bind`] uses.
+    pub fn single(files: TlsFiles) -> Self {
+        Self {
+            default: files,
+            sni: Vec::new(),
+            client_auth: ClientAuth::Off,
+            client_ca: None,
+            reload_interval: None,
+        }
+    }
 }
 
 /// A bound listener, plain or TLS.
@@ -26,7 +70,32 @@ pub struct Listener {
 impl Listener {
     /// Bind `addr` now (port 0 picks a free port) and load the TLS files if given.
     pub async fn bind(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<Self, GatewayError> {
-        let tls = tls.map(load_tls).transpose()?;
+        Self::bind_with(addr, tls.map(|f| TlsOptions::single(f.clone()))).await
+    }
+
+    /// Bind `addr` now, with TLS as `tls` says (certificates checked before binding). With a reload interval, a
+    /// task checks the certificate files until the listener is dropped.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        tls: Option<TlsOptions>,
+    ) -> Result<Self, GatewayError> {
+        let tls = match tls {
+            Some(options) => {
+                let resolver = Arc::new(SniResolver {
+                    store: RwLock::new(Arc::new(CertStore::load(&options)?)),
+                });
+                let acceptor = acceptor(&options, resolver.clone())?;
+                if let Some(every) = options.reload_interval.filter(|d| !d.is_zero()) {
+                    tokio::spawn(watch_certificates(
+                        Arc::downgrade(&resolver),
+                        options,
+                        every,
+                    ));
+                }
+                Some(acceptor)
+            }
+            None => None,
+        };
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
@@ -51,19 +120,205 @@ impl Listener {
     }
 }
 
-fn load_tls(files: &TlsFiles) -> Result<TlsAcceptor, GatewayError> {
+/// The TLS facts of an accepted connection, to attach to its requests: protocol version and the client's
+/// certificate chain (verified during the handshake when client certificates are on).
+pub fn tls_info(conn: &rustls::ServerConnection) -> ferry_http::TlsInfo {
+    ferry_http::TlsInfo {
+        protocol: conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        }),
+        client_chain: conn
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn acceptor(options: &TlsOptions, resolver: Arc<SniResolver>) -> Result<TlsAcceptor, GatewayError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match options.client_auth {
+        ClientAuth::Off => builder.with_no_client_auth(),
+        mode => {
+            let path = options
+                .client_ca
+                .as_deref()
+                .ok_or_else(|| GatewayError::Certificate {
+                    path: "client_ca".into(),
+                    message: "client certificates need a CA bundle".into(),
+                })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(path)? {
+                roots.add(cert).map_err(|e| GatewayError::Certificate {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = if mode == ClientAuth::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|e| GatewayError::Certificate {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The loaded certificates: a default and some by SNI name.
+#[derive(Debug)]
+struct CertStore {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `(".example.com", key)` for `*.example.com`.
+    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    /// The files' bytes, to notice changes.
+    fingerprint: Vec<u8>,
+}
+
+impl CertStore {
+    fn load(options: &TlsOptions) -> Result<Self, GatewayError> {
+        let mut fingerprint = Vec::new();
+        let default = Arc::new(load_key_pair(&options.default, &mut fingerprint)?);
+        let mut exact = HashMap::new();
+        let mut wildcard = Vec::new();
+        for (names, files) in &options.sni {
+            let key = Arc::new(load_key_pair(files, &mut fingerprint)?);
+            for name in names {
+                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+                match name.strip_prefix('*') {
+                    Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                        wildcard.push((suffix.to_owned(), key.clone()))
+                    }
+                    Some(_) => {
+                        return Err(GatewayError::Certificate {
+                            path: files.cert.display().to_string(),
+                            message: format!("bad wildcard name {name:?}"),
+                        })
+                    }
+                    None => {
+                        exact.insert(name, key.clone());
+                    }
+                }
+            }
+        }
+        // longer suffixes first: the most specific wildcard wins
+        wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        Ok(Self {
+            default,
+            exact,
+            wildcard,
+            fingerprint,
+        })
+    }
+
+    fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
+            return self.default.clone();
+        };
+        if let Some(k) = self.exact.get(&name) {
+            return k.clone();
+        }
+        self.wildcard
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+            .map(|(_, k)| k.clone())
+            .unwrap_or_else(|| self.default.clone())
+    }
+}
+
+/// Picks the certificate by SNI from the current store, which a reload replaces.
+#[derive(Debug)]
+struct SniResolver {
+    store: RwLock<Arc<CertStore>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let store = match self.store.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Some(store.pick(hello.server_name()))
+    }
+}
+
+/// Reload the certificate files when their content changes, until the listener is gone. A file that does not
+/// load is logged and the certificates in use stay.
+async fn watch_certificates(resolver: Weak<SniResolver>, options: TlsOptions, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut refused: Option<Vec<u8>> = None;
+    loop {
+        tick.tick().await;
+        let Some(resolver) = resolver.upgrade() else {
+            return;
+        };
+        let current = match resolver.store.read() {
+            Ok(s) => s.fingerprint.clone(),
+            Err(poisoned) => poisoned.into_inner().fingerprint.clone(),
+        };
+        let now = files_bytes(&options);
+        if now == current || refused.as_ref() == Some(&now) {
+            continue;
+        }
+        match CertStore::load(&options) {
+            Ok(store) => {
+                if let Ok(mut s) = resolver.store.write() {
+                    *s = Arc::new(store);
+                }
+                refused = None;
+                tracing::info!(file = %options.default.cert.display(), "tls certificates reloaded");
+            }
+            Err(e) => {
+                tracing::error!(
+                    "tls certificate files refused, keeping the certificates in use: {e}"
+                );
+                refused = Some(now);
+            }
+        }
+    }
+}
+
+/// The bytes of every certificate and key file, in load order (unreadable files count as empty).
+fn files_bytes(options: &TlsOptions) -> Vec<u8> {
+    let mut out = Vec::new();
+    for files in std::iter::once(&options.default).chain(options.sni.iter().map(|(_, f)| f)) {
+        out.extend(std::fs::read(&files.cert).unwrap_or_default());
+        out.extend(std::fs::read(&files.key).unwrap_or_default());
+    }
+    out
+}
+
+fn load_key_pair(
+    files: &TlsFiles,
+    fingerprint: &mut Vec<u8>,
+) -> Result<CertifiedKey, GatewayError> {
+    fingerprint.extend(std::fs::read(&files.cert).unwrap_or_default());
+    fingerprint.extend(std::fs::read(&files.key).unwrap_or_default());
     let certs = load_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| GatewayError::Key {
         path: files.key.display().to_string(),
         message: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| GatewayError::Key {
+        path: files.key.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
@@ -123,5 +378,256 @@ mod tests {
             .expect("bind tls");
         assert!(l.url().starts_with("https://"));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A CA and certificates it signs, written to a temp dir.
+    struct Pki {
+        dir: PathBuf,
+        ca: rcgen::Certificate,
+        ca_key: rcgen::KeyPair,
+    }
+
+    impl Pki {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "ferry-gw-{tag}-{}-{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            ));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let ca_key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, format!("{tag} ca"));
+            let ca = params.self_signed(&ca_key).expect("ca");
+            std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+            Self { dir, ca, ca_key }
+        }
+
+        /// A leaf for `names`, written as `{file}.pem` and `{file}-key.pem`; returns the files and the DER.
+        fn leaf(&self, file: &str, names: &[&str]) -> (TlsFiles, Vec<u8>) {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let params = rcgen::CertificateParams::new(
+                names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+            )
+            .expect("params");
+            let cert = params
+                .signed_by(&key, &self.ca, &self.ca_key)
+                .expect("sign");
+            let files = TlsFiles {
+                cert: self.dir.join(format!("{file}.pem")),
+                key: self.dir.join(format!("{file}-key.pem")),
+            };
+            std::fs::write(&files.cert, cert.pem()).expect("write");
+            std::fs::write(&files.key, key.serialize_pem()).expect("write");
+            (files, cert.der().to_vec())
+        }
+    }
+
+    impl Drop for Pki {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Accept TLS connections forever (handshake only, then hold the stream briefly).
+    fn accept_loop(l: Listener) -> tokio::task::JoinHandle<()> {
+        accept_recording(l, Arc::default())
+    }
+
+    /// [`accept_loop`], recording each connection's [`tls_info`].
+    fn accept_recording(
+        l: Listener,
+        seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let Some(tls) = l.tls.clone() else { return };
+            while let Ok((s, _)) = l.tcp.accept().await {
+                let tls = tls.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut conn) = tls.accept(s).await {
+                        if let Ok(mut v) = seen.lock() {
+                            v.push(tls_info(conn.get_ref().1));
+                        }
+                        use tokio::io::AsyncWriteExt;
+                        let _ = conn.write_all(b"hi").await;
+                        let _ = conn.shutdown().await;
+                    }
+                });
+            }
+        })
+    }
+
+    /// Handshake as `name` trusting `ca`, with an optional client certificate; returns the server's leaf DER.
+    async fn handshake(
+        addr: SocketAddr,
+        ca: &Path,
+        name: &str,
+        client: Option<&TlsFiles>,
+    ) -> Result<Vec<u8>, String> {
+        use tokio::io::AsyncReadExt;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certs(ca).map_err(|e| e.to_string())? {
+            roots.add(c).map_err(|e| e.to_string())?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match client {
+            Some(f) => builder
+                .with_client_auth_cert(
+                    load_certs(&f.cert).map_err(|e| e.to_string())?,
+                    PrivateKeyDer::from_pem_file(&f.key).map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?,
+            None => builder.with_no_client_auth(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let server_name =
+            rustls_pki_types::ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+        let mut conn = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let leaf = conn
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .ok_or("no certificate")?;
+        // with TLS 1.3 a refused client certificate shows on the first read
+        let mut buf = [0u8; 2];
+        conn.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        Ok(leaf)
+    }
+
+    #[tokio::test]
+    async fn certificates_are_chosen_by_sni() {
+        let pki = Pki::new("sni");
+        let (default, default_der) = pki.leaf("default", &["localhost"]);
+        let (api, api_der) = pki.leaf("api", &["api.example.test"]);
+        let (wild, wild_der) = pki.leaf("wild", &["*.apps.example.test"]);
+        let options = TlsOptions {
+            sni: vec![
+                (vec!["api.example.test".into()], api),
+                (vec!["*.apps.example.test".into()], wild),
+            ],
+            ..TlsOptions::single(default)
+        };
+        let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+            .await
+            .expect("bind");
+        let addr = l.local_addr();
+        let task = accept_loop(l);
+        let ca = pki.dir.join("ca.pem");
+        let got = |name: &'static str| {
+            let ca = ca.clone();
+            async move { handshake(addr, &ca, name, None).await.expect("handshake") }
+        };
+        assert_eq!(got("api.example.test").await, api_der);
+        assert_eq!(got("shop.apps.example.test").await, wild_der);
+        assert_eq!(got("localhost").await, default_der);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn client_certificates_required_and_optional() {
+        let pki = Pki::new("mtls");
+        let (server, _) = pki.leaf("server", &["localhost"]);
+        let (client, client_der) = pki.leaf("client", &["client.example.test"]);
+        let stranger_pki = Pki::new("stranger");
+        let (stranger, _) = stranger_pki.leaf("stranger", &["client.example.test"]);
+        let ca = pki.dir.join("ca.pem");
+        for mode in [ClientAuth::Required, ClientAuth::Optional] {
+            let options = TlsOptions {
+                client_auth: mode,
+                client_ca: Some(ca.clone()),
+                ..TlsOptions::single(server.clone())
+            };
+            let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+                .await
+                .expect("bind");
+            let addr = l.local_addr();
+            let seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>> = Arc::default();
+            let task = accept_recording(l, seen.clone());
+            assert!(handshake(addr, &ca, "localhost", Some(&client))
+                .await
+                .is_ok());
+            let info = seen
+                .lock()
+                .expect("lock")
+                .first()
+                .cloned()
+                .expect("a connection");
+            assert_eq!(info.protocol, Some("TLSv1.3"));
+            assert_eq!(info.client_chain.first(), Some(&client_der));
+            assert!(
+                handshake(addr, &ca, "localhost", Some(&stranger))
+                    .await
+                    .is_err(),
+                "{mode:?}: a certificate of another CA is refused"
+            );
+            assert_eq!(
+                handshake(addr, &ca, "localhost", None).await.is_ok(),
+                mode == ClientAuth::Optional,
+                "{mode:?} without a certificate"
+            );
+            task.abort();
+        }
+        let no_ca = TlsOptions {
+            client_auth: ClientAuth::Required,
+            ..TlsOptions::single(server)
+        };
+        assert!(Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(no_ca))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn changed_certificate_files_are_reloaded() {
+        let pki = Pki::new("reload");
+        let (files, first) = pki.leaf("server", &["localhost"]);
+        let options = TlsOptions {
+            reload_interval: Some(Duration::from_millis(50)),
+            ..TlsOptions::single(files.clone())
+        };
+        let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+            .await
+            .expect("bind");
+        let addr = l.local_addr();
+        let task = accept_loop(l);
+        let ca = pki.dir.join("ca.pem");
+        assert_eq!(
+            handshake(addr, &ca, "localhost", None).await.expect("hs"),
+            first
+        );
+        // a broken key is refused; the old certificate stays
+        std::fs::write(&files.key, "not a key").expect("write");
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(
+                handshake(addr, &ca, "localhost", None).await.expect("hs"),
+                first
+            );
+        }
+        let (_, second) = pki.leaf("server", &["localhost"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = handshake(addr, &ca, "localhost", None).await.expect("hs");
+            if got == second {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not reloaded");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        task.abort();
     }
 }

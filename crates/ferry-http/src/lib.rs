@@ -33,6 +33,17 @@ impl ClientInfo {
     }
 }
 
+/// TLS facts of a client connection, attached by the listener (as `Arc<TlsInfo>`) to every request of a TLS
+/// connection, beside [`ClientInfo`].
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub protocol: Option<&'static str>,
+    /// The client's certificate chain (DER, leaf first), already verified by the listener; empty when the client
+    /// sent none.
+    pub client_chain: Vec<Vec<u8>>,
+}
+
 /// The request id of a request: a well-formed incoming `x-request-id`, else a new one.
 pub fn request_id<B>(req: &Request<B>) -> String {
     req.headers()

@@ -1,0 +1,180 @@
+//! End to end, against the built `ferry` binary: the public listener's TLS for the gateway, driven by curl:
+//! certificates chosen by SNI, client certificates required and verified against a CA bundle, and forged
+//! client-certificate headers stripped before the upstream sees them.
+
+mod common;
+
+use common::{write_file, TempDir, BIN};
+use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A CA that signs leaves, all written under `dir`.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    path: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.self_signed(&key)?;
+        let path = write_file(dir, &format!("{name}.pem"), &cert.pem())?;
+        Ok(Self { cert, key, path })
+    }
+
+    /// A leaf for `names` (with common name `cn`): its certificate and key files.
+    fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        names: &[&str],
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let key = KeyPair::generate()?;
+        let mut p =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        Ok((
+            write_file(dir, &format!("{file}.pem"), &cert.pem())?,
+            write_file(dir, &format!("{file}-key.pem"), &key.serialize_pem())?,
+        ))
+    }
+}
+
+/// curl over HTTP/2 to `https://{name}:{port}{path}` resolved to loopback; `Err` with curl's message when it
+/// fails (handshake refused…).
+async fn curl(
+    name: &str,
+    port: u16,
+    path: &str,
+    ca: &Path,
+    client: Option<&(PathBuf, PathBuf)>,
+    headers: &[&str],
+) -> anyhow::Result<String> {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sS", "--fail", "--max-time", "10", "--http2", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{name}:{port}:127.0.0.1")]);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.arg(format!("https://{name}:{port}{path}"));
+    let out =
+        tokio::time::timeout(Duration::from_secs(20), cmd.kill_on_drop(true).output()).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl {name}{path}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::test]
+async fn sni_certificates_and_required_client_certificates() -> anyhow::Result<()> {
+    let dir = TempDir::new("ferry-gw-tls-")?;
+    let d = dir.path();
+    let main_ca = Ca::new(d, "main-ca")?;
+    let api_ca = Ca::new(d, "api-ca")?;
+    let client_ca = Ca::new(d, "client-ca")?;
+    let stranger_ca = Ca::new(d, "stranger-ca")?;
+    let default = main_ca.leaf(d, "default", "localhost", &["localhost"])?;
+    let api = api_ca.leaf(d, "api", "api.example.test", &["api.example.test"])?;
+    let client = client_ca.leaf(d, "client", "client one", &["client.example.test"])?;
+    let stranger = stranger_ca.leaf(d, "stranger", "stranger", &["client.example.test"])?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let config = write_file(
+        d,
+        "ferry.toml",
+        &format!(
+            r#"
+[gateway.tls]
+client_auth = "required"
+client_ca = "{}"
+certificates = [{{ hosts = ["api.example.test"], cert = "{}", key = "{}" }}]
+
+[[gateway.routes]]
+upstream = "echo"
+
+[gateway.upstreams.echo]
+servers = [{{ url = "{}" }}]
+"#,
+            client_ca.path.display(),
+            api.0.display(),
+            api.1.display(),
+            echo.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(&default.0, &default.1)
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let port = server.addr().port();
+
+    // each name gets its own certificate: only its own CA verifies it
+    let body = curl(
+        "api.example.test",
+        port,
+        "/x",
+        &api_ca.path,
+        Some(&client),
+        &[],
+    )
+    .await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.uri, "/x");
+    curl("localhost", port, "/x", &main_ca.path, Some(&client), &[]).await?;
+    assert!(curl(
+        "api.example.test",
+        port,
+        "/x",
+        &main_ca.path,
+        Some(&client),
+        &[]
+    )
+    .await
+    .is_err());
+
+    // client certificates are required, and only those of the configured CA
+    let no_cert = curl("localhost", port, "/x", &main_ca.path, None, &[]).await;
+    assert!(no_cert.is_err(), "connected without a client certificate");
+    let wrong = curl("localhost", port, "/x", &main_ca.path, Some(&stranger), &[]).await;
+    assert!(wrong.is_err(), "connected with a certificate of another CA");
+
+    // forged client-certificate headers never reach the upstream
+    let body = curl(
+        "localhost",
+        port,
+        "/x",
+        &main_ca.path,
+        Some(&client),
+        &[
+            "X-SSL-Client-Verify: SUCCESS",
+            "X-SSL-Client-S-DN: CN=admin",
+            "X-Forwarded-Client-Cert: By=spiffe://forged",
+        ],
+    )
+    .await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    for h in [
+        "x-ssl-client-verify",
+        "x-ssl-client-s-dn",
+        "x-forwarded-client-cert",
+    ] {
+        assert!(!e.has_header(h), "{h} reached the upstream");
+    }
+    Ok(())
+}
