@@ -319,14 +319,14 @@ async fn a_tenant_may_require_client_tokens() -> anyhow::Result<()> {
     .await?;
     expect_ferry_error(resp, 401, "unauthorized").await?;
 
-    let token = |tenant: String, secret: String| {
+    let token = |tenant: String, secret: String, scope: &'static str| {
         let client = client.clone();
         let url = format!("{}/oauth/token", stack.server.url().trim_end_matches('/'));
         async move {
             let resp = client
                 .post(url)
                 .basic_auth(tenant, Some(secret))
-                .form(&[("grant_type", "client_credentials")])
+                .form(&[("grant_type", "client_credentials"), ("scope", scope)])
                 .send()
                 .await?;
             anyhow::ensure!(resp.status() == 200, "token: {}", resp.status());
@@ -337,16 +337,38 @@ async fn a_tenant_may_require_client_tokens() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no access_token in {body}"))
         }
     };
-    let own = token(stack.tenant.clone(), stack.secret.clone()).await?;
+    // A client token (scope relay) passes; so does a connector's own tunnel token.
+    let own = token(stack.tenant.clone(), stack.secret.clone(), "relay").await?;
     let resp = client
         .get(stack.relay_url("app", "/"))
         .bearer_auth(&own)
         .send()
         .await?;
     assert_eq!(resp.status(), 200);
+    let tunnel_token = token(stack.tenant.clone(), stack.secret.clone(), "tunnel").await?;
+    let resp = client
+        .get(stack.relay_url("app", "/"))
+        .bearer_auth(&tunnel_token)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    // A client token opens no tunnel.
+    let resp = client
+        .get(format!(
+            "{}/_ferry/tunnel",
+            stack.server.url().trim_end_matches('/')
+        ))
+        .bearer_auth(&own)
+        .header("connection", "upgrade")
+        .header("upgrade", "ferry-tunnel/1")
+        .header("ferry-connector-id", "intruder")
+        .header("ferry-targets", "app")
+        .send()
+        .await?;
+    expect_ferry_error(resp, 401, "unauthorized").await?;
 
     // Another tenant's token is not enough; neither is garbage.
-    let foreign = token("other".to_owned(), other_secret).await?;
+    let foreign = token("other".to_owned(), other_secret, "relay").await?;
     let resp = client
         .get(stack.relay_url("app", "/"))
         .bearer_auth(&foreign)

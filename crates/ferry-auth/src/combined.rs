@@ -82,4 +82,8 @@ impl TokenVerifier for CombinedVerifier {
     async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
         self.pick(token)?.verify_async(token).await
     }
+
+    async fn verify_client(&self, token: &str) -> Result<Claims, AuthError> {
+        self.pick(token)?.verify_client(token).await
+    }
 }

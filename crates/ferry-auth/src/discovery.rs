@@ -20,7 +20,7 @@ impl TokenIssuer {
             "jwks_uri": format!("{base}{JWKS_PATH}"),
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "scopes_supported": [TUNNEL_SCOPE],
+            "scopes_supported": [TUNNEL_SCOPE, crate::RELAY_SCOPE],
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["EdDSA"],

@@ -83,6 +83,8 @@ impl TokenReply {
 struct Credentials {
     client_id: String,
     client_secret: String,
+    /// The scope to grant: what was asked for (`tunnel`, `relay` or both), `tunnel` when nothing was.
+    scope: String,
 }
 
 /// Whether the `Content-Type` value names the form media type (parameters such as `charset` are ignored).
@@ -134,6 +136,7 @@ fn parse_authorization(authorization: Option<&str>) -> Result<Basic, TokenReply>
     Ok(Basic::Credentials(Credentials {
         client_id: form_decode(id).ok_or_else(malformed)?,
         client_secret: form_decode(secret).ok_or_else(malformed)?,
+        scope: String::new(),
     }))
 }
 
@@ -171,6 +174,33 @@ fn parse_form(body: &[u8]) -> Result<Form, TokenReply> {
     Ok(form)
 }
 
+/// The scope a token gets: the requested scopes among `tunnel` (open a tunnel) and `relay` (call the relay as a
+/// client), in that order; `tunnel` when none was requested.
+fn granted_scope(requested: Option<&str>) -> Result<String, TokenReply> {
+    let Some(requested) = requested else {
+        return Ok(crate::TUNNEL_SCOPE.to_owned());
+    };
+    let mut granted = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if scope != crate::TUNNEL_SCOPE && scope != crate::RELAY_SCOPE {
+            return Err(TokenReply::error(
+                400,
+                "invalid_scope",
+                "the scopes are tunnel and relay",
+            ));
+        }
+    }
+    for known in [crate::TUNNEL_SCOPE, crate::RELAY_SCOPE] {
+        if requested.split(' ').any(|s| s == known) {
+            granted.push(known);
+        }
+    }
+    if granted.is_empty() {
+        granted.push(crate::TUNNEL_SCOPE);
+    }
+    Ok(granted.join(" "))
+}
+
 /// Check everything that does not need the store; the client's claimed credentials if the request is well
 /// formed.
 fn parse_request(
@@ -195,18 +225,7 @@ fn parse_request(
             ))
         }
     }
-    if let Some(scope) = &form.scope {
-        if scope
-            .split(' ')
-            .any(|s| !s.is_empty() && s != crate::TUNNEL_SCOPE)
-        {
-            return Err(TokenReply::error(
-                400,
-                "invalid_scope",
-                "the only scope is tunnel",
-            ));
-        }
-    }
+    let scope = granted_scope(form.scope.as_deref())?;
     match parse_authorization(authorization)? {
         Basic::Credentials(credentials) => {
             if form.client_id.is_some() || form.client_secret.is_some() {
@@ -214,12 +233,16 @@ fn parse_request(
                     "client credentials must be sent either with HTTP Basic or in the body, not both",
                 ));
             }
-            Ok(credentials)
+            Ok(Credentials {
+                scope,
+                ..credentials
+            })
         }
         Basic::Absent => match (form.client_id, form.client_secret) {
             (Some(client_id), Some(client_secret)) => Ok(Credentials {
                 client_id,
                 client_secret,
+                scope,
             }),
             _ => Err(TokenReply::invalid_client(
                 "client authentication is required (client_id and client_secret)",
@@ -321,7 +344,7 @@ impl TokenIssuer {
                 };
             }
         };
-        match self.issue_for_secret(&tenant, &secret_id) {
+        match self.issue_scoped(&tenant, &secret_id, &credentials.scope) {
             Ok(token) => {
                 tracing::info!(tenant = %tenant, secret_id, "token issued");
                 let body = serde_json::to_vec(&SuccessBody {
@@ -559,6 +582,42 @@ mod tests {
             )
             .await;
         assert_error(&reply, 400, "invalid_scope");
+    }
+
+    #[test]
+    fn scopes_granted() {
+        let granted = |r: Option<&str>| granted_scope(r).map_err(|e| e.status);
+        assert_eq!(granted(None), Ok("tunnel".to_owned()));
+        assert_eq!(granted(Some("")), Ok("tunnel".to_owned()));
+        assert_eq!(granted(Some("relay")), Ok("relay".to_owned()));
+        assert_eq!(granted(Some("relay tunnel")), Ok("tunnel relay".to_owned()));
+        assert_eq!(granted(Some("relay relay")), Ok("relay".to_owned()));
+        assert_eq!(granted(Some("relay admin")), Err(400));
+    }
+
+    #[tokio::test]
+    async fn a_relay_token_is_a_client_token_not_a_tunnel_token() {
+        let s = setup().await;
+        let creds = format!("client_id=demo&client_secret={}", s.secret);
+        let reply = s
+            .issuer
+            .client_credentials(
+                None,
+                None,
+                FORM,
+                format!("grant_type=client_credentials&scope=relay&{creds}").as_bytes(),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        let token = body["access_token"].as_str().expect("token");
+        let verifier = s.issuer.verifier();
+        assert!(matches!(
+            verifier.verify_async(token).await,
+            Err(crate::AuthError::MissingScope)
+        ));
+        let claims = verifier.verify_client(token).await.expect("client token");
+        assert_eq!(claims.scope, "relay");
     }
 
     #[tokio::test]

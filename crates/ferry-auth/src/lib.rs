@@ -37,5 +37,5 @@ pub use secret::{
 pub use token::{
     BackgroundTask, BuiltinVerifier, Claims, IssuedToken, IssuerSettings, Rotation, TokenIssuer,
     TokenVerifier, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_REFRESH, DEFAULT_TTL, LEEWAY,
-    TUNNEL_SCOPE,
+    RELAY_SCOPE, TUNNEL_SCOPE,
 };

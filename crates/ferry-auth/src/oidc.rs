@@ -337,8 +337,18 @@ impl OidcVerifier {
 
     /// The tunnel claims of decoded, valid claims: scope and tenant.
     fn tunnel_claims(&self, claims: &Value) -> Result<Claims, AuthError> {
+        self.claims_of(claims, true)
+    }
+
+    /// The claims of decoded, valid claims: the tenant, and with `tunnel` the required scope.
+    fn claims_of(&self, claims: &Value, tunnel: bool) -> Result<Claims, AuthError> {
         let scope = scopes(claims);
-        if let Some(required) = self.settings.scope.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(required) = self
+            .settings
+            .scope
+            .as_deref()
+            .filter(|s| tunnel && !s.is_empty())
+        {
             if !scope.split(' ').any(|s| s == required) {
                 return Err(AuthError::MissingScope);
             }
@@ -448,6 +458,11 @@ impl TokenVerifier for OidcVerifier {
     async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
         let claims = self.decode_async(token, &self.settings.audience).await?;
         self.tunnel_claims(&claims)
+    }
+
+    async fn verify_client(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.decode_async(token, &self.settings.audience).await?;
+        self.claims_of(&claims, false)
     }
 }
 

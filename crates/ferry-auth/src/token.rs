@@ -25,6 +25,9 @@ pub const DEFAULT_AUDIENCE: &str = "ferry-tunnel";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// How often a node re-reads the signing keys from the store when the configuration says nothing.
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_secs(60);
+/// The scope a client of the relay asks for (`scope=relay`) to get a token for a tenant that requires client
+/// authentication: such a token opens no tunnel.
+pub const RELAY_SCOPE: &str = "relay";
 /// The scope a tunnel token must carry.
 pub const TUNNEL_SCOPE: &str = "tunnel";
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -100,6 +103,13 @@ pub trait TokenVerifier: Send + Sync {
     /// the first try.
     async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
         self.verify(token)
+    }
+
+    /// Check a token presented by a client of the relay (a tenant with "require client authentication"): like
+    /// [`Self::verify_async`] (signature, issuer, audience, times, tenant) but without requiring the tunnel
+    /// scope, so that tokens made for clients, which cannot open tunnels, are accepted.
+    async fn verify_client(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_async(token).await
     }
 }
 
@@ -433,7 +443,7 @@ pub(crate) fn map_jwt_error(error: &jsonwebtoken::errors::Error) -> AuthError {
 #[async_trait::async_trait]
 impl TokenVerifier for BuiltinVerifier {
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let result = verify_with(&self.snapshot(), &self.validation, token);
+        let result = verify_with(&self.snapshot(), &self.validation, token, true);
         if matches!(result, Err(AuthError::UnknownKey)) && self.may_refresh_for_unknown_kid() {
             // The key may have been rotated in by another node: re-read in the background; the caller's retry
             // (a connector reconnects with backoff) then finds it.
@@ -455,20 +465,37 @@ impl TokenVerifier for BuiltinVerifier {
     }
 
     async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
-        match verify_with(&self.snapshot(), &self.validation, token) {
+        self.verify_refreshing(token, true).await
+    }
+
+    async fn verify_client(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_refreshing(token, false).await
+    }
+}
+
+impl BuiltinVerifier {
+    /// Verify, re-reading the keys once when the token names an unknown one.
+    async fn verify_refreshing(&self, token: &str, tunnel: bool) -> Result<Claims, AuthError> {
+        match verify_with(&self.snapshot(), &self.validation, token, tunnel) {
             Err(AuthError::UnknownKey) if self.may_refresh_for_unknown_kid() => {
                 tracing::debug!("unknown kid: re-reading the signing keys");
                 if let Err(error) = self.refresh().await {
                     tracing::warn!(%error, "re-reading the signing keys failed");
                 }
-                verify_with(&self.snapshot(), &self.validation, token)
+                verify_with(&self.snapshot(), &self.validation, token, tunnel)
             }
             result => result,
         }
     }
 }
 
-fn verify_with(keys: &KeySet, validation: &Validation, token: &str) -> Result<Claims, AuthError> {
+/// Check `token` with `keys`; `tunnel`: it must carry the tunnel scope.
+fn verify_with(
+    keys: &KeySet,
+    validation: &Validation,
+    token: &str,
+    tunnel: bool,
+) -> Result<Claims, AuthError> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(&e))?;
     if header.alg != Algorithm::EdDSA {
         return Err(AuthError::UnsupportedAlgorithm);
@@ -485,7 +512,7 @@ fn verify_with(keys: &KeySet, validation: &Validation, token: &str) -> Result<Cl
         .map_err(|e| map_jwt_error(&e))?;
     let claims = data.claims;
     let scope = claims.scope.unwrap_or_default();
-    if !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
+    if tunnel && !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
         return Err(AuthError::MissingScope);
     }
     let tenant = TenantName::new(claims.tenant)
@@ -659,7 +686,7 @@ impl TokenIssuer {
 
     /// Issue a tunnel token for `tenant`, valid from now for the configured ttl. Does not check the tenant.
     pub fn issue(&self, tenant: &TenantName) -> Result<IssuedToken, AuthError> {
-        self.issue_at(tenant, None, now_secs())
+        self.issue_at(tenant, None, TUNNEL_SCOPE, now_secs())
     }
 
     /// Issue a tunnel token for `tenant` obtained with the connector secret `secret_id` (its `sid` claim).
@@ -668,7 +695,18 @@ impl TokenIssuer {
         tenant: &TenantName,
         secret_id: &str,
     ) -> Result<IssuedToken, AuthError> {
-        self.issue_at(tenant, Some(secret_id), now_secs())
+        self.issue_at(tenant, Some(secret_id), TUNNEL_SCOPE, now_secs())
+    }
+
+    /// Issue a token with `scope` (`tunnel`, `relay` or both, space-separated) for `tenant` obtained with the
+    /// connector secret `secret_id`.
+    pub fn issue_scoped(
+        &self,
+        tenant: &TenantName,
+        secret_id: &str,
+        scope: &str,
+    ) -> Result<IssuedToken, AuthError> {
+        self.issue_at(tenant, Some(secret_id), scope, now_secs())
     }
 
     /// Issue a token as if the clock said `now` (unix seconds).
@@ -676,6 +714,7 @@ impl TokenIssuer {
         &self,
         tenant: &TenantName,
         secret_id: Option<&str>,
+        scope: &str,
         now: u64,
     ) -> Result<IssuedToken, AuthError> {
         let keys = self.verifier.snapshot();
@@ -691,7 +730,7 @@ impl TokenIssuer {
             aud: &self.settings.audience,
             iat: now,
             exp: now.saturating_add(ttl),
-            scope: TUNNEL_SCOPE,
+            scope,
             jti: uuid::Uuid::new_v4().to_string(),
             sid: secret_id,
         };
@@ -843,10 +882,12 @@ mod tests {
         let verifier = issuer.verifier();
         // Issued 10 minutes ago with a 10 minute ttl: expired right now, but within the leeway.
         let now = now_secs();
-        let edge = issuer.issue_at(&demo(), None, now - 600).expect("issue");
+        let edge = issuer
+            .issue_at(&demo(), None, TUNNEL_SCOPE, now - 600)
+            .expect("issue");
         assert!(verifier.verify(&edge.access_token).is_ok());
         let old = issuer
-            .issue_at(&demo(), None, now - 600 - 31)
+            .issue_at(&demo(), None, TUNNEL_SCOPE, now - 600 - 31)
             .expect("issue");
         let err = verifier.verify(&old.access_token).expect_err("expired");
         assert!(matches!(err, AuthError::Expired), "{err:?}");

@@ -2,10 +2,12 @@
 //!
 //! Owns: compiling and checking the gateway config (every error names its key), choosing the most specific route
 //! for a request ([`route`]), answering redirects and fixed responses, proxying to upstream pools with pooled
-//! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection, retrying idempotent requests whose
-//! connection failed, forwarding headers, timeouts and body limits, and swapping the whole table atomically on
-//! reload. Does not own: listeners and TLS termination (`ferry-gateway`), the relay (reached through
-//! [`RelayBackend`], which the app implements), reading the config file (`ferry-config`).
+//! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection and active health checks, sticky
+//! sessions, retrying idempotent requests whose connection failed, forwarding and client-certificate headers,
+//! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, and swapping the whole table
+//! atomically on reload (the routes file, SIGHUP). Does not own: listeners and TLS termination
+//! (`ferry-gateway`), the relay (reached through [`RelayBackend`], which the app implements), the config file
+//! format (`ferry-config`).
 #![forbid(unsafe_code)]
 
 mod client_cert;

@@ -2,11 +2,12 @@
 //! body limit, choosing a server, retrying an idempotent body-less request whose connection failed, timeouts,
 //! streaming the response back with its in-flight count held until the body ends, and WebSocket upgrades.
 
-use crate::forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
+use crate::forwarded::{set_forwarding, strip_client_cert_headers};
+use crate::gateway::Table;
 use crate::pool::{cookie_value, HashOn, InflightGuard, Pool};
 use crate::route::Route;
 use crate::timed::TimedBody;
-use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited};
+use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited, TlsInfo};
 use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -45,15 +46,17 @@ fn too_large(limit: u64, request_id: &str) -> Response<Body> {
 /// rewrite its path (prefix stripping).
 pub(crate) fn prepare_relay(
     route: &Route,
-    trusted: &TrustedProxies,
+    table: &Table,
     mut req: Request<Incoming>,
 ) -> Result<Request<Incoming>, Box<Response<Body>>> {
     let from_trusted = req
         .extensions()
         .get::<ClientInfo>()
-        .is_some_and(|c| trusted.contains(c.remote_addr.ip()));
+        .is_some_and(|c| table.trusted.contains(c.remote_addr.ip()));
     if !from_trusted {
-        strip_client_cert_headers(req.headers_mut());
+        let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
+        strip_client_cert_headers(req.headers_mut(), &table.cert_family);
+        route.cert_headers.apply(req.headers_mut(), tls.as_deref());
     }
     if let Some(limit) = route.max_body_size {
         if declared_length(&req).is_some_and(|n| n > limit) {
@@ -111,9 +114,10 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 pub(crate) async fn forward(
     pool: Arc<Pool>,
     route: &Route,
-    trusted: &TrustedProxies,
+    table: &Table,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let trusted = &table.trusted;
     let request_id = ferry_http::request_id(&req);
     let started = Instant::now();
     if ferry_http::has_ambiguous_framing(&req) {
@@ -136,6 +140,7 @@ pub(crate) async fn forward(
             remote_addr: ([0, 0, 0, 0], 0).into(),
             tls: false,
         });
+    let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
     let upgrade = ferry_http::upgrade_protocol(&req)
         .and_then(|_| req.headers().get(header::UPGRADE).cloned());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -178,7 +183,8 @@ pub(crate) async fn forward(
     }
     let from_trusted = trusted.contains(client.remote_addr.ip());
     if !from_trusted {
-        strip_client_cert_headers(&mut headers);
+        strip_client_cert_headers(&mut headers, &table.cert_family);
+        route.cert_headers.apply(&mut headers, tls.as_deref());
     }
     set_forwarding(&mut headers, &client, host.as_deref(), from_trusted);
     if let Ok(v) = HeaderValue::from_str(&request_id) {

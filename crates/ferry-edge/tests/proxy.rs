@@ -791,3 +791,73 @@ async fn metrics_count_routes_and_upstream_servers() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn client_certificate_details_replace_forged_headers() {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Clients CA");
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(vec!["c.example.test".to_owned()]).expect("p");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "client one");
+    let der = p
+        .signed_by(&key, &ca, &ca_key)
+        .expect("sign")
+        .der()
+        .to_vec();
+
+    let echo_up = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let config: GatewayConfig = toml::from_str(&format!(
+        r#"
+        [[routes]]
+        upstream = "e"
+        client_cert_headers = "both"
+        client_cert_header_names = {{ verify = "X-Client-Verify" }}
+        [upstreams.e]
+        servers = [{{ url = "{}" }}]
+        "#,
+        echo_up.url()
+    ))
+    .expect("config");
+    let gw = Gateway::new(&config, Arc::new(FakeRelay)).expect("gateway");
+    // what the accept loop attaches to requests of a TLS connection with a verified client certificate
+    let info = Arc::new(ferry_http::TlsInfo {
+        protocol: Some("TLSv1.3"),
+        client_chain: vec![der],
+    });
+    let handler: Handler = Arc::new(move |mut req| {
+        let gw = gw.clone();
+        req.extensions_mut().insert(info.clone());
+        Box::pin(async move {
+            match gw.route(&req) {
+                Some(m) => gw.handle(m, req).await,
+                None => Response::new(full("none")),
+            }
+        })
+    });
+    let (url, _g) = serve(handler, None).await;
+    let r = client()
+        .get(&url)
+        .header("x-client-verify", "FORGED")
+        .header("x-ssl-client-s-dn", "CN=admin")
+        .header("x-forwarded-client-cert", "By=forged")
+        .send()
+        .await
+        .expect("send");
+    let e = echo(r).await;
+    assert_eq!(e.header_all("x-client-verify"), vec!["SUCCESS"]);
+    assert!(!e.has_header("x-ssl-client-verify"), "renamed");
+    assert_eq!(e.header_all("x-ssl-client-s-dn"), vec!["CN=client one"]);
+    assert_eq!(e.header("x-ssl-client-i-dn"), Some("CN=Clients CA"));
+    assert_eq!(e.header("x-ssl-protocol"), Some("TLSv1.3"));
+    let xfcc = e.header_all("x-forwarded-client-cert");
+    assert_eq!(xfcc.len(), 1);
+    assert!(
+        xfcc[0].starts_with("Hash=") && xfcc[0].contains(";DNS=c.example.test"),
+        "{xfcc:?}"
+    );
+}

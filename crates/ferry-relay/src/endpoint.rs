@@ -447,7 +447,7 @@ impl Relay {
                 )
             })?;
         let claims =
-            self.verifier.verify_async(token).await.map_err(|e| {
+            self.verifier.verify_client(token).await.map_err(|e| {
                 ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))
             })?;
         if &claims.tenant != tenant {
