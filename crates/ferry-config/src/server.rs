@@ -92,6 +92,9 @@ pub struct RelaySettings {
     /// How long request log entries are kept.
     #[serde(with = "humantime_serde")]
     pub request_log_retention: Duration,
+    /// How long closed connections and per-minute statistics are kept.
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
 }
 
 impl Default for RelaySettings {
@@ -103,6 +106,7 @@ impl Default for RelaySettings {
             max_body_size: 0,
             request_log: false,
             request_log_retention: Duration::from_secs(7 * 24 * 3600),
+            history_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -239,6 +239,16 @@ impl Relay {
     }
 
     async fn prune(&self) {
+        let keep = i64::try_from(self.settings.history_retention.as_secs()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .prune_history(unix_now().saturating_sub(keep))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "old connections and statistics pruned"),
+            Err(error) => tracing::warn!(%error, "pruning old connections and statistics failed"),
+        }
         if !self.stats.log_enabled() {
             return;
         }

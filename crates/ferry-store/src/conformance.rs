@@ -32,6 +32,56 @@ pub async fn run_suite(store: &dyn Store) {
     nodes_and_expiry(store).await;
     stats(store).await;
     request_log(store).await;
+    pruning_history(store).await;
+}
+
+/// Old closed connections and old statistics go; live connections and newer minutes stay. Uses times in the
+/// first hours of 1970, where no other test of the suite writes.
+async fn pruning_history(store: &dyn Store) {
+    let t = TenantName::new(unique("cf-prune")).expect("name");
+    store
+        .create_tenant(&t, &TenantFields::default())
+        .await
+        .expect("create");
+    let closed = connection(&t, "prune-node", 100);
+    let live = connection(&t, "prune-node", 110);
+    store.record_connection(&closed).await.expect("closed");
+    store.record_connection(&live).await.expect("live");
+    store
+        .record_disconnection(&closed.id, 200)
+        .await
+        .expect("disconnect");
+    let old = StatsRecord {
+        requests: 1,
+        ..StatsRecord::new(t.clone(), 120)
+    };
+    let new = StatsRecord {
+        requests: 2,
+        ..StatsRecord::new(t.clone(), 6000)
+    };
+    store
+        .put_stats("prune-node", &[old, new])
+        .await
+        .expect("stats");
+
+    let removed = store.prune_history(3000).await.expect("prune");
+    assert!(removed >= 2, "{removed}");
+    let left = store
+        .list_connections(&tenant_connections(&t, false, 10))
+        .await
+        .expect("list");
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].id, live.id, "the live connection stays");
+    let stats = store.stats(Some(&t), 0, 10_000).await.expect("stats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].minute, 6000);
+
+    store
+        .record_disconnection(&live.id, 300)
+        .await
+        .expect("disconnect");
+    store.prune_history(7000).await.expect("cleanup");
+    store.delete_tenant(&t).await.expect("delete");
 }
 
 fn token() -> String {

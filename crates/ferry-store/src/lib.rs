@@ -356,6 +356,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<RequestLogEntry>, StoreError>;
     /// Delete entries that arrived before `before_ms` (unix milliseconds); returns how many.
     async fn prune_request_log(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Delete history older than `before` (unix seconds): connections closed before it and statistics of
+    /// minutes before it. Live connections stay. Returns how many rows went.
+    async fn prune_history(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 /// The current time in unix seconds, as every store timestamp is written.

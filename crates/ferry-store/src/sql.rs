@@ -616,6 +616,22 @@ macro_rules! impl_store {
                         .map_err(StoreError::db("pruning the request log"))?;
                     Ok(done.rows_affected())
                 }
+
+                async fn prune_history(&self, before: i64) -> Result<u64, StoreError> {
+                    let connections = sqlx::query(
+                        "DELETE FROM connections WHERE disconnected_at IS NOT NULL AND disconnected_at < $1",
+                    )
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("pruning the connection history"))?;
+                    let stats = sqlx::query("DELETE FROM stats WHERE minute < $1")
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("pruning statistics"))?;
+                    Ok(connections.rows_affected() + stats.rows_affected())
+                }
             }
         };
     };
