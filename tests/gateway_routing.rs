@@ -191,3 +191,49 @@ async fn a_bad_gateway_config_stops_the_start_with_its_key() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn websockets_through_a_gateway_route() -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = TargetServer::start(TargetKind::WebSocketEcho).await?;
+    let dir = TempDir::new("ferry-gw-ws-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            "[[gateway.routes]]\npath = \"/chat\"\nupstream = \"ws\"\n\n[gateway.upstreams.ws]\nservers = [{{ url = \"{}\" }}]\n",
+            ws.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let url = format!("{}/chat/room", server.url().replace("http://", "ws://"));
+    let (mut sock, resp) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await??;
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        let text = format!("message {i}");
+        sock.send(Message::text(text.clone())).await?;
+        let echoed = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed"))??;
+        assert_eq!(echoed.into_text()?.as_str(), text);
+    }
+    let big = vec![7u8; 256 * 1024];
+    sock.send(Message::binary(big.clone())).await?;
+    let echoed = tokio::time::timeout(Duration::from_secs(10), sock.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("closed"))??;
+    assert!(echoed.into_data() == big, "binary message changed");
+    sock.close(None).await?;
+    Ok(())
+}

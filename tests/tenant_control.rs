@@ -434,3 +434,60 @@ async fn changes_through_the_management_api_reach_the_connectors() -> anyhow::Re
         .await?;
     Ok(())
 }
+
+/// Two tenants with a target of the same name: each tenant's requests reach only its own connector, and a
+/// connector secret of one tenant cannot call the management API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (echo_a, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let echo_b = TargetServer::start(TargetKind::Echo).await?;
+    let secret_b = stack.server.create_tenant("bravo").await?;
+    let _connector_b = ferry_testkit::Connector::start(
+        BIN,
+        stack.server.url(),
+        "bravo",
+        &secret_b,
+        &[("app", &echo_b.url())],
+        Default::default(),
+    )
+    .await?;
+    let client = http_client();
+    for _ in 0..10 {
+        let resp = client.get(stack.relay_url("app", "/a")).send().await?;
+        assert_eq!(resp.status(), 200);
+        let resp = client
+            .get(format!(
+                "{}/relay/bravo/app/b",
+                stack.server.url().trim_end_matches('/')
+            ))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        echo_a.requests(),
+        10,
+        "tenant A's target saw only A's requests"
+    );
+    assert_eq!(
+        echo_b.requests(),
+        10,
+        "tenant B's target saw only B's requests"
+    );
+
+    let api = stack
+        .server
+        .admin_url()
+        .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+        .to_owned();
+    for credential in [stack.secret.as_str(), secret_b.as_str()] {
+        let resp = client
+            .get(format!("{api}/api/v1/tenants"))
+            .bearer_auth(credential)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 401, "a connector secret is no admin key");
+    }
+    Ok(())
+}
