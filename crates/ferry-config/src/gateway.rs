@@ -113,12 +113,38 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Largest request body, in bytes; larger gets 413. Unset: no limit beyond the relay's own.
     pub max_body_size: Option<u64>,
+    /// Requests per client (or per header value) this route accepts; beyond it, 429 with `Retry-After`.
+    pub rate_limit: Option<RateLimitConfig>,
     /// Which client-certificate headers go upstream: `nginx` (`X-SSL-Client-*`, default), `envoy`
     /// (`X-Forwarded-Client-Cert`), `both` or `none`.
     pub client_cert_headers: ClientCertHeaders,
     /// Other names for the nginx-style headers, by key: `verify`, `s_dn`, `i_dn`, `serial`, `v_start`, `v_end`,
     /// `fingerprint`, `protocol`, `cert`. Incoming headers with these names are removed too.
     pub client_cert_header_names: BTreeMap<String, String>,
+}
+
+/// A token-bucket rate limit of a route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests allowed per `per`, on average.
+    pub requests: u32,
+    /// The period of `requests` (default 1s).
+    #[serde(default = "default_rate_period", with = "humantime_serde")]
+    pub per: Duration,
+    /// Requests allowed at once after a quiet time (default: `requests`).
+    pub burst: Option<u32>,
+    /// Whose requests are counted together: `client_ip` (default) or `header:NAME`.
+    #[serde(default = "default_rate_by")]
+    pub by: String,
+}
+
+fn default_rate_period() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_rate_by() -> String {
+    "client_ip".to_owned()
 }
 
 /// The client-certificate header formats.

@@ -19,7 +19,8 @@ pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
 pub use connector::{ConnectorConfig, HostMode, TargetConfig};
 pub use gateway::{
     Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HealthConfig,
-    RedirectConfig, RespondConfig, RouteConfig, SniCertificate, UpstreamConfig, UpstreamServer,
+    RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate, UpstreamConfig,
+    UpstreamServer,
 };
 pub use layer::{load, ConfigError, Override, ENV_OVERRIDES};
 pub use secret::Secret;

@@ -260,6 +260,25 @@ impl Gateway {
                 &ferry_http::request_id(&req),
             );
         };
+        if let Some(limiter) = &route.rate_limit {
+            let ip = req
+                .extensions()
+                .get::<ferry_http::ClientInfo>()
+                .map(|c| c.remote_addr.ip())
+                .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            if let Err(wait) = limiter.check(ip, req.headers()) {
+                let mut r = proxy::error(
+                    ferry_proto::ErrorCode::TenantBusy,
+                    format!("rate limit of route {} reached", route.name),
+                    &ferry_http::request_id(&req),
+                );
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+        }
         match &route.action {
             Action::Respond {
                 status,

@@ -15,6 +15,7 @@ mod forwarded;
 mod gateway;
 mod pool;
 mod proxy;
+mod ratelimit;
 mod reload;
 pub mod route;
 mod timed;

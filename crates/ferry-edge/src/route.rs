@@ -10,10 +10,12 @@
 //! 4. the earliest in the file.
 
 use crate::client_cert::CertHeaders;
+use crate::ratelimit::RateLimiter;
 use crate::EdgeError;
 use bytes::Bytes;
 use ferry_config::{GatewayConfig, RouteConfig};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use std::sync::Arc;
 
 /// What a route does with the requests it wins.
 #[derive(Debug, Clone)]
@@ -57,6 +59,7 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// The client-certificate headers this route sends upstream.
     pub cert_headers: CertHeaders,
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 /// How well a route matched; larger is more specific. Compared field by field, in order.
@@ -369,8 +372,14 @@ fn compile_route(i: usize, r: &RouteConfig, config: &GatewayConfig) -> Result<Ro
     let action = actions.remove(0);
     let cert_headers =
         CertHeaders::compile(&key, r.client_cert_headers, &r.client_cert_header_names)?;
+    let rate_limit = r
+        .rate_limit
+        .as_ref()
+        .map(|c| RateLimiter::new(&key, c).map(Arc::new))
+        .transpose()?;
     Ok(Route {
         cert_headers,
+        rate_limit,
         name,
         hosts,
         path,

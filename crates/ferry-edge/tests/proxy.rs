@@ -861,3 +861,42 @@ async fn client_certificate_details_replace_forged_headers() {
         "{xfcc:?}"
     );
 }
+
+#[tokio::test]
+async fn rate_limited_routes_answer_429_with_retry_after() {
+    let (url, _gw, _g) = front(
+        r#"
+        [[routes]]
+        path = "/limited"
+        respond = { body = "ok" }
+        rate_limit = { requests = 2, per = "60s" }
+        [[routes]]
+        respond = { body = "free" }
+        "#,
+    )
+    .await;
+    let c = client();
+    for _ in 0..2 {
+        let r = c.get(format!("{url}/limited")).send().await.expect("send");
+        assert_eq!(r.status(), 200);
+    }
+    let r = c.get(format!("{url}/limited")).send().await.expect("send");
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((25..=30).contains(&retry), "retry after {retry}");
+    // other routes are not limited
+    for _ in 0..5 {
+        assert_eq!(
+            c.get(format!("{url}/x"))
+                .send()
+                .await
+                .expect("send")
+                .status(),
+            200
+        );
+    }
+}
