@@ -24,7 +24,7 @@ pub(crate) fn handler(node: Arc<Node>) -> Handler {
     })
 }
 
-async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     if ferry_http::head_size(&req) > node.max_header_size {
         let request_id = ferry_http::request_id(&req);
         let reply = ErrorReply::new(
@@ -44,6 +44,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     if path.starts_with(RELAY_PREFIX) {
+        node.edge.scrub_unrouted(&mut req);
         return node.relay.handle_relay(req).await;
     }
     match path {

@@ -152,6 +152,19 @@ impl Gateway {
         Some(Matched { table, index })
     }
 
+    /// Remove forged client-certificate headers (the whole family, configured names included) from a request
+    /// that no route claimed (a plain `/relay/…` request), unless it comes from a trusted proxy.
+    pub fn scrub_unrouted<B>(&self, req: &mut Request<B>) {
+        let table = self.current();
+        let from_trusted = req
+            .extensions()
+            .get::<ferry_http::ClientInfo>()
+            .is_some_and(|c| table.trusted.contains(c.remote_addr.ip()));
+        if !from_trusted {
+            crate::forwarded::strip_client_cert_headers(req.headers_mut(), &table.cert_family);
+        }
+    }
+
     /// Answer `req` by the action of its route.
     pub async fn handle(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
         let name = matched.route_name().to_owned();

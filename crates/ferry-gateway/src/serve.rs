@@ -75,19 +75,27 @@ pub async fn serve(
             tls: listener.tls.is_some(),
         };
         let handler = handler.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(info);
-            let fut = handler(req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
+        // Every request carries the connection's facts: the client's address, and over TLS the protocol and
+        // the client's verified certificate chain (for the gateway's client-certificate headers).
+        let service_for = move |tls_info: Option<Arc<ferry_http::TlsInfo>>| {
+            let handler = handler.clone();
+            service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(info);
+                if let Some(tls_info) = &tls_info {
+                    req.extensions_mut().insert(tls_info.clone());
+                }
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            })
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service_for(None));
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
@@ -105,8 +113,11 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                    let tls_info = Arc::new(crate::tls_info(tls_stream.get_ref().1));
+                    let conn = builder.serve_connection_with_upgrades(
+                        TokioIo::new(tls_stream),
+                        service_for(Some(tls_info)),
+                    );
                     watcher.watch(conn.into_owned()).await
                 }
             };
