@@ -163,6 +163,34 @@ servers = [{{ url = "{}" }}, {{ url = "{}" }}]
     }
     assert_eq!(web.requests(), 4);
     assert_eq!((api1.requests(), api2.requests()), (10, 10));
+
+    // Per-route and per-upstream metrics on the admin listener.
+    let admin = server
+        .admin_url()
+        .ok_or_else(|| anyhow::anyhow!("no admin listener"))?;
+    let metrics = ferry_testkit::http_client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await?;
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await?;
+    for line in [
+        "ferry_gateway_responses_total{route=\"api\",class=\"2xx\"} 20",
+        "ferry_gateway_responses_total{route=\"old\",class=\"3xx\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    let api_server = api1.addr().to_string();
+    assert!(
+        metrics.contains(&format!(
+            "ferry_gateway_upstream_requests_total{{upstream=\"api\",server=\"{api_server}\"}} 10"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE ferry_relay_tunnels gauge"),
+        "{metrics}"
+    );
     Ok(())
 }
 

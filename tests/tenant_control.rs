@@ -489,5 +489,15 @@ async fn tenants_are_isolated() -> anyhow::Result<()> {
             .await?;
         assert_eq!(resp.status(), 401, "a connector secret is no admin key");
     }
+    let metrics = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for tenant in [stack.tenant.as_str(), "bravo"] {
+        let line = format!("ferry_relay_tunnels{{tenant=\"{tenant}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
     Ok(())
 }

@@ -47,11 +47,18 @@ pub(crate) struct State {
     pub token_check: Option<Arc<dyn AdminTokenCheck>>,
 }
 
+/// Renders the node's metrics in the Prometheus text format, for `GET /metrics`.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// The management API, ready to become a router.
 pub struct AdminApi {
     admin: Admin,
     token_check: Option<Arc<dyn AdminTokenCheck>>,
     max_body_size: usize,
+    metrics: Option<MetricsRenderer>,
 }
 
 impl AdminApi {
@@ -61,7 +68,15 @@ impl AdminApi {
             admin: Admin::new(store),
             token_check: None,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
+            metrics: None,
         }
+    }
+
+    /// Serve the node's metrics at [`METRICS_PATH`] (without authentication, like the OpenAPI document: the
+    /// admin listener is internal; Prometheus scrapes it).
+    pub fn metrics(mut self, render: MetricsRenderer) -> Self {
+        self.metrics = Some(render);
+        self
     }
 
     /// Tell `notifier` after each successful change.
@@ -95,11 +110,28 @@ impl AdminApi {
             tracing::error!(error = %e, "rendering the OpenAPI document failed");
             "{}".to_owned()
         }));
+        let mut routes = routes.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+        if let Some(render) = self.metrics {
+            routes = routes.route(
+                METRICS_PATH,
+                axum::routing::get(move || {
+                    let render = render.clone();
+                    async move {
+                        (
+                            [(
+                                http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            render(),
+                        )
+                    }
+                }),
+            );
+        }
         routes
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_admin,
-            ))
             .route(
                 OPENAPI_PATH,
                 axum::routing::get(move || {

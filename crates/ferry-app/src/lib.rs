@@ -197,8 +197,14 @@ pub async fn run(
     // Changes made through this node's API reach the relay at once (other nodes poll the store); bearer tokens
     // that are not admin keys go to the external provider's admin-role check when one is configured.
     let admin = listeners.admin.map(|listener| {
+        let metrics = {
+            let relay = relay.clone();
+            let edge = node.edge.clone();
+            Arc::new(move || format!("{}{}", relay.render_metrics(), edge.render_metrics()))
+        };
         let mut api = ferry_admin::AdminApi::new(store)
             .notifier(Arc::new(bridge::RelayNotifier(relay.clone())))
+            .metrics(metrics)
             .max_body_size(s.admin.max_body_size);
         if let Some(check) = admin_check {
             api = api.token_check(Arc::new(bridge::AdminTokens(check)));

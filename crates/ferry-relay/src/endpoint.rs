@@ -73,6 +73,33 @@ impl Relay {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// The relay's gauges in the Prometheus text format: open tunnels and requests in flight, per tenant.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let tenants = self.registry.tenants_with_tunnels();
+        let _ = writeln!(
+            out,
+            "# HELP ferry_relay_tunnels Open connector tunnels on this node.\n# TYPE ferry_relay_tunnels gauge"
+        );
+        for tenant in &tenants {
+            let open = self.registry.get(tenant).map_or(0, |e| e.tunnels().len());
+            let _ = writeln!(out, "ferry_relay_tunnels{{tenant=\"{tenant}\"}} {open}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ferry_relay_requests_in_flight Relayed requests in flight on this node.\n# TYPE ferry_relay_requests_in_flight gauge"
+        );
+        for tenant in &tenants {
+            let inflight = self.registry.get(tenant).map_or(0, |e| e.inflight());
+            let _ = writeln!(
+                out,
+                "ferry_relay_requests_in_flight{{tenant=\"{tenant}\"}} {inflight}"
+            );
+        }
+        out
+    }
+
     /// Close every tunnel (after the in-flight requests finished, or at the drain deadline).
     pub fn close_tunnels(&self) -> usize {
         self.registry.close_all()
