@@ -150,6 +150,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AppError> {
+    run_with_source(config, None, listeners, shutdown).await
+}
+
+/// [`run`], knowing where `config` came from: with a config file, its `[gateway]` section is reloaded on SIGHUP
+/// and on change (read again with the same layering), unless the routes live in a `gateway.file`.
+pub async fn run_with_source(
+    config: Config,
+    source: Option<ferry_config::ConfigSource>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AppError> {
     let s = &config.server;
     let node_id = s
         .node_id
@@ -179,7 +190,7 @@ pub async fn run(
         &config.gateway,
         Arc::new(routes::RelayRoutes(relay.clone())),
     )?;
-    edge.spawn_reload(&config.gateway);
+    edge.spawn_reload(&config.gateway, source);
     let node = Arc::new(Node {
         edge,
         relay: relay.clone(),

@@ -1,7 +1,9 @@
-//! The public listener's paths: health, readiness, the token endpoint, the tunnel endpoint and the relay.
+//! The public listener's paths: health, readiness, the token endpoint, the tunnel endpoint, then the gateway's
+//! routes and the relay, whose requests get an access-log line (`ferry_edge::access_log`).
 
 use crate::Node;
 use bytes::Bytes;
+use ferry_edge::{AccessEntry, Upstream};
 use ferry_gateway::Handler;
 use ferry_http::{error_response, full, Body};
 use ferry_proto::path::RELAY_PREFIX;
@@ -25,41 +27,80 @@ pub(crate) fn handler(node: Arc<Node>) -> Handler {
 }
 
 async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
-    if ferry_http::head_size(&req) > node.max_header_size {
-        let request_id = ferry_http::request_id(&req);
-        let reply = ErrorReply::new(
-            ErrorCode::HeadersTooLarge,
-            format!(
-                "request headers are larger than {} bytes",
-                node.max_header_size
-            ),
-        );
-        tracing::info!(request_id, path = req.uri().path(), code = %reply.code, "request refused: {}", reply.message);
-        return error_response(&reply, &request_id);
+    if is_ferry_path(req.uri().path()) {
+        return ferry_own(node, req).await;
+    }
+    // everything else is a gateway route's, the relay's or a 404, and gets an access-log line
+    let entry = AccessEntry::begin(node.edge.access_log(), &mut req);
+    let (route, resp) = answer(&node, req).await;
+    match entry {
+        Some(entry) => entry.finish(route.as_deref(), resp),
+        None => resp,
+    }
+}
+
+/// Answer a request that is not for one of Ferry's own paths; also returns the name of the gateway route that
+/// answered, if one did.
+async fn answer(node: &Node, mut req: Request<Incoming>) -> (Option<String>, Response<Body>) {
+    if let Some(refused) = headers_too_large(node, &req) {
+        return (None, refused);
+    }
+    if let Some(matched) = node.edge.route(&req) {
+        let name = matched.route_name().to_owned();
+        return (Some(name), node.edge.handle(matched, req).await);
     }
     let path = req.uri().path();
-    if !is_ferry_path(path) {
-        if let Some(matched) = node.edge.route(&req) {
-            return node.edge.handle(matched, req).await;
-        }
-    }
     if path.starts_with(RELAY_PREFIX) {
+        let upstream = ferry_proto::path::split_relay_path(path, None)
+            .ok()
+            .map(|p| Upstream(format!("{}/{}", p.tenant, p.target)));
         node.edge.scrub_unrouted(&mut req);
-        return node.relay.handle_relay(req).await;
+        let mut resp = node.relay.handle_relay(req).await;
+        if let Some(u) = upstream {
+            resp.extensions_mut().insert(u);
+        }
+        return (None, resp);
     }
-    match path {
+    let request_id = ferry_http::request_id(&req);
+    let reply = ErrorReply::new(ErrorCode::NotFound, format!("no route for {path}"));
+    (None, error_response(&reply, &request_id))
+}
+
+/// Ferry's own endpoints: health, readiness, the tunnel, the token endpoint, discovery and JWKS.
+async fn ferry_own(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(refused) = headers_too_large(&node, &req) {
+        return refused;
+    }
+    match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         tunnel::TUNNEL_PATH => node.relay.handle_tunnel(req).await,
         tunnel::TOKEN_PATH => token(&node, req).await,
         ferry_auth::OPENID_CONFIGURATION_PATH | ferry_auth::JWKS_PATH => well_known(&node, &req),
-        _ => {
+        path => {
             let request_id = ferry_http::request_id(&req);
             let reply = ErrorReply::new(ErrorCode::NotFound, format!("no route for {path}"));
             error_response(&reply, &request_id)
         }
     }
+}
+
+/// `431`-style refusal (Ferry's `headers_too_large`) of a request whose head is larger than allowed.
+fn headers_too_large(node: &Node, req: &Request<Incoming>) -> Option<Response<Body>> {
+    if ferry_http::head_size(req) <= node.max_header_size {
+        return None;
+    }
+    let request_id = ferry_http::request_id(req);
+    let reply = ErrorReply::new(
+        ErrorCode::HeadersTooLarge,
+        format!(
+            "request headers are larger than {} bytes",
+            node.max_header_size
+        ),
+    );
+    tracing::info!(request_id, path = req.uri().path(), code = %reply.code, "request refused: {}", reply.message);
+    Some(error_response(&reply, &request_id))
 }
 
 /// Paths Ferry answers itself, which no gateway route can claim.

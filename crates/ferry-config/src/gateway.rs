@@ -27,6 +27,22 @@ pub struct GatewayConfig {
     /// TLS of the public listener beyond `server.tls_cert`/`tls_key` (which stay the default certificate).
     /// Only in the main config file, not in a routes file.
     pub tls: GatewayTls,
+    /// One line per gateway-routed and relayed request, through tracing (target `ferry::access`, on stderr):
+    /// `off` (default), `combined` (nginx's format plus duration, request id, route and upstream) or `json`.
+    /// Only in the main config file, not in a routes file.
+    pub access_log: AccessLog,
+}
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    #[default]
+    Off,
+    /// nginx's `combined` format, followed by `rt=` (seconds), `id=`, `route=` and `upstream=`.
+    Combined,
+    /// One JSON object per request.
+    Json,
 }
 
 /// Extra TLS settings of the public listener: certificates by SNI, client certificates, reloading.
@@ -316,6 +332,7 @@ mod tests {
     fn parses_a_full_section() {
         let text = r#"
             trusted_proxies = ["10.0.0.0/8"]
+            access_log = "json"
             [[routes]]
             hosts = ["api.example.com", "*.example.com"]
             path = "/api"
@@ -346,6 +363,8 @@ mod tests {
         assert_eq!(api.servers[0].weight, 1);
         assert_eq!(api.connect_timeout, Duration::from_secs(2));
         assert_eq!(api.max_fails, 3);
+        assert_eq!(g.access_log, AccessLog::Json);
+        assert_eq!(GatewayConfig::default().access_log, AccessLog::Off);
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ),
     ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
     ("FERRY_LOG", "log.level", EnvKind::Text),
+    ("FERRY_ACCESS_LOG", "gateway.access_log", EnvKind::Text),
 ];
 
 /// One value set from the command line, at a key path like `server.listen`.
@@ -216,6 +217,26 @@ fn set(root: &mut Value, path: &str, value: Value) {
 
 fn get<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
     path.split('.').try_fold(root, |node, part| node.get(part))
+}
+
+/// Where a running process's configuration came from (file, environment, flags), so that it can be read again
+/// with the same layering, e.g. to reload the `[gateway]` section. Not `Debug`: the environment may hold secrets.
+#[derive(Clone)]
+pub struct ConfigSource {
+    pub file: Option<std::path::PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub overrides: Vec<Override>,
+}
+
+impl ConfigSource {
+    /// Read the configuration again as [`load`] did at start.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        load(
+            self.file.as_deref(),
+            self.env.iter().cloned(),
+            self.overrides.clone(),
+        )
+    }
 }
 
 /// Load the configuration: the file (if any), then `env` (pass `std::env::vars()`), then `overrides` from flags.

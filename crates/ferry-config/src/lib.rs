@@ -18,11 +18,11 @@ pub use admin::AdminSettings;
 pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
 pub use connector::{ConnectorConfig, HostMode, TargetConfig};
 pub use gateway::{
-    Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HealthConfig,
+    AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HealthConfig,
     RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate, UpstreamConfig,
     UpstreamServer,
 };
-pub use layer::{load, ConfigError, Override, ENV_OVERRIDES};
+pub use layer::{load, ConfigError, ConfigSource, Override, ENV_OVERRIDES};
 pub use secret::Secret;
 pub use server::{
     HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,

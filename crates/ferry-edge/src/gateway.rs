@@ -5,14 +5,14 @@ use crate::forwarded::TrustedProxies;
 use crate::pool::Pool;
 use crate::route::{Action, RouteTable};
 use crate::{proxy, EdgeError};
-use ferry_config::{GatewayConfig, UpstreamConfig};
+use ferry_config::{AccessLog, GatewayConfig, UpstreamConfig};
 use ferry_http::{full, Body};
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The future a [`RelayBackend`] answers with.
@@ -95,6 +95,8 @@ pub struct Gateway {
     relay: Arc<dyn RelayBackend>,
     /// Responses per route name and status class (1xx…5xx), kept across reloads.
     route_stats: RwLock<HashMap<String, Arc<[AtomicU64; 5]>>>,
+    /// The access log's format (`gateway.access_log` of the main config), swapped by a reload of that file.
+    access_log: AtomicU8,
 }
 
 impl Gateway {
@@ -104,6 +106,7 @@ impl Gateway {
         config: &GatewayConfig,
         relay: Arc<dyn RelayBackend>,
     ) -> Result<Arc<Self>, EdgeError> {
+        let config_access_log = config.access_log;
         let config = crate::reload::effective(config)?;
         let (table, fresh) = Table::compile(&config, None)?;
         fresh.iter().for_each(Pool::spawn_health_checks);
@@ -116,7 +119,22 @@ impl Gateway {
             table: RwLock::new(Arc::new(table)),
             relay,
             route_stats: RwLock::default(),
+            access_log: AtomicU8::new(access_log_code(config_access_log)),
         }))
+    }
+
+    /// The access log's format in force.
+    pub fn access_log(&self) -> AccessLog {
+        match self.access_log.load(Ordering::Relaxed) {
+            1 => AccessLog::Combined,
+            2 => AccessLog::Json,
+            _ => AccessLog::Off,
+        }
+    }
+
+    pub(crate) fn set_access_log(&self, format: AccessLog) {
+        self.access_log
+            .store(access_log_code(format), Ordering::Relaxed);
     }
 
     /// Check `config` as [`Gateway::new`] would, without keeping anything: for validating before binding.
@@ -340,7 +358,10 @@ impl Gateway {
                     Ok(r) => r,
                     Err(resp) => return *resp,
                 };
-                self.relay.relay(tenant, target, req).await
+                let mut resp = self.relay.relay(tenant, target, req).await;
+                resp.extensions_mut()
+                    .insert(crate::Upstream(format!("{tenant}/{target}")));
+                resp
             }
             Action::Upstream(name) => match table.pools.get(name) {
                 Some((_, pool)) => proxy::forward(pool.clone(), route, &table, req).await,
@@ -351,6 +372,14 @@ impl Gateway {
                 ),
             },
         }
+    }
+}
+
+fn access_log_code(format: AccessLog) -> u8 {
+    match format {
+        AccessLog::Off => 0,
+        AccessLog::Combined => 1,
+        AccessLog::Json => 2,
     }
 }
 

@@ -4,12 +4,13 @@
 //! for a request ([`route`]), answering redirects and fixed responses, proxying to upstream pools with pooled
 //! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection and active health checks, sticky
 //! sessions, retrying idempotent requests whose connection failed, forwarding and client-certificate headers,
-//! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, and swapping the whole table
-//! atomically on reload (the routes file, SIGHUP). Does not own: listeners and TLS termination
+//! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, the access log, and swapping
+//! the whole table atomically on reload (the routes file or the main config's `[gateway]` section; SIGHUP, change). Does not own: listeners and TLS termination
 //! (`ferry-gateway`), the relay (reached through [`RelayBackend`], which the app implements), the config file
 //! format (`ferry-config`).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 mod client_cert;
 mod forwarded;
 mod gateway;
@@ -20,6 +21,7 @@ mod reload;
 pub mod route;
 mod timed;
 
+pub use access_log::{AccessEntry, Upstream};
 pub use forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
 pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
 pub use pool::{Pool, Protocol};

@@ -273,6 +273,8 @@ pub(crate) async fn forward(
                 if let Some(v) = set_cookie {
                     resp.headers_mut().append(header::SET_COOKIE, v);
                 }
+                resp.extensions_mut()
+                    .insert(crate::Upstream(server.authority.to_string()));
                 return resp;
             }
             Ok(Err(e)) => {
@@ -292,20 +294,26 @@ pub(crate) async fn forward(
                     ErrorCode::TargetUnreachable
                 };
                 tracing::warn!(request_id, pool = pool.name, server = %server.authority, code = %code, "upstream request failed: {why}");
-                return error(
+                let mut resp = error(
                     code,
                     format!("upstream {} ({}): {why}", pool.name, server.authority),
                     &request_id,
                 );
+                resp.extensions_mut()
+                    .insert(crate::Upstream(server.authority.to_string()));
+                return resp;
             }
             Err(_) => {
                 pool.record_failure(i);
                 tracing::warn!(request_id, pool = pool.name, server = %server.authority, timeout = ?head_wait, "upstream response head timed out");
-                return error(
+                let mut resp = error(
                     ErrorCode::TargetTimeout,
                     format!("upstream {} did not answer within {head_wait:?}", pool.name),
                     &request_id,
                 );
+                resp.extensions_mut()
+                    .insert(crate::Upstream(server.authority.to_string()));
+                return resp;
             }
         }
     }

@@ -1,9 +1,10 @@
-//! The reloadable routes file (`gateway.file`): loading it, and watching it (SIGHUP, content changes) to swap
-//! the gateway's table atomically. A file that does not parse or compile is refused with one error line and the
-//! table in use stays.
+//! Reloading the gateway: the routes file (`gateway.file`), or without one the `[gateway]` section of the main
+//! config file (read again with the start's layering: file, then `FERRY_*` variables, then flags). Both are
+//! watched (SIGHUP, content changes) and swap the gateway's table atomically. A file that does not parse or
+//! compile is refused with one error line naming the key, and the table in use stays.
 
 use crate::{EdgeError, Gateway};
-use ferry_config::GatewayConfig;
+use ferry_config::{AccessLog, ConfigSource, GatewayConfig, GatewayTls};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -41,33 +42,92 @@ fn load_file(path: &Path) -> Result<(GatewayConfig, Vec<u8>), EdgeError> {
     if config.file.is_some() {
         return Err(err("a routes file cannot name another file".into()));
     }
-    if config.tls != ferry_config::GatewayTls::default() {
+    if config.tls != GatewayTls::default() {
         return Err(err("tls settings belong in the main config file".into()));
+    }
+    if config.access_log != AccessLog::Off {
+        return Err(err("access_log belongs in the main config file".into()));
     }
     Ok((config, bytes))
 }
 
-impl Gateway {
-    /// With `gateway.file` set, reload it on SIGHUP and when its content changes, until the gateway is dropped.
-    /// Does nothing without a file.
-    pub fn spawn_reload(self: &Arc<Self>, config: &GatewayConfig) {
-        let Some(path) = config.file.clone() else {
-            return;
-        };
-        let initial = std::fs::read(&path).unwrap_or_default();
-        let weak = Arc::downgrade(self);
-        tokio::spawn(watch(weak, path, initial));
+/// What a watcher reloads.
+enum Watched {
+    /// `gateway.file`: its whole content is the table.
+    RoutesFile,
+    /// The main config file: its `[gateway]` section, layered as at start; `tls` must stay what it was (the
+    /// listener is bound once).
+    MainConfig {
+        source: ConfigSource,
+        tls: GatewayTls,
+    },
+}
+
+impl Watched {
+    fn what(&self) -> &'static str {
+        match self {
+            Self::RoutesFile => "gateway routes file",
+            Self::MainConfig { .. } => "gateway section of the config file",
+        }
+    }
+
+    /// Load and apply the file's current content.
+    fn apply(&self, gateway: &Gateway, path: &Path) -> Result<(), String> {
+        match self {
+            Self::RoutesFile => {
+                let (config, _) = load_file(path).map_err(|e| e.to_string())?;
+                gateway.reload(&config).map_err(|e| e.to_string())
+            }
+            Self::MainConfig { source, tls } => {
+                let config = source.load().map_err(|e| e.to_string())?.gateway;
+                if config.file.is_some() {
+                    return Err(
+                        "gateway.file: moving the routes to a routes file needs a restart".into(),
+                    );
+                }
+                if config.tls != *tls {
+                    return Err("gateway.tls: listener TLS settings change only with a restart (certificate files are reloaded on their own)".into());
+                }
+                gateway.reload(&config).map_err(|e| e.to_string())?;
+                gateway.set_access_log(config.access_log);
+                Ok(())
+            }
+        }
     }
 }
 
-async fn watch(gateway: Weak<Gateway>, path: PathBuf, mut loaded: Vec<u8>) {
+impl Gateway {
+    /// Reload the gateway on SIGHUP and when its file's content changes, until the gateway is dropped: with
+    /// `gateway.file` set, that file; else, when `source` names the main config file, that file's `[gateway]`
+    /// section (read with `source`'s layering). Does nothing when there is no file to watch.
+    pub fn spawn_reload(self: &Arc<Self>, config: &GatewayConfig, source: Option<ConfigSource>) {
+        let (path, watched) = match (&config.file, source) {
+            (Some(path), _) => (path.clone(), Watched::RoutesFile),
+            (None, Some(source)) => match source.file.clone() {
+                Some(path) => (
+                    path,
+                    Watched::MainConfig {
+                        source,
+                        tls: config.tls.clone(),
+                    },
+                ),
+                None => return,
+            },
+            (None, None) => return,
+        };
+        let initial = std::fs::read(&path).unwrap_or_default();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(watch(weak, path, watched, initial));
+    }
+}
+
+async fn watch(gateway: Weak<Gateway>, path: PathBuf, watched: Watched, mut loaded: Vec<u8>) {
+    let what = watched.what();
     #[cfg(unix)]
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!(
-                "cannot listen for SIGHUP ({e}); the routes file is reloaded on change only"
-            );
+            tracing::warn!("cannot listen for SIGHUP ({e}); the {what} is reloaded on change only");
             None
         }
     };
@@ -95,30 +155,26 @@ async fn watch(gateway: Weak<Gateway>, path: PathBuf, mut loaded: Vec<u8>) {
         let Some(gateway) = gateway.upgrade() else {
             return;
         };
+        let now = std::fs::read(&path);
         if signalled {
-            tracing::info!(file = %path.display(), "SIGHUP: reloading the gateway routes file");
+            tracing::info!(file = %path.display(), "SIGHUP: reloading the {what}");
         } else {
-            match std::fs::read(&path) {
-                Ok(now) if now != loaded => {}
+            match &now {
+                Ok(now) if *now != loaded => {}
                 // unchanged, or unreadable for a moment (being replaced): look again at the next tick
                 _ => continue,
             }
         }
-        match load_file(&path).and_then(|(config, bytes)| {
-            gateway.reload(&config)?;
-            Ok(bytes)
-        }) {
-            Ok(bytes) => {
-                loaded = bytes;
-                tracing::info!(file = %path.display(), "gateway routes file reloaded");
-            }
-            Err(e) => {
-                // remember the bad content so that it is reported once, not every second
-                if let Ok(now) = std::fs::read(&path) {
-                    loaded = now;
-                }
-                tracing::error!(file = %path.display(), "gateway routes file refused, keeping the routes in use: {e}");
-            }
+        // remember the content even when it is refused, so that a bad file is reported once, not every second
+        if let Ok(now) = now {
+            loaded = now;
+        }
+        match watched.apply(&gateway, &path) {
+            Ok(()) => tracing::info!(file = %path.display(), "{what} reloaded"),
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                "{what} refused, keeping the routes in use: {e}"
+            ),
         }
     }
 }

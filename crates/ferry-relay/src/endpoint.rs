@@ -338,16 +338,7 @@ impl Relay {
         if self.is_draining() {
             return refuse(RelayError::Draining.reply());
         }
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let Some(token) = token else {
+        let Some(token) = bearer_token(req.headers()) else {
             return refuse(ErrorReply::new(
                 ErrorCode::Unauthorized,
                 "a bearer token is required",
@@ -458,21 +449,12 @@ impl Relay {
         req: &Request<Incoming>,
         tenant: &TenantName,
     ) -> Result<(), ErrorReply> {
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("tenant {tenant} requires a bearer token"),
-                )
-            })?;
+        let token = bearer_token(req.headers()).ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::Unauthorized,
+                format!("tenant {tenant} requires a bearer token"),
+            )
+        })?;
         let claims =
             self.verifier.verify_client(token).await.map_err(|e| {
                 ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}"))
@@ -485,6 +467,16 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 7235).
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// What the relay learnt of a request while handling it, for counting it.
@@ -608,4 +600,27 @@ fn bridge_upgrade(
         }
     });
     client_resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+    use http::{header, HeaderMap, HeaderValue};
+
+    fn with(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(&with("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&with("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&with("BEARER abc")), Some("abc"));
+        assert_eq!(bearer_token(&with("Basic abc")), None);
+        assert_eq!(bearer_token(&with("Bearer ")), None);
+        assert_eq!(bearer_token(&with("Bearer")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
 }

@@ -9,7 +9,7 @@ mod cli;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ferry_config::{Config, HostMode, Override};
+use ferry_config::{Config, ConfigSource, HostMode, Override};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,7 +105,7 @@ struct ConnectorArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match load_config(&cli) {
+    let (config, source) = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ferry: configuration: {e:#}");
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command, config)) {
+    match runtime.block_on(execute(cli.command, config, source)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     let mut overrides = Vec::new();
     let mut preserve_host = Vec::new();
     match &cli.command {
@@ -178,7 +178,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             preserve_host.clone_from(&a.preserve_host);
         }
     }
-    let mut config = ferry_config::load(cli.config.as_deref(), std::env::vars(), overrides)?;
+    let source = ferry_config::ConfigSource {
+        file: cli.config.clone(),
+        env: std::env::vars().collect(),
+        overrides,
+    };
+    let mut config = source.load()?;
     for name in preserve_host {
         let target = config
             .connector
@@ -188,7 +193,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             .with_context(|| format!("--preserve-host {name}: no such target"))?;
         target.host = HostMode::Client;
     }
-    Ok(config)
+    Ok((config, source))
 }
 
 fn target_data_dir(target: &cli::Target, overrides: &mut Vec<Override>) {
@@ -203,7 +208,11 @@ fn data_dir_override(arg: &DataDirArg, overrides: &mut Vec<Override>) {
     }
 }
 
-async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+async fn execute(
+    command: Command,
+    config: Config,
+    source: ConfigSource,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(_) => {
             let listeners = ferry_app::Listeners::bind(&config).await?;
@@ -213,7 +222,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 None => tracing::info!("management api disabled (server.admin.enabled = false)"),
             }
             std::io::stdout().flush().context("stdout")?;
-            ferry_app::run(config, listeners, shutdown_signal()).await?;
+            ferry_app::run_with_source(config, Some(source), listeners, shutdown_signal()).await?;
         }
         Command::Tenant { command } => return managed(cli::tenant(command, &config).await),
         Command::Secret { command } => return managed(cli::secret(command, &config).await),
