@@ -160,13 +160,23 @@ impl OidcProvider {
 
     /// A client-credentials token straight from the provider, for `resource` (the default one: Ferry's).
     async fn token(&self, resource: Option<&str>) -> anyhow::Result<String> {
+        self.token_of(CLIENT_ID, CLIENT_SECRET, resource).await
+    }
+
+    /// A client-credentials token of the client `id`.
+    async fn token_of(
+        &self,
+        id: &str,
+        secret: &str,
+        resource: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut form = vec![("grant_type", "client_credentials"), ("scope", "tunnel")];
         if let Some(r) = resource {
             form.push(("resource", r));
         }
         let resp = http_client()
             .post(self.token_url())
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .basic_auth(id, Some(secret))
             .form(&form)
             .timeout(T)
             .send()
@@ -374,5 +384,62 @@ async fn builtin_discovery_jwks_and_failure_limit() -> anyhow::Result<()> {
         .output()
         .wait_stderr("token request rate limited after repeated failures", T)
         .await?;
+    Ok(())
+}
+
+/// The management API accepts the provider's tokens that carry the admin role (a second client of the provider
+/// has `roles: ["ferry-admin"]`), answers 403 to valid tokens without it and 401 to forged ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_admins_reach_the_management_api() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let Some(provider) = OidcProvider::start("RS256").await? else {
+        return Ok(());
+    };
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .env("FERRY_OIDC_ISSUER", &provider.issuer)
+            .env("FERRY_OIDC_ADMIN_ROLE", "ferry-admin"),
+    )
+    .await?;
+    let api = format!(
+        "{}/api/v1/tenants",
+        server
+            .admin_url()
+            .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+    );
+    let admin = provider.token_of("ops", "ops-secret", None).await?;
+    assert_eq!(claims_of(&admin)?["roles"][0], "ferry-admin");
+    let plain = provider.token(None).await?;
+
+    let client = http_client();
+    let status = |token: String| {
+        let client = client.clone();
+        let api = api.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                client
+                    .get(api)
+                    .bearer_auth(token)
+                    .timeout(T)
+                    .send()
+                    .await?
+                    .status()
+                    .as_u16(),
+            )
+        }
+    };
+    assert_eq!(
+        status(admin.clone()).await?,
+        200,
+        "a token with the admin role"
+    );
+    assert_eq!(status(plain).await?, 403, "a valid token without the role");
+    // One character in the middle of the signature changed: still well-formed, no longer valid.
+    let at = admin.rfind('.').unwrap_or(0) + 20;
+    let mut forged = admin.clone().into_bytes();
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged)?;
+    assert_eq!(status(forged).await?, 401, "a forged signature");
     Ok(())
 }

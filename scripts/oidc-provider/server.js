@@ -14,6 +14,9 @@
 //   OTHER_RESOURCE              a second resource (default `urn:example:other`), `aud` = itself: a token for it
 //                               is a valid token of this provider with the wrong audience for Ferry
 //   SIGNING_ALG                 RS256 (default), PS256, ES256 or EdDSA: the key the provider signs with
+//   ADMIN_CLIENT_ID / ADMIN_CLIENT_SECRET
+//                               a second client (default `ops` / `ops-secret`) whose access tokens carry
+//                               `roles: ["ferry-admin"]`: an admin of Ferry's management API
 
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
@@ -27,6 +30,8 @@ const ferryResource = process.env.FERRY_RESOURCE ?? 'urn:ferry:tunnel';
 const ferryAudience = process.env.FERRY_AUDIENCE ?? 'ferry-tunnel';
 const otherResource = process.env.OTHER_RESOURCE ?? 'urn:example:other';
 const alg = process.env.SIGNING_ALG ?? 'RS256';
+const adminClientId = process.env.ADMIN_CLIENT_ID ?? 'ops';
+const adminClientSecret = process.env.ADMIN_CLIENT_SECRET ?? 'ops-secret';
 
 function signingKey(algorithm) {
   const kinds = {
@@ -61,7 +66,20 @@ const configuration = {
       id_token_signed_response_alg: alg,
       scope: 'tunnel',
     },
+    {
+      client_id: adminClientId,
+      client_secret: adminClientSecret,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: alg,
+      scope: 'tunnel',
+    },
   ],
+  // The admin client's tokens name its role, as an identity provider's role mapping would.
+  extraTokenClaims: async (ctx, token) =>
+    token.clientId === adminClientId ? { roles: ['ferry-admin'] } : undefined,
   jwks: { keys: [signingKey(alg)] },
   scopes: ['tunnel'],
   features: {
