@@ -1,6 +1,7 @@
-//! End to end, against the built `ferry` binary: the gateway's routes file (`gateway.file`) reloaded while
-//! clients keep sending (bounded in count and time): a change moves traffic to the new pool with zero failed
-//! requests, a bad file is refused with a log line and the old routes stay, SIGHUP reloads too.
+//! End to end, against the built `ferry` binary: the gateway's routes file (`gateway.file`), and routes inline in
+//! the main config file, reloaded while clients keep sending (bounded in count and time): a change moves traffic
+//! to the new pool with zero failed requests, a bad file is refused with a log line and the old routes stay,
+//! SIGHUP reloads too.
 
 mod common;
 
@@ -140,6 +141,146 @@ async fn routes_file_reloads_under_load_without_failures() -> anyhow::Result<()>
 
     // fixed: back to a
     replace(&routes_file, &routes(&a.url()))?;
+    wait_until("traffic back on a", || a.requests() > a_after + 100).await?;
+
+    stop.store(true, Ordering::SeqCst);
+    while workers.join_next().await.is_some() {}
+    let failed = failed.lock().expect("lock").clone();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    eprintln!(
+        "ok {} a {} b {}",
+        ok.load(Ordering::SeqCst),
+        a.requests(),
+        b.requests()
+    );
+    Ok(())
+}
+
+/// The routes written inline in the main config file (no `gateway.file`): reloaded under load with zero failed
+/// requests, a bad file refused naming the key (the old routes stay), SIGHUP reloads too, and a change of
+/// `gateway.tls` (which needs a restart) is refused.
+#[tokio::test]
+async fn inline_routes_reload_under_load_without_failures() -> anyhow::Result<()> {
+    let a = TargetServer::start(TargetKind::Echo).await?;
+    let b = TargetServer::start(TargetKind::Echo).await?;
+    let dir = TempDir::new("ferry-gw-reload-inline-")?;
+    let inline = |server: &str| {
+        format!(
+            "version = 1\n[log]\nlevel = \"info\"\n[[gateway.routes]]\npath = \"/\"\nupstream = \"p\"\n[gateway.upstreams.p]\nservers = [{{ url = \"{server}\" }}]\n"
+        )
+    };
+    let config = write_file(dir.path(), "ferry.toml", &inline(&a.url()))?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let url = format!("{}/x", server.url());
+    let client = ferry_testkit::http_client();
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = JoinSet::new();
+    for _ in 0..4 {
+        let (client, url, ok, failed, stop) = (
+            client.clone(),
+            url.clone(),
+            ok.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
+        workers.spawn(async move {
+            // bounded: at most 20000 requests per worker; the test stops them when done
+            for _ in 0..20_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match client
+                    .get(&url)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => {
+                        let line = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
+                        failed.lock().expect("lock").push(line);
+                    }
+                    Err(e) => failed.lock().expect("lock").push(e.to_string()),
+                }
+            }
+        });
+    }
+    wait_until("traffic on a", || a.requests() > 100).await?;
+
+    // a change moves the traffic to b
+    replace(&config, &inline(&b.url()))?;
+    server
+        .output()
+        .wait_stderr("gateway section of the config file reloaded", T)
+        .await?;
+    let b_at = b.requests();
+    wait_until("traffic on b", || b.requests() > b_at + 100).await?;
+    let a_after = a.requests();
+
+    // a bad file is refused with a log line naming the key; the routes in use stay
+    replace(
+        &config,
+        "version = 1\n[[gateway.routes]]\nupstream = \"missing\"\n",
+    )?;
+    server
+        .output()
+        .wait_stderr("gateway section of the config file refused", T)
+        .await?;
+    assert!(
+        server
+            .output()
+            .stderr_contains("gateway.routes[0].upstream: no upstream named \"missing\""),
+        "the refusal names the key"
+    );
+    let b_at = b.requests();
+    wait_until("traffic still on b", || b.requests() > b_at + 100).await?;
+
+    // SIGHUP reloads (still the bad file: refused again)
+    let hup = tokio::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .await?;
+    assert!(hup.success());
+    server
+        .output()
+        .wait_stderr(
+            "SIGHUP: reloading the gateway section of the config file",
+            T,
+        )
+        .await?;
+    server
+        .output()
+        .wait_stderr_count("gateway section of the config file refused", 2, T)
+        .await?;
+
+    // listener settings cannot change without a restart: refused, naming the key
+    replace(
+        &config,
+        &format!(
+            "{}[gateway.tls]\nclient_auth = \"required\"\n",
+            inline(&a.url())
+        ),
+    )?;
+    server
+        .output()
+        .wait_stderr_count("gateway section of the config file refused", 3, T)
+        .await?;
+    assert!(server.output().stderr_contains("gateway.tls: "));
+    let b_at = b.requests();
+    wait_until("traffic still on b", || b.requests() > b_at + 100).await?;
+
+    // fixed: back to a
+    replace(&config, &inline(&a.url()))?;
     wait_until("traffic back on a", || a.requests() > a_after + 100).await?;
 
     stop.store(true, Ordering::SeqCst);

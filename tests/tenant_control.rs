@@ -5,22 +5,24 @@
 
 mod common;
 
-use common::BIN;
+use common::{PgDatabase, BIN};
 use ferry_proto::{TenantName, TenantSettings};
 use ferry_store::{ConnectionQuery, SqliteStore, Store, TenantFields};
 use ferry_testkit::client::expect_ferry_error;
 use ferry_testkit::{eventually, http_client, light_slot, within, Stack, TargetKind, TargetServer};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
 
-/// The node's store, opened from the test process (SQLite is safe to share between processes).
-async fn store_of(stack: &Stack) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open_in(stack.server.data_dir()).await?)
+/// The node's store, opened from the test process as a second node would (SQLite is safe to share between
+/// processes; PostgreSQL when the node was started with `FERRY_DATABASE_URL`).
+async fn store_of(stack: &Stack) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(ferry_store::open_url(stack.server.database_url(), stack.server.data_dir()).await?)
 }
 
 async fn set_settings(
-    store: &SqliteStore,
+    store: &dyn Store,
     tenant: &TenantName,
     settings: TenantSettings,
 ) -> anyhow::Result<()> {
@@ -39,9 +41,37 @@ async fn set_settings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_reach_the_node_and_the_connector_without_a_restart() -> anyhow::Result<()> {
+    settings_reach_the_connector(None).await
+}
+
+/// The same with the node on PostgreSQL, the store a cluster shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_revocations_on_postgres() -> anyhow::Result<()> {
+    let Some(db) = PgDatabase::create().await? else {
+        return Ok(());
+    };
+    let settings = settings_reach_the_connector(Some(&db.url)).await;
+    db.drop_now().await?;
+    settings?;
+    let Some(db) = PgDatabase::create().await? else {
+        return Ok(());
+    };
+    let revoking = revoking_cuts_the_tunnel(Some(&db.url)).await;
+    db.drop_now().await?;
+    revoking
+}
+
+async fn settings_reach_the_connector(database_url: Option<&str>) -> anyhow::Result<()> {
     let _slot = light_slot().await;
     let hang = TargetServer::start(TargetKind::Hang).await?;
-    let (_echo, stack) = Stack::with_echo(BIN, |o| o.target("hang", &hang.url())).await?;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| {
+        let o = o.target("hang", &hang.url());
+        match database_url {
+            Some(url) => o.server_env("FERRY_DATABASE_URL", url),
+            None => o,
+        }
+    })
+    .await?;
     let store = store_of(&stack).await?;
     let tenant: TenantName = stack.tenant.parse()?;
     let client = http_client();
@@ -55,7 +85,7 @@ async fn settings_reach_the_node_and_the_connector_without_a_restart() -> anyhow
     assert_eq!(resp.status(), 200);
 
     set_settings(
-        &store,
+        &*store,
         &tenant,
         TenantSettings {
             target_response_timeout_ms: Some(400),
@@ -128,8 +158,16 @@ async fn a_new_connector_gets_the_settings_when_it_attaches() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_secret_cuts_the_tunnel_and_keeps_it_out() -> anyhow::Result<()> {
+    revoking_cuts_the_tunnel(None).await
+}
+
+async fn revoking_cuts_the_tunnel(database_url: Option<&str>) -> anyhow::Result<()> {
     let _slot = light_slot().await;
-    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| match database_url {
+        Some(url) => o.server_env("FERRY_DATABASE_URL", url),
+        None => o,
+    })
+    .await?;
     let store = store_of(&stack).await?;
     let tenant: TenantName = stack.tenant.parse()?;
     let client = http_client();
@@ -301,7 +339,7 @@ async fn a_tenant_may_require_client_tokens() -> anyhow::Result<()> {
     let store = store_of(&stack).await?;
     let tenant: TenantName = stack.tenant.parse()?;
     set_settings(
-        &store,
+        &*store,
         &tenant,
         TenantSettings {
             require_client_auth: Some(true),

@@ -680,3 +680,69 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// A PostgreSQL database of its own for a test.
+// ---------------------------------------------------------------------------------------------------------------
+
+use sqlx::{Connection as _, Executor as _};
+
+/// A fresh PostgreSQL database, dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// `None` (after printing `skipped: …`) when no server is reachable outside CI; an error under CI.
+    pub async fn create() -> anyhow::Result<Option<Self>> {
+        let server = std::env::var("FERRY_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let connected =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&server))
+                .await;
+        let mut conn = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Self::unreachable(&e.to_string()),
+            Err(_) => return Self::unreachable("timed out after 5s"),
+        };
+        let name = format!(
+            "ferry_e2e_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await?;
+        let _ = conn.close().await;
+        let (base, query) = match server.split_once('?') {
+            Some((b, q)) => (b.to_owned(), format!("?{q}")),
+            None => (server.clone(), String::new()),
+        };
+        let base = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(b, _)| b)
+            .to_owned();
+        let url = format!("{base}/{name}{query}");
+        Ok(Some(Self { server, name, url }))
+    }
+
+    fn unreachable(why: &str) -> anyhow::Result<Option<Self>> {
+        if std::env::var_os("CI").is_some() {
+            anyhow::bail!("PostgreSQL is required under CI (FERRY_TEST_POSTGRES_URL): {why}");
+        }
+        eprintln!("skipped: PostgreSQL not reachable (FERRY_TEST_POSTGRES_URL): {why}");
+        Ok(None)
+    }
+
+    pub async fn drop_now(self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
+        conn.execute(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).as_str())
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+}

@@ -245,6 +245,8 @@ pub struct FerryServer {
     admin_url: Option<String>,
     pid: u32,
     data_dir: PathBuf,
+    /// The server's `FERRY_DATABASE_URL`, if given: the CLI commands of the kit use the same store.
+    database_url: Option<String>,
     bin: PathBuf,
     _tempdir: Option<tempfile::TempDir>,
 }
@@ -314,9 +316,19 @@ impl FerryServer {
             admin_url,
             pid,
             data_dir,
+            database_url: opts
+                .env
+                .iter()
+                .find(|(k, _)| k == "FERRY_DATABASE_URL")
+                .map(|(_, v)| v.clone()),
             bin,
             _tempdir: tempdir,
         })
+    }
+
+    /// The server's `FERRY_DATABASE_URL`, when it was started with one.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
     }
 
     /// `http://127.0.0.1:PORT` (or `https://…`), without a trailing slash.
@@ -372,7 +384,7 @@ impl FerryServer {
 
     /// Create a tenant in this server's data directory; returns its connector secret.
     pub async fn create_tenant(&self, name: &str) -> anyhow::Result<String> {
-        create_tenant(&self.bin, &self.data_dir, name).await
+        create_tenant_in(&self.bin, &self.data_dir, self.database_url(), name).await
     }
 
     pub fn sigterm(&self) -> anyhow::Result<()> {
@@ -422,12 +434,26 @@ pub async fn create_tenant(
     data_dir: &Path,
     name: &str,
 ) -> anyhow::Result<String> {
+    create_tenant_in(bin, data_dir, None, name).await
+}
+
+/// [`create_tenant`] in the store of `database_url` when given (else the data directory's SQLite file).
+pub async fn create_tenant_in(
+    bin: impl AsRef<Path>,
+    data_dir: &Path,
+    database_url: Option<&str>,
+    name: &str,
+) -> anyhow::Result<String> {
     let mut cmd = Command::new(bin.as_ref());
     cmd.args(["tenant", "create", name, "--data-dir"])
         .arg(data_dir)
+        .env_remove("FERRY_DATABASE_URL")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(url) = database_url {
+        cmd.env("FERRY_DATABASE_URL", url);
+    }
     let out = within(READY_TIMEOUT, "ferry tenant create", cmd.output()).await??;
     anyhow::ensure!(
         out.status.success(),
