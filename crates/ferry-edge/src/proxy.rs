@@ -203,8 +203,15 @@ pub(crate) async fn forward(
             None,
         ),
     };
-    let mut body = Some(body);
     let timeouts = pool.timeouts;
+    // a client that stops sending its body mid-way is cut after the pool's idle timeout
+    let (body, client_idle) = if body_empty {
+        (body, None)
+    } else {
+        let (b, flag) = TimedBody::request(body, timeouts.idle);
+        (b.boxed_unsync(), Some(flag))
+    };
+    let mut body = Some(body);
     let deadline = timeouts.total.map(|t| (t, started + t));
     let head_wait = match timeouts.total {
         Some(t) => timeouts.header.min(t),
@@ -280,6 +287,22 @@ pub(crate) async fn forward(
             Ok(Err(e)) => {
                 if exceeded.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
                     return too_large(route.max_body_size.unwrap_or(0), &request_id);
+                }
+                if client_idle
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Acquire))
+                {
+                    tracing::info!(request_id, pool = pool.name, idle = ?timeouts.idle, "request body idle: cut");
+                    let mut r = error(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "the client sent nothing of its request body for {:?}",
+                            timeouts.idle
+                        ),
+                        &request_id,
+                    );
+                    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                    return r;
                 }
                 let connect = e.is_connect();
                 pool.record_failure(i);

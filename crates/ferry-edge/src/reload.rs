@@ -57,28 +57,39 @@ enum Watched {
     RoutesFile,
     /// The main config file: its `[gateway]` section, layered as at start; `tls` must stay what it was (the
     /// listener is bound once).
-    MainConfig {
-        source: ConfigSource,
-        tls: GatewayTls,
-    },
+    MainConfig(Box<MainFile>),
+}
+
+/// The main config file as its watcher knows it.
+struct MainFile {
+    source: ConfigSource,
+    tls: GatewayTls,
+    /// The section in use: a change elsewhere in the file leaves the table (and its rate-limit buckets) alone.
+    applied: std::sync::Mutex<GatewayConfig>,
 }
 
 impl Watched {
     fn what(&self) -> &'static str {
         match self {
             Self::RoutesFile => "gateway routes file",
-            Self::MainConfig { .. } => "gateway section of the config file",
+            Self::MainConfig(_) => "gateway section of the config file",
         }
     }
 
-    /// Load and apply the file's current content.
-    fn apply(&self, gateway: &Gateway, path: &Path) -> Result<(), String> {
+    /// Load and apply the file's current content; false when it left the gateway as it was.
+    fn apply(&self, gateway: &Gateway, path: &Path) -> Result<bool, String> {
         match self {
             Self::RoutesFile => {
                 let (config, _) = load_file(path).map_err(|e| e.to_string())?;
-                gateway.reload(&config).map_err(|e| e.to_string())
+                gateway.reload(&config).map_err(|e| e.to_string())?;
+                Ok(true)
             }
-            Self::MainConfig { source, tls } => {
+            Self::MainConfig(main) => {
+                let MainFile {
+                    source,
+                    tls,
+                    applied,
+                } = &**main;
                 let config = source.load().map_err(|e| e.to_string())?.gateway;
                 if config.file.is_some() {
                     return Err(
@@ -88,9 +99,14 @@ impl Watched {
                 if config.tls != *tls {
                     return Err("gateway.tls: listener TLS settings change only with a restart (certificate files are reloaded on their own)".into());
                 }
+                let mut applied = applied.lock().map_err(|_| "reload state poisoned")?;
+                if *applied == config {
+                    return Ok(false);
+                }
                 gateway.reload(&config).map_err(|e| e.to_string())?;
                 gateway.set_access_log(config.access_log);
-                Ok(())
+                *applied = config;
+                Ok(true)
             }
         }
     }
@@ -106,10 +122,11 @@ impl Gateway {
             (None, Some(source)) => match source.file.clone() {
                 Some(path) => (
                     path,
-                    Watched::MainConfig {
+                    Watched::MainConfig(Box::new(MainFile {
                         source,
                         tls: config.tls.clone(),
-                    },
+                        applied: std::sync::Mutex::new(config.clone()),
+                    })),
                 ),
                 None => return,
             },
@@ -170,7 +187,10 @@ async fn watch(gateway: Weak<Gateway>, path: PathBuf, watched: Watched, mut load
             loaded = now;
         }
         match watched.apply(&gateway, &path) {
-            Ok(()) => tracing::info!(file = %path.display(), "{what} reloaded"),
+            Ok(true) => tracing::info!(file = %path.display(), "{what} reloaded"),
+            Ok(false) => {
+                tracing::info!(file = %path.display(), "{what} unchanged, nothing to reload")
+            }
             Err(e) => tracing::error!(
                 file = %path.display(),
                 "{what} refused, keeping the routes in use: {e}"

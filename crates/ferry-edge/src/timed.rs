@@ -1,10 +1,14 @@
-//! A response body with an idle timeout (longest pause between frames) and an optional overall deadline.
+//! A body with an idle timeout (longest wait for its next frame) and an optional overall deadline: the upstream's
+//! response body, and the client's request body (whose idle cut raises a flag, so that the proxy answers 408 and
+//! does not count it against the server).
 
 use bytes::Bytes;
 use ferry_http::BoxError;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -14,19 +18,25 @@ use tokio::time::{Instant, Sleep};
 pub enum BodyTimeout {
     #[error("upstream sent nothing for {0:?}")]
     Idle(Duration),
+    #[error("client sent nothing of its request body for {0:?}")]
+    ClientIdle(Duration),
     #[error("upstream exchange took longer than {0:?}")]
     Total(Duration),
 }
 
 pin_project_lite::pin_project! {
-    /// Fails with [`BodyTimeout`] when `inner` yields nothing for `idle`, or when `deadline` passes.
+    /// Fails with [`BodyTimeout`] when `inner` yields nothing for `idle` while it is being waited for (time the
+    /// reader spends elsewhere, e.g. held back by a slow peer, does not count), or when `deadline` passes.
     pub struct TimedBody<B> {
         #[pin]
         inner: B,
         idle: Duration,
         #[pin]
         idle_sleep: Sleep,
+        waiting: bool,
         total: Option<(Duration, Pin<Box<Sleep>>)>,
+        // set when this is a client's request body and its idle timeout cut it
+        client_idle: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -36,8 +46,18 @@ impl<B> TimedBody<B> {
             inner,
             idle,
             idle_sleep: tokio::time::sleep(idle),
+            waiting: false,
             total: total.map(|(d, at)| (d, Box::pin(tokio::time::sleep_until(at)))),
+            client_idle: None,
         }
+    }
+
+    /// A client's request body cut after `idle` without data; the flag tells that this happened.
+    pub fn request(inner: B, idle: Duration) -> (Self, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut body = Self::new(inner, idle, None);
+        body.client_idle = Some(flag.clone());
+        (body, flag)
     }
 }
 
@@ -56,20 +76,32 @@ where
         let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let idle = *this.idle;
-                this.idle_sleep.as_mut().reset(Instant::now() + idle);
+                *this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
+                if !*this.waiting {
+                    // the wait for the next frame starts now
+                    *this.waiting = true;
+                    let idle = *this.idle;
+                    this.idle_sleep.as_mut().reset(Instant::now() + idle);
+                }
                 if let Some((d, sleep)) = this.total.as_mut() {
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout::Total(*d)))));
                     }
                 }
                 if this.idle_sleep.poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(BodyTimeout::Idle(*this.idle)))));
+                    let err = match this.client_idle {
+                        Some(flag) => {
+                            flag.store(true, Ordering::Release);
+                            BodyTimeout::ClientIdle(*this.idle)
+                        }
+                        None => BodyTimeout::Idle(*this.idle),
+                    };
+                    return Poll::Ready(Some(Err(Box::new(err))));
                 }
                 Poll::Pending
             }
@@ -103,6 +135,28 @@ mod tests {
         assert_eq!(first.into_data().expect("data"), "a");
         let err = body.frame().await.expect("frame").expect_err("idle");
         assert!(err.to_string().contains("sent nothing"), "{err}");
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_not_spent_waiting_does_not_count_and_a_request_body_raises_its_flag() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let (body, flag) = TimedBody::request(
+            StreamBody::new(futures_lite_stream(rx)),
+            Duration::from_secs(5),
+        );
+        let mut body = std::pin::pin!(body);
+        // the reader is busy elsewhere for longer than the idle timeout; the data waiting is not late
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .expect("send");
+        let first = body.frame().await.expect("frame").expect("ok");
+        assert_eq!(first.into_data().expect("data"), "a");
+        assert!(!flag.load(Ordering::Acquire));
+        let err = body.frame().await.expect("frame").expect_err("idle");
+        assert!(err.to_string().contains("client sent nothing"), "{err}");
+        assert!(flag.load(Ordering::Acquire));
         drop(tx);
     }
 
