@@ -193,3 +193,75 @@ servers = [{{ url = "{}" }}]
     );
     Ok(())
 }
+
+/// With `client_auth = "optional"` on the listener, a route with `require_client_cert` refuses clients without a
+/// certificate (403 `client_certificate_required`) while the other routes stay open to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_may_require_a_client_certificate() -> anyhow::Result<()> {
+    let dir = TempDir::new("ferry-gw-route-cert-")?;
+    let d = dir.path();
+    let main_ca = Ca::new(d, "main-ca")?;
+    let client_ca = Ca::new(d, "client-ca")?;
+    let default = main_ca.leaf(d, "default", "localhost", &["localhost"])?;
+    let client = client_ca.leaf(d, "client", "client one", &["client.example.test"])?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let config = write_file(
+        d,
+        "ferry.toml",
+        &format!(
+            r#"
+[gateway.tls]
+client_auth = "optional"
+client_ca = "{}"
+
+[[gateway.routes]]
+name = "admin"
+path = "/admin"
+require_client_cert = true
+upstream = "echo"
+
+[[gateway.routes]]
+name = "public"
+upstream = "echo"
+
+[gateway.upstreams.echo]
+servers = [{{ url = "{}" }}]
+"#,
+            client_ca.path.display(),
+            echo.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(&default.0, &default.1)
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let port = server.addr().port();
+
+    let body = curl("localhost", port, "/public", &main_ca.path, None, &[]).await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"));
+
+    let refused = curl("localhost", port, "/admin/x", &main_ca.path, None, &[]).await;
+    let why = format!("{refused:?}");
+    assert!(
+        why.contains("403") || why.contains("client_certificate_required"),
+        "no certificate, no /admin: {why}"
+    );
+
+    let body = curl(
+        "localhost",
+        port,
+        "/admin/x",
+        &main_ca.path,
+        Some(&client),
+        &[],
+    )
+    .await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
+    Ok(())
+}

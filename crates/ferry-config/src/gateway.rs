@@ -137,6 +137,11 @@ pub struct RouteConfig {
     /// Other names for the nginx-style headers, by key: `verify`, `s_dn`, `i_dn`, `serial`, `v_start`, `v_end`,
     /// `fingerprint`, `protocol`, `cert`. Incoming headers with these names are removed too.
     pub client_cert_header_names: BTreeMap<String, String>,
+    /// Only clients that presented a certificate the listener verified may use this route; others get
+    /// `403 client_certificate_required`. Pair it with `client_auth = "optional"` on the listener, so that other
+    /// routes stay open to clients without a certificate (nginx's `ssl_verify_client optional` plus a check per
+    /// location). Default false.
+    pub require_client_cert: bool,
 }
 
 /// A token-bucket rate limit of a route.

@@ -291,6 +291,26 @@ impl Gateway {
                 &ferry_http::request_id(&req),
             );
         };
+        if route.require_client_cert {
+            let verified = req
+                .extensions()
+                .get::<Arc<ferry_http::TlsInfo>>()
+                .is_some_and(|tls| !tls.client_chain.is_empty());
+            if !verified {
+                tracing::info!(
+                    route = route.name,
+                    "request refused: the route requires a client certificate"
+                );
+                return proxy::error(
+                    ferry_proto::ErrorCode::ClientCertificateRequired,
+                    format!(
+                        "route {} requires a verified client certificate",
+                        route.name
+                    ),
+                    &ferry_http::request_id(&req),
+                );
+            }
+        }
         if let Some(limiter) = &route.rate_limit {
             let ip = req
                 .extensions()

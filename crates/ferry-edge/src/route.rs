@@ -60,6 +60,8 @@ pub struct Route {
     /// The client-certificate headers this route sends upstream.
     pub cert_headers: CertHeaders,
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Refuse requests whose connection presented no verified client certificate.
+    pub require_client_cert: bool,
 }
 
 /// How well a route matched; larger is more specific. Compared field by field, in order.
@@ -388,6 +390,7 @@ fn compile_route(i: usize, r: &RouteConfig, config: &GatewayConfig) -> Result<Ro
         action,
         strip_prefix: r.strip_prefix,
         max_body_size: r.max_body_size,
+        require_client_cert: r.require_client_cert,
     })
 }
 

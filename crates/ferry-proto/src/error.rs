@@ -39,6 +39,8 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// Missing or invalid credentials.
     Unauthorized,
+    /// The route requires a verified client certificate and the connection presented none (403).
+    ClientCertificateRequired,
     /// The node is shutting down and takes nothing new.
     Draining,
     /// No route for this path.
@@ -65,6 +67,7 @@ impl ErrorCode {
         Self::PayloadTooLarge,
         Self::HeadersTooLarge,
         Self::Unauthorized,
+        Self::ClientCertificateRequired,
         Self::Draining,
         Self::NotFound,
         Self::Internal,
@@ -88,6 +91,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Unauthorized => "unauthorized",
+            Self::ClientCertificateRequired => "client_certificate_required",
             Self::Draining => "draining",
             Self::NotFound => "not_found",
             Self::Internal => "internal",
@@ -113,6 +117,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::ClientCertificateRequired => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
