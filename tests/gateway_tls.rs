@@ -202,8 +202,10 @@ async fn a_route_may_require_a_client_certificate() -> anyhow::Result<()> {
     let d = dir.path();
     let main_ca = Ca::new(d, "main-ca")?;
     let client_ca = Ca::new(d, "client-ca")?;
+    let stranger_ca = Ca::new(d, "stranger-ca")?;
     let default = main_ca.leaf(d, "default", "localhost", &["localhost"])?;
     let client = client_ca.leaf(d, "client", "client one", &["client.example.test"])?;
+    let stranger = stranger_ca.leaf(d, "stranger", "stranger", &["client.example.test"])?;
     let echo = TargetServer::start(TargetKind::Echo).await?;
     let config = write_file(
         d,
@@ -263,5 +265,36 @@ servers = [{{ url = "{}" }}]
     .await?;
     let e: EchoReply = serde_json::from_str(&body)?;
     assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
+
+    // A certificate of another CA gets in on an optional listener, marked as failed (as nginx's
+    // optional_no_ca does), with its details; a route that requires a certificate refuses it.
+    let body = curl(
+        "localhost",
+        port,
+        "/public",
+        &main_ca.path,
+        Some(&stranger),
+        &[],
+    )
+    .await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    let verify = e.header("x-ssl-client-verify").unwrap_or_default();
+    assert_eq!(verify, "FAILED:unable to get local issuer certificate");
+    assert!(e
+        .header("x-ssl-client-s-dn")
+        .is_some_and(|v| v.contains("stranger")));
+    let refused = curl(
+        "localhost",
+        port,
+        "/admin/x",
+        &main_ca.path,
+        Some(&stranger),
+        &[],
+    )
+    .await;
+    assert!(
+        format!("{refused:?}").contains("403"),
+        "a failed certificate does not open /admin: {refused:?}"
+    );
     Ok(())
 }

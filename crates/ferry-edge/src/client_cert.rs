@@ -90,7 +90,13 @@ impl CertHeaders {
             }
             match (leaf, &parsed) {
                 (Some(der), Some(cert)) => {
-                    set(0, "SUCCESS".into());
+                    set(
+                        0,
+                        match &tls.client_verify_error {
+                            None => "SUCCESS".into(),
+                            Some(reason) => format!("FAILED:{reason}"),
+                        },
+                    );
                     set(1, rfc2253(cert.subject()));
                     set(2, rfc2253(cert.issuer()));
                     set(
@@ -108,7 +114,8 @@ impl CertHeaders {
                 (None, _) => set(0, "NONE".into()),
             }
         }
-        if envoy {
+        // Envoy's header has no way to say "failed": it names verified certificates only.
+        if envoy && tls.client_verified() {
             if let (Some(der), Some(cert)) = (leaf, &parsed) {
                 let mut v = format!(
                     "Hash={};Cert=\"{}\";Subject=\"{}\"",
@@ -267,7 +274,26 @@ mod tests {
         TlsInfo {
             protocol: Some("TLSv1.3"),
             client_chain: chain,
+            client_verify_error: None,
         }
+    }
+
+    #[test]
+    fn a_failed_certificate_is_named_failed_and_gets_no_envoy_header() {
+        let h =
+            CertHeaders::compile("r", ClientCertHeaders::Both, &BTreeMap::new()).expect("compile");
+        let mut headers = HeaderMap::new();
+        let failed = TlsInfo {
+            client_verify_error: Some("certificate has expired".into()),
+            ..info(vec![leaf()])
+        };
+        h.apply(&mut headers, Some(&failed));
+        assert_eq!(
+            headers["x-ssl-client-verify"],
+            "FAILED:certificate has expired"
+        );
+        assert!(headers.contains_key("x-ssl-client-s-dn"));
+        assert!(!headers.contains_key("x-forwarded-client-cert"));
     }
 
     #[test]

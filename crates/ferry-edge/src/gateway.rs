@@ -295,7 +295,7 @@ impl Gateway {
             let verified = req
                 .extensions()
                 .get::<Arc<ferry_http::TlsInfo>>()
-                .is_some_and(|tls| !tls.client_chain.is_empty());
+                .is_some_and(|tls| tls.client_verified());
             if !verified {
                 tracing::info!(
                     route = route.name,

@@ -828,6 +828,7 @@ async fn client_certificate_details_replace_forged_headers() {
     let info = Arc::new(ferry_http::TlsInfo {
         protocol: Some("TLSv1.3"),
         client_chain: vec![der],
+        client_verify_error: None,
     });
     let handler: Handler = Arc::new(move |mut req| {
         let gw = gw.clone();

@@ -3,6 +3,7 @@
 //! bundle, and certificate files reloaded on change for new connections.
 
 use crate::GatewayError;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -64,6 +65,8 @@ impl TlsOptions {
 pub struct Listener {
     pub(crate) tcp: TcpListener,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// With `client_auth = optional`: the CA check, run after the handshake on whatever chain the client sent.
+    pub(crate) client_check: Option<Arc<dyn ClientCertVerifier>>,
     local_addr: SocketAddr,
 }
 
@@ -79,12 +82,14 @@ impl Listener {
         addr: SocketAddr,
         tls: Option<TlsOptions>,
     ) -> Result<Self, GatewayError> {
+        let mut client_check = None;
         let tls = match tls {
             Some(options) => {
                 let resolver = Arc::new(SniResolver {
                     store: RwLock::new(Arc::new(CertStore::load(&options)?)),
                 });
-                let acceptor = acceptor(&options, resolver.clone())?;
+                let (acceptor, check) = acceptor(&options, resolver.clone())?;
+                client_check = check;
                 if let Some(every) = options.reload_interval.filter(|d| !d.is_zero()) {
                     tokio::spawn(watch_certificates(
                         Arc::downgrade(&resolver),
@@ -105,8 +110,14 @@ impl Listener {
         Ok(Self {
             tcp,
             tls,
+            client_check,
             local_addr,
         })
+    }
+
+    /// The CA check of an `optional` listener, for [`connection_info`].
+    pub(crate) fn client_check(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.client_check.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -133,6 +144,104 @@ pub fn tls_info(conn: &rustls::ServerConnection) -> ferry_http::TlsInfo {
             .peer_certificates()
             .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
             .unwrap_or_default(),
+        client_verify_error: None,
+    }
+}
+
+/// The TLS facts of an accepted connection (see [`tls_info`]), with the client certificate checked against the
+/// CA bundle by `client_check` (the listener's, when its client authentication is optional).
+pub(crate) fn connection_info(
+    conn: &rustls::ServerConnection,
+    client_check: Option<&dyn ClientCertVerifier>,
+) -> ferry_http::TlsInfo {
+    let mut info = tls_info(conn);
+    if let (Some(check), Some((leaf, intermediates))) = (
+        client_check,
+        conn.peer_certificates().and_then(|c| c.split_first()),
+    ) {
+        if let Err(error) =
+            check.verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+        {
+            info.client_verify_error = Some(verify_reason(&error));
+        }
+    }
+    info
+}
+
+/// A short reason for `X-SSL-Client-Verify: FAILED:reason`, in the spirit of OpenSSL's messages that nginx
+/// passes on.
+fn verify_reason(error: &rustls::Error) -> String {
+    use rustls::CertificateError as E;
+    match error {
+        rustls::Error::InvalidCertificate(e) => match e {
+            E::Expired | E::ExpiredContext { .. } => "certificate has expired".to_owned(),
+            E::NotValidYet | E::NotValidYetContext { .. } => {
+                "certificate is not yet valid".to_owned()
+            }
+            E::UnknownIssuer => "unable to get local issuer certificate".to_owned(),
+            E::BadSignature => "certificate signature failure".to_owned(),
+            E::Revoked => "certificate revoked".to_owned(),
+            E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
+                "unsupported certificate purpose".to_owned()
+            }
+            other => format!("{other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// The client-certificate check of an `optional` listener: every chain is let through the handshake (the
+/// client still proves it holds the key, by the handshake signature), and [`Listener::connection_info`] checks it
+/// against the CA bundle afterwards, so that a client with a bad certificate reaches the upstream marked
+/// `FAILED:reason` instead of being cut off. Written by hand because rustls offers no "verify but tolerate"
+/// mode; the checks themselves stay rustls's (`WebPkiClientVerifier`).
+#[derive(Debug)]
+struct TolerantClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for TolerantClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -140,9 +249,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn acceptor(options: &TlsOptions, resolver: Arc<SniResolver>) -> Result<TlsAcceptor, GatewayError> {
+/// The acceptor of a TLS listener, and for `optional` client authentication the CA check to run after the
+/// handshake.
+type Acceptor = (TlsAcceptor, Option<Arc<dyn ClientCertVerifier>>);
+
+fn acceptor(options: &TlsOptions, resolver: Arc<SniResolver>) -> Result<Acceptor, GatewayError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mut check = None;
     let builder = match options.client_auth {
         ClientAuth::Off => builder.with_no_client_auth(),
         mode => {
@@ -160,22 +274,24 @@ fn acceptor(options: &TlsOptions, resolver: Arc<SniResolver>) -> Result<TlsAccep
                     message: e.to_string(),
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let verifier = if mode == ClientAuth::Optional {
-                verifier.allow_unauthenticated()
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| GatewayError::Certificate {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            if mode == ClientAuth::Optional {
+                check = Some(verifier.clone());
+                builder
+                    .with_client_cert_verifier(Arc::new(TolerantClientVerifier { inner: verifier }))
             } else {
-                verifier
-            };
-            let verifier = verifier.build().map_err(|e| GatewayError::Certificate {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            builder.with_client_cert_verifier(verifier)
+                builder.with_client_cert_verifier(verifier)
+            }
         }
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), check))
 }
 
 /// The loaded certificates: a default and some by SNI name.
@@ -444,13 +560,15 @@ mod tests {
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let Some(tls) = l.tls.clone() else { return };
+            let check = l.client_check();
             while let Ok((s, _)) = l.tcp.accept().await {
                 let tls = tls.clone();
                 let seen = seen.clone();
+                let check = check.clone();
                 tokio::spawn(async move {
                     if let Ok(mut conn) = tls.accept(s).await {
                         if let Ok(mut v) = seen.lock() {
-                            v.push(tls_info(conn.get_ref().1));
+                            v.push(connection_info(conn.get_ref().1, check.as_deref()));
                         }
                         use tokio::io::AsyncWriteExt;
                         let _ = conn.write_all(b"hi").await;
@@ -569,12 +687,29 @@ mod tests {
                 .expect("a connection");
             assert_eq!(info.protocol, Some("TLSv1.3"));
             assert_eq!(info.client_chain.first(), Some(&client_der));
-            assert!(
-                handshake(addr, &ca, "localhost", Some(&stranger))
-                    .await
-                    .is_err(),
-                "{mode:?}: a certificate of another CA is refused"
-            );
+            assert!(info.client_verified(), "{mode:?}: {info:?}");
+            // Required: a certificate of another CA is refused in the handshake. Optional: it gets in, marked
+            // as failed, so that the upstream can be told why (nginx's optional_no_ca).
+            let stranger_result = handshake(addr, &ca, "localhost", Some(&stranger)).await;
+            if mode == ClientAuth::Required {
+                assert!(
+                    stranger_result.is_err(),
+                    "a certificate of another CA is refused"
+                );
+            } else {
+                assert!(stranger_result.is_ok(), "{stranger_result:?}");
+                let info = seen
+                    .lock()
+                    .expect("lock")
+                    .last()
+                    .cloned()
+                    .expect("a connection");
+                assert!(!info.client_verified());
+                assert_eq!(
+                    info.client_verify_error.as_deref(),
+                    Some("unable to get local issuer certificate")
+                );
+            }
             assert_eq!(
                 handshake(addr, &ca, "localhost", None).await.is_ok(),
                 mode == ClientAuth::Optional,

@@ -91,6 +91,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
+        let client_check = listener.client_check();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
@@ -113,7 +114,10 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let tls_info = Arc::new(crate::tls_info(tls_stream.get_ref().1));
+                    let tls_info = Arc::new(crate::listener::connection_info(
+                        tls_stream.get_ref().1,
+                        client_check.as_deref(),
+                    ));
                     let conn = builder.serve_connection_with_upgrades(
                         TokioIo::new(tls_stream),
                         service_for(Some(tls_info)),

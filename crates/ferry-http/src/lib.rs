@@ -39,9 +39,19 @@ impl ClientInfo {
 pub struct TlsInfo {
     /// `TLSv1.2` or `TLSv1.3`.
     pub protocol: Option<&'static str>,
-    /// The client's certificate chain (DER, leaf first), already verified by the listener; empty when the client
-    /// sent none.
+    /// The client's certificate chain (DER, leaf first) as presented; empty when the client sent none.
     pub client_chain: Vec<Vec<u8>>,
+    /// Why the presented chain did not verify against the listener's CA bundle (`optional` listeners let such
+    /// clients in, as nginx's `optional_no_ca` does, so that the upstream learns `FAILED:reason`); `None` when
+    /// it verified or none was sent.
+    pub client_verify_error: Option<String>,
+}
+
+impl TlsInfo {
+    /// Whether the client presented a certificate that verified against the listener's CA bundle.
+    pub fn client_verified(&self) -> bool {
+        !self.client_chain.is_empty() && self.client_verify_error.is_none()
+    }
 }
 
 /// The request id of a request: a well-formed incoming `x-request-id`, else a new one.
