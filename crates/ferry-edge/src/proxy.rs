@@ -1,5 +1,5 @@
 //! Proxying one request to an upstream pool: header rewriting (hop-by-hop out, forwarding headers, request id),
-//! body limit, choosing a server, retrying an idempotent body-less request whose connection failed, timeouts,
+//! body limit, choosing a server, retrying an idempotent request whose connection failed before anything was sent (its body too), timeouts,
 //! streaming the response back with its in-flight count held until the body ends, and WebSocket upgrades.
 
 use crate::forwarded::{set_forwarding, strip_client_cert_headers};
@@ -76,6 +76,59 @@ pub(crate) fn prepare_relay(
         }
     }
     Ok(req)
+}
+
+/// A request body handed to one upstream attempt: it takes the client's body out of the shared slot only when
+/// the connection first polls it, so until then the next attempt can take it instead. Written by hand: a body
+/// that can be given back unread is specific to retrying on another server.
+struct Reclaimable {
+    slot: Arc<std::sync::Mutex<Option<Body>>>,
+    taken: Option<Body>,
+}
+
+impl Reclaimable {
+    fn new(slot: Arc<std::sync::Mutex<Option<Body>>>) -> Self {
+        Self { slot, taken: None }
+    }
+
+    /// Look at the body wherever it is now (this attempt's, or still in the slot).
+    fn peek<T>(&self, f: impl Fn(&Body) -> T, absent: T) -> T {
+        match &self.taken {
+            Some(b) => f(b),
+            None => match self.slot.lock() {
+                Ok(slot) => slot.as_ref().map_or(absent, f),
+                Err(_) => absent,
+            },
+        }
+    }
+}
+
+impl http_body::Body for Reclaimable {
+    type Data = bytes::Bytes;
+    type Error = ferry_http::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.taken.is_none() {
+            let body = self.slot.lock().ok().and_then(|mut slot| slot.take());
+            self.taken = body;
+        }
+        match self.taken.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            // Another attempt has it: this one ends empty (it is abandoned anyway).
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.peek(|b| b.is_end_stream(), true)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.peek(|b| b.size_hint(), http_body::SizeHint::with_exact(0))
+    }
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -191,7 +244,7 @@ pub(crate) async fn forward(
         headers.insert(X_REQUEST_ID, v);
     }
     let body_empty = body.is_end_stream();
-    let retryable = is_idempotent(&parts.method) && body_empty;
+    let idempotent = is_idempotent(&parts.method);
     let (body, exceeded) = match route.max_body_size {
         Some(limit) => {
             let (b, flag) = SizeLimited::new(body, limit);
@@ -211,7 +264,9 @@ pub(crate) async fn forward(
         let (b, flag) = TimedBody::request(body, timeouts.idle);
         (b.boxed_unsync(), Some(flag))
     };
-    let mut body = Some(body);
+    // The body stays reclaimable until the upstream connection first reads it: after a failed connect, an
+    // idempotent request goes to the next server with its body intact.
+    let body = Arc::new(std::sync::Mutex::new(Some(body)));
     let deadline = timeouts.total.map(|t| (t, started + t));
     let head_wait = match timeouts.total {
         Some(t) => timeouts.header.min(t),
@@ -248,7 +303,7 @@ pub(crate) async fn forward(
                 )
             }
         };
-        let mut out = Request::new(body.take().unwrap_or_else(ferry_http::empty));
+        let mut out = Request::new(Reclaimable::new(body.clone()).boxed_unsync());
         *out.method_mut() = parts.method.clone();
         *out.uri_mut() = uri;
         *out.headers_mut() = headers.clone();
@@ -307,7 +362,8 @@ pub(crate) async fn forward(
                 let connect = e.is_connect();
                 pool.record_failure(i);
                 let why = chain(&e);
-                if connect && retryable && tried.len() < max_attempts {
+                let unsent = body.lock().is_ok_and(|slot| slot.is_some());
+                if connect && idempotent && unsent && tried.len() < max_attempts {
                     tracing::info!(request_id, pool = pool.name, server = %server.authority, "upstream connect failed, retrying on another server: {why}");
                     continue;
                 }

@@ -288,6 +288,50 @@ async fn connect_failures_retry_idempotent_requests_and_eject() {
     assert_eq!(good.requests(), 10);
 }
 
+/// An idempotent request with a body (PUT) whose connection failed is retried on the next server with its body
+/// whole, chunked or not: nothing of it was sent.
+#[tokio::test]
+async fn a_put_with_a_body_is_retried_whole_after_a_connect_failure() {
+    let good = TargetServer::start(TargetKind::Echo).await.expect("good");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "http://{dead_addr}" }}, {{ url = "{}" }}]
+        max_fails = 0
+        "#,
+        good.url()
+    ))
+    .await;
+    let c = client();
+    for i in 0..4 {
+        let payload = vec![b'x'; 10_000 + i];
+        let r = if i % 2 == 0 {
+            c.put(format!("{url}/doc/{i}")).body(payload.clone())
+        } else {
+            let chunks = payload
+                .chunks(3000)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>();
+            c.put(format!("{url}/doc/{i}"))
+                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    chunks,
+                )))
+        }
+        .send()
+        .await
+        .expect("send");
+        assert_eq!(r.status(), 200, "PUT {i} retried on the other server");
+        let e: EchoReply = r.json().await.expect("echo");
+        assert_eq!(e.body_len, payload.len() as u64, "PUT {i} arrived whole");
+    }
+    assert_eq!(good.requests(), 4);
+}
+
 #[tokio::test]
 async fn post_to_a_dead_server_is_not_retried() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
