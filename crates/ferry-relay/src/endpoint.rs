@@ -204,8 +204,10 @@ impl Relay {
             None => return Err(RelayError::UnknownTenant(tenant.to_string()).reply()),
         };
         meter.tenant = Some(tenant.clone());
-        meter.target = target.as_str().to_owned();
-        meter.path = rest.split('?').next().unwrap_or_default().to_owned();
+        if self.stats.log_enabled() {
+            meter.target = target.as_str().to_owned();
+            meter.path = rest.split('?').next().unwrap_or_default().to_owned();
+        }
         if effective.require_client_auth {
             self.check_client(&req, &tenant).await?;
         }

@@ -48,7 +48,8 @@ struct Minute {
 
 /// The node's counters.
 pub struct Stats {
-    minutes: Mutex<HashMap<(TenantName, i64), Minute>>,
+    /// By tenant, then minute: a request finds its counters without allocating a key.
+    minutes: Mutex<HashMap<TenantName, HashMap<i64, Minute>>>,
     log_enabled: bool,
     log: Mutex<Vec<RequestLogEntry>>,
     log_dropped: AtomicU64,
@@ -85,13 +86,15 @@ impl Stats {
     pub fn record(&self, outcome: &Outcome, now_unix: i64, details: Option<LogDetails>) {
         let minute = now_unix - now_unix.rem_euclid(60);
         {
-            let mut minutes = lock(&self.minutes);
-            let entry = minutes
-                .entry((outcome.tenant.clone(), minute))
-                .or_insert_with(|| Minute {
-                    record: StatsRecord::new(outcome.tenant.clone(), minute),
-                    dirty: false,
-                });
+            let mut tenants = lock(&self.minutes);
+            let minutes = match tenants.get_mut(&outcome.tenant) {
+                Some(minutes) => minutes,
+                None => tenants.entry(outcome.tenant.clone()).or_default(),
+            };
+            let entry = minutes.entry(minute).or_insert_with(|| Minute {
+                record: StatsRecord::new(outcome.tenant.clone(), minute),
+                dirty: false,
+            });
             entry.dirty = true;
             let record = &mut entry.record;
             record.requests += 1;
@@ -134,6 +137,7 @@ impl Stats {
     ) -> Result<(), StoreError> {
         let records: Vec<StatsRecord> = lock(&self.minutes)
             .values_mut()
+            .flat_map(|minutes| minutes.values_mut())
             .filter(|m| m.dirty)
             .map(|m| {
                 m.dirty = false;
@@ -142,9 +146,12 @@ impl Stats {
             .collect();
         if !records.is_empty() {
             if let Err(error) = store.put_stats(node, &records).await {
-                let mut minutes = lock(&self.minutes);
+                let mut tenants = lock(&self.minutes);
                 for record in records {
-                    if let Some(m) = minutes.get_mut(&(record.tenant, record.minute)) {
+                    if let Some(m) = tenants
+                        .get_mut(&record.tenant)
+                        .and_then(|minutes| minutes.get_mut(&record.minute))
+                    {
                         m.dirty = true;
                     }
                 }
@@ -152,7 +159,10 @@ impl Stats {
             }
         }
         let current = now_unix - now_unix.rem_euclid(60);
-        lock(&self.minutes).retain(|key, m| m.dirty || key.1 >= current - 60 * KEEP_MINUTES);
+        lock(&self.minutes).retain(|_, minutes| {
+            minutes.retain(|minute, m| m.dirty || *minute >= current - 60 * KEEP_MINUTES);
+            !minutes.is_empty()
+        });
         let entries: Vec<RequestLogEntry> = std::mem::take(&mut *lock(&self.log));
         if !entries.is_empty() {
             if let Err(error) = store.append_request_log(&entries).await {
