@@ -5,13 +5,10 @@
 
 mod common;
 
-use common::{write_file, TempDir, BIN};
+use common::{write_file, SteadyLoad, TempDir, BIN};
 use ferry_testkit::{FerryServer, ServerOptions, TargetKind, TargetServer};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::task::JoinSet;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -60,43 +57,8 @@ async fn routes_file_reloads_under_load_without_failures() -> anyhow::Result<()>
     )
     .await?;
     let url = format!("{}/x", server.url());
-    let client = ferry_testkit::http_client();
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = JoinSet::new();
-    for _ in 0..4 {
-        let (client, url, ok, failed, stop) = (
-            client.clone(),
-            url.clone(),
-            ok.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        workers.spawn(async move {
-            // bounded: at most 20000 requests per worker; the test stops them when done
-            for _ in 0..20_000 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                match client
-                    .get(&url)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => {
-                        let line = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
-                        failed.lock().expect("lock").push(line);
-                    }
-                    Err(e) => failed.lock().expect("lock").push(e.to_string()),
-                }
-            }
-        });
-    }
+    // bounded: at most 20000 requests per worker; the test stops them when done
+    let load = SteadyLoad::start(&url, 4, 20_000);
     wait_until("traffic on a", || a.requests() > 100).await?;
 
     // a change moves the traffic to b
@@ -143,16 +105,10 @@ async fn routes_file_reloads_under_load_without_failures() -> anyhow::Result<()>
     replace(&routes_file, &routes(&a.url()))?;
     wait_until("traffic back on a", || a.requests() > a_after + 100).await?;
 
-    stop.store(true, Ordering::SeqCst);
-    while workers.join_next().await.is_some() {}
-    let failed = failed.lock().expect("lock").clone();
+    let ok = load.ok();
+    let failed = load.finish().await;
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
-    eprintln!(
-        "ok {} a {} b {}",
-        ok.load(Ordering::SeqCst),
-        a.requests(),
-        b.requests()
-    );
+    eprintln!("ok {ok} a {} b {}", a.requests(), b.requests());
     Ok(())
 }
 
@@ -178,43 +134,8 @@ async fn inline_routes_reload_under_load_without_failures() -> anyhow::Result<()
     )
     .await?;
     let url = format!("{}/x", server.url());
-    let client = ferry_testkit::http_client();
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = JoinSet::new();
-    for _ in 0..4 {
-        let (client, url, ok, failed, stop) = (
-            client.clone(),
-            url.clone(),
-            ok.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        workers.spawn(async move {
-            // bounded: at most 20000 requests per worker; the test stops them when done
-            for _ in 0..20_000 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                match client
-                    .get(&url)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => {
-                        let line = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
-                        failed.lock().expect("lock").push(line);
-                    }
-                    Err(e) => failed.lock().expect("lock").push(e.to_string()),
-                }
-            }
-        });
-    }
+    // bounded: at most 20000 requests per worker; the test stops them when done
+    let load = SteadyLoad::start(&url, 4, 20_000);
     wait_until("traffic on a", || a.requests() > 100).await?;
 
     // a change moves the traffic to b
@@ -283,15 +204,9 @@ async fn inline_routes_reload_under_load_without_failures() -> anyhow::Result<()
     replace(&config, &inline(&a.url()))?;
     wait_until("traffic back on a", || a.requests() > a_after + 100).await?;
 
-    stop.store(true, Ordering::SeqCst);
-    while workers.join_next().await.is_some() {}
-    let failed = failed.lock().expect("lock").clone();
+    let ok = load.ok();
+    let failed = load.finish().await;
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
-    eprintln!(
-        "ok {} a {} b {}",
-        ok.load(Ordering::SeqCst),
-        a.requests(),
-        b.requests()
-    );
+    eprintln!("ok {ok} a {} b {}", a.requests(), b.requests());
     Ok(())
 }

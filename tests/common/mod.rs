@@ -746,3 +746,80 @@ impl PgDatabase {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Steady client load while something changes (reload, an upstream killed).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// `workers` clients sending `GET url` back to back, each at most `per_worker` requests (bounded), until
+/// [`SteadyLoad::finish`]; every answer other than 200 is kept as a failure.
+pub struct SteadyLoad {
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    workers: tokio::task::JoinSet<()>,
+}
+
+impl SteadyLoad {
+    pub fn start(url: &str, workers: usize, per_worker: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let client = ferry_testkit::http_client();
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (client, url, ok, failed, stop) = (
+                client.clone(),
+                url.to_owned(),
+                ok.clone(),
+                failed.clone(),
+                stop.clone(),
+            );
+            set.spawn(async move {
+                for _ in 0..per_worker {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let r = client
+                        .get(&url)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    let failure = match r {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
+                        Ok(r) => {
+                            let status = r.status();
+                            format!("{status} {}", r.text().await.unwrap_or_default())
+                        }
+                        Err(e) => e.to_string(),
+                    };
+                    if let Ok(mut f) = failed.lock() {
+                        f.push(failure);
+                    }
+                }
+            });
+        }
+        Self {
+            ok,
+            failed,
+            stop,
+            workers: set,
+        }
+    }
+
+    /// Requests answered 200 so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stop the workers and wait for them; the failures seen.
+    pub async fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        while self.workers.join_next().await.is_some() {}
+        self.failed.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
