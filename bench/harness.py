@@ -261,11 +261,19 @@ def main():
     ap.add_argument("--ferry", required=True)
     ap.add_argument("--tools", required=True, help="JSON {wrk, oha, nginx, rathole}")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
+    ap.add_argument("--paths", default="direct,nginx,rathole,ferry,gateway",
+                    help="comma-separated subset of direct,nginx,rathole,ferry,gateway (for profiling runs)")
+    ap.add_argument("--loads", default="small_c64,k1_c64,small_c1,get10m,post10m",
+                    help="comma-separated subset of the workloads")
+    ap.add_argument("--secs", type=int, help="seconds per load (default 5, 2 with --quick)")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle-connector runs")
     a = ap.parse_args()
+    a.paths = set(a.paths.split(","))
+    a.loads = set(a.loads.split(","))
     tools = json.loads(a.tools)
-    secs = 2 if a.quick else 5
+    secs = a.secs or (2 if a.quick else 5)
     warm = 1
-    idle_ns = [1000] if a.quick else [1000, 10000]
+    idle_ns = [] if a.no_idle else [1000] if a.quick else [1000, 10000]
     work = tempfile.mkdtemp(prefix="ferry-bench-")
     P = Procs(work)
     started = time.time()
@@ -344,7 +352,22 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     wait_for(lambda: http_get(ferry_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry relay")
     systems["ferry"] = {"label": "ferry relay (1 node)", "base": ferry_url, "pids": lambda: [fs.pid, fc.pid]}
 
-    order = [k for k in ("direct", "nginx", "rathole", "ferry") if k in systems]
+    # --- ferry gateway: its own node (so that its CPU and memory are its own), one route to the origin
+    pg = free_port()
+    gd = os.path.join(work, "ferry-gw-data")
+    gconf = os.path.join(work, "ferry-gateway.toml")
+    with open(gconf, "w") as f:
+        f.write(f'[server]\nlisten = "127.0.0.1:{pg}"\ndata_dir = "{gd}"\n\n'
+                f'[[gateway.routes]]\nname = "origin"\npath = "/"\nupstream = "origin"\n\n'
+                f'[gateway.upstreams.origin]\nservers = [{{ url = "{direct}" }}]\n')
+    fg = P.start("ferry-gateway", [a.ferry, "--config", gconf, "serve", "--admin-listen", "127.0.0.1:0"])
+    gw_url = f"http://127.0.0.1:{pg}"
+    wait_for(lambda: http_get(gw_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry gateway")
+    systems["gateway"] = {"label": "ferry gateway", "base": gw_url, "pids": lambda: [fg.pid]}
+
+    order = [k for k in ("direct", "nginx", "rathole", "ferry", "gateway") if k in systems and k in a.paths]
+    for k in [k for k in systems if k not in order]:
+        del systems[k]
     time.sleep(1)
     for k in order:
         s = systems[k]
@@ -354,7 +377,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
     checks = []
-    for k in ("direct", "ferry"):
+    for k in [k for k in ("direct", "ferry", "gateway") if k in order]:
         t0 = time.monotonic()
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
                             "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
@@ -374,6 +397,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         ("get10m", "10 MiB GET, 4 conns", lambda b: run_oha(tools, b + "/10m", 4, secs)),
         ("post10m", "10 MiB POST, 4 conns", lambda b: run_oha(tools, b + "/upload", 4, secs, big)),
     ]
+    workloads = [w for w in workloads if w[0] in a.loads]
     for wk, wlabel, fn in workloads:
         for k in order:
             s = systems[k]
@@ -398,7 +422,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         s["peak_rss"] = {str(p): mem_kib([p], "VmHWM") for p in s["pids"]()}
 
     ferry_log_issues = {}
-    for n in ("ferry-serve", "ferry-connector"):
+    for n in ("ferry-serve", "ferry-connector", "ferry-gateway"):
         with open(os.path.join(work, n + ".err")) as f:
             lines = f.readlines()
         ferry_log_issues[n] = {"WARN": sum(" WARN " in x for x in lines), "ERROR": sum(" ERROR " in x for x in lines),
@@ -406,6 +430,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     # Free the relays before the idle-connector test.
     P.stop(fc)
     P.stop(fs)
+    P.stop(fg)
     idle = [idle_connectors(a, work, P, n) for n in idle_ns]
 
     elapsed = time.time() - started
@@ -467,7 +492,7 @@ def fmt(v, unit="", d=0):
 
 
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
-    cols = order + ["gateway", "cluster"]
+    cols = order + ["cluster"]
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
              "gateway": "Ferry gateway", "cluster": "Ferry cross-node (NATS)"}
     lower_better = set()
@@ -516,7 +541,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
     def cells(vals, d, base):
         cs = []
         for c in cols:
-            if c in ("gateway", "cluster"):
+            if c == "cluster":
                 cs.append("not built yet")
                 continue
             v = vals.get(c)
@@ -529,7 +554,8 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
             cs.append(s)
         return cs
 
-    for label, wk, key, d, _lb in rows:
+    ran = {wk for wk, _, _ in workloads}
+    for label, wk, key, d, _lb in [r for r in rows if r[1] in ran]:
         vals = {c: metric(c, wk, key) for c in order}
         out.append(f"| {label} | " + " | ".join(cells(vals, d, vals.get("direct"))) + " |")
     for label, key in (("RSS idle, MiB (before load)", "idle_rss_total"),
@@ -580,16 +606,16 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
 def targets(systems, order, idle, metric):
     res = []
 
-    def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit=""):
-        if "rathole" not in systems or "ferry" not in systems:
-            res.append(f"| {name} | not measurable yet (rathole missing) |")
+    def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit="", ours="ferry", theirs="rathole"):
+        if theirs not in systems or ours not in systems:
+            res.append(f"| {name} | not measurable ({theirs if theirs not in systems else ours} missing) |")
             return
-        fv, rv = metric("ferry", *f), metric("rathole", *r)
+        fv, rv = metric(ours, *f), metric(theirs, *r)
         if fv is None or rv is None:
             res.append(f"| {name} | not measurable (a run failed) |")
             return
         met = fv >= factor * rv if ok_if_ge else fv <= factor * rv
-        res.append(f"| {name} | {'met' if met else 'missed'}: Ferry {fv:,.3g}{unit} vs rathole {rv:,.3g}{unit} "
+        res.append(f"| {name} | {'met' if met else 'missed'}: Ferry {fv:,.3g}{unit} vs {theirs} {rv:,.3g}{unit} "
                    f"({fv / rv:.2f}×) |")
 
     res.append("| target | result |")
@@ -601,7 +627,16 @@ def targets(systems, order, idle, metric):
     cmp("CPU per request ≤ rathole", ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"), False, unit=" µs")
     cmp("CPU per GB (10 MiB GET) ≤ rathole", ("get10m", "cpu_ms_gb"), ("get10m", "cpu_ms_gb"), False, unit=" ms")
     cmp("CPU per GB (10 MiB POST) ≤ rathole", ("post10m", "cpu_ms_gb"), ("post10m", "cpu_ms_gb"), False, unit=" ms")
-    res.append("| gateway vs nginx (req/s, latency, MiB/s, CPU) | not measurable yet: gateway not built |")
+    gw = {"ours": "gateway", "theirs": "nginx"}
+    cmp("gateway req/s ≥ 1.0× nginx (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"), **gw)
+    cmp("gateway p99 ≤ nginx's (small GET, c=64)", ("small_c64", "p99_ms"), ("small_c64", "p99_ms"), False,
+        unit=" ms", **gw)
+    cmp("gateway CPU per request ≤ nginx", ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"), False,
+        unit=" µs", **gw)
+    cmp("gateway concurrency-1 p50 ≤ nginx's", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **gw)
+    cmp("gateway 10 MiB GET ≥ 1.0× nginx", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s", **gw)
+    cmp("gateway 10 MiB POST ≥ 1.0× nginx", ("post10m", "mibps"), ("post10m", "mibps"), unit=" MiB/s", **gw)
     if "ferry" in systems:
         fs_pid = next(iter(systems["ferry"]["idle_rss"]))
         v = systems["ferry"]["idle_rss"][fs_pid] / 1024

@@ -3,16 +3,21 @@
 #   bench/run.sh            full run (< 10 min): every path, every load 5 s, 1,000 and 10,000 idle connectors
 #   bench/run.sh --quick    smoke run (~2 min): loads of 2 s, 1,000 idle connectors
 #   bench/run.sh --no-build use target/release/ferry as it is (FERRY_BIN=... to point elsewhere)
+#   --paths direct,nginx,rathole,ferry,gateway / --loads small_c64,k1_c64,small_c1,get10m,post10m / --secs N /
+#   --no-idle: a subset, for profiling runs
 # Installs what it lacks: nginx and wrk (Debian), oha and rathole (crates.io, into bench/.tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK=""; BUILD=1
-for arg in "$@"; do
-  case "$arg" in
+QUICK=""; BUILD=1; PASS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) QUICK=--quick ;;
     --no-build) BUILD=0 ;;
-    *) echo "usage: bench/run.sh [--quick] [--no-build]" >&2; exit 2 ;;
+    --no-idle) PASS+=("$1") ;;
+    --paths|--loads|--secs) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
+    *) echo "usage: bench/run.sh [--quick] [--no-build] [--paths a,b] [--loads x,y] [--secs N] [--no-idle]" >&2; exit 2 ;;
   esac
+  shift
 done
 TOOLS="$PWD/bench/.tools"
 mkdir -p "$TOOLS"
@@ -53,5 +58,5 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
 fi
 
 # Every load is bounded by the harness; the whole run is bounded here too.
-exec timeout -k 10 900 python3 bench/harness.py $QUICK --ferry "$FERRY" \
+exec timeout -k 10 900 python3 bench/harness.py $QUICK ${PASS[@]+"${PASS[@]}"} --ferry "$FERRY" \
   --tools "{\"wrk\":\"$(command -v wrk)\",\"oha\":\"$(command -v oha)\",\"nginx\":\"$NGINX\",\"rathole\":\"$RATHOLE\"}"

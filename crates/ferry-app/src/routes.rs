@@ -51,8 +51,10 @@ async fn answer(node: &Node, mut req: Request<Incoming>) -> (Option<String>, Res
     }
     let path = req.uri().path();
     if path.starts_with(RELAY_PREFIX) {
-        let upstream = ferry_proto::path::split_relay_path(path, None)
-            .ok()
+        // The access log's upstream name (`tenant/target`), only built when there is an access log.
+        let upstream = (node.edge.access_log() != ferry_config::AccessLog::Off)
+            .then(|| ferry_proto::path::split_relay_path(path, None).ok())
+            .flatten()
             .map(|p| Upstream(format!("{}/{}", p.tenant, p.target)));
         node.edge.scrub_unrouted(&mut req);
         let mut resp = node.relay.handle_relay(req).await;

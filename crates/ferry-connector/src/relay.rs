@@ -293,7 +293,7 @@ impl Relay {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let out = match target_request(target, &parts, request_id) {
+        let out = match target_request(target, parts, request_id) {
             Ok(out) => out,
             Err(reply) => return error_response(&reply, request_id),
         };
@@ -326,7 +326,7 @@ impl Relay {
     {
         let stream_upgrade = hyper::upgrade::on(&mut req);
         let (parts, _body) = req.into_parts();
-        let mut out = match target_request(target, &parts, request_id) {
+        let mut out = match target_request(target, parts, request_id) {
             Ok(out) => out,
             Err(reply) => return error_response(&reply, request_id),
         };
@@ -431,21 +431,23 @@ impl Relay {
     }
 }
 
-/// The request id of a stream: `ferry-request-id`, else `x-request-id`, else a new one.
+/// The request id of a stream: `ferry-request-id` (sent by earlier nodes), else `x-request-id` (set by the
+/// node), else a new one.
 fn request_id(headers: &HeaderMap) -> String {
     [REQUEST_ID, X_REQUEST_ID]
         .iter()
-        .filter_map(|name| headers.get(*name))
+        .filter_map(|name| headers.get(name))
         .filter_map(|v| v.to_str().ok())
         .find(|v| ferry_proto::is_valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(ferry_proto::new_request_id)
 }
 
-/// Build the request to the target (method, URI, version, headers) from a stream's request head.
+/// Build the request to the target (method, URI, version, headers) from a stream's request head, whose headers it
+/// takes over (no copy).
 fn target_request(
     target: &Target,
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
     request_id: &str,
 ) -> Result<Request<()>, ErrorReply> {
     let path = parts
@@ -456,15 +458,15 @@ fn target_request(
     let uri = target.uri(path).map_err(|e| {
         ErrorReply::new(ErrorCode::BadRequest, format!("invalid request path: {e}"))
     })?;
-    let host = host_for(target, parts);
-    let mut headers = parts.headers.clone();
+    let host = host_for(target, &parts);
+    let mut headers = parts.headers;
     clean_request_headers(&mut headers);
     headers.insert(HOST, host);
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, value);
     }
     let mut out = Request::new(());
-    *out.method_mut() = parts.method.clone();
+    *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.version_mut() = Version::HTTP_11;
     *out.headers_mut() = headers;
@@ -534,11 +536,11 @@ pub(crate) fn clean_response_headers(headers: &mut HeaderMap) {
 }
 
 fn remove_ferry_headers(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("ferry-"))
-        .cloned()
-        .collect();
+    let is_ferry = |n: &HeaderName| n.as_str().starts_with("ferry-");
+    if !headers.keys().any(is_ferry) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| is_ferry(n)).cloned().collect();
     for name in names {
         headers.remove(name);
     }

@@ -41,8 +41,12 @@ impl TrustedProxies {
     }
 }
 
+const X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
+
 /// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `client` that named `host`
 /// (`Host` or `:authority`, port included). `trusted`: the client is a known front proxy.
+///
+/// On every proxied request: the values are built with one allocation each and no `format!`.
 pub fn set_forwarding(
     headers: &mut HeaderMap,
     client: &ClientInfo,
@@ -54,20 +58,11 @@ pub fn set_forwarding(
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
-    let joined = |headers: &HeaderMap, name| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let ip_text = ferry_http::forwarded::ip_text(ip);
     let (xff_chain, fwd_chain) = if trusted {
         (
-            joined(headers, X_FORWARDED_FOR),
-            joined(headers, FORWARDED.as_str()),
+            ferry_http::forwarded::joined(headers, &X_FORWARDED_FOR),
+            ferry_http::forwarded::joined(headers, &FORWARDED),
         )
     } else {
         (String::new(), String::new())
@@ -76,9 +71,8 @@ pub fn set_forwarding(
     let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
     headers.remove(X_FORWARDED_FOR);
     headers.remove(FORWARDED);
-    headers.remove("x-real-ip");
+    headers.remove(X_REAL_IP);
     if !keep_proto {
-        headers.remove(X_FORWARDED_PROTO);
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
     }
     if !keep_host {
@@ -87,31 +81,37 @@ pub fn set_forwarding(
             headers.insert(X_FORWARDED_HOST, v);
         }
     }
-    let xff = if xff_chain.is_empty() {
-        ip.to_string()
-    } else {
-        format!("{xff_chain}, {ip}")
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = ferry_http::forwarded::chain_value(xff_chain, &ip_text) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    let for_value = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={for_value};proto={}", client.proto());
-    if let Some(h) = host.filter(|h| {
+    // Forwarded (RFC 7239): for=<ip>;proto=<scheme>[;host="<host>"], an IPv6 address quoted in brackets.
+    let host = host.filter(|h| {
         h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    }) {
-        element.push_str(&format!(";host=\"{h}\""));
+    });
+    let mut element =
+        String::with_capacity(fwd_chain.len() + ip_text.len() + host.map_or(0, str::len) + 32);
+    if !fwd_chain.is_empty() {
+        element.push_str(&fwd_chain);
+        element.push_str(", ");
     }
-    let forwarded = if fwd_chain.is_empty() {
-        element
-    } else {
-        format!("{fwd_chain}, {element}")
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    element.push_str("for=");
+    match ip {
+        IpAddr::V4(_) => element.push_str(&ip_text),
+        IpAddr::V6(_) => {
+            element.push_str("\"[");
+            element.push_str(&ip_text);
+            element.push_str("]\"");
+        }
+    }
+    element.push_str(";proto=");
+    element.push_str(client.proto());
+    if let Some(h) = host {
+        element.push_str(";host=\"");
+        element.push_str(h);
+        element.push('"');
+    }
+    if let Ok(v) = HeaderValue::try_from(element) {
         headers.insert(FORWARDED, v);
     }
 }

@@ -2,60 +2,73 @@
 
 use http::header::{HeaderMap, HeaderName, CONNECTION};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies also drop).
-///
-/// `Trailer` is deliberately not here: it announces the trailer fields of the message itself, end to end, and
-/// an HTTP/1.1 encoder only sends trailers that `Trailer` announced.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Ferry's own error code on every error response it generates.
-pub const FERRY_ERROR: &str = "ferry-error";
+pub const FERRY_ERROR: HeaderName = HeaderName::from_static("ferry-error");
 /// The request id, generated or propagated.
-pub const X_REQUEST_ID: &str = "x-request-id";
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 ///
 /// `TE: trailers` is the one hop-by-hop value that is re-added by the caller where trailers must survive; this
 /// function reports whether the client asked for trailers so that it can.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    // Most requests carry none of these, most responses one or two (`Connection: keep-alive`): collect the names
+    // present, in one pass, instead of looking up every listed name.
+    let mut present: Vec<HeaderName> = Vec::new();
+    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+        present.push(name.clone());
+    }
+    if present.is_empty() {
+        return false;
+    }
     let wants_trailers = headers
         .get_all(http::header::TE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                if !is_hop_by_hop(&name) {
+                    present.push(name);
+                }
+            }
+        }
+    }
+    for name in present {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
     wants_trailers
+}
+
+/// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1, plus the legacy ones proxies also drop).
+///
+/// `Trailer` is deliberately not one: it announces the trailer fields of the message itself, end to end, and
+/// an HTTP/1.1 encoder only sends trailers that `Trailer` announced. A string match, run on every header of every
+/// relayed message: cheaper than comparing `HeaderName`s one by one.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Whether a header name belongs to Ferry's internal tunnel vocabulary (`ferry-*`), which never reaches a target
 /// or a client from the outside.
 pub fn is_internal(name: &HeaderName) -> bool {
-    name.as_str().starts_with("ferry-") && name.as_str() != FERRY_ERROR
+    name.as_str().starts_with("ferry-") && *name != FERRY_ERROR
 }
 
 #[cfg(test)]

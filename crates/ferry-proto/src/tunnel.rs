@@ -5,6 +5,8 @@
 //! server on that connection. Every relayed request is one HTTP/2 stream; upgrades (WebSocket) use the extended
 //! CONNECT method of RFC 8441 with `:protocol` set to the client's `Upgrade` value.
 
+use http::HeaderName;
+
 /// Path of the tunnel endpoint on Ferry's public listener.
 pub const TUNNEL_PATH: &str = "/_ferry/tunnel";
 /// The `Upgrade` token of the tunnel protocol, versioned.
@@ -13,24 +15,24 @@ pub const UPGRADE_PROTOCOL: &str = "ferry-tunnel/1";
 pub const TOKEN_PATH: &str = "/oauth/token";
 
 /// Handshake request: the connector's id (a UUID chosen by the connector process at start).
-pub const CONNECTOR_ID: &str = "ferry-connector-id";
+pub const CONNECTOR_ID: HeaderName = HeaderName::from_static("ferry-connector-id");
 /// Handshake request: the comma-separated target names this connector serves.
-pub const TARGETS: &str = "ferry-targets";
+pub const TARGETS: HeaderName = HeaderName::from_static("ferry-targets");
 /// Handshake request: the connector's version.
-pub const CONNECTOR_VERSION: &str = "ferry-connector-version";
+pub const CONNECTOR_VERSION: HeaderName = HeaderName::from_static("ferry-connector-version");
 /// Handshake response: the id of the Ferry node that accepted the tunnel.
-pub const NODE_ID: &str = "ferry-node-id";
+pub const NODE_ID: HeaderName = HeaderName::from_static("ferry-node-id");
 
 /// Tunnel request: which of the connector's targets the stream is for.
-pub const TARGET: &str = "ferry-target";
+pub const TARGET: HeaderName = HeaderName::from_static("ferry-target");
 /// Tunnel request: the relay request id (also sent to the target as `x-request-id`).
-pub const REQUEST_ID: &str = "ferry-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("ferry-request-id");
 /// Tunnel request: `client` when the target must see the client's `Host`, absent otherwise.
-pub const HOST_MODE: &str = "ferry-host-mode";
+pub const HOST_MODE: HeaderName = HeaderName::from_static("ferry-host-mode");
 
 /// Tunnel request from the node to the connector itself (never relayed to a target): names the control message.
 /// Clients cannot send it: every `ferry-*` header of a client request is removed before relaying.
-pub const CONTROL: &str = "ferry-control";
+pub const CONTROL: HeaderName = HeaderName::from_static("ferry-control");
 /// The [`CONTROL`] value of a settings push: `POST` [`SETTINGS_PATH`] with the tenant's settings as JSON
 /// (`ferry_proto::TenantSettings`); the connector answers `204`.
 pub const CONTROL_SETTINGS: &str = "settings";

@@ -256,9 +256,10 @@ impl Relay {
         if let Some(client) = &client {
             ferry_http::forwarded::set_forwarded(&mut headers, client, host.as_ref());
         }
+        // The connector reads the request id from `x-request-id` (docs/protocol.md); `ferry-request-id`, which
+        // carried the same value, is no longer sent: one unique header less to compress per request.
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert(X_REQUEST_ID, v.clone());
-            headers.insert(tunnel::REQUEST_ID, v);
+            headers.insert(X_REQUEST_ID, v);
         }
         if let Ok(v) = HeaderValue::from_str(target.as_str()) {
             headers.insert(tunnel::TARGET, v);

@@ -6,7 +6,8 @@
 //! request (the caller's service).
 
 use crate::{
-    server::non_zero, BoxError, TunnelBody, TunnelError, TunnelOptions, MAX_HEADER_LIST_SIZE,
+    server::non_zero, BoxError, TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
 };
 use bytes::Bytes;
 use ferry_proto::headers::FERRY_ERROR;
@@ -303,6 +304,7 @@ where
         .initial_stream_window_size(opts.stream_window)
         .initial_connection_window_size(opts.connection_window)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_frame_size(MAX_FRAME_SIZE)
         .keep_alive_interval(non_zero(opts.keepalive_interval))
         .keep_alive_timeout(opts.keepalive_timeout);
     let conn = builder.serve_connection(io, service);

@@ -39,7 +39,7 @@
 //!
 //! [`SendRequest::is_closed`]: hyper::client::conn::http2::SendRequest::is_closed
 
-use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_HEADER_LIST_SIZE};
+use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
 use ferry_proto::tunnel::{CONNECTOR_ID, CONNECTOR_VERSION, NODE_ID, TARGETS, UPGRADE_PROTOCOL};
 use ferry_proto::{ErrorCode, ErrorReply, TargetName};
 use http::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
@@ -166,6 +166,7 @@ pub async fn open(
         .initial_stream_window_size(opts.stream_window)
         .initial_connection_window_size(opts.connection_window)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_frame_size(MAX_FRAME_SIZE)
         .keep_alive_interval(non_zero(opts.keepalive_interval))
         .keep_alive_timeout(opts.keepalive_timeout)
         .keep_alive_while_idle(true);

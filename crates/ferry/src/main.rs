@@ -126,7 +126,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command, config, source)) {
+    // Run on a worker thread, not on this one: a future `block_on` drives directly (the connector's tunnel, for
+    // one) is woken through a futex on every event another task signals, which costs a syscall per request.
+    let work = runtime.spawn(execute(cli.command, config, source));
+    let outcome = match runtime.block_on(work) {
+        Ok(outcome) => outcome,
+        Err(e) => Err(anyhow::anyhow!("the main task failed: {e}")),
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");

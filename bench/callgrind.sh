@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: repeatable where timings on a shared machine are not.
+# See docs/performance.md ("Instruction counts").
+#
+#   bench/callgrind.sh [N]    N small GETs (default 2000) through the gateway and through the relay
+#
+# Runs an nginx origin, a gateway node, a relay node and a connector (the three Ferry processes under callgrind)
+# on loopback with OS-chosen ports, warms them up with 300 requests each, zeroes the counters, sends N requests
+# per path with oha (concurrency 8) and prints user-space instructions per request of each Ferry process. The
+# callgrind files stay in bench/results/callgrind-<timestamp>/ for callgrind_annotate.
+# Needs valgrind (Debian package, installed if missing), nginx, and oha (bench/run.sh installs both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-2000}"
+TOOLS="$PWD/bench/.tools"
+export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+command -v valgrind >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind >&2; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] && command -v oha >/dev/null || { echo "run bench/run.sh --quick once first (nginx, oha)" >&2; exit 1; }
+FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
+[ -x "$FERRY" ] || cargo build --release -p ferry >&2
+
+OUT="$PWD/bench/results/callgrind-$(date +%Y%m%d-%H%M%S)"
+WORK=$(mktemp -d /tmp/ferry-callgrind-XXXXXX)
+mkdir -p "$OUT" "$WORK/www" "$WORK/origin"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/origin/nginx.pid" ] && kill "$(cat "$WORK/origin/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ok() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+
+PO=$(port); PG=$(port); PR=$(port); PN=$(port); PT=$(port); PTC=$(port)
+printf 'Hello, Ferry\n' > "$WORK/www/small"
+USER_LINE=""; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+cat > "$WORK/origin/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 1; daemon off; pid $WORK/origin/nginx.pid; error_log $WORK/origin/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000; client_body_temp_path $WORK/origin/ct; proxy_temp_path $WORK/origin/pt;
+  server { listen 127.0.0.1:$PO; root $WORK/www; location / { } } }
+EOF
+"$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
+# References, under callgrind too: nginx as a reverse proxy (one process: master_process off) and rathole.
+mkdir -p "$WORK/proxy"
+cat > "$WORK/proxy/nginx.conf" <<EOF
+$USER_LINE
+master_process off; worker_processes 1; daemon off; pid $WORK/proxy/nginx.pid; error_log $WORK/proxy/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000; client_body_temp_path $WORK/proxy/ct; proxy_temp_path $WORK/proxy/pt;
+  upstream origin { server 127.0.0.1:$PO; keepalive 16; }
+  server { listen 127.0.0.1:$PN; location / { proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_buffering off; proxy_request_buffering off; proxy_pass http://origin; } } }
+EOF
+cat > "$WORK/gateway.toml" <<EOF
+[server]
+listen = "127.0.0.1:$PG"
+data_dir = "$WORK/gateway-data"
+
+[[gateway.routes]]
+path = "/"
+upstream = "origin"
+
+[gateway.upstreams.origin]
+servers = [{ url = "http://127.0.0.1:$PO" }]
+EOF
+SECRET=$("$FERRY" tenant create bench --data-dir "$WORK/relay-data" 2>/dev/null | tail -1)
+VG=(valgrind --tool=callgrind --dump-instr=no)
+"${VG[@]}" --callgrind-out-file="$OUT/gateway.out" "$FERRY" --config "$WORK/gateway.toml" serve \
+  --admin-listen 127.0.0.1:0 >"$WORK/gateway.log" 2>&1 & PIDS+=($!)
+"${VG[@]}" --callgrind-out-file="$OUT/node.out" "$FERRY" serve --listen "127.0.0.1:$PR" \
+  --data-dir "$WORK/relay-data" --admin-listen 127.0.0.1:0 >"$WORK/node.log" 2>&1 & PIDS+=($!)
+wait_ok "http://127.0.0.1:$PR/healthz"
+"${VG[@]}" --callgrind-out-file="$OUT/connector.out" "$FERRY" connector --server "http://127.0.0.1:$PR" \
+  --tenant bench --secret "$SECRET" --target "origin=http://127.0.0.1:$PO" >"$WORK/connector.log" 2>&1 & PIDS+=($!)
+"${VG[@]}" --callgrind-out-file="$OUT/nginx.out" "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" \
+  >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
+GW="http://127.0.0.1:$PG/small"; RELAY="http://127.0.0.1:$PR/relay/bench/origin/small"
+PROXY="http://127.0.0.1:$PN/small"; URLS=("$GW" "$RELAY" "$PROXY"); KINDS=(gateway node connector nginx)
+if command -v rathole >/dev/null; then
+  printf '[server]\nbind_addr = "127.0.0.1:%s"\n[server.services.origin]\ntoken = "bench"\nbind_addr = "127.0.0.1:%s"\n' \
+    "$PTC" "$PT" > "$WORK/rathole-server.toml"
+  printf '[client]\nremote_addr = "127.0.0.1:%s"\n[client.services.origin]\ntoken = "bench"\nlocal_addr = "127.0.0.1:%s"\n' \
+    "$PTC" "$PO" > "$WORK/rathole-client.toml"
+  "${VG[@]}" --callgrind-out-file="$OUT/rathole-server.out" rathole -s "$WORK/rathole-server.toml" \
+    >"$WORK/rathole-server.log" 2>&1 & PIDS+=($!)
+  sleep 2
+  "${VG[@]}" --callgrind-out-file="$OUT/rathole-client.out" rathole -c "$WORK/rathole-client.toml" \
+    >"$WORK/rathole-client.log" 2>&1 & PIDS+=($!)
+  URLS+=("http://127.0.0.1:$PT/small"); KINDS+=(rathole-server rathole-client)
+fi
+for u in "${URLS[@]}"; do wait_ok "$u"; done
+for u in "${URLS[@]}"; do oha -n 300 -c 8 --no-tui "$u" >/dev/null; done
+callgrind_control -z >/dev/null
+for u in "${URLS[@]}"; do oha -n "$N" -c 8 --no-tui "$u" | grep -E "Success rate" | sed "s|^ *|$u: |"; done
+callgrind_control -d >/dev/null
+sleep 1
+for k in "${KINDS[@]}"; do
+  f=$(ls -t "$OUT/$k.out".* | head -1)
+  total=$(callgrind_annotate --threshold=100 --auto=no "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+  echo "$k: $((total / N)) instructions per request ($f)"
+done
