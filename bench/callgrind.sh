@@ -95,9 +95,9 @@ if command -v rathole >/dev/null; then
 fi
 for u in "${URLS[@]}"; do wait_ok "$u"; done
 for u in "${URLS[@]}"; do oha -n 300 -c 8 --no-tui "$u" >/dev/null; done
-callgrind_control -z >/dev/null
+callgrind_control -z >/dev/null 2>&1
 for u in "${URLS[@]}"; do oha -n "$N" -c 8 --no-tui "$u" | grep -E "Success rate" | sed "s|^ *|$u: |"; done
-callgrind_control -d >/dev/null
+callgrind_control -d >/dev/null 2>&1
 sleep 1
 for k in "${KINDS[@]}"; do
   f=$(ls -t "$OUT/$k.out".* | head -1)

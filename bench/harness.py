@@ -223,10 +223,13 @@ def run_wrk(tools, url, conns, threads, secs):
 
     if "Requests/sec" not in out:
         raise RuntimeError("wrk: " + out[-300:])
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))
-    p50 = dur(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
+    try:
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        reqs = int(re.search(r"(\d+) requests in", out).group(1))
+        p50 = dur(re.search(r"50%\s+(\S+)", out).group(1))
+        p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
+    except AttributeError:
+        raise RuntimeError("unreadable wrk output: " + " | ".join(out.splitlines()[-12:])) from None
     errs = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
@@ -609,6 +612,9 @@ def targets(systems, order, idle, metric):
     def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit="", ours="ferry", theirs="rathole"):
         if theirs not in systems or ours not in systems:
             res.append(f"| {name} | not measurable ({theirs if theirs not in systems else ours} missing) |")
+            return
+        if f[0] not in systems[ours]["res"]:
+            res.append(f"| {name} | not run (--loads) |")
             return
         fv, rv = metric(ours, *f), metric(theirs, *r)
         if fv is None or rv is None:
