@@ -258,7 +258,10 @@ impl Relay {
         }
         // The connector reads the request id from `x-request-id` (docs/protocol.md); `ferry-request-id`, which
         // carried the same value, is no longer sent: one unique header less to compress per request.
-        if let Ok(v) = HeaderValue::from_str(request_id) {
+        if let Ok(mut v) = HeaderValue::from_str(request_id) {
+            // Unique per request: "sensitive" makes HPACK send it as a never-indexed literal instead of inserting
+            // it into the tunnel's dynamic table, where it would only evict the entries that do repeat.
+            v.set_sensitive(true);
             headers.insert(X_REQUEST_ID, v);
         }
         if let Ok(v) = HeaderValue::from_str(target.as_str()) {
