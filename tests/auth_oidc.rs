@@ -8,9 +8,8 @@
 //! Needs `node` and `npm` (and the npm registry the first time). Without them the tests print `skipped: …`;
 //! with `CI` set they fail.
 
-mod common;
 
-use common::{tunnel_upgrade_request, BIN};
+use crate::common::{tunnel_upgrade_request, BIN};
 use ferry_testkit::raw::RawConn;
 use ferry_testkit::{
     http_client, light_slot, within, Connector, ConnectorOptions, EchoReply, FerryServer,
@@ -197,7 +196,7 @@ impl OidcProvider {
 
 /// The (unverified) claims of a JWT.
 fn claims_of(token: &str) -> anyhow::Result<serde_json::Value> {
-    let (_, claims, _) = common::jwt_parts(token)?;
+    let (_, claims, _) = crate::common::jwt_parts(token)?;
     Ok(claims)
 }
 
@@ -291,7 +290,7 @@ async fn connector_with_a_provider_token_relays_and_a_wrong_audience_is_refused(
 
     // A token from nowhere (signed by a key the provider never published) is refused too.
     let mut parts: Vec<String> = right.split('.').map(str::to_owned).collect();
-    parts[2] = common::b64url_encode(b"not the signature");
+    parts[2] = crate::common::b64url_encode(b"not the signature");
     let (status, _) = upgrade_status(server.addr(), &parts.join(".")).await?;
     assert_eq!(status, 401);
     Ok(())
@@ -306,7 +305,7 @@ async fn provider_keys_of_every_supported_algorithm_are_accepted() -> anyhow::Re
         };
         let server = ferry_for(&provider).await?;
         let token = provider.token(None).await?;
-        let (header, _, _) = common::jwt_parts(&token)?;
+        let (header, _, _) = crate::common::jwt_parts(&token)?;
         assert_eq!(header["alg"], alg, "{header}");
         let (status, body) = upgrade_status(server.addr(), &token).await?;
         assert_eq!(status, 101, "{alg}: {body}");
@@ -361,7 +360,7 @@ async fn builtin_discovery_jwks_and_failure_limit() -> anyhow::Result<()> {
     let token = ok["access_token"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("no token in {ok}"))?;
-    let (header, claims, _) = common::jwt_parts(token)?;
+    let (header, claims, _) = crate::common::jwt_parts(token)?;
     let kid = header["kid"].as_str().unwrap_or_default();
     assert!(kids.contains(&kid), "{kid} in {kids:?}");
     assert!(claims["sid"].is_string(), "{claims}");

@@ -4,9 +4,8 @@
 //! request id the client saw, the route and the upstream; the format follows a reload of the config file, with
 //! `FERRY_ACCESS_LOG` still winning over the file.
 
-mod common;
 
-use common::{write_file, TempDir, BIN};
+use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{Connector, FerryServer, ServerOptions, TargetKind, TargetServer};
 use std::path::Path;
 use std::time::Duration;

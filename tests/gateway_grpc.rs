@@ -2,9 +2,8 @@
 //! PyPI by this test when missing) through the gateway: TLS and HTTP/2 from the client, h2c to the server,
 //! unary and server-streaming calls, status codes and trailing metadata carried in HTTP/2 trailers.
 
-mod common;
 
-use common::{write_file, TempDir, BIN};
+use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{FerryServer, ServerOptions, TestPki};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};

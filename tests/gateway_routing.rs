@@ -3,9 +3,8 @@
 //! round robin, redirects, forwarding headers, and the relay and Ferry's own paths still answering when no route
 //! claims them.
 
-mod common;
 
-use common::{write_file, TempDir, BIN};
+use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer, TestPki};
 use std::path::Path;
 use std::time::Duration;

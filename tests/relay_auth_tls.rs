@@ -1,9 +1,8 @@
 //! End to end, against the built `ferry` binary: connector authentication (the token endpoint, the tunnel
 //! upgrade's token checks, the tenant coming only from the token) and TLS between connector and node.
 
-mod common;
 
-use common::{jwt_join, jwt_parts, tunnel_upgrade_request, BIN, H2_SERVER_SETTINGS};
+use crate::common::{jwt_join, jwt_parts, tunnel_upgrade_request, BIN, H2_SERVER_SETTINGS};
 use ferry_testkit::client::{client_builder, expect_ferry_error};
 use ferry_testkit::raw::RawConn;
 use ferry_testkit::{

@@ -2,9 +2,8 @@
 //! expiration, the target connect timeout) and of the processes around it (reconnecting with backoff,
 //! keep-alive on a dead connection, draining a connector and a node).
 
-mod common;
 
-use common::{delay_field, named_body, serve_on, write_file, HungAddr, NamedTarget, TcpProxy, BIN};
+use crate::common::{delay_field, named_body, serve_on, write_file, HungAddr, NamedTarget, TcpProxy, BIN};
 use ferry_testkit::client::expect_ferry_error;
 use ferry_testkit::raw::RawConn;
 use ferry_testkit::{
@@ -193,7 +192,7 @@ async fn target_connect_hanging_is_504_target_connect_timeout() -> anyhow::Resul
 async fn connector_reconnects_with_backoff_after_server_restart() -> anyhow::Result<()> {
     let _slot = light_slot().await;
     let echo = TargetServer::start(TargetKind::Echo).await?;
-    let data = common::TempDir::new("ferry-restart-")?;
+    let data = crate::common::TempDir::new("ferry-restart-")?;
     let mut server = FerryServer::start(
         BIN,
         ServerOptions {
@@ -276,7 +275,7 @@ async fn connector_reconnects_with_backoff_after_server_restart() -> anyhow::Res
 async fn keepalive_detects_a_blackholed_tunnel_and_connector_reconnects() -> anyhow::Result<()> {
     let _slot = light_slot().await;
     let echo = TargetServer::start(TargetKind::Echo).await?;
-    let dir = common::TempDir::new("ferry-ka-")?;
+    let dir = crate::common::TempDir::new("ferry-ka-")?;
     let server_conf = write_file(
         dir.path(),
         "server.toml",

@@ -1,0 +1,24 @@
+//! Ferry's end-to-end tests: each module is one area, and every test starts real `ferry` processes
+//! (`CARGO_BIN_EXE_ferry`) on loopback. One test binary for all of them: each binary links the whole dependency
+//! graph, and eighteen links were a large part of CI's time.
+
+mod common;
+
+mod admin_api;
+mod auth_oidc;
+mod cli;
+mod gateway_access_log;
+mod gateway_body_timeout;
+mod gateway_failover;
+mod gateway_grpc;
+mod gateway_reload;
+mod gateway_routing;
+mod gateway_tls;
+mod relay_auth_tls;
+mod relay_basics;
+mod relay_errors;
+mod relay_failover;
+mod relay_lifecycle;
+mod relay_streaming;
+mod relay_upgrades;
+mod tenant_control;
