@@ -6,7 +6,6 @@
 //! `FERRY_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`). Schemathesis needs Python 3
 //! with venv. Without PostgreSQL or Python a test fails under `CI` and prints `skipped: …` otherwise.
 
-
 use crate::common::PgDatabase;
 use std::process::Stdio;
 use std::time::Duration;

@@ -8,7 +8,6 @@
 //! Needs `node` and `npm` (and the npm registry the first time). Without them the tests print `skipped: …`;
 //! with `CI` set they fail.
 
-
 use crate::common::{tunnel_upgrade_request, BIN};
 use ferry_testkit::raw::RawConn;
 use ferry_testkit::{

@@ -4,7 +4,6 @@
 //! request id the client saw, the route and the upstream; the format follows a reload of the config file, with
 //! `FERRY_ACCESS_LOG` still winning over the file.
 
-
 use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{Connector, FerryServer, ServerOptions, TargetKind, TargetServer};
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! its upload mid-way is cut after the pool's `idle_timeout` with `408` (and the upstream server is not blamed for
 //! it), while a slow client that keeps sending, for longer than `idle_timeout` in all, gets through.
 
-
 use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{FerryServer, ServerOptions, TargetKind, TargetServer};
 use std::time::{Duration, Instant};

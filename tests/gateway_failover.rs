@@ -2,7 +2,6 @@
 //! keep sending (bounded in count and time). Requests whose connection fails are retried on the other server,
 //! the dead one is ejected, and it gets traffic again after `fail_timeout` once it is back.
 
-
 use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{FerryServer, ServerOptions};
 use std::net::SocketAddr;

@@ -2,7 +2,6 @@
 //! PyPI by this test when missing) through the gateway: TLS and HTTP/2 from the client, h2c to the server,
 //! unary and server-streaming calls, status codes and trailing metadata carried in HTTP/2 trailers.
 
-
 use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{FerryServer, ServerOptions, TestPki};
 use std::time::Duration;

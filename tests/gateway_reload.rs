@@ -3,7 +3,6 @@
 //! to the new pool with zero failed requests, a bad file is refused with a log line and the old routes stay,
 //! SIGHUP reloads too.
 
-
 use crate::common::{write_file, SteadyLoad, TempDir, BIN};
 use ferry_testkit::{FerryServer, ServerOptions, TargetKind, TargetServer};
 use std::path::Path;

@@ -3,7 +3,6 @@
 //! round robin, redirects, forwarding headers, and the relay and Ferry's own paths still answering when no route
 //! claims them.
 
-
 use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer, TestPki};
 use std::path::Path;

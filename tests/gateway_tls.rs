@@ -2,7 +2,6 @@
 //! certificates chosen by SNI, client certificates required and verified against a CA bundle, and forged
 //! client-certificate headers stripped before the upstream sees them.
 
-
 use crate::common::{write_file, TempDir, BIN};
 use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};

@@ -1,7 +1,6 @@
 //! End to end, against the built `ferry` binary: connector authentication (the token endpoint, the tunnel
 //! upgrade's token checks, the tenant coming only from the token) and TLS between connector and node.
 
-
 use crate::common::{jwt_join, jwt_parts, tunnel_upgrade_request, BIN, H2_SERVER_SETTINGS};
 use ferry_testkit::client::{client_builder, expect_ferry_error};
 use ferry_testkit::raw::RawConn;

@@ -1,7 +1,6 @@
 //! End to end, against the built `ferry` binary: several connectors of one tenant sharing requests, fail-over
 //! when one dies (SIGKILL) or drains (SIGTERM), and the wait for a connector when none is online.
 
-
 use crate::common::{named_body, NamedTarget, BIN};
 use ferry_testkit::client::expect_ferry_error;
 use ferry_testkit::raw::RawConn;

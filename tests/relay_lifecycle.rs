@@ -2,8 +2,9 @@
 //! expiration, the target connect timeout) and of the processes around it (reconnecting with backoff,
 //! keep-alive on a dead connection, draining a connector and a node).
 
-
-use crate::common::{delay_field, named_body, serve_on, write_file, HungAddr, NamedTarget, TcpProxy, BIN};
+use crate::common::{
+    delay_field, named_body, serve_on, write_file, HungAddr, NamedTarget, TcpProxy, BIN,
+};
 use ferry_testkit::client::expect_ferry_error;
 use ferry_testkit::raw::RawConn;
 use ferry_testkit::{

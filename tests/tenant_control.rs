@@ -3,7 +3,6 @@
 //! settings are pushed to connectors and applied by the node, a revoked secret or a deleted tenant cuts the
 //! tunnels within seconds, and the node records its connections, its heartbeat, statistics and the request log.
 
-
 use crate::common::{PgDatabase, BIN};
 use ferry_proto::{TenantName, TenantSettings};
 use ferry_store::{ConnectionQuery, SqliteStore, Store, TenantFields};
