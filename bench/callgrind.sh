@@ -4,7 +4,8 @@
 #
 #   bench/callgrind.sh [N]    N small GETs (default 2000) through the gateway and through the relay
 #
-# Runs an nginx origin, a gateway node, a relay node and a connector (the three Ferry processes under callgrind)
+# Runs an nginx origin, a gateway node, a relay node and a connector (the three Ferry processes under callgrind),
+# and as references nginx as a reverse proxy, the floor (bench/floor: a bare hyper pass-through) and rathole,
 # on loopback with OS-chosen ports, warms them up with 300 requests each, zeroes the counters, sends N requests
 # per path with oha (concurrency 8) and prints user-space instructions per request of each Ferry process. The
 # callgrind files stay in bench/results/callgrind-<timestamp>/ for callgrind_annotate.
@@ -81,6 +82,13 @@ wait_ok "http://127.0.0.1:$PR/healthz"
   >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
 GW="http://127.0.0.1:$PG/small"; RELAY="http://127.0.0.1:$PR/relay/bench/origin/small"
 PROXY="http://127.0.0.1:$PN/small"; URLS=("$GW" "$RELAY" "$PROXY"); KINDS=(gateway node connector nginx)
+# The floor: the least a hyper-based reverse proxy spends (bench/floor, a pass-through with no rules).
+FLOOR="$PWD/bench/floor/target/release/ferry-bench-floor"
+[ -x "$FLOOR" ] || (cd bench/floor && cargo build --release >&2)
+PF=$(port)
+"${VG[@]}" --callgrind-out-file="$OUT/floor.out" "$FLOOR" "127.0.0.1:$PF" "127.0.0.1:$PO" \
+  >"$WORK/floor.log" 2>&1 & PIDS+=($!)
+URLS+=("http://127.0.0.1:$PF/small"); KINDS+=(floor)
 if command -v rathole >/dev/null; then
   printf '[server]\nbind_addr = "127.0.0.1:%s"\n[server.services.origin]\ntoken = "bench"\nbind_addr = "127.0.0.1:%s"\n' \
     "$PTC" "$PT" > "$WORK/rathole-server.toml"

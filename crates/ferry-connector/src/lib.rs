@@ -250,7 +250,9 @@ pub async fn run(
                 let stream_relay = relay.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let relay = stream_relay.clone();
-                    async move { Ok::<_, Infallible>(relay.handle(req).await) }
+                    // Boxed: hyper spawns each stream's future as a task, and a small future is cheaper to
+                    // move into one (docs/performance.md, "Changes and their effect").
+                    Box::pin(async move { Ok::<_, Infallible>(relay.handle(req).await) })
                 });
                 let serve = client::serve(io, service, &tunnel_opts, async move {
                     let _ = drain_rx.await;

@@ -7,15 +7,16 @@
 
 use bytes::Bytes;
 use ferry_config::{HostMode, TargetConfig};
-use ferry_proto::headers::{strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID};
+use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
+use ferry_proto::headers::{
+    remove_where, strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID,
+};
 use ferry_proto::tunnel::{
     CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
 };
 use ferry_proto::{ErrorCode, ErrorReply, TenantSettings};
 use ferry_tunnel::{BoxError, TunnelBody};
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, UPGRADE,
-};
+use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
@@ -26,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -40,6 +41,9 @@ pub(crate) struct Target {
     /// The URL's path, `/` when it has none.
     base_path: String,
     host_mode: HostMode,
+    /// The client of an `http://` target, set by [`Relay::new`] (`https://` targets use the relay's shared
+    /// client, for TLS and ALPN).
+    origin: Option<Arc<OriginClient>>,
 }
 
 impl Target {
@@ -78,6 +82,7 @@ impl Target {
             authority,
             base_path: uri.path().to_owned(),
             host_mode: config.host,
+            origin: None,
         })
     }
 
@@ -99,6 +104,11 @@ impl Target {
 }
 
 type TargetClient = Client<HttpsConnector<HttpConnector>, TunnelBody>;
+
+/// How long an idle connection to a target is kept for reuse.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(90);
+/// Idle connections kept per `http://` target.
+const KEEPALIVE_MAX_IDLE: usize = 256;
 
 /// Timeouts of the relay.
 #[derive(Debug, Clone, Copy)]
@@ -149,9 +159,24 @@ impl Relay {
                 .pool_timer(TokioTimer::new())
                 .build(connector)
         };
+        let options = ClientOptions {
+            connect_timeout: timeouts.connect,
+            idle_timeout: KEEPALIVE_IDLE,
+            max_idle: KEEPALIVE_MAX_IDLE,
+        };
+        let with_client = |mut t: Target| {
+            if t.scheme == Scheme::HTTP {
+                let port = t.authority.port_u16().unwrap_or(80);
+                t.origin = Some(OriginClient::new(
+                    format!("{}:{port}", t.authority.host()),
+                    options,
+                ));
+            }
+            (t.name.clone(), t)
+        };
         Self {
             tenant,
-            targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            targets: targets.into_iter().map(with_client).collect(),
             client: build(https),
             upgrade_client: build(https_h1),
             timeouts,
@@ -401,14 +426,28 @@ impl Relay {
         req: Request<TunnelBody>,
         body_sent: oneshot::Receiver<()>,
         request_id: &str,
-    ) -> Result<Response<hyper::body::Incoming>, ErrorReply> {
+    ) -> Result<Response<ResponseBody>, ErrorReply> {
         let response_timeout = self.response_timeout();
         let deadline = async move {
             let _ = body_sent.await;
             tokio::time::sleep(response_timeout).await;
         };
-        let result = tokio::select! {
-            res = client.request(req) => res,
+        let exchange = async {
+            match &target.origin {
+                Some(origin) => {
+                    let (mut parts, body) = req.into_parts();
+                    // the origin client takes the request target in origin form
+                    if let Some(pq) = parts.uri.path_and_query() {
+                        parts.uri = Uri::from(pq.clone());
+                    }
+                    let resp = origin.send(Request::from_parts(parts, body)).await?;
+                    Ok(resp.map(ResponseBody::Origin))
+                }
+                None => Ok(client.request(req).await?.map(ResponseBody::Shared)),
+            }
+        };
+        let result: Result<_, SendError> = tokio::select! {
+            res = exchange => res,
             () = deadline => {
                 tracing::warn!(
                     tenant = %self.tenant, target = %target.name, request_id,
@@ -535,23 +574,13 @@ pub(crate) fn clean_response_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Ferry's own `ferry-*` headers never reach a target, nor a client from a target.
 fn remove_ferry_headers(headers: &mut HeaderMap) {
-    let is_ferry = |n: &HeaderName| n.as_str().starts_with("ferry-");
-    if !headers.keys().any(is_ferry) {
-        return;
-    }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| is_ferry(n)).cloned().collect();
-    for name in names {
-        headers.remove(name);
-    }
+    remove_where(headers, |n| n.as_str().starts_with("ferry-"));
 }
 
 /// Map a target client error to an error reply (docs/protocol.md §3, "Errors on a stream").
-fn classify(
-    error: &hyper_util::client::legacy::Error,
-    target: &str,
-    connect_timeout: Duration,
-) -> ErrorReply {
+fn classify(error: &SendError, target: &str, connect_timeout: Duration) -> ErrorReply {
     if error.is_connect() {
         let timed_out = sources(error).any(|e| {
             e.downcast_ref::<std::io::Error>()

@@ -1,11 +1,14 @@
 //! Upstream pools: their servers, the balancing rules, passive ejection with recovery, and the pooled hyper
 //! client each pool connects with.
 //!
-//! Where to connect (a [`Server`] and the choice among them) is kept apart from connecting and pooling (the
-//! hyper client, built once per pool with its TLS settings).
+//! Where to connect (a [`Server`] and the choice among them) is kept apart from connecting and pooling: a plain
+//! `http://` server has its own HTTP/1.1 client ([`ferry_http::client::OriginClient`], the common case and the
+//! cheaper one per request); `https://` and `h2c://` pools share hyper-util's client, built once per pool with
+//! its TLS settings, for ALPN and HTTP/2.
 
 use crate::EdgeError;
 use ferry_config::{Balance, HealthConfig, UpstreamConfig};
+use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
 use ferry_http::Body;
 use http::uri::{Authority, Scheme};
 use hyper_rustls::HttpsConnector;
@@ -19,8 +22,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The client every pool connects with: plain TCP or TLS (by the URI's scheme), HTTP/1.1 or HTTP/2.
+/// The client `https://` and `h2c://` pools connect with: TLS or plain TCP (by the URI's scheme), HTTP/1.1 or
+/// HTTP/2.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// How long an idle connection to an upstream server is kept for reuse.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(90);
+/// Idle connections kept per `http://` server.
+const KEEPALIVE_MAX_IDLE: usize = 256;
 
 /// How a server is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +62,8 @@ pub struct Server {
     /// Requests sent (each try counts) and transport failures, for metrics.
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// The connections of an `http://` server (other schemes use the pool's shared client).
+    plain: Option<Arc<OriginClient>>,
 }
 
 impl Server {
@@ -187,6 +198,16 @@ impl Pool {
             if servers.iter().any(|o: &Arc<Server>| o.token == token) {
                 return Err(bad(format!("{:?} is listed twice", s.url)));
             }
+            let plain = (p == Protocol::Http).then(|| {
+                OriginClient::new(
+                    origin_address(&authority),
+                    ClientOptions {
+                        connect_timeout: c.connect_timeout,
+                        idle_timeout: KEEPALIVE_IDLE,
+                        max_idle: KEEPALIVE_MAX_IDLE,
+                    },
+                )
+            });
             servers.push(Arc::new(Server {
                 scheme: if p == Protocol::Https {
                     Scheme::HTTPS
@@ -204,6 +225,7 @@ impl Pool {
                 checks_failed: AtomicU32::new(0),
                 requests: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                plain,
             }));
         }
         let protocol = protocol.unwrap_or(Protocol::Http);
@@ -372,6 +394,26 @@ impl Pool {
             .unwrap_or(set[0])
     }
 
+    /// Send `req` to server `i`. Its URI is in origin form (`/path?query`) and its headers include `Host`.
+    pub async fn send(
+        &self,
+        i: usize,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, SendError> {
+        let server = &self.servers[i];
+        if let Some(client) = &server.plain {
+            return Ok(client.send(req).await?.map(ResponseBody::Origin));
+        }
+        let mut uri = http::Uri::builder()
+            .scheme(server.scheme.clone())
+            .authority(server.authority.clone());
+        if let Some(pq) = req.uri().path_and_query() {
+            uri = uri.path_and_query(pq.clone());
+        }
+        *req.uri_mut() = uri.build()?;
+        Ok(self.client.request(req).await?.map(ResponseBody::Shared))
+    }
+
     /// Count a request in flight on server `i`.
     pub fn start(&self, i: usize) -> InflightGuard {
         let s = self.servers[i].clone();
@@ -432,25 +474,24 @@ impl Pool {
                 let checks = pool
                     .servers
                     .iter()
-                    .map(|s| pool.check(s.clone(), &h))
+                    .enumerate()
+                    .map(|(i, s)| pool.check(i, s.clone(), &h))
                     .collect::<Vec<_>>();
                 futures_util::future::join_all(checks).await;
             }
         });
     }
 
-    async fn check(&self, server: Arc<Server>, h: &HealthConfig) {
-        let uri = http::Uri::builder()
-            .scheme(server.scheme.clone())
-            .authority(server.authority.clone())
-            .path_and_query(h.path.as_str())
-            .build();
-        let passed = match uri {
-            Ok(uri) => {
+    async fn check(&self, index: usize, server: Arc<Server>, h: &HealthConfig) {
+        let target = http::uri::PathAndQuery::try_from(h.path.as_str());
+        let host = http::HeaderValue::try_from(server.authority.as_str());
+        let passed = match (target, host) {
+            (Ok(target), Ok(host)) => {
                 let mut req = http::Request::new(ferry_http::empty());
-                *req.uri_mut() = uri;
+                *req.uri_mut() = target.into();
+                req.headers_mut().insert(http::header::HOST, host);
                 let exchange = async {
-                    let resp = self.client.request(req).await.ok()?;
+                    let resp = self.send(index, req).await.ok()?;
                     let ok = resp.status().as_u16() < 400;
                     http_body_util::BodyExt::collect(resp.into_body())
                         .await
@@ -462,7 +503,7 @@ impl Pool {
                     Ok(Some(true))
                 )
             }
-            Err(_) => false,
+            _ => false,
         };
         if passed {
             server.checks_failed.store(0, Ordering::Relaxed);
@@ -477,6 +518,14 @@ impl Pool {
                 tracing::warn!(pool = self.name, server = %server.authority, path = h.path, "upstream server failed its health checks");
             }
         }
+    }
+}
+
+/// `host:port` to connect to for an `http://` server (port 80 when the URL names none).
+fn origin_address(authority: &Authority) -> String {
+    match authority.port_u16() {
+        Some(_) => authority.as_str().to_owned(),
+        None => format!("{}:80", authority.host()),
     }
 }
 

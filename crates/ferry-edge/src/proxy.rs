@@ -7,9 +7,11 @@ use crate::gateway::Table;
 use crate::pool::{cookie_value, HashOn, InflightGuard, Pool};
 use crate::route::Route;
 use crate::timed::TimedBody;
+use ferry_http::client::ResponseBody;
 use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited, TlsInfo};
 use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};
+use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -215,10 +217,22 @@ pub(crate) async fn forward(
         .as_deref()
         .and_then(|name| cookie_value(req.headers(), name))
         .and_then(|token| pool.sticky_server(token));
-    let path = route.forward_path(req.uri().path()).into_owned();
-    let pq = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    let target = {
+        let path = route.forward_path(req.uri().path());
+        let pq = match req.uri().query() {
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path.as_ref()),
+        };
+        match pq {
+            Ok(pq) => pq,
+            Err(e) => {
+                return error(
+                    ErrorCode::BadRequest,
+                    format!("bad request target: {e}"),
+                    &request_id,
+                )
+            }
+        }
     };
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -288,27 +302,17 @@ pub(crate) async fn forward(
         };
         tried.push(i);
         let server = pool.servers()[i].clone();
-        let uri = Uri::builder()
-            .scheme(server.scheme.clone())
-            .authority(server.authority.clone())
-            .path_and_query(pq.as_str())
-            .build();
-        let uri = match uri {
-            Ok(u) => u,
-            Err(e) => {
-                return error(
-                    ErrorCode::BadRequest,
-                    format!("bad request target: {e}"),
-                    &request_id,
-                )
-            }
-        };
         let mut out = Request::new(Reclaimable::new(body.clone()).boxed_unsync());
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.headers_mut() = headers.clone();
+        *out.uri_mut() = Uri::from(target.clone());
+        // a copy only while another attempt may follow
+        *out.headers_mut() = if idempotent && tried.len() < max_attempts {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         let guard = pool.start(i);
-        match tokio::time::timeout(head_wait, pool.client.request(out)).await {
+        match tokio::time::timeout(head_wait, pool.send(i, out)).await {
             Ok(Ok(resp)) => {
                 pool.record_success(i);
                 tracing::debug!(request_id, pool = pool.name, server = %server.authority, status = resp.status().as_u16(), "proxied");
@@ -399,7 +403,7 @@ pub(crate) async fn forward(
 }
 
 fn respond(
-    mut resp: Response<Incoming>,
+    mut resp: Response<ResponseBody>,
     guard: InflightGuard,
     request_id: &str,
     idle: std::time::Duration,

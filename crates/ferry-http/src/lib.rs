@@ -2,10 +2,12 @@
 //!
 //! Owns: the boxed body type, error responses in Ferry's one format, the forwarding headers, request facts the
 //! listener attaches to each request ([`ClientInfo`]), a body wrapper that enforces a size limit, and one that
-//! holds a guard until a body ends. Does not own: listeners, routing, tunnels.
+//! holds a guard until a body ends, and the HTTP/1.1 client of one plain-HTTP origin ([`client`]). Does not own:
+//! listeners, routing, tunnels.
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod client;
 pub mod forwarded;
 
 pub use body::{empty, full, Body, BoxError, Counted, Guarded, SizeLimited};
@@ -88,12 +90,20 @@ pub fn error_response(reply: &ErrorReply, request_id: &str) -> Response<Body> {
 
 /// The size of a request head as it arrived, near enough for a limit: request line plus `name: value\r\n` lines.
 pub fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let line = req.method().as_str().len() + uri_len(req.uri()) + 12;
     req.headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + line
+}
+
+/// The length of `uri` as `Display` writes it, without writing it (this runs on every request).
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
 }
 
 /// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: <protocol>`), lowercased.
@@ -132,6 +142,21 @@ pub fn has_ambiguous_framing<B>(req: &Request<B>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_len_is_the_displayed_length() {
+        for uri in [
+            "/",
+            "/a/b?x=1&y",
+            "http://example.com",
+            "https://example.com:8443/p?q",
+            "example.com:443",
+            "*",
+        ] {
+            let uri: http::Uri = uri.parse().expect("uri");
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{uri}");
+        }
+    }
 
     #[test]
     fn error_response_has_code_header_and_body() {

@@ -71,10 +71,34 @@ pub fn is_internal(name: &HeaderName) -> bool {
     name.as_str().starts_with("ferry-") && *name != FERRY_ERROR
 }
 
+/// Remove every header that `unwanted` selects, without allocating when none does (the common case).
+pub fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&unwanted) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| unwanted(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn removes_what_is_selected() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [("ferry-target", "a"), ("ferry-error", "b"), ("x-keep", "c")] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        remove_where(&mut h, is_internal);
+        assert!(!h.contains_key("ferry-target"));
+        assert!(h.contains_key("ferry-error") && h.contains_key("x-keep"));
+        remove_where(&mut h, |n| n.as_str().starts_with("ferry-"));
+        assert_eq!(h.len(), 1);
+    }
 
     #[test]
     fn strips_listed_and_connection_named_headers() {

@@ -532,17 +532,10 @@ fn unix_millis() -> i64 {
 /// Remove `ferry-*` headers: all of them from a client's request (a client must not set them), all but
 /// `ferry-error` from a connector's response.
 fn remove_internal(headers: &mut http::HeaderMap, keep_error: bool) {
-    let internal: Vec<_> = headers
-        .keys()
-        .filter(|n| {
-            ferry_proto::headers::is_internal(n)
-                || (!keep_error && n.as_str() == ferry_proto::headers::FERRY_ERROR)
-        })
-        .cloned()
-        .collect();
-    for name in internal {
-        headers.remove(name);
-    }
+    ferry_proto::headers::remove_where(headers, |n| {
+        ferry_proto::headers::is_internal(n)
+            || (!keep_error && n == ferry_proto::headers::FERRY_ERROR)
+    });
 }
 
 fn into_client_response(
