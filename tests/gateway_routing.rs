@@ -161,6 +161,11 @@ servers = [{{ url = "{}" }}, {{ url = "{}" }}]
     }
     assert_eq!(web.requests(), 4);
     assert_eq!((api1.requests(), api2.requests()), (10, 10));
+    // one request at a time: each upstream server was reached over one kept-alive connection
+    assert_eq!(
+        (web.accepted(), api1.accepted(), api2.accepted()),
+        (1, 1, 1)
+    );
 
     // Per-route and per-upstream metrics on the admin listener.
     let admin = server
