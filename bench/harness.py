@@ -229,7 +229,9 @@ def run_wrk(tools, url, conns, threads, secs):
         p50 = dur(re.search(r"50%\s+(\S+)", out).group(1))
         p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
     except AttributeError:
-        raise RuntimeError("unreadable wrk output: " + " | ".join(out.splitlines()[-12:])) from None
+        # the whole output goes to the log, so that the rare unreadable one can be studied
+        log("unreadable wrk output, in full:\n" + out)
+        raise RuntimeError("unreadable wrk output (in full in the log above)") from None
     errs = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:

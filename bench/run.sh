@@ -45,8 +45,8 @@ done
 RATHOLE=$(command -v rathole || true)
 
 if [ "$BUILD" = 1 ]; then
-  echo "[bench] cargo build --release -p ferry" >&2
-  cargo build --release -p ferry >&2
+  echo "[bench] scripts/build-release.sh (cargo build --release, then linked in the order its functions run)" >&2
+  scripts/build-release.sh
 fi
 FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
 [ -x "$FERRY" ] || { echo "[bench] no ferry binary at $FERRY" >&2; exit 1; }

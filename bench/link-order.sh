@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Write a linker symbol-ordering file for the ferry binary as built now: every function that runs while a node
+# starts, takes a connector, relays and proxies requests and idles, and while the connector does its part,
+# recorded with valgrind's callgrind. scripts/build-release.sh links the release binary with it.
+# See docs/performance.md ("Idle memory").
+#
+#   bench/link-order.sh [OUT]    (default target/link-order.txt)
+#
+# Needs valgrind and nginx (Debian packages, installed if missing). Loopback only, OS-chosen ports, ~1 minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-$PWD/target/link-order.txt}"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v curl >/dev/null || need+=(curl)
+[ ${#need[@]} -eq 0 ] || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >&2; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
+[ -x "$FERRY" ] || { echo "build first: cargo build --release -p ferry" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/ferry-link-order-XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill "$(cat "$WORK/origin/nginx.pid" 2>/dev/null)" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ok() { for _ in $(seq 1 900); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+
+PO=$(port); PS=$(port)
+mkdir -p "$WORK/www" "$WORK/origin"
+printf 'Hello, Ferry\n' > "$WORK/www/small"
+USER_LINE=""; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+cat > "$WORK/origin/nginx.conf" <<CONF
+$USER_LINE
+worker_processes 1; daemon off; pid $WORK/origin/nginx.pid; error_log $WORK/origin/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $WORK/origin/ct; proxy_temp_path $WORK/origin/pt;
+  server { listen 127.0.0.1:$PO; root $WORK/www; location / { } } }
+CONF
+"$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
+cat > "$WORK/ferry.toml" <<CONF
+[server]
+listen = "127.0.0.1:$PS"
+data_dir = "$WORK/data"
+
+[[gateway.routes]]
+path = "/gw"
+strip_prefix = true
+upstream = "origin"
+
+[gateway.upstreams.origin]
+servers = [{ url = "http://127.0.0.1:$PO" }]
+CONF
+SECRET=$("$FERRY" tenant create bench --data-dir "$WORK/data" 2>/dev/null | tail -1)
+VG=(valgrind --tool=callgrind --dump-instr=yes)
+"${VG[@]}" --callgrind-out-file="$WORK/node.out" "$FERRY" --config "$WORK/ferry.toml" serve \
+  --admin-listen 127.0.0.1:0 >"$WORK/node.log" 2>&1 & PIDS+=($!)
+wait_ok "http://127.0.0.1:$PS/healthz"
+"${VG[@]}" --callgrind-out-file="$WORK/connector.out" "$FERRY" connector --server "http://127.0.0.1:$PS" \
+  --tenant bench --secret "$SECRET" --target "origin=http://127.0.0.1:$PO" >"$WORK/connector.log" 2>&1 & PIDS+=($!)
+wait_ok "http://127.0.0.1:$PS/relay/bench/origin/small"
+for _ in $(seq 1 50); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PS/relay/bench/origin/small"
+  curl -fsS -o /dev/null "http://127.0.0.1:$PS/gw/small"
+done
+sleep 5   # background loops: store watch, heartbeat, tunnel pings
+callgrind_control -d >/dev/null 2>&1
+sleep 2
+python3 bench/link_order.py "$FERRY" "$OUT" "$WORK"/node.out.* "$WORK"/connector.out.*
