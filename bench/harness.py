@@ -226,8 +226,9 @@ def run_wrk(tools, url, conns, threads, secs):
     try:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         reqs = int(re.search(r"(\d+) requests in", out).group(1))
-        p50 = dur(re.search(r"50%\s+(\S+)", out).group(1))
-        p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
+        # anchored to the start of a line: the latency summary's "+/- Stdev" column can end in 50% or 99% too
+        p50 = dur(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+        p99 = dur(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
     except AttributeError:
         # the whole output goes to the log, so that the rare unreadable one can be studied
         log("unreadable wrk output, in full:\n" + out)

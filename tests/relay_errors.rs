@@ -315,3 +315,44 @@ async fn oversized_headers_on_any_path_are_431() -> anyhow::Result<()> {
     resp.check_ferry_error(431, "headers_too_large")?;
     Ok(())
 }
+
+/// Clients that give up the moment they have asked (a load tool stopping, a burst of cancelled requests) make
+/// the node reset streams that the connector has not taken up yet. That must cost those requests only: the tunnel
+/// stays up and the next request goes through it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_abandoned_requests_keeps_the_tunnel() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let hang = TargetServer::start(TargetKind::Hang).await?;
+    let (_echo, stack) = echo_stack(|o| o.target("hang", &hang.url())).await?;
+    let addr = stack.server.addr();
+    let path = stack
+        .relay_url("hang", "/x")
+        .split_once("/relay/")
+        .map(|(_, rest)| format!("/relay/{rest}"))
+        .unwrap_or_default();
+    for _ in 0..5 {
+        let mut conns = Vec::new();
+        for _ in 0..200 {
+            let mut c = tokio::net::TcpStream::connect(addr).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut c, raw_get(&path).as_bytes()).await?;
+            conns.push(c);
+        }
+        // all of them hang up at once
+        drop(conns);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let resp = get(&stack.relay_url("app", "/after")).await?;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !stack.connector.stderr_contains("tunnel lost"),
+        "the tunnel broke: {}",
+        stack.connector.output().tail(20)
+    );
+    Ok(())
+}

@@ -301,6 +301,11 @@ where
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .max_concurrent_streams(opts.max_concurrent_streams)
+        // The node resets a stream whose client hung up; when many clients hang up at once (a load tool
+        // stopping), many resets reach streams not yet taken up here. h2's guard against "rapid reset" floods
+        // would end the whole tunnel after 20 of them (tests/relay_errors.rs, a burst of abandoned requests);
+        // the node is an authenticated peer bound by `max_concurrent_streams`, so that is the limit here.
+        .max_pending_accept_reset_streams(opts.max_concurrent_streams as usize)
         .initial_stream_window_size(opts.stream_window)
         .initial_connection_window_size(opts.connection_window)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
