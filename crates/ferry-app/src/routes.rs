@@ -32,22 +32,26 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     }
     // everything else is a gateway route's, the relay's or a 404, and gets an access-log line
     let entry = AccessEntry::begin(node.edge.access_log(), &mut req);
-    let (route, resp) = answer(&node, req).await;
+    let (route, resp) = answer(&node, req, entry.is_some()).await;
     match entry {
         Some(entry) => entry.finish(route.as_deref(), resp),
         None => resp,
     }
 }
 
-/// Answer a request that is not for one of Ferry's own paths; also returns the name of the gateway route that
-/// answered, if one did.
-async fn answer(node: &Node, mut req: Request<Incoming>) -> (Option<String>, Response<Body>) {
+/// Answer a request that is not for one of Ferry's own paths; with `logged` (an access log is kept), also returns
+/// the name of the gateway route that answered, if one did.
+async fn answer(
+    node: &Node,
+    mut req: Request<Incoming>,
+    logged: bool,
+) -> (Option<String>, Response<Body>) {
     if let Some(refused) = headers_too_large(node, &req) {
         return (None, refused);
     }
     if let Some(matched) = node.edge.route(&req) {
-        let name = matched.route_name().to_owned();
-        return (Some(name), node.edge.handle(matched, req).await);
+        let name = logged.then(|| matched.route_name().to_owned());
+        return (name, node.edge.handle(matched, req).await);
     }
     let path = req.uri().path();
     if path.starts_with(RELAY_PREFIX) {

@@ -105,11 +105,6 @@ impl Target {
 
 type TargetClient = Client<HttpsConnector<HttpConnector>, TunnelBody>;
 
-/// How long an idle connection to a target is kept for reuse.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(90);
-/// Idle connections kept per `http://` target.
-const KEEPALIVE_MAX_IDLE: usize = 256;
-
 /// Timeouts of the relay.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -159,18 +154,10 @@ impl Relay {
                 .pool_timer(TokioTimer::new())
                 .build(connector)
         };
-        let options = ClientOptions {
-            connect_timeout: timeouts.connect,
-            idle_timeout: KEEPALIVE_IDLE,
-            max_idle: KEEPALIVE_MAX_IDLE,
-        };
+        let options = ClientOptions::keep_alive(timeouts.connect);
         let with_client = |mut t: Target| {
             if t.scheme == Scheme::HTTP {
-                let port = t.authority.port_u16().unwrap_or(80);
-                t.origin = Some(OriginClient::new(
-                    format!("{}:{port}", t.authority.host()),
-                    options,
-                ));
+                t.origin = Some(OriginClient::for_authority(&t.authority, options));
             }
             (t.name.clone(), t)
         };

@@ -189,7 +189,7 @@ fn cleans_request_headers() {
     h.insert(HOST, HeaderValue::from_static("client.example"));
     h.insert("x-kept", HeaderValue::from_static("1"));
     clean_request_headers(&mut h);
-    let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    let mut names: Vec<&str> = h.keys().map(http::HeaderName::as_str).collect();
     names.sort_unstable();
     assert_eq!(names, ["te", "trailer", "x-kept"]);
     assert_eq!(h[TE], "trailers");

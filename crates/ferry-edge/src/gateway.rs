@@ -32,7 +32,13 @@ pub(crate) struct Table {
     pub trusted: TrustedProxies,
     /// Client-certificate header names routes send, stripped from every incoming request.
     pub cert_family: Vec<http::HeaderName>,
+    /// Each route's response counters (by index), shared with [`Gateway::route_stats`] so that they outlive
+    /// reloads; set by [`attach_stats`].
+    stats: Vec<RouteStats>,
 }
+
+/// Responses of one route per status class (1xx…5xx).
+type RouteStats = Arc<[AtomicU64; 5]>;
 
 impl Table {
     /// Compile `config`; pools whose config did not change are taken over from `previous` with their
@@ -67,6 +73,7 @@ impl Table {
             pools,
             trusted,
             cert_family,
+            stats: Vec::new(),
         };
         Ok((table, fresh))
     }
@@ -94,7 +101,7 @@ pub struct Gateway {
     table: RwLock<Arc<Table>>,
     relay: Arc<dyn RelayBackend>,
     /// Responses per route name and status class (1xx…5xx), kept across reloads.
-    route_stats: RwLock<HashMap<String, Arc<[AtomicU64; 5]>>>,
+    route_stats: RwLock<HashMap<String, RouteStats>>,
     /// The access log's format (`gateway.access_log` of the main config), swapped by a reload of that file.
     access_log: AtomicU8,
 }
@@ -108,17 +115,19 @@ impl Gateway {
     ) -> Result<Arc<Self>, EdgeError> {
         let config_access_log = config.access_log;
         let config = crate::reload::effective(config)?;
-        let (table, fresh) = Table::compile(&config, None)?;
+        let (mut table, fresh) = Table::compile(&config, None)?;
         fresh.iter().for_each(Pool::spawn_health_checks);
         tracing::info!(
             routes = table.routes.len(),
             upstreams = table.pools.len(),
             "gateway route table loaded"
         );
+        let route_stats = RwLock::default();
+        attach_stats(&mut table, &route_stats);
         Ok(Arc::new(Self {
             table: RwLock::new(Arc::new(table)),
             relay,
-            route_stats: RwLock::default(),
+            route_stats,
             access_log: AtomicU8::new(access_log_code(config_access_log)),
         }))
     }
@@ -146,7 +155,8 @@ impl Gateway {
     /// the new one. On error nothing changes.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), EdgeError> {
         let current = self.current();
-        let (table, fresh) = Table::compile(config, Some(&current))?;
+        let (mut table, fresh) = Table::compile(config, Some(&current))?;
+        attach_stats(&mut table, &self.route_stats);
         fresh.iter().for_each(Pool::spawn_health_checks);
         let (routes, upstreams) = (table.routes.len(), table.pools.len());
         if let Ok(mut t) = self.table.write() {
@@ -185,27 +195,13 @@ impl Gateway {
 
     /// Answer `req` by the action of its route.
     pub async fn handle(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
-        let name = matched.route_name().to_owned();
+        let stats = matched.table.stats.get(matched.index).cloned();
         let resp = self.answer(matched, req).await;
-        self.count(&name, resp.status());
+        if let Some(stats) = stats {
+            let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
+            stats[class].fetch_add(1, Ordering::Relaxed);
+        }
         resp
-    }
-
-    fn count(&self, route: &str, status: http::StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        let known = self
-            .route_stats
-            .read()
-            .ok()
-            .and_then(|m| m.get(route).cloned());
-        let stats = match known {
-            Some(s) => s,
-            None => match self.route_stats.write() {
-                Ok(mut m) => m.entry(route.to_owned()).or_default().clone(),
-                Err(_) => return,
-            },
-        };
-        stats[class].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The gateway's metrics in the Prometheus text format: responses per route and status class; requests,
@@ -393,6 +389,19 @@ impl Gateway {
             },
         }
     }
+}
+
+/// Give each route of `table` its counters: the ones its name had before (a reload keeps them), else new ones.
+fn attach_stats(table: &mut Table, all: &RwLock<HashMap<String, RouteStats>>) {
+    let mut all = match all.write() {
+        Ok(m) => m,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    table.stats = table
+        .routes
+        .iter()
+        .map(|r| all.entry(r.name.clone()).or_default().clone())
+        .collect();
 }
 
 fn access_log_code(format: AccessLog) -> u8 {

@@ -26,11 +26,6 @@ use std::time::{Duration, Instant};
 /// HTTP/2.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// How long an idle connection to an upstream server is kept for reuse.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(90);
-/// Idle connections kept per `http://` server.
-const KEEPALIVE_MAX_IDLE: usize = 256;
-
 /// How a server is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -199,13 +194,9 @@ impl Pool {
                 return Err(bad(format!("{:?} is listed twice", s.url)));
             }
             let plain = (p == Protocol::Http).then(|| {
-                OriginClient::new(
-                    origin_address(&authority),
-                    ClientOptions {
-                        connect_timeout: c.connect_timeout,
-                        idle_timeout: KEEPALIVE_IDLE,
-                        max_idle: KEEPALIVE_MAX_IDLE,
-                    },
+                OriginClient::for_authority(
+                    &authority,
+                    ClientOptions::keep_alive(c.connect_timeout),
                 )
             });
             servers.push(Arc::new(Server {
@@ -518,14 +509,6 @@ impl Pool {
                 tracing::warn!(pool = self.name, server = %server.authority, path = h.path, "upstream server failed its health checks");
             }
         }
-    }
-}
-
-/// `host:port` to connect to for an `http://` server (port 80 when the URL names none).
-fn origin_address(authority: &Authority) -> String {
-    match authority.port_u16() {
-        Some(_) => authority.as_str().to_owned(),
-        None => format!("{}:80", authority.host()),
     }
 }
 

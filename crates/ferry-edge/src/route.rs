@@ -115,6 +115,10 @@ impl RouteTable {
         self.routes.get(index)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
     /// Every client-certificate header name any route sends (removed from every incoming request).
     pub fn cert_header_family(&self) -> Vec<HeaderName> {
         let mut names: Vec<HeaderName> = self

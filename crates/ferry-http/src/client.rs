@@ -58,6 +58,21 @@ pub struct ClientOptions {
     pub max_idle: usize,
 }
 
+impl ClientOptions {
+    /// Ferry's keep-alive for upstream servers and targets (docs/gateway.md, "Upstream pools"): idle connections
+    /// kept 90 s, at most 256 per origin.
+    pub fn keep_alive(connect_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            idle_timeout: Duration::from_secs(90),
+            max_idle: 256,
+        }
+    }
+}
+
+/// The longest wait for an idle connection to take a request (see [`OriginClient::checkout`]).
+const CHECKOUT_WAIT: Duration = Duration::from_millis(100);
+
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
@@ -86,6 +101,12 @@ impl OriginClient {
             options,
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A client of the origin `http://authority` (port 80 when the authority names none).
+    pub fn for_authority(authority: &http::uri::Authority, options: ClientOptions) -> Arc<Self> {
+        let port = authority.port_u16().unwrap_or(80);
+        Self::new(format!("{}:{port}", authority.host()), options)
     }
 
     /// Idle connections held now.
@@ -146,8 +167,10 @@ impl OriginClient {
             };
             let mut sender = idle.sender;
             // A connection goes back when its response body ends, a moment before hyper's connection task has
-            // taken note: `ready` waits for that, or reports the connection closed.
-            if sender.ready().await.is_ok() {
+            // taken note: `ready` waits for that, or reports the connection closed. It is bounded for the rare
+            // connection still busy sending a request body its origin stopped reading (the response came
+            // first): that one is let go, and the request takes the next connection.
+            if let Ok(Ok(())) = tokio::time::timeout(CHECKOUT_WAIT, sender.ready()).await {
                 return Some(sender);
             }
         }
@@ -431,6 +454,60 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// A request body that never ends.
+    struct Endless;
+
+    impl HttpBody for Endless {
+        type Data = Bytes;
+        type Error = crate::BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, crate::BoxError>>> {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[b'x'; 16384])))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_stuck_sending_an_upload_is_not_waited_for() {
+        // answers each connection's first request at once, then reads nothing more (but keeps it open)
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        let client = OriginClient::new(addr, options());
+        let mut upload = Request::new(http_body_util::BodyExt::boxed_unsync(Endless));
+        *upload.method_mut() = http::Method::POST;
+        *upload.uri_mut() = "/upload".parse().expect("uri");
+        upload
+            .headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("origin"));
+        let resp = client.send(upload).await.expect("response");
+        resp.into_body().collect().await.expect("body");
+        let started = Instant::now();
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.send(get("/next")))
+            .await
+            .expect("not stuck behind the upload")
+            .expect("response");
+        resp.into_body().collect().await.expect("body");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
