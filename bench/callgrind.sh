@@ -23,29 +23,12 @@ FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry >&2
 
 OUT="$PWD/bench/results/callgrind-$(date +%Y%m%d-%H%M%S)"
-WORK=$(mktemp -d /tmp/ferry-callgrind-XXXXXX)
-mkdir -p "$OUT" "$WORK/www" "$WORK/origin"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/origin/nginx.pid" ] && kill "$(cat "$WORK/origin/nginx.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
-
+mkdir -p "$OUT"
+source bench/lib.sh
+bench_setup /tmp/ferry-callgrind-XXXXXX
 PO=$(port); PG=$(port); PR=$(port); PN=$(port); PT=$(port); PTC=$(port)
-printf 'Hello, Ferry\n' > "$WORK/www/small"
+start_origin "$PO"
 USER_LINE=""; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-cat > "$WORK/origin/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 1; daemon off; pid $WORK/origin/nginx.pid; error_log $WORK/origin/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $WORK/origin/ct; proxy_temp_path $WORK/origin/pt;
-  server { listen 127.0.0.1:$PO; root $WORK/www; location / { } } }
-EOF
-"$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
 # References, under callgrind too: nginx as a reverse proxy (one process: master_process off) and rathole.
 mkdir -p "$WORK/proxy"
 cat > "$WORK/proxy/nginx.conf" <<EOF

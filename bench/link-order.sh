@@ -20,29 +20,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
 [ -x "$FERRY" ] || { echo "build first: cargo build --release -p ferry" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/ferry-link-order-XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  kill "$(cat "$WORK/origin/nginx.pid" 2>/dev/null)" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() { for _ in $(seq 1 900); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
-
+source bench/lib.sh
+bench_setup /tmp/ferry-link-order-XXXXXX
 PO=$(port); PS=$(port)
-mkdir -p "$WORK/www" "$WORK/origin"
-printf 'Hello, Ferry\n' > "$WORK/www/small"
-USER_LINE=""; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-cat > "$WORK/origin/nginx.conf" <<CONF
-$USER_LINE
-worker_processes 1; daemon off; pid $WORK/origin/nginx.pid; error_log $WORK/origin/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $WORK/origin/ct; proxy_temp_path $WORK/origin/pt;
-  server { listen 127.0.0.1:$PO; root $WORK/www; location / { } } }
-CONF
-"$NGINX" -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
+start_origin "$PO"
 cat > "$WORK/ferry.toml" <<CONF
 [server]
 listen = "127.0.0.1:$PS"

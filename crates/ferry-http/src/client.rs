@@ -380,8 +380,19 @@ mod tests {
         req
     }
 
-    /// An origin answering every request on a connection with `hello`, counting its connections.
-    async fn origin(close_after_first: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    /// What a test origin does after answering a connection's first request.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Then {
+        /// Answers the next ones too (keep-alive).
+        KeepAlive,
+        /// Closes the connection.
+        Close,
+        /// Reads nothing more, but keeps the connection open.
+        Stall,
+    }
+
+    /// An origin answering requests with `hello`, counting its connections.
+    async fn origin(then: Then) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -406,8 +417,13 @@ mod tests {
                             if s.write_all(reply).await.is_err() {
                                 return;
                             }
-                            if close_after_first {
-                                return;
+                            match then {
+                                Then::KeepAlive => {}
+                                Then::Close => return,
+                                Then::Stall => {
+                                    tokio::time::sleep(Duration::from_secs(60)).await;
+                                    return;
+                                }
                             }
                         }
                     }
@@ -419,7 +435,7 @@ mod tests {
 
     #[tokio::test]
     async fn reuses_a_connection_once_its_body_is_read() {
-        let (addr, accepted) = origin(false).await;
+        let (addr, accepted) = origin(Then::KeepAlive).await;
         let client = OriginClient::new(addr, options());
         for _ in 0..5 {
             let resp = client.send(get("/")).await.expect("response");
@@ -432,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unread_body_keeps_its_connection_out() {
-        let (addr, accepted) = origin(false).await;
+        let (addr, accepted) = origin(Then::KeepAlive).await;
         let client = OriginClient::new(addr, options());
         let first = client.send(get("/")).await.expect("response");
         // still held: a second request needs a second connection
@@ -445,7 +461,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_origin_closed_is_not_used_again() {
-        let (addr, accepted) = origin(true).await;
+        let (addr, accepted) = origin(Then::Close).await;
         let client = OriginClient::new(addr, options());
         for _ in 0..3 {
             let resp = client.send(get("/")).await.expect("response");
@@ -473,24 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_stuck_sending_an_upload_is_not_waited_for() {
-        // answers each connection's first request at once, then reads nothing more (but keeps it open)
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
-                        .await;
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                });
-            }
-        });
+        let (addr, accepted) = origin(Then::Stall).await;
         let client = OriginClient::new(addr, options());
         let mut upload = Request::new(http_body_util::BodyExt::boxed_unsync(Endless));
         *upload.method_mut() = http::Method::POST;
