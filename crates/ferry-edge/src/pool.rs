@@ -3,8 +3,8 @@
 //!
 //! Where to connect (a [`Server`] and the choice among them) is kept apart from connecting and pooling: a plain
 //! `http://` server has its own HTTP/1.1 client ([`ferry_http::client::OriginClient`], the common case and the
-//! cheaper one per request); `https://` and `h2c://` pools share hyper-util's client, built once per pool with
-//! its TLS settings, for ALPN and HTTP/2.
+//! cheaper one per request); the servers of an `https://` or `h2c://` pool share hyper-util's client, built once
+//! per pool with its TLS settings, for ALPN and HTTP/2.
 
 use crate::EdgeError;
 use ferry_config::{Balance, HealthConfig, UpstreamConfig};
@@ -57,8 +57,16 @@ pub struct Server {
     /// Requests sent (each try counts) and transport failures, for metrics.
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
-    /// The connections of an `http://` server (other schemes use the pool's shared client).
-    plain: Option<Arc<OriginClient>>,
+    client: ServerClient,
+}
+
+/// What a server's requests go through.
+#[derive(Debug)]
+enum ServerClient {
+    /// An `http://` server: its own connections.
+    Origin(Arc<OriginClient>),
+    /// `https://` and `h2c://`: the client the pool's servers share (TLS settings, ALPN, HTTP/2).
+    Shared(Arc<UpstreamClient>),
 }
 
 impl Server {
@@ -126,7 +134,6 @@ pub struct Pool {
     rr: AtomicUsize,
     /// Current weights of smooth weighted round robin.
     swrr: Mutex<Vec<i64>>,
-    pub(crate) client: UpstreamClient,
 }
 
 impl std::fmt::Debug for Pool {
@@ -153,6 +160,7 @@ impl Pool {
             ));
         }
         let mut protocol = None;
+        let mut shared: Option<Arc<UpstreamClient>> = None;
         let mut servers = Vec::new();
         for (i, s) in c.servers.iter().enumerate() {
             let bad = |m: String| invalid(&format!("servers[{i}].url"), m);
@@ -193,12 +201,23 @@ impl Pool {
             if servers.iter().any(|o: &Arc<Server>| o.token == token) {
                 return Err(bad(format!("{:?} is listed twice", s.url)));
             }
-            let plain = (p == Protocol::Http).then(|| {
-                OriginClient::for_authority(
+            let client = match (p, &shared) {
+                (Protocol::Http, _) => ServerClient::Origin(OriginClient::for_authority(
                     &authority,
                     ClientOptions::keep_alive(c.connect_timeout),
-                )
-            });
+                )),
+                (_, Some(client)) => ServerClient::Shared(client.clone()),
+                (_, None) => {
+                    // a `ca_file` on a pool that is not https is refused below, with its own message
+                    let ca_file = c.ca_file.as_deref().filter(|_| p == Protocol::Https);
+                    let client = Arc::new(
+                        build_client(p, ca_file, c.connect_timeout)
+                            .map_err(|m| invalid("ca_file", m))?,
+                    );
+                    shared = Some(client.clone());
+                    ServerClient::Shared(client)
+                }
+            };
             servers.push(Arc::new(Server {
                 scheme: if p == Protocol::Https {
                     Scheme::HTTPS
@@ -216,7 +235,7 @@ impl Pool {
                 checks_failed: AtomicU32::new(0),
                 requests: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
-                plain,
+                client,
             }));
         }
         let protocol = protocol.unwrap_or(Protocol::Http);
@@ -276,8 +295,6 @@ impl Pool {
                 ));
             }
         }
-        let client = build_client(protocol, c.ca_file.as_deref(), &timeouts)
-            .map_err(|m| invalid("ca_file", m))?;
         let n = servers.len();
         Ok(Self {
             name: name.to_owned(),
@@ -292,7 +309,6 @@ impl Pool {
             sticky_cookie: c.sticky_cookie.clone(),
             rr: AtomicUsize::new(0),
             swrr: Mutex::new(vec![0; n]),
-            client,
         })
     }
 
@@ -392,9 +408,12 @@ impl Pool {
         mut req: http::Request<Body>,
     ) -> Result<http::Response<ResponseBody>, SendError> {
         let server = &self.servers[i];
-        if let Some(client) = &server.plain {
-            return Ok(client.send(req).await?.map(ResponseBody::Origin));
-        }
+        let shared = match &server.client {
+            ServerClient::Origin(client) => {
+                return Ok(client.send(req).await?.map(ResponseBody::Origin))
+            }
+            ServerClient::Shared(client) => client,
+        };
         let mut uri = http::Uri::builder()
             .scheme(server.scheme.clone())
             .authority(server.authority.clone());
@@ -402,7 +421,7 @@ impl Pool {
             uri = uri.path_and_query(pq.clone());
         }
         *req.uri_mut() = uri.build()?;
-        Ok(self.client.request(req).await?.map(ResponseBody::Shared))
+        Ok(shared.request(req).await?.map(ResponseBody::Shared))
     }
 
     /// Count a request in flight on server `i`.
@@ -548,12 +567,12 @@ pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h 
 fn build_client(
     protocol: Protocol,
     ca_file: Option<&std::path::Path>,
-    timeouts: &Timeouts,
+    connect_timeout: Duration,
 ) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeouts.connect));
+    http.set_connect_timeout(Some(connect_timeout));
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
