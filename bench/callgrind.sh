@@ -5,7 +5,8 @@
 #   bench/callgrind.sh [N]    N small GETs (default 2000) through the gateway and through the relay
 #
 # Runs an nginx origin, a gateway node, a relay node and a connector (the three Ferry processes under callgrind),
-# and as references nginx as a reverse proxy, the floor (bench/floor: a bare hyper pass-through) and rathole,
+# and as references nginx as a reverse proxy, the floors (bench/floor: bare hyper pass-throughs, one for the
+# gateway's shape and a node + connector pair for the relay's) and rathole,
 # on loopback with OS-chosen ports, warms them up with 300 requests each, zeroes the counters, sends N requests
 # per path with oha (concurrency 8) and prints user-space instructions per request of each Ferry process. The
 # callgrind files stay in bench/results/callgrind-<timestamp>/ for callgrind_annotate.
@@ -68,10 +69,17 @@ PROXY="http://127.0.0.1:$PN/small"; URLS=("$GW" "$RELAY" "$PROXY"); KINDS=(gatew
 # The floor: the least a hyper-based reverse proxy spends (bench/floor, a pass-through with no rules).
 FLOOR="$PWD/bench/floor/target/release/ferry-bench-floor"
 [ -x "$FLOOR" ] || (cd bench/floor && cargo build --release >&2)
-PF=$(port)
-"${VG[@]}" --callgrind-out-file="$OUT/floor.out" "$FLOOR" "127.0.0.1:$PF" "127.0.0.1:$PO" \
+PF=$(port); PFN=$(port); PFT=$(port)
+"${VG[@]}" --callgrind-out-file="$OUT/floor.out" "$FLOOR" proxy "127.0.0.1:$PF" "127.0.0.1:$PO" \
   >"$WORK/floor.log" 2>&1 & PIDS+=($!)
 URLS+=("http://127.0.0.1:$PF/small"); KINDS+=(floor)
+# The relay's floor: HTTP/1.1 in, one HTTP/2 connection between the two, HTTP/1.1 out.
+"${VG[@]}" --callgrind-out-file="$OUT/floor-connector.out" "$FLOOR" relay-connector "127.0.0.1:$PFT" \
+  "127.0.0.1:$PO" >"$WORK/floor-connector.log" 2>&1 & PIDS+=($!)
+sleep 2
+"${VG[@]}" --callgrind-out-file="$OUT/floor-node.out" "$FLOOR" relay-node "127.0.0.1:$PFN" "127.0.0.1:$PFT" \
+  >"$WORK/floor-node.log" 2>&1 & PIDS+=($!)
+URLS+=("http://127.0.0.1:$PFN/small"); KINDS+=(floor-node floor-connector)
 if command -v rathole >/dev/null; then
   printf '[server]\nbind_addr = "127.0.0.1:%s"\n[server.services.origin]\ntoken = "bench"\nbind_addr = "127.0.0.1:%s"\n' \
     "$PTC" "$PT" > "$WORK/rathole-server.toml"

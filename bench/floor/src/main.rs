@@ -1,15 +1,24 @@
-//! A minimal reverse proxy on hyper: each client connection gets one upstream HTTP/1.1 connection, and requests
-//! pass through unchanged (no routing, no header rules, no timeouts). It is what any hyper-based proxy spends at
-//! least, so Ferry's gateway can be compared with it as well as with nginx.
+//! The floor: the least a proxy or relay built on hyper and tokio spends per request, to set Ferry's figures
+//! against (bench/callgrind.sh). Requests pass through unchanged: no routing, no header rules, no timeouts, no
+//! request ids, no limits.
 //!
-//!   ferry-bench-floor LISTEN_ADDR UPSTREAM_ADDR
+//!   ferry-bench-floor proxy LISTEN UPSTREAM            HTTP/1.1 in, HTTP/1.1 out (the gateway's shape): each
+//!                                                      client connection gets one upstream connection
+//!   ferry-bench-floor relay-node LISTEN TUNNEL         HTTP/1.1 in, every request a stream of one HTTP/2
+//!                                                      connection to TUNNEL (the relay node's shape)
+//!   ferry-bench-floor relay-connector TUNNEL UPSTREAM  HTTP/2 in on TUNNEL, each stream sent on an idle
+//!                                                      HTTP/1.1 connection to UPSTREAM (the connector's shape)
+//!
+//! The relay pair uses the tunnel's HTTP/2 settings (frame size, windows); in Ferry the connector dials the node
+//! and the node is the HTTP/2 client over that connection, here the node dials: per request it is the same work.
 
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 
 #[global_allocator]
@@ -17,28 +26,76 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Ferry's tunnel settings (ferry-tunnel: `MAX_FRAME_SIZE`, `TunnelOptions::default`).
+const MAX_FRAME_SIZE: u32 = 256 * 1024;
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// The error of a relay service: a concrete type, because a boxed error there trips the compiler's lifetime
+/// inference once the connection future is spawned.
+#[derive(Debug)]
+struct Failed(String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+fn failed(e: impl std::fmt::Display) -> Failed {
+    Failed(e.to_string())
+}
+
+const USAGE: &str = "usage: ferry-bench-floor proxy|relay-node|relay-connector LISTEN_ADDR NEXT_ADDR";
+
 #[tokio::main(worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: ferry-bench-floor LISTEN_ADDR UPSTREAM_ADDR";
-    let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
-    let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let mode = args.next().ok_or(USAGE)?;
+    let listen: SocketAddr = args.next().ok_or(USAGE)?.parse()?;
+    let next: SocketAddr = args.next().ok_or(USAGE)?.parse()?;
     let listener = TcpListener::bind(listen).await?;
+    let tunnel = match mode.as_str() {
+        "proxy" | "relay-connector" => None,
+        "relay-node" => {
+            let tunnel = TcpStream::connect(next).await?;
+            tunnel.set_nodelay(true)?;
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_frame_size(MAX_FRAME_SIZE)
+                .handshake(TokioIo::new(tunnel))
+                .await?;
+            tokio::spawn(conn);
+            Some(sender)
+        }
+        _ => return Err(USAGE.into()),
+    };
+    let pool: Pool = Arc::new(Mutex::new(Vec::new()));
+    let proxying = mode == "proxy";
     loop {
-        let (client, _) = listener.accept().await?;
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (tunnel, pool) = (tunnel.clone(), pool.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve(client, upstream).await {
+            let served = match tunnel {
+                Some(tunnel) => relay_node(stream, tunnel).await,
+                None if proxying => proxy(stream, next).await,
+                None => relay_connector(stream, next, pool).await,
+            };
+            if let Err(e) = served {
                 eprintln!("connection: {e}");
             }
         });
     }
 }
 
-async fn serve(client: TcpStream, upstream: SocketAddr) -> Result<(), BoxError> {
-    client.set_nodelay(true)?;
+async fn proxy(client: TcpStream, upstream: SocketAddr) -> Result<(), BoxError> {
     let up = TcpStream::connect(upstream).await?;
     up.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(up)).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(up)).await?;
     tokio::spawn(conn);
     let sender = Arc::new(tokio::sync::Mutex::new(sender));
     let service = service_fn(move |req: Request<Incoming>| {
@@ -52,6 +109,70 @@ async fn serve(client: TcpStream, upstream: SocketAddr) -> Result<(), BoxError> 
     });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(client), service)
+        .await?;
+    Ok(())
+}
+
+async fn relay_node(client: TcpStream, tunnel: http2::SendRequest<Incoming>) -> Result<(), BoxError> {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let mut tunnel = tunnel.clone();
+        async move {
+            // An HTTP/2 request carries no connection-specific headers and an absolute URI (`:authority`).
+            let (mut parts, body) = req.into_parts();
+            let host = parts.headers.remove(hyper::header::HOST);
+            let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("floor");
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = format!("http://{authority}{path}").parse().map_err(failed)?;
+            parts.version = hyper::Version::HTTP_2;
+            let resp = tunnel.send_request(Request::from_parts(parts, body)).await.map_err(failed)?;
+            Ok::<_, Failed>(resp)
+        }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(client), service)
+        .await?;
+    Ok(())
+}
+
+/// Idle HTTP/1.1 connections to the upstream, last in first out. A connection goes back when its response head
+/// has arrived; `ready()` then waits for that response's body to end before the next request (small bodies end
+/// with their head, so the wait is nil in the benchmark).
+type Pool = Arc<Mutex<Vec<http1::SendRequest<Incoming>>>>;
+
+async fn relay_connector(tunnel: TcpStream, upstream: SocketAddr, pool: Pool) -> Result<(), BoxError> {
+    let host = hyper::header::HeaderValue::from_str(&upstream.to_string())?;
+    let service = service_fn(move |req: Request<Incoming>| {
+        let pool = pool.clone();
+        let host = host.clone();
+        async move {
+            let idle = pool.lock().map_err(failed)?.pop();
+            let mut sender = match idle {
+                Some(sender) => sender,
+                None => {
+                    let up = TcpStream::connect(upstream).await.map_err(failed)?;
+                    up.set_nodelay(true).map_err(failed)?;
+                    let (sender, conn) = http1::handshake(TokioIo::new(up)).await.map_err(failed)?;
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
+            sender.ready().await.map_err(failed)?;
+            let (mut parts, body) = req.into_parts();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = path.parse().map_err(failed)?;
+            parts.version = hyper::Version::HTTP_11;
+            parts.headers.insert(hyper::header::HOST, host);
+            let resp = sender.send_request(Request::from_parts(parts, body)).await.map_err(failed)?;
+            pool.lock().map_err(failed)?.push(sender);
+            Ok::<_, Failed>(resp)
+        }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_concurrent_streams(1000)
+        .serve_connection(TokioIo::new(tunnel), service)
         .await?;
     Ok(())
 }
