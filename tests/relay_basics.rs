@@ -377,3 +377,28 @@ async fn connector_and_server_exit_cleanly_on_sigterm() -> anyhow::Result<()> {
     assert!(status.success(), "server exit: {status}");
     Ok(())
 }
+
+/// `FERRY_WORKER_THREADS` (`runtime.worker_threads`) sizes the async runtime of `serve` and of `connector`, and
+/// a relay whose two processes each run on one thread works as with the default (one per CPU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_per_process_relays() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (_echo, stack) = echo_stack(|o| {
+        o.server_env("FERRY_WORKER_THREADS", "1")
+            .server_env("FERRY_LOG", "ferry=debug,info")
+            .connector_env("FERRY_WORKER_THREADS", "1")
+            .connector_env("FERRY_LOG", "ferry=debug,info")
+    })
+    .await?;
+    for (who, has) in [
+        ("server", stack.server.stderr_contains("worker_threads=1")),
+        ("connector", stack.connector.stderr_contains("worker_threads=1")),
+    ] {
+        anyhow::ensure!(has, "{who} did not log `async runtime started worker_threads=1`");
+    }
+    for i in 0..20 {
+        let (_, echo) = raw_echo(&stack, "GET", &format!("/one-thread/{i}"), "").await?;
+        assert_eq!(echo.uri, format!("/one-thread/{i}"));
+    }
+    Ok(())
+}

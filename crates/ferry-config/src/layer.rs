@@ -138,6 +138,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ),
     ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
     ("FERRY_LOG", "log.level", EnvKind::Text),
+    (
+        "FERRY_WORKER_THREADS",
+        "runtime.worker_threads",
+        EnvKind::Integer,
+    ),
     ("FERRY_ACCESS_LOG", "gateway.access_log", EnvKind::Text),
 ];
 
@@ -322,6 +327,15 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    if config.runtime.worker_threads > crate::MAX_WORKER_THREADS {
+        return Err(invalid(
+            "runtime.worker_threads",
+            format!(
+                "must be at most {} (0 = one per CPU)",
+                crate::MAX_WORKER_THREADS
+            ),
+        ));
+    }
     crate::auth::validate(&server.auth).map_err(|(path, message)| invalid(path, message))?;
     let c = &config.connector;
     if c.reconnect_min_delay.is_zero() || c.reconnect_min_delay > c.reconnect_max_delay {
@@ -464,6 +478,21 @@ mod tests {
 
         let e = load(None, env(&[("FERRY_TLS_CERT", "a.pem")]), vec![]).expect_err("half tls");
         assert!(e.to_string().starts_with("server.tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn worker_threads_from_file_and_env() {
+        let c = load(None, env(&[]), vec![]).expect("defaults load");
+        assert_eq!(c.runtime.worker_threads, 0, "default: one per CPU");
+        let f = file("[runtime]\nworker_threads = 2\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("loads");
+        assert_eq!(c.runtime.worker_threads, 2);
+        let c = load(Some(&f.0), env(&[("FERRY_WORKER_THREADS", "1")]), vec![]).expect("loads");
+        assert_eq!(c.runtime.worker_threads, 1, "the variable wins over the file");
+        let e = load(None, env(&[("FERRY_WORKER_THREADS", "100000")]), vec![]).expect_err("too many");
+        assert!(e.to_string().starts_with("runtime.worker_threads"), "{e}");
+        let e = load(None, env(&[("FERRY_WORKER_THREADS", "-1")]), vec![]).expect_err("negative");
+        assert!(e.to_string().contains("worker_threads"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod auth;
 mod connector;
 mod gateway;
 mod layer;
+mod runtime;
 mod secret;
 mod server;
 
@@ -23,6 +24,7 @@ pub use gateway::{
     UpstreamServer,
 };
 pub use layer::{load, ConfigError, ConfigSource, Override, ENV_OVERRIDES};
+pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
 pub use secret::Secret;
 pub use server::{
     HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
@@ -44,6 +46,8 @@ pub struct Config {
     /// The edge gateway's routes and upstream pools (`[gateway]`); empty by default.
     pub gateway: GatewayConfig,
     pub log: LogSettings,
+    /// The async runtime (`[runtime]`), for `serve` and `connector` alike.
+    pub runtime: RuntimeSettings,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             connector: ConnectorConfig::default(),
             gateway: GatewayConfig::default(),
             log: LogSettings::default(),
+            runtime: RuntimeSettings::default(),
         }
     }
 }

@@ -121,16 +121,23 @@ fn main() -> ExitCode {
         eprintln!("ferry: logging: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // 0: tokio's default, one worker per CPU the process may use (cgroup quotas included).
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    tracing::debug!(
+        worker_threads = runtime.metrics().num_workers(),
+        "async runtime started"
+    );
     // Run on a worker thread, not on this one: a future `block_on` drives directly (the connector's tunnel, for
     // one) is woken through a futex on every event another task signals, which costs a syscall per request.
     let work = runtime.spawn(execute(cli.command, config, source));
