@@ -392,9 +392,15 @@ async fn one_worker_thread_per_process_relays() -> anyhow::Result<()> {
     .await?;
     for (who, has) in [
         ("server", stack.server.stderr_contains("worker_threads=1")),
-        ("connector", stack.connector.stderr_contains("worker_threads=1")),
+        (
+            "connector",
+            stack.connector.stderr_contains("worker_threads=1"),
+        ),
     ] {
-        anyhow::ensure!(has, "{who} did not log `async runtime started worker_threads=1`");
+        anyhow::ensure!(
+            has,
+            "{who} did not log `async runtime started worker_threads=1`"
+        );
     }
     for i in 0..20 {
         let (_, echo) = raw_echo(&stack, "GET", &format!("/one-thread/{i}"), "").await?;

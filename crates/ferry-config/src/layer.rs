@@ -488,8 +488,12 @@ mod tests {
         let c = load(Some(&f.0), env(&[]), vec![]).expect("loads");
         assert_eq!(c.runtime.worker_threads, 2);
         let c = load(Some(&f.0), env(&[("FERRY_WORKER_THREADS", "1")]), vec![]).expect("loads");
-        assert_eq!(c.runtime.worker_threads, 1, "the variable wins over the file");
-        let e = load(None, env(&[("FERRY_WORKER_THREADS", "100000")]), vec![]).expect_err("too many");
+        assert_eq!(
+            c.runtime.worker_threads, 1,
+            "the variable wins over the file"
+        );
+        let e =
+            load(None, env(&[("FERRY_WORKER_THREADS", "100000")]), vec![]).expect_err("too many");
         assert!(e.to_string().starts_with("runtime.worker_threads"), "{e}");
         let e = load(None, env(&[("FERRY_WORKER_THREADS", "-1")]), vec![]).expect_err("negative");
         assert!(e.to_string().contains("worker_threads"), "{e}");
