@@ -15,8 +15,20 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// `TE: trailers` is the one hop-by-hop value that is re-added by the caller where trailers must survive; this
 /// function reports whether the client asked for trailers so that it can.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    // Most requests carry none of these, most responses one or two (`Connection: keep-alive`): collect the names
-    // present, in one pass, instead of looking up every listed name.
+    // Most requests carry none of these and most responses only `Connection: keep-alive` (or `close`): count them
+    // in one pass over the names, without allocating, and handle that common response without parsing names.
+    let (mut count, mut connection_only) = (0, true);
+    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+        count += 1;
+        connection_only &= name == CONNECTION;
+    }
+    if count == 0 {
+        return false;
+    }
+    if connection_only && connection_names_no_header(headers) {
+        headers.remove(CONNECTION);
+        return false;
+    }
     let mut present: Vec<HeaderName> = Vec::new();
     for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
         present.push(name.clone());
@@ -44,6 +56,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         headers.remove(name);
     }
     wants_trailers
+}
+
+/// Whether every `Connection` token is `keep-alive` or `close`, the options that name no header of the message
+/// (a `Keep-Alive` header would be hop-by-hop itself).
+fn connection_names_no_header(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().all(|value| {
+        value.as_bytes().split(|b| *b == b',').all(|token| {
+            let token = token.trim_ascii();
+            token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+        })
+    })
 }
 
 /// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1, plus the legacy ones proxies also drop).
@@ -112,6 +135,28 @@ mod tests {
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         assert!(strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_alone_is_removed_and_names_in_it_still_are() {
+        for value in ["keep-alive", "Close", " keep-alive , close "] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static(value));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            assert!(!strip_hop_by_hop(&mut h), "{value}");
+            assert_eq!(h.len(), 1, "{value}");
+            assert!(h.contains_key("x-kept"), "{value}");
+        }
+        // `Connection` the only hop-by-hop header, but naming another one: that one goes too.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.append("connection", HeaderValue::from_static("x-other"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert!(!strip_hop_by_hop(&mut h));
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
     }
