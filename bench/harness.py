@@ -267,8 +267,8 @@ def main():
     ap.add_argument("--ferry", required=True)
     ap.add_argument("--tools", required=True, help="JSON {wrk, oha, nginx, rathole}")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
-    ap.add_argument("--paths", default="direct,nginx,rathole,ferry,gateway",
-                    help="comma-separated subset of direct,nginx,rathole,ferry,gateway (for profiling runs)")
+    ap.add_argument("--paths", default="direct,nginx,rathole,ferry,ferry1,gateway",
+                    help="comma-separated subset of direct,nginx,rathole,ferry,ferry1,gateway (for profiling runs)")
     ap.add_argument("--loads", default="small_c64,k1_c64,small_c1,get10m,post10m",
                     help="comma-separated subset of the workloads")
     ap.add_argument("--secs", type=int, help="seconds per load (default 5, 2 with --quick)")
@@ -358,6 +358,23 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     wait_for(lambda: http_get(ferry_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry relay")
     systems["ferry"] = {"label": "ferry relay (1 node)", "base": ferry_url, "pids": lambda: [fs.pid, fc.pid]}
 
+    # --- the same relay with one worker thread per process (FERRY_WORKER_THREADS=1, docs/operations.md)
+    pf1 = free_port()
+    fd1 = os.path.join(work, "ferry1-data")
+    sec1 = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", fd1], capture_output=True,
+                          text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
+    one = dict(os.environ, FERRY_WORKER_THREADS="1")
+    fs1 = P.start("ferry1-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{pf1}", "--data-dir", fd1,
+                                   "--admin-listen", "127.0.0.1:0"], env=one)
+    wait_for(lambda: file_in(os.path.join(work, "ferry1-serve.out"), "ferry listening"), 20, "ferry1 serve")
+    fc1 = P.start("ferry1-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{pf1}", "--tenant",
+                                       "bench", "--secret", sec1, "--target", f"origin={direct}"], env=one)
+    wait_for(lambda: file_in(os.path.join(work, "ferry1-connector.err"), "tunnel established"), 30, "ferry1 tunnel")
+    ferry1_url = f"http://127.0.0.1:{pf1}/relay/bench/origin"
+    wait_for(lambda: http_get(ferry1_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry1 relay")
+    systems["ferry1"] = {"label": "ferry relay, 1 thread each", "base": ferry1_url,
+                         "pids": lambda: [fs1.pid, fc1.pid]}
+
     # --- ferry gateway: its own node (so that its CPU and memory are its own), one route to the origin
     pg = free_port()
     gd = os.path.join(work, "ferry-gw-data")
@@ -371,7 +388,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     wait_for(lambda: http_get(gw_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry gateway")
     systems["gateway"] = {"label": "ferry gateway", "base": gw_url, "pids": lambda: [fg.pid]}
 
-    order = [k for k in ("direct", "nginx", "rathole", "ferry", "gateway") if k in systems and k in a.paths]
+    order = [k for k in ("direct", "nginx", "rathole", "ferry", "ferry1", "gateway") if k in systems and k in a.paths]
     for k in [k for k in systems if k not in order]:
         del systems[k]
     time.sleep(1)
@@ -428,15 +445,14 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         s["peak_rss"] = {str(p): mem_kib([p], "VmHWM") for p in s["pids"]()}
 
     ferry_log_issues = {}
-    for n in ("ferry-serve", "ferry-connector", "ferry-gateway"):
+    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-gateway"):
         with open(os.path.join(work, n + ".err")) as f:
             lines = f.readlines()
         ferry_log_issues[n] = {"WARN": sum(" WARN " in x for x in lines), "ERROR": sum(" ERROR " in x for x in lines),
                                "sample": [x.strip()[:240] for x in lines if " WARN " in x or " ERROR " in x][:5]}
     # Free the relays before the idle-connector test.
-    P.stop(fc)
-    P.stop(fs)
-    P.stop(fg)
+    for p in (fc, fs, fc1, fs1, fg):
+        P.stop(p)
     idle = [idle_connectors(a, work, P, n) for n in idle_ns]
 
     elapsed = time.time() - started
@@ -500,7 +516,8 @@ def fmt(v, unit="", d=0):
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
     cols = order + ["cluster"]
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
-             "gateway": "Ferry gateway", "cluster": "Ferry cross-node (NATS)"}
+             "ferry1": "Ferry relay, 1 thread each", "gateway": "Ferry gateway",
+             "cluster": "Ferry cross-node (NATS)"}
     lower_better = set()
 
     def metric(k, wk, key):
@@ -634,6 +651,14 @@ def targets(systems, order, idle, metric):
     cmp("10 MiB GET ≥ 1.0× rathole", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s")
     cmp("10 MiB POST ≥ 1.0× rathole", ("post10m", "mibps"), ("post10m", "mibps"), unit=" MiB/s")
     cmp("CPU per request ≤ rathole", ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"), False, unit=" µs")
+    # Not the targets' configuration (they are checked with the defaults above): the same three with one worker
+    # thread per Ferry process, for what threads waking each other cost on this machine.
+    one = {"ours": "ferry1"}
+    cmp("(1 thread each) relay req/s ≥ 1.0× rathole", ("small_c64", "rps"), ("small_c64", "rps"), **one)
+    cmp("(1 thread each) concurrency-1 p50 ≤ rathole's", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **one)
+    cmp("(1 thread each) CPU per request ≤ rathole", ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"),
+        False, unit=" µs", **one)
     cmp("CPU per GB (10 MiB GET) ≤ rathole", ("get10m", "cpu_ms_gb"), ("get10m", "cpu_ms_gb"), False, unit=" ms")
     cmp("CPU per GB (10 MiB POST) ≤ rathole", ("post10m", "cpu_ms_gb"), ("post10m", "cpu_ms_gb"), False, unit=" ms")
     gw = {"ours": "gateway", "theirs": "nginx"}
