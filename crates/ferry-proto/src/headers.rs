@@ -15,16 +15,13 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// `TE: trailers` is the one hop-by-hop value that is re-added by the caller where trailers must survive; this
 /// function reports whether the client asked for trailers so that it can.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    // Most requests carry none of these and most responses only `Connection: keep-alive` (or `close`): count them
-    // in one pass over the names, without allocating, and handle that common response without parsing names.
-    let (mut count, mut connection_only) = (0, true);
-    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
-        count += 1;
-        connection_only &= name == CONNECTION;
-    }
-    if count == 0 {
+    // Most requests carry none of these and most responses only `Connection: keep-alive` (or `close`): look at
+    // the names without allocating, and handle that common response without parsing names.
+    let mut hop_by_hop = headers.keys().filter(|n| is_hop_by_hop(n));
+    let Some(first) = hop_by_hop.next() else {
         return false;
-    }
+    };
+    let connection_only = first == CONNECTION && hop_by_hop.next().is_none();
     if connection_only && connection_names_no_header(headers) {
         headers.remove(CONNECTION);
         return false;
