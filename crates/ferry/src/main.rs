@@ -8,7 +8,8 @@
 mod cli;
 
 /// jemalloc instead of glibc's malloc: 5 to 12% fewer instructions per relayed or proxied request, for about
-/// 1 MiB more idle RSS (docs/performance.md, "Allocator"). mimalloc saved as much but tripled the idle RSS.
+/// 1 MiB more idle RSS (docs/performance.md, "Changes and their effect"). mimalloc saved as much but tripled
+/// the idle RSS.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
