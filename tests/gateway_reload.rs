@@ -55,8 +55,9 @@ async fn routes_file_reloads_under_load_without_failures() -> anyhow::Result<()>
     )
     .await?;
     let url = format!("{}/x", server.url());
-    // bounded: at most 20000 requests per worker; the test stops them when done
-    let load = SteadyLoad::start(&url, 4, 20_000);
+    // bounded: at most a million requests or two minutes per worker; the test stops them when done (20,000
+    // per worker, the bound before, ran out in 4 s on a fast machine, before the last reload was checked)
+    let load = SteadyLoad::start(&url, 4, 1_000_000, Duration::from_secs(120));
     wait_until("traffic on a", || a.requests() > 100).await?;
 
     // a change moves the traffic to b
@@ -132,8 +133,9 @@ async fn inline_routes_reload_under_load_without_failures() -> anyhow::Result<()
     )
     .await?;
     let url = format!("{}/x", server.url());
-    // bounded: at most 20000 requests per worker; the test stops them when done
-    let load = SteadyLoad::start(&url, 4, 20_000);
+    // bounded: at most a million requests or two minutes per worker; the test stops them when done (20,000
+    // per worker, the bound before, ran out in 4 s on a fast machine, before the last reload was checked)
+    let load = SteadyLoad::start(&url, 4, 1_000_000, Duration::from_secs(120));
     wait_until("traffic on a", || a.requests() > 100).await?;
 
     // a change moves the traffic to b

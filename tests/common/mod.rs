@@ -751,8 +751,9 @@ impl PgDatabase {
 // Steady client load while something changes (reload, an upstream killed).
 // ---------------------------------------------------------------------------------------------------------------
 
-/// `workers` clients sending `GET url` back to back, each at most `per_worker` requests (bounded), until
-/// [`SteadyLoad::finish`]; every answer other than 200 is kept as a failure.
+/// `workers` clients sending `GET url` back to back until [`SteadyLoad::finish`], each for at most `per_worker`
+/// requests and `max_time` (bounded both ways; choose bounds that outlast the test on a fast machine, or the
+/// traffic stops before the test is done); every answer other than 200 is kept as a failure.
 pub struct SteadyLoad {
     ok: Arc<std::sync::atomic::AtomicUsize>,
     failed: Arc<Mutex<Vec<String>>>,
@@ -761,8 +762,9 @@ pub struct SteadyLoad {
 }
 
 impl SteadyLoad {
-    pub fn start(url: &str, workers: usize, per_worker: usize) -> Self {
+    pub fn start(url: &str, workers: usize, per_worker: usize, max_time: Duration) -> Self {
         use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + max_time;
         let client = ferry_testkit::http_client();
         let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let failed = Arc::new(Mutex::new(Vec::new()));
@@ -778,7 +780,7 @@ impl SteadyLoad {
             );
             set.spawn(async move {
                 for _ in 0..per_worker {
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
                         break;
                     }
                     let r = client
