@@ -344,34 +344,27 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         wait_for(lambda: http_get(rat_url + "/small")[1] == b"Hello, Ferry\n", 20, "rathole tunnel")
         systems["rathole"] = {"label": "rathole", "base": rat_url, "pids": lambda: [rs.pid, rc.pid]}
 
-    # --- ferry relay, one node
-    pf = free_port()
-    fd = os.path.join(work, "ferry-data")
-    sec = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", fd], capture_output=True, text=True,
-                         timeout=60, check=True).stdout.strip().splitlines()[-1]
-    fs = P.start("ferry-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd, "--admin-listen", "127.0.0.1:0"])
-    wait_for(lambda: file_in(os.path.join(work, "ferry-serve.out"), "ferry listening"), 20, "ferry serve")
-    fc = P.start("ferry-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{pf}", "--tenant",
-                                      "bench", "--secret", sec, "--target", f"origin={direct}"])
-    wait_for(lambda: file_in(os.path.join(work, "ferry-connector.err"), "tunnel established"), 30, "ferry tunnel")
-    ferry_url = f"http://127.0.0.1:{pf}/relay/bench/origin"
-    wait_for(lambda: http_get(ferry_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry relay")
-    systems["ferry"] = {"label": "ferry relay (1 node)", "base": ferry_url, "pids": lambda: [fs.pid, fc.pid]}
+    # --- ferry relay, one node; and the same with one worker thread per process (FERRY_WORKER_THREADS=1,
+    # docs/operations.md)
+    def start_relay(name, env=None):
+        port, data = free_port(), os.path.join(work, name + "-data")
+        secret = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", data], capture_output=True,
+                                text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
+        serve = P.start(name + "-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
+                                          "--admin-listen", "127.0.0.1:0"], env=env)
+        wait_for(lambda: file_in(os.path.join(work, name + "-serve.out"), "ferry listening"), 20, name + " serve")
+        connector = P.start(name + "-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{port}",
+                                                  "--tenant", "bench", "--secret", secret,
+                                                  "--target", f"origin={direct}"], env=env)
+        wait_for(lambda: file_in(os.path.join(work, name + "-connector.err"), "tunnel established"), 30,
+                 name + " tunnel")
+        url = f"http://127.0.0.1:{port}/relay/bench/origin"
+        wait_for(lambda: http_get(url + "/small")[1] == b"Hello, Ferry\n", 20, name + " relay")
+        return serve, connector, url
 
-    # --- the same relay with one worker thread per process (FERRY_WORKER_THREADS=1, docs/operations.md)
-    pf1 = free_port()
-    fd1 = os.path.join(work, "ferry1-data")
-    sec1 = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", fd1], capture_output=True,
-                          text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
-    one = dict(os.environ, FERRY_WORKER_THREADS="1")
-    fs1 = P.start("ferry1-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{pf1}", "--data-dir", fd1,
-                                   "--admin-listen", "127.0.0.1:0"], env=one)
-    wait_for(lambda: file_in(os.path.join(work, "ferry1-serve.out"), "ferry listening"), 20, "ferry1 serve")
-    fc1 = P.start("ferry1-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{pf1}", "--tenant",
-                                       "bench", "--secret", sec1, "--target", f"origin={direct}"], env=one)
-    wait_for(lambda: file_in(os.path.join(work, "ferry1-connector.err"), "tunnel established"), 30, "ferry1 tunnel")
-    ferry1_url = f"http://127.0.0.1:{pf1}/relay/bench/origin"
-    wait_for(lambda: http_get(ferry1_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry1 relay")
+    fs, fc, ferry_url = start_relay("ferry")
+    systems["ferry"] = {"label": "ferry relay (1 node)", "base": ferry_url, "pids": lambda: [fs.pid, fc.pid]}
+    fs1, fc1, ferry1_url = start_relay("ferry1", dict(os.environ, FERRY_WORKER_THREADS="1"))
     systems["ferry1"] = {"label": "ferry relay, 1 thread each", "base": ferry1_url,
                          "pids": lambda: [fs1.pid, fc1.pid]}
 
