@@ -69,21 +69,23 @@ pub fn set_forwarding(
     };
     let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
     let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
-    headers.remove(X_FORWARDED_FOR);
-    headers.remove(FORWARDED);
+    // `insert` replaces every value a name had, so a header that is set anew is not removed first.
     headers.remove(X_REAL_IP);
     if !keep_proto {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
     }
     if !keep_host {
-        headers.remove(X_FORWARDED_HOST);
-        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
+        ferry_http::forwarded::replace(
+            headers,
+            X_FORWARDED_HOST,
+            host.and_then(|h| HeaderValue::from_str(h).ok()),
+        );
     }
-    if let Some(v) = ferry_http::forwarded::chain_value(xff_chain, &ip_text) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    ferry_http::forwarded::replace(
+        headers,
+        X_FORWARDED_FOR,
+        ferry_http::forwarded::chain_value(xff_chain, &ip_text),
+    );
     // Forwarded (RFC 7239): for=<ip>;proto=<scheme>[;host="<host>"], an IPv6 address quoted in brackets.
     let host = host.filter(|h| {
         h.bytes()
@@ -111,23 +113,17 @@ pub fn set_forwarding(
         element.push_str(h);
         element.push('"');
     }
-    if let Ok(v) = HeaderValue::try_from(element) {
-        headers.insert(FORWARDED, v);
-    }
+    ferry_http::forwarded::replace(headers, FORWARDED, HeaderValue::try_from(element).ok());
 }
 
 /// Remove the client-certificate header family (`X-SSL-Client-*`, `X-SSL-Protocol`, `X-Forwarded-Client-Cert`,
 /// and the `extra` names routes are configured to send) from a request, so that a client cannot forge what only
-/// the TLS layer may say. Kept from trusted proxies.
+/// the TLS layer may say. Kept from trusted proxies. Runs on every request: it allocates only when there is
+/// something to remove.
 pub fn strip_client_cert_headers(headers: &mut HeaderMap, extra: &[http::HeaderName]) {
-    let names: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|n| crate::client_cert::is_default_family(n.as_str()) || extra.contains(n))
-        .cloned()
-        .collect();
-    for n in names {
-        headers.remove(n);
-    }
+    ferry_proto::headers::remove_where(headers, |n| {
+        crate::client_cert::is_default_family(n.as_str()) || extra.contains(n)
+    });
 }
 
 #[cfg(test)]

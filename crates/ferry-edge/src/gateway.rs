@@ -30,7 +30,8 @@ pub(crate) struct Table {
     pub routes: RouteTable,
     pub pools: HashMap<String, (UpstreamConfig, Arc<Pool>)>,
     pub trusted: TrustedProxies,
-    /// Client-certificate header names routes send, stripped from every incoming request.
+    /// Client-certificate header names routes send beyond the default family, stripped from every incoming
+    /// request along with it.
     pub cert_family: Vec<http::HeaderName>,
     /// Each route's response counters (by index), shared with [`Gateway::route_stats`] so that they outlive
     /// reloads; set by [`attach_stats`].
@@ -280,6 +281,7 @@ impl Gateway {
 
     async fn answer(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
         let Matched { table, index } = matched;
+        let logged = self.access_log() != AccessLog::Off;
         let Some(route) = table.routes.get(index) else {
             return proxy::error(
                 ferry_proto::ErrorCode::Internal,
@@ -375,12 +377,14 @@ impl Gateway {
                     Err(resp) => return *resp,
                 };
                 let mut resp = self.relay.relay(tenant, target, req).await;
-                resp.extensions_mut()
-                    .insert(crate::Upstream(format!("{tenant}/{target}")));
+                if logged {
+                    resp.extensions_mut()
+                        .insert(crate::Upstream(format!("{tenant}/{target}")));
+                }
                 resp
             }
             Action::Upstream(name) => match table.pools.get(name) {
-                Some((_, pool)) => proxy::forward(pool.clone(), route, &table, req).await,
+                Some((_, pool)) => proxy::forward(pool.clone(), route, &table, req, logged).await,
                 None => proxy::error(
                     ferry_proto::ErrorCode::Internal,
                     "upstream pool vanished",

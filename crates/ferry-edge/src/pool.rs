@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Server indexes a pick chooses among: on the stack for pools of up to 16 servers, as a pick runs on every
+/// request.
+type Candidates = smallvec::SmallVec<[usize; 16]>;
+
 /// The client `https://` and `h2c://` pools connect with: TLS or plain TCP (by the URI's scheme), HTTP/1.1 or
 /// HTTP/2.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -331,13 +335,13 @@ impl Pool {
     /// `hash_key`: the value to hash with `balance = "hash"` (none: round robin).
     pub fn pick(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
         let now = Instant::now();
-        let candidates: Vec<usize> = (0..self.servers.len())
+        let candidates: Candidates = (0..self.servers.len())
             .filter(|i| !exclude.contains(i))
             .collect();
         if candidates.is_empty() {
             return None;
         }
-        let live: Vec<usize> = candidates
+        let live: Candidates = candidates
             .iter()
             .copied()
             .filter(|&i| self.servers[i].is_live(now))

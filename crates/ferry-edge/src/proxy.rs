@@ -165,12 +165,14 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Proxy `req` to `pool` for `route`.
+/// Proxy `req` to `pool` for `route`. With `logged` (an access log is kept), the response carries the server
+/// that answered as an [`Upstream`](crate::Upstream) extension.
 pub(crate) async fn forward(
     pool: Arc<Pool>,
     route: &Route,
     table: &Table,
     mut req: Request<Incoming>,
+    logged: bool,
 ) -> Response<Body> {
     let trusted = &table.trusted;
     let request_id = ferry_http::request_id(&req);
@@ -287,7 +289,8 @@ pub(crate) async fn forward(
         None => timeouts.header,
     };
     let max_attempts = pool.servers().len().min(3);
-    let mut tried = Vec::new();
+    // at most three attempts: on the stack
+    let mut tried = smallvec::SmallVec::<[usize; 4]>::new();
     loop {
         let choice = match pinned {
             Some(p) if tried.is_empty() => Some(p),
@@ -339,8 +342,7 @@ pub(crate) async fn forward(
                 if let Some(v) = set_cookie {
                     resp.headers_mut().append(header::SET_COOKIE, v);
                 }
-                resp.extensions_mut()
-                    .insert(crate::Upstream(server.authority.to_string()));
+                tag_upstream(&mut resp, logged, &server.authority);
                 return resp;
             }
             Ok(Err(e)) => {
@@ -382,8 +384,7 @@ pub(crate) async fn forward(
                     format!("upstream {} ({}): {why}", pool.name, server.authority),
                     &request_id,
                 );
-                resp.extensions_mut()
-                    .insert(crate::Upstream(server.authority.to_string()));
+                tag_upstream(&mut resp, logged, &server.authority);
                 return resp;
             }
             Err(_) => {
@@ -394,11 +395,19 @@ pub(crate) async fn forward(
                     format!("upstream {} did not answer within {head_wait:?}", pool.name),
                     &request_id,
                 );
-                resp.extensions_mut()
-                    .insert(crate::Upstream(server.authority.to_string()));
+                tag_upstream(&mut resp, logged, &server.authority);
                 return resp;
             }
         }
+    }
+}
+
+/// Name the server that answered for the access log; with no access log, nothing is built (an extension costs
+/// two allocations per request).
+fn tag_upstream(resp: &mut Response<Body>, logged: bool, server: &http::uri::Authority) {
+    if logged {
+        resp.extensions_mut()
+            .insert(crate::Upstream(server.to_string()));
     }
 }
 

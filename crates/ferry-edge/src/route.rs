@@ -119,12 +119,15 @@ impl RouteTable {
         self.routes.iter()
     }
 
-    /// Every client-certificate header name any route sends (removed from every incoming request).
+    /// The client-certificate header names routes send beyond the default family (configured names), removed
+    /// from every incoming request along with that family. Usually empty, so that checking a request's headers
+    /// against it costs nothing.
     pub fn cert_header_family(&self) -> Vec<HeaderName> {
         let mut names: Vec<HeaderName> = self
             .routes
             .iter()
             .flat_map(|r| r.cert_headers.family().cloned())
+            .filter(|n| !crate::client_cert::is_default_family(n.as_str()))
             .collect();
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();

@@ -31,8 +31,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         idle: Duration,
-        #[pin]
-        idle_sleep: Sleep,
+        // made when the body first has to wait: most small bodies never do, and a timer costs a clock read and
+        // a runtime handle even before it is polled
+        idle_sleep: Option<Pin<Box<Sleep>>>,
         waiting: bool,
         total: Option<(Duration, Pin<Box<Sleep>>)>,
         // set when this is a client's request body and its idle timeout cut it
@@ -45,7 +46,7 @@ impl<B> TimedBody<B> {
         Self {
             inner,
             idle,
-            idle_sleep: tokio::time::sleep(idle),
+            idle_sleep: None,
             waiting: false,
             total: total.map(|(d, at)| (d, Box::pin(tokio::time::sleep_until(at)))),
             client_idle: None,
@@ -73,7 +74,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.waiting = false;
@@ -85,15 +86,22 @@ where
                 if !*this.waiting {
                     // the wait for the next frame starts now
                     *this.waiting = true;
-                    let idle = *this.idle;
-                    this.idle_sleep.as_mut().reset(Instant::now() + idle);
+                    let at = Instant::now() + *this.idle;
+                    match this.idle_sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(at),
+                        None => *this.idle_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
                 }
                 if let Some((d, sleep)) = this.total.as_mut() {
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout::Total(*d)))));
                     }
                 }
-                if this.idle_sleep.poll(cx).is_ready() {
+                let idle_over = this
+                    .idle_sleep
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                if idle_over {
                     let err = match this.client_idle {
                         Some(flag) => {
                             flag.store(true, Ordering::Release);

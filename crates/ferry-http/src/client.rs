@@ -166,6 +166,10 @@ impl OriginClient {
                 idle
             };
             let mut sender = idle.sender;
+            // Nearly always ready at once: then no timer is made (a timer reads the clock and the runtime handle).
+            if sender.is_ready() {
+                return Some(sender);
+            }
             // A connection goes back when its response body ends, a moment before hyper's connection task has
             // taken note: `ready` waits for that, or reports the connection closed. It is bounded for the rare
             // connection still busy sending a request body its origin stopped reading (the response came

@@ -30,16 +30,21 @@ pub fn split_relay_path<'a>(
     path: &'a str,
     query: Option<&str>,
 ) -> Result<RelayPath<'a>, PathError> {
+    // Runs on every relayed request: slashes are found with plain byte loops, which on paths this short cost a
+    // fraction of `str::find`'s searcher set-up.
     let tail = path.strip_prefix(RELAY_PREFIX).ok_or(PathError::Shape)?;
-    let (tenant, tail) = tail.split_once('/').unwrap_or((tail, ""));
-    let (target, rest) = match tail.find('/') {
+    let (tenant, tail) = match slash(tail) {
+        Some(i) => (&tail[..i], &tail[i + 1..]),
+        None => (tail, ""),
+    };
+    let (target, rest) = match slash(tail) {
         Some(i) => (&tail[..i], &tail[i..]),
         None => (tail, "/"),
     };
     if tenant.is_empty() || target.is_empty() {
         return Err(PathError::Shape);
     }
-    if rest.split('/').any(is_dot_segment) {
+    if rest.as_bytes().split(|&b| b == b'/').any(is_dot_segment) {
         return Err(PathError::DotSegment);
     }
     let mut rest = rest.to_owned();
@@ -54,10 +59,15 @@ pub fn split_relay_path<'a>(
     })
 }
 
+/// The position of the first `/` in `s`.
+fn slash(s: &str) -> Option<usize> {
+    s.bytes().position(|b| b == b'/')
+}
+
 /// `.` or `..`, each dot possibly percent-encoded (`%2e`, `%2E`). Runs on every segment of every relayed path:
 /// no allocation.
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut rest = segment;
     let mut dots = 0;
     while !rest.is_empty() {
         rest = match rest {

@@ -239,11 +239,15 @@ impl Relay {
             .or_else(|| head.uri.authority().map(|a| a.as_str()))
             .and_then(|h| h.parse::<http::uri::Authority>().ok())
             .unwrap_or_else(|| http::uri::Authority::from_static("relay.invalid"));
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(rest.as_str())
-            .build()
+        // from parts, not `Uri::builder()`: the scheme is a constant and the path keeps its buffer
+        let path_and_query =
+            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(rest))
+                .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("path: {e}")))?;
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+        uri_parts.authority = Some(authority);
+        uri_parts.path_and_query = Some(path_and_query);
+        let uri = Uri::from_parts(uri_parts)
             .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("path: {e}")))?;
 
         let mut headers = head.headers;

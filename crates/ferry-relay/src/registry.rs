@@ -5,8 +5,8 @@
 //! when one attaches.
 
 use crate::dispatch::TunnelSender;
+use crate::TenantMap;
 use ferry_proto::{TargetName, TenantName};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -155,17 +155,19 @@ pub(crate) struct NewTunnel {
 /// Every tenant's tunnels on this node.
 #[derive(Default)]
 pub struct Registry {
-    tenants: Mutex<HashMap<TenantName, Arc<TenantTunnels>>>,
+    tenants: Mutex<TenantMap<Arc<TenantTunnels>>>,
     next_id: AtomicU64,
 }
 
 impl Registry {
     /// The tenant's entry, created empty on first use.
     pub fn tenant(&self, tenant: &TenantName) -> Arc<TenantTunnels> {
-        lock(&self.tenants)
-            .entry(tenant.clone())
-            .or_default()
-            .clone()
+        let mut tenants = lock(&self.tenants);
+        // looked up first: the entry API would clone the name on every request
+        if let Some(entry) = tenants.get(tenant) {
+            return entry.clone();
+        }
+        tenants.entry(tenant.clone()).or_default().clone()
     }
 
     /// The tenant's entry if it has one.

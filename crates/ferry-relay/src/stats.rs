@@ -6,6 +6,7 @@
 //! is slow or down, the request log buffer is bounded and drops (and counts) the overflow; statistics of the
 //! current and last minutes stay in memory until a write succeeds.
 
+use crate::TenantMap;
 use ferry_proto::TenantName;
 use ferry_store::{RequestLogEntry, StatsRecord, Store, StoreError, LATENCY_BUCKETS_MS};
 use std::collections::HashMap;
@@ -40,6 +41,9 @@ pub struct LogDetails {
     pub client_addr: String,
 }
 
+/// One tenant's minutes by their start (Unix seconds).
+type MinuteMap = HashMap<i64, Minute, foldhash::fast::RandomState>;
+
 /// One tenant's minute, and whether it changed since it was last written.
 struct Minute {
     record: StatsRecord,
@@ -49,7 +53,7 @@ struct Minute {
 /// The node's counters.
 pub struct Stats {
     /// By tenant, then minute: a request finds its counters without allocating a key.
-    minutes: Mutex<HashMap<TenantName, HashMap<i64, Minute>>>,
+    minutes: Mutex<TenantMap<MinuteMap>>,
     log_enabled: bool,
     log: Mutex<Vec<RequestLogEntry>>,
     log_dropped: AtomicU64,
@@ -71,7 +75,7 @@ pub fn latency_bucket(latency: Duration) -> usize {
 impl Stats {
     pub fn new(log_enabled: bool) -> Self {
         Self {
-            minutes: Mutex::new(HashMap::new()),
+            minutes: Mutex::new(TenantMap::default()),
             log_enabled,
             log: Mutex::new(Vec::new()),
             log_dropped: AtomicU64::new(0),

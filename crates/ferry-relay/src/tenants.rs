@@ -4,10 +4,10 @@
 //! The cache is refreshed by the relay's watcher (`crate::watch`) every few seconds for every tenant in it, and
 //! invalidated at once when the management API on this node changes a tenant.
 
+use crate::TenantMap;
 use ferry_config::RelaySettings;
 use ferry_proto::{TenantName, TenantSettings};
 use ferry_store::{Store, StoreError};
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ pub(crate) struct Known {
 /// created on another node is usable at once.
 #[derive(Default)]
 pub(crate) struct TenantCache {
-    entries: Mutex<HashMap<TenantName, Known>>,
+    entries: Mutex<TenantMap<Known>>,
 }
 
 /// What a refresh found for one tenant.
@@ -132,7 +132,7 @@ impl TenantCache {
         self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantName, Known>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TenantMap<Known>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
