@@ -115,7 +115,8 @@ pub(crate) struct Timeouts {
 /// The per-stream service: shared by every stream of every tunnel of the process (one connection pool).
 pub(crate) struct Relay {
     tenant: String,
-    targets: HashMap<String, Target>,
+    /// By name; looked up on every request (names come from this connector's config: foldhash, not SipHash).
+    targets: HashMap<String, Target, foldhash::fast::RandomState>,
     /// HTTP/1.1, or HTTP/2 when an https target offers it (ALPN).
     client: TargetClient,
     /// HTTP/1.1 only: upgrades.
@@ -258,21 +259,21 @@ impl Relay {
         if req.headers().contains_key(CONTROL) && !req.headers().contains_key(TARGET) {
             return self.control(req, &request_id).await;
         }
-        let target_name = req
-            .headers()
-            .get(TARGET)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let response = match self.targets.get(&target_name) {
-            None => error_response(
+        // the target by the name the node sent, looked up without copying the name (only an unknown one is kept,
+        // for the error)
+        let found = match req.headers().get(TARGET).and_then(|v| v.to_str().ok()) {
+            Some(name) => self.targets.get(name).ok_or_else(|| name.to_owned()),
+            None => Err(String::new()),
+        };
+        let response = match found {
+            Err(ref unknown) => error_response(
                 &ErrorReply::new(
                     ErrorCode::UnknownTarget,
-                    format!("this connector has no target {target_name:?}"),
+                    format!("this connector has no target {unknown:?}"),
                 ),
                 &request_id,
             ),
-            Some(target) => {
+            Ok(target) => {
                 let protocol = req
                     .extensions_mut()
                     .remove::<hyper::ext::Protocol>()
@@ -282,6 +283,10 @@ impl Relay {
                     None => self.forward(target, req, &request_id).await,
                 }
             }
+        };
+        let target_name = match &found {
+            Ok(target) => target.name.as_str(),
+            Err(unknown) => unknown.as_str(),
         };
         tracing::debug!(
             tenant = %self.tenant,
@@ -488,8 +493,14 @@ fn target_request(
     let mut headers = parts.headers;
     clean_request_headers(&mut headers);
     headers.insert(HOST, host);
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID, value);
+    // the node's `x-request-id` is nearly always the id already: then it stays as it is
+    let has_id = headers
+        .get(X_REQUEST_ID)
+        .is_some_and(|v| v.as_bytes() == request_id.as_bytes());
+    if !has_id {
+        if let Ok(value) = HeaderValue::from_str(request_id) {
+            headers.insert(X_REQUEST_ID, value);
+        }
     }
     let mut out = Request::new(());
     *out.method_mut() = parts.method;

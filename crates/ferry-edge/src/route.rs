@@ -79,6 +79,8 @@ struct Specificity {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Whether any route matches on host: if none does, a request's host is not worked out (two allocations).
+    by_host: bool,
 }
 
 /// The request facts routing looks at.
@@ -100,7 +102,8 @@ impl RouteTable {
             .enumerate()
             .map(|(i, r)| compile_route(i, r, config))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { routes })
+        let by_host = routes.iter().any(|r| !r.hosts.is_empty());
+        Ok(Self { routes, by_host })
     }
 
     pub fn len(&self) -> usize {
@@ -151,7 +154,15 @@ impl RouteTable {
 
     /// Routing for a request: its host (`:authority` or `Host`), path, method and headers.
     pub fn find_request<B>(&self, req: &Request<B>) -> Option<usize> {
-        let host = request_host(req);
+        // runs on every request, also on a node without gateway routes
+        if self.routes.is_empty() {
+            return None;
+        }
+        let host = if self.by_host {
+            request_host(req)
+        } else {
+            None
+        };
         self.find(&RouteInput {
             host: host.as_deref(),
             path: req.uri().path(),

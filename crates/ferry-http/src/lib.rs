@@ -129,14 +129,12 @@ pub fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
 /// values: framing a proxy must refuse (request smuggling).
 pub fn has_ambiguous_framing<B>(req: &Request<B>) -> bool {
     let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return true;
-    }
+    // both cases need a `Content-Length`: most requests (GETs) have none and cost one lookup
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    match lengths.next() {
-        Some(first) => lengths.any(|v| v != first),
-        None => false,
-    }
+    let Some(first) = lengths.next() else {
+        return false;
+    };
+    h.contains_key(header::TRANSFER_ENCODING) || lengths.any(|v| v != first)
 }
 
 #[cfg(test)]
