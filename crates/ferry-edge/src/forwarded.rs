@@ -167,6 +167,19 @@ mod tests {
     }
 
     #[test]
+    fn every_forged_value_goes_and_a_forged_host_too_when_the_request_names_none() {
+        let mut h = forged();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
+        h.append(FORWARDED, HeaderValue::from_static("for=5.6.7.8"));
+        set_forwarding(&mut h, &client("192.0.2.7:5000"), None, false);
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(h.get_all(FORWARDED).iter().count(), 1);
+        assert_eq!(h[FORWARDED], "for=192.0.2.7;proto=https");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+    }
+
+    #[test]
     fn trusted_proxies_are_extended() {
         let trusted = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).expect("parse");
         assert!(trusted.contains("10.1.2.3".parse().expect("ip")));

@@ -115,7 +115,23 @@ mod tests {
             Some(&HeaderValue::from_static("example.com")),
         );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "example.com");
+    }
+
+    #[test]
+    fn a_forged_host_goes_when_the_request_names_none() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        h.append(X_FORWARDED_HOST, HeaderValue::from_static("evil2.example"));
+        let client = ClientInfo {
+            remote_addr: "127.0.0.1:5000".parse().expect("addr"),
+            tls: true,
+        };
+        set_forwarded(&mut h, &client, None);
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
     }
 }
