@@ -31,13 +31,38 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         idle: Duration,
-        // made when the body first has to wait: most small bodies never do, and a timer costs a clock read and
-        // a runtime handle even before it is polled
-        idle_sleep: Option<Pin<Box<Sleep>>>,
+        idle_sleep: LazySleep,
         waiting: bool,
-        total: Option<(Duration, Pin<Box<Sleep>>)>,
+        // the overall limit, the instant it passes, and its timer
+        total: Option<(Duration, Instant, LazySleep)>,
         // set when this is a client's request body and its idle timeout cut it
         client_idle: Option<Arc<AtomicBool>>,
+    }
+}
+
+/// A timer made when a body first has to wait: most small bodies never do, and a timer reads the clock and the
+/// runtime handle as soon as it is made, polled or not.
+#[derive(Default)]
+struct LazySleep(Option<Pin<Box<Sleep>>>);
+
+impl LazySleep {
+    fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Set (or move) the timer to `at`.
+    fn set(&mut self, at: Instant) {
+        match self.0.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Whether the time set has come; a timer never set never fires.
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -46,9 +71,9 @@ impl<B> TimedBody<B> {
         Self {
             inner,
             idle,
-            idle_sleep: None,
+            idle_sleep: LazySleep::default(),
             waiting: false,
-            total: total.map(|(d, at)| (d, Box::pin(tokio::time::sleep_until(at)))),
+            total: total.map(|(d, at)| (d, at, LazySleep::default())),
             client_idle: None,
         }
     }
@@ -86,22 +111,17 @@ where
                 if !*this.waiting {
                     // the wait for the next frame starts now
                     *this.waiting = true;
-                    let at = Instant::now() + *this.idle;
-                    match this.idle_sleep.as_mut() {
-                        Some(sleep) => sleep.as_mut().reset(at),
-                        None => *this.idle_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
-                    }
+                    this.idle_sleep.set(Instant::now() + *this.idle);
                 }
-                if let Some((d, sleep)) = this.total.as_mut() {
-                    if sleep.as_mut().poll(cx).is_ready() {
+                if let Some((d, at, sleep)) = this.total.as_mut() {
+                    if !sleep.is_set() {
+                        sleep.set(*at);
+                    }
+                    if sleep.poll_elapsed(cx) {
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout::Total(*d)))));
                     }
                 }
-                let idle_over = this
-                    .idle_sleep
-                    .as_mut()
-                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                if idle_over {
+                if this.idle_sleep.poll_elapsed(cx) {
                     let err = match this.client_idle {
                         Some(flag) => {
                             flag.store(true, Ordering::Release);
