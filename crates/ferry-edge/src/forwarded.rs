@@ -46,11 +46,12 @@ const X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
 /// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `client` that named `host`
 /// (`Host` or `:authority`, port included). `trusted`: the client is a known front proxy.
 ///
-/// On every proxied request: the values are built with one allocation each and no `format!`.
+/// On every proxied request: no `format!`, and from an untrusted client two allocations (the address text, which
+/// becomes `X-Forwarded-For`, and the `Forwarded` element); `X-Forwarded-Host` shares the `Host` value's bytes.
 pub fn set_forwarding(
     headers: &mut HeaderMap,
     client: &ClientInfo,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
     trusted: bool,
 ) {
     let ip = client.remote_addr.ip();
@@ -69,25 +70,18 @@ pub fn set_forwarding(
     };
     let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
     let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
+    // only a host of visible ASCII is passed on
+    let host = host.filter(|h| h.to_str().is_ok());
     // `insert` replaces every value a name had, so a header that is set anew is not removed first.
     headers.remove(X_REAL_IP);
     if !keep_proto {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
     }
     if !keep_host {
-        ferry_http::forwarded::replace(
-            headers,
-            X_FORWARDED_HOST,
-            host.and_then(|h| HeaderValue::from_str(h).ok()),
-        );
+        ferry_http::forwarded::replace(headers, X_FORWARDED_HOST, host.cloned());
     }
-    ferry_http::forwarded::replace(
-        headers,
-        X_FORWARDED_FOR,
-        ferry_http::forwarded::chain_value(xff_chain, &ip_text),
-    );
     // Forwarded (RFC 7239): for=<ip>;proto=<scheme>[;host="<host>"], an IPv6 address quoted in brackets.
-    let host = host.filter(|h| {
+    let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
         h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     });
@@ -114,6 +108,12 @@ pub fn set_forwarding(
         element.push('"');
     }
     ferry_http::forwarded::replace(headers, FORWARDED, HeaderValue::try_from(element).ok());
+    // last: the address text becomes the value itself when there is no chain to extend
+    ferry_http::forwarded::replace(
+        headers,
+        X_FORWARDED_FOR,
+        ferry_http::forwarded::chain_value(xff_chain, ip_text),
+    );
 }
 
 /// Remove the client-certificate header family (`X-SSL-Client-*`, `X-SSL-Protocol`, `X-Forwarded-Client-Cert`,
@@ -153,7 +153,7 @@ mod tests {
         set_forwarding(
             &mut h,
             &client("192.0.2.7:5000"),
-            Some("www.example.com"),
+            Some(&HeaderValue::from_static("www.example.com")),
             false,
         );
         assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_is_not_visible_ascii_is_not_passed_on() {
+        let mut h = forged();
+        let host =
+            HeaderValue::from_bytes(b"caf\xc3\xa9.example").expect("obs-text is a valid value");
+        set_forwarding(&mut h, &client("192.0.2.7:5000"), Some(&host), false);
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+        assert_eq!(h[FORWARDED], "for=192.0.2.7;proto=https");
+        let quoted = HeaderValue::from_static("a\"b.example");
+        set_forwarding(&mut h, &client("192.0.2.7:5000"), Some(&quoted), false);
+        assert_eq!(h[X_FORWARDED_HOST], "a\"b.example");
+        assert_eq!(h[FORWARDED], "for=192.0.2.7;proto=https");
+    }
+
+    #[test]
     fn trusted_proxies_are_extended() {
         let trusted = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).expect("parse");
         assert!(trusted.contains("10.1.2.3".parse().expect("ip")));
@@ -189,7 +203,7 @@ mod tests {
         set_forwarding(
             &mut h,
             &client("10.0.0.9:5000"),
-            Some("www.example.com"),
+            Some(&HeaderValue::from_static("www.example.com")),
             true,
         );
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");

@@ -201,12 +201,14 @@ pub(crate) async fn forward(
     let upgrade = ferry_http::upgrade_protocol(&req)
         .and_then(|_| req.headers().get(header::UPGRADE).cloned());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    // the Host value shares the request's buffer: a copy of it costs no allocation
+    let host = match req.headers().get(header::HOST) {
+        Some(v) => Some(v.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     let hash_key: Option<Vec<u8>> = match &pool.hash_on {
         Some(HashOn::Header(n)) => req.headers().get(n).map(|v| v.as_bytes().to_vec()),
         Some(HashOn::Cookie(c)) => cookie_value(req.headers(), c).map(|v| v.as_bytes().to_vec()),
@@ -221,9 +223,11 @@ pub(crate) async fn forward(
         .and_then(|token| pool.sticky_server(token));
     let target = {
         let path = route.forward_path(req.uri().path());
-        let pq = match req.uri().query() {
-            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-            None => PathAndQuery::try_from(path.as_ref()),
+        let pq = match (req.uri().path_and_query(), req.uri().query()) {
+            // an unchanged path: the request's own, shared rather than copied and parsed again
+            (Some(pq), _) if *path == *req.uri().path() => Ok(pq.clone()),
+            (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")),
+            (_, None) => PathAndQuery::try_from(path.as_ref()),
         };
         match pq {
             Ok(pq) => pq,
@@ -246,8 +250,8 @@ pub(crate) async fn forward(
         headers.insert(header::UPGRADE, proto.clone());
     }
     if !headers.contains_key(header::HOST) {
-        if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(header::HOST, v);
+        if let Some(v) = &host {
+            headers.insert(header::HOST, v.clone());
         }
     }
     let from_trusted = trusted.contains(client.remote_addr.ip());
@@ -255,34 +259,35 @@ pub(crate) async fn forward(
         strip_client_cert_headers(&mut headers, &table.cert_family);
         route.cert_headers.apply(&mut headers, tls.as_deref());
     }
-    set_forwarding(&mut headers, &client, host.as_deref(), from_trusted);
+    set_forwarding(&mut headers, &client, host.as_ref(), from_trusted);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
-    let body_empty = body.is_end_stream();
     let idempotent = is_idempotent(&parts.method);
-    let (body, exceeded) = match route.max_body_size {
-        Some(limit) => {
-            let (b, flag) = SizeLimited::new(body, limit);
-            (b.boxed_unsync(), Some(flag))
-        }
-        None => (
-            body.map_err(|e| -> ferry_http::BoxError { Box::new(e) })
-                .boxed_unsync(),
-            None,
-        ),
-    };
     let timeouts = pool.timeouts;
-    // a client that stops sending its body mid-way is cut after the pool's idle timeout
-    let (body, client_idle) = if body_empty {
-        (body, None)
+    // A request without a body (nearly every GET) needs no limit, no idle timer and nothing to hand over to a
+    // retry: each attempt sends an empty body of its own.
+    let (body, exceeded, client_idle) = if body.is_end_stream() {
+        (None, None, None)
     } else {
-        let (b, flag) = TimedBody::request(body, timeouts.idle);
-        (b.boxed_unsync(), Some(flag))
+        let (body, exceeded) = match route.max_body_size {
+            Some(limit) => {
+                let (b, flag) = SizeLimited::new(body, limit);
+                (b.boxed_unsync(), Some(flag))
+            }
+            None => (
+                body.map_err(|e| -> ferry_http::BoxError { Box::new(e) })
+                    .boxed_unsync(),
+                None,
+            ),
+        };
+        // a client that stops sending its body mid-way is cut after the pool's idle timeout
+        let (body, client_idle) = TimedBody::request(body, timeouts.idle);
+        // The body stays reclaimable until the upstream connection first reads it: after a failed connect, an
+        // idempotent request goes to the next server with its body intact.
+        let body = Arc::new(std::sync::Mutex::new(Some(body.boxed_unsync())));
+        (Some(body), exceeded, Some(client_idle))
     };
-    // The body stays reclaimable until the upstream connection first reads it: after a failed connect, an
-    // idempotent request goes to the next server with its body intact.
-    let body = Arc::new(std::sync::Mutex::new(Some(body)));
     let deadline = timeouts.total.map(|t| (t, started + t));
     let head_wait = match timeouts.total {
         Some(t) => timeouts.header.min(t),
@@ -305,7 +310,10 @@ pub(crate) async fn forward(
         };
         tried.push(i);
         let server = pool.servers()[i].clone();
-        let mut out = Request::new(Reclaimable::new(body.clone()).boxed_unsync());
+        let mut out = Request::new(match &body {
+            Some(body) => Reclaimable::new(body.clone()).boxed_unsync(),
+            None => ferry_http::empty(),
+        });
         *out.method_mut() = parts.method.clone();
         *out.uri_mut() = Uri::from(target.clone());
         // a copy only while another attempt may follow
@@ -368,7 +376,9 @@ pub(crate) async fn forward(
                 let connect = e.is_connect();
                 pool.record_failure(i);
                 let why = chain(&e);
-                let unsent = body.lock().is_ok_and(|slot| slot.is_some());
+                let unsent = body
+                    .as_ref()
+                    .is_none_or(|body| body.lock().is_ok_and(|slot| slot.is_some()));
                 if connect && idempotent && unsent && tried.len() < max_attempts {
                     tracing::info!(request_id, pool = pool.name, server = %server.authority, "upstream connect failed, retrying on another server: {why}");
                     continue;

@@ -15,7 +15,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<
     replace(
         headers,
         X_FORWARDED_FOR,
-        chain_value(chain, &ip_text(client.remote_addr.ip())),
+        chain_value(chain, ip_text(client.remote_addr.ip())),
     );
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
     replace(headers, X_FORWARDED_HOST, host.cloned());
@@ -71,12 +71,13 @@ pub fn joined(headers: &HeaderMap, name: &HeaderName) -> String {
     out
 }
 
-/// `chain, last` (or `last` alone when `chain` is empty) as a header value, built in `chain`'s buffer.
-pub fn chain_value(mut chain: String, last: &str) -> Option<HeaderValue> {
-    if !chain.is_empty() {
-        chain.push_str(", ");
+/// `chain, last` as a header value, built in `chain`'s buffer; `last` itself when `chain` is empty.
+pub fn chain_value(mut chain: String, last: String) -> Option<HeaderValue> {
+    if chain.is_empty() {
+        return HeaderValue::try_from(last).ok();
     }
-    chain.push_str(last);
+    chain.push_str(", ");
+    chain.push_str(&last);
     HeaderValue::try_from(chain).ok()
 }
 

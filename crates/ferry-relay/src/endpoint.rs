@@ -20,6 +20,7 @@ use ferry_tunnel::TunnelOptions;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -279,6 +280,12 @@ impl Relay {
             *r.method_mut() = Method::CONNECT;
             r.extensions_mut()
                 .insert(hyper::ext::Protocol::from(protocol.as_str()));
+            r
+        } else if body.is_end_stream() {
+            // nothing to count or limit (nearly every GET): no body to wrap and box
+            exceeded = None;
+            let mut r = Request::new(ferry_http::empty());
+            *r.method_mut() = head.method;
             r
         } else {
             let body = ferry_http::Counted::new(body, meter.bytes_in.clone());
