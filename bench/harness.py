@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Ferry benchmark harness: started by bench/run.sh (which installs the tools and builds Ferry).
 
-Starts an nginx origin, nginx as a reverse proxy, rathole (server + client) and Ferry (serve + connector) on
-loopback, measures every path with the same loads in the same run (interleaved per workload), the RSS and CPU
-time of each system's own processes, idle connector memory, and writes bench/results/<timestamp>.md.
+Starts an nginx origin, nginx as a reverse proxy, rathole (server + client), Ferry (serve + connector, and a
+gateway) and the hyper floors (bench/floor: a proxy, and a relay node + connector) on loopback, measures every path
+with the same loads in the same run (interleaved per workload), the RSS and CPU time of each system's own
+processes, idle connector memory, and writes bench/results/<timestamp>.md.
 """
 
 import argparse
@@ -25,6 +26,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 MiB = 1 << 20
 ROOT = os.geteuid() == 0
+# The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies.
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "gateway", "floor")
 
 
 def free_port():
@@ -126,6 +129,13 @@ def wait_for(cond, timeout, what):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def listening(port):
+    """Whether something listens on 127.0.0.1:port (/proc/net/tcp, state 0A): a probe connection would be taken
+    for a client by the floor's relay connector, which would log its failed HTTP/2 handshake."""
+    with open("/proc/net/tcp") as f:
+        return any(l.split()[1] == f"0100007F:{port:04X}" and l.split()[3] == "0A" for l in list(f)[1:])
 
 
 def http_get(url, timeout=3):
@@ -265,10 +275,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ferry", required=True)
-    ap.add_argument("--tools", required=True, help="JSON {wrk, oha, nginx, rathole}")
+    ap.add_argument("--tools", required=True, help="JSON {wrk, oha, nginx, rathole, floor}")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
-    ap.add_argument("--paths", default="direct,nginx,rathole,ferry,ferry1,gateway",
-                    help="comma-separated subset of direct,nginx,rathole,ferry,ferry1,gateway (for profiling runs)")
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help="comma-separated subset of " + ",".join(PATHS) + " (for profiling runs)")
     ap.add_argument("--loads", default="small_c64,k1_c64,small_c1,get10m,post10m",
                     help="comma-separated subset of the workloads")
     ap.add_argument("--secs", type=int, help="seconds per load (default 5, 2 with --quick)")
@@ -381,7 +391,36 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     wait_for(lambda: http_get(gw_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry gateway")
     systems["gateway"] = {"label": "ferry gateway", "base": gw_url, "pids": lambda: [fg.pid]}
 
-    order = [k for k in ("direct", "nginx", "rathole", "ferry", "ferry1", "gateway") if k in systems and k in a.paths]
+    # --- the floors (bench/floor, built by bench/run.sh): a bare hyper proxy in front of the origin, and a bare
+    # relay (the node dials the connector's tunnel address, so the connector starts first). A floor that does not
+    # start is left out, with a warning, like a tool that could not be installed.
+    floor_procs = []
+    if tools.get("floor"):
+        try:
+            pf = free_port()
+            ff = P.start("floor-proxy", [tools["floor"], "proxy", f"127.0.0.1:{pf}", f"127.0.0.1:{po}"])
+            floor_procs.append(ff)
+            floor_url = f"http://127.0.0.1:{pf}"
+            wait_for(lambda: http_get(floor_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor proxy")
+            systems["floor"] = {"label": "hyper floor proxy", "base": floor_url, "pids": lambda: [ff.pid]}
+        except Exception as e:  # noqa: BLE001
+            log(f"WARNING: the floor proxy did not start ({e}); its column is left out")
+        try:
+            pfn, pft = free_port(), free_port()
+            ffc = P.start("floor-connector", [tools["floor"], "relay-connector", f"127.0.0.1:{pft}",
+                                              f"127.0.0.1:{po}"])
+            floor_procs.append(ffc)
+            wait_for(lambda: listening(pft), 20, "floor relay connector")
+            ffn = P.start("floor-node", [tools["floor"], "relay-node", f"127.0.0.1:{pfn}", f"127.0.0.1:{pft}"])
+            floor_procs.append(ffn)
+            floor_relay_url = f"http://127.0.0.1:{pfn}"
+            wait_for(lambda: http_get(floor_relay_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor relay")
+            systems["floor-relay"] = {"label": "hyper floor relay (node + connector)", "base": floor_relay_url,
+                                      "pids": lambda: [ffn.pid, ffc.pid]}
+        except Exception as e:  # noqa: BLE001
+            log(f"WARNING: the floor relay did not start ({e}); its column is left out")
+
+    order = [k for k in PATHS if k in systems and k in a.paths]
     for k in [k for k in systems if k not in order]:
         del systems[k]
     time.sleep(1)
@@ -393,7 +432,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
     checks = []
-    for k in [k for k in ("direct", "ferry", "gateway") if k in order]:
+    for k in [k for k in ("direct", "ferry", "gateway", "floor-relay", "floor") if k in order]:
         t0 = time.monotonic()
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
                             "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
@@ -443,8 +482,21 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
             lines = f.readlines()
         ferry_log_issues[n] = {"WARN": sum(" WARN " in x for x in lines), "ERROR": sum(" ERROR " in x for x in lines),
                                "sample": [x.strip()[:240] for x in lines if " WARN " in x or " ERROR " in x][:5]}
-    # Free the relays before the idle-connector test.
-    for p in (fc, fs, fc1, fs1, fg):
+    # The floors log nothing but failed connections ("connection: ..." on stderr). wrk ends each run by closing its
+    # connections with requests in flight: hyper reports those as "closed before message completed".
+    for n in ("floor-proxy", "floor-node", "floor-connector"):
+        try:
+            with open(os.path.join(work, n + ".err")) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        other = [x for x in lines if "closed before message completed" not in x]
+        if lines:
+            checks.append(f"{n} stderr: {len(lines) - len(other)} connections closed by the client mid-request (wrk "
+                          f"ends each run so), {len(other)} other errors"
+                          + "".join(f"\n  - `{x[:240]}`" for x in other[:3]))
+    # Free the relays (the floors too) before the idle-connector test.
+    for p in (fc, fs, fc1, fs1, fg, *floor_procs):
         P.stop(p)
     idle = [idle_connectors(a, work, P, n) for n in idle_ns]
 
@@ -506,12 +558,18 @@ def fmt(v, unit="", d=0):
     return f"{v:,.{d}f}{unit}"
 
 
+FLOOR_NOTE = ("The hyper floors are bench/floor: a bare hyper pass-through on the same crates and allocator as Ferry "
+              "(tokio, hyper, jemalloc), with no routing, header rules, timeouts, request ids, limits or statistics: "
+              "the least any proxy (\"hyper floor proxy\", the gateway's shape: HTTP/1.1 in and out) or relay "
+              "(\"hyper floor relay\": HTTP/1.1 in, one HTTP/2 connection between node and connector, HTTP/1.1 out) "
+              "built on hyper spends. They are references, not competitors and not targets.")
+
+
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
     cols = order + ["cluster"]
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
-             "ferry1": "Ferry relay, 1 thread each", "gateway": "Ferry gateway",
-             "cluster": "Ferry cross-node (NATS)"}
-    lower_better = set()
+             "ferry1": "Ferry relay, 1 thread each", "floor-relay": "hyper floor relay (node + connector)",
+             "gateway": "Ferry gateway", "floor": "hyper floor proxy", "cluster": "Ferry cross-node (NATS)"}
 
     def metric(k, wk, key):
         r = systems[k]["res"].get(wk, {})
@@ -550,7 +608,9 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
                f"1 s warm-up; run took {elapsed:.0f} s.\n")
     out.append("Cells: value (ratio to direct). CPU and memory are summed over each system's own processes "
                "(direct: the origin nginx; nginx proxy: its master + workers; rathole: server + client; Ferry: "
-               "serve + connector), not the origin or the load generator.\n")
+               "serve + connector; hyper floor proxy: its one process; hyper floor relay: node + connector), not "
+               "the origin or the load generator.\n")
+    out.append(FLOOR_NOTE + "\n")
     out.append("| metric | " + " | ".join(heads[c] for c in cols) + " |")
     out.append("|---" * (len(cols) + 1) + "|")
 
@@ -615,6 +675,8 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
             out.append(f"- idle {r['n']}: tunnel errors {r['tool']['errors']}")
 
     out.append("\n## Targets\n")
+    out.append("Rows marked \"(reference, not a target)\" set the hyper floors (above) against nginx, rathole and "
+               "Ferry; they are neither met nor missed.\n")
     out += targets(systems, order, idle, metric)
     return "\n".join(out) + "\n"
 
@@ -622,7 +684,9 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
 def targets(systems, order, idle, metric):
     res = []
 
-    def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit="", ours="ferry", theirs="rathole"):
+    names = {"floor": "floor proxy", "floor-relay": "floor relay"}
+
+    def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit="", ours="ferry", theirs="rathole", reference=False):
         if theirs not in systems or ours not in systems:
             res.append(f"| {name} | not measurable ({theirs if theirs not in systems else ours} missing) |")
             return
@@ -634,8 +698,9 @@ def targets(systems, order, idle, metric):
             res.append(f"| {name} | not measurable (a run failed) |")
             return
         met = fv >= factor * rv if ok_if_ge else fv <= factor * rv
-        res.append(f"| {name} | {'met' if met else 'missed'}: Ferry {fv:,.3g}{unit} vs {theirs} {rv:,.3g}{unit} "
-                   f"({fv / rv:.2f}×) |")
+        verdict = "reference" if reference else "met" if met else "missed"
+        res.append(f"| {name} | {verdict}: {names.get(ours, 'Ferry')} {fv:,.3g}{unit} vs {names.get(theirs, theirs)} "
+                   f"{rv:,.3g}{unit} ({fv / rv:.2f}×) |")
 
     res.append("| target | result |")
     res.append("|---|---|")
@@ -654,6 +719,21 @@ def targets(systems, order, idle, metric):
         False, unit=" µs", **one)
     cmp("CPU per GB (10 MiB GET) ≤ rathole", ("get10m", "cpu_ms_gb"), ("get10m", "cpu_ms_gb"), False, unit=" ms")
     cmp("CPU per GB (10 MiB POST) ≤ rathole", ("post10m", "cpu_ms_gb"), ("post10m", "cpu_ms_gb"), False, unit=" ms")
+    # Not targets either: the hyper floor relay (bench/floor) against rathole, and Ferry's relay against the floor,
+    # for how much of the gap to rathole any relay built on hyper would have, and how much is Ferry's own.
+    ref = "(reference, not a target)"
+    fr = {"ours": "floor-relay", "reference": True}
+    cmp(f"{ref} hyper floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
+        **fr)
+    cmp(f"{ref} hyper floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **fr)
+    cmp(f"{ref} hyper floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **fr)
+    vf = {"theirs": "floor-relay", "reference": True}
+    cmp(f"{ref} Ferry relay vs floor relay: req/s (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
+        **vf)
+    cmp(f"{ref} Ferry relay vs floor relay: CPU per request", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **vf)
     gw = {"ours": "gateway", "theirs": "nginx"}
     cmp("gateway req/s ≥ 1.0× nginx (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"), **gw)
     cmp("gateway p99 ≤ nginx's (small GET, c=64)", ("small_c64", "p99_ms"), ("small_c64", "p99_ms"), False,
@@ -664,6 +744,18 @@ def targets(systems, order, idle, metric):
         unit=" ms", **gw)
     cmp("gateway 10 MiB GET ≥ 1.0× nginx", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s", **gw)
     cmp("gateway 10 MiB POST ≥ 1.0× nginx", ("post10m", "mibps"), ("post10m", "mibps"), unit=" MiB/s", **gw)
+    fp = {"ours": "floor", "theirs": "nginx", "reference": True}
+    cmp(f"{ref} hyper floor proxy req/s vs nginx (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
+        **fp)
+    cmp(f"{ref} hyper floor proxy CPU per request vs nginx", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **fp)
+    cmp(f"{ref} hyper floor proxy c=1 p50 vs nginx", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **fp)
+    vp = {"ours": "gateway", "theirs": "floor", "reference": True}
+    cmp(f"{ref} Ferry gateway vs floor proxy: req/s (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
+        **vp)
+    cmp(f"{ref} Ferry gateway vs floor proxy: CPU per request", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **vp)
     if "ferry" in systems:
         fs_pid = next(iter(systems["ferry"]["idle_rss"]))
         v = systems["ferry"]["idle_rss"][fs_pid] / 1024

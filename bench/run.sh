@@ -3,8 +3,12 @@
 #   bench/run.sh            full run (< 10 min): every path, every load 5 s, 1,000 and 10,000 idle connectors
 #   bench/run.sh --quick    smoke run (~2 min): loads of 2 s, 1,000 idle connectors
 #   bench/run.sh --no-build use target/release/ferry as it is (FERRY_BIN=... to point elsewhere)
-#   --paths direct,nginx,rathole,ferry,ferry1,gateway / --loads small_c64,k1_c64,small_c1,get10m,post10m / --secs N /
-#   --no-idle: a subset, for profiling runs
+#   --paths direct,nginx,rathole,ferry,ferry1,floor-relay,gateway,floor /
+#   --loads small_c64,k1_c64,small_c1,get10m,post10m / --secs N / --no-idle: a subset, for profiling runs
+# floor-relay and floor are the hyper floors (bench/floor: bare hyper pass-throughs, a relay node + connector and a
+# proxy), references beside rathole and the Ferry relay, and beside nginx and the Ferry gateway. bench/floor is built
+# on every run, --no-build or not (cargo skips it when fresh; FLOOR_BIN=... to use another binary); if it does not
+# build, its two columns are left out.
 # Installs what it lacks: nginx and wrk (Debian), oha and rathole (crates.io, into bench/.tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +55,18 @@ fi
 FERRY="${FERRY_BIN:-$PWD/target/release/ferry}"
 [ -x "$FERRY" ] || { echo "[bench] no ferry binary at $FERRY" >&2; exit 1; }
 
+if [ -n "${FLOOR_BIN:-}" ]; then
+  FLOOR="$FLOOR_BIN"
+elif (cd bench/floor && cargo build --release >&2); then
+  FLOOR="$PWD/bench/floor/target/release/ferry-bench-floor"
+else
+  FLOOR=""
+fi
+if [ -z "$FLOOR" ] || [ ! -x "$FLOOR" ]; then
+  echo "[bench] WARNING: no floor binary (bench/floor did not build, or FLOOR_BIN is wrong); its rows will be missing" >&2
+  FLOOR=""
+fi
+
 # 10,000 idle tunnels need 10,000+ descriptors in the node and in the load tool.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
@@ -59,4 +75,4 @@ fi
 
 # Every load is bounded by the harness; the whole run is bounded here too.
 exec timeout -k 10 900 python3 bench/harness.py $QUICK ${PASS[@]+"${PASS[@]}"} --ferry "$FERRY" \
-  --tools "{\"wrk\":\"$(command -v wrk)\",\"oha\":\"$(command -v oha)\",\"nginx\":\"$NGINX\",\"rathole\":\"$RATHOLE\"}"
+  --tools "{\"wrk\":\"$(command -v wrk)\",\"oha\":\"$(command -v oha)\",\"nginx\":\"$NGINX\",\"rathole\":\"$RATHOLE\",\"floor\":\"$FLOOR\"}"
