@@ -50,7 +50,9 @@ fn failed(e: impl std::fmt::Display) -> Failed {
 
 const USAGE: &str = "usage: ferry-bench-floor proxy|relay-node|relay-connector LISTEN_ADDR NEXT_ADDR";
 
-#[tokio::main(worker_threads = 2)]
+// one worker thread per core, as Ferry's default; `TOKIO_WORKER_THREADS=1` for the one-thread comparisons of
+// docs/performance.md ("Worker threads")
+#[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or(USAGE)?;
