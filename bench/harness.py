@@ -26,8 +26,9 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 MiB = 1 << 20
 ROOT = os.geteuid() == 0
-# The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies.
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "gateway", "floor")
+# The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
+# (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "gateway", "floor", "nginx-fwd")
 
 
 def free_port():
@@ -198,7 +199,19 @@ def origin_conf(prefix, port, www):
 """)
 
 
-def proxy_conf(prefix, port, origin_port):
+# What Ferry's gateway adds to every request (docs/gateway.md), said in nginx's words: the forwarding headers and a
+# request id, which also goes back on the response.
+FERRY_HEADERS = r"""
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\"$http_host\"";
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id always;"""
+
+
+def proxy_conf(prefix, port, origin_port, ferry_headers=False):
+    extra = FERRY_HEADERS if ferry_headers else ""
     return nginx_conf(prefix, f"""
     upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
     server {{
@@ -212,7 +225,7 @@ def proxy_conf(prefix, port, origin_port):
             proxy_buffer_size 256k;
             proxy_buffers 4 256k;
             proxy_busy_buffers_size 256k;
-            client_body_buffer_size 256k;
+            client_body_buffer_size 256k;{extra}
             proxy_pass http://origin;
         }}
     }}
@@ -337,6 +350,18 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     systems = {}
     systems["direct"] = {"label": "direct (origin)", "base": direct, "pids": lambda: tree(origin.pid)}
     systems["nginx"] = {"label": "nginx proxy", "base": nginx_url, "pids": lambda: tree(proxy.pid)}
+
+    # --- the same nginx, adding the headers Ferry's gateway adds (a reference: what those headers cost nginx)
+    pnf = free_port()
+    nfd = os.path.join(work, "proxy-fwd")
+    os.makedirs(nfd)
+    with open(os.path.join(nfd, "nginx.conf"), "w") as f:
+        f.write(proxy_conf(nfd, pnf, po, ferry_headers=True))
+    proxy_fwd = P.start("nginx-proxy-fwd", [tools["nginx"], "-p", nfd, "-c", os.path.join(nfd, "nginx.conf")])
+    nginx_fwd_url = f"http://127.0.0.1:{pnf}"
+    wait_for(lambda: http_get(nginx_fwd_url + "/small")[0] == 200, 10, "nginx proxy with Ferry's headers")
+    systems["nginx-fwd"] = {"label": "nginx proxy, Ferry's headers", "base": nginx_fwd_url,
+                            "pids": lambda: tree(proxy_fwd.pid)}
 
     # --- rathole
     if tools.get("rathole"):
@@ -569,7 +594,8 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
     cols = order + ["cluster"]
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
              "ferry1": "Ferry relay, 1 thread each", "floor-relay": "hyper floor relay (node + connector)",
-             "gateway": "Ferry gateway", "floor": "hyper floor proxy", "cluster": "Ferry cross-node (NATS)"}
+             "gateway": "Ferry gateway", "floor": "hyper floor proxy",
+             "nginx-fwd": "nginx proxy, Ferry's headers", "cluster": "Ferry cross-node (NATS)"}
 
     def metric(k, wk, key):
         r = systems[k]["res"].get(wk, {})
@@ -607,7 +633,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
                f" GiB, {platform.platform()}; load average at the end {' '.join(load)}. Each load {secs} s after a "
                f"1 s warm-up; run took {elapsed:.0f} s.\n")
     out.append("Cells: value (ratio to direct). CPU and memory are summed over each system's own processes "
-               "(direct: the origin nginx; nginx proxy: its master + workers; rathole: server + client; Ferry: "
+               "(direct: the origin nginx; each nginx proxy: its master + workers; rathole: server + client; Ferry: "
                "serve + connector; hyper floor proxy: its one process; hyper floor relay: node + connector), not "
                "the origin or the load generator.\n")
     out.append(FLOOR_NOTE + "\n")
@@ -684,7 +710,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
 def targets(systems, order, idle, metric):
     res = []
 
-    names = {"floor": "floor proxy", "floor-relay": "floor relay"}
+    names = {"floor": "floor proxy", "floor-relay": "floor relay", "nginx-fwd": "nginx with Ferry's headers"}
 
     def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit="", ours="ferry", theirs="rathole", reference=False):
         if theirs not in systems or ours not in systems:
@@ -756,6 +782,16 @@ def targets(systems, order, idle, metric):
         **vp)
     cmp(f"{ref} Ferry gateway vs floor proxy: CPU per request", ("small_c64", "cpu_us_req"),
         ("small_c64", "cpu_us_req"), False, unit=" µs", **vp)
+    nf = {"ours": "nginx-fwd", "theirs": "nginx", "reference": True}
+    cmp(f"{ref} nginx with Ferry's headers vs nginx: req/s (small GET, c=64)", ("small_c64", "rps"),
+        ("small_c64", "rps"), **nf)
+    cmp(f"{ref} nginx with Ferry's headers vs nginx: CPU per request", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **nf)
+    vn = {"ours": "gateway", "theirs": "nginx-fwd", "reference": True}
+    cmp(f"{ref} Ferry gateway vs nginx with Ferry's headers: req/s (small GET, c=64)", ("small_c64", "rps"),
+        ("small_c64", "rps"), **vn)
+    cmp(f"{ref} Ferry gateway vs nginx with Ferry's headers: CPU per request", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **vn)
     if "ferry" in systems:
         fs_pid = next(iter(systems["ferry"]["idle_rss"]))
         v = systems["ferry"]["idle_rss"][fs_pid] / 1024
