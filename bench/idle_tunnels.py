@@ -24,7 +24,6 @@ until --hold seconds have passed *or* the file named by --stop-file exists.
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import struct
