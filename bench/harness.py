@@ -701,8 +701,8 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
             out.append(f"- idle {r['n']}: tunnel errors {r['tool']['errors']}")
 
     out.append("\n## Targets\n")
-    out.append("Rows marked \"(reference, not a target)\" set the hyper floors (above) against nginx, rathole and "
-               "Ferry; they are neither met nor missed.\n")
+    out.append("Rows marked \"(reference, not a target)\" set the hyper floors (above) and nginx with Ferry's "
+               "headers against nginx, rathole and Ferry; they are neither met nor missed.\n")
     out += targets(systems, order, idle, metric)
     return "\n".join(out) + "\n"
 
