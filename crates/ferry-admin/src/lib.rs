@@ -32,7 +32,7 @@ pub use auth::{
 };
 pub use client::{Client, ManagementError};
 pub use error::{ApiError, ErrorBody};
-pub use notify::{ChangeNotifier, NoopNotifier, RecordingNotifier};
+pub use notify::{ChangeNotifier, ClusterView, NoopNotifier, RecordingNotifier};
 pub use ops::{percentile, validate_settings, Admin};
 
 /// Default largest request body of the admin listener.
@@ -82,6 +82,12 @@ impl AdminApi {
     /// Tell `notifier` after each successful change.
     pub fn notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
         self.admin = self.admin.with_notifier(notifier);
+        self
+    }
+
+    /// Answer the nodes endpoint and live connections from the cluster's presence.
+    pub fn cluster_view(mut self, view: Arc<dyn ClusterView>) -> Self {
+        self.admin = self.admin.with_cluster_view(view);
         self
     }
 

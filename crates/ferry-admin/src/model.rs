@@ -374,7 +374,17 @@ pub struct NodeView {
     pub address: String,
     pub version: String,
     pub started_at: i64,
+    /// Unix seconds of the last heartbeat heard.
     pub heartbeat_at: i64,
+    /// The roles the node runs (`gateway`, `relay`, `management`, `worker`); empty when only the store knows it.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Whether the node is the cluster's active worker (it holds the worker lease).
+    #[serde(default)]
+    pub worker_active: bool,
+    /// Connector tunnels open on the node.
+    #[serde(default)]
+    pub connectors: u64,
 }
 
 impl From<NodeRecord> for NodeView {
@@ -385,6 +395,9 @@ impl From<NodeRecord> for NodeView {
             version: n.version,
             started_at: n.started_at,
             heartbeat_at: n.heartbeat_at,
+            roles: Vec::new(),
+            worker_active: false,
+            connectors: 0,
         }
     }
 }

@@ -15,6 +15,15 @@ pub trait ChangeNotifier: Send + Sync + 'static {
     fn secret_revoked(&self, tenant: &TenantName, secret_id: &str);
 }
 
+/// The cluster as the node sees it (presence on the bus), for the nodes endpoint and live connections. Without
+/// one, both come from the store.
+pub trait ClusterView: Send + Sync + 'static {
+    /// Every node up now, with its roles and last heartbeat.
+    fn nodes(&self) -> Vec<crate::model::NodeView>;
+    /// Every connector tunnel open now, on any node.
+    fn live_connections(&self) -> Vec<crate::model::ConnectionView>;
+}
+
 /// A notifier that does nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopNotifier;

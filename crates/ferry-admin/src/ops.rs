@@ -9,13 +9,14 @@ use ferry_store::{unix_now, AdminKey, Store, StoreError, TenantFields, LATENCY_B
 use crate::auth::{generate_admin_key, hash_admin_key};
 use crate::error::ApiError;
 use crate::model::*;
-use crate::notify::{ChangeNotifier, NoopNotifier};
+use crate::notify::{ChangeNotifier, ClusterView, NoopNotifier};
 
 /// The management operations on one store.
 #[derive(Clone)]
 pub struct Admin {
     store: Arc<dyn Store>,
     notifier: Arc<dyn ChangeNotifier>,
+    cluster: Option<Arc<dyn ClusterView>>,
 }
 
 impl Admin {
@@ -24,7 +25,14 @@ impl Admin {
         Self {
             store,
             notifier: Arc::new(NoopNotifier),
+            cluster: None,
         }
+    }
+
+    /// Answer the nodes endpoint and live connections from `view` (presence) instead of the store.
+    pub fn with_cluster_view(mut self, view: Arc<dyn ClusterView>) -> Self {
+        self.cluster = Some(view);
+        self
     }
 
     /// Tell `notifier` after each successful change.
@@ -248,6 +256,9 @@ impl Admin {
         let limit = limit(query.limit)?;
         let tenant = query_tenant(query.tenant.as_deref())?;
         let before = cursor("before", query.before.as_deref())?;
+        if let (Some(view), true) = (&self.cluster, query.live.unwrap_or(false)) {
+            return live_page(view.live_connections(), tenant.as_ref(), before, limit);
+        }
         let page = self
             .store
             .list_connections(&ferry_store::ConnectionQuery {
@@ -264,6 +275,11 @@ impl Admin {
     }
 
     pub async fn list_nodes(&self) -> Result<NodeList, ApiError> {
+        if let Some(view) = &self.cluster {
+            return Ok(NodeList {
+                items: view.nodes(),
+            });
+        }
         let items = self
             .store
             .list_nodes()
@@ -434,6 +450,41 @@ impl Admin {
         self.notifier.tenant_changed(name);
         Ok(tenant)
     }
+}
+
+/// One page of live connections from presence, in the store's order (newest first by `connected_at`, then id)
+/// and with the store's cursor form (`CONNECTED_AT:ID`).
+fn live_page(
+    mut all: Vec<ConnectionView>,
+    tenant: Option<&TenantName>,
+    before: Option<&str>,
+    limit: u32,
+) -> Result<ConnectionPage, ApiError> {
+    let limit = match limit {
+        0 => ferry_store::DEFAULT_PAGE_LIMIT,
+        n => n.min(ferry_store::MAX_PAGE_LIMIT),
+    } as usize;
+    let before = match before {
+        None => None,
+        Some(c) => {
+            let (at, id) = c
+                .split_once(':')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                .ok_or_else(|| ApiError::invalid("before: not a cursor of this list"))?;
+            Some((at, id))
+        }
+    };
+    all.retain(|c| tenant.is_none_or(|t| c.tenant == t.as_str()));
+    all.sort_by(|a, b| (b.connected_at, b.id.as_str()).cmp(&(a.connected_at, a.id.as_str())));
+    if let Some((at, id)) = &before {
+        all.retain(|c| (c.connected_at, c.id.as_str()) < (*at, id.as_str()));
+    }
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let next = more
+        .then(|| all.last().map(|c| format!("{}:{}", c.connected_at, c.id)))
+        .flatten();
+    Ok(ConnectionPage { items: all, next })
 }
 
 fn unknown_tenant(name: &TenantName) -> ApiError {

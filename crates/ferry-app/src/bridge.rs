@@ -1,28 +1,98 @@
-//! Adapters between the management API and the rest of the node: changes made through the API reach the relay at
-//! once ([`RelayNotifier`]), and bearer tokens that are not admin keys are judged by the node's token verifiers
-//! ([`AdminTokens`]).
+//! Adapters between the management API and the rest of the node: changes made through the API are applied here
+//! at once and announced to the other nodes on the bus ([`ClusterNotifier`]), the nodes endpoint and live
+//! connections come from presence ([`PresenceView`]), and bearer tokens that are not admin keys are judged by the
+//! node's token verifiers ([`AdminTokens`]).
 
-use ferry_admin::ChangeNotifier;
+use ferry_admin::model::{ConnectionView, NodeView};
+use ferry_admin::{ChangeNotifier, ClusterView};
+use ferry_proto::cluster::EventMsg;
 use ferry_proto::TenantName;
-use ferry_relay::Relay;
+use ferry_relay::watch::Changes;
+use ferry_relay::Cluster;
 use std::sync::Arc;
 
-/// Tells the relay about changes made through this node's management API (other nodes learn by polling).
-pub(crate) struct RelayNotifier(pub Arc<Relay>);
+/// Applies a change made through this node's management API here, and tells the cluster.
+pub(crate) struct ClusterNotifier {
+    pub changes: Changes,
+    pub cluster: Arc<Cluster>,
+}
 
-impl ChangeNotifier for RelayNotifier {
+impl ClusterNotifier {
+    fn announce(&self, event: EventMsg) {
+        let changes = self.changes.clone();
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            changes.apply(&event).await;
+            cluster.publish_event(event).await;
+        });
+    }
+}
+
+impl ChangeNotifier for ClusterNotifier {
     fn tenant_changed(&self, tenant: &TenantName) {
-        let relay = self.0.clone();
-        let tenant = tenant.clone();
-        tokio::spawn(async move { relay.tenant_changed(&tenant).await });
+        self.announce(EventMsg::TenantChanged {
+            tenant: tenant.to_string(),
+        });
     }
 
     fn tenant_deleted(&self, tenant: &TenantName) {
-        self.0.tenant_deleted(tenant);
+        self.announce(EventMsg::TenantDeleted {
+            tenant: tenant.to_string(),
+        });
     }
 
     fn secret_revoked(&self, tenant: &TenantName, secret_id: &str) {
-        self.0.secret_revoked(tenant, secret_id);
+        self.announce(EventMsg::SecretRevoked {
+            tenant: tenant.to_string(),
+            secret_id: secret_id.to_owned(),
+        });
+    }
+}
+
+/// The nodes and live connections of the whole cluster, as this node's presence knows them.
+pub(crate) struct PresenceView(pub Arc<Cluster>);
+
+impl ClusterView for PresenceView {
+    fn nodes(&self) -> Vec<NodeView> {
+        self.0
+            .presence()
+            .nodes()
+            .into_iter()
+            .map(|n| NodeView {
+                id: n.info.node,
+                address: n.info.address,
+                version: n.info.version,
+                started_at: n.info.started_at,
+                heartbeat_at: n.last_seen_unix,
+                roles: n
+                    .info
+                    .roles
+                    .split(',')
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                worker_active: n.info.worker_active,
+                connectors: n.connectors as u64,
+            })
+            .collect()
+    }
+
+    fn live_connections(&self) -> Vec<ConnectionView> {
+        self.0
+            .presence()
+            .connectors()
+            .into_iter()
+            .map(|(node, c)| ConnectionView {
+                id: c.record_id,
+                tenant: c.tenant,
+                connector_id: c.connector_id,
+                node,
+                remote_addr: c.remote_addr,
+                connected_at: c.since,
+                disconnected_at: None,
+                live: true,
+            })
+            .collect()
     }
 }
 

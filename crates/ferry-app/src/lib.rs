@@ -1,19 +1,23 @@
-//! Wiring of a Ferry node: opens the store, loads the token issuer, builds the relay, routes the public
-//! listener's paths, and runs the ordered shutdown.
+//! Wiring of a Ferry node by its roles: opens the store and the bus, loads the token issuer, builds the sides of
+//! the relay the roles ask for (gateway: the client side and the edge routes; relay: the tunnel side;
+//! management: the admin API; worker: the cluster chores), joins the cluster, routes the public listener's
+//! paths, and runs the ordered shutdown.
 //!
 //! Owns: [`Listeners::bind`] (every socket bound before anything is served), [`run`] (the node until shutdown),
-//! the path routing of the public listener, and the shutdown order: not ready → no new requests → drain
-//! in-flight (deadline) → close tunnels. Does not own: any protocol logic (relay, tunnel, auth), flags or signals
-//! (the binary).
+//! the node id ([`node_id`]), the path routing of the public listener, and the shutdown order: not ready →
+//! grace for load balancers → no new requests or tunnels → drain in-flight (deadline) → leave presence → stop
+//! the worker (its lease released) → record disconnections → close tunnels, store and bus. Does not own: any
+//! protocol logic (relay, tunnel, auth, cluster), flags or signals (the binary).
 #![forbid(unsafe_code)]
 
 mod bridge;
 mod routes;
+mod worker;
 
 use ferry_auth::TokenIssuer;
-use ferry_config::Config;
+use ferry_config::{Config, Role};
 use ferry_gateway::{Listener, ServeOptions, TlsFiles};
-use ferry_relay::Relay;
+use ferry_relay::{Cluster, Dispatcher, Hub, NodeIdentity, Relay};
 use ferry_store::Store;
 use ferry_tunnel::TunnelOptions;
 use std::future::Future;
@@ -42,6 +46,14 @@ pub enum AppError {
     },
     #[error("gateway config")]
     Gateway(#[from] ferry_edge::EdgeError),
+    #[error("bus")]
+    Bus(#[from] ferry_bus::BusError),
+    #[error("node id file {path}")]
+    NodeId {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Every socket of a node, bound before serving.
@@ -64,7 +76,7 @@ impl Listeners {
             _ => None,
         };
         let public = Listener::bind_with(s.listen, tls_options(config, tls)?).await?;
-        let admin = match s.admin.enabled {
+        let admin = match s.admin.enabled && config.node.roles.has(Role::Management) {
             true => Some(
                 tokio::net::TcpListener::bind(s.admin.listen)
                     .await
@@ -132,16 +144,19 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
     Ok(ferry_store::open_url(url, &config.server.data_dir).await?)
 }
 
-/// Shared state of the public listener's routes.
+/// Shared state of the public listener's routes; a part is `None` when this node does not run its role.
 pub(crate) struct Node {
-    pub relay: Arc<Relay>,
+    /// The client side of the relay (`gateway` role).
+    pub relay: Option<Arc<Relay>>,
+    /// The tunnel side of the relay (`relay` role).
+    pub hub: Option<Arc<Hub>>,
     pub issuer: TokenIssuer,
     pub ready: AtomicBool,
     pub max_header_size: usize,
     /// Bounds concurrent argon2 verifications of the token endpoint.
     pub token_checks: tokio::sync::Semaphore,
-    /// The edge gateway's route table (`[gateway]`); without routes it claims no request.
-    pub edge: Arc<ferry_edge::Gateway>,
+    /// The edge gateway's route table (`[gateway]`, `gateway` role); without routes it claims no request.
+    pub edge: Option<Arc<ferry_edge::Gateway>>,
 }
 
 /// Run a node until `shutdown` resolves, then drain and return.
@@ -153,6 +168,37 @@ pub async fn run(
     run_with_source(config, None, listeners, shutdown).await
 }
 
+/// This node's id: `node.id`, else the one kept in the data directory (`node-id`), else a new one, kept there.
+pub fn node_id(config: &Config) -> Result<String, AppError> {
+    if let Some(id) = &config.node.id {
+        return Ok(id.clone());
+    }
+    let dir = &config.server.data_dir;
+    let path = dir.join(NODE_ID_FILE);
+    let keep = |source| AppError::NodeId {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_owned();
+            ferry_config::check_node_id(&id)
+                .map_err(|m| keep(std::io::Error::new(std::io::ErrorKind::InvalidData, m)))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            std::fs::create_dir_all(dir).map_err(keep)?;
+            std::fs::write(&path, format!("{id}\n")).map_err(keep)?;
+            Ok(id)
+        }
+        Err(e) => Err(keep(e)),
+    }
+}
+
+/// The file in the data directory that keeps a generated node id.
+pub const NODE_ID_FILE: &str = "node-id";
+
 /// [`run`], knowing where `config` came from: with a config file, its `[gateway]` section is reloaded on SIGHUP
 /// and on change (read again with the same layering), unless the routes live in a `gateway.file`.
 pub async fn run_with_source(
@@ -162,10 +208,10 @@ pub async fn run_with_source(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AppError> {
     let s = &config.server;
-    let node_id = s
-        .node_id
-        .clone()
-        .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let n = &config.node;
+    let roles = n.roles;
+    let node_id = node_id(&config)?;
+    let started_at = ferry_store::unix_now();
     let store = open_store(&config).await?;
     // The built-in issuer, the external OIDC provider if configured, and the tunnel verifier accepting either;
     // `auth.admin_check` is the management API's OIDC admin check. Key maintenance and JWKS refresh run until
@@ -174,26 +220,84 @@ pub async fn run_with_source(
     let _auth_tasks = auth.tasks;
     let issuer = auth.issuer;
     let admin_check = auth.admin_check;
-    let tunnel_options = TunnelOptions {
-        keepalive_interval: s.tunnel.keepalive_interval,
-        keepalive_timeout: s.tunnel.keepalive_timeout,
-        ..TunnelOptions::default()
+    let bus = ferry_bus::connect(
+        n.transport.expose(),
+        &ferry_bus::BusOptions {
+            connection_name: node_id.clone(),
+            credentials_file: n.bus.credentials_file.clone(),
+            ca_file: n.bus.ca_file.clone(),
+            client_cert: n.bus.client_cert.clone(),
+            client_key: n.bus.client_key.clone(),
+        },
+    )
+    .await?;
+    let hub = roles.has(Role::Relay).then(|| {
+        let tunnel_options = TunnelOptions {
+            keepalive_interval: s.tunnel.keepalive_interval,
+            keepalive_timeout: s.tunnel.keepalive_timeout,
+            ..TunnelOptions::default()
+        };
+        Hub::new(
+            node_id.clone(),
+            tunnel_options,
+            store.clone(),
+            auth.verifier.clone(),
+        )
+    });
+    let address = n.address.clone().unwrap_or_else(|| listeners.public.url());
+    let cluster = Cluster::start(
+        bus.clone(),
+        NodeIdentity {
+            node_id: node_id.clone(),
+            roles: roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            address: address.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at,
+        },
+        n.cluster.clone(),
+        hub.clone(),
+    )
+    .await?;
+    let relay = roles.has(Role::Gateway).then(|| {
+        Relay::new(
+            node_id.clone(),
+            s.relay.clone(),
+            store.clone(),
+            auth.verifier.clone(),
+            Dispatcher::new(hub.clone(), Some(cluster.clone()), s.relay.connector_wait),
+        )
+    });
+    let changes = ferry_relay::watch::Changes {
+        hub: hub.clone(),
+        relay: relay.clone(),
     };
-    let relay = Relay::new(
-        node_id.clone(),
-        s.relay.clone(),
-        tunnel_options,
-        store.clone(),
-        auth.verifier.clone(),
-    );
-    let edge = ferry_edge::Gateway::new(
-        &config.gateway,
-        Arc::new(routes::RelayRoutes(relay.clone())),
-    )?;
-    edge.spawn_reload(&config.gateway, source);
+    {
+        let changes = changes.clone();
+        cluster.set_event_listener(Arc::new(move |event| {
+            let changes = changes.clone();
+            let event = event.clone();
+            tokio::spawn(async move { changes.apply(&event).await });
+        }));
+    }
+    let edge = match &relay {
+        Some(relay) => {
+            let edge = ferry_edge::Gateway::new(
+                &config.gateway,
+                Arc::new(routes::RelayRoutes(relay.clone())),
+            )?;
+            edge.spawn_reload(&config.gateway, source);
+            Some(edge)
+        }
+        None => None,
+    };
     let node = Arc::new(Node {
         edge,
         relay: relay.clone(),
+        hub: hub.clone(),
         issuer,
         ready: AtomicBool::new(true),
         max_header_size: s.http.max_header_size,
@@ -204,32 +308,76 @@ pub async fn run_with_source(
         header_read_timeout: s.http.header_read_timeout,
         drain_timeout: s.drain_timeout,
     };
-    let background = relay.spawn_background(listeners.public.url());
-    // Changes made through this node's API reach the relay at once (other nodes poll the store); bearer tokens
-    // that are not admin keys go to the external provider's admin-role check when one is configured.
-    let admin = listeners.admin.map(|listener| {
-        let metrics = {
-            let relay = relay.clone();
-            let edge = node.edge.clone();
-            Arc::new(move || format!("{}{}", relay.render_metrics(), edge.render_metrics()))
-        };
-        let mut api = ferry_admin::AdminApi::new(store)
-            .notifier(Arc::new(bridge::RelayNotifier(relay.clone())))
-            .metrics(metrics)
-            .max_body_size(s.admin.max_body_size);
-        if let Some(check) = admin_check {
-            api = api.token_check(Arc::new(bridge::AdminTokens(check)));
+    let background = ferry_relay::watch::spawn_background(
+        store.clone(),
+        ferry_relay::watch::NodeAbout {
+            node_id: node_id.clone(),
+            address,
+            roles: roles.to_string(),
+            started_at,
+        },
+        hub.clone(),
+        relay.clone(),
+        n.cluster.store_poll_interval,
+    );
+    let chores = roles
+        .has(Role::Worker)
+        .then(|| worker::spawn(store.clone(), s.relay.clone(), cluster.clone()));
+    // Changes made through this node's API are applied here at once and announced to the other nodes on the bus;
+    // bearer tokens that are not admin keys go to the external provider's admin-role check when one is configured.
+    let admin = match (roles.has(Role::Management), listeners.admin) {
+        (true, Some(listener)) => {
+            let metrics = {
+                let relay = relay.clone();
+                let hub = hub.clone();
+                let edge = node.edge.clone();
+                Arc::new(move || {
+                    let mut out = String::new();
+                    if let Some(hub) = &hub {
+                        out.push_str(&hub.render_metrics());
+                    }
+                    if let Some(relay) = &relay {
+                        out.push_str(&relay.render_metrics());
+                    }
+                    if let Some(edge) = &edge {
+                        out.push_str(&edge.render_metrics());
+                    }
+                    out
+                })
+            };
+            let mut api = ferry_admin::AdminApi::new(store.clone())
+                .notifier(Arc::new(bridge::ClusterNotifier {
+                    changes: changes.clone(),
+                    cluster: cluster.clone(),
+                }))
+                .cluster_view(Arc::new(bridge::PresenceView(cluster.clone())))
+                .metrics(metrics)
+                .max_body_size(s.admin.max_body_size);
+            if let Some(check) = admin_check {
+                api = api.token_check(Arc::new(bridge::AdminTokens(check)));
+            }
+            Some(ferry_admin::AdminServer::spawn(listener, api))
         }
-        ferry_admin::AdminServer::spawn(listener, api)
-    });
-    tracing::info!(node_id, addr = %listeners.public.local_addr(), "node started");
+        _ => None,
+    };
+    tracing::info!(node_id, roles = %roles, bus = bus.kind(), addr = %listeners.public.local_addr(), "node started");
+    let grace = s.shutdown_grace;
     let drain_started = {
         let node = node.clone();
         async move {
             shutdown.await;
-            tracing::info!("shutdown requested: not ready, taking no new requests");
+            tracing::info!(grace = ?grace, "shutdown requested: not ready; serving on while load balancers notice");
             node.ready.store(false, Ordering::SeqCst);
-            node.relay.start_draining();
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
+            tracing::info!("taking no new requests or tunnels; draining");
+            if let Some(relay) = &node.relay {
+                relay.start_draining();
+            }
+            if let Some(hub) = &node.hub {
+                hub.start_draining();
+            }
         }
     };
     ferry_gateway::serve(
@@ -242,9 +390,17 @@ pub async fn run_with_source(
     if let Some(admin) = admin {
         admin.shutdown(s.drain_timeout).await;
     }
-    let closed = relay.close_tunnels();
+    // leave presence before the tunnels close, so that other nodes stop sending here at once
+    cluster.leave().await;
+    drop(chores);
+    if let Some(hub) = &hub {
+        hub.record_all_disconnected().await;
+    }
+    let closed = hub.as_ref().map_or(0, |h| h.close_tunnels());
     drop(background);
-    relay.flush().await;
+    if let Some(relay) = &relay {
+        relay.flush().await;
+    }
     tracing::info!(tunnels = closed, "tunnels closed, node stopped");
     Ok(())
 }

@@ -28,9 +28,12 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     if is_ferry_path(req.uri().path()) {
         return ferry_own(node, req).await;
     }
+    let Some(edge) = node.edge.clone() else {
+        return not_this_role(&req, "gateway");
+    };
     // everything else is a gateway route's, the relay's or a 404, and gets an access-log line
-    let entry = AccessEntry::begin(node.edge.access_log(), &mut req);
-    let (route, resp) = answer(&node, req, entry.is_some()).await;
+    let entry = AccessEntry::begin(edge.access_log(), &mut req);
+    let (route, resp) = answer(&node, &edge, req, entry.is_some()).await;
     match entry {
         Some(entry) => entry.finish(route.as_deref(), resp),
         None => resp,
@@ -41,25 +44,26 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
 /// the name of the gateway route that answered, if one did.
 async fn answer(
     node: &Node,
+    edge: &ferry_edge::Gateway,
     mut req: Request<Incoming>,
     logged: bool,
 ) -> (Option<String>, Response<Body>) {
     if let Some(refused) = headers_too_large(node, &req) {
         return (None, refused);
     }
-    if let Some(matched) = node.edge.route(&req) {
+    if let Some(matched) = edge.route(&req) {
         let name = logged.then(|| matched.route_name().to_owned());
-        return (name, node.edge.handle(matched, req).await);
+        return (name, edge.handle(matched, req).await);
     }
     let path = req.uri().path();
-    if path.starts_with(RELAY_PREFIX) {
+    if let (true, Some(relay)) = (path.starts_with(RELAY_PREFIX), &node.relay) {
         // The access log's upstream name (`tenant/target`), only built when there is an access log.
-        let upstream = (node.edge.access_log() != ferry_config::AccessLog::Off)
+        let upstream = (edge.access_log() != ferry_config::AccessLog::Off)
             .then(|| ferry_proto::path::split_relay_path(path, None).ok())
             .flatten()
             .map(|p| Upstream(format!("{}/{}", p.tenant, p.target)));
-        node.edge.scrub_unrouted(&mut req);
-        let mut resp = node.relay.handle_relay(req).await;
+        edge.scrub_unrouted(&mut req);
+        let mut resp = relay.handle_relay(req).await;
         if let Some(u) = upstream {
             resp.extensions_mut().insert(u);
         }
@@ -79,15 +83,37 @@ async fn ferry_own(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        tunnel::TUNNEL_PATH => node.relay.handle_tunnel(req).await,
-        tunnel::TOKEN_PATH => token(&node, req).await,
-        ferry_auth::OPENID_CONFIGURATION_PATH | ferry_auth::JWKS_PATH => well_known(&node, &req),
+        tunnel::TUNNEL_PATH => match &node.hub {
+            Some(hub) => hub.handle_tunnel(req).await,
+            None => not_this_role(&req, "relay"),
+        },
+        tunnel::TOKEN_PATH if node.hub.is_some() => token(&node, req).await,
+        ferry_auth::OPENID_CONFIGURATION_PATH | ferry_auth::JWKS_PATH if node.hub.is_some() => {
+            well_known(&node, &req)
+        }
+        tunnel::TOKEN_PATH | ferry_auth::OPENID_CONFIGURATION_PATH | ferry_auth::JWKS_PATH => {
+            not_this_role(&req, "relay")
+        }
         path => {
             let request_id = ferry_http::request_id(&req);
             let reply = ErrorReply::new(ErrorCode::NotFound, format!("no route for {path}"));
             error_response(&reply, &request_id)
         }
     }
+}
+
+/// `404` for a path this node would serve with a role it does not run: the load balancer sent it to the wrong
+/// kind of node.
+fn not_this_role<B>(req: &Request<B>, role: &str) -> Response<Body> {
+    let request_id = ferry_http::request_id(req);
+    let reply = ErrorReply::new(
+        ErrorCode::NotFound,
+        format!(
+            "no route for {}: this node does not run the {role} role",
+            req.uri().path()
+        ),
+    );
+    error_response(&reply, &request_id)
 }
 
 /// `431`-style refusal (Ferry's `headers_too_large`) of a request whose head is larger than allowed.

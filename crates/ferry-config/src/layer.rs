@@ -28,10 +28,18 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ),
     ("FERRY_DATA_DIR", "server.data_dir", EnvKind::Text),
     ("FERRY_DATABASE_URL", "server.database_url", EnvKind::Text),
-    ("FERRY_NODE_ID", "server.node_id", EnvKind::Text),
+    ("FERRY_NODE_ID", "node.id", EnvKind::Text),
+    ("FERRY_ROLES", "node.roles", EnvKind::Text),
+    ("FERRY_TRANSPORT", "node.transport", EnvKind::Text),
+    ("FERRY_NODE_ADDRESS", "node.address", EnvKind::Text),
     ("FERRY_TLS_CERT", "server.tls_cert", EnvKind::Text),
     ("FERRY_TLS_KEY", "server.tls_key", EnvKind::Text),
     ("FERRY_DRAIN_TIMEOUT", "server.drain_timeout", EnvKind::Text),
+    (
+        "FERRY_SHUTDOWN_GRACE",
+        "server.shutdown_grace",
+        EnvKind::Text,
+    ),
     (
         "FERRY_MAX_HEADER_SIZE",
         "server.http.max_header_size",
@@ -296,6 +304,12 @@ pub fn load(
     for o in overrides {
         set(&mut root, o.path, o.value);
     }
+    if get(&root, "server.node_id").is_some() {
+        return Err(invalid(
+            "server.node_id",
+            "moved to node.id (FERRY_NODE_ID sets it as before)",
+        ));
+    }
     let config: Config = serde_path_to_error::deserialize(root.clone()).map_err(|e| {
         let path = e.path().to_string();
         invalid(path, e.into_inner().to_string())
@@ -336,6 +350,7 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             ),
         ));
     }
+    validate_node(config)?;
     crate::auth::validate(&server.auth).map_err(|(path, message)| invalid(path, message))?;
     let c = &config.connector;
     if c.reconnect_min_delay.is_zero() || c.reconnect_min_delay > c.reconnect_max_delay {
@@ -363,6 +378,75 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             return Err(invalid(
                 "connector.server",
                 "must start with http:// or https://",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `[node]` section, and how it fits the store: a cluster's nodes must share a database, and a one-process
+/// cluster must run every role.
+fn validate_node(config: &Config) -> Result<(), ConfigError> {
+    let node = &config.node;
+    if let Some(id) = &node.id {
+        crate::check_node_id(id).map_err(|m| invalid("node.id", m))?;
+    }
+    let transport = node.transport.expose();
+    let scheme = transport.split_once("://").map(|(s, _)| s);
+    match scheme {
+        None if transport == "memory" => {}
+        Some("nats" | "tls" | "amqp" | "amqps") => {}
+        _ => {
+            return Err(invalid(
+                "node.transport",
+                "must be memory, nats://HOST:PORT, tls://HOST:PORT, amqp://USER:PASS@HOST:PORT/VHOST or amqps://…",
+            ))
+        }
+    }
+    let c = &node.cluster;
+    if c.heartbeat_interval.is_zero() || c.node_expiry < c.heartbeat_interval * 2 {
+        return Err(invalid(
+            "node.cluster.node_expiry",
+            "must be at least twice node.cluster.heartbeat_interval (which must be above zero)",
+        ));
+    }
+    if c.claim_timeout.is_zero() || c.store_poll_interval.is_zero() {
+        return Err(invalid(
+            "node.cluster",
+            "claim_timeout and store_poll_interval must be above zero",
+        ));
+    }
+    let w = &node.worker;
+    if w.retry_interval.is_zero() || w.lease_ttl < w.retry_interval * 2 {
+        return Err(invalid(
+            "node.worker.lease_ttl",
+            "must be at least twice node.worker.retry_interval (which must be above zero)",
+        ));
+    }
+    if node.is_single_process() {
+        if !node.roles.is_all() {
+            return Err(invalid(
+                "node.roles",
+                format!(
+                    "{} alone cannot work with the in-process bus (node.transport = memory): one process is then \
+                     the whole cluster and must run every role; set node.transport (FERRY_TRANSPORT) to \
+                     nats://… or amqp://… to split roles over several processes",
+                    node.roles
+                ),
+            ));
+        }
+    } else {
+        let shared = config
+            .server
+            .database_url
+            .as_ref()
+            .map(|u| u.expose())
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+        if !shared {
+            return Err(invalid(
+                "server.database_url",
+                "the nodes of a cluster (node.transport other than memory) must share a database: set \
+                 server.database_url (FERRY_DATABASE_URL) to postgres://…; SQLite is one node's",
             ));
         }
     }
@@ -407,6 +491,48 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_checked_together() {
+        let c = load(None, env(&[]), vec![]).expect("defaults");
+        assert!(c.node.roles.is_all() && c.node.is_single_process());
+        let e = load(None, env(&[("FERRY_ROLES", "relay")]), vec![]).expect_err("relay alone");
+        assert!(e.to_string().starts_with("node.roles: relay alone"), "{e}");
+        let e = load(
+            None,
+            env(&[("FERRY_TRANSPORT", "nats://127.0.0.1:4222")]),
+            vec![],
+        )
+        .expect_err("sqlite cluster");
+        assert!(e.to_string().starts_with("server.database_url"), "{e}");
+        let e = load(None, env(&[("FERRY_TRANSPORT", "kafka://x")]), vec![]).expect_err("kafka");
+        assert!(e.to_string().starts_with("node.transport"), "{e}");
+        let e = load(None, env(&[("FERRY_ROLES", "relay,juggler")]), vec![]).expect_err("role");
+        assert!(e.to_string().contains("juggler"), "{e}");
+        let e = load(None, env(&[("FERRY_NODE_ID", "a.b")]), vec![]).expect_err("id");
+        assert!(e.to_string().starts_with("node.id"), "{e}");
+        let c = load(
+            None,
+            env(&[
+                ("FERRY_TRANSPORT", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                ("FERRY_ROLES", "gateway,management"),
+                ("FERRY_DATABASE_URL", "postgres://postgres@127.0.0.1/ferry"),
+            ]),
+            vec![],
+        )
+        .expect("a gateway and management node");
+        assert_eq!(c.node.roles.to_string(), "gateway,management");
+        assert!(
+            !format!("{:?}", c.node).contains("guest:guest"),
+            "the transport URL never prints"
+        );
+        let f = file("version = 1\n[server]\nnode_id = \"old\"\n");
+        let e = load(Some(&f.0), env(&[]), vec![]).expect_err("moved");
+        assert!(e.to_string().contains("moved to node.id"), "{e}");
+        let f = file("version = 1\n[node]\nroles = [\"gateway\", \"relay\"]\ntransport = \"nats://h:4222\"\n[server]\ndatabase_url = \"postgres://x/y\"\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("roles as a list");
+        assert_eq!(c.node.roles.to_string(), "gateway,relay");
+    }
+
+    #[test]
     fn defaults_without_anything() {
         let c = load(None, env(&[]), vec![]).expect("defaults load");
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
@@ -416,7 +542,7 @@ mod tests {
     #[test]
     fn flags_win_over_env_over_file() {
         let f = file(
-            "version = 1\n[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"from-file\"\nnode_id = \"file\"\n[server.relay]\nconnector_wait = \"2s\"\n",
+            "version = 1\n[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"from-file\"\n[node]\nid = \"file\"\n[server.relay]\nconnector_wait = \"2s\"\n",
         );
         let c = load(
             Some(&f.0),
@@ -429,7 +555,7 @@ mod tests {
         .expect("loads");
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:3");
         assert_eq!(c.server.data_dir.to_str(), Some("from-env"));
-        assert_eq!(c.server.node_id.as_deref(), Some("file"));
+        assert_eq!(c.node.id.as_deref(), Some("file"));
         assert_eq!(c.server.relay.connector_wait, Duration::from_secs(2));
     }
 

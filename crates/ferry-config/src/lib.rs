@@ -1,4 +1,4 @@
-//! Ferry's configuration: one TOML file with a `[server]` and a `[connector]` section, overridden by `FERRY_*`
+//! Ferry's configuration: one TOML file with `[server]`, `[node]`, `[connector]`, `[gateway]` sections, overridden by `FERRY_*`
 //! environment variables, overridden in turn by command-line flags.
 //!
 //! Owns: the typed, strict (`deny_unknown_fields`) config structs with their defaults, the table of `FERRY_*`
@@ -11,6 +11,7 @@ mod auth;
 mod connector;
 mod gateway;
 mod layer;
+mod node;
 mod runtime;
 mod secret;
 mod server;
@@ -24,6 +25,9 @@ pub use gateway::{
     UpstreamServer,
 };
 pub use layer::{load, ConfigError, ConfigSource, Override, ENV_OVERRIDES};
+pub use node::{
+    check_node_id, BusSettings, ClusterSettings, NodeConfig, Role, Roles, WorkerSettings,
+};
 pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
 pub use secret::Secret;
 pub use server::{
@@ -42,6 +46,8 @@ pub struct Config {
     /// Format version; must be 1.
     pub version: u32,
     pub server: ServerConfig,
+    /// This process in its cluster (`[node]`): roles, id, transport.
+    pub node: NodeConfig,
     pub connector: ConnectorConfig,
     /// The edge gateway's routes and upstream pools (`[gateway]`); empty by default.
     pub gateway: GatewayConfig,
@@ -55,6 +61,7 @@ impl Default for Config {
         Self {
             version: CONFIG_VERSION,
             server: ServerConfig::default(),
+            node: NodeConfig::default(),
             connector: ConnectorConfig::default(),
             gateway: GatewayConfig::default(),
             log: LogSettings::default(),

@@ -17,8 +17,6 @@ pub struct ServerConfig {
     /// The store's database: `sqlite://PATH`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. Default
     /// (unset): the SQLite file `ferry.db` in `data_dir`. A `Secret`, as the URL may carry a password.
     pub database_url: Option<Secret>,
-    /// This node's id in logs and handshakes; default: a random id per start.
-    pub node_id: Option<String>,
     /// PEM certificate chain; with `tls_key`, the public listener speaks TLS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
@@ -26,6 +24,10 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests before it cuts them.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// At shutdown, how long the node keeps serving after `/readyz` turned 503, so that load balancers stop
+    /// sending to it before it stops accepting. Default 0 (set it to the load balancer's check interval).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     pub http: HttpSettings,
     pub relay: RelaySettings,
     pub tunnel: TunnelSettings,
@@ -40,10 +42,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("ferry-data"),
             database_url: None,
-            node_id: None,
             tls_cert: None,
             tls_key: None,
             drain_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::ZERO,
             http: HttpSettings::default(),
             relay: RelaySettings::default(),
             tunnel: TunnelSettings::default(),

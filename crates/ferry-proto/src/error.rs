@@ -45,6 +45,8 @@ pub enum ErrorCode {
     Draining,
     /// No route for this path.
     NotFound,
+    /// The tenant's connectors are on other nodes and the bus between nodes is unavailable (503).
+    ClusterUnavailable,
     /// A bug or an unexpected local failure in Ferry.
     Internal,
 }
@@ -70,6 +72,7 @@ impl ErrorCode {
         Self::ClientCertificateRequired,
         Self::Draining,
         Self::NotFound,
+        Self::ClusterUnavailable,
         Self::Internal,
     ];
 
@@ -94,6 +97,7 @@ impl ErrorCode {
             Self::ClientCertificateRequired => "client_certificate_required",
             Self::Draining => "draining",
             Self::NotFound => "not_found",
+            Self::ClusterUnavailable => "cluster_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -108,7 +112,9 @@ impl ErrorCode {
         match self {
             Self::BadRequest | Self::AmbiguousFraming | Self::PathEscape => StatusCode::BAD_REQUEST,
             Self::UnknownTenant | Self::UnknownTarget | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::NoConnector | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoConnector | Self::Draining | Self::ClusterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::TargetUnreachable | Self::ConnectorLost => StatusCode::BAD_GATEWAY,
             Self::TargetConnectTimeout | Self::TargetTimeout | Self::RequestExpired => {
                 StatusCode::GATEWAY_TIMEOUT

@@ -1,10 +1,12 @@
 //! Ferry's wire vocabulary, shared by the server and the connector.
 //!
 //! Owns: validated tenant and target names, request ids, the hop-by-hop header rules, the tunnel handshake
-//! constants and header names, and the small stable set of error codes with their HTTP status mapping.
+//! constants and header names, the cluster protocol's bus messages, and the small stable set of error codes with
+//! their HTTP status mapping.
 //! Does not own: any I/O, any configuration, any HTTP body handling.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod error;
 pub mod headers;
 pub mod name;

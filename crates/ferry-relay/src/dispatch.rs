@@ -1,22 +1,24 @@
-//! Sending one request through one of the tenant's tunnels, with fail-over.
+//! Where a relayed request goes: the dispatch seam between this node's own tunnels and the cluster.
 //!
-//! A request is handed to a tunnel with `try_send_request`; when the tunnel turns out to be closing or closed
-//! before the request left this node, HTTP/2 hands the request back and it goes to the next tunnel, so it is never
-//! lost. Once a request has been sent, a broken tunnel is `502 connector_lost`: the request may have reached the
-//! target, and only the client may decide to repeat it.
+//! A tunnel of the tenant on this node serving the target is used first, with no bus hop (the one-node path,
+//! unchanged); else a node that presence shows holding such a connector, through the bus
+//! ([`crate::cluster`]). With neither, the request waits up to `connector_wait` for one to appear anywhere (a
+//! tunnel attaching here, or presence showing one elsewhere), then gets `503 no_connector`; when connectors of
+//! the tenant are up but none serves the target, `404 unknown_target` at once.
 
-use crate::registry::{Pick, TenantSlot, TenantTunnels, TunnelSlot};
+use crate::cluster::origin::{RemoteAnswer, Sent};
+use crate::cluster::presence::Lookup;
+use crate::cluster::Cluster;
+use crate::hub::Hub;
+use crate::local::{self, LocalOutcome};
+use crate::registry::TunnelSlot;
 use ferry_http::Body;
 use ferry_proto::{ErrorCode, ErrorReply, TargetName, TenantName};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The node's sending half of a tunnel.
-pub type TunnelSender = SendRequest<Body>;
 
 /// Why a request could not be relayed.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +32,17 @@ pub enum RelayError {
     #[error("tenant {0:?} has reached its limit of {1} requests in flight")]
     TenantBusy(String, usize),
     #[error("the connector carrying the request went away: {0}")]
-    ConnectorLost(#[source] hyper::Error),
+    ConnectorLost(String),
     #[error("no response within the request expiration of {0:?}")]
     Expired(Duration),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(u64),
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
     #[error("the node is draining and takes no new requests")]
     Draining,
+    #[error("the tenant's connectors are on other nodes and the bus is unavailable: {0}")]
+    ClusterUnavailable(String),
     #[error("store: {0}")]
     Store(String),
 }
@@ -51,7 +57,9 @@ impl RelayError {
             Self::ConnectorLost(_) => ErrorCode::ConnectorLost,
             Self::Expired(_) => ErrorCode::RequestExpired,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::ClientBody(_) => ErrorCode::BadRequest,
             Self::Draining => ErrorCode::Draining,
+            Self::ClusterUnavailable(_) => ErrorCode::ClusterUnavailable,
             Self::Store(_) => ErrorCode::Internal,
         }
     }
@@ -61,70 +69,135 @@ impl RelayError {
     }
 }
 
-/// What keeps a relayed request counted until its response body ends.
-pub struct InflightGuard {
-    _tenant: TenantSlot,
-    _tunnel: TunnelSlot,
+/// Where a request was answered.
+pub(crate) enum Answer {
+    /// By a connector on this node: hold the slot until the response body ends.
+    Local(Response<Incoming>, TunnelSlot),
+    /// By a connector on another node.
+    Remote(RemoteAnswer),
 }
 
-/// Send `req` on one of `tunnels` serving `target`, waiting up to `connector_wait` for a tunnel to attach when
-/// none is open. Returns the response head (body streaming) and the guard to hold until the body ends.
-pub(crate) async fn send(
-    tunnels: &Arc<TenantTunnels>,
-    tenant: &TenantName,
-    target: &TargetName,
-    mut req: Request<Body>,
-    cap: usize,
-    connector_wait: Duration,
-) -> Result<(Response<Incoming>, InflightGuard), RelayError> {
-    let tenant_slot = tunnels
-        .admit(cap)
-        .ok_or_else(|| RelayError::TenantBusy(tenant.to_string(), cap))?;
-    let wait_until = Instant::now() + connector_wait;
-    loop {
-        let attached = tunnels.attached.notified();
-        tokio::pin!(attached);
-        attached.as_mut().enable();
-        let tunnel = match tunnels.pick(target) {
-            Pick::Tunnel(t) => t,
-            Pick::NoSuchTarget => {
-                return Err(RelayError::UnknownTarget {
-                    tenant: tenant.to_string(),
-                    target: target.to_string(),
-                })
-            }
-            Pick::NoTunnel => {
-                if tokio::time::timeout_at(wait_until, attached).await.is_err() {
-                    return Err(RelayError::NoConnector(tenant.to_string(), connector_wait));
-                }
-                continue;
-            }
-        };
-        let slot = TunnelSlot::new(tunnel.clone());
-        let mut sender = tunnel.sender.clone();
-        if sender.ready().await.is_err() {
-            tracing::debug!(connector_id = %tunnel.connector_id, "tunnel closed before use, trying another");
-            tunnel.mark_closing();
-            continue;
+/// The two ways to a tenant's connectors.
+pub struct Dispatcher {
+    pub(crate) hub: Option<Arc<Hub>>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    pub(crate) connector_wait: Duration,
+}
+
+/// One request on its way out, with what the cluster path needs to know of it.
+pub(crate) struct Outbound<'a> {
+    pub tenant: &'a TenantName,
+    pub target: &'a TargetName,
+    pub request_id: &'a str,
+    pub upgrade: Option<String>,
+    pub deadline: Instant,
+}
+
+impl Dispatcher {
+    pub fn new(
+        hub: Option<Arc<Hub>>,
+        cluster: Option<Arc<Cluster>>,
+        connector_wait: Duration,
+    ) -> Self {
+        Self {
+            hub,
+            cluster,
+            connector_wait,
         }
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                return Ok((
-                    resp,
-                    InflightGuard {
-                        _tenant: tenant_slot,
-                        _tunnel: slot,
-                    },
-                ))
+    }
+
+    /// Send `req` to a connector of the tenant serving the target: this node's first, else another node's.
+    pub(crate) async fn send(
+        &self,
+        out: Outbound<'_>,
+        mut req: Request<Body>,
+    ) -> Result<Answer, RelayError> {
+        let wait_until = Instant::now() + self.connector_wait;
+        loop {
+            let local_attached = self.hub.as_ref().map(|h| h.registry.changed.notified());
+            let remote_appeared = self.cluster.as_ref().map(|c| c.presence.changed.notified());
+            tokio::pin!(local_attached, remote_appeared);
+            if let Some(n) = local_attached.as_mut().as_pin_mut() {
+                n.enable();
             }
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => {
-                    tracing::debug!(connector_id = %tunnel.connector_id, error = %e.error(), "request not sent on a closing tunnel, trying another");
-                    tunnel.mark_closing();
-                    req = unsent;
+            if let Some(n) = remote_appeared.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            let mut tenant_elsewhere = false;
+            if let Some(entry) = self.hub.as_ref().and_then(|h| h.registry.get(out.tenant)) {
+                match local::try_send(&entry, out.target, req).await {
+                    LocalOutcome::Sent(resp, slot) => return Ok(Answer::Local(resp, slot)),
+                    LocalOutcome::Lost(e) => return Err(RelayError::ConnectorLost(e.to_string())),
+                    LocalOutcome::NoTunnel(r) => req = r,
+                    LocalOutcome::NoSuchTarget(r) => {
+                        tenant_elsewhere = true;
+                        req = r;
+                    }
                 }
-                None => return Err(RelayError::ConnectorLost(e.into_error())),
-            },
+            }
+            if let Some(cluster) = &self.cluster {
+                match cluster
+                    .presence
+                    .lookup(out.tenant.as_str(), out.target.as_str())
+                {
+                    Lookup::Serves => {
+                        if !cluster.bus.is_connected() {
+                            return Err(RelayError::ClusterUnavailable(format!(
+                                "the {} bus is disconnected",
+                                cluster.bus.kind()
+                            )));
+                        }
+                        match cluster
+                            .send(
+                                out.tenant,
+                                out.target,
+                                req,
+                                out.upgrade.clone(),
+                                out.request_id,
+                                out.deadline,
+                            )
+                            .await?
+                        {
+                            Sent::Answered(answer) => return Ok(Answer::Remote(answer)),
+                            Sent::NotTaken(r) => {
+                                req = r;
+                                // presence changed under the request: look again at once
+                                continue;
+                            }
+                        }
+                    }
+                    Lookup::OtherTargets => tenant_elsewhere = true,
+                    Lookup::Nowhere => {}
+                }
+            }
+            if tenant_elsewhere {
+                return Err(RelayError::UnknownTarget {
+                    tenant: out.tenant.to_string(),
+                    target: out.target.to_string(),
+                });
+            }
+            let waited = async {
+                match (
+                    local_attached.as_mut().as_pin_mut(),
+                    remote_appeared.as_mut().as_pin_mut(),
+                ) {
+                    (Some(a), Some(b)) => {
+                        tokio::select! {
+                            () = a => {},
+                            () = b => {},
+                        }
+                    }
+                    (Some(a), None) => a.await,
+                    (None, Some(b)) => b.await,
+                    (None, None) => std::future::pending().await,
+                }
+            };
+            if tokio::time::timeout_at(wait_until, waited).await.is_err() {
+                return Err(RelayError::NoConnector(
+                    out.tenant.to_string(),
+                    self.connector_wait,
+                ));
+            }
         }
     }
 }

@@ -1,21 +1,28 @@
-//! The relay: a tenant's targets reached through the tunnels its connectors opened to this node.
+//! The relay: a tenant's targets reached through the tunnels its connectors opened, on this node or on another
+//! node of the cluster.
 //!
-//! Owns: the registry of open tunnels per tenant ([`registry`]), choosing a tunnel and failing over
-//! ([`dispatch`]), and the two HTTP endpoints of the relay ([`endpoint`]): `/_ferry/tunnel`, where connectors
-//! attach, and `/relay/{tenant}/{target}/…`, where clients call; the per-tenant settings in force
-//! ([`tenants`]), counting requests ([`stats`]), and keeping in step with the store in the background ([`watch`]). Does not own: listeners and TLS (gateway), the
-//! tunnel's wire protocol (ferry-tunnel), tokens and secrets (ferry-auth), storage (ferry-store).
+//! Owns: the tunnel side ([`hub`]: `/_ferry/tunnel`, the [`registry`] of tunnels per tenant, settings pushes,
+//! cutting tunnels), the client side ([`client`]: `/relay/{tenant}/{target}/…`, the per-tenant settings in force
+//! ([`tenants`]), counting requests ([`stats`])), the seam between them ([`dispatch`]: this node's tunnels first
+//! ([`local`]), else the cluster), the relay across nodes ([`cluster`]: bus messages, presence, flow control),
+//! and keeping in step with changes ([`watch`]). Does not own: listeners and TLS (gateway), the tunnel's wire
+//! protocol (ferry-tunnel), tokens and secrets (ferry-auth), storage (ferry-store), the bus (ferry-bus).
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod cluster;
 pub mod dispatch;
-pub mod endpoint;
+pub mod hub;
+pub mod local;
 pub mod registry;
 pub mod stats;
 pub mod tenants;
 pub mod watch;
 
-pub use dispatch::RelayError;
-pub use endpoint::Relay;
+pub use client::Relay;
+pub use cluster::{Cluster, NodeIdentity};
+pub use dispatch::{Dispatcher, RelayError};
+pub use hub::Hub;
 
 /// A map by tenant that every relayed request looks up. Its keys are only tenants that exist (unknown names are
 /// refused before any insert), so it uses foldhash, several times cheaper per lookup than the default SipHash,

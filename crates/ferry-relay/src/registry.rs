@@ -1,15 +1,18 @@
 //! The open tunnels of each tenant on this node, and the choice of one for a request.
 //!
 //! A request goes to the tunnel with the fewest requests in flight among those serving its target; ties are
-//! broken round robin, so equal connectors share the load evenly. Waiters for a tenant without tunnels are woken
-//! when one attaches.
+//! broken round robin, so equal connectors share the load evenly. A tenant has an entry only while it has
+//! tunnels here (the map cannot be grown by requests for made-up tenants); waiters for a tunnel are woken by
+//! [`Registry::changed`] whenever one attaches. Every attach and detach is also sent to the registry's event
+//! sink, which drives presence and dispatch-queue subscriptions in a cluster (`crate::cluster`).
 
-use crate::dispatch::TunnelSender;
+use crate::local::TunnelSender;
 use crate::TenantMap;
 use ferry_proto::{TargetName, TenantName};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 /// One open tunnel.
@@ -18,11 +21,14 @@ pub struct Tunnel {
     pub id: u64,
     /// Globally unique id of this tunnel: its row in the store's connections.
     pub record_id: String,
+    pub tenant: TenantName,
     pub connector_id: String,
     pub remote_addr: SocketAddr,
     pub targets: Vec<TargetName>,
     /// The connector secret whose token opened the tunnel (built-in issuer only): revoking it closes the tunnel.
     pub secret_id: Option<String>,
+    /// Unix seconds.
+    pub since: i64,
     pub(crate) sender: TunnelSender,
     inflight: AtomicUsize,
     closing: AtomicBool,
@@ -44,12 +50,10 @@ impl Tunnel {
     }
 }
 
-/// The tunnels of one tenant, and its request count for the per-tenant cap.
+/// The tunnels of one tenant.
 #[derive(Default)]
 pub struct TenantTunnels {
     tunnels: Mutex<Vec<Arc<Tunnel>>>,
-    pub(crate) attached: Notify,
-    inflight: AtomicUsize,
     round_robin: AtomicUsize,
 }
 
@@ -58,7 +62,7 @@ pub enum Pick {
     Tunnel(Arc<Tunnel>),
     /// Tunnels are open, but none serves the target.
     NoSuchTarget,
-    /// No tunnel is open.
+    /// No tunnel is open, or all serving the target are closing.
     NoTunnel,
 }
 
@@ -98,31 +102,20 @@ impl TenantTunnels {
         }
     }
 
-    /// Take a slot under the tenant's cap (0: no cap); `None` when the cap is reached.
-    pub(crate) fn admit(self: &Arc<Self>, cap: usize) -> Option<TenantSlot> {
-        let before = self.inflight.fetch_add(1, Ordering::AcqRel);
-        if cap > 0 && before >= cap {
-            self.inflight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(TenantSlot(self.clone()))
+    /// Whether a tunnel that is not closing serves `target`.
+    pub fn serves(&self, target: &TargetName) -> bool {
+        lock(&self.tunnels)
+            .iter()
+            .any(|t| !t.is_closing() && t.targets.contains(target))
     }
 
     pub fn tunnels(&self) -> Vec<Arc<Tunnel>> {
         lock(&self.tunnels).clone()
     }
 
+    /// Requests in flight on this tenant's tunnels.
     pub fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Relaxed)
-    }
-}
-
-/// A request counted under its tenant's cap until dropped.
-pub struct TenantSlot(Arc<TenantTunnels>);
-
-impl Drop for TenantSlot {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        lock(&self.tunnels).iter().map(|t| t.inflight()).sum()
     }
 }
 
@@ -149,7 +142,17 @@ pub(crate) struct NewTunnel {
     pub remote_addr: SocketAddr,
     pub targets: Vec<TargetName>,
     pub secret_id: Option<String>,
+    pub since: i64,
     pub sender: TunnelSender,
+}
+
+/// A tunnel attached to or detached from this node.
+#[derive(Clone)]
+pub enum TunnelEvent {
+    /// `first`: the tenant had no tunnel here before.
+    Attached { tunnel: Arc<Tunnel>, first: bool },
+    /// `last`: the tenant has no tunnel here any more.
+    Detached { tunnel: Arc<Tunnel>, last: bool },
 }
 
 /// Every tenant's tunnels on this node.
@@ -157,20 +160,24 @@ pub(crate) struct NewTunnel {
 pub struct Registry {
     tenants: Mutex<TenantMap<Arc<TenantTunnels>>>,
     next_id: AtomicU64,
+    /// Woken (all waiters) whenever a tunnel attaches.
+    pub changed: Notify,
+    events: Mutex<Option<UnboundedSender<TunnelEvent>>>,
 }
 
 impl Registry {
-    /// The tenant's entry, created empty on first use.
-    pub fn tenant(&self, tenant: &TenantName) -> Arc<TenantTunnels> {
-        let mut tenants = lock(&self.tenants);
-        // looked up first: the entry API would clone the name on every request
-        if let Some(entry) = tenants.get(tenant) {
-            return entry.clone();
-        }
-        tenants.entry(tenant.clone()).or_default().clone()
+    /// Send every attach and detach from now on to `sink` as well.
+    pub fn set_event_sink(&self, sink: UnboundedSender<TunnelEvent>) {
+        *lock(&self.events) = Some(sink);
     }
 
-    /// The tenant's entry if it has one.
+    fn emit(&self, event: TunnelEvent) {
+        if let Some(sink) = lock(&self.events).as_ref() {
+            let _ = sink.send(event);
+        }
+    }
+
+    /// The tenant's tunnels, if it has any here.
     pub fn get(&self, tenant: &TenantName) -> Option<Arc<TenantTunnels>> {
         lock(&self.tenants).get(tenant).cloned()
     }
@@ -179,31 +186,63 @@ impl Registry {
         let tunnel = Arc::new(Tunnel {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             record_id: new.record_id,
+            tenant: tenant.clone(),
             connector_id: new.connector_id,
             remote_addr: new.remote_addr,
             targets: new.targets,
             secret_id: new.secret_id,
+            since: new.since,
             sender: new.sender,
             inflight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             kill: Notify::new(),
         });
-        let entry = self.tenant(tenant);
-        lock(&entry.tunnels).push(tunnel.clone());
-        entry.attached.notify_waiters();
+        let first = {
+            let mut tenants = lock(&self.tenants);
+            let entry = tenants.entry(tenant.clone()).or_default();
+            let mut tunnels = lock(&entry.tunnels);
+            tunnels.push(tunnel.clone());
+            tunnels.len() == 1
+        };
+        self.changed.notify_waiters();
+        self.emit(TunnelEvent::Attached {
+            tunnel: tunnel.clone(),
+            first,
+        });
         tunnel
     }
 
-    pub(crate) fn detach(&self, tenant: &TenantName, id: u64) {
-        if let Some(entry) = self.get(tenant) {
-            lock(&entry.tunnels).retain(|t| t.id != id);
+    /// Remove a tunnel (it closed); the tenant's entry goes with its last tunnel.
+    pub(crate) fn detach(&self, tunnel: &Arc<Tunnel>) {
+        let removed = {
+            let mut tenants = lock(&self.tenants);
+            match tenants.get(&tunnel.tenant) {
+                Some(entry) => {
+                    let (removed, empty) = {
+                        let mut tunnels = lock(&entry.tunnels);
+                        let before = tunnels.len();
+                        tunnels.retain(|t| t.id != tunnel.id);
+                        (tunnels.len() < before, tunnels.is_empty())
+                    };
+                    if empty {
+                        tenants.remove(&tunnel.tenant);
+                    }
+                    removed.then_some(empty)
+                }
+                None => None,
+            }
+        };
+        if let Some(last) = removed {
+            self.emit(TunnelEvent::Detached {
+                tunnel: tunnel.clone(),
+                last,
+            });
         }
     }
 
     /// Whether the tenant has a tunnel open (it then certainly exists: its connector authenticated).
     pub fn has_tunnels(&self, tenant: &TenantName) -> bool {
-        self.get(tenant)
-            .is_some_and(|e| !lock(&e.tunnels).is_empty())
+        self.get(tenant).is_some()
     }
 
     /// Cut the tenant's tunnels at once (those `which` selects): they leave the registry and their connections
@@ -212,42 +251,42 @@ impl Registry {
         let Some(entry) = self.get(tenant) else {
             return 0;
         };
-        let mut tunnels = lock(&entry.tunnels);
-        let mut killed = 0;
-        tunnels.retain(|t| {
-            if which(t) {
-                t.mark_closing();
-                t.kill.notify_one();
-                killed += 1;
-                false
-            } else {
-                true
-            }
-        });
-        killed
+        let doomed: Vec<Arc<Tunnel>> = lock(&entry.tunnels)
+            .iter()
+            .filter(|t| which(t))
+            .cloned()
+            .collect();
+        for t in &doomed {
+            t.mark_closing();
+            t.kill.notify_one();
+            self.detach(t);
+        }
+        doomed.len()
     }
 
     /// Tenants with at least one tunnel on this node.
     pub fn tenants_with_tunnels(&self) -> Vec<TenantName> {
+        lock(&self.tenants).keys().cloned().collect()
+    }
+
+    /// Every open tunnel.
+    pub fn all_tunnels(&self) -> Vec<Arc<Tunnel>> {
         lock(&self.tenants)
-            .iter()
-            .filter(|(_, e)| !lock(&e.tunnels).is_empty())
-            .map(|(name, _)| name.clone())
+            .values()
+            .flat_map(|e| lock(&e.tunnels).clone())
             .collect()
     }
 
     /// Drop every tunnel's sender: each tunnel closes once its in-flight streams are done.
     pub fn close_all(&self) -> usize {
-        let mut n = 0;
-        for entry in lock(&self.tenants).values() {
-            let mut tunnels = lock(&entry.tunnels);
-            n += tunnels.len();
-            tunnels.clear();
+        let all = self.all_tunnels();
+        for t in &all {
+            self.detach(t);
         }
-        n
+        all.len()
     }
 
-    /// Requests in flight on this node, over all tenants.
+    /// Requests in flight on this node's tunnels.
     pub fn inflight(&self) -> usize {
         lock(&self.tenants).values().map(|e| e.inflight()).sum()
     }
@@ -258,5 +297,87 @@ impl Registry {
             .values()
             .map(|e| lock(&e.tunnels).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tunnel sender that no connection drives: enough for the registry, which never sends on it.
+    async fn sender() -> TunnelSender {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        // the client handshake only writes the preface: it completes without a server answering
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(hyper_util::rt::TokioIo::new(client))
+                .await
+                .expect("http2 handshake");
+        tokio::spawn(async move {
+            let _server = server;
+            let _ = conn.await;
+        });
+        sender
+    }
+
+    fn name(s: &str) -> TargetName {
+        s.parse().expect("name")
+    }
+
+    async fn new(targets: &[&str]) -> NewTunnel {
+        NewTunnel {
+            record_id: uuid::Uuid::new_v4().to_string(),
+            connector_id: "c".into(),
+            remote_addr: ([127, 0, 0, 1], 1).into(),
+            targets: targets.iter().map(|t| name(t)).collect(),
+            secret_id: None,
+            since: 0,
+            sender: sender().await,
+        }
+    }
+
+    #[tokio::test]
+    async fn picks_least_loaded_serving_tunnel_and_forgets_empty_tenants() {
+        let registry = Registry::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        registry.set_event_sink(tx);
+        let acme: TenantName = "acme".parse().expect("tenant");
+        let a = registry.attach(&acme, new(&["app"]).await);
+        let b = registry.attach(&acme, new(&["app", "api"]).await);
+        assert!(matches!(
+            rx.recv().await,
+            Some(TunnelEvent::Attached { first: true, .. })
+        ));
+        assert!(matches!(
+            rx.recv().await,
+            Some(TunnelEvent::Attached { first: false, .. })
+        ));
+        let entry = registry.get(&acme).expect("entry");
+        let _busy = TunnelSlot::new(a.clone());
+        for _ in 0..4 {
+            assert!(matches!(entry.pick(&name("app")), Pick::Tunnel(t) if t.id == b.id));
+        }
+        assert!(matches!(entry.pick(&name("api")), Pick::Tunnel(t) if t.id == b.id));
+        assert!(matches!(entry.pick(&name("web")), Pick::NoSuchTarget));
+        b.mark_closing();
+        assert!(
+            matches!(entry.pick(&name("api")), Pick::NoTunnel),
+            "closing: wait"
+        );
+        assert!(!entry.serves(&name("api")));
+        assert_eq!(registry.kill_where(&acme, |t| t.id == b.id), 1);
+        assert!(matches!(
+            rx.recv().await,
+            Some(TunnelEvent::Detached { last: false, .. })
+        ));
+        registry.detach(&a);
+        assert!(matches!(
+            rx.recv().await,
+            Some(TunnelEvent::Detached { last: true, .. })
+        ));
+        registry.detach(&a);
+        assert!(rx.try_recv().is_err(), "a second detach is not an event");
+        assert!(registry.get(&acme).is_none(), "no entry without tunnels");
+        assert_eq!(registry.tunnel_count(), 0);
     }
 }

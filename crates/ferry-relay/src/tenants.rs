@@ -1,18 +1,30 @@
 //! What this node knows of each tenant it has seen: whether it exists and its settings, cached briefly so that a
 //! request costs no store query, and the settings in force for a request (the tenant's own, else the node's).
 //!
-//! The cache is refreshed by the relay's watcher (`crate::watch`) every few seconds for every tenant in it, and
-//! invalidated at once when the management API on this node changes a tenant.
+//! Entries are evicted when a change event arrives (`crate::watch`: the bus, or this node's management API), and
+//! re-read at least every 30 s as a safety net. Names that are not tenants are remembered for 2 s, so made-up
+//! names in `/relay/…` cost no store query each; both maps are bounded. The cache also holds each tenant's count
+//! of requests in flight from this node, for the tenant's cap.
 
 use crate::TenantMap;
 use ferry_config::RelaySettings;
 use ferry_proto::{TenantName, TenantSettings};
 use ferry_store::{Store, StoreError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long a cached answer is used without asking the store again.
-const FRESH_FOR: Duration = Duration::from_secs(5);
+/// How long a cached answer is used without asking the store again. Changes arrive as events (the bus in a
+/// cluster, the management API on this node) and evict the entry at once; this bounds how stale an entry can get
+/// when an event was lost (a broker outage) or the store was changed behind Ferry's back (the CLI in local mode).
+const FRESH_FOR: Duration = Duration::from_secs(30);
+/// How long "no such tenant" is remembered: requests for made-up tenants cost no store query each, and a tenant
+/// created on another node is usable within this even if its event was lost.
+const UNKNOWN_FOR: Duration = Duration::from_secs(2);
+/// Most tenants kept; past it, the stalest entries go first (a request for one of them asks the store again).
+const MAX_KNOWN: usize = 100_000;
+/// Most unknown names kept (the map made-up names fill); past it, the map starts over.
+const MAX_UNKNOWN: usize = 10_000;
 
 /// The settings in force for one request of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +58,25 @@ pub(crate) struct Known {
     pub settings: TenantSettings,
     pub updated_at: i64,
     fetched: Instant,
+    /// Requests of the tenant in flight from this node (its cap), shared by every copy of the entry.
+    inflight: Arc<AtomicUsize>,
 }
 
-/// The cache of tenants, by name. Unknown tenants are not cached (each lookup asks the store), so a tenant
-/// created on another node is usable at once.
+/// A request counted under its tenant's cap until dropped.
+pub struct TenantSlot(Arc<AtomicUsize>);
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The cache of tenants, by name, with a short memory of names that are not tenants.
 #[derive(Default)]
 pub(crate) struct TenantCache {
     entries: Mutex<TenantMap<Known>>,
+    /// Keys chosen by clients (made-up names): the default SipHash, which resists keys chosen to collide.
+    unknown: Mutex<std::collections::HashMap<TenantName, Instant>>,
 }
 
 /// What a refresh found for one tenant.
@@ -75,7 +99,37 @@ impl TenantCache {
                 return Ok(Some(known.settings.clone()));
             }
         }
+        if let Some(at) = lock(&self.unknown).get(name) {
+            if at.elapsed() < UNKNOWN_FOR {
+                return Ok(None);
+            }
+        }
         Ok(self.refresh(store, name).await?.1)
+    }
+
+    /// Take a slot under the tenant's cap (0: no cap); `None` when the cap is reached.
+    pub fn admit(&self, name: &TenantName, cap: usize) -> Option<TenantSlot> {
+        // an entry evicted between the lookup and now: the request counts under a counter of its own
+        let counter = self
+            .lock()
+            .get(name)
+            .map(|known| known.inflight.clone())
+            .unwrap_or_default();
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        if cap > 0 && before >= cap {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(TenantSlot(counter))
+    }
+
+    /// Requests in flight from this node, per tenant (only tenants with some).
+    pub fn inflight(&self) -> Vec<(TenantName, usize)> {
+        self.lock()
+            .iter()
+            .map(|(n, k)| (n.clone(), k.inflight.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Ask the store now and update the cache; says what changed and the settings in force.
@@ -85,10 +139,14 @@ impl TenantCache {
         name: &TenantName,
     ) -> Result<(Refreshed, Option<TenantSettings>), StoreError> {
         let found = store.get_tenant(name).await?;
-        let mut entries = self.lock();
         match found {
             None => {
-                let was_known = entries.remove(name).is_some();
+                let was_known = self.lock().remove(name).is_some();
+                let mut unknown = lock(&self.unknown);
+                if unknown.len() >= MAX_UNKNOWN {
+                    unknown.clear();
+                }
+                unknown.insert(name.clone(), Instant::now());
                 Ok((
                     if was_known {
                         Refreshed::Deleted
@@ -99,12 +157,22 @@ impl TenantCache {
                 ))
             }
             Some(tenant) => {
+                lock(&self.unknown).remove(name);
+                let mut entries = self.lock();
+                if entries.len() >= MAX_KNOWN && !entries.contains_key(name) {
+                    evict_stalest(&mut entries);
+                }
+                let inflight = entries
+                    .get(name)
+                    .map(|k| k.inflight.clone())
+                    .unwrap_or_default();
                 let previous = entries.insert(
                     name.clone(),
                     Known {
                         settings: tenant.settings.clone(),
                         updated_at: tenant.updated_at,
                         fetched: Instant::now(),
+                        inflight,
                     },
                 );
                 let changed = previous.is_some_and(|p| {
@@ -122,19 +190,30 @@ impl TenantCache {
         }
     }
 
-    /// Forget a tenant (it was deleted, or changed and must be re-read).
+    /// Forget what is known of a name (the tenant was created, changed or deleted): the next request asks the
+    /// store. The in-flight count survives (requests under way still hold it).
     pub fn forget(&self, name: &TenantName) {
-        self.lock().remove(name);
-    }
-
-    /// The names in the cache.
-    pub fn names(&self) -> Vec<TenantName> {
-        self.lock().keys().cloned().collect()
+        lock(&self.unknown).remove(name);
+        if let Some(known) = self.lock().get_mut(name) {
+            known.fetched = Instant::now() - FRESH_FOR;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TenantMap<Known>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.entries)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Drop the oldest tenth of the entries (by when they were read), keeping those with requests in flight.
+fn evict_stalest(entries: &mut TenantMap<Known>) {
+    let mut ages: Vec<Instant> = entries.values().map(|k| k.fetched).collect();
+    ages.sort_unstable();
+    let cut = ages[ages.len() / 10];
+    entries.retain(|_, k| k.fetched > cut || k.inflight.load(Ordering::Relaxed) > 0);
 }
 
 #[cfg(test)]
@@ -174,6 +253,8 @@ mod tests {
             .create_tenant(&name, &TenantFields::default())
             .await
             .expect("create");
+        // a creation's event makes the cache forget that the name was unknown
+        cache.forget(&name);
         assert_eq!(
             cache.get(&store, &name).await.expect("get"),
             Some(TenantSettings::default())
@@ -194,6 +275,39 @@ mod tests {
         let (what, now) = cache.refresh(&store, &name).await.expect("refresh");
         assert!(matches!(what, Refreshed::Deleted));
         assert!(now.is_none());
-        assert!(cache.names().is_empty());
+        assert!(cache.lock().is_empty());
+        // remembered as unknown: even once created, the cache says "no" until forgotten (an event) or 2 s pass
+        store
+            .create_tenant(&name, &TenantFields::default())
+            .await
+            .expect("create again");
+        assert!(cache.get(&store, &name).await.expect("get").is_none());
+        cache.forget(&name);
+        assert!(cache.get(&store, &name).await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn the_cap_counts_in_flight_requests() {
+        let store = SqliteStore::open_in_memory().await.expect("store");
+        let name: TenantName = "acme".parse().expect("name");
+        store
+            .create_tenant(&name, &TenantFields::default())
+            .await
+            .expect("create");
+        let cache = TenantCache::default();
+        cache.get(&store, &name).await.expect("get");
+        let a = cache.admit(&name, 2).expect("first");
+        let _b = cache.admit(&name, 2).expect("second");
+        assert!(cache.admit(&name, 2).is_none(), "over the cap");
+        assert_eq!(cache.inflight(), vec![(name.clone(), 2)]);
+        cache.forget(&name);
+        cache
+            .get(&store, &name)
+            .await
+            .expect("re-read keeps the count");
+        assert!(cache.admit(&name, 2).is_none());
+        drop(a);
+        assert!(cache.admit(&name, 2).is_some());
+        assert!(cache.admit(&name, 0).is_some(), "0: no cap");
     }
 }

@@ -36,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node with all roles (relay, token endpoint) on the embedded store.
+    /// Run a node: every role on the embedded store by default, or some roles of a cluster (--roles, --transport).
     Serve(ServeArgs),
     /// Manage tenants, in the local store or with --api on a remote node.
     Tenant {
@@ -78,6 +78,18 @@ struct ServeArgs {
     /// PEM private key for TLS on the public listener.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Roles to run: all (default) or a comma-separated list of gateway, relay, management, worker
+    /// (FERRY_ROLES). Splitting roles needs a bus (--transport) and PostgreSQL (FERRY_DATABASE_URL).
+    #[arg(long, value_name = "ROLES")]
+    roles: Option<String>,
+    /// The bus between nodes: memory (default, one process), nats://HOST:PORT, tls://HOST:PORT,
+    /// amqp://USER:PASS@HOST:PORT/VHOST or amqps://… (FERRY_TRANSPORT; prefer the variable when the URL has a
+    /// password).
+    #[arg(long, value_name = "URL")]
+    transport: Option<String>,
+    /// This node's id (FERRY_NODE_ID); default: generated once and kept in the data directory.
+    #[arg(long)]
+    node_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -173,6 +185,15 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
             }
             if let Some(v) = &a.tls_key {
                 overrides.push(Override::new("server.tls_key", v.display().to_string()));
+            }
+            for (path, value) in [
+                ("node.roles", &a.roles),
+                ("node.transport", &a.transport),
+                ("node.id", &a.node_id),
+            ] {
+                if let Some(v) = value {
+                    overrides.push(Override::new(path, v.as_str()));
+                }
             }
         }
         Command::Tenant { command } => target_data_dir(command.target(), &mut overrides),

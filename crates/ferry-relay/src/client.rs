@@ -1,14 +1,15 @@
-//! The relay's HTTP endpoints: `/relay/{tenant}/{target}/…` for clients and `/_ferry/tunnel` for connectors.
+//! The client side of the relay (the `gateway` role): `/relay/{tenant}/{target}/…`.
 //!
-//! The relay endpoint checks the request (names, path, framing, sizes), turns it into a tunnel request (the rest
-//! of the path byte for byte, end-to-end headers, forwarding headers, the request id), sends it through
-//! [`crate::dispatch`] and streams the response back. Upgrades (WebSocket) travel as an extended CONNECT and are
-//! bridged byte for byte once both sides agreed.
+//! The endpoint checks the request (names, path, framing, sizes), turns it into a tunnel request (the rest of the
+//! path byte for byte, end-to-end headers, forwarding headers, the request id), sends it through
+//! [`crate::dispatch`] (a tunnel on this node, or another node's through the bus) and streams the response back.
+//! Upgrades (WebSocket) travel as an extended CONNECT and are bridged byte for byte once both sides agreed.
 
-use crate::dispatch::{self, InflightGuard, RelayError};
-use crate::registry::{NewTunnel, Registry};
+use crate::cluster::origin::RemoteUpgrade;
+use crate::dispatch::{Answer, Dispatcher, Outbound, RelayError};
+use crate::registry::TunnelSlot;
 use crate::stats::{LogDetails, Outcome, Stats};
-use crate::tenants::{Effective, TenantCache};
+use crate::tenants::{Effective, TenantCache, TenantSlot};
 use ferry_auth::TokenVerifier;
 use ferry_config::RelaySettings;
 use ferry_http::{error_response, Body, BoxError, ClientInfo, Guarded, SizeLimited};
@@ -16,7 +17,6 @@ use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::path::{split_relay_path, PathError};
 use ferry_proto::{tunnel, ErrorCode, ErrorReply, TargetName, TenantName};
 use ferry_store::{unix_now, Store};
-use ferry_tunnel::TunnelOptions;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -27,16 +27,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// The relay of one node.
+/// The client side of the relay on one node.
 pub struct Relay {
     pub(crate) node_id: String,
     pub(crate) settings: RelaySettings,
-    tunnel_options: TunnelOptions,
     pub(crate) store: Arc<dyn Store>,
     verifier: Arc<dyn TokenVerifier>,
-    pub(crate) registry: Registry,
-    pub(crate) tenants: TenantCache,
+    pub(crate) tenants: Arc<TenantCache>,
     pub(crate) stats: Stats,
+    dispatcher: Dispatcher,
     draining: AtomicBool,
 }
 
@@ -44,28 +43,23 @@ impl Relay {
     pub fn new(
         node_id: String,
         settings: RelaySettings,
-        tunnel_options: TunnelOptions,
         store: Arc<dyn Store>,
         verifier: Arc<dyn TokenVerifier>,
+        dispatcher: Dispatcher,
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
-            tunnel_options,
             store,
             verifier,
-            registry: Registry::default(),
-            tenants: TenantCache::default(),
+            tenants: Arc::new(TenantCache::default()),
             stats: Stats::new(settings.request_log),
             settings,
+            dispatcher,
             draining: AtomicBool::new(false),
         })
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Take no new requests and no new tunnels from now on.
+    /// Take no new requests from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
@@ -74,25 +68,13 @@ impl Relay {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// The relay's gauges in the Prometheus text format: open tunnels and requests in flight, per tenant.
+    /// The client side's gauge in the Prometheus text format: requests in flight from this node, per tenant.
     pub fn render_metrics(&self) -> String {
         use std::fmt::Write as _;
-        let mut out = String::new();
-        let tenants = self.registry.tenants_with_tunnels();
-        let _ = writeln!(
-            out,
-            "# HELP ferry_relay_tunnels Open connector tunnels on this node.\n# TYPE ferry_relay_tunnels gauge"
+        let mut out = String::from(
+            "# HELP ferry_relay_requests_in_flight Relayed requests in flight from this node.\n# TYPE ferry_relay_requests_in_flight gauge\n",
         );
-        for tenant in &tenants {
-            let open = self.registry.get(tenant).map_or(0, |e| e.tunnels().len());
-            let _ = writeln!(out, "ferry_relay_tunnels{{tenant=\"{tenant}\"}} {open}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ferry_relay_requests_in_flight Relayed requests in flight on this node.\n# TYPE ferry_relay_requests_in_flight gauge"
-        );
-        for tenant in &tenants {
-            let inflight = self.registry.get(tenant).map_or(0, |e| e.inflight());
+        for (tenant, inflight) in self.tenants.inflight() {
             let _ = writeln!(
                 out,
                 "ferry_relay_requests_in_flight{{tenant=\"{tenant}\"}} {inflight}"
@@ -101,9 +83,14 @@ impl Relay {
         out
     }
 
-    /// Close every tunnel (after the in-flight requests finished, or at the drain deadline).
-    pub fn close_tunnels(&self) -> usize {
-        self.registry.close_all()
+    /// Requests in flight from this node, over all tenants.
+    pub fn inflight(&self) -> usize {
+        self.tenants.inflight().iter().map(|(_, n)| n).sum()
+    }
+
+    /// The tenant changed (an event): its settings are read again on its next request.
+    pub fn tenant_changed(&self, tenant: &TenantName) {
+        self.tenants.forget(tenant);
     }
 
     /// The settings in force for the tenant's requests; `None` when the tenant does not exist.
@@ -304,157 +291,100 @@ impl Relay {
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
 
-        let tunnels = self.registry.tenant(&tenant);
+        let tenant_slot = self
+            .tenants
+            .admit(&tenant, effective.max_concurrent_requests)
+            .ok_or_else(|| {
+                RelayError::TenantBusy(tenant.to_string(), effective.max_concurrent_requests)
+                    .reply()
+            })?;
         let expiration = effective.request_expiration;
-        let sent = tokio::time::timeout(
-            expiration,
-            dispatch::send(
-                &tunnels,
-                &tenant,
-                &target,
+        let deadline = tokio::time::Instant::now() + expiration;
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.dispatcher.send(
+                Outbound {
+                    tenant: &tenant,
+                    target: &target,
+                    request_id,
+                    upgrade: upgrade.clone(),
+                    deadline,
+                },
                 out,
-                effective.max_concurrent_requests,
-                self.settings.connector_wait,
             ),
         )
         .await;
-        let (resp, guard) = match sent {
+        let answer = match sent {
             Err(_) => return Err(RelayError::Expired(expiration).reply()),
             Ok(Err(e)) => {
                 if exceeded.is_some_and(|f| f.load(Ordering::Acquire)) {
                     return Err(RelayError::PayloadTooLarge(limit).reply());
                 }
-                return Err(e.reply());
-            }
-            Ok(Ok(r)) => r,
-        };
-        if let Some(code) = resp.headers().get(ferry_proto::headers::FERRY_ERROR) {
-            tracing::warn!(request_id, tenant = %tenant, target = %target, code = ?code, status = resp.status().as_u16(), "connector answered with an error");
-        }
-
-        match (upgrade, client_upgrade) {
-            (Some(protocol), Some(client_upgrade)) if resp.status() == StatusCode::OK => Ok(
-                bridge_upgrade(resp, client_upgrade, protocol, guard, request_id),
-            ),
-            _ => Ok(into_client_response(resp, guard, request_id)),
-        }
-    }
-
-    /// Handle `GET /_ferry/tunnel`: authenticate the connector, answer 101 and attach the tunnel once upgraded.
-    pub async fn handle_tunnel(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
-        let request_id = ferry_http::request_id(&req);
-        let remote_addr = req
-            .extensions()
-            .get::<ClientInfo>()
-            .map(|c| c.remote_addr)
-            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
-        let refuse = |reply: ErrorReply| {
-            tracing::warn!(%remote_addr, code = %reply.code, "tunnel refused: {}", reply.message);
-            error_response(&reply, &request_id)
-        };
-        if self.is_draining() {
-            return refuse(RelayError::Draining.reply());
-        }
-        let Some(token) = bearer_token(req.headers()) else {
-            return refuse(ErrorReply::new(
-                ErrorCode::Unauthorized,
-                "a bearer token is required",
-            ));
-        };
-        let claims = match self.verifier.verify_async(token).await {
-            Ok(c) => c,
-            Err(e) => {
-                return refuse(ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("token refused: {e}"),
-                ))
-            }
-        };
-        let tenant = claims.tenant;
-        let secret_id = claims.secret_id;
-        match self.tenants.refresh(&*self.store, &tenant).await {
-            Ok((_, Some(_))) => {}
-            Ok((_, None)) => {
-                return refuse(ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("tenant {tenant} no longer exists"),
-                ))
-            }
-            Err(e) => return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}"))),
-        }
-        // A token outlives its secret by up to its lifetime: a revoked or expired secret opens no new tunnel.
-        if let Some(id) = &secret_id {
-            match self.store.active_secrets(&tenant, unix_now()).await {
-                Ok(active) if active.iter().any(|s| &s.id == id) => {}
-                Ok(_) => {
-                    return refuse(ErrorReply::new(
-                        ErrorCode::Unauthorized,
-                        format!("the secret {id} of the token was revoked or expired"),
-                    ))
+                return Err(match e {
+                    RelayError::Expired(_) => RelayError::Expired(expiration),
+                    other => other,
                 }
-                Err(e) => {
-                    return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))
+                .reply());
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        match answer {
+            Answer::Local(resp, tunnel_slot) => {
+                if let Some(code) = resp.headers().get(ferry_proto::headers::FERRY_ERROR) {
+                    tracing::warn!(request_id, tenant = %tenant, target = %target, code = ?code, status = resp.status().as_u16(), "connector answered with an error");
+                }
+                let guard = InflightGuard {
+                    _tenant: tenant_slot,
+                    _tunnel: Some(tunnel_slot),
+                };
+                match (upgrade, client_upgrade) {
+                    (Some(protocol), Some(client_upgrade)) if resp.status() == StatusCode::OK => {
+                        let (head, body) = resp.into_parts();
+                        let tunnel_upgrade =
+                            hyper::upgrade::on(Response::from_parts(head.clone(), body));
+                        let pipe = async move {
+                            tunnel_upgrade
+                                .await
+                                .map(|u| Box::new(TokioIo::new(u)) as Box<dyn Io>)
+                        };
+                        Ok(bridge_upgrade(
+                            head.headers,
+                            client_upgrade,
+                            protocol,
+                            guard,
+                            request_id,
+                            pipe,
+                        ))
+                    }
+                    _ => Ok(into_client_response(resp, guard, request_id)),
+                }
+            }
+            Answer::Remote(remote) => {
+                let resp = remote.response;
+                if let Some(code) = resp.headers().get(ferry_proto::headers::FERRY_ERROR) {
+                    tracing::warn!(request_id, tenant = %tenant, target = %target, code = ?code, status = resp.status().as_u16(), "connector answered with an error");
+                }
+                let guard = InflightGuard {
+                    _tenant: tenant_slot,
+                    _tunnel: None,
+                };
+                match (upgrade, client_upgrade, remote.upgrade) {
+                    (Some(protocol), Some(client_upgrade), Some(up)) => {
+                        let (head, _) = resp.into_parts();
+                        let pipe = async move { Ok(remote_pipe(up)) };
+                        Ok(bridge_upgrade(
+                            head.headers,
+                            client_upgrade,
+                            protocol,
+                            guard,
+                            request_id,
+                            pipe,
+                        ))
+                    }
+                    _ => Ok(into_client_response(resp, guard, request_id)),
                 }
             }
         }
-        let handshake = match ferry_tunnel::server::parse_handshake(req.headers()) {
-            Ok(h) => h,
-            Err(reply) => return refuse(reply),
-        };
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let relay = self.clone();
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::warn!(%remote_addr, tenant = %tenant, "tunnel upgrade failed: {e}");
-                    return;
-                }
-            };
-            let (sender, connection) = match ferry_tunnel::server::open(
-                upgraded,
-                &relay.tunnel_options,
-            )
-            .await
-            {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
-                    return;
-                }
-            };
-            let connector_id = handshake.connector_id.clone();
-            let tunnel = relay.registry.attach(
-                &tenant,
-                NewTunnel {
-                    record_id: uuid::Uuid::new_v4().to_string(),
-                    connector_id: handshake.connector_id,
-                    remote_addr,
-                    targets: handshake.targets,
-                    secret_id,
-                    sender,
-                },
-            );
-            let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
-            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets = ?targets, version = ?handshake.version, "tunnel attached");
-            relay.record_connection(&tenant, &tunnel);
-            relay.push_settings_to(&tenant, &tunnel);
-            let result = tokio::select! {
-                result = connection => Some(result),
-                () = tunnel.kill.notified() => None,
-            };
-            relay.registry.detach(&tenant, tunnel.id);
-            relay.record_disconnection(&tunnel);
-            match result {
-                Some(Ok(())) => tracing::info!(tenant = %tenant, connector_id, "tunnel closed"),
-                Some(Err(e)) => tracing::warn!(tenant = %tenant, connector_id, "tunnel lost: {e}"),
-                None => tracing::info!(tenant = %tenant, connector_id, "tunnel cut by the node"),
-            }
-        });
-        let mut resp = Response::new(ferry_http::empty());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *resp.headers_mut() = ferry_tunnel::server::switching_protocols_headers(&self.node_id);
-        resp
     }
 }
 
@@ -487,7 +417,7 @@ impl Relay {
 }
 
 /// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 7235).
-fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -549,11 +479,23 @@ fn remove_internal(headers: &mut http::HeaderMap, keep_error: bool) {
     });
 }
 
-fn into_client_response(
-    resp: Response<Incoming>,
+/// What keeps a relayed request counted until its response body ends.
+struct InflightGuard {
+    _tenant: TenantSlot,
+    _tunnel: Option<TunnelSlot>,
+}
+
+/// The connector's response as the client gets it: hop-by-hop and internal headers out, the request id in, and
+/// the body holding the request's counts until it ends.
+fn into_client_response<B>(
+    resp: Response<B>,
     guard: InflightGuard,
     request_id: &str,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut head, body) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
     remove_internal(&mut head.headers, true);
@@ -562,26 +504,39 @@ fn into_client_response(
             head.headers.insert(X_REQUEST_ID, v);
         }
     }
-    let body = Guarded::new(body, guard)
-        .map_err(BoxError::from)
-        .boxed_unsync();
+    let body = Guarded::new(body, guard).map_err(Into::into).boxed_unsync();
     Response::from_parts(head, body)
 }
 
-fn bridge_upgrade(
-    resp: Response<Incoming>,
+/// A two-way byte stream to the target (a tunnel stream, or a cross-node stream).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The cross-node stream of an upgrade as a byte stream: a pipe whose far end is pumped to and from the bus.
+fn remote_pipe(up: RemoteUpgrade) -> Box<dyn Io> {
+    let (near, far) = tokio::io::duplex(crate::cluster::flow::CHUNK);
+    tokio::spawn(crate::cluster::origin::pump_upgrade(up, far));
+    Box::new(near)
+}
+
+/// Answer `101` to the client and, once both sides have switched, copy bytes both ways between the client and
+/// `pipe` (the target's side) until either closes.
+fn bridge_upgrade<P>(
+    mut headers: http::HeaderMap,
     client_upgrade: hyper::upgrade::OnUpgrade,
     protocol: String,
     guard: InflightGuard,
     request_id: &str,
-) -> Response<Body> {
-    let (mut head, body) = resp.into_parts();
-    let tunnel_upgrade = hyper::upgrade::on(Response::from_parts(head.clone(), body));
-    strip_hop_by_hop(&mut head.headers);
+    pipe: P,
+) -> Response<Body>
+where
+    P: std::future::Future<Output = Result<Box<dyn Io>, hyper::Error>> + Send + 'static,
+{
+    strip_hop_by_hop(&mut headers);
     let request_id = request_id.to_owned();
     let mut client_resp = Response::new(ferry_http::empty());
     *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *client_resp.headers_mut() = head.headers;
+    *client_resp.headers_mut() = headers;
     let h = client_resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     match HeaderValue::from_str(&protocol) {
@@ -595,7 +550,7 @@ fn bridge_upgrade(
     }
     tokio::spawn(async move {
         let _guard = guard;
-        let (client, tunnel) = match tokio::try_join!(client_upgrade, tunnel_upgrade) {
+        let (client, mut tunnel) = match tokio::try_join!(client_upgrade, pipe) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(request_id, "upgrade failed: {e}");
@@ -603,7 +558,6 @@ fn bridge_upgrade(
             }
         };
         let mut client = TokioIo::new(client);
-        let mut tunnel = TokioIo::new(tunnel);
         match tokio::io::copy_bidirectional(&mut client, &mut tunnel).await {
             Ok((up, down)) => tracing::debug!(request_id, up, down, "upgraded connection closed"),
             Err(e) => tracing::debug!(request_id, "upgraded connection ended: {e}"),

@@ -1,0 +1,284 @@
+//! The executing side of a cross-node request: a request from a tenant's dispatch queue runs on one of this
+//! node's tunnels of that tenant.
+//!
+//! The node claims the request only when one of its tunnels serves the target, runs it only after the origin
+//! granted the claim, and answers `NotAccepted` when its tunnels closed between the claim and the hand-off (the
+//! origin may then publish the request again: nothing ran). The response head goes back to the origin's inbox,
+//! its body as chunks within the origin's credit; an abort from the origin (its client went away) or the
+//! origin's death drops the tunnel stream, which resets it at the connector and the target.
+
+use super::flow::{self, Peer, RemoteBody};
+use super::streams::{Inbound, StreamHandle};
+use super::{unix_ms, Cluster, INLINE_MAX};
+use crate::local::{self, LocalOutcome};
+use ferry_http::{Body, BoxError};
+use ferry_proto::cluster::{
+    inbox_subject, AbortReason, BodyKind, Message, RequestMsg, ResponseHead,
+};
+use ferry_proto::{tunnel, TargetName, TenantName};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run one request taken from a dispatch queue.
+pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
+    let Some(hub) = cluster.hub.clone() else {
+        return;
+    };
+    let now = unix_ms();
+    if now >= msg.deadline_ms {
+        tracing::debug!(
+            request_id = msg.request_id,
+            "request past its expiration: not run"
+        );
+        return;
+    }
+    let origin = Peer {
+        bus: cluster.bus.clone(),
+        inbox: inbox_subject(&msg.origin),
+        stream: msg.origin_stream,
+    };
+    let (Ok(tenant), Ok(target)) = (
+        TenantName::new(msg.tenant.clone()),
+        TargetName::new(msg.target.clone()),
+    ) else {
+        origin.abort_later(AbortReason::Protocol);
+        return;
+    };
+    let Some(entry) = hub.registry.get(&tenant).filter(|e| e.serves(&target)) else {
+        let _ = origin
+            .send(&Message::Decline {
+                stream: msg.origin_stream,
+            })
+            .await;
+        return;
+    };
+    let StreamHandle {
+        id: own_stream,
+        rx,
+        credit,
+        reg,
+    } = cluster.streams.open(Some(msg.origin.clone()));
+    let mut rx = Some(rx);
+    if origin
+        .send(&Message::Claim {
+            origin_stream: msg.origin_stream,
+            executor: cluster.me.node_id.clone(),
+            executor_stream: own_stream,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let left = Duration::from_millis(msg.deadline_ms.saturating_sub(now));
+    let grant_wait = left.min(cluster.settings.claim_timeout * 2);
+    let granted = match rx.as_mut() {
+        Some(rx) => tokio::time::timeout(grant_wait, rx.recv()).await,
+        None => return,
+    };
+    match granted {
+        Ok(Some(Inbound::Grant)) => {}
+        // denied (another node has it, or it expired), or the grant never came: nothing runs
+        _ => return,
+    }
+    let request_id = msg.request_id.clone();
+    let upgrade = msg.upgrade.clone();
+    let body = match (msg.body.clone(), rx.take()) {
+        // the origin's chunks arrive on this stream's channel; the response side keeps the credit
+        (BodyKind::Stream, Some(rx)) => RemoteBody::new(rx, reg.clone(), origin.clone(), None)
+            .map_err(BoxError::from)
+            .boxed_unsync(),
+        (BodyKind::Inline(b), r) => {
+            rx = r;
+            ferry_http::full(b)
+        }
+        (_, r) => {
+            rx = r;
+            ferry_http::empty()
+        }
+    };
+    let req = match build_request(&msg, body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(request_id, "request from another node is malformed: {e}");
+            origin.abort_later(AbortReason::Protocol);
+            return;
+        }
+    };
+    let mut credit = credit;
+    let outcome = tokio::select! {
+        o = local::try_send(&entry, &target, req) => o,
+        reason = flow::wait_cut(&mut credit) => {
+            tracing::debug!(request_id, ?reason, "cross-node request cut before its response");
+            return;
+        }
+    };
+    let (resp, slot) = match outcome {
+        LocalOutcome::Sent(resp, slot) => (resp, slot),
+        LocalOutcome::NoTunnel(_) | LocalOutcome::NoSuchTarget(_) => {
+            let _ = origin
+                .send(&Message::Abort {
+                    stream: msg.origin_stream,
+                    reason: AbortReason::NotAccepted,
+                })
+                .await;
+            return;
+        }
+        LocalOutcome::Lost(e) => {
+            tracing::warn!(request_id, tenant = %tenant, "connector lost with a request from another node: {e}");
+            let _ = origin
+                .send(&Message::Abort {
+                    stream: msg.origin_stream,
+                    reason: AbortReason::ConnectorLost,
+                })
+                .await;
+            return;
+        }
+    };
+    let _slot = slot;
+    let status = resp.status();
+    let headers = flow::to_wire(resp.headers());
+    if upgrade.is_some() && status == StatusCode::OK {
+        let head = ResponseHead {
+            status: status.as_u16(),
+            headers,
+            body: BodyKind::Stream,
+        };
+        if origin
+            .send(&Message::Head {
+                stream: msg.origin_stream,
+                head: Box::new(head),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let upgraded = match hyper::upgrade::on(resp).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(request_id, "upgrade on the tunnel failed: {e}");
+                origin.abort_later(AbortReason::ConnectorLost);
+                return;
+            }
+        };
+        if let Some(rx) = rx {
+            bridge(TokioIo::new(upgraded), rx, credit, reg, origin, &request_id).await;
+        }
+        return;
+    }
+    let body = resp.into_body();
+    let mut kind = if body.is_end_stream() {
+        BodyKind::Empty
+    } else {
+        BodyKind::Stream
+    };
+    let mut body = Some(body);
+    if body
+        .as_ref()
+        .and_then(|b| b.size_hint().exact())
+        .is_some_and(|n| n <= INLINE_MAX)
+    {
+        if let Some(b) = body.take() {
+            let collected = tokio::select! {
+                c = b.collect() => c,
+                reason = flow::wait_cut(&mut credit) => {
+                    tracing::debug!(request_id, ?reason, "cross-node request cut while its response was read");
+                    return;
+                }
+            };
+            match collected {
+                Ok(c) => kind = BodyKind::Inline(c.to_bytes()),
+                Err(e) => {
+                    tracing::warn!(request_id, "connector lost while reading a response: {e}");
+                    origin.abort_later(AbortReason::ConnectorLost);
+                    return;
+                }
+            }
+        }
+    }
+    let streamed = matches!(kind, BodyKind::Stream);
+    let head = ResponseHead {
+        status: status.as_u16(),
+        headers,
+        body: kind,
+    };
+    if origin
+        .send(&Message::Head {
+            stream: msg.origin_stream,
+            head: Box::new(head),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let (true, Some(body)) = (streamed, body) {
+        match flow::send_body(&origin, body, &mut credit, AbortReason::ConnectorLost).await {
+            Ok(_) => {}
+            Err(flow::SendBodyError::Cut(reason)) => {
+                tracing::debug!(request_id, ?reason, "cross-node response cut by the origin")
+            }
+            Err(error) => tracing::warn!(request_id, %error, "cross-node response broke off"),
+        }
+    }
+}
+
+/// The tunnel request for a request from the bus.
+fn build_request(msg: &RequestMsg, body: Body) -> Result<Request<Body>, String> {
+    let authority = if msg.authority.is_empty() {
+        "relay.invalid"
+    } else {
+        &msg.authority
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(msg.path_and_query.as_str())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut req = Request::new(body);
+    *req.uri_mut() = uri;
+    *req.headers_mut() = flow::from_wire(msg.headers.clone());
+    if let Some(protocol) = &msg.upgrade {
+        *req.method_mut() = Method::CONNECT;
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from(protocol.as_str()));
+    } else {
+        *req.method_mut() = Method::from_bytes(msg.method.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    if let Ok(v) = HeaderValue::from_str(&msg.target) {
+        req.headers_mut().insert(tunnel::TARGET, v);
+    }
+    Ok(req)
+}
+
+/// Bridge an upgraded tunnel stream with the origin: bytes from the target go out as chunks, chunks from the
+/// origin are written to the target, each way ending on its own.
+async fn bridge<Io>(
+    io: Io,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+    mut credit: tokio::sync::watch::Receiver<super::streams::CreditState>,
+    reg: Arc<super::streams::Registration>,
+    origin: Peer,
+    request_id: &str,
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    let inbound = RemoteBody::new(rx, reg, origin.clone(), None);
+    let (up, down) = tokio::join!(
+        flow::send_body(
+            &origin,
+            flow::reader_body(read),
+            &mut credit,
+            AbortReason::ConnectorLost
+        ),
+        flow::write_body(inbound, write),
+    );
+    tracing::debug!(request_id, up = ?up.ok(), down = ?down.ok(), "cross-node upgraded stream closed");
+}

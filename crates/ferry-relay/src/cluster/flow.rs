@@ -1,0 +1,332 @@
+//! Bodies between nodes: a body is cut into ordered chunks of at most [`CHUNK`] bytes, and the sender never has
+//! more than [`WINDOW`] chunks that the receiver has not consumed yet (credit-based flow control, both ways).
+//!
+//! The receiver consumes a chunk when hyper takes it to write to its peer (a client, a tunnel), so a slow reader
+//! at either end holds back the sender at the other, and each node holds at most `WINDOW × CHUNK` bytes (1 MiB)
+//! per stream and direction, whatever the body's size. Credits are cumulative: a lost credit is made good by the
+//! next one.
+
+use super::streams::{CreditState, Inbound, Registration};
+use bytes::Bytes;
+use ferry_bus::Bus;
+use ferry_http::BoxError;
+use ferry_proto::cluster::{self, AbortReason, Header, Message};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, watch};
+
+/// Largest chunk on the bus.
+pub(crate) const CHUNK: usize = 64 * 1024;
+/// Chunks a sender may have in flight beyond what the receiver consumed.
+pub(crate) const WINDOW: u64 = 16;
+
+/// The other end of a stream: where its messages go.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub bus: Arc<dyn Bus>,
+    /// The peer node's inbox subject.
+    pub inbox: String,
+    /// The peer's id of the stream.
+    pub stream: u64,
+}
+
+impl Peer {
+    pub async fn send(&self, message: &Message) -> Result<(), ferry_bus::BusError> {
+        self.bus
+            .publish(&self.inbox, cluster::encode(message))
+            .await
+    }
+
+    /// Send without waiting (from places that cannot wait: a drop, a poll).
+    pub fn send_later(&self, message: Message) {
+        let peer = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = peer.send(&message).await {
+                tracing::debug!(%error, "cluster message not sent");
+            }
+        });
+    }
+
+    pub fn abort_later(&self, reason: AbortReason) {
+        self.send_later(Message::Abort {
+            stream: self.stream,
+            reason,
+        });
+    }
+}
+
+/// Why [`send_body`] stopped before the end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendBodyError {
+    /// The body being read failed (the peer was told with an abort).
+    #[error("body: {0}")]
+    Body(BoxError),
+    /// The receiver cut the stream, or its node went away.
+    #[error("the stream was cut: {0:?}")]
+    Cut(AbortReason),
+    #[error("bus: {0}")]
+    Bus(#[from] ferry_bus::BusError),
+}
+
+/// Wait until the credit allows chunk `seq` to be sent, or the stream is cut.
+async fn wait_credit(
+    credit: &mut watch::Receiver<CreditState>,
+    seq: u64,
+) -> Result<(), SendBodyError> {
+    loop {
+        let state = *credit.borrow_and_update();
+        if let Some(reason) = state.cut {
+            return Err(SendBodyError::Cut(reason));
+        }
+        if seq < state.consumed + WINDOW {
+            return Ok(());
+        }
+        if credit.changed().await.is_err() {
+            return Err(SendBodyError::Cut(AbortReason::Cancelled));
+        }
+    }
+}
+
+/// Send `body` to `peer` as chunks within the credit, then its end (with trailers). A failing body is reported to
+/// the peer as `on_error`. Returns the number of chunks sent.
+pub(crate) async fn send_body<B>(
+    peer: &Peer,
+    body: B,
+    credit: &mut watch::Receiver<CreditState>,
+    on_error: AbortReason,
+) -> Result<u64, SendBodyError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut seq = 0u64;
+    let mut trailers = Vec::new();
+    loop {
+        // a cut stream stops the wait for the next frame too (an event stream that is quiet for minutes)
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            cut = wait_cut(credit) => return Err(SendBodyError::Cut(cut)),
+        };
+        match frame {
+            None => break,
+            Some(Err(error)) => {
+                peer.abort_later(on_error);
+                return Err(SendBodyError::Body(error.into()));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    while !data.is_empty() {
+                        let piece = data.split_to(data.len().min(CHUNK));
+                        wait_credit(credit, seq).await?;
+                        peer.bus
+                            .publish(&peer.inbox, cluster::encode_data(peer.stream, seq, &piece))
+                            .await?;
+                        seq += 1;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(map) = frame.into_trailers() {
+                        trailers = to_wire(&map);
+                    }
+                }
+            },
+        }
+    }
+    peer.send(&Message::End {
+        stream: peer.stream,
+        chunks: seq,
+        trailers,
+    })
+    .await?;
+    Ok(seq)
+}
+
+/// Resolves when the stream is cut (never otherwise).
+pub(crate) async fn wait_cut(credit: &mut watch::Receiver<CreditState>) -> AbortReason {
+    let mut credit = credit.clone();
+    loop {
+        if let Some(reason) = credit.borrow_and_update().cut {
+            return reason;
+        }
+        if credit.changed().await.is_err() {
+            return AbortReason::Cancelled;
+        }
+    }
+}
+
+/// A body of what `read` yields until its end, in chunks of at most [`CHUNK`].
+pub(crate) fn reader_body<R>(read: R) -> impl HttpBody<Data = Bytes, Error = std::io::Error>
+where
+    R: tokio::io::AsyncRead + Send + 'static,
+{
+    use futures_util::StreamExt;
+    http_body_util::StreamBody::new(
+        tokio_util::io::ReaderStream::with_capacity(read, CHUNK).map(|r| r.map(Frame::data)),
+    )
+}
+
+/// Write every data frame of `body` to `write`, then shut `write` down. Returns the bytes written.
+pub(crate) async fn write_body<W>(body: RemoteBody, mut write: W) -> Result<u64, BoxError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let mut body = std::pin::pin!(body);
+    let mut written = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            write.write_all(&data).await?;
+            written += data.len() as u64;
+        }
+    }
+    write.shutdown().await?;
+    Ok(written)
+}
+
+/// Headers as sent on the bus.
+pub(crate) fn to_wire(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Headers from the bus; invalid names or values (a peer bug) are left out.
+pub(crate) fn from_wire(headers: Vec<Header>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// A body arriving from another node as chunks: checks their order, gives credit as hyper consumes them, fails on
+/// an abort or the peer's death, and tells the peer to stop when dropped before its end.
+pub(crate) struct RemoteBody {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    _reg: Arc<Registration>,
+    peer: Peer,
+    expected: u64,
+    credited: u64,
+    done: bool,
+    /// Held until the body ends or is dropped (in-flight counts, statistics).
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl RemoteBody {
+    pub fn new(
+        rx: mpsc::UnboundedReceiver<Inbound>,
+        reg: Arc<Registration>,
+        peer: Peer,
+        guard: Option<Box<dyn Send + Sync>>,
+    ) -> Self {
+        Self {
+            rx,
+            _reg: reg,
+            peer,
+            expected: 0,
+            credited: 0,
+            done: false,
+            _guard: guard,
+        }
+    }
+
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(message.into())))
+    }
+}
+
+impl HttpBody for RemoteBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let message = match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return this.fail("the cross-node stream closed".into()),
+                Poll::Ready(Some(m)) => m,
+            };
+            match message {
+                Inbound::Data(d) => {
+                    if d.seq != this.expected {
+                        this.peer.abort_later(AbortReason::Protocol);
+                        return this.fail(format!(
+                            "chunk {} arrived where {} was due",
+                            d.seq, this.expected
+                        ));
+                    }
+                    this.expected += 1;
+                    if this.expected - this.credited >= WINDOW / 2 {
+                        this.credited = this.expected;
+                        this.peer.send_later(Message::Credit {
+                            stream: this.peer.stream,
+                            consumed: this.expected,
+                        });
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(d.bytes))));
+                }
+                Inbound::End { chunks, trailers } => {
+                    if chunks != this.expected {
+                        return this.fail(format!(
+                            "the body ended after {} of its {chunks} chunks",
+                            this.expected
+                        ));
+                    }
+                    this.done = true;
+                    if trailers.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::trailers(from_wire(trailers)))));
+                }
+                Inbound::Abort(reason) => {
+                    this.done = true;
+                    return Poll::Ready(Some(
+                        Err(format!("the stream was cut: {reason:?}").into()),
+                    ));
+                }
+                Inbound::PeerGone => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err("the node at the other end went away".into())));
+                }
+                // late claims and the like: not for a body
+                _ => continue,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for RemoteBody {
+    fn drop(&mut self) {
+        if !self.done {
+            self.peer.abort_later(AbortReason::Cancelled);
+        }
+    }
+}
