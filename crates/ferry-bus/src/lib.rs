@@ -11,7 +11,11 @@
 //! Subjects are dot-separated words of `[A-Za-z0-9_-]` (`ferry.dispatch.acme`); there are no wildcards.
 #![forbid(unsafe_code)]
 
+mod amqp;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod memory;
+mod nats;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -19,7 +23,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+pub use amqp::AmqpBus;
 pub use memory::MemoryBus;
+pub use nats::NatsBus;
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,9 @@ pub enum BusError {
     /// A subject or group name outside the allowed character set.
     #[error("invalid subject {0:?}")]
     InvalidSubject(String),
+    /// A payload larger than the broker accepts ([`Bus::max_payload`]).
+    #[error("a payload of {size} bytes is over the bus's limit of {max}")]
+    TooLarge { size: usize, max: usize },
     /// The bus was closed.
     #[error("the bus is closed")]
     Closed,
@@ -93,11 +102,22 @@ pub trait Bus: Send + Sync + 'static {
     /// subscribed with the same `group`.
     async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
 
-    /// Wait until every message published so far has been handed to the broker.
+    /// Wait until every message published so far has been handed to the broker, and every subscription dropped
+    /// so far is gone from it (after which its share of a queue group goes to the other members).
     async fn flush(&self) -> Result<(), BusError>;
 
     /// Whether the bus is connected to its broker now (always true in process).
     fn is_connected(&self) -> bool;
+
+    /// The largest payload `publish` accepts (NATS: the server's `max_payload`, 1 MiB by default).
+    fn max_payload(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Leave the broker: unsubscribe, hand over what is queued (bounded wait), close the connection. Afterwards
+    /// subscriptions end and every call fails with [`BusError::Closed`]. Dropping a bus closes it too, without
+    /// waiting. The in-process bus ignores this (its clones share one set of subjects).
+    async fn close(&self) {}
 }
 
 /// Where and how to connect, beyond the URL.
@@ -120,9 +140,10 @@ pub const ACCEPTED_TRANSPORTS: &str = "memory, nats://, tls://, amqp://, amqps:/
 /// Open the bus named by `url` (`FERRY_TRANSPORT`): `memory` for a fresh in-process bus, `nats://` or `tls://`
 /// for NATS, `amqp://` or `amqps://` for RabbitMQ.
 pub async fn connect(url: &str, options: &BusOptions) -> Result<Arc<dyn Bus>, BusError> {
-    let _ = options;
     match url.split_once("://").map(|(scheme, _)| scheme) {
         None if url == "memory" => Ok(Arc::new(MemoryBus::new())),
+        Some("nats" | "tls") => Ok(Arc::new(NatsBus::connect(url, options).await?)),
+        Some("amqp" | "amqps") => Ok(Arc::new(AmqpBus::connect(url, options).await?)),
         _ => Err(BusError::Url {
             url: redact(url),
             message: format!("unknown transport; use one of: {ACCEPTED_TRANSPORTS}"),
