@@ -349,4 +349,196 @@ mod tests {
 
         crate::conformance::conformance_tests!(open().await);
     }
+
+    /// A `nats-server` of this test's own, on a port of its own, killed when dropped.
+    struct OwnServer {
+        child: tokio::process::Child,
+        port: u16,
+    }
+
+    const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    }
+
+    impl OwnServer {
+        /// Start it and wait until it accepts connections; `None` (skipped, or a panic in CI) without the binary.
+        async fn start(port: u16, args: &[&str]) -> Option<Self> {
+            if !std::path::Path::new(NATS_SERVER).exists() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "{NATS_SERVER} required in CI"
+                );
+                eprintln!("skipped: {NATS_SERVER} not installed");
+                return None;
+            }
+            let child = tokio::process::Command::new(NATS_SERVER)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start nats-server");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not listen on {port}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(Self { child, port })
+        }
+
+        fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+
+        async fn kill(mut self) {
+            self.child.kill().await.expect("kill nats-server");
+        }
+    }
+
+    /// Poll `condition` every 20 ms until it holds, failing after `within`.
+    async fn eventually(what: &str, within: Duration, condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resubscribes_after_a_server_restart() {
+        let Some(server) = OwnServer::start(free_port(), &[]).await else {
+            return;
+        };
+        let (url, port) = (server.url(), server.port);
+        let options = BusOptions {
+            connection_name: "ferry-bus-restart-test".into(),
+            ..BusOptions::default()
+        };
+        let bus = NatsBus::connect(&url, &options).await.expect("connect");
+        let subject = format!("{}.restart", crate::conformance::unique_prefix());
+        let mut plain = bus.subscribe(&subject).await.expect("subscribe");
+        let mut member = bus.queue_subscribe(&subject, "g").await.expect("member");
+        bus.publish(&subject, Bytes::from_static(b"before"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            crate::conformance::receive(&mut plain, "plain").await,
+            "before"
+        );
+        assert_eq!(
+            crate::conformance::receive(&mut member, "member").await,
+            "before"
+        );
+
+        server.kill().await;
+        eventually(
+            "the bus sees the server gone",
+            Duration::from_secs(10),
+            || !bus.is_connected(),
+        )
+        .await;
+        let quick = Duration::from_secs(1);
+        let published =
+            tokio::time::timeout(quick, bus.publish(&subject, Bytes::from_static(b"lost")))
+                .await
+                .expect("publish answers at once while the server is away");
+        assert!(
+            matches!(published, Err(BusError::Unavailable(_))),
+            "{published:?}"
+        );
+        let subscribed = tokio::time::timeout(quick, bus.subscribe(&subject))
+            .await
+            .expect("subscribe answers at once while the server is away");
+        assert!(matches!(subscribed, Err(BusError::Unavailable(_))));
+        assert!(matches!(bus.flush().await, Err(BusError::Unavailable(_))));
+
+        let _server = OwnServer::start(port, &[]).await.expect("restart");
+        eventually("the bus reconnects", Duration::from_secs(10), || {
+            bus.is_connected()
+        })
+        .await;
+        // Another connection publishes until the old subscriptions, untouched since, receive.
+        let publisher = NatsBus::connect(&url, &BusOptions::default())
+            .await
+            .expect("publisher");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            publisher
+                .publish(&subject, Bytes::from_static(b"after"))
+                .await
+                .expect("publish after the restart");
+            if let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(100), plain.next()).await
+            {
+                assert_eq!(message, "after");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no message after the restart"
+            );
+        }
+        assert_eq!(
+            crate::conformance::receive(&mut member, "member after the restart").await,
+            "after"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_server_fails_fast_with_the_url_redacted() {
+        let url = format!("nats://ferry:hunter2@127.0.0.1:{}", free_port());
+        let started = std::time::Instant::now();
+        let err = NatsBus::connect(&url, &BusOptions::default())
+            .await
+            .err()
+            .expect("nothing listens there");
+        assert!(started.elapsed() < CONNECT_TIMEOUT * 2 + Duration::from_secs(1));
+        let text = err.to_string();
+        assert!(matches!(err, BusError::Connect { .. }), "{text}");
+        assert!(text.contains("ferry:***@127.0.0.1"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    /// Credentials in the URL reach the server (async-nats itself ignores them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn url_credentials_authenticate() {
+        let Some(server) =
+            OwnServer::start(free_port(), &["--user", "ferry", "--pass", "p@ss"]).await
+        else {
+            return;
+        };
+        let good = format!("nats://ferry:p%40ss@127.0.0.1:{}", server.port);
+        let bus = NatsBus::connect(&good, &BusOptions::default())
+            .await
+            .expect("the right password");
+        let subject = format!("{}.auth", crate::conformance::unique_prefix());
+        let mut subscription = bus.subscribe(&subject).await.expect("subscribe");
+        bus.publish(&subject, Bytes::from_static(b"hi"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            crate::conformance::receive(&mut subscription, "auth").await,
+            "hi"
+        );
+        let bad = format!("nats://ferry:wrong@127.0.0.1:{}", server.port);
+        let err = NatsBus::connect(&bad, &BusOptions::default())
+            .await
+            .err()
+            .expect("a wrong password is refused");
+        assert!(matches!(err, BusError::Connect { .. }), "{err}");
+        assert!(server.url().starts_with("nats://"));
+    }
 }
