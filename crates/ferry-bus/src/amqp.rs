@@ -795,4 +795,253 @@ mod tests {
 
         crate::conformance::conformance_tests!(open().await);
     }
+
+    use crate::conformance::{receive, unique_prefix};
+
+    /// Poll `condition` every 20 ms until it holds, failing after `within`.
+    async fn eventually<F, Fut>(what: &str, within: Duration, condition: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publish from `publisher` until `subscription` receives (the subscription is not touched otherwise).
+    async fn resumes(
+        publisher: &dyn Bus,
+        subject: &str,
+        subscription: &mut Subscription,
+        what: &str,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let _ = publisher
+                .publish(subject, Bytes::from_static(b"after"))
+                .await;
+            if let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
+            {
+                assert_eq!(message, "after", "{what}");
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: nothing after the reconnect"
+            );
+        }
+    }
+
+    /// `rabbitmqctl` with `args`, if it works here (it needs to run as root or the broker's user).
+    async fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
+        let run = tokio::process::Command::new("rabbitmqctl")
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(Duration::from_secs(60), run).await {
+            Err(_) => Err("rabbitmqctl took over 60s".into()),
+            Ok(Err(e)) => Err(format!("rabbitmqctl: {e}")),
+            Ok(Ok(out)) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Ok(Ok(out)) => Err(format!(
+                "rabbitmqctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    }
+
+    /// The broker's pids of the connections whose client properties name `connection_name`.
+    async fn connection_pids(connection_name: &str) -> Vec<String> {
+        let listing = rabbitmqctl(&[
+            "-q",
+            "--no-table-headers",
+            "list_connections",
+            "pid",
+            "client_properties",
+        ])
+        .await
+        .expect("list connections");
+        listing
+            .lines()
+            .filter(|line| line.contains(connection_name))
+            .filter_map(|line| line.split('\t').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The broker closes this test's connection (and only it); the bus reconnects by itself and its plain and
+    /// queue-group subscriptions resume.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resumes_after_the_broker_closes_the_connection() {
+        let Some(url) = crate::conformance::amqp_url().await else {
+            return;
+        };
+        if let Err(e) = rabbitmqctl(&["-q", "list_connections", "pid"]).await {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "rabbitmqctl required in CI: {e}"
+            );
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let name = format!("ferry-bus-test-{}", unique_prefix());
+        let options = BusOptions {
+            connection_name: name.clone(),
+            ..BusOptions::default()
+        };
+        let bus = AmqpBus::connect(&url, &options).await.expect("connect");
+        let publisher = AmqpBus::connect(&url, &BusOptions::default())
+            .await
+            .expect("publisher");
+        let subject = format!("{}.closed", unique_prefix());
+        let mut plain = bus.subscribe(&subject).await.expect("subscribe");
+        let mut member = bus.queue_subscribe(&subject, "g").await.expect("member");
+        publisher
+            .publish(&subject, Bytes::from_static(b"before"))
+            .await
+            .expect("publish");
+        publisher.flush().await.expect("flush");
+        assert_eq!(receive(&mut plain, "plain").await, "before");
+        assert_eq!(receive(&mut member, "member").await, "before");
+
+        let pids = connection_pids(&name).await;
+        assert_eq!(pids.len(), 1, "one connection named {name}: {pids:?}");
+        rabbitmqctl(&["close_connection", &pids[0], "ferry-bus reconnect test"])
+            .await
+            .expect("close the connection");
+        eventually("a new connection", Duration::from_secs(30), || async {
+            let now = connection_pids(&name).await;
+            now.len() == 1 && now[0] != pids[0]
+        })
+        .await;
+        eventually(
+            "the bus says connected",
+            Duration::from_secs(10),
+            || async { bus.is_connected() },
+        )
+        .await;
+        resumes(&publisher, &subject, &mut plain, "plain").await;
+        resumes(&publisher, &subject, &mut member, "member").await;
+    }
+
+    /// A TCP proxy of this test's own in front of the broker: stopping it is an outage of the broker for the
+    /// bus behind it, without touching the shared broker.
+    struct Proxy {
+        port: u16,
+        task: JoinHandle<()>,
+    }
+
+    impl Proxy {
+        async fn start(port: u16, upstream: std::net::SocketAddr) -> Self {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind the proxy");
+            let port = listener.local_addr().expect("address").port();
+            let task = tokio::spawn(async move {
+                // The connections' tasks live in the set: aborting this task drops them all.
+                let mut connections = tokio::task::JoinSet::new();
+                while let Ok((mut client, _)) = listener.accept().await {
+                    connections.spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            });
+            Self { port, task }
+        }
+
+        async fn stop(self) {
+            self.task.abort();
+            let _ = self.task.await;
+        }
+    }
+
+    /// While the broker is unreachable, publish and subscribe answer `Unavailable` at once; when it is back the
+    /// bus reconnects by itself and the subscriptions resume.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_is_survived() {
+        let Some(url) = crate::conformance::amqp_url().await else {
+            return;
+        };
+        let (scheme_user, rest) = url.rsplit_once('@').expect("the test URL has credentials");
+        let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+        let upstream = tokio::net::lookup_host(authority)
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address");
+        let proxy = Proxy::start(0, upstream).await;
+        let port = proxy.port;
+        let proxied = format!("{scheme_user}@127.0.0.1:{port}/{vhost}");
+        let bus = AmqpBus::connect(&proxied, &BusOptions::default())
+            .await
+            .expect("connect through the proxy");
+        let publisher = AmqpBus::connect(&url, &BusOptions::default())
+            .await
+            .expect("publisher");
+        let subject = format!("{}.outage", unique_prefix());
+        let mut plain = bus.subscribe(&subject).await.expect("subscribe");
+        let mut member = bus.queue_subscribe(&subject, "g").await.expect("member");
+
+        proxy.stop().await;
+        eventually(
+            "the bus sees the broker gone",
+            Duration::from_secs(10),
+            || async { !bus.is_connected() },
+        )
+        .await;
+        let quick = Duration::from_secs(1);
+        let published =
+            tokio::time::timeout(quick, bus.publish(&subject, Bytes::from_static(b"lost")))
+                .await
+                .expect("publish answers at once during the outage");
+        assert!(
+            matches!(published, Err(BusError::Unavailable(_))),
+            "{published:?}"
+        );
+        let subscribed = tokio::time::timeout(quick, bus.subscribe(&subject))
+            .await
+            .expect("subscribe answers at once during the outage");
+        assert!(matches!(subscribed, Err(BusError::Unavailable(_))));
+
+        let _proxy = Proxy::start(port, upstream).await;
+        eventually("the bus reconnects", Duration::from_secs(15), || async {
+            bus.is_connected()
+        })
+        .await;
+        resumes(&publisher, &subject, &mut plain, "plain").await;
+        resumes(&publisher, &subject, &mut member, "member").await;
+        bus.publish(&subject, Bytes::from_static(b"own"))
+            .await
+            .expect("the bus publishes again");
+    }
+
+    #[tokio::test]
+    async fn a_missing_broker_fails_fast_with_the_url_redacted() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("address")
+            .port();
+        let url = format!("amqp://ferry:hunter2@127.0.0.1:{port}/%2f");
+        let started = std::time::Instant::now();
+        let err = AmqpBus::connect(&url, &BusOptions::default())
+            .await
+            .err()
+            .expect("nothing listens there");
+        assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(1));
+        let text = err.to_string();
+        assert!(matches!(err, BusError::Connect { .. }), "{text}");
+        assert!(text.contains("ferry:***@127.0.0.1"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
