@@ -1,22 +1,5 @@
-//! The RabbitMQ bus (AMQP 0-9-1, `lapin`). Owns the mapping of the bus onto AMQP and the reconnection that
-//! `lapin` does not do.
-//!
-//! Mapping: one direct exchange, [`EXCHANGE`], declared on every (re)connect; the routing key is the subject.
-//! `subscribe` declares an exclusive, auto-delete, server-named queue bound to the subject; `queue_subscribe`
-//! declares a shared queue `ferry:{group}:{subject}` (non-exclusive, expiring [`GROUP_QUEUE_EXPIRES`] after its
-//! last consumer left) that every member consumes from, so RabbitMQ gives each message to one member. Consumers
-//! use auto-ack: delivery is at most once, as the [`Bus`] contract says.
-//!
-//! Reconnection: a supervisor task owns the connection. When it fails (a connection error event, a consumer
-//! that ends, a publish refused, or the periodic health check), the supervisor reconnects with backoff (100 ms
-//! doubling to 2 s), declares the exchange again and re-creates every live subscription's queue, binding and
-//! consumer, forwarding into the same [`Subscription`]. While disconnected, `publish` and `subscribe` answer
-//! [`BusError::Unavailable`] at once.
-//!
-//! Publishing: `basic_publish` of `lapin` queues the frames on its first poll and then waits for the I/O thread
-//! to write them. `publish` polls it once (so frames are queued in call order: per-subject order holds) and waits
-//! for the write only on every [`PUBLISH_WINDOW`]th message, which bounds what is queued without a round trip
-//! to the I/O thread per message. `flush` waits for the last queued publish to be written.
+//! The RabbitMQ bus (AMQP 0-9-1, `lapin`): owns the mapping of the bus onto AMQP, and the reconnection that
+//! `lapin` does not do for us (see [`AmqpBus`]).
 
 use crate::{check_subject, redact, Bus, BusError, BusOptions, Subscription};
 use bytes::Bytes;
@@ -63,6 +46,27 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A bus on a RabbitMQ broker.
+///
+/// Mapping: one direct exchange, [`EXCHANGE`], declared on every (re)connect; the routing key is the subject.
+/// `subscribe` declares an exclusive, auto-delete, server-named queue bound to the subject; `queue_subscribe`
+/// declares a shared queue `ferry:{group}:{subject}` (non-exclusive, expiring [`GROUP_QUEUE_EXPIRES`] after its
+/// last consumer left) that every member consumes from, so RabbitMQ gives each message to one member. Each
+/// subscription has a channel of its own; consumers use auto-ack: delivery is at most once, as the [`Bus`]
+/// contract says. Dropping a [`Subscription`] closes its channel (RabbitMQ cancels the consumer and deletes an
+/// auto-delete queue); `flush` waits for those closes.
+///
+/// Reconnection: a supervisor task owns the connection. When it fails (a connection error event, a consumer
+/// that ends, a publish refused, or the check every second), the supervisor reconnects with backoff (100 ms
+/// doubling to 2 s), declares the exchange again and re-creates every live subscription's queue, binding and
+/// consumer, forwarding into the same [`Subscription`]. While disconnected, `publish` and `subscribe` answer
+/// [`BusError::Unavailable`] at once. Dropping the bus (or [`Bus::close`]) stops the supervisor and ends the
+/// subscriptions.
+///
+/// Publishing: no publisher confirms. `lapin`'s `basic_publish` queues the frames on its first poll, then waits
+/// for its I/O thread to write them. `publish` polls it once (frames are queued in call order, so per-subject
+/// order holds) and waits for the write only on every [`PUBLISH_WINDOW`]th message, which bounds what is queued
+/// without a round trip to the I/O thread per message; `flush` waits for the last one to be written. All
+/// channels of a connection share `lapin`'s one frame queue and I/O thread, so publishing uses one channel.
 pub struct AmqpBus {
     inner: Arc<Inner>,
 }

@@ -36,7 +36,14 @@ fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(100u64 << exponent).min(Duration::from_secs(2))
 }
 
-/// A bus on a NATS server (or cluster).
+/// A bus on a NATS server (or cluster): subjects are NATS subjects, queue groups NATS queue groups.
+///
+/// `async-nats` reconnects and resubscribes by itself (100 ms doubling to 2 s between attempts, forever); while
+/// it is disconnected `publish`, `subscribe` and `flush` answer [`BusError::Unavailable`] at once. Publishing is
+/// handed to the client, which batches writes (no flush per message). `subscribe` and `flush` make a round trip
+/// through the server (a request nobody answers, which comes back "no responders"), so that a new subscription
+/// is in place, and a dropped one gone, before they return. A subscription holds [`SUBSCRIPTION_CAPACITY`]
+/// unread messages; beyond that the client drops new ones (slow consumer, logged at warn).
 pub struct NatsBus {
     client: Client,
     /// The URL without its password, for messages.
