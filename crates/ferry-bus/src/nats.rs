@@ -10,6 +10,7 @@ use async_nats::{Client, ConnectOptions, Event};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the first connection may take (TCP, TLS, handshake) before [`NatsBus::connect`] gives up.
@@ -96,6 +97,8 @@ impl NatsBus {
             connect = connect.name(&options.connection_name);
         }
         let log_url = redacted.clone();
+        // async-nats reports the first connection as `Connected` too; only later ones are reconnections.
+        let connected_before = Arc::new(AtomicBool::new(false));
         connect = connect
             .connection_timeout(CONNECT_TIMEOUT)
             .ping_interval(PING_INTERVAL)
@@ -105,7 +108,9 @@ impl NatsBus {
             .max_reconnects(None)
             .event_callback(move |event| {
                 let url = log_url.clone();
-                async move { log_event(&url, event) }
+                let reconnection = matches!(event, Event::Connected)
+                    && connected_before.swap(true, Ordering::Relaxed);
+                async move { log_event(&url, event, reconnection) }
             });
 
         // The client's own timeout covers each address it tries; this one bounds the whole attempt.
@@ -247,9 +252,10 @@ impl Bus for NatsBus {
     }
 }
 
-fn log_event(url: &str, event: Event) {
+fn log_event(url: &str, event: Event, reconnection: bool) {
     match event {
-        Event::Connected => tracing::info!(%url, "bus reconnected to nats"),
+        Event::Connected if reconnection => tracing::info!(%url, "bus reconnected to nats"),
+        Event::Connected => tracing::debug!(%url, "nats connection established"),
         Event::Disconnected => tracing::warn!(%url, "bus disconnected from nats; reconnecting"),
         Event::SlowConsumer(sid) => tracing::warn!(
             %url,
@@ -547,5 +553,48 @@ mod tests {
             .expect("a wrong password is refused");
         assert!(matches!(err, BusError::Connect { .. }), "{err}");
         assert!(server.url().starts_with("nats://"));
+    }
+
+    /// `tls://` speaks TLS, trusting the CA of `ca_file`; without it the self-signed server is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_with_a_ca_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("self-signed certificate");
+        let cert = dir.path().join("server.pem");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+        let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+        let Some(server) = OwnServer::start(
+            free_port(),
+            &["--tls", "--tlscert", &cert_arg, "--tlskey", &key_arg],
+        )
+        .await
+        else {
+            return;
+        };
+        let url = format!("tls://127.0.0.1:{}", server.port);
+        let options = BusOptions {
+            ca_file: Some(cert.clone()),
+            ..BusOptions::default()
+        };
+        let bus = NatsBus::connect(&url, &options)
+            .await
+            .expect("connect over TLS");
+        let subject = format!("{}.tls", crate::conformance::unique_prefix());
+        let mut subscription = bus.subscribe(&subject).await.expect("subscribe");
+        bus.publish(&subject, Bytes::from_static(b"secret"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            crate::conformance::receive(&mut subscription, "tls").await,
+            "secret"
+        );
+        let untrusted = NatsBus::connect(&url, &BusOptions::default()).await;
+        assert!(
+            matches!(untrusted, Err(BusError::Connect { .. })),
+            "an unknown CA is refused"
+        );
     }
 }
