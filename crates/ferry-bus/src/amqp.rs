@@ -442,17 +442,25 @@ impl Inner {
                     )
                 })
                 .collect();
+        // Every subscription gets its chance, even when one fails.
+        let mut failed = Ok(());
         for (id, subject, group, sender) in missing {
             let attached = tokio::time::timeout(
                 OPERATION_TIMEOUT,
                 attach(self, &live, &subject, group.as_deref(), sender),
             )
-            .await
-            .map_err(|_| format!("resubscribing to {subject} took over {OPERATION_TIMEOUT:?}"))?
-            .map_err(|e| format!("resubscribe to {subject}: {e}"))?;
-            self.install(id, attached);
+            .await;
+            match attached {
+                Ok(Ok(attached)) => self.install(id, attached),
+                Ok(Err(e)) => failed = Err(format!("resubscribe to {subject}: {e}")),
+                Err(_) => {
+                    failed = Err(format!(
+                        "resubscribing to {subject} took over {OPERATION_TIMEOUT:?}"
+                    ))
+                }
+            }
         }
-        Ok(())
+        failed
     }
 
     /// Stop: no connection, no subscriptions (their streams end), the supervisor exits.
@@ -490,7 +498,12 @@ async fn supervise(inner: Arc<Inner>) {
             Err(error) => {
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures);
-                tracing::debug!(url = %inner.url, %error, ?delay, "bus reconnection to rabbitmq failed; retrying");
+                // The disconnection was logged; a failure that lasts is worth a line now and then.
+                if failures % 30 == 3 {
+                    tracing::warn!(url = %inner.url, %error, failures, "bus still cannot reconnect to rabbitmq; retrying");
+                } else {
+                    tracing::debug!(url = %inner.url, %error, ?delay, "bus reconnection to rabbitmq failed; retrying");
+                }
                 tokio::time::sleep(delay).await;
             }
         }
