@@ -2,16 +2,43 @@
 //!
 //! Owns: the [`Bus`] trait (publish to a subject; subscribe to one, every subscriber getting every message; or
 //! subscribe in a queue group, each message going to one member of the group), its implementations — in-process
-//! ([`MemoryBus`], the default of a one-process node and of in-process test clusters), NATS and RabbitMQ — the one
-//! resolver from `FERRY_TRANSPORT` to a bus ([`connect`]), and a conformance suite that every implementation
-//! passes. Does not own: what the messages mean (the relay's cluster protocol, `ferry-relay::cluster`), or
-//! delivery guarantees beyond "at most once, in order per publisher and subject": redelivery, expiry and flow
-//! control are the protocol's, so that they are the same on every bus.
+//! ([`MemoryBus`], the default of a one-process node and of in-process test clusters), NATS ([`NatsBus`]) and
+//! RabbitMQ ([`AmqpBus`]) — the one resolver from `FERRY_TRANSPORT` to a bus ([`connect`]), and a conformance
+//! suite that every implementation passes (`conformance`, compiled for this crate's tests and behind the
+//! `conformance` feature). Does not own: what the messages mean (the relay's cluster protocol,
+//! `ferry-relay::cluster`), or delivery guarantees beyond "at most once, in order per publisher and subject":
+//! redelivery, expiry and flow control are the protocol's, so that they are the same on every bus.
 //!
 //! Subjects are dot-separated words of `[A-Za-z0-9_-]` (`ferry.dispatch.acme`); there are no wildcards.
+//!
+//! Transports ([`connect`]):
+//! - `memory`: a fresh in-process bus.
+//! - `nats://[user[:password]@]host[:port]`, `tls://…` (TLS required): NATS. A user without a password is a
+//!   token; [`BusOptions`] adds a `.creds` file, CA file, client certificate and the connection name. The client
+//!   (`async-nats`) reconnects and resubscribes by itself (100 ms doubling to 2 s between attempts). `subscribe`
+//!   makes a round trip through the server before returning, so that the subscription is in place for messages
+//!   that other connections publish next (the client's own `flush` only writes the socket).
+//! - `amqp://user:password@host:port/vhost`, `amqps://…`: RabbitMQ, through one direct exchange `ferry` with
+//!   the subject as routing key; a queue group is a shared queue `ferry:{group}:{subject}`. This crate does the
+//!   reconnecting (see [`AmqpBus`]).
+//!
+//! On both brokers the first connection fails with [`BusError::Connect`] within seconds; later outages are
+//! survived: while the broker is away `publish` and `subscribe` answer [`BusError::Unavailable`] at once, and
+//! once it is back the existing [`Subscription`]s resume by themselves (messages sent meanwhile are lost). A
+//! subscription holds up to 131,072 unread messages; beyond that a broker's bus drops new ones with a warning
+//! (the in-process bus never drops). Connection events are logged with `tracing` (`bus disconnected …` at warn,
+//! `bus reconnected …` at info).
+//!
+//! Measured ceilings, one publisher and one subscriber of 64-byte messages, release build, on a shared 2-core
+//! machine (`examples/throughput.rs`): in-process 1.4–4 M msg/s, NATS about 0.45–0.65 M msg/s, RabbitMQ 25–40
+//! k msg/s end to end (publishing alone up to 150 k msg/s; the broker is the limit).
 #![forbid(unsafe_code)]
 
+pub mod amqp;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod memory;
+pub mod nats;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -19,7 +46,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+pub use amqp::AmqpBus;
 pub use memory::MemoryBus;
+pub use nats::NatsBus;
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +65,9 @@ pub enum BusError {
     /// A subject or group name outside the allowed character set.
     #[error("invalid subject {0:?}")]
     InvalidSubject(String),
+    /// A payload larger than the broker accepts ([`Bus::max_payload`]).
+    #[error("a payload of {size} bytes is over the bus's limit of {max}")]
+    TooLarge { size: usize, max: usize },
     /// The bus was closed.
     #[error("the bus is closed")]
     Closed,
@@ -93,11 +125,22 @@ pub trait Bus: Send + Sync + 'static {
     /// subscribed with the same `group`.
     async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
 
-    /// Wait until every message published so far has been handed to the broker.
+    /// Wait until every message published so far has been handed to the broker, and every subscription dropped
+    /// so far is gone from it (after which its share of a queue group goes to the other members).
     async fn flush(&self) -> Result<(), BusError>;
 
     /// Whether the bus is connected to its broker now (always true in process).
     fn is_connected(&self) -> bool;
+
+    /// The largest payload `publish` accepts (NATS: the server's `max_payload`, 1 MiB by default).
+    fn max_payload(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Leave the broker: unsubscribe, hand over what is queued (bounded wait), close the connection. Afterwards
+    /// subscriptions end and every call fails with [`BusError::Closed`]. Dropping a bus closes it too, without
+    /// waiting. The in-process bus ignores this (its clones share one set of subjects).
+    async fn close(&self) {}
 }
 
 /// Where and how to connect, beyond the URL.
@@ -120,9 +163,10 @@ pub const ACCEPTED_TRANSPORTS: &str = "memory, nats://, tls://, amqp://, amqps:/
 /// Open the bus named by `url` (`FERRY_TRANSPORT`): `memory` for a fresh in-process bus, `nats://` or `tls://`
 /// for NATS, `amqp://` or `amqps://` for RabbitMQ.
 pub async fn connect(url: &str, options: &BusOptions) -> Result<Arc<dyn Bus>, BusError> {
-    let _ = options;
     match url.split_once("://").map(|(scheme, _)| scheme) {
         None if url == "memory" => Ok(Arc::new(MemoryBus::new())),
+        Some("nats" | "tls") => Ok(Arc::new(NatsBus::connect(url, options).await?)),
+        Some("amqp" | "amqps") => Ok(Arc::new(AmqpBus::connect(url, options).await?)),
         _ => Err(BusError::Url {
             url: redact(url),
             message: format!("unknown transport; use one of: {ACCEPTED_TRANSPORTS}"),

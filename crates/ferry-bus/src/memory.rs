@@ -21,12 +21,15 @@ struct Shared {
     next_id: AtomicU64,
 }
 
+/// Subscribers by id.
+type Members = Vec<(u64, UnboundedSender<Bytes>)>;
+
 #[derive(Default)]
 struct Subject {
     /// Plain subscribers, each getting every message.
-    fanout: Vec<(u64, UnboundedSender<Bytes>)>,
+    fanout: Members,
     /// Queue groups by name: members and the round-robin position.
-    groups: HashMap<String, (Vec<(u64, UnboundedSender<Bytes>)>, usize)>,
+    groups: HashMap<String, (Members, usize)>,
 }
 
 impl MemoryBus {
@@ -112,6 +115,7 @@ impl Bus for MemoryBus {
     }
 
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        check_subject(subject)?;
         let mut subjects = self.lock();
         let Some(entry) = subjects.get_mut(subject) else {
             return Ok(());
@@ -185,5 +189,20 @@ mod tests {
             bus.lock().is_empty(),
             "dropped subscriptions leave no entry"
         );
+    }
+
+    mod conformance {
+        use crate::{Bus, MemoryBus};
+        use std::sync::Arc;
+
+        fn open() -> Option<impl crate::conformance::Open> {
+            let bus = MemoryBus::new();
+            Some(move || {
+                let bus = bus.clone();
+                async move { Arc::new(bus) as Arc<dyn Bus> }
+            })
+        }
+
+        crate::conformance::conformance_tests!(open());
     }
 }
