@@ -28,7 +28,14 @@ MiB = 1 << 20
 ROOT = os.geteuid() == 0
 # The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
 # (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "gateway", "floor", "nginx-fwd")
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "xnats", "xamqp", "gateway", "floor",
+         "nginx-fwd")
+# The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
+# broker; these say where (the same variables as the tests).
+PG_URL = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+BUS_URLS = {"xnats": os.environ.get("FERRY_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+            "xamqp": os.environ.get("FERRY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")}
+BROKER_PROCS = {"xnats": "nats-server", "xamqp": "beam.smp"}
 
 
 def free_port():
@@ -403,6 +410,24 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     systems["ferry1"] = {"label": "ferry relay, 1 thread each", "base": ferry1_url,
                          "pids": lambda: [fs1.pid, fc1.pid]}
 
+    # --- ferry relay across nodes: a gateway node and a relay node (with the connector) on one PostgreSQL
+    # database, over NATS and over RabbitMQ. CPU counts both nodes, the connector and the broker.
+    cluster_procs, cluster_dbs = [], []
+    for key in ("xnats", "xamqp"):
+        if key not in a.paths:
+            continue
+        try:
+            base, procs, db = start_cross_node(a, work, P, key, direct)
+            cluster_procs += procs
+            cluster_dbs.append(db)
+            broker = broker_pid(BROKER_PROCS[key])
+            node_pids = [p.pid for p in procs]
+            systems[key] = {"label": f"ferry relay across nodes ({'NATS' if key == 'xnats' else 'RabbitMQ'})",
+                            "base": base,
+                            "pids": (lambda np=node_pids, b=broker: np + ([b] if b else []))}
+        except Exception as e:  # noqa: BLE001 - a missing broker is a missing column, not a crash
+            log(f"WARNING: the cross-node relay over {key[1:]} did not start ({e}); its column is left out")
+
     # --- ferry gateway: its own node (so that its CPU and memory are its own), one route to the origin
     pg = free_port()
     gd = os.path.join(work, "ferry-gw-data")
@@ -457,7 +482,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
     checks = []
-    for k in [k for k in ("direct", "ferry", "gateway", "floor-relay", "floor") if k in order]:
+    for k in [k for k in ("direct", "ferry", "xnats", "xamqp", "gateway", "floor-relay", "floor") if k in order]:
         t0 = time.monotonic()
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
                             "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
@@ -502,9 +527,13 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         s["peak_rss"] = {str(p): mem_kib([p], "VmHWM") for p in s["pids"]()}
 
     ferry_log_issues = {}
-    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-gateway"):
-        with open(os.path.join(work, n + ".err")) as f:
-            lines = f.readlines()
+    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-gateway",
+              "xnats-relay", "xnats-gw", "xnats-connector", "xamqp-relay", "xamqp-gw", "xamqp-connector"):
+        try:
+            with open(os.path.join(work, n + ".err")) as f:
+                lines = f.readlines()
+        except OSError:
+            continue
         ferry_log_issues[n] = {"WARN": sum(" WARN " in x for x in lines), "ERROR": sum(" ERROR " in x for x in lines),
                                "sample": [x.strip()[:240] for x in lines if " WARN " in x or " ERROR " in x][:5]}
     # The floors log nothing but failed connections ("connection: ..." on stderr). wrk ends each run by closing its
@@ -521,8 +550,10 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
                           f"ends each run so), {len(other)} other errors"
                           + "".join(f"\n  - `{x[:240]}`" for x in other[:3]))
     # Free the relays (the floors too) before the idle-connector test.
-    for p in (fc, fs, fc1, fs1, fg, *floor_procs):
+    for p in (fc, fs, fc1, fs1, fg, *floor_procs, *cluster_procs):
         P.stop(p)
+    for db in cluster_dbs:
+        psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     idle = [idle_connectors(a, work, P, n) for n in idle_ns]
 
     elapsed = time.time() - started
@@ -535,6 +566,46 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     print(md)
     log("written", path)
     return 0
+
+
+def psql(sql):
+    subprocess.run(["psql", PG_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True,
+                   timeout=60, check=True)
+
+
+def broker_pid(name):
+    r = subprocess.run(["pgrep", "-o", "-x", name], capture_output=True, text=True)
+    return int(r.stdout.split()[0]) if r.stdout.split() else None
+
+
+def start_cross_node(a, work, P, key, direct):
+    """A relay node (with the connector) and a gateway node on a fresh database, joined by the bus of `key`."""
+    db = f"ferry_bench_{key}_{os.getpid()}"
+    psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{db}"')
+    db_url = PG_URL.rsplit("/", 1)[0] + "/" + db
+    env = dict(os.environ, FERRY_DATABASE_URL=db_url, FERRY_TRANSPORT=BUS_URLS[key])
+    secret = subprocess.run([a.ferry, "tenant", "create", "bench"], capture_output=True, text=True, timeout=60,
+                            check=True, env=env).stdout.strip().splitlines()[-1]
+    procs = []
+    pr, pg = free_port(), free_port()
+    relay = P.start(key + "-relay", [a.ferry, "serve", "--roles", "relay,management,worker", "--node-id",
+                                     key + "-relay", "--listen", f"127.0.0.1:{pr}", "--admin-listen",
+                                     "127.0.0.1:0", "--data-dir", os.path.join(work, key + "-relay")], env=env)
+    procs.append(relay)
+    gw = P.start(key + "-gw", [a.ferry, "serve", "--roles", "gateway", "--node-id", key + "-gw", "--listen",
+                               f"127.0.0.1:{pg}", "--data-dir", os.path.join(work, key + "-gw")], env=env)
+    procs.append(gw)
+    wait_for(lambda: file_in(os.path.join(work, key + "-relay.out"), "ferry listening"), 20, key + " relay node")
+    wait_for(lambda: file_in(os.path.join(work, key + "-gw.out"), "ferry listening"), 20, key + " gateway node")
+    connector = P.start(key + "-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{pr}", "--tenant",
+                                             "bench", "--secret", secret, "--target", f"origin={direct}"])
+    procs.append(connector)
+    wait_for(lambda: file_in(os.path.join(work, key + "-connector.err"), "tunnel established"), 30,
+             key + " tunnel")
+    url = f"http://127.0.0.1:{pg}/relay/bench/origin"
+    wait_for(lambda: http_get(url + "/small")[1] == b"Hello, Ferry\n", 20, key + " cross-node relay")
+    return url, procs, db
 
 
 def idle_connectors(a, work, P, n):
@@ -591,11 +662,12 @@ FLOOR_NOTE = ("The hyper floors are bench/floor: a bare hyper pass-through on th
 
 
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
-    cols = order + ["cluster"]
+    cols = order
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
              "ferry1": "Ferry relay, 1 thread each", "floor-relay": "hyper floor relay (node + connector)",
              "gateway": "Ferry gateway", "floor": "hyper floor proxy",
-             "nginx-fwd": "nginx proxy, Ferry's headers", "cluster": "Ferry cross-node (NATS)"}
+             "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
+             "xamqp": "Ferry relay across nodes (RabbitMQ)"}
 
     def metric(k, wk, key):
         r = systems[k]["res"].get(wk, {})
@@ -634,8 +706,9 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
                f"1 s warm-up; run took {elapsed:.0f} s.\n")
     out.append("Cells: value (ratio to direct). CPU and memory are summed over each system's own processes "
                "(direct: the origin nginx; each nginx proxy: its master + workers; rathole: server + client; Ferry: "
-               "serve + connector; hyper floor proxy: its one process; hyper floor relay: node + connector), not "
-               "the origin or the load generator.\n")
+               "serve + connector; Ferry across nodes: the gateway node, the relay node, the connector and the broker "
+               "(nats-server, or RabbitMQ's beam.smp); hyper floor proxy: its one process; hyper floor relay: node + "
+               "connector), not the origin or the load generator.\n")
     out.append(FLOOR_NOTE + "\n")
     out.append("| metric | " + " | ".join(heads[c] for c in cols) + " |")
     out.append("|---" * (len(cols) + 1) + "|")
@@ -643,9 +716,6 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
     def cells(vals, d, base):
         cs = []
         for c in cols:
-            if c == "cluster":
-                cs.append("not built yet")
-                continue
             v = vals.get(c)
             if v is None:
                 cs.append("failed" if c in systems else "—")
@@ -810,7 +880,21 @@ def targets(systems, order, idle, metric):
     if not any(r["n"] == 10000 for r in idle):
         why = "--no-idle" if not idle else "--quick"
         res.append(f"| 10,000 idle connectors held | not measured with {why} |")
-    res.append("| cross-node ≥ 0.5× one-node | not measurable yet: cluster over NATS not built |")
+    for key, bus in (("xnats", "NATS"), ("xamqp", "RabbitMQ")):
+        x = {"ours": key, "theirs": "ferry"}
+        names[key] = f"cross-node ({bus})"
+        names["ferry"] = "one-node relay"
+        cmp(f"cross-node ({bus}) req/s ≥ 0.5× one-node (small GET, c=64)", ("small_c64", "rps"),
+            ("small_c64", "rps"), factor=0.5, **x)
+        cmp(f"cross-node ({bus}) 10 MiB GET ≥ 0.5× one-node", ("get10m", "mibps"), ("get10m", "mibps"),
+            factor=0.5, unit=" MiB/s", **x)
+        cmp(f"cross-node ({bus}) 10 MiB POST ≥ 0.5× one-node", ("post10m", "mibps"), ("post10m", "mibps"),
+            factor=0.5, unit=" MiB/s", **x)
+        if key in systems and "ferry" in systems:
+            xp, fp = metric(key, "small_c1", "p50_ms"), metric("ferry", "small_c1", "p50_ms")
+            if xp is not None and fp is not None:
+                res.append(f"| (reference, not a target) c=1 p50 the {bus} hop adds | {xp - fp:+.3f} ms "
+                           f"({xp:.3f} vs {fp:.3f} ms one-node) |")
     return res
 
 

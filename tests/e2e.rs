@@ -7,6 +7,7 @@ mod common;
 mod admin_api;
 mod auth_oidc;
 mod cli;
+mod cluster;
 mod gateway_access_log;
 mod gateway_body_timeout;
 mod gateway_failover;

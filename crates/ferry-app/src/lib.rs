@@ -12,6 +12,7 @@
 
 mod bridge;
 mod routes;
+mod supervise;
 mod worker;
 
 use ferry_auth::TokenIssuer;
@@ -48,6 +49,8 @@ pub enum AppError {
     Gateway(#[from] ferry_edge::EdgeError),
     #[error("bus")]
     Bus(#[from] ferry_bus::BusError),
+    #[error("background task {name:?} failed: {why}")]
+    TaskFailed { name: &'static str, why: String },
     #[error("node id file {path}")]
     NodeId {
         path: String,
@@ -362,10 +365,23 @@ pub async fn run_with_source(
     };
     tracing::info!(node_id, roles = %roles, bus = bus.kind(), addr = %listeners.public.local_addr(), "node started");
     let grace = s.shutdown_grace;
+    let mut supervisor = supervise::Supervisor::default();
+    supervisor.watch(cluster.take_tasks());
+    supervisor.watch(background.into_tasks());
+    let failed: Arc<std::sync::Mutex<Option<(&'static str, String)>>> = Arc::default();
     let drain_started = {
         let node = node.clone();
+        let failed = failed.clone();
         async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                (name, why) = supervisor.failure() => {
+                    tracing::error!(task = name, "background task failed ({why}); stopping the node");
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some((name, why));
+                    }
+                }
+            }
             tracing::info!(grace = ?grace, "shutdown requested: not ready; serving on while load balancers notice");
             node.ready.store(false, Ordering::SeqCst);
             if !grace.is_zero() {
@@ -397,10 +413,14 @@ pub async fn run_with_source(
         hub.record_all_disconnected().await;
     }
     let closed = hub.as_ref().map_or(0, |h| h.close_tunnels());
-    drop(background);
     if let Some(relay) = &relay {
         relay.flush().await;
     }
+    bus.close().await;
     tracing::info!(tunnels = closed, "tunnels closed, node stopped");
-    Ok(())
+    let failure = failed.lock().ok().and_then(|mut f| f.take());
+    match failure {
+        Some((name, why)) => Err(AppError::TaskFailed { name, why }),
+        None => Ok(()),
+    }
 }

@@ -32,6 +32,31 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_ROLES", "node.roles", EnvKind::Text),
     ("FERRY_TRANSPORT", "node.transport", EnvKind::Text),
     ("FERRY_NODE_ADDRESS", "node.address", EnvKind::Text),
+    (
+        "FERRY_HEARTBEAT_INTERVAL",
+        "node.cluster.heartbeat_interval",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_NODE_EXPIRY",
+        "node.cluster.node_expiry",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_CLAIM_TIMEOUT",
+        "node.cluster.claim_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_STORE_POLL_INTERVAL",
+        "node.cluster.store_poll_interval",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_WORKER_LEASE_TTL",
+        "node.worker.lease_ttl",
+        EnvKind::Text,
+    ),
     ("FERRY_TLS_CERT", "server.tls_cert", EnvKind::Text),
     ("FERRY_TLS_KEY", "server.tls_key", EnvKind::Text),
     ("FERRY_DRAIN_TIMEOUT", "server.drain_timeout", EnvKind::Text),

@@ -72,9 +72,11 @@ impl Roles {
                 "relay" => Self::bit(Role::Relay),
                 "management" => Self::bit(Role::Management),
                 "worker" => Self::bit(Role::Worker),
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown role {other:?}; roles are gateway, relay, management, worker or all"
-                )),
+                ))
+                }
             };
         }
         if set == 0 {

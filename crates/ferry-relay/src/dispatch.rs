@@ -114,15 +114,6 @@ impl Dispatcher {
     ) -> Result<Answer, RelayError> {
         let wait_until = Instant::now() + self.connector_wait;
         loop {
-            let local_attached = self.hub.as_ref().map(|h| h.registry.changed.notified());
-            let remote_appeared = self.cluster.as_ref().map(|c| c.presence.changed.notified());
-            tokio::pin!(local_attached, remote_appeared);
-            if let Some(n) = local_attached.as_mut().as_pin_mut() {
-                n.enable();
-            }
-            if let Some(n) = remote_appeared.as_mut().as_pin_mut() {
-                n.enable();
-            }
             let mut tenant_elsewhere = false;
             if let Some(entry) = self.hub.as_ref().and_then(|h| h.registry.get(out.tenant)) {
                 match local::try_send(&entry, out.target, req).await {
@@ -175,6 +166,43 @@ impl Dispatcher {
                     tenant: out.tenant.to_string(),
                     target: out.target.to_string(),
                 });
+            }
+            // Nowhere to send it: wait for a tunnel here or a connector elsewhere. The waits are armed only now
+            // (arming one takes a lock that every request would otherwise contend on), then the sources are looked
+            // at once more so that an attach between the look above and the arming is not missed.
+            let local_attached = self.hub.as_ref().map(|h| h.registry.changed.notified());
+            let remote_appeared = self.cluster.as_ref().map(|c| c.presence.changed.notified());
+            tokio::pin!(local_attached, remote_appeared);
+            if let Some(n) = local_attached.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            if let Some(n) = remote_appeared.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            let here = self
+                .hub
+                .as_ref()
+                .and_then(|h| h.registry.get(out.tenant))
+                .is_some();
+            let elsewhere = self.cluster.as_ref().is_some_and(|c| {
+                c.presence.lookup(out.tenant.as_str(), out.target.as_str()) != Lookup::Nowhere
+            });
+            if here || elsewhere {
+                if Instant::now() >= wait_until {
+                    return Err(RelayError::NoConnector(
+                        out.tenant.to_string(),
+                        self.connector_wait,
+                    ));
+                }
+                // tunnels here all closing: give them a moment instead of spinning
+                if here && !elsewhere {
+                    let pause = tokio::time::sleep(std::time::Duration::from_millis(10));
+                    tokio::select! {
+                        () = pause => {},
+                        () = async { if let Some(n) = local_attached.as_mut().as_pin_mut() { n.await } } => {},
+                    }
+                }
+                continue;
             }
             let waited = async {
                 match (

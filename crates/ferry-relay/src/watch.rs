@@ -64,14 +64,21 @@ impl Changes {
     }
 }
 
-/// The background tasks of a node's relay; aborted when dropped.
+/// The background tasks of a node's relay, by name; aborted when dropped.
 pub struct Background {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Background {
+    /// The tasks, for a supervisor (which then owns aborting them).
+    pub fn into_tasks(mut self) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
+        std::mem::take(&mut self.tasks)
+    }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for (_, task) in &self.tasks {
             task.abort();
         }
     }
@@ -96,28 +103,34 @@ pub fn spawn_background(
 ) -> Background {
     let mut tasks = Vec::new();
     if let Some(hub) = hub {
-        tasks.push(tokio::spawn(async move {
-            let mut since = unix_now();
-            let mut tick = tokio::time::interval(poll_interval);
+        tasks.push((
+            "store poll",
+            tokio::spawn(async move {
+                let mut since = unix_now();
+                let mut tick = tokio::time::interval(poll_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    since = poll_once(&hub, since).await;
+                }
+            }),
+        ));
+    }
+    tasks.push((
+        "heartbeat and statistics writer",
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
                 tick.tick().await;
-                since = poll_once(&hub, since).await;
+                heartbeat(&*store, &about).await;
+                if let Some(relay) = &relay {
+                    relay.flush().await;
+                }
             }
-        }));
-    }
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            heartbeat(&*store, &about).await;
-            if let Some(relay) = &relay {
-                relay.flush().await;
-            }
-        }
-    }));
+        }),
+    ));
     Background { tasks }
 }
 

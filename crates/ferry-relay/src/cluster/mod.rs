@@ -68,7 +68,8 @@ pub struct Cluster {
     listener: OnceLock<EventListener>,
     /// The dispatch-queue consumers, by tenant with tunnels here.
     consumers: Mutex<HashMap<TenantName, JoinHandle<()>>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The long-lived tasks, by name, until their owner takes them ([`Cluster::take_tasks`]).
+    tasks: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
     /// Nodes asked for a snapshot recently, and when (one question per heartbeat interval).
     asked: Mutex<HashMap<String, Instant>>,
 }
@@ -105,10 +106,22 @@ impl Cluster {
         });
         cluster.presence.heartbeat(&cluster.info(), unix_now());
         let mut tasks = vec![
-            tokio::spawn(cluster.clone().read_inbox(inbox_sub)),
-            tokio::spawn(cluster.clone().read_presence(presence_sub)),
-            tokio::spawn(cluster.clone().read_events(events_sub)),
-            tokio::spawn(cluster.clone().heartbeats()),
+            (
+                "cluster inbox",
+                tokio::spawn(cluster.clone().read_inbox(inbox_sub)),
+            ),
+            (
+                "cluster presence",
+                tokio::spawn(cluster.clone().read_presence(presence_sub)),
+            ),
+            (
+                "cluster events",
+                tokio::spawn(cluster.clone().read_events(events_sub)),
+            ),
+            (
+                "cluster heartbeats",
+                tokio::spawn(cluster.clone().heartbeats()),
+            ),
         ];
         if let Some(hub) = hub {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -120,7 +133,10 @@ impl Cluster {
                     tunnel,
                 });
             }
-            tasks.push(tokio::spawn(cluster.clone().follow_tunnels(rx)));
+            tasks.push((
+                "cluster tunnel follower",
+                tokio::spawn(cluster.clone().follow_tunnels(rx)),
+            ));
         }
         *lock(&cluster.tasks) = tasks;
         cluster.announce().await;
@@ -182,9 +198,15 @@ impl Cluster {
         self.stop();
     }
 
-    /// Stop every task of this node's cluster membership.
+    /// The cluster's long-lived tasks, for a supervisor that acts when one ends (each runs for the node's life;
+    /// one that ends has failed). Whoever takes them aborts them at shutdown.
+    pub fn take_tasks(&self) -> Vec<(&'static str, JoinHandle<()>)> {
+        std::mem::take(&mut *lock(&self.tasks))
+    }
+
+    /// Stop every task of this node's cluster membership that is still its own.
     pub fn stop(&self) {
-        for task in lock(&self.tasks).drain(..) {
+        for (_, task) in lock(&self.tasks).drain(..) {
             task.abort();
         }
         for (_, task) in lock(&self.consumers).drain() {

@@ -2,8 +2,8 @@
 //! publishing again, expiry, streamed bodies with credit, and cuts.
 
 use super::origin::Sent;
-use crate::dispatch::RelayError;
 use super::*;
+use crate::dispatch::RelayError;
 use bytes::Bytes;
 use ferry_bus::MemoryBus;
 use ferry_proto::cluster::{AbortReason, BodyKind, RequestMsg, ResponseHead};

@@ -1,0 +1,988 @@
+//! The cluster: `ferry serve` processes with different roles on one PostgreSQL database, joined by the real NATS
+//! (`FERRY_TEST_NATS_URL`, default `nats://127.0.0.1:4222`) or RabbitMQ (`FERRY_TEST_AMQP_URL`, default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`); every scenario runs once on each bus. Without a broker or PostgreSQL
+//! a test prints `skipped: …`; with `CI` set it fails.
+//!
+//! Tests that restart a broker hold that broker's lock for their whole run, and every other test on the same broker
+//! takes the lock shared, so that no test sees a restart it did not ask for.
+
+use crate::common::{named_body, NamedTarget, PgDatabase, BIN};
+use ferry_testkit::process::{create_tenant_in, run_ferry};
+use ferry_testkit::{
+    http_client, pattern_sha256, relay_url, Connector, ConnectorOptions, FerryServer,
+    ServerOptions, TargetKind, TargetServer,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::RwLock;
+
+/// The buses a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    Nats,
+    Amqp,
+}
+
+static NATS_LOCK: RwLock<()> = RwLock::const_new(());
+static AMQP_LOCK: RwLock<()> = RwLock::const_new(());
+
+impl Bus {
+    fn url(self) -> String {
+        match self {
+            Bus::Nats => std::env::var("FERRY_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned()),
+            Bus::Amqp => std::env::var("FERRY_TEST_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+        }
+    }
+
+    fn lock(self) -> &'static RwLock<()> {
+        match self {
+            Bus::Nats => &NATS_LOCK,
+            Bus::Amqp => &AMQP_LOCK,
+        }
+    }
+
+    /// `host:port` of the broker's URL.
+    fn addr(url: &str) -> String {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest).to_owned()
+    }
+
+    /// Whether the broker answers; `Err` under CI when it does not.
+    async fn available(self) -> anyhow::Result<bool> {
+        let addr = Self::addr(&self.url());
+        let reachable = matches!(
+            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr)).await,
+            Ok(Ok(_))
+        );
+        if reachable {
+            return Ok(true);
+        }
+        if std::env::var_os("CI").is_some() {
+            anyhow::bail!("{self:?} is required under CI at {addr}");
+        }
+        eprintln!("skipped: {self:?} not reachable at {addr}");
+        Ok(false)
+    }
+}
+
+/// A cluster under test: a fresh database, a bus, and the nodes started so far.
+pub struct Rig {
+    pub db: PgDatabase,
+    pub transport: String,
+    /// Extra environment for every node (timings).
+    pub env: Vec<(String, String)>,
+}
+
+impl Rig {
+    /// `None` when PostgreSQL or the broker is missing outside CI.
+    pub async fn new(bus: Bus) -> anyhow::Result<Option<Self>> {
+        if !bus.available().await? {
+            return Ok(None);
+        }
+        let Some(db) = PgDatabase::create().await? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            db,
+            transport: bus.url(),
+            env: vec![
+                ("FERRY_HEARTBEAT_INTERVAL".into(), "200ms".into()),
+                ("FERRY_NODE_EXPIRY".into(), "1500ms".into()),
+                ("FERRY_CLAIM_TIMEOUT".into(), "500ms".into()),
+            ],
+        }))
+    }
+
+    /// Start a node with `roles` (its admin listener only with the management role).
+    pub async fn node(&self, id: &str, roles: &str) -> anyhow::Result<FerryServer> {
+        let mut opts = ServerOptions::default()
+            .env("FERRY_DATABASE_URL", &self.db.url)
+            .env("FERRY_TRANSPORT", &self.transport)
+            .env("FERRY_ROLES", roles)
+            .env("FERRY_NODE_ID", id);
+        for (k, v) in &self.env {
+            opts = opts.env(k, v);
+        }
+        opts.no_admin = !roles.contains("management") && roles != "all";
+        FerryServer::start(BIN, opts).await
+    }
+
+    /// Create a tenant in the shared database (the CLI in local mode); returns its connector secret.
+    pub async fn tenant(&self, name: &str) -> anyhow::Result<String> {
+        let dir = tempfile::tempdir()?;
+        create_tenant_in(BIN, dir.path(), Some(&self.db.url), name).await
+    }
+
+    /// An admin key in the shared database.
+    pub async fn admin_key(&self) -> anyhow::Result<String> {
+        let out = run_ferry(
+            BIN,
+            &["admin-key", "create", "cluster-test"],
+            &[("FERRY_DATABASE_URL", &self.db.url)],
+        )
+        .await?;
+        anyhow::ensure!(out.status.success(), "admin-key create: {out:?}");
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.db.drop_now().await
+    }
+}
+
+/// Start a connector of `tenant` on `server` serving `targets`.
+pub async fn connector(
+    server: &str,
+    tenant: &str,
+    secret: &str,
+    targets: &[(&str, &str)],
+) -> anyhow::Result<Connector> {
+    Connector::start(
+        BIN,
+        server,
+        tenant,
+        secret,
+        targets,
+        ConnectorOptions::default().env("FERRY_RECONNECT_MAX_DELAY", "500ms"),
+    )
+    .await
+}
+
+/// Poll `check` every 50 ms until it is true, at most `timeout`; says how long it took.
+pub async fn eventually<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{what}: not within {timeout:?}")
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let mut h = ferry_testkit::Sha256Hex::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// The management API's node list.
+async fn nodes(admin: &str, key: &str) -> anyhow::Result<serde_json::Value> {
+    let resp = http_client()
+        .get(format!("{admin}/api/v1/nodes"))
+        .bearer_auth(key)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "nodes: {}", resp.status());
+    Ok(resp.json().await?)
+}
+
+fn node_ids(list: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A gateway node, two relay nodes (one also management and worker): requests through the gateway reach
+/// connectors on both relay nodes (load spread), bodies stream both ways intact, server-sent events arrive as
+/// sent, WebSockets work, the nodes endpoint shows every node with its roles, and a node without the gateway role
+/// refuses `/relay/…`.
+async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
+    let _shared = bus.lock().read().await;
+    let Some(rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    let r1 = rig.node("r1", "relay,management,worker").await?;
+    let r2 = rig.node("r2", "relay").await?;
+    let g = rig.node("g", "gateway").await?;
+    let secret = rig.tenant("acme").await?;
+    let a = NamedTarget::start("A").await?;
+    let b = NamedTarget::start("B").await?;
+    let sink = TargetServer::start(TargetKind::Sink).await?;
+    let download = TargetServer::start(TargetKind::Download {
+        len: 24 << 20,
+        seed: 7,
+        content_length: false,
+    })
+    .await?;
+    let sse = TargetServer::start(TargetKind::Sse {
+        events: (0..4).map(|i| format!("event {i}")).collect(),
+        delay: Duration::from_millis(400),
+    })
+    .await?;
+    let ws = TargetServer::start(TargetKind::WebSocketEcho).await?;
+    let _ca = connector(r1.url(), "acme", &secret, &[("app", &a.url())]).await?;
+    let (sink_url, down_url, sse_url, ws_url) = (sink.url(), download.url(), sse.url(), ws.url());
+    let _cb = connector(
+        r2.url(),
+        "acme",
+        &secret,
+        &[
+            ("app", &b.url()),
+            ("sink", &sink_url),
+            ("down", &down_url),
+            ("sse", &sse_url),
+            ("ws", &ws_url),
+        ],
+    )
+    .await?;
+    let client = http_client();
+    // presence reaches the gateway: both connectors serve `app`
+    let mut served = std::collections::HashMap::new();
+    for i in 0..60u64 {
+        let resp = client
+            .get(relay_url(g.url(), "acme", "app", &format!("/n?id={i}")))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "request {i}: {}", resp.status());
+        let text = resp.text().await?;
+        let who = text.split(' ').next().unwrap_or_default().to_owned();
+        anyhow::ensure!(text == named_body(&who, i), "request {i}: wrong body");
+        *served.entry(who).or_insert(0) += 1;
+    }
+    anyhow::ensure!(
+        served.get("A").copied().unwrap_or(0) > 5 && served.get("B").copied().unwrap_or(0) > 5,
+        "load spreads over the connectors on both nodes: {served:?}"
+    );
+    // a 16 MiB upload of unknown length, through the gateway, to a target on r2
+    let upload: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    let expected = sha256(&upload);
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = upload
+        .chunks(100_000)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let resp = client
+        .post(relay_url(g.url(), "acme", "sink", "/up"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "upload: {}", resp.status());
+    let sunk: serde_json::Value = resp.json().await?;
+    anyhow::ensure!(sunk["len"] == 16u64 << 20, "upload length: {sunk}");
+    anyhow::ensure!(sunk["sha256"] == expected, "upload checksum: {sunk}");
+    // a 24 MiB download
+    let resp = client
+        .get(relay_url(g.url(), "acme", "down", "/"))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "download: {}", resp.status());
+    let got = resp.bytes().await?;
+    anyhow::ensure!(got.len() == 24 << 20, "download length {}", got.len());
+    anyhow::ensure!(
+        sha256(&got) == pattern_sha256(7, 24 << 20),
+        "download checksum"
+    );
+    // server-sent events arrive one by one, as sent
+    let mut resp = client
+        .get(relay_url(g.url(), "acme", "sse", "/"))
+        .send()
+        .await?;
+    let started = Instant::now();
+    let first = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+        .await?
+        .transpose()
+        .ok_or_else(|| anyhow::anyhow!("no first event"))??;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&first).contains("event 0"),
+        "first event: {first:?}"
+    );
+    anyhow::ensure!(
+        started.elapsed() < Duration::from_millis(350),
+        "the first event came only after {:?}: held back",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    while let Some(c) = tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await?? {
+        rest.extend_from_slice(&c);
+    }
+    anyhow::ensure!(
+        String::from_utf8_lossy(&rest).contains("event 3"),
+        "every event arrives"
+    );
+    // a WebSocket across nodes
+    let ws_relay = relay_url(g.url(), "acme", "ws", "/chat").replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_relay).await?;
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        for i in 0..5 {
+            socket.send(Message::text(format!("hello {i}"))).await?;
+            let echo = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("socket closed"))??;
+            anyhow::ensure!(echo == Message::text(format!("hello {i}")), "echo {echo:?}");
+        }
+        socket.close(None).await?;
+    }
+    // the nodes endpoint shows the cluster, with roles
+    let key = rig.admin_key().await?;
+    let admin = r1.admin_url().unwrap_or_default().to_owned();
+    let list = nodes(&admin, &key).await?;
+    anyhow::ensure!(node_ids(&list) == ["g", "r1", "r2"], "nodes: {list}");
+    let g_view = list["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == "g"))
+        .cloned()
+        .unwrap_or_default();
+    anyhow::ensure!(
+        g_view["roles"] == serde_json::json!(["gateway"]),
+        "{g_view}"
+    );
+    let live: serde_json::Value = client
+        .get(format!("{admin}/api/v1/connections?live=true"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let on: Vec<&str> = live["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["node"].as_str()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        on.contains(&"r1") && on.contains(&"r2"),
+        "live connections: {live}"
+    );
+    // a relay-only node does not serve clients
+    let resp = client
+        .get(relay_url(r2.url(), "acme", "app", "/"))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 404, "relay node: {}", resp.status());
+    anyhow::ensure!(
+        resp.text().await?.contains("does not run the gateway role"),
+        "says why"
+    );
+    drop((g, r1, r2));
+    rig.finish().await
+}
+
+/// A secret revoked, and a tenant deleted, through one node's management API cut the tunnels on another node
+/// within one second.
+async fn revocation_reaches_every_node(bus: Bus) -> anyhow::Result<()> {
+    let _shared = bus.lock().read().await;
+    let Some(mut rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    // the store poll must not be what does it
+    rig.env
+        .push(("FERRY_STORE_POLL_INTERVAL".into(), "1h".into()));
+    let m = rig.node("m", "management,worker,gateway").await?;
+    let r = rig.node("r", "relay").await?;
+    let secret = rig.tenant("acme").await?;
+    let key = rig.admin_key().await?;
+    let admin = m.admin_url().unwrap_or_default().to_owned();
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let c = connector(r.url(), "acme", &secret, &[("app", &echo.url())]).await?;
+    let client = http_client();
+    eventually(Duration::from_secs(5), "served through m", || async {
+        matches!(client.get(relay_url(m.url(), "acme", "app", "/")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await?;
+    let secrets: serde_json::Value = client
+        .get(format!("{admin}/api/v1/tenants/acme/secrets"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = secrets["items"][0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no secret: {secrets}"))?
+        .to_owned();
+    let resp = client
+        .delete(format!("{admin}/api/v1/tenants/acme/secrets/{id}"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "revoke: {}", resp.status());
+    let revoked_at = Instant::now();
+    r.output()
+        .wait_stderr(
+            "secret revoked: its tunnels were cut",
+            Duration::from_secs(1),
+        )
+        .await?;
+    eprintln!(
+        "revocation cut the tunnel on another node after {:?}",
+        revoked_at.elapsed()
+    );
+    drop(c);
+    // a tenant deleted on m cuts a new tenant's tunnel on r
+    let secret2 = rig.tenant("beta").await?;
+    let _c2 = connector(r.url(), "beta", &secret2, &[("app", &echo.url())]).await?;
+    let resp = client
+        .delete(format!("{admin}/api/v1/tenants/beta"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "delete: {}", resp.status());
+    r.output()
+        .wait_stderr(
+            "tenant deleted: its tunnels were cut",
+            Duration::from_secs(1),
+        )
+        .await?;
+    drop((m, r));
+    rig.finish().await
+}
+
+/// A TCP front that sends each new connection to the first of its backends that accepts it: the connectors'
+/// load balancer, so that a connector whose node died reconnects to another.
+struct Front {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Front {
+    async fn start(backends: Vec<SocketAddr>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let backends = Arc::new(backends);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for b in backends.iter() {
+                        if let Ok(mut server) = TcpStream::connect(b).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `kill -9` of a relay node in the middle of a streamed response: requests carried by other nodes are
+/// unaffected, the one it carried fails (no hang, no silent truncation), presence forgets it within the node
+/// expiry, and its connector reconnects to the other relay node and serves again.
+async fn relay_node_killed(bus: Bus) -> anyhow::Result<()> {
+    let _shared = bus.lock().read().await;
+    let Some(rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    let r1 = rig.node("r1", "relay,management,worker").await?;
+    let mut r2 = rig.node("r2", "relay").await?;
+    let g = rig.node("g", "gateway").await?;
+    let secret = rig.tenant("acme").await?;
+    let key = rig.admin_key().await?;
+    let admin = r1.admin_url().unwrap_or_default().to_owned();
+    let a = NamedTarget::start("A").await?;
+    let slow = TargetServer::start(TargetKind::Slow {
+        chunks: 100,
+        delay: Duration::from_millis(50),
+    })
+    .await?;
+    let _ca = connector(r1.url(), "acme", &secret, &[("app", &a.url())]).await?;
+    // the second connector reaches r2 through a front that falls back to r1
+    let front = Front::start(vec![r2.addr(), r1.addr()]).await?;
+    let cb = connector(&front.url(), "acme", &secret, &[("slow", &slow.url())]).await?;
+    let client = http_client();
+    let mut resp = client
+        .get(relay_url(g.url(), "acme", "slow", "/"))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "slow: {}", resp.status());
+    let first = resp.chunk().await?;
+    anyhow::ensure!(first.is_some(), "a first chunk");
+    r2.kill().await?;
+    let killed = Instant::now();
+    // the stream in flight fails rather than hanging or ending cleanly
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match ended {
+        Err(_) => anyhow::bail!("the stream hung after its relay node died"),
+        Ok(Ok(())) => anyhow::bail!("the stream ended cleanly although its relay node died"),
+        Ok(Err(e)) => eprintln!("the stream failed after {:?}: {e}", killed.elapsed()),
+    }
+    // requests on the other node are unaffected
+    for i in 0..10u64 {
+        let resp = client
+            .get(relay_url(g.url(), "acme", "app", &format!("/n?id={i}")))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status() == 200,
+            "app during the failure: {}",
+            resp.status()
+        );
+    }
+    // presence forgets r2
+    let forgotten = eventually(Duration::from_secs(5), "r2 forgotten", || async {
+        nodes(&admin, &key)
+            .await
+            .map(|l| node_ids(&l) == ["g", "r1"])
+            .unwrap_or(false)
+    })
+    .await?;
+    eprintln!(
+        "presence forgot the killed node {:?} after the kill",
+        killed.elapsed()
+    );
+    let _ = forgotten;
+    // the connector came back through the front, to r1, and serves again
+    cb.wait_tunnels(2, Duration::from_secs(10)).await?;
+    eventually(Duration::from_secs(10), "slow served again", || async {
+        match client
+            .get(relay_url(g.url(), "acme", "slow", "/"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+            _ => false,
+        }
+    })
+    .await?;
+    drop((g, r1));
+    rig.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_three_nodes_serve_across_the_bus() -> anyhow::Result<()> {
+    three_nodes(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_three_nodes_serve_across_the_bus() -> anyhow::Result<()> {
+    three_nodes(Bus::Amqp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_revocation_and_deletion_reach_every_node() -> anyhow::Result<()> {
+    revocation_reaches_every_node(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_revocation_and_deletion_reach_every_node() -> anyhow::Result<()> {
+    revocation_reaches_every_node(Bus::Amqp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_relay_node_killed_mid_stream() -> anyhow::Result<()> {
+    relay_node_killed(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_relay_node_killed_mid_stream() -> anyhow::Result<()> {
+    relay_node_killed(Bus::Amqp).await
+}
+
+/// A NATS server of this test's own, on a port the OS chose, that the test can stop and start again.
+struct OwnNats {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnNats {
+    async fn start() -> anyhow::Result<Option<Self>> {
+        let bin = std::path::Path::new("/usr/sbin/nats-server");
+        if !bin.exists() {
+            if std::env::var_os("CI").is_some() {
+                anyhow::bail!("nats-server is required under CI");
+            }
+            eprintln!("skipped: no nats-server binary to restart");
+            return Ok(None);
+        }
+        let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+        let mut me = Self { port, child: None };
+        me.up().await?;
+        Ok(Some(me))
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn up(&mut self) -> anyhow::Result<()> {
+        let child = tokio::process::Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(10), "nats-server up", || async {
+            TcpStream::connect(&addr).await.is_ok()
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output(),
+    )
+    .await??;
+    anyhow::ensure!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+    Ok(())
+}
+
+/// The broker restarts under load: requests during the outage get defined errors within their expiration (no
+/// hang), no request runs twice, and once the broker is back the nodes serve again by themselves.
+async fn broker_restart(bus: Bus) -> anyhow::Result<()> {
+    // RabbitMQ is restarted for real: nobody else may use it meanwhile; NATS is a server of this test's own
+    let _exclusive = match bus {
+        Bus::Amqp => Some(bus.lock().write().await),
+        Bus::Nats => None,
+    };
+    let Some(mut rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    let mut own = None;
+    if bus == Bus::Nats {
+        let Some(nats) = OwnNats::start().await? else {
+            return Ok(());
+        };
+        rig.transport = nats.url();
+        own = Some(nats);
+    }
+    rig.env
+        .push(("FERRY_REQUEST_EXPIRATION".into(), "5s".into()));
+    rig.env.push(("FERRY_CONNECTOR_WAIT".into(), "2s".into()));
+    let r = rig.node("r", "relay,management,worker").await?;
+    let g = rig.node("g", "gateway").await?;
+    let secret = rig.tenant("acme").await?;
+    let a = NamedTarget::start("A").await?;
+    let _c = connector(r.url(), "acme", &secret, &[("app", &a.url())]).await?;
+    let client = http_client();
+    let url = |i: u64| relay_url(g.url(), "acme", "app", &format!("/n?id={i}"));
+    eventually(
+        Duration::from_secs(10),
+        "served before the restart",
+        || async { matches!(client.get(url(0)).send().await, Ok(r) if r.status() == 200) },
+    )
+    .await?;
+    // steady requests while the broker goes down and comes back
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let client = client.clone();
+        let g_url = g.url().to_owned();
+        tokio::spawn(async move {
+            let mut outcomes: Vec<(u64, Result<u16, String>, Duration)> = Vec::new();
+            let mut i = 1000u64;
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(120)
+                && i < 1_000_000
+            {
+                i += 1;
+                let t = Instant::now();
+                let sent = client
+                    .get(relay_url(&g_url, "acme", "app", &format!("/n?id={i}")))
+                    .timeout(Duration::from_secs(15))
+                    .send()
+                    .await;
+                let outcome = match sent {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let code = resp
+                            .headers()
+                            .get("ferry-error")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        match resp.bytes().await {
+                            Ok(_) if status == 200 || !code.is_empty() => Ok(status),
+                            Ok(_) => Err(format!("{status} without a ferry-error code")),
+                            Err(e) => Err(format!("body: {e}")),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                outcomes.push((i, outcome, t.elapsed()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            outcomes
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match bus {
+        Bus::Nats => {
+            let nats = own.as_mut().ok_or_else(|| anyhow::anyhow!("own nats"))?;
+            nats.down().await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            nats.up().await?;
+        }
+        Bus::Amqp => {
+            rabbitmqctl(&["stop_app"]).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rabbitmqctl(&["start_app"]).await?;
+            rabbitmqctl(&["await_startup"]).await?;
+        }
+    }
+    let back = Instant::now();
+    // serving again, with no Ferry restart
+    let took = eventually(
+        Duration::from_secs(30),
+        "served again after the restart",
+        || async { matches!(client.get(url(1)).send().await, Ok(r) if r.status() == 200) },
+    )
+    .await?;
+    eprintln!("{bus:?}: serving again {took:?} after the broker was back");
+    let _ = back;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcomes = load.await?;
+    let failures: Vec<_> = outcomes.iter().filter(|(_, o, _)| o.is_err()).collect();
+    anyhow::ensure!(failures.is_empty(), "undefined outcomes: {failures:?}");
+    let slowest = outcomes
+        .iter()
+        .map(|(_, _, d)| *d)
+        .max()
+        .unwrap_or_default();
+    anyhow::ensure!(
+        slowest < Duration::from_secs(8),
+        "a request took {slowest:?}: longer than its expiration"
+    );
+    let errors = outcomes
+        .iter()
+        .filter(|(_, o, _)| !matches!(o, Ok(200)))
+        .count();
+    eprintln!(
+        "{bus:?}: {} requests during the restart, {errors} answered with a defined error",
+        outcomes.len()
+    );
+    let mut seen = a.seen();
+    let total = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    anyhow::ensure!(seen.len() == total, "a request ran twice at the target");
+    drop((g, r));
+    drop(own);
+    rig.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_broker_restart() -> anyhow::Result<()> {
+    broker_restart(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_broker_restart() -> anyhow::Result<()> {
+    broker_restart(Bus::Amqp).await
+}
+
+/// Five nodes (two gateways, three relay nodes) and 1,000 tenants with 2 connectors each on two different relay
+/// nodes (the connectors run in this process): every tenant answers through every gateway node.
+async fn thousand_tenants(bus: Bus) -> anyhow::Result<()> {
+    const TENANTS: usize = 1000;
+    let _shared = bus.lock().read().await;
+    let Some(mut rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    // thousands of tunnel changes at once: the default heartbeat is enough, and quieter
+    rig.env
+        .retain(|(k, _)| k != "FERRY_HEARTBEAT_INTERVAL" && k != "FERRY_NODE_EXPIRY");
+    let started = Instant::now();
+    let r1 = rig.node("r1", "relay,management,worker").await?;
+    let r2 = rig.node("r2", "relay").await?;
+    let r3 = rig.node("r3", "relay").await?;
+    let g1 = rig.node("g1", "gateway").await?;
+    let g2 = rig.node("g2", "gateway").await?;
+    let key = rig.admin_key().await?;
+    let admin = r1.admin_url().unwrap_or_default().to_owned();
+    let target = NamedTarget::start("T").await?;
+    let client = http_client();
+    // tenants through the management API, a few at a time (each secret is an argon2 hash)
+    let names: Vec<String> = (0..TENANTS).map(|i| format!("t{i:04}")).collect();
+    let secrets: Vec<String> = {
+        use futures_util::{StreamExt, TryStreamExt};
+        futures_util::stream::iter(names.clone())
+            .map(|name| {
+                let (client, admin, key) = (client.clone(), admin.clone(), key.clone());
+                async move {
+                    let resp = client
+                        .post(format!("{admin}/api/v1/tenants"))
+                        .bearer_auth(&key)
+                        .json(&serde_json::json!({ "name": name }))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(resp.status() == 201, "create {name}: {}", resp.status());
+                    let created: serde_json::Value = resp.json().await?;
+                    created["secret"]["secret"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| anyhow::anyhow!("no secret for {name}"))
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?
+    };
+    eprintln!(
+        "{bus:?}: {TENANTS} tenants created after {:?}",
+        started.elapsed()
+    );
+    // two connectors per tenant, on two different relay nodes, all in this process
+    let relays = [
+        r1.url().to_owned(),
+        r2.url().to_owned(),
+        r3.url().to_owned(),
+    ];
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connectors = Vec::new();
+    for (i, (name, secret)) in names.iter().zip(&secrets).enumerate() {
+        for k in 0..2 {
+            let config = ferry_config::ConnectorConfig {
+                server: Some(relays[(i + k) % 3].clone()),
+                tenant: Some(name.parse()?),
+                secret: Some(ferry_config::Secret::new(secret.clone())),
+                targets: vec![ferry_config::TargetConfig::parse_spec(&format!(
+                    "app={}",
+                    target.url()
+                ))
+                .map_err(|e| anyhow::anyhow!(e))?],
+                reconnect_max_delay: Duration::from_secs(2),
+                ..Default::default()
+            };
+            let mut stop = stop_rx.clone();
+            connectors.push(tokio::spawn(async move {
+                let _ = ferry_connector::run(config, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            }));
+        }
+    }
+    // presence shows all 2,000 connectors on the three relay nodes
+    let up = eventually(
+        Duration::from_secs(240),
+        "2,000 connectors in presence",
+        || async {
+            nodes(&admin, &key)
+                .await
+                .map(|l| {
+                    l["items"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|n| n["connectors"].as_u64())
+                                .sum::<u64>()
+                        })
+                        .unwrap_or(0)
+                        == 2 * TENANTS as u64
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    eprintln!(
+        "{bus:?}: {} connectors up {up:?} later ({:?} in all)",
+        2 * TENANTS,
+        started.elapsed()
+    );
+    // every tenant through every gateway node
+    let gateways = [g1.url().to_owned(), g2.url().to_owned()];
+    let requests: Vec<(String, String, u64)> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, name)| {
+            gateways
+                .iter()
+                .enumerate()
+                .map(move |(j, g)| (g.clone(), name.clone(), (i * 2 + j) as u64))
+        })
+        .collect();
+    let served = Instant::now();
+    {
+        use futures_util::{StreamExt, TryStreamExt};
+        futures_util::stream::iter(requests)
+            .map(|(g, name, id)| {
+                let client = client.clone();
+                async move {
+                    let resp = client
+                        .get(relay_url(&g, &name, "app", &format!("/n?id={id}")))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(resp.status() == 200, "{name} via {g}: {}", resp.status());
+                    let body = resp.text().await?;
+                    anyhow::ensure!(body == named_body("T", id), "{name} via {g}: wrong body");
+                    Ok(())
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    eprintln!(
+        "{bus:?}: {} requests, every tenant through both gateways, in {:?}",
+        2 * TENANTS,
+        served.elapsed()
+    );
+    stop_tx.send_replace(true);
+    for c in connectors {
+        c.abort();
+    }
+    drop((g1, g2, r1, r2, r3));
+    rig.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_five_nodes_thousand_tenants() -> anyhow::Result<()> {
+    thousand_tenants(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_five_nodes_thousand_tenants() -> anyhow::Result<()> {
+    thousand_tenants(Bus::Amqp).await
+}
