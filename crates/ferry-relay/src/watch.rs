@@ -215,6 +215,7 @@ impl Relay {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at,
             heartbeat_at: now,
+            roles: String::new(),
         };
         if let Err(error) = self.store.heartbeat_node(&node).await {
             tracing::warn!(%error, "node heartbeat failed");
