@@ -566,7 +566,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
 
     use ferry_store::SqliteStore;
 
@@ -804,49 +803,57 @@ mod tests {
         }
     }
 
-    /// A job that panics every run: each panic is logged with the node and the job, and the job keeps running.
-    #[tokio::test]
-    async fn a_panicking_job_is_logged_and_runs_again() {
-        #[derive(Clone, Default)]
-        struct Capture(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Capture {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        // The test runtime has one thread: every task of the worker logs through this subscriber.
-        let _guard = tracing::subscriber::set_default(subscriber);
+    /// A job whose `name` (on its first call) or `every` (on its first two calls) panics: outside any run, so
+    /// that the lease loop itself or the job's runner dies. Counts its runs.
+    struct FaultyJob {
+        name_panics: AtomicBool,
+        every_panics: std::sync::atomic::AtomicU32,
+        runs: watch::Sender<u64>,
+    }
 
+    #[async_trait::async_trait]
+    impl Job for FaultyJob {
+        fn name(&self) -> &'static str {
+            if self.name_panics.swap(false, Ordering::SeqCst) {
+                panic!("name fails once");
+            }
+            "faulty"
+        }
+        fn every(&self) -> Duration {
+            let left = self.every_panics.load(Ordering::SeqCst);
+            if left > 0 {
+                self.every_panics.store(left - 1, Ordering::SeqCst);
+                panic!("every fails {left} more times");
+            }
+            Duration::from_millis(10)
+        }
+        async fn run(&self, _store: &dyn Store) -> Result<(), JobError> {
+            self.runs.send_modify(|n| *n += 1);
+            Ok(())
+        }
+    }
+
+    /// The lease loop panicking (while starting the jobs) is restarted, and so is a job runner that dies: the
+    /// worker ends up active with the job running.
+    #[tokio::test]
+    async fn a_panicking_loop_or_runner_is_restarted() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
-        let job = CountingJob::new(Duration::from_millis(10), true);
-        let worker = Worker::start(store, "node-p", fast(), vec![job.clone()]);
-        job.wait_runs(3, Duration::from_secs(5)).await;
+        let job = Arc::new(FaultyJob {
+            name_panics: AtomicBool::new(true),
+            every_panics: std::sync::atomic::AtomicU32::new(2),
+            runs: watch::channel(0).0,
+        });
+        let worker = Worker::start(store.clone(), "node-f", fast(), vec![job.clone()]);
+        let mut runs = job.runs.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), runs.wait_for(|n| *n >= 2))
+            .await
+            .expect("the job runs after the restarts")
+            .expect("runs");
         assert!(worker.is_active());
+        assert_eq!(job.every_panics.load(Ordering::SeqCst), 0);
+        assert!(!job.name_panics.load(Ordering::SeqCst));
         worker.stop().await;
-        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).expect("utf-8");
-        let panics: Vec<&str> = logs
-            .lines()
-            .filter(|l| l.contains("job run panicked"))
-            .collect();
-        assert!(panics.len() >= 2, "{logs}");
-        assert!(
-            panics[0].contains("ERROR")
-                && panics[0].contains("node_id=node-p")
-                && panics[0].contains("job=\"boom\"")
-                && panics[0].contains("boom at run"),
-            "{}",
-            panics[0]
-        );
+        assert_eq!(active_worker(&*store).await.expect("read"), None);
     }
 
     /// The store goes away under the active worker: it stops its jobs by the lease's deadline, since another
