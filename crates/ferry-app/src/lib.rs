@@ -13,7 +13,6 @@
 mod bridge;
 mod routes;
 mod supervise;
-mod worker;
 
 use ferry_auth::TokenIssuer;
 use ferry_config::{Config, Role};
@@ -219,7 +218,15 @@ pub async fn run_with_source(
     // The built-in issuer, the external OIDC provider if configured, and the tunnel verifier accepting either;
     // `auth.admin_check` is the management API's OIDC admin check. Key maintenance and JWKS refresh run until
     // the end of `run`.
-    let auth = ferry_auth::NodeAuth::start(store.clone(), &s.auth, TUNNEL_AUDIENCE).await?;
+    // Signing keys: every node loads them (and creates the first one of an empty store, atomically); rotating and
+    // retiring them is the active worker's job.
+    let auth = ferry_auth::NodeAuth::start_with(
+        store.clone(),
+        &s.auth,
+        TUNNEL_AUDIENCE,
+        ferry_auth::KeyDuty::LoadOnly,
+    )
+    .await?;
     let _auth_tasks = auth.tasks;
     let issuer = auth.issuer;
     let admin_check = auth.admin_check;
@@ -323,9 +330,36 @@ pub async fn run_with_source(
         relay.clone(),
         n.cluster.store_poll_interval,
     );
-    let chores = roles
-        .has(Role::Worker)
-        .then(|| worker::spawn(store.clone(), s.relay.clone(), cluster.clone()));
+    // The worker role: compete for the cluster's one worker lease; the active worker runs the chores, and presence
+    // shows which node it is.
+    let worker = roles.has(Role::Worker).then(|| {
+        let settings = ferry_worker::WorkerSettings {
+            lease_ttl: n.worker.lease_ttl,
+            renew_every: n.worker.lease_ttl / 3,
+            retry: n.worker.retry_interval,
+        };
+        let chores = ferry_worker::chores(&ferry_worker::ChoreSettings {
+            request_log_retention: s.relay.request_log_retention,
+            history_retention: s.relay.history_retention,
+            signing_keys: Some(ferry_auth::issuer_settings(&s.auth, TUNNEL_AUDIENCE)),
+            ..Default::default()
+        });
+        ferry_worker::Worker::start(store.clone(), node_id.clone(), settings, chores)
+    });
+    let worker_presence = worker.as_ref().map(|w| {
+        let mut state = w.subscribe();
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            loop {
+                let active = state.borrow_and_update().active;
+                cluster.set_worker_active(active);
+                if state.changed().await.is_err() {
+                    // the worker stopped (shutdown): this task's work is done; wait to be aborted
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    });
     // Changes made through this node's API are applied here at once and announced to the other nodes on the bus;
     // bearer tokens that are not admin keys go to the external provider's admin-role check when one is configured.
     let admin = match (roles.has(Role::Management), listeners.admin) {
@@ -368,6 +402,7 @@ pub async fn run_with_source(
     let mut supervisor = supervise::Supervisor::default();
     supervisor.watch(cluster.take_tasks());
     supervisor.watch(background.into_tasks());
+    supervisor.watch(worker_presence.map(|t| ("worker state in presence", t)));
     let failed: Arc<std::sync::Mutex<Option<(&'static str, String)>>> = Arc::default();
     let drain_started = {
         let node = node.clone();
@@ -408,7 +443,9 @@ pub async fn run_with_source(
     }
     // leave presence before the tunnels close, so that other nodes stop sending here at once
     cluster.leave().await;
-    drop(chores);
+    if let Some(worker) = worker {
+        worker.stop().await;
+    }
     if let Some(hub) = &hub {
         hub.record_all_disconnected().await;
     }

@@ -3,7 +3,8 @@
 //! Owns: connector secrets (generation, argon2id hashing, checking against the store off the async threads),
 //! tenant creation with its first secret, the built-in OAuth 2 client-credentials token endpoint
 //! ([`TokenIssuer::client_credentials`], RFC 6749 §4.4 as `docs/protocol.md` §1 describes it) with limits on
-//! repeated failures, the Ed25519 signing keys kept in the store and their rotation, the discovery and JWKS
+//! repeated failures, the Ed25519 signing keys kept in the store and the decisions about them
+//! ([`maintain_signing_keys`], run by the cluster's worker or a node on its own), the discovery and JWKS
 //! documents, token verification behind the [`TokenVerifier`] trait (built-in, external OpenID Connect, or
 //! both via [`CombinedVerifier`]), and the OIDC admin-role check of the management API ([`AdminCheck`]).
 //! Does not own: HTTP serving (the caller passes the header values and body in and writes the [`TokenReply`]
@@ -25,7 +26,7 @@ pub use discovery::{WellKnown, JWKS_PATH, OPENID_CONFIGURATION_PATH};
 pub use endpoint::TokenReply;
 pub use error::AuthError;
 pub use limit::{FailureLimiter, Limited, RateLimitSettings};
-pub use node::{issuer_settings, oidc_settings, NodeAuth};
+pub use node::{issuer_settings, oidc_settings, KeyDuty, NodeAuth};
 pub use oidc::{
     claim_at, AdminCheck, AdminDecision, OidcSettings, OidcVerifier, ACCEPTED_ALGORITHMS,
     DISCOVERY_PATH,
@@ -35,7 +36,7 @@ pub use secret::{
     matching_secret, verify_secret, SECRET_PREFIX,
 };
 pub use token::{
-    BackgroundTask, BuiltinVerifier, Claims, IssuedToken, IssuerSettings, Rotation, TokenIssuer,
-    TokenVerifier, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_REFRESH, DEFAULT_TTL, LEEWAY,
-    RELAY_SCOPE, TUNNEL_SCOPE,
+    maintain_signing_keys, BackgroundTask, BuiltinVerifier, Claims, IssuedToken, IssuerSettings,
+    KeyMaintenance, Rotation, TokenIssuer, TokenVerifier, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
+    DEFAULT_KEY_REFRESH, DEFAULT_TTL, LEEWAY, RELAY_SCOPE, TUNNEL_SCOPE,
 };

@@ -11,6 +11,18 @@ use crate::{
     OidcVerifier, RateLimitSettings, TokenIssuer, TokenVerifier,
 };
 
+/// Who decides about the built-in issuer's signing keys (the first key, rotation, removing rotated-out keys).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyDuty {
+    /// This node decides, besides re-reading the keys: a node on its own (what [`NodeAuth::start`] does).
+    #[default]
+    Maintain,
+    /// This node only loads and re-reads the keys; the cluster's worker decides
+    /// ([`maintain_signing_keys`](crate::maintain_signing_keys)). The node still creates the first key of an
+    /// empty store at start (atomically: nodes starting together agree on one key).
+    LoadOnly,
+}
+
 /// Everything a node needs to authenticate connectors and OIDC admins. Keep `tasks` alive as long as the node.
 pub struct NodeAuth {
     /// The built-in issuer (token endpoint, JWKS, discovery). With `builtin = false` its endpoint refuses.
@@ -21,7 +33,7 @@ pub struct NodeAuth {
     pub oidc: Option<Arc<OidcVerifier>>,
     /// The management API's OIDC admin check, if a provider and an admin role are configured.
     pub admin_check: Option<AdminCheck>,
-    /// Key maintenance and JWKS refresh; aborted when dropped.
+    /// Key maintenance (or only re-reading, with [`KeyDuty::LoadOnly`]) and JWKS refresh; aborted when dropped.
     pub tasks: Vec<BackgroundTask>,
 }
 
@@ -72,14 +84,28 @@ impl NodeAuth {
     /// Load (or create) the signing keys, start their maintenance, set up the external provider (its keys are
     /// fetched in the background: a provider that is down at start does not stop the node; its tokens are
     /// refused until its keys arrive), and build the tunnel verifier. `audience` is the `aud` of built-in
-    /// tunnel tokens.
+    /// tunnel tokens. This node decides about the signing keys ([`KeyDuty::Maintain`]).
     pub async fn start(
         store: Arc<dyn Store>,
         auth: &ferry_config::AuthSettings,
         audience: &str,
     ) -> Result<Self, AuthError> {
+        Self::start_with(store, auth, audience, KeyDuty::Maintain).await
+    }
+
+    /// [`Self::start`], saying who decides about the signing keys: in a cluster, nodes start with
+    /// [`KeyDuty::LoadOnly`] and the worker rotates.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        auth: &ferry_config::AuthSettings,
+        audience: &str,
+        keys: KeyDuty,
+    ) -> Result<Self, AuthError> {
         let issuer = TokenIssuer::load_or_create(store, issuer_settings(auth, audience)).await?;
-        let mut tasks = vec![issuer.spawn_maintenance()];
+        let mut tasks = vec![match keys {
+            KeyDuty::Maintain => issuer.spawn_maintenance(),
+            KeyDuty::LoadOnly => issuer.spawn_refresh(),
+        }];
         let oidc = match &auth.oidc {
             Some(settings) => {
                 let verifier = OidcVerifier::new(oidc_settings(settings))?;
@@ -115,6 +141,171 @@ mod tests {
     use ferry_store::SqliteStore;
 
     use super::*;
+    use crate::IssuerSettings;
+
+    /// A node that only loads the keys adopts what the worker decided and decides nothing itself: with the
+    /// newest key long past `rotate_every`, a deciding node would rotate at its first tick.
+    #[tokio::test]
+    async fn load_only_nodes_adopt_keys_and_never_rotate() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
+        let old = ferry_store::unix_now() - 10 * 86_400;
+        let settings = IssuerSettings {
+            rotate_every: Some(std::time::Duration::from_secs(86_400)),
+            ..IssuerSettings::default()
+        };
+        let k0 = crate::maintain_signing_keys(&*store, &settings, old)
+            .await
+            .expect("k0")
+            .added
+            .expect("added");
+        let config = ferry_config::AuthSettings {
+            rotation: ferry_config::RotationSettings {
+                every: Some(std::time::Duration::from_secs(86_400)),
+                key_refresh: std::time::Duration::from_secs(1),
+            },
+            ..ferry_config::AuthSettings::default()
+        };
+        let node = NodeAuth::start_with(store.clone(), &config, "ferry-tunnel", KeyDuty::LoadOnly)
+            .await
+            .expect("start");
+        assert_eq!(node.issuer.kid(), k0);
+        // The worker rotates, as of nine days ago (the new key is old too: a deciding node would rotate again at
+        // its first tick).
+        let k1 = crate::maintain_signing_keys(&*store, &settings, old + 86_400)
+            .await
+            .expect("k1")
+            .added
+            .expect("rotated");
+        let start = std::time::Instant::now();
+        while node.issuer.kid() != k1 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the node re-reads the keys within its key_refresh"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let kids: Vec<String> = store
+            .signing_keys()
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(kids, [k1, k0], "the node added no key of its own");
+        let token = node
+            .issuer
+            .issue(&TenantName::new("demo").expect("name"))
+            .expect("issue")
+            .access_token;
+        assert!(node.verifier.verify(&token).is_ok());
+    }
+
+    /// Nodes starting at once on an empty PostgreSQL database agree on one first key: every node signs with it
+    /// and accepts every other node's tokens.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nodes_starting_together_on_postgres_agree_on_one_key() {
+        ferry_store::testdb::with_database(|options| async move {
+            // Migrate once, so that the race is the first key's, not the schema's.
+            ferry_store::PostgresStore::connect_with(options.clone())
+                .await
+                .expect("migrate")
+                .close()
+                .await;
+            let nodes = 8;
+            let start = Arc::new(tokio::sync::Barrier::new(nodes));
+            let tasks: Vec<_> = (0..nodes)
+                .map(|_| {
+                    let options = options.clone();
+                    let start = Arc::clone(&start);
+                    tokio::spawn(async move {
+                        let store: Arc<dyn Store> = Arc::new(
+                            ferry_store::PostgresStore::connect_with(options)
+                                .await
+                                .expect("open"),
+                        );
+                        start.wait().await;
+                        let auth = NodeAuth::start_with(
+                            store,
+                            &ferry_config::AuthSettings::default(),
+                            "ferry-tunnel",
+                            KeyDuty::LoadOnly,
+                        )
+                        .await
+                        .expect("start");
+                        let token = auth
+                            .issuer
+                            .issue(&TenantName::new("demo").expect("name"))
+                            .expect("issue")
+                            .access_token;
+                        (auth, token)
+                    })
+                })
+                .collect();
+            let mut started = Vec::new();
+            for task in tasks {
+                started.push(task.await.expect("node"));
+            }
+            let kid = started[0].0.issuer.kid();
+            assert!(started.iter().all(|(auth, _)| auth.issuer.kid() == kid));
+            for (_, token) in &started {
+                for (auth, _) in &started {
+                    assert!(auth.verifier.verify(token).is_ok());
+                }
+            }
+            let store = ferry_store::PostgresStore::connect_with(options)
+                .await
+                .expect("open");
+            assert_eq!(store.signing_keys().await.expect("keys").len(), 1);
+            store.close().await;
+        })
+        .await;
+    }
+
+    /// Workers (or nodes on their own) deciding together on PostgreSQL rotate once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn rotations_racing_on_postgres_add_one_key() {
+        ferry_store::testdb::with_database(|options| async move {
+            let store = ferry_store::PostgresStore::connect_with(options.clone())
+                .await
+                .expect("open");
+            let settings = IssuerSettings {
+                rotate_every: Some(std::time::Duration::from_secs(86_400)),
+                ..IssuerSettings::default()
+            };
+            let now = ferry_store::unix_now();
+            crate::maintain_signing_keys(&store, &settings, now - 10 * 86_400)
+                .await
+                .expect("first key");
+            let racers = 8;
+            let start = Arc::new(tokio::sync::Barrier::new(racers));
+            let tasks: Vec<_> = (0..racers)
+                .map(|_| {
+                    let options = options.clone();
+                    let start = Arc::clone(&start);
+                    let settings = settings.clone();
+                    tokio::spawn(async move {
+                        let store = ferry_store::PostgresStore::connect_with(options)
+                            .await
+                            .expect("open");
+                        start.wait().await;
+                        let done = crate::maintain_signing_keys(&store, &settings, now)
+                            .await
+                            .expect("maintain");
+                        store.close().await;
+                        done.added
+                    })
+                })
+                .collect();
+            let mut added = Vec::new();
+            for task in tasks {
+                added.extend(task.await.expect("racer"));
+            }
+            assert_eq!(added.len(), 1, "{added:?}");
+            assert_eq!(store.signing_keys().await.expect("keys").len(), 2);
+            store.close().await;
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn builtin_only_and_external_only() {

@@ -1,6 +1,11 @@
 //! Tokens of the built-in issuer: the Ed25519 signing keys kept in the store (rotation with an overlap, re-read
 //! periodically and on an unknown `kid`), issuing signed JWTs, and the [`TokenVerifier`] trait with its built-in
 //! implementation.
+//!
+//! Deciding about the keys (creating the first, rotating when due, removing rotated-out keys) is
+//! [`maintain_signing_keys`]: the cluster's worker runs it, or, on a node on its own, the node's maintenance task
+//! ([`TokenIssuer::spawn_maintenance`]). Every decision is applied only on the view it was made on
+//! ([`Store::add_signing_key_after`]), so that processes deciding at the same moment add one key, not several.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -566,6 +571,16 @@ impl Drop for BackgroundTask {
     }
 }
 
+/// What one round of [`maintain_signing_keys`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyMaintenance {
+    /// The kid of the key it added (the first key of an empty store, or a rotation that was due); `None` when no
+    /// key was due, or another process added one first.
+    pub added: Option<String>,
+    /// Kids of rotated-out keys removed because their overlap had passed.
+    pub removed: Vec<String>,
+}
+
 /// What a rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
@@ -662,9 +677,21 @@ impl TokenIssuer {
         prune(&*self.store, &self.settings, now).await
     }
 
-    /// Start the background task that re-reads the keys every `key_refresh`, removes keys past their overlap
-    /// and, with `rotate_every`, rotates when the newest key is that old. Keep the guard as long as the issuer.
+    /// Start the background task that re-reads the keys every `key_refresh` and decides about them on this node
+    /// ([`maintain_signing_keys`]: removes keys past their overlap and, with `rotate_every`, rotates when the
+    /// newest key is that old). For a node on its own; in a cluster the worker decides and nodes use
+    /// [`Self::spawn_refresh`]. Keep the guard as long as the issuer.
     pub fn spawn_maintenance(&self) -> BackgroundTask {
+        self.spawn_key_task(true)
+    }
+
+    /// Start the background task that only re-reads the keys every `key_refresh` (rotating and removing them is
+    /// left to the cluster's worker, which runs [`maintain_signing_keys`]). Keep the guard as long as the issuer.
+    pub fn spawn_refresh(&self) -> BackgroundTask {
+        self.spawn_key_task(false)
+    }
+
+    fn spawn_key_task(&self, decide: bool) -> BackgroundTask {
         let verifier = Arc::downgrade(&self.verifier);
         let store = self.store.clone();
         let settings = self.settings.clone();
@@ -677,7 +704,12 @@ impl TokenIssuer {
                 let Some(verifier) = verifier.upgrade() else {
                     break;
                 };
-                if let Err(error) = maintain(&*store, &verifier, &settings).await {
+                let result = if decide {
+                    maintain(&*store, &verifier, &settings).await
+                } else {
+                    verifier.refresh().await
+                };
+                if let Err(error) = result {
                     tracing::warn!(%error, "signing key maintenance failed; retrying next interval");
                 }
             }
@@ -793,22 +825,57 @@ async fn prune(
     Ok(removed)
 }
 
-/// One round of the maintenance task: rotate if due (else prune), then re-read.
+/// One round of a node's own maintenance task: decide about the keys, then re-read them.
 async fn maintain(
     store: &dyn Store,
     verifier: &BuiltinVerifier,
     settings: &IssuerSettings,
 ) -> Result<(), AuthError> {
-    if let Some(every) = settings.rotate_every {
-        let newest = store.signing_keys().await?.first().map(|k| k.created_at);
-        let every = i64::try_from(every.as_secs()).unwrap_or(i64::MAX);
-        if newest.is_none_or(|created| unix_now().saturating_sub(created) >= every) {
-            rotate(store, verifier, settings).await?;
-            return Ok(());
+    maintain_signing_keys(store, settings, unix_now()).await?;
+    verifier.refresh().await
+}
+
+/// Decide about the signing keys as of `now` (unix seconds), for the cluster's worker (or a node on its own):
+/// add the first key to a store without keys; with `rotate_every`, add a new key when the newest is that old;
+/// then remove every key whose overlap has passed (see [`TokenIssuer::overlap`]). A key is added only if the
+/// newest key is still the one this round saw ([`Store::add_signing_key_after`]): of several processes running
+/// this at the same moment, one adds a key and the others add none. Nodes pick the changes up when they re-read
+/// the keys (every `key_refresh`, and on an unknown `kid`).
+pub async fn maintain_signing_keys(
+    store: &dyn Store,
+    settings: &IssuerSettings,
+    now: i64,
+) -> Result<KeyMaintenance, AuthError> {
+    let keys = store.signing_keys().await?;
+    let mut added = None;
+    match keys.first() {
+        None => {
+            let mut key = generate_signing_key()?;
+            key.created_at = now;
+            if store.add_signing_key_after(None, &key).await? {
+                tracing::info!(kid = %key.kid, "generated a token signing key");
+                added = Some(key.kid);
+            }
+        }
+        Some(newest) => {
+            let every = settings
+                .rotate_every
+                .map(|every| i64::try_from(every.as_secs()).unwrap_or(i64::MAX));
+            if every.is_some_and(|every| now.saturating_sub(newest.created_at) >= every) {
+                let mut key = generate_signing_key()?;
+                // Keys are ordered by creation second: the new key must be strictly the newest.
+                key.created_at = now.max(newest.created_at.saturating_add(1));
+                if store.add_signing_key_after(Some(&newest.kid), &key).await? {
+                    tracing::info!(kid = %key.kid, previous = %newest.kid, "rotated the token signing key");
+                    added = Some(key.kid);
+                } else {
+                    tracing::debug!("another process changed the signing keys first; not rotating");
+                }
+            }
         }
     }
-    prune(store, settings, unix_now()).await?;
-    verifier.refresh().await
+    let removed = prune(store, settings, now).await?;
+    Ok(KeyMaintenance { added, removed })
 }
 
 #[cfg(test)]
@@ -1211,6 +1278,98 @@ mod tests {
             !verifier.may_refresh_for_unknown_kid(),
             "re-reads are spaced by the minimum interval"
         );
+    }
+
+    fn stored_key(created_at: i64) -> SigningKey {
+        SigningKey {
+            created_at,
+            ..generate_signing_key().expect("key")
+        }
+    }
+
+    async fn kids(store: &dyn Store) -> Vec<String> {
+        store
+            .signing_keys()
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.kid)
+            .collect()
+    }
+
+    /// The worker's decisions, at chosen times: the first key, a rotation when due and not before, the old key
+    /// kept for the overlap and removed after it.
+    #[tokio::test]
+    async fn maintain_signing_keys_decides_by_the_clock() {
+        let store = memory_store().await;
+        let settings = IssuerSettings {
+            rotate_every: Some(Duration::from_secs(86_400)),
+            ..IssuerSettings::default()
+        };
+        let t0 = 1_000_000;
+        let first = maintain_signing_keys(&*store, &settings, t0)
+            .await
+            .expect("first");
+        let k0 = first.added.clone().expect("a first key");
+        assert!(first.removed.is_empty());
+        assert_eq!(kids(&*store).await, std::slice::from_ref(&k0));
+
+        let quiet = maintain_signing_keys(&*store, &settings, t0 + 86_399)
+            .await
+            .expect("not due");
+        assert_eq!(quiet, KeyMaintenance::default());
+
+        let rotated = maintain_signing_keys(&*store, &settings, t0 + 86_400)
+            .await
+            .expect("due");
+        let k1 = rotated.added.clone().expect("rotated");
+        assert!(
+            rotated.removed.is_empty(),
+            "the old key stays for the overlap"
+        );
+        assert_eq!(kids(&*store).await, [k1.clone(), k0.clone()]);
+
+        let overlap = i64::try_from(overlap(&settings).as_secs()).expect("secs");
+        let kept = maintain_signing_keys(&*store, &settings, t0 + 86_400 + overlap - 1)
+            .await
+            .expect("within the overlap");
+        assert_eq!(kept, KeyMaintenance::default());
+        let retired = maintain_signing_keys(&*store, &settings, t0 + 86_400 + overlap)
+            .await
+            .expect("after the overlap");
+        assert_eq!(retired.removed, [k0]);
+        assert_eq!(retired.added, None);
+        assert_eq!(kids(&*store).await, [k1]);
+
+        // Without `rotate_every` nothing is ever rotated.
+        let never = IssuerSettings::default();
+        let result = maintain_signing_keys(&*store, &never, t0 + 10 * 86_400)
+            .await
+            .expect("no rotation");
+        assert_eq!(result, KeyMaintenance::default());
+    }
+
+    /// Processes deciding on the same view add one key: the second finds the newest key changed.
+    #[tokio::test]
+    async fn a_rotation_decided_on_a_stale_view_is_dropped() {
+        let store = memory_store().await;
+        let now = unix_now();
+        let old = stored_key(now - 10 * 86_400);
+        store.add_signing_key(&old).await.expect("add");
+        let settings = IssuerSettings {
+            rotate_every: Some(Duration::from_secs(86_400)),
+            ..IssuerSettings::default()
+        };
+        let (a, b) = tokio::join!(
+            maintain_signing_keys(&*store, &settings, now),
+            maintain_signing_keys(&*store, &settings, now)
+        );
+        let added: Vec<String> = [a.expect("a"), b.expect("b")]
+            .into_iter()
+            .filter_map(|m| m.added)
+            .collect();
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert_eq!(kids(&*store).await, [added[0].clone(), old.kid]);
     }
 
     #[tokio::test]

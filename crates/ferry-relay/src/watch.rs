@@ -170,6 +170,7 @@ async fn heartbeat(store: &dyn Store, about: &NodeAbout) {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: about.started_at,
         heartbeat_at: unix_now(),
+        roles: about.roles.clone(),
     };
     if let Err(error) = store.heartbeat_node(&node).await {
         tracing::warn!(%error, "node heartbeat failed");

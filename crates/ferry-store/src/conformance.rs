@@ -6,14 +6,17 @@
 // Test-support code: panicking with a message is how it reports a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use ferry_proto::TenantName;
 
 use ferry_proto::TenantSettings;
 
 use crate::{
     unix_now, AdminKey, ConnectionQuery, ConnectionRecord, NodeRecord, Page, RequestLogEntry,
-    SecretRecord, SigningKey, StatsRecord, Store, StoreError, Tenant, TenantFields, TenantQuery,
-    DEFAULT_PAGE_LIMIT, LATENCY_BUCKETS_MS,
+    SecretRecord, SigningKey, StatsRecord, StatsRollUp, Store, StoreError, Tenant, TenantFields,
+    TenantQuery, DEFAULT_PAGE_LIMIT, LATENCY_BUCKETS_MS,
 };
 
 /// Run every check of the suite on `store`.
@@ -25,14 +28,18 @@ pub async fn run_suite(store: &dyn Store) {
     secrets(store).await;
     secret_listing_and_revocations(store).await;
     signing_keys(store).await;
+    signing_keys_after(store).await;
     removing_signing_keys(store).await;
     admin_keys(store).await;
     connections(store).await;
     connection_pages(store).await;
     nodes_and_expiry(store).await;
+    silent_nodes_expiry(store).await;
     stats(store).await;
     request_log(store).await;
     pruning_history(store).await;
+    stats_rollup(store).await;
+    leases(store).await;
 }
 
 /// Old closed connections and old statistics go; live connections and newer minutes stay. Uses times in the
@@ -1028,6 +1035,7 @@ pub async fn nodes_and_expiry(store: &dyn Store) {
         version: "0.1.0".to_owned(),
         started_at: base - 100,
         heartbeat_at: base - 50,
+        roles: "relay".to_owned(),
     };
     let fresh = NodeRecord {
         id: unique("cf-node-fresh"),
@@ -1035,14 +1043,16 @@ pub async fn nodes_and_expiry(store: &dyn Store) {
         version: "0.1.0".to_owned(),
         started_at: base - 100,
         heartbeat_at: base - 60,
+        roles: String::new(),
     };
     store.heartbeat_node(&stale).await.expect("heartbeat");
     store.heartbeat_node(&fresh).await.expect("heartbeat");
-    // A later heartbeat refreshes the row (address and version too).
+    // A later heartbeat refreshes the row (address, version and roles too).
     let fresh = NodeRecord {
         address: "10.0.0.3:8080".to_owned(),
         version: "0.2.0".to_owned(),
         heartbeat_at: base + 1000,
+        roles: "gateway,relay,management,worker".to_owned(),
         ..fresh
     };
     store.heartbeat_node(&fresh).await.expect("heartbeat again");
@@ -1106,6 +1116,528 @@ pub async fn nodes_and_expiry(store: &dyn Store) {
         .await
         .expect("live");
     assert!(history.items.is_empty(), "{history:?}");
+}
+
+/// The worker's expiry: as [`nodes_and_expiry`], saying which nodes went, and also closing live connections of
+/// nodes that have no row (at their `connected_at`) when they opened before the bound.
+pub async fn silent_nodes_expiry(store: &dyn Store) {
+    let base = ancient_minute();
+    let t = tenant("cf-silent");
+    let node = |id: String, heartbeat_at: i64| NodeRecord {
+        id,
+        address: "10.0.0.9:8080".to_owned(),
+        version: "0.3.0".to_owned(),
+        started_at: base - 500,
+        heartbeat_at,
+        roles: "relay".to_owned(),
+    };
+    let stale = node(unique("cf-silent-stale"), base - 50);
+    let fresh = node(unique("cf-silent-fresh"), base + 1000);
+    store.heartbeat_node(&stale).await.expect("heartbeat");
+    store.heartbeat_node(&fresh).await.expect("heartbeat");
+    let ghost = unique("cf-ghost");
+    let of_stale = connection(&t, &stale.id, base - 80);
+    let of_fresh = connection(&t, &fresh.id, base - 80);
+    let orphan_old = connection(&t, &ghost, base - 30);
+    let orphan_new = connection(&t, &ghost, base + 5);
+    for c in [&of_stale, &of_fresh, &orphan_old, &orphan_new] {
+        store.record_connection(c).await.expect("record");
+    }
+
+    let expired = store.expire_silent_nodes(base).await.expect("expire");
+    assert!(expired.nodes.contains(&stale.id), "{expired:?}");
+    assert!(!expired.nodes.contains(&fresh.id), "{expired:?}");
+    let mut sorted = expired.nodes.clone();
+    sorted.sort();
+    assert_eq!(sorted, expired.nodes, "ordered by id");
+    assert!(expired.connections_closed >= 2, "{expired:?}");
+    assert!(!has_node(store, &stale.id).await);
+    assert!(has_node(store, &fresh.id).await);
+    let history = store
+        .list_connections(&tenant_connections(&t, false, 0))
+        .await
+        .expect("history");
+    let ended = |id: &str| {
+        history
+            .items
+            .iter()
+            .find(|c| c.id == id)
+            .expect("listed")
+            .disconnected_at
+    };
+    assert_eq!(ended(&of_stale.id), Some(stale.heartbeat_at));
+    assert_eq!(ended(&of_fresh.id), None);
+    assert_eq!(ended(&orphan_old.id), Some(orphan_old.connected_at));
+    assert_eq!(ended(&orphan_new.id), None, "opened after the bound");
+    let again = store.expire_silent_nodes(base).await.expect("again");
+    assert!(!again.nodes.contains(&stale.id), "{again:?}");
+
+    // Cleanup.
+    store
+        .heartbeat_node(&node(fresh.id.clone(), base + 1))
+        .await
+        .expect("age");
+    let gone = store.expire_silent_nodes(base + 10).await.expect("cleanup");
+    assert!(gone.nodes.contains(&fresh.id), "{gone:?}");
+    let live = store
+        .list_connections(&tenant_connections(&t, true, 0))
+        .await
+        .expect("live");
+    assert!(live.items.is_empty(), "{live:?}");
+}
+
+/// A rotation decided on a view of the keys is applied only while that view holds: the newest key must still be
+/// the one the caller saw.
+pub async fn signing_keys_after(store: &dyn Store) {
+    let keys = store.signing_keys().await.expect("keys");
+    let newest = keys.first().map(|k| k.kid.clone());
+    let after = keys.first().map_or(unix_now(), |k| k.created_at + 1);
+    let key = |prefix: &str, created_at: i64| SigningKey {
+        kid: unique(prefix),
+        algorithm: "EdDSA".to_owned(),
+        private_der: vec![5, 6, 7],
+        public_key: vec![8; 32],
+        created_at,
+    };
+    let stale_view = key("cf-after-stale", after);
+    assert!(!store
+        .add_signing_key_after(Some(&unique("cf-no-such-kid")), &stale_view)
+        .await
+        .expect("unknown newest"));
+    if newest.is_some() {
+        assert!(!store
+            .add_signing_key_after(None, &stale_view)
+            .await
+            .expect("store has keys"));
+    }
+    let first = key("cf-after-1", after.max(unix_now()));
+    assert!(store
+        .add_signing_key_after(newest.as_deref(), &first)
+        .await
+        .expect("rotate"));
+    assert_eq!(
+        store.signing_keys().await.expect("keys").first(),
+        Some(&first),
+        "the added key is the newest"
+    );
+    // A second process that saw the same view loses.
+    let second = key("cf-after-2", first.created_at + 1);
+    assert!(!store
+        .add_signing_key_after(newest.as_deref(), &second)
+        .await
+        .expect("stale view"));
+    let err = store
+        .add_signing_key_after(Some(&first.kid), &first)
+        .await
+        .expect_err("duplicate kid");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    let keys = store.signing_keys().await.expect("keys");
+    assert!(!keys
+        .iter()
+        .any(|k| k.kid == second.kid || k.kid == stale_view.kid));
+    assert!(store.remove_signing_key(&first.kid).await.expect("cleanup"));
+}
+
+/// Minutes before the cut-off of [`stats_rollup`], in a window of 1970 where no other check writes (the pruning
+/// check deletes everything below 7000, and this one cleans up after itself).
+const ROLLUP_BEFORE: i64 = 100_020;
+const ROLLUP_M1: i64 = 60_000;
+const ROLLUP_M2: i64 = 60_060;
+
+fn stats_of(all: Vec<StatsRecord>, tenants: &[&TenantName]) -> Vec<StatsRecord> {
+    all.into_iter()
+        .filter(|r| tenants.contains(&&r.tenant))
+        .collect()
+}
+
+/// The roll-up merges the per-node rows of each minute before the cut-off into one row per tenant and minute;
+/// every read answers as before; a rolled-up tenant's minute ignores later writes, other minutes take them.
+pub async fn stats_rollup(store: &dyn Store) {
+    let (t, u, v, w) = (
+        tenant("cf-roll-t"),
+        tenant("cf-roll-u"),
+        tenant("cf-roll-v"),
+        tenant("cf-roll-w"),
+    );
+    let open = ROLLUP_BEFORE;
+    store
+        .put_stats(
+            "cf-n1",
+            &[
+                counts(&t, ROLLUP_M1, 1),
+                counts(&t, ROLLUP_M2, 2),
+                counts(&t, open, 3),
+            ],
+        )
+        .await
+        .expect("put n1");
+    store
+        .put_stats(
+            "cf-n2",
+            &[counts(&t, ROLLUP_M1, 10), counts(&u, ROLLUP_M1, 7)],
+        )
+        .await
+        .expect("put n2");
+    let read = || async {
+        stats_of(
+            store.stats(None, ROLLUP_M1, open + 60).await.expect("read"),
+            &[&t, &u],
+        )
+    };
+    let before = read().await;
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    let done = store
+        .roll_up_stats(ROLLUP_BEFORE, 100)
+        .await
+        .expect("roll up");
+    assert_eq!(
+        done,
+        StatsRollUp {
+            minutes: 2,
+            rows_merged: 4,
+            more: false
+        }
+    );
+    assert_eq!(read().await, before, "a roll-up changes no answer");
+    assert_eq!(
+        store
+            .roll_up_stats(ROLLUP_BEFORE, 100)
+            .await
+            .expect("again"),
+        StatsRollUp::default(),
+        "nothing left to merge"
+    );
+
+    // A late cumulative write of a rolled-up minute would count the node twice: ignored. The open minute still
+    // takes writes, replacing as before.
+    store
+        .put_stats("cf-n1", &[counts(&t, ROLLUP_M1, 50), counts(&t, open, 30)])
+        .await
+        .expect("late write");
+    let after = read().await;
+    assert_eq!(after[..3], before[..3]);
+    assert_eq!(after[3], counts(&t, open, 30));
+
+    // A tenant's first write to a rolled-up minute (no roll-up row of its own) is taken, and merged next time.
+    store
+        .put_stats("cf-n3", &[counts(&v, ROLLUP_M1, 5)])
+        .await
+        .expect("first write of v");
+    let of_v = || async {
+        store
+            .stats(Some(&v), ROLLUP_M1, ROLLUP_M1 + 60)
+            .await
+            .expect("v")
+    };
+    assert_eq!(of_v().await, vec![counts(&v, ROLLUP_M1, 5)]);
+    let done = store
+        .roll_up_stats(ROLLUP_BEFORE, 100)
+        .await
+        .expect("roll up v");
+    assert_eq!((done.minutes, done.rows_merged), (1, 1));
+    assert_eq!(of_v().await, vec![counts(&v, ROLLUP_M1, 5)]);
+    assert_eq!(read().await[..3], before[..3]);
+
+    // At most `max_minutes` a call; `more` says when minutes are left.
+    store
+        .put_stats(
+            "cf-n1",
+            &[counts(&w, ROLLUP_M1, 1), counts(&w, ROLLUP_M2, 1)],
+        )
+        .await
+        .expect("put w");
+    let first = store.roll_up_stats(ROLLUP_BEFORE, 1).await.expect("one");
+    assert_eq!((first.minutes, first.more), (1, true), "{first:?}");
+    let second = store.roll_up_stats(ROLLUP_BEFORE, 1).await.expect("two");
+    assert_eq!((second.minutes, second.more), (1, false), "{second:?}");
+    assert_eq!(
+        store
+            .stats(Some(&w), ROLLUP_M1, ROLLUP_M2 + 60)
+            .await
+            .expect("w"),
+        vec![counts(&w, ROLLUP_M1, 1), counts(&w, ROLLUP_M2, 1)]
+    );
+
+    // The empty node id is the roll-up's.
+    let err = store
+        .put_stats("", &[counts(&t, open, 1)])
+        .await
+        .expect_err("empty node");
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+
+    store
+        .prune_history(ROLLUP_BEFORE + 600)
+        .await
+        .expect("cleanup");
+}
+
+/// Bounded wait: poll `check` every few milliseconds until it returns `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Named leases: one holder at a time; renewal keeps the term, a new holder or a new acquisition after a lapse
+/// starts the next; release only by the holder; a zero ttl and a sub-second ttl lapse.
+pub async fn leases(store: &dyn Store) {
+    let name = unique("cf-lease");
+    let (a, b) = (unique("holder-a"), unique("holder-b"));
+    let long = Duration::from_secs(60);
+    assert_eq!(store.lease(&name).await.expect("free"), None);
+    assert!(!store.release_lease(&name, &a).await.expect("release free"));
+
+    let got = store.acquire_lease(&name, &a, long).await.expect("acquire");
+    assert_eq!(
+        (got.name.as_str(), got.holder.as_str()),
+        (name.as_str(), a.as_str())
+    );
+    assert_eq!(got.expires_at_ms - got.acquired_at_ms, 60_000, "{got:?}");
+    let now_ms = unix_now() * 1000;
+    assert!(
+        (got.acquired_at_ms - now_ms).abs() < 120_000,
+        "database and host clocks far apart? {got:?}"
+    );
+    assert_eq!(store.lease(&name).await.expect("held").as_ref(), Some(&got));
+
+    // Someone else is refused and told who holds it; nothing changes.
+    let refused = store.acquire_lease(&name, &b, long).await.expect("refused");
+    assert_eq!(refused, got);
+    // Renewal: same term and start, expiry moved on.
+    let renewed = store.acquire_lease(&name, &a, long).await.expect("renew");
+    assert_eq!(
+        (
+            renewed.holder.as_str(),
+            renewed.term,
+            renewed.acquired_at_ms
+        ),
+        (a.as_str(), got.term, got.acquired_at_ms)
+    );
+    assert!(renewed.expires_at_ms >= got.expires_at_ms);
+
+    // Only the holder releases; then anyone takes it, in the next term.
+    assert!(!store.release_lease(&name, &b).await.expect("not b's"));
+    assert!(store.release_lease(&name, &a).await.expect("release"));
+    assert!(!store.release_lease(&name, &a).await.expect("twice"));
+    assert_eq!(store.lease(&name).await.expect("released"), None);
+    let taken = store.acquire_lease(&name, &b, long).await.expect("take");
+    assert_eq!(
+        (taken.holder.as_str(), taken.term),
+        (b.as_str(), got.term + 1)
+    );
+    assert!(taken.acquired_at_ms >= got.acquired_at_ms);
+
+    // A renewal with a zero ttl lapses at once: free for anyone, the same holder included.
+    let lapsed = store
+        .acquire_lease(&name, &b, Duration::ZERO)
+        .await
+        .expect("zero");
+    assert_eq!(lapsed.term, taken.term);
+    assert_eq!(store.lease(&name).await.expect("lapsed"), None);
+    let back = store
+        .acquire_lease(&name, &a, long)
+        .await
+        .expect("after lapse");
+    assert_eq!(
+        (back.holder.as_str(), back.term),
+        (a.as_str(), taken.term + 1)
+    );
+
+    // A sub-second lease lapses by itself: refused until then, taken after, never before its expiry.
+    let quick = unique("cf-lease-quick");
+    let short = store
+        .acquire_lease(&quick, &a, Duration::from_millis(200))
+        .await
+        .expect("short");
+    assert_eq!(short.term, 1);
+    let waited = Instant::now();
+    let taken = eventually(
+        Duration::from_secs(10),
+        "the short lease lapses",
+        || async {
+            let got = store.acquire_lease(&quick, &b, long).await.expect("try");
+            (got.holder == b).then_some(got)
+        },
+    )
+    .await;
+    assert!(
+        taken.acquired_at_ms >= short.expires_at_ms,
+        "{short:?} {taken:?}"
+    );
+    assert_eq!(taken.term, 2);
+    assert!(waited.elapsed() < Duration::from_secs(10));
+
+    // Leases are separate by name; empty names and holders are refused.
+    assert_eq!(
+        store.lease(&name).await.expect("other").map(|l| l.holder),
+        Some(a.clone())
+    );
+    for (n, h) in [("", a.as_str()), (name.as_str(), "")] {
+        let err = store.acquire_lease(n, h, long).await.expect_err("empty");
+        assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+    }
+    assert!(store.release_lease(&name, &a).await.expect("cleanup"));
+    assert!(store.release_lease(&quick, &b).await.expect("cleanup"));
+}
+
+/// Several processes (here: stores with their own connections) race for one lease, `racers` at once, three times:
+/// for a name never taken, for a lease that has lapsed, and for one just released. Each time exactly one wins,
+/// and every racer is told the same holder and term.
+pub async fn racing_leases(stores: &[Arc<dyn Store>], racers: usize) {
+    assert!(!stores.is_empty() && racers >= 2);
+    for round in ["fresh", "lapsed", "released"] {
+        let name = unique("cf-race");
+        let setup = "cf-race-setup";
+        match round {
+            "lapsed" => {
+                stores[0]
+                    .acquire_lease(&name, setup, Duration::ZERO)
+                    .await
+                    .expect("lapsed lease");
+            }
+            "released" => {
+                stores[0]
+                    .acquire_lease(&name, setup, Duration::from_secs(60))
+                    .await
+                    .expect("lease");
+                assert!(stores[0]
+                    .release_lease(&name, setup)
+                    .await
+                    .expect("release"));
+            }
+            _ => {}
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(racers));
+        let tasks: Vec<_> = (0..racers)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % stores.len()]);
+                let start = Arc::clone(&start);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let holder = format!("racer-{i}");
+                    start.wait().await;
+                    let lease = store
+                        .acquire_lease(&name, &holder, Duration::from_secs(60))
+                        .await
+                        .expect("acquire");
+                    (holder, lease)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.expect("racer"));
+        }
+        let winners: Vec<&String> = results
+            .iter()
+            .filter(|(holder, lease)| &lease.holder == holder)
+            .map(|(holder, _)| holder)
+            .collect();
+        assert_eq!(winners.len(), 1, "{round}: {results:?}");
+        let (_, first) = &results[0];
+        assert!(
+            results
+                .iter()
+                .all(|(_, l)| l.holder == first.holder && l.term == first.term),
+            "{round}: {results:?}"
+        );
+        let expected_term = if round == "fresh" { 1 } else { 2 };
+        assert_eq!(first.term, expected_term, "{round}");
+        assert_eq!(
+            stores[0]
+                .lease(&name)
+                .await
+                .expect("read")
+                .map(|l| l.holder),
+            Some(first.holder.clone())
+        );
+    }
+}
+
+/// Writers (stores with their own connections, one node each) keep writing cumulative counts of a few old minutes
+/// while the roll-up merges them. Each writer's counts are powers of two inside a 16-bit slot of its own, so that
+/// the final sum shows, per writer, one count it wrote (or none, when all its writes came after the roll-up
+/// closed the minute), never two added together: no count is counted twice.
+pub async fn rollup_races_writers(stores: &[Arc<dyn Store>]) {
+    const ROUNDS: u32 = 15;
+    const MINUTES: i64 = 6;
+    let writers = stores.len().min(4);
+    assert!(writers >= 2);
+    let t = tenant("cf-roll-race");
+    let first_minute = 200_040;
+    let before = first_minute + MINUTES * 60;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let roller = {
+        let store = Arc::clone(&stores[0]);
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut runs = 0u32;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                store.roll_up_stats(before, 2).await.expect("roll up");
+                runs += 1;
+                tokio::task::yield_now().await;
+            }
+            runs
+        })
+    };
+    let tasks: Vec<_> = (0..writers)
+        .map(|i| {
+            let store = Arc::clone(&stores[i]);
+            let t = t.clone();
+            tokio::spawn(async move {
+                let node = format!("cf-rw-{i}");
+                for round in 0..ROUNDS {
+                    let value = (1u64 << round) << (16 * i);
+                    let records: Vec<StatsRecord> = (0..MINUTES)
+                        .map(|m| StatsRecord {
+                            requests: value,
+                            ..StatsRecord::new(t.clone(), first_minute + m * 60)
+                        })
+                        .collect();
+                    store.put_stats(&node, &records).await.expect("put");
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = roller.await.expect("roller");
+    assert!(runs > 0);
+    let last = stores[0].roll_up_stats(before, 100).await.expect("last");
+    assert!(!last.more);
+    let got = stores[0]
+        .stats(Some(&t), first_minute, before)
+        .await
+        .expect("read");
+    assert_eq!(
+        got.len(),
+        usize::try_from(MINUTES).expect("small"),
+        "{got:?}"
+    );
+    for record in &got {
+        for i in 0..writers {
+            let slot = (record.requests >> (16 * i)) & 0xffff;
+            assert!(
+                slot == 0 || slot.is_power_of_two(),
+                "minute {}: writer {i} counted twice ({slot:#b})",
+                record.minute
+            );
+        }
+    }
+    stores[0].prune_history(before).await.expect("cleanup");
 }
 
 fn counts(tenant: &TenantName, minute: i64, requests: u64) -> StatsRecord {
@@ -1360,6 +1892,7 @@ pub async fn concurrent_writer(store: &dyn Store, writer: &str, rounds: u32) {
                 version: "test".to_owned(),
                 started_at: now,
                 heartbeat_at: now,
+                roles: "gateway,relay".to_owned(),
             })
             .await
             .expect("heartbeat");
@@ -1451,10 +1984,48 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO tenants (name, created_at) VALUES 
 
 /// A migrator that brings a database to version 1 of the schema: the first of `migrator`'s migrations.
 pub fn version_1(migrator: &sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    up_to_version(migrator, 1)
+}
+
+/// A migrator that brings a database to version `version` of the schema: the first `version` of `migrator`'s
+/// migrations.
+pub fn up_to_version(
+    migrator: &sqlx::migrate::Migrator,
+    version: usize,
+) -> sqlx::migrate::Migrator {
     sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(migrator.migrations[..1].to_vec()),
+        migrations: std::borrow::Cow::Owned(migrator.migrations[..version].to_vec()),
         ..sqlx::migrate::Migrator::DEFAULT
     }
+}
+
+/// Rows a version 2 database may hold (a node, a statistics row), checked by [`check_upgraded_from_version_2`].
+pub const VERSION_2_ROWS: &str =
+    "INSERT INTO nodes (id, address, version, started_at, heartbeat_at) \
+     VALUES ('old-node', 'http://10.0.0.1:8080', '0.1.0', 1000, 2000); \
+     INSERT INTO stats (tenant, minute, node, requests, bytes_in, bytes_out, \
+     status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, latency) \
+     VALUES ('old', 120, 'old-node', 3, 0, 0, 0, 3, 0, 0, 0, '[3,0,0,0,0,0,0,0,0,0,0,0,0,0]');";
+
+/// What a database holds after the upgrade from version 2 in which [`VERSION_2_ROWS`] were written: the node
+/// without roles, the statistics, and every new kind of record works.
+pub async fn check_upgraded_from_version_2(store: &dyn Store) {
+    let nodes = store.list_nodes().await.expect("nodes");
+    let old = nodes.iter().find(|n| n.id == "old-node").expect("kept");
+    assert_eq!(old.roles, "");
+    assert_eq!(old.heartbeat_at, 2000);
+    let old_tenant = TenantName::new("old").expect("name");
+    let stats = store.stats(Some(&old_tenant), 0, 600).await.expect("stats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].requests, 3);
+    let done = store.roll_up_stats(600, 10).await.expect("roll up");
+    assert_eq!((done.minutes, done.rows_merged), (1, 1));
+    assert_eq!(
+        store.stats(Some(&old_tenant), 0, 600).await.expect("stats"),
+        stats
+    );
+    store.prune_history(600).await.expect("cleanup");
+    run_suite(store).await;
 }
 
 async fn has_node(store: &dyn Store, id: &str) -> bool {

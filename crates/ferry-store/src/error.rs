@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The record the operation depends on does not exist (caused by the caller).
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
+    /// An argument the store cannot take, such as an empty lease holder (caused by the caller).
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: String },
     /// A paging cursor that this store did not hand out (caused by the caller).
     #[error("invalid paging cursor {cursor:?}")]
     InvalidCursor { cursor: String },

@@ -1,7 +1,8 @@
 //! Ferry's persistent state behind one [`Store`] trait.
 //!
 //! Owns: the `Store` trait and its record types (tenants with their settings, connector secret hashes, token
-//! signing keys, admin API keys, connections, nodes, request statistics, the request log), the
+//! signing keys, admin API keys, connections, nodes with their roles, request statistics and their roll-up, the
+//! request log, named leases), the
 //! SQLite implementation ([`SqliteStore`], the embedded default), the PostgreSQL implementation
 //! ([`PostgresStore`], shared by a cluster), what the two share (the SQL both accept, written once in `sql.rs`;
 //! reading records out of rows, stored forms of settings and histograms, paging, in `rows.rs`), the one resolver from a database URL to a store ([`open_url`]), the
@@ -22,8 +23,10 @@ mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub use postgres::testdb;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{TenantName, TenantSettings};
 
@@ -139,7 +142,53 @@ pub struct NodeRecord {
     pub started_at: i64,
     /// Unix seconds of the last heartbeat.
     pub heartbeat_at: i64,
+    /// The roles the node runs, comma-separated (`gateway,relay,management,worker`); empty when the node did not
+    /// say (rows written before roles existed).
+    pub roles: String,
 }
+
+/// What [`Store::expire_silent_nodes`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiredNodes {
+    /// Ids of the nodes taken as gone (their rows removed), ordered by id.
+    pub nodes: Vec<String>,
+    /// Live connections closed in the history: those of the gone nodes and those of nodes with no row at all.
+    pub connections_closed: u64,
+}
+
+/// A named lease: at most one holder at a time, until it expires or is released. Times are unix milliseconds of
+/// the database's clock (the PostgreSQL server's, or the host's for SQLite), so that the clocks of the nodes do not
+/// matter; a holder should measure its own deadline from when it sent the request that granted the lease (the
+/// grant happened later, so that deadline is earlier than `expires_at_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    /// Whoever holds it: any non-empty text unique to the holder (a process, not a node id that two processes may
+    /// share).
+    pub holder: String,
+    /// Grows by one with every acquisition that is not a renewal (a new holder, or the same holder after the lease
+    /// lapsed or was released); renewals keep it. A fencing token: a holder whose term changed was not the holder
+    /// all along.
+    pub term: i64,
+    /// When this term began (unix milliseconds, database clock).
+    pub acquired_at_ms: i64,
+    /// When the lease lapses unless renewed (unix milliseconds, database clock).
+    pub expires_at_ms: i64,
+}
+
+/// What one [`Store::roll_up_stats`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsRollUp {
+    /// Minutes merged.
+    pub minutes: u64,
+    /// Per-node rows merged into roll-up rows.
+    pub rows_merged: u64,
+    /// Whether minutes before the cut-off are left to merge (the call stopped at its limit).
+    pub more: bool,
+}
+
+/// The `node` of the statistics roll-up rows (no node's id is empty; [`Store::put_stats`] refuses it).
+pub const ROLLUP_NODE: &str = "";
 
 /// Upper bounds (milliseconds, inclusive) of the request latency histogram buckets; one more bucket counts
 /// everything slower than the last bound.
@@ -297,6 +346,15 @@ pub trait Store: Send + Sync + 'static {
     /// Add `key` only if the store holds no signing key at all, atomically, so that processes racing on their
     /// first start agree on one key. `true` if it was added.
     async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError>;
+    /// Add `key` only if the newest signing key (as [`Store::signing_keys`] orders them) is still the one named
+    /// `newest` (`None`: only into a store without keys, as [`Store::add_first_signing_key`]), atomically, so that
+    /// of several processes deciding to rotate on the same view exactly one adds a key. `true` if it was added;
+    /// [`StoreError::AlreadyExists`] if the kid is taken.
+    async fn add_signing_key_after(
+        &self,
+        newest: Option<&str>,
+        key: &SigningKey,
+    ) -> Result<bool, StoreError>;
     /// Remove a signing key (the end of a rotation's overlap); `false` if there was none.
     async fn remove_signing_key(&self, kid: &str) -> Result<bool, StoreError>;
 
@@ -320,7 +378,7 @@ pub trait Store: Send + Sync + 'static {
         query: &ConnectionQuery,
     ) -> Result<Page<ConnectionRecord>, StoreError>;
 
-    /// Insert or refresh a node's row (its heartbeat).
+    /// Insert or refresh a node's row (its heartbeat): every field is replaced, roles too.
     async fn heartbeat_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Every known node, ordered by id.
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
@@ -329,19 +387,34 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many nodes were removed. A removed node that is still running reappears with its next
     /// heartbeat, but its tunnels stay closed in the store.
     async fn expire_nodes(&self, before: i64) -> Result<u64, StoreError>;
+    /// The worker's node expiry: what [`Store::expire_nodes`] does, and also close the live connections of nodes
+    /// that have no row at all (a node that recorded tunnels but never wrote a heartbeat, or whose row went while
+    /// it kept recording) that opened before `before`, at their `connected_at` (nothing is known of them after
+    /// it). One transaction; says which nodes went and how many connections were closed.
+    async fn expire_silent_nodes(&self, before: i64) -> Result<ExpiredNodes, StoreError>;
 
     /// Write this node's counts for the given minutes, replacing what the node wrote before for the same
     /// tenant and minute (the node sends cumulative counts of the minute). All records or none are written;
-    /// when one tenant and minute appears twice in `records`, the later one wins.
+    /// when one tenant and minute appears twice in `records`, the later one wins. A tenant's minute that has been
+    /// rolled up ([`Store::roll_up_stats`]) is closed: records for it are ignored, since the roll-up already holds
+    /// this node's earlier count and a cumulative count written again would count it twice. An empty `node` (the
+    /// roll-up's, [`ROLLUP_NODE`]) is refused with [`StoreError::InvalidInput`].
     async fn put_stats(&self, node: &str, records: &[StatsRecord]) -> Result<(), StoreError>;
     /// Statistics summed over nodes, per tenant per minute, for minutes in `[from, to)`, optionally one tenant,
-    /// ordered by minute then tenant.
+    /// ordered by minute then tenant. Roll-up rows are summed like any node's: a roll-up changes no answer.
     async fn stats(
         &self,
         tenant: Option<&TenantName>,
         from: i64,
         to: i64,
     ) -> Result<Vec<StatsRecord>, StoreError>;
+    /// The roll-up: merge every row of each minute before `before` (unix seconds) that still has per-node rows
+    /// into one roll-up row per tenant and minute (node [`ROLLUP_NODE`]), summing every count and the histogram,
+    /// oldest minute first, one minute per transaction, at most `max_minutes` minutes. Reads are unchanged by it;
+    /// later writes to a rolled-up tenant's minute are ignored (see [`Store::put_stats`]), so `before` must lie
+    /// past the minutes that nodes still write.
+    async fn roll_up_stats(&self, before: i64, max_minutes: u32)
+        -> Result<StatsRollUp, StoreError>;
 
     /// Append entries to the request log (their `id` is ignored), all or none. Ids are never reused, also not
     /// after pruning.
@@ -359,6 +432,23 @@ pub trait Store: Send + Sync + 'static {
     /// Delete history older than `before` (unix seconds): connections closed before it and statistics of
     /// minutes before it. Live connections stay. Returns how many rows went.
     async fn prune_history(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// Acquire or renew the lease `name` for `holder`, atomically: it is granted when nobody holds it, when it
+    /// has expired, or when `holder` holds it already (a renewal: same term), and then expires `ttl` from now
+    /// (database clock, millisecond precision; a zero `ttl` grants a lease that has already lapsed). Returns the
+    /// lease as it stands after the attempt: held by `holder` when granted, else by whoever holds it.
+    /// [`StoreError::InvalidInput`] for an empty name or holder.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError>;
+    /// End `holder`'s term of the lease now, so that another can take it at once; `false` if `holder` did not
+    /// hold it (expired, released, or someone else's).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
+    /// The lease `name` while someone holds it; `None` when free (never taken, released or expired).
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
 }
 
 /// The current time in unix seconds, as every store timestamp is written.

@@ -2,8 +2,8 @@
 //!
 //! Owns: connecting (a modest pool, a bounded connect timeout, errors that name the server but never the
 //! password), running the embedded migrations of `migrations/postgres` (sqlx serialises concurrent migrators with
-//! an advisory lock), and the PostgreSQL-only SQL: the first signing key (a table lock) and node expiry (one
-//! statement). Every other [`Store`](crate::Store) method is written once, for both backends, in [`crate::sql`].
+//! an advisory lock), and the PostgreSQL-only SQL: the signing keys' table lock, node expiry (one statement each),
+//! and the table locks that keep the statistics roll-up and statistics writes apart. Every other [`Store`](crate::Store) method is written once, for both backends, in [`crate::sql`].
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 
-use crate::StoreError;
+use crate::{ExpiredNodes, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -19,7 +19,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 const MAX_CONNECTIONS: u32 = 10;
 /// How long opening the store, or any operation, waits for a connection (including establishing it).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `add_first_signing_key` waits for the table lock before failing (transiently).
+/// How long `add_first_signing_key` and a statistics roll-up wait for their table lock before failing
+/// (transiently).
 const LOCK_TIMEOUT: &str = "5s";
 
 /// The [`Store`](crate::Store) on a PostgreSQL database.
@@ -158,12 +159,81 @@ impl PostgresStore {
         .map_err(StoreError::db("expiring nodes"))?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }
+
+    /// [`Store::expire_silent_nodes`](crate::Store::expire_silent_nodes) in one statement, as
+    /// [`Self::expire_stale_nodes`]. Every part reads one snapshot, in which the gone nodes still have their rows:
+    /// their connections are closed by `closed`, never counted again as orphans.
+    async fn expire_silent(&self, before: i64) -> Result<ExpiredNodes, StoreError> {
+        let (mut nodes, closed): (Vec<String>, i64) = sqlx::query_as(
+            "WITH gone AS (DELETE FROM nodes WHERE heartbeat_at < $1 RETURNING id, heartbeat_at), \
+             closed AS (UPDATE connections \
+             SET disconnected_at = GREATEST(connections.connected_at, gone.heartbeat_at) \
+             FROM gone WHERE connections.node = gone.id AND connections.disconnected_at IS NULL \
+             RETURNING 1), \
+             orphaned AS (UPDATE connections SET disconnected_at = connections.connected_at \
+             WHERE connections.disconnected_at IS NULL AND connections.connected_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.id = connections.node) \
+             RETURNING 1) \
+             SELECT COALESCE((SELECT array_agg(id) FROM gone), ARRAY[]::text[]), \
+             (SELECT count(*) FROM closed) + (SELECT count(*) FROM orphaned)",
+        )
+        .bind(before)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::db("expiring silent nodes"))?;
+        nodes.sort_unstable();
+        Ok(ExpiredNodes {
+            nodes,
+            connections_closed: u64::try_from(closed).unwrap_or(0),
+        })
+    }
+
+    /// Statistics writes take ROW EXCLUSIVE on `stats` in a statement of their own, first: a roll-up holding its
+    /// lock makes them wait, and their statements, which start after the wait, see the roll-up's rows (and skip
+    /// the minutes it closed).
+    async fn stats_transaction(
+        &self,
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.write_transaction(context).await?;
+        sqlx::query("LOCK TABLE stats IN ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(context))?;
+        Ok(tx)
+    }
+
+    /// SHARE ROW EXCLUSIVE conflicts with itself and with every writer of `stats`, not with readers: one minute's
+    /// roll-up sees the last committed count of every node and no write slips in before its rows are replaced.
+    /// Waiting for the lock fails (transiently) after [`LOCK_TIMEOUT`].
+    async fn stats_rollup_transaction(
+        &self,
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.write_transaction(context).await?;
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(context))?;
+        sqlx::query("LOCK TABLE stats IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(context))?;
+        Ok(tx)
+    }
 }
 
-crate::sql::impl_store!(PostgresStore, Postgres);
+// Unix milliseconds of the server's clock at the start of the statement (one value for the whole statement).
+crate::sql::impl_store!(
+    PostgresStore,
+    Postgres,
+    "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)"
+);
 
-#[cfg(test)]
-pub(crate) mod testdb {
+/// Test support for every crate whose tests need a real PostgreSQL (compiled for this crate's tests and behind the
+/// `conformance` feature): a fresh database per test on the server of `FERRY_TEST_POSTGRES_URL`.
+#[cfg(any(test, feature = "conformance"))]
+pub mod testdb {
     use std::future::Future;
     use std::str::FromStr;
     use std::time::Duration;
@@ -285,6 +355,50 @@ mod tests {
             let store = PostgresStore::connect_with(options).await.expect("upgrade");
             conformance::check_upgraded_from_version_1(&store).await;
             store.close().await;
+        })
+        .await;
+    }
+
+    /// A database written by version 2 of the schema opens with its nodes (without roles) and statistics.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn upgrade_from_version_2() {
+        with_database(|options| async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .expect("connect");
+            conformance::up_to_version(&MIGRATOR, 2)
+                .run(&pool)
+                .await
+                .expect("version 2");
+            sqlx::raw_sql(conformance::VERSION_2_ROWS)
+                .execute(&pool)
+                .await
+                .expect("rows");
+            pool.close().await;
+            let store = PostgresStore::connect_with(options).await.expect("upgrade");
+            conformance::check_upgraded_from_version_2(&store).await;
+            store.close().await;
+        })
+        .await;
+    }
+
+    /// Separate pools behave like separate nodes: racing lease acquisitions have one winner, and a roll-up racing
+    /// statistics writers never counts a write twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_leases_and_rollups() {
+        with_database(|options| async move {
+            let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+            for _ in 0..4 {
+                stores.push(Arc::new(
+                    PostgresStore::connect_with(options.clone())
+                        .await
+                        .expect("open"),
+                ));
+            }
+            conformance::racing_leases(&stores, 16).await;
+            conformance::rollup_races_writers(&stores).await;
         })
         .await;
     }

@@ -12,8 +12,8 @@ use ferry_proto::{TenantName, TenantSettings};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use crate::{
-    AdminKey, ConnectionQuery, ConnectionRecord, NodeRecord, Page, RequestLogEntry, SecretRecord,
-    SigningKey, StatsRecord, StoreError, Tenant, TenantQuery, LATENCY_BUCKETS_MS,
+    AdminKey, ConnectionQuery, ConnectionRecord, Lease, NodeRecord, Page, RequestLogEntry,
+    SecretRecord, SigningKey, StatsRecord, StoreError, Tenant, TenantQuery, LATENCY_BUCKETS_MS,
 };
 
 /// Page size when a query asks for `limit` 0.
@@ -197,6 +197,18 @@ pub(crate) fn node_from_row(row: &impl Columns) -> Result<NodeRecord, StoreError
         version: row.text(T, "version")?,
         started_at: row.int(T, "started_at")?,
         heartbeat_at: row.int(T, "heartbeat_at")?,
+        roles: row.text(T, "roles")?,
+    })
+}
+
+pub(crate) fn lease_from_row(row: &impl Columns) -> Result<Lease, StoreError> {
+    const T: &str = "leases";
+    Ok(Lease {
+        name: row.text(T, "name")?,
+        holder: row.text(T, "holder")?,
+        term: row.int(T, "term")?,
+        acquired_at_ms: row.int(T, "acquired_at_ms")?,
+        expires_at_ms: row.int(T, "expires_at_ms")?,
     })
 }
 
@@ -327,7 +339,9 @@ pub(crate) const SECRET_COLUMNS: &str = "id, tenant, hash, created_at, expires_a
 /// The columns every admin key query selects.
 pub(crate) const ADMIN_KEY_COLUMNS: &str = "id, name, sha256, created_at, revoked_at";
 /// The columns of `nodes`.
-pub(crate) const NODE_COLUMNS: &str = "id, address, version, started_at, heartbeat_at";
+pub(crate) const NODE_COLUMNS: &str = "id, address, version, started_at, heartbeat_at, roles";
+/// The columns of `leases`.
+pub(crate) const LEASE_COLUMNS: &str = "name, holder, term, acquired_at_ms, expires_at_ms";
 /// The columns every connection query selects.
 pub(crate) const CONNECTION_COLUMNS: &str =
     "id, tenant, connector_id, node, remote_addr, connected_at, disconnected_at";

@@ -9,7 +9,15 @@
 //!   multi-statement write (SQLite takes the write lock at its start, so that no other process slips in);
 //! - `signing_keys_transaction(&self, context) -> Result<Transaction<'static, DB>, StoreError>`: a transaction in
 //!   which no other one can add a signing key, for [`Store::add_first_signing_key`];
-//! - `expire_stale_nodes(&self, before) -> Result<u64, StoreError>`: [`Store::expire_nodes`].
+//! - `expire_stale_nodes(&self, before) -> Result<u64, StoreError>`: [`Store::expire_nodes`];
+//! - `expire_silent(&self, before) -> Result<ExpiredNodes, StoreError>`: [`Store::expire_silent_nodes`];
+//! - `stats_transaction(&self, context)`: a transaction for [`Store::put_stats`] that a roll-up cannot
+//!   interleave with;
+//! - `stats_rollup_transaction(&self, context)`: a transaction for one minute of [`Store::roll_up_stats`] in
+//!   which no other transaction writes statistics (readers go on).
+//!
+//! The macro's third argument is the backend's SQL expression for the current time in unix milliseconds, one
+//! value for the whole statement (the lease times).
 //!
 //! The store type must have a `pool: sqlx::Pool<DB>` field. Reading records out of rows, paging and the dynamic
 //! list queries live in [`crate::rows`].
@@ -17,35 +25,53 @@
 //! [`Store`]: crate::Store
 //! [`Store::add_first_signing_key`]: crate::Store::add_first_signing_key
 //! [`Store::expire_nodes`]: crate::Store::expire_nodes
+//! [`Store::expire_silent_nodes`]: crate::Store::expire_silent_nodes
+//! [`Store::put_stats`]: crate::Store::put_stats
+//! [`Store::roll_up_stats`]: crate::Store::roll_up_stats
 
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 
 use crate::SigningKey;
 
-/// `INSERT` one node's counts of one tenant and minute, replacing what the node wrote before. Binds: tenant,
-/// minute, node, requests, bytes in, bytes out, the five status classes, the latency histogram text.
+/// `INSERT` one node's counts of one tenant and minute, replacing what the node wrote before, unless the tenant's
+/// minute has been rolled up (it has a row of node `''`). Binds: tenant, minute, node, requests, bytes in, bytes
+/// out, the five status classes, the latency histogram text.
 pub(crate) const STATS_UPSERT: &str = "INSERT INTO stats \
      (tenant, minute, node, requests, bytes_in, bytes_out, \
      status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, latency) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+     WHERE NOT EXISTS (SELECT 1 FROM stats WHERE tenant = $1 AND minute = $2 AND node = '') \
      ON CONFLICT (tenant, minute, node) DO UPDATE SET requests = excluded.requests, \
      bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, \
      status_1xx = excluded.status_1xx, status_2xx = excluded.status_2xx, \
      status_3xx = excluded.status_3xx, status_4xx = excluded.status_4xx, \
      status_5xx = excluded.status_5xx, latency = excluded.latency";
 
+/// `INSERT` a roll-up row (binds as [`STATS_UPSERT`], with node `''`) where the minute's rows were deleted.
+pub(crate) const STATS_INSERT: &str = "INSERT INTO stats \
+     (tenant, minute, node, requests, bytes_in, bytes_out, \
+     status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, latency) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// The oldest minute before `$1` that still has per-node statistics rows (`NULL`: none); uses the partial index
+/// `stats_node_rows`.
+pub(crate) const STATS_OLDEST_UNROLLED: &str =
+    "SELECT MIN(minute) FROM stats WHERE node <> '' AND minute < $1";
+
 /// `INSERT` a signing key; binds as [`bind_signing_key`].
 pub(crate) const SIGNING_KEY_INSERT: &str = "INSERT INTO signing_keys \
      (kid, algorithm, private_der, public_key, created_at) VALUES ($1, $2, $3, $4, $5)";
 
-/// `INSERT` a signing key only into an empty table; binds as [`bind_signing_key`]. Atomic only in the
-/// transaction of the backend's `signing_keys_transaction`.
-pub(crate) const FIRST_SIGNING_KEY_INSERT: &str = "INSERT INTO signing_keys \
+/// `INSERT` a signing key only while the newest key is the one whose kid is bound sixth (`NULL`: only into an empty
+/// table); binds as [`bind_signing_key`], then that kid. Atomic only in the transaction of the backend's
+/// `signing_keys_transaction`.
+pub(crate) const SIGNING_KEY_INSERT_AFTER: &str = "INSERT INTO signing_keys \
      (kid, algorithm, private_der, public_key, created_at) \
-     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)";
+     SELECT $1, $2, $3, $4, $5 WHERE (SELECT kid FROM signing_keys \
+     ORDER BY created_at DESC, kid DESC LIMIT 1) IS NOT DISTINCT FROM $6";
 
-/// Bind the values of [`SIGNING_KEY_INSERT`] and [`FIRST_SIGNING_KEY_INSERT`].
+/// Bind the values of [`SIGNING_KEY_INSERT`] and [`SIGNING_KEY_INSERT_AFTER`] (without its sixth).
 pub(crate) fn bind_signing_key<'q, DB>(
     query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
     key: &'q SigningKey,
@@ -64,6 +90,23 @@ where
         .bind(key.created_at)
 }
 
+/// A lease's time to live in milliseconds as the databases take it: capped far below what would overflow when
+/// added to the current time.
+pub(crate) fn lease_ttl_ms(ttl: std::time::Duration) -> i64 {
+    const MAX_TTL_MS: i64 = i64::MAX / 4;
+    i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
+}
+
+/// Refuse an empty lease name or holder.
+pub(crate) fn check_lease_names(name: &str, holder: &str) -> Result<(), crate::StoreError> {
+    if name.is_empty() || holder.is_empty() {
+        return Err(crate::StoreError::InvalidInput {
+            reason: "a lease needs a name and a holder".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// `INSERT` one request log entry (the database assigns the id).
 pub(crate) const LOG_INSERT: &str =
     "INSERT INTO request_log (tenant, at_ms, request_id, method, target, path, \
@@ -73,25 +116,25 @@ pub(crate) const LOG_INSERT: &str =
 /// Implement [`Store`](crate::Store) for `$store`, a store on the sqlx backend `$db` (see the module docs for what
 /// `$store` must provide).
 macro_rules! impl_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $now_ms:literal) => {
         const _: () = {
             use $crate::rows::{
                 admin_key_from_row, connection_from_row, connections_page, connections_query,
                 db_count, histogram_text, is_foreign_key_violation, is_unique_violation,
-                key_from_row, log_entry_from_row, node_from_row, request_log_query,
-                revoked_from_row, rows, secret_from_row, settings_text, stats_from_row,
-                stats_query, sum_stats, tenant_from_row, tenants_page, tenants_query,
-                ADMIN_KEY_COLUMNS, CONNECTION_COLUMNS, NODE_COLUMNS, SECRET_COLUMNS,
-                TENANT_COLUMNS,
+                key_from_row, lease_from_row, log_entry_from_row, node_from_row,
+                request_log_query, revoked_from_row, rows, secret_from_row, settings_text,
+                stats_from_row, stats_query, sum_stats, tenant_from_row, tenants_page,
+                tenants_query, Columns, ADMIN_KEY_COLUMNS, CONNECTION_COLUMNS, LEASE_COLUMNS,
+                NODE_COLUMNS, SECRET_COLUMNS, STATUS_COLUMNS, TENANT_COLUMNS,
             };
             use $crate::sql::{
-                bind_signing_key, FIRST_SIGNING_KEY_INSERT, LOG_INSERT, SIGNING_KEY_INSERT,
-                STATS_UPSERT,
+                bind_signing_key, check_lease_names, lease_ttl_ms, LOG_INSERT, SIGNING_KEY_INSERT,
+                SIGNING_KEY_INSERT_AFTER, STATS_INSERT, STATS_OLDEST_UNROLLED, STATS_UPSERT,
             };
             use $crate::{
-                unix_now, AdminKey, ConnectionQuery, ConnectionRecord, NodeRecord, Page,
-                RequestLogEntry, SecretRecord, SigningKey, StatsRecord, StoreError, Tenant,
-                TenantFields, TenantQuery,
+                unix_now, AdminKey, ConnectionQuery, ConnectionRecord, ExpiredNodes, Lease,
+                NodeRecord, Page, RequestLogEntry, SecretRecord, SigningKey, StatsRecord,
+                StatsRollUp, StoreError, Tenant, TenantFields, TenantQuery, ROLLUP_NODE,
             };
             use ferry_proto::TenantName;
 
@@ -371,12 +414,30 @@ macro_rules! impl_store {
                     &self,
                     key: &SigningKey,
                 ) -> Result<bool, StoreError> {
-                    const CONTEXT: &str = "adding the first signing key";
+                    self.add_signing_key_after(None, key).await
+                }
+
+                async fn add_signing_key_after(
+                    &self,
+                    newest: Option<&str>,
+                    key: &SigningKey,
+                ) -> Result<bool, StoreError> {
+                    const CONTEXT: &str = "adding a signing key after the newest";
                     let mut tx = self.signing_keys_transaction(CONTEXT).await?;
-                    let done = bind_signing_key(sqlx::query(FIRST_SIGNING_KEY_INSERT), key)
+                    let result = bind_signing_key(sqlx::query(SIGNING_KEY_INSERT_AFTER), key)
+                        .bind(newest)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::db(CONTEXT))?;
+                        .await;
+                    let done = match result {
+                        Ok(done) => done,
+                        Err(e) if is_unique_violation(&e) => {
+                            return Err(StoreError::AlreadyExists {
+                                kind: "signing key",
+                                name: key.kid.clone(),
+                            })
+                        }
+                        Err(e) => return Err(StoreError::db(CONTEXT)(e)),
+                    };
                     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
                     Ok(done.rows_affected() > 0)
                 }
@@ -510,16 +571,18 @@ macro_rules! impl_store {
 
                 async fn heartbeat_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
                     sqlx::query(&format!(
-                        "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                        "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
                          ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
                          version = excluded.version, \
-                         started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at"
+                         started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                         roles = excluded.roles"
                     ))
                     .bind(&node.id)
                     .bind(&node.address)
                     .bind(&node.version)
                     .bind(node.started_at)
                     .bind(node.heartbeat_at)
+                    .bind(&node.roles)
                     .execute(&self.pool)
                     .await
                     .map_err(StoreError::db("recording a node heartbeat"))?;
@@ -539,12 +602,25 @@ macro_rules! impl_store {
                     self.expire_stale_nodes(before).await
                 }
 
+                async fn expire_silent_nodes(
+                    &self,
+                    before: i64,
+                ) -> Result<ExpiredNodes, StoreError> {
+                    self.expire_silent(before).await
+                }
+
                 async fn put_stats(
                     &self,
                     node: &str,
                     records: &[StatsRecord],
                 ) -> Result<(), StoreError> {
                     const CONTEXT: &str = "writing statistics";
+                    if node == ROLLUP_NODE {
+                        return Err(StoreError::InvalidInput {
+                            reason: "statistics need a node id (the empty one is the roll-up's)"
+                                .to_owned(),
+                        });
+                    }
                     if records.is_empty() {
                         return Ok(());
                     }
@@ -552,7 +628,7 @@ macro_rules! impl_store {
                     // stable: of two records of one tenant and minute, the later one is written last and wins.
                     let mut records: Vec<&StatsRecord> = records.iter().collect();
                     records.sort_by(|a, b| (&a.tenant, a.minute).cmp(&(&b.tenant, b.minute)));
-                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    let mut tx = self.stats_transaction(CONTEXT).await?;
                     for record in records {
                         bind_stats(sqlx::query(STATS_UPSERT), node, record)
                             .execute(&mut *tx)
@@ -574,6 +650,76 @@ macro_rules! impl_store {
                         .await
                         .map_err(StoreError::db("reading statistics"))?;
                     Ok(sum_stats(rows(found, stats_from_row)?))
+                }
+
+                async fn roll_up_stats(
+                    &self,
+                    before: i64,
+                    max_minutes: u32,
+                ) -> Result<StatsRollUp, StoreError> {
+                    const CONTEXT: &str = "rolling statistics up";
+                    let oldest = |before: i64| {
+                        sqlx::query_scalar::<$db, Option<i64>>(STATS_OLDEST_UNROLLED).bind(before)
+                    };
+                    let mut done = StatsRollUp::default();
+                    // Looked up without a lock first: most runs find nothing to do and take no lock at all.
+                    if oldest(before)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?
+                        .is_none()
+                    {
+                        return Ok(done);
+                    }
+                    while done.minutes < u64::from(max_minutes) {
+                        let mut tx = self.stats_rollup_transaction(CONTEXT).await?;
+                        let Some(minute) = oldest(before)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(StoreError::db(CONTEXT))?
+                        else {
+                            tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                            return Ok(done);
+                        };
+                        // Every row of the minute, roll-up rows of earlier runs too (a late first write of a
+                        // tenant's minute adds a node row beside them); ordered for `sum_stats`.
+                        let found = sqlx::query(&format!(
+                            "SELECT tenant, minute, node, requests, bytes_in, bytes_out, {}, latency \
+                             FROM stats WHERE minute = $1 ORDER BY tenant",
+                            STATUS_COLUMNS.join(", ")
+                        ))
+                        .bind(minute)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                        let mut merged = 0u64;
+                        for row in &found {
+                            if row.text("stats", "node")? != ROLLUP_NODE {
+                                merged += 1;
+                            }
+                        }
+                        let summed = sum_stats(rows(found, stats_from_row)?);
+                        sqlx::query("DELETE FROM stats WHERE minute = $1")
+                            .bind(minute)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(StoreError::db(CONTEXT))?;
+                        for record in &summed {
+                            bind_stats(sqlx::query(STATS_INSERT), ROLLUP_NODE, record)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(StoreError::db(CONTEXT))?;
+                        }
+                        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                        done.minutes += 1;
+                        done.rows_merged += merged;
+                    }
+                    done.more = oldest(before)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?
+                        .is_some();
+                    Ok(done)
                 }
 
                 async fn append_request_log(
@@ -631,6 +777,68 @@ macro_rules! impl_store {
                         .await
                         .map_err(StoreError::db("pruning statistics"))?;
                     Ok(connections.rows_affected() + stats.rows_affected())
+                }
+
+                async fn acquire_lease(
+                    &self,
+                    name: &str,
+                    holder: &str,
+                    ttl: std::time::Duration,
+                ) -> Result<Lease, StoreError> {
+                    check_lease_names(name, holder)?;
+                    // Every SET expression reads the row as it was before the statement, and the time is one
+                    // value for the whole statement. Live and someone else's: unchanged. Live and the caller's:
+                    // renewed (same term). Lapsed: the caller's, in a new term.
+                    sqlx::query(concat!(
+                        "INSERT INTO leases (name, holder, term, acquired_at_ms, expires_at_ms) \
+                         VALUES ($1, $2, 1, ", $now_ms, ", ", $now_ms, " + $3) \
+                         ON CONFLICT (name) DO UPDATE SET \
+                         holder = CASE WHEN leases.expires_at_ms > ", $now_ms, " \
+                             THEN leases.holder ELSE excluded.holder END, \
+                         term = CASE WHEN leases.expires_at_ms > ", $now_ms, " \
+                             THEN leases.term ELSE leases.term + 1 END, \
+                         acquired_at_ms = CASE WHEN leases.expires_at_ms > ", $now_ms, " \
+                             THEN leases.acquired_at_ms ELSE excluded.acquired_at_ms END, \
+                         expires_at_ms = CASE WHEN leases.expires_at_ms > ", $now_ms, " \
+                             AND leases.holder <> excluded.holder \
+                             THEN leases.expires_at_ms ELSE excluded.expires_at_ms END \
+                         RETURNING name, holder, term, acquired_at_ms, expires_at_ms"
+                    ))
+                    .bind(name)
+                    .bind(holder)
+                    .bind(lease_ttl_ms(ttl))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::db("acquiring a lease"))
+                    .and_then(|row| lease_from_row(&row))
+                }
+
+                async fn release_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+                    check_lease_names(name, holder)?;
+                    let done = sqlx::query(concat!(
+                        "UPDATE leases SET expires_at_ms = ", $now_ms, " \
+                         WHERE name = $1 AND holder = $2 AND expires_at_ms > ", $now_ms
+                    ))
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("releasing a lease"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+                    sqlx::query(&format!(
+                        "SELECT {LEASE_COLUMNS} FROM leases WHERE name = $1 AND expires_at_ms > {}",
+                        $now_ms
+                    ))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db("reading a lease"))?
+                    .as_ref()
+                    .map(lease_from_row)
+                    .transpose()
                 }
             }
         };

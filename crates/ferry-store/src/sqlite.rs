@@ -2,7 +2,7 @@
 //!
 //! Owns: opening the file (WAL journal, busy timeout, foreign keys), running the embedded migrations of
 //! `migrations/sqlite`, and the SQLite-only SQL: multi-statement writes under the write lock taken at `BEGIN
-//! IMMEDIATE`, the first signing key, node expiry. Every other [`Store`](crate::Store) method is written once, for
+//! IMMEDIATE`, the first signing key, node expiry, the statistics roll-up's lock. Every other [`Store`](crate::Store) method is written once, for
 //! both backends, in [`crate::sql`].
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::{StoreError, SQLITE_FILE_NAME};
+use crate::{ExpiredNodes, StoreError, SQLITE_FILE_NAME};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -205,9 +205,72 @@ impl SqliteStore {
         tx.commit().await.map_err(StoreError::db(CONTEXT))?;
         Ok(done.rows_affected())
     }
+
+    /// [`Store::expire_silent_nodes`](crate::Store::expire_silent_nodes): under the write lock, held from the
+    /// start, no heartbeat or new connection comes between the statements.
+    async fn expire_silent(&self, before: i64) -> Result<ExpiredNodes, StoreError> {
+        const CONTEXT: &str = "expiring silent nodes";
+        let mut tx = self.write_transaction(CONTEXT).await?;
+        let nodes: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM nodes WHERE heartbeat_at < $1 ORDER BY id")
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+        let closed = sqlx::query(
+            "UPDATE connections \
+             SET disconnected_at = MAX(connections.connected_at, nodes.heartbeat_at) \
+             FROM nodes WHERE connections.node = nodes.id AND nodes.heartbeat_at < $1 \
+             AND connections.disconnected_at IS NULL",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+        let orphaned = sqlx::query(ORPHANED_CONNECTIONS_CLOSE)
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        sqlx::query("DELETE FROM nodes WHERE heartbeat_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+        Ok(ExpiredNodes {
+            nodes,
+            connections_closed: closed.rows_affected() + orphaned.rows_affected(),
+        })
+    }
+
+    /// Writes hold SQLite's write lock from their start: a roll-up and a statistics write never interleave.
+    async fn stats_transaction(
+        &self,
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.write_transaction(context).await
+    }
+
+    async fn stats_rollup_transaction(
+        &self,
+        context: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.write_transaction(context).await
+    }
 }
 
-crate::sql::impl_store!(SqliteStore, Sqlite);
+/// Close, at their `connected_at`, the live connections opened before `$1` whose node has no row.
+const ORPHANED_CONNECTIONS_CLOSE: &str = "UPDATE connections SET disconnected_at = connected_at \
+     WHERE disconnected_at IS NULL AND connected_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.id = connections.node)";
+
+// Unix milliseconds; SQLite gives every use of `'now'` within one statement the same value.
+crate::sql::impl_store!(
+    SqliteStore,
+    Sqlite,
+    "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+);
 
 #[cfg(test)]
 mod tests {
@@ -263,6 +326,49 @@ mod tests {
         let store = SqliteStore::open(&path).await.expect("upgrade");
         conformance::check_upgraded_from_version_1(&store).await;
         store.close().await;
+    }
+
+    /// A database written by version 2 of the schema opens with its nodes (without roles) and statistics.
+    #[tokio::test]
+    async fn upgrade_from_version_2() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v2.db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .expect("open v2");
+            conformance::up_to_version(&MIGRATOR, 2)
+                .run(&pool)
+                .await
+                .expect("version 2");
+            sqlx::raw_sql(conformance::VERSION_2_ROWS)
+                .execute(&pool)
+                .await
+                .expect("rows");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("upgrade");
+        conformance::check_upgraded_from_version_2(&store).await;
+        store.close().await;
+    }
+
+    /// Pools on one file behave like processes: racing lease acquisitions have one winner, and a roll-up racing
+    /// statistics writers never counts a write twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_leases_and_rollups_on_one_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("race.db");
+        let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+        for _ in 0..4 {
+            stores.push(Arc::new(SqliteStore::open(&path).await.expect("open")));
+        }
+        conformance::racing_leases(&stores, 12).await;
+        conformance::rollup_races_writers(&stores).await;
     }
 
     #[tokio::test]
