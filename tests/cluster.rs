@@ -3,7 +3,8 @@
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`); every scenario runs once on each bus. Without a broker or PostgreSQL
 //! a test prints `skipped: …`; with `CI` set it fails.
 //!
-//! Tests that restart a broker hold that broker's lock for their whole run, and every other test on the same broker
+//! Each test is a cluster of its own (`FERRY_CLUSTER_NAME`), so tests on one broker never hear each other. Tests
+//! that restart a broker hold that broker's lock for their whole run, and every other test on the same broker
 //! takes the lock shared, so that no test sees a restart it did not ask for.
 
 use crate::common::{named_body, NamedTarget, PgDatabase, BIN};
@@ -91,6 +92,8 @@ impl Rig {
             db,
             transport: bus.url(),
             env: vec![
+                // a cluster of its own on the shared broker: tests running at once never hear each other
+                ("FERRY_CLUSTER_NAME".into(), format!("t{}", uuid_like())),
                 ("FERRY_HEARTBEAT_INTERVAL".into(), "200ms".into()),
                 ("FERRY_NODE_EXPIRY".into(), "1500ms".into()),
                 ("FERRY_CLAIM_TIMEOUT".into(), "500ms".into()),
@@ -133,6 +136,21 @@ impl Rig {
     pub async fn finish(self) -> anyhow::Result<()> {
         self.db.drop_now().await
     }
+}
+
+/// 16 hex characters, different for every call.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    format!(
+        "{:08x}{:08x}",
+        (nanos ^ u64::from(std::process::id())) as u32,
+        NEXT.fetch_add(1, Ordering::Relaxed) as u32
+    )
 }
 
 /// Start a connector of `tenant` on `server` serving `targets`.

@@ -1,5 +1,7 @@
 //! End to end, against the built `ferry` binary: a tenant changed at run time in the store, by another process
-//! than the node (as a second node or the CLI would), reaches the node and its connectors without a restart:
+//! than the node (as the CLI in local mode would, telling no node), reaches the node and its connectors without a
+//! restart, through the node's safety-net store poll (set to 1 s here; changes made through the management API
+//! arrive as events at once, `tests/cluster.rs`):
 //! settings are pushed to connectors and applied by the node, a revoked secret or a deleted tenant cuts the
 //! tunnels within seconds, and the node records its connections, its heartbeat, statistics and the request log.
 
@@ -63,7 +65,9 @@ async fn settings_reach_the_connector(database_url: Option<&str>) -> anyhow::Res
     let _slot = light_slot().await;
     let hang = TargetServer::start(TargetKind::Hang).await?;
     let (_echo, stack) = Stack::with_echo(BIN, |o| {
-        let o = o.target("hang", &hang.url());
+        let o = o
+            .target("hang", &hang.url())
+            .server_env("FERRY_STORE_POLL_INTERVAL", "1s");
         match database_url {
             Some(url) => o.server_env("FERRY_DATABASE_URL", url),
             None => o,
@@ -162,8 +166,10 @@ async fn revoking_the_secret_cuts_the_tunnel_and_keeps_it_out() -> anyhow::Resul
 async fn revoking_cuts_the_tunnel(database_url: Option<&str>) -> anyhow::Result<()> {
     let _slot = light_slot().await;
     let (_echo, stack) = Stack::with_echo(BIN, |o| match database_url {
-        Some(url) => o.server_env("FERRY_DATABASE_URL", url),
-        None => o,
+        Some(url) => o
+            .server_env("FERRY_DATABASE_URL", url)
+            .server_env("FERRY_STORE_POLL_INTERVAL", "1s"),
+        None => o.server_env("FERRY_STORE_POLL_INTERVAL", "1s"),
     })
     .await?;
     let store = store_of(&stack).await?;
@@ -207,7 +213,8 @@ async fn revoking_cuts_the_tunnel(database_url: Option<&str>) -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_tenant_cuts_its_tunnels() -> anyhow::Result<()> {
     let _slot = light_slot().await;
-    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let (_echo, stack) =
+        Stack::with_echo(BIN, |o| o.server_env("FERRY_STORE_POLL_INTERVAL", "1s")).await?;
     let store = store_of(&stack).await?;
     let tenant: TenantName = stack.tenant.parse()?;
     assert!(store.delete_tenant(&tenant).await?);
@@ -332,7 +339,8 @@ async fn connections_nodes_statistics_and_the_request_log_are_recorded() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_may_require_client_tokens() -> anyhow::Result<()> {
     let _slot = light_slot().await;
-    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let (_echo, stack) =
+        Stack::with_echo(BIN, |o| o.server_env("FERRY_STORE_POLL_INTERVAL", "1s")).await?;
     let other_secret = stack.server.create_tenant("other").await?;
     let store = store_of(&stack).await?;
     let tenant: TenantName = stack.tenant.parse()?;

@@ -241,6 +241,8 @@ pub async fn run_with_source(
         },
     )
     .await?;
+    // what this node knows of tenants, shared by both sides of the relay: a change seen by either is seen by both
+    let tenants = Arc::new(ferry_relay::TenantCache::new(n.cluster.store_poll_interval));
     let hub = roles.has(Role::Relay).then(|| {
         let tunnel_options = TunnelOptions {
             keepalive_interval: s.tunnel.keepalive_interval,
@@ -252,6 +254,7 @@ pub async fn run_with_source(
             tunnel_options,
             store.clone(),
             auth.verifier.clone(),
+            tenants.clone(),
         )
     });
     let address = n.address.clone().unwrap_or_else(|| listeners.public.url());
@@ -278,6 +281,7 @@ pub async fn run_with_source(
             s.relay.clone(),
             store.clone(),
             auth.verifier.clone(),
+            tenants.clone(),
             Dispatcher::new(hub.clone(), Some(cluster.clone()), s.relay.connector_wait),
         )
     });

@@ -32,6 +32,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_ROLES", "node.roles", EnvKind::Text),
     ("FERRY_TRANSPORT", "node.transport", EnvKind::Text),
     ("FERRY_NODE_ADDRESS", "node.address", EnvKind::Text),
+    ("FERRY_CLUSTER_NAME", "node.cluster.name", EnvKind::Text),
     (
         "FERRY_HEARTBEAT_INTERVAL",
         "node.cluster.heartbeat_interval",
@@ -429,6 +430,7 @@ fn validate_node(config: &Config) -> Result<(), ConfigError> {
         }
     }
     let c = &node.cluster;
+    crate::check_node_id(&c.name).map_err(|m| invalid("node.cluster.name", m))?;
     if c.heartbeat_interval.is_zero() || c.node_expiry < c.heartbeat_interval * 2 {
         return Err(invalid(
             "node.cluster.node_expiry",

@@ -177,6 +177,9 @@ pub struct BusSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
+    /// The cluster's name: the first word of every bus subject, so that clusters sharing a broker (production and
+    /// staging) never hear each other. Every node of one cluster must have the same. `[A-Za-z0-9_-]`.
+    pub name: String,
     /// How often a node announces itself and its connectors.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -197,6 +200,7 @@ pub struct ClusterSettings {
 impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
+            name: "ferry".to_owned(),
             heartbeat_interval: Duration::from_millis(500),
             node_expiry: Duration::from_secs(3),
             claim_timeout: Duration::from_millis(1000),

@@ -15,24 +15,48 @@ pub const VERSION: u8 = 1;
 const KIND_DATA: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
 
-/// Subject of a tenant's dispatch queue: requests for the tenant's connectors, consumed by the nodes holding them.
-pub fn dispatch_subject(tenant: &str) -> String {
-    format!("ferry.dispatch.{tenant}")
+/// The subjects of one cluster. Every subject starts with the cluster's name (`node.cluster.name`, `ferry` by
+/// default), so that several clusters (production and staging, say) can share one broker without hearing each
+/// other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    cluster: String,
 }
+
+impl Subjects {
+    /// The subjects of the cluster named `cluster` (a word of `[A-Za-z0-9_-]`).
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// A tenant's dispatch queue: requests for the tenant's connectors, consumed by the nodes holding them.
+    pub fn dispatch(&self, tenant: &str) -> String {
+        format!("{}.dispatch.{tenant}", self.cluster)
+    }
+
+    /// A node's inbox: claims, grants, responses, body chunks, credits and presence replies for it.
+    pub fn inbox(&self, node: &str) -> String {
+        format!("{}.inbox.{node}", self.cluster)
+    }
+
+    /// Every node listens here for presence (heartbeats, connectors attached and detached).
+    pub fn presence(&self) -> String {
+        format!("{}.presence", self.cluster)
+    }
+
+    /// Every node listens here for configuration changes made through the management API.
+    pub fn events(&self) -> String {
+        format!("{}.events", self.cluster)
+    }
+}
+
+/// The default cluster name.
+pub const DEFAULT_CLUSTER: &str = "ferry";
 
 /// The queue group of dispatch queues: the nodes holding a tenant's connectors compete for its requests.
 pub const DISPATCH_GROUP: &str = "relay";
-
-/// Subject of a node's inbox: claims, grants, responses, body chunks, credits and presence replies for it.
-pub fn inbox_subject(node: &str) -> String {
-    format!("ferry.inbox.{node}")
-}
-
-/// Subject every node listens to for presence (heartbeats, connectors attached and detached).
-pub const PRESENCE_SUBJECT: &str = "ferry.presence";
-
-/// Subject every node listens to for configuration changes made through the management API.
-pub const EVENTS_SUBJECT: &str = "ferry.events";
 
 /// How a message's body travels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,7 +407,10 @@ mod tests {
 
     #[test]
     fn subjects() {
-        assert_eq!(dispatch_subject("acme"), "ferry.dispatch.acme");
-        assert_eq!(inbox_subject("n-1"), "ferry.inbox.n-1");
+        let s = Subjects::new(DEFAULT_CLUSTER);
+        assert_eq!(s.dispatch("acme"), "ferry.dispatch.acme");
+        assert_eq!(s.inbox("n-1"), "ferry.inbox.n-1");
+        assert_eq!(Subjects::new("staging").presence(), "staging.presence");
+        assert_eq!(Subjects::new("staging").events(), "staging.events");
     }
 }

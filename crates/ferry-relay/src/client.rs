@@ -45,13 +45,14 @@ impl Relay {
         settings: RelaySettings,
         store: Arc<dyn Store>,
         verifier: Arc<dyn TokenVerifier>,
+        tenants: Arc<TenantCache>,
         dispatcher: Dispatcher,
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
             store,
             verifier,
-            tenants: Arc::new(TenantCache::default()),
+            tenants,
             stats: Stats::new(settings.request_log),
             settings,
             dispatcher,

@@ -41,6 +41,7 @@ impl Hub {
         tunnel_options: TunnelOptions,
         store: Arc<dyn Store>,
         verifier: Arc<dyn TokenVerifier>,
+        tenants: Arc<TenantCache>,
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
@@ -48,7 +49,7 @@ impl Hub {
             store,
             verifier,
             registry: Registry::default(),
-            tenants: Arc::new(TenantCache::default()),
+            tenants,
             draining: AtomicBool::new(false),
         })
     }

@@ -23,6 +23,7 @@ pub use client::Relay;
 pub use cluster::{Cluster, NodeIdentity};
 pub use dispatch::{Dispatcher, RelayError};
 pub use hub::Hub;
+pub use tenants::TenantCache;
 
 /// A map by tenant that every relayed request looks up. Its keys are only tenants that exist (unknown names are
 /// refused before any insert), so it uses foldhash, several times cheaper per lookup than the default SipHash,

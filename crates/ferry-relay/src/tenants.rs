@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long a cached answer is used without asking the store again. Changes arrive as events (the bus in a
-/// cluster, the management API on this node) and evict the entry at once; this bounds how stale an entry can get
-/// when an event was lost (a broker outage) or the store was changed behind Ferry's back (the CLI in local mode).
+/// How long a cached answer is used without asking the store again, unless the cache is made with another
+/// ([`TenantCache::new`]: the node's store poll interval). Changes arrive as events (the bus in a cluster, the
+/// management API on this node) and evict the entry at once; this bounds how stale an entry can get when an event
+/// was lost (a broker outage) or the store was changed behind Ferry's back (the CLI in local mode).
 const FRESH_FOR: Duration = Duration::from_secs(30);
 /// How long "no such tenant" is remembered: requests for made-up tenants cost no store query each, and a tenant
 /// created on another node is usable within this even if its event was lost.
@@ -54,7 +55,7 @@ impl Effective {
 
 /// One cached tenant.
 #[derive(Debug, Clone)]
-pub(crate) struct Known {
+pub struct Known {
     pub settings: TenantSettings,
     pub updated_at: i64,
     fetched: Instant,
@@ -72,22 +73,37 @@ impl Drop for TenantSlot {
 }
 
 /// The cache of tenants, by name, with a short memory of names that are not tenants.
-#[derive(Default)]
-pub(crate) struct TenantCache {
+pub struct TenantCache {
+    fresh_for: Duration,
     entries: Mutex<TenantMap<Known>>,
     /// Keys chosen by clients (made-up names): the default SipHash, which resists keys chosen to collide.
     unknown: Mutex<std::collections::HashMap<TenantName, Instant>>,
 }
 
 /// What a refresh found for one tenant.
-pub(crate) enum Refreshed {
+pub enum Refreshed {
     Unchanged,
     /// The tenant's `updated_at` moved: its settings may differ.
     Changed(TenantSettings),
     Deleted,
 }
 
+impl Default for TenantCache {
+    fn default() -> Self {
+        Self::new(FRESH_FOR)
+    }
+}
+
 impl TenantCache {
+    /// A cache whose entries are read again from the store after `fresh_for`.
+    pub fn new(fresh_for: Duration) -> Self {
+        Self {
+            fresh_for,
+            entries: Mutex::default(),
+            unknown: Mutex::default(),
+        }
+    }
+
     /// The tenant's settings, from the cache when fresh, else from the store; `None` when it does not exist.
     pub async fn get(
         &self,
@@ -95,7 +111,7 @@ impl TenantCache {
         name: &TenantName,
     ) -> Result<Option<TenantSettings>, StoreError> {
         if let Some(known) = self.lock().get(name) {
-            if known.fetched.elapsed() < FRESH_FOR {
+            if known.fetched.elapsed() < self.fresh_for {
                 return Ok(Some(known.settings.clone()));
             }
         }
@@ -195,7 +211,9 @@ impl TenantCache {
     pub fn forget(&self, name: &TenantName) {
         lock(&self.unknown).remove(name);
         if let Some(known) = self.lock().get_mut(name) {
-            known.fetched = Instant::now() - FRESH_FOR;
+            known.fetched = Instant::now()
+                .checked_sub(self.fresh_for)
+                .unwrap_or_else(Instant::now);
         }
     }
 

@@ -12,9 +12,7 @@ use super::streams::{Inbound, StreamHandle};
 use super::{unix_ms, Cluster, INLINE_MAX};
 use crate::local::{self, LocalOutcome};
 use ferry_http::{Body, BoxError};
-use ferry_proto::cluster::{
-    inbox_subject, AbortReason, BodyKind, Message, RequestMsg, ResponseHead,
-};
+use ferry_proto::cluster::{AbortReason, BodyKind, Message, RequestMsg, ResponseHead};
 use ferry_proto::{tunnel, TargetName, TenantName};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -38,7 +36,7 @@ pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
     }
     let origin = Peer {
         bus: cluster.bus.clone(),
-        inbox: inbox_subject(&msg.origin),
+        inbox: cluster.subjects.inbox(&msg.origin),
         stream: msg.origin_stream,
     };
     let (Ok(tenant), Ok(target)) = (

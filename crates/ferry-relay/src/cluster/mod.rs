@@ -23,8 +23,8 @@ use crate::registry::{Tunnel, TunnelEvent};
 use ferry_bus::{Bus, BusError, Subscription};
 use ferry_config::ClusterSettings;
 use ferry_proto::cluster::{
-    self, dispatch_subject, inbox_subject, ConnectorInfo, Decoded, EventMsg, Message, NodeInfo,
-    PresenceMsg, DISPATCH_GROUP, EVENTS_SUBJECT, PRESENCE_SUBJECT,
+    self, ConnectorInfo, Decoded, EventMsg, Message, NodeInfo, PresenceMsg, Subjects,
+    DISPATCH_GROUP,
 };
 use ferry_proto::TenantName;
 use ferry_store::unix_now;
@@ -58,6 +58,7 @@ pub type EventListener = Arc<dyn Fn(&EventMsg) + Send + Sync>;
 /// This node in its cluster.
 pub struct Cluster {
     pub(crate) me: NodeIdentity,
+    pub(crate) subjects: Subjects,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) settings: ClusterSettings,
     pub(crate) presence: Presence,
@@ -87,10 +88,12 @@ impl Cluster {
         settings: ClusterSettings,
         hub: Option<Arc<Hub>>,
     ) -> Result<Arc<Self>, BusError> {
-        let inbox_sub = bus.subscribe(&inbox_subject(&me.node_id)).await?;
-        let presence_sub = bus.subscribe(PRESENCE_SUBJECT).await?;
-        let events_sub = bus.subscribe(EVENTS_SUBJECT).await?;
+        let subjects = Subjects::new(&settings.name);
+        let inbox_sub = bus.subscribe(&subjects.inbox(&me.node_id)).await?;
+        let presence_sub = bus.subscribe(&subjects.presence()).await?;
+        let events_sub = bus.subscribe(&subjects.events()).await?;
         let cluster = Arc::new(Self {
+            subjects,
             presence: Presence::new(me.node_id.clone()),
             bus,
             settings,
@@ -166,7 +169,7 @@ impl Cluster {
         };
         if let Err(error) = self
             .bus
-            .publish(EVENTS_SUBJECT, cluster::encode(&message))
+            .publish(&self.subjects.events(), cluster::encode(&message))
             .await
         {
             tracing::warn!(%error, "cannot announce a configuration change on the bus; other nodes see it at their next store poll");
@@ -189,7 +192,7 @@ impl Cluster {
         let leave = Message::Presence(PresenceMsg::Leave(self.me.node_id.clone()));
         if let Err(error) = self
             .bus
-            .publish(PRESENCE_SUBJECT, cluster::encode(&leave))
+            .publish(&self.subjects.presence(), cluster::encode(&leave))
             .await
         {
             tracing::warn!(%error, "cannot announce leaving the cluster; the others forget this node when its heartbeats stop");
@@ -229,7 +232,7 @@ impl Cluster {
     pub(crate) async fn send_to(&self, node: &str, message: &Message) {
         if let Err(error) = self
             .bus
-            .publish(&inbox_subject(node), cluster::encode(message))
+            .publish(&self.subjects.inbox(node), cluster::encode(message))
             .await
         {
             tracing::debug!(node, %error, "cluster message not sent");
@@ -255,7 +258,7 @@ impl Cluster {
         let snapshot = Message::Presence(PresenceMsg::Snapshot(self.info(), self.own_connectors()));
         if let Err(error) = self
             .bus
-            .publish(PRESENCE_SUBJECT, cluster::encode(&snapshot))
+            .publish(&self.subjects.presence(), cluster::encode(&snapshot))
             .await
         {
             tracing::warn!(%error, "cannot announce this node on the bus");
@@ -454,7 +457,7 @@ impl Cluster {
             }
             if let Err(error) = self
                 .bus
-                .publish(PRESENCE_SUBJECT, cluster::encode(&beat))
+                .publish(&self.subjects.presence(), cluster::encode(&beat))
                 .await
             {
                 tracing::debug!(%error, "heartbeat not sent");
@@ -478,7 +481,7 @@ impl Cluster {
             let message = self.on_tunnel(event);
             if let Err(error) = self
                 .bus
-                .publish(PRESENCE_SUBJECT, cluster::encode(&message))
+                .publish(&self.subjects.presence(), cluster::encode(&message))
                 .await
             {
                 tracing::debug!(%error, "presence change not sent; the next heartbeat shows the gap");
@@ -518,7 +521,7 @@ impl Cluster {
     /// Consume the tenant's dispatch queue while the tenant has tunnels here.
     fn start_consumer(self: &Arc<Self>, tenant: TenantName) {
         let cluster = self.clone();
-        let subject = dispatch_subject(tenant.as_str());
+        let subject = self.subjects.dispatch(tenant.as_str());
         let task = tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {

@@ -15,9 +15,7 @@ use crate::cluster::presence::Lookup;
 use crate::dispatch::RelayError;
 use bytes::Bytes;
 use ferry_http::{Body, BoxError};
-use ferry_proto::cluster::{
-    self, dispatch_subject, inbox_subject, AbortReason, BodyKind, Message, RequestMsg,
-};
+use ferry_proto::cluster::{self, AbortReason, BodyKind, Message, RequestMsg};
 use ferry_proto::{TargetName, TenantName};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -92,7 +90,7 @@ impl Cluster {
             Outgoing::Stream(body)
         };
         let mut handle = self.streams.open(None);
-        let subject = dispatch_subject(tenant.as_str());
+        let subject = self.subjects.dispatch(tenant.as_str());
         let headers = flow::to_wire(&head.headers);
         let authority = head
             .uri
@@ -186,7 +184,7 @@ impl Cluster {
             }
             let peer = Peer {
                 bus: self.bus.clone(),
-                inbox: inbox_subject(&executor),
+                inbox: self.subjects.inbox(&executor),
                 stream: executor_stream,
             };
             self.streams.set_peer(handle.id, &executor);

@@ -12,11 +12,16 @@ use http_body_util::BodyExt;
 
 fn settings() -> ClusterSettings {
     ClusterSettings {
+        name: "ferry".into(),
         heartbeat_interval: Duration::from_millis(100),
         node_expiry: Duration::from_secs(5),
         claim_timeout: Duration::from_millis(150),
         store_poll_interval: Duration::from_secs(30),
     }
+}
+
+fn subjects() -> Subjects {
+    Subjects::new("ferry")
 }
 
 fn identity(node: &str) -> NodeIdentity {
@@ -40,9 +45,9 @@ struct Fake {
 
 impl Fake {
     async fn start(bus: &MemoryBus, node: &str) -> Self {
-        let inbox = bus.subscribe(&inbox_subject(node)).await.expect("inbox");
+        let inbox = bus.subscribe(&subjects().inbox(node)).await.expect("inbox");
         let queue = bus
-            .queue_subscribe(&dispatch_subject("acme"), DISPATCH_GROUP)
+            .queue_subscribe(&subjects().dispatch("acme"), DISPATCH_GROUP)
             .await
             .expect("queue");
         let info = NodeInfo {
@@ -63,7 +68,7 @@ impl Fake {
             remote_addr: "127.0.0.1:9".into(),
         };
         let snapshot = Message::Presence(PresenceMsg::Snapshot(info, vec![conn]));
-        bus.publish(PRESENCE_SUBJECT, cluster::encode(&snapshot))
+        bus.publish(&subjects().presence(), cluster::encode(&snapshot))
             .await
             .expect("announce");
         Self {
@@ -95,7 +100,7 @@ impl Fake {
 
     async fn to_origin(&self, origin: &str, m: &Message) {
         self.bus
-            .publish(&inbox_subject(origin), cluster::encode(m))
+            .publish(&subjects().inbox(origin), cluster::encode(m))
             .await
             .expect("send");
     }
@@ -405,7 +410,7 @@ async fn streamed_bodies_flow_within_the_credit_both_ways() {
     for seq in 0..20u64 {
         a.bus
             .publish(
-                &inbox_subject("origin"),
+                &subjects().inbox("origin"),
                 cluster::encode_data(req.origin_stream, seq, b"xy"),
             )
             .await
@@ -492,7 +497,7 @@ async fn a_gap_in_the_chunks_fails_the_body_and_a_dead_executor_cuts_it() {
         let mut body = answer.response.into_body();
         a.bus
             .publish(
-                &inbox_subject("origin"),
+                &subjects().inbox("origin"),
                 cluster::encode_data(req.origin_stream, 0, b"a"),
             )
             .await
@@ -501,7 +506,7 @@ async fn a_gap_in_the_chunks_fails_the_body_and_a_dead_executor_cuts_it() {
         if case == "gap" {
             a.bus
                 .publish(
-                    &inbox_subject("origin"),
+                    &subjects().inbox("origin"),
                     cluster::encode_data(req.origin_stream, 2, b"c"),
                 )
                 .await
@@ -510,7 +515,7 @@ async fn a_gap_in_the_chunks_fails_the_body_and_a_dead_executor_cuts_it() {
             // the executor's node leaves: the body fails instead of hanging
             a.bus
                 .publish(
-                    PRESENCE_SUBJECT,
+                    &subjects().presence(),
                     cluster::encode(&Message::Presence(PresenceMsg::Leave("exec-a".into()))),
                 )
                 .await
