@@ -69,6 +69,10 @@ impl RelayError {
     }
 }
 
+/// How long a request for a target no known connector serves waits for presence to show one, in a cluster,
+/// before `404 unknown_target` (a connector that just attached to another node is known there first).
+const UNKNOWN_TARGET_GRACE: Duration = Duration::from_secs(1);
+
 /// Where a request was answered.
 pub(crate) enum Answer {
     /// By a connector on this node: hold the slot until the response body ends.
@@ -112,7 +116,8 @@ impl Dispatcher {
         out: Outbound<'_>,
         mut req: Request<Body>,
     ) -> Result<Answer, RelayError> {
-        let wait_until = Instant::now() + self.connector_wait;
+        let first_look = Instant::now();
+        let wait_until = first_look + self.connector_wait;
         loop {
             let mut tenant_elsewhere = false;
             if let Some(entry) = self.hub.as_ref().and_then(|h| h.registry.get(out.tenant)) {
@@ -162,10 +167,24 @@ impl Dispatcher {
                 }
             }
             if tenant_elsewhere {
-                return Err(RelayError::UnknownTarget {
-                    tenant: out.tenant.to_string(),
-                    target: out.target.to_string(),
-                });
+                // Presence is a few milliseconds behind the nodes it describes: in a cluster, a connector serving
+                // the target may have just attached elsewhere. Give it a short grace before the 404.
+                let peers = self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.presence.has_peers());
+                let grace_until = first_look + UNKNOWN_TARGET_GRACE.min(self.connector_wait);
+                if !peers || Instant::now() >= grace_until {
+                    return Err(RelayError::UnknownTarget {
+                        tenant: out.tenant.to_string(),
+                        target: out.target.to_string(),
+                    });
+                }
+                if let Some(cluster) = &self.cluster {
+                    let changed = cluster.presence.changed.notified();
+                    let _ = tokio::time::timeout_at(grace_until, changed).await;
+                }
+                continue;
             }
             // Nowhere to send it: wait for a tunnel here or a connector elsewhere. The waits are armed only now
             // (arming one takes a lock that every request would otherwise contend on), then the sources are looked

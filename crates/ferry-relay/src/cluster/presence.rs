@@ -77,6 +77,11 @@ impl Presence {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether other nodes are known (a cluster of more than this node).
+    pub fn has_peers(&self) -> bool {
+        self.lock().nodes.keys().any(|n| *n != self.self_node)
+    }
+
     /// Where the tenant's connectors are on other nodes.
     pub fn lookup(&self, tenant: &str, target: &str) -> Lookup {
         let state = self.lock();
