@@ -17,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -199,9 +198,7 @@ impl Pool {
                     "must be at least 1".into(),
                 ));
             }
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            s.url.hash(&mut h);
-            let token = format!("{:016x}", h.finish());
+            let token = server_token(&s.url);
             if servers.iter().any(|o: &Arc<Server>| o.token == token) {
                 return Err(bad(format!("{:?} is listed twice", s.url)));
             }
@@ -392,11 +389,9 @@ impl Pool {
     fn rendezvous(&self, set: &[usize], key: &[u8]) -> usize {
         let score = |i: usize| {
             let s = &self.servers[i];
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut h);
-            s.authority.as_str().hash(&mut h);
+            let h = rendezvous_hash(key, s.authority.as_str());
             // map the hash to (0, 1] and weigh it: -w / ln(u), larger wins
-            let u = ((h.finish() >> 11) as f64 + 1.0) / ((1u64 << 53) as f64 + 1.0);
+            let u = ((h >> 11) as f64 + 1.0) / ((1u64 << 53) as f64 + 1.0);
             -f64::from(s.weight) / u.ln()
         };
         set.iter()
@@ -769,5 +764,41 @@ mod tests {
         assert_eq!(cookie_value(&h, "sid"), Some("xyz"));
         assert_eq!(cookie_value(&h, "b"), Some("2"));
         assert_eq!(cookie_value(&h, "c"), None);
+    }
+}
+
+/// A server's id in sticky cookies: XXH3-64 (seed 0) of its configured URL, as 16 lowercase hex digits. The hash
+/// has a fixed, published definition, so every node of a cluster, of any build or version, gives a server the same
+/// id (a cookie set by one gateway node is honoured by all, and across a rolling upgrade).
+pub fn server_token(url: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(url.as_bytes()))
+}
+
+/// The rendezvous score's hash of a key and a server: XXH3-64 (seed 0) of the key's bytes, one 0 byte, and the
+/// server's authority (`host:port`). Fixed by definition for the same reason as [`server_token`]: every gateway
+/// node sends a key to the same server.
+pub fn rendezvous_hash(key: &[u8], authority: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(key);
+    h.update(&[0]);
+    h.update(authority.as_bytes());
+    h.digest()
+}
+
+#[cfg(test)]
+mod fixed_hash_tests {
+    use super::*;
+
+    /// These values are part of the wire contract between gateway nodes (cookies, hashing): they must never
+    /// change between builds or releases.
+    #[test]
+    fn the_hashes_are_fixed() {
+        assert_eq!(server_token("http://10.0.0.1:8080"), "46ca96179cb8ad28");
+        assert_eq!(
+            rendezvous_hash(b"user-7", "10.0.0.1:8080"),
+            16_997_854_747_139_112_007
+        );
+        assert_eq!(server_token(""), "2d06800538d394c2");
+        assert_eq!(rendezvous_hash(b"", ""), xxhash_rust::xxh3::xxh3_64(&[0]));
     }
 }
