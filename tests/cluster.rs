@@ -231,9 +231,12 @@ fn node_ids(list: &serde_json::Value) -> Vec<String> {
 /// refuses `/relay/…`.
 async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
     let _shared = bus.lock().read().await;
-    let Some(rig) = Rig::new(bus).await? else {
+    let _slot = ferry_testkit::light_slot().await;
+    let Some(mut rig) = Rig::new(bus).await? else {
         return Ok(());
     };
+    rig.env
+        .push(("FERRY_MAX_BODY_SIZE".into(), (32u64 << 20).to_string()));
     let r1 = rig.node("r1", "relay,management,worker").await?;
     let r2 = rig.node("r2", "relay").await?;
     let g = rig.node("g", "gateway").await?;
@@ -253,8 +256,10 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
     })
     .await?;
     let ws = TargetServer::start(TargetKind::WebSocketEcho).await?;
+    let hang = TargetServer::start(TargetKind::Hang).await?;
     let _ca = connector(r1.url(), "acme", &secret, &[("app", &a.url())]).await?;
     let (sink_url, down_url, sse_url, ws_url) = (sink.url(), download.url(), sse.url(), ws.url());
+    let hang_url = hang.url();
     let _cb = connector(
         r2.url(),
         "acme",
@@ -265,6 +270,7 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
             ("down", &down_url),
             ("sse", &sse_url),
             ("ws", &ws_url),
+            ("hang", &hang_url),
         ],
     )
     .await?;
@@ -387,6 +393,30 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
         on.contains(&"r1") && on.contains(&"r2"),
         "live connections: {live}"
     );
+    // a client that hangs up cancels the request at the target, two nodes away
+    let gone = client
+        .get(relay_url(g.url(), "acme", "hang", "/"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    anyhow::ensure!(gone.is_err(), "the hanging target answered");
+    hang.wait_requests(1, Duration::from_secs(5)).await?;
+    hang.wait_closed(1, Duration::from_secs(5)).await?;
+    // a body over the limit is refused before anything is sent across
+    let before = sink.requests();
+    let mut raw = TcpStream::connect(g.addr()).await?;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        raw.write_all(
+            b"POST /relay/acme/sink/up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n",
+        )
+        .await?;
+        let mut head = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut head)).await??;
+        let head = String::from_utf8_lossy(&head[..n]);
+        anyhow::ensure!(head.starts_with("HTTP/1.1 413"), "over the limit: {head}");
+    }
+    anyhow::ensure!(sink.requests() == before, "the sink saw the refused body");
     // a relay-only node does not serve clients
     let resp = client
         .get(relay_url(r2.url(), "acme", "app", "/"))
@@ -405,6 +435,7 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
 /// within one second.
 async fn revocation_reaches_every_node(bus: Bus) -> anyhow::Result<()> {
     let _shared = bus.lock().read().await;
+    let _slot = ferry_testkit::light_slot().await;
     let Some(mut rig) = Rig::new(bus).await? else {
         return Ok(());
     };
@@ -515,6 +546,7 @@ impl Drop for Front {
 /// expiry, and its connector reconnects to the other relay node and serves again.
 async fn relay_node_killed(bus: Bus) -> anyhow::Result<()> {
     let _shared = bus.lock().read().await;
+    let _slot = ferry_testkit::light_slot().await;
     let Some(rig) = Rig::new(bus).await? else {
         return Ok(());
     };
@@ -1003,4 +1035,181 @@ async fn nats_five_nodes_thousand_tenants() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_five_nodes_thousand_tenants() -> anyhow::Result<()> {
     thousand_tenants(Bus::Amqp).await
+}
+
+/// 2 GiB up and 2 GiB down through a gateway node, the bus and a relay node arrive intact, while neither node's
+/// memory grows by more than [`MAX_GROWTH_KIB`] (credit-based flow control: at most 1 MiB in flight per stream and
+/// direction).
+async fn two_gib_across_nodes(bus: Bus) -> anyhow::Result<()> {
+    const GIB: u64 = 1 << 30;
+    const MAX_GROWTH_KIB: u64 = 64 * 1024;
+    let _shared = bus.lock().read().await;
+    let _slot = ferry_testkit::heavy_slot().await;
+    let Some(rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    let r = rig.node("r", "relay,management,worker").await?;
+    let g = rig.node("g", "gateway").await?;
+    let secret = rig.tenant("acme").await?;
+    let sink = TargetServer::start(TargetKind::Sink).await?;
+    let big = TargetServer::start(TargetKind::Download {
+        len: 2 * GIB,
+        seed: 21,
+        content_length: false,
+    })
+    .await?;
+    let (sink_url, big_url) = (sink.url(), big.url());
+    let _c = connector(
+        r.url(),
+        "acme",
+        &secret,
+        &[("sink", &sink_url), ("big", &big_url)],
+    )
+    .await?;
+    let client = http_client();
+    let up_url = relay_url(g.url(), "acme", "sink", "/up");
+    eventually(Duration::from_secs(10), "warm-up upload", || async {
+        match client.post(&up_url).body(vec![1u8; 200_000]).send().await {
+            Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+            _ => false,
+        }
+    })
+    .await?;
+    let idle = (
+        ferry_testkit::rss_kib(g.pid())?,
+        ferry_testkit::rss_kib(r.pid())?,
+    );
+    let expected_up = tokio::task::spawn_blocking(|| pattern_sha256(22, 2 * GIB));
+    let started = Instant::now();
+    let body = reqwest::Body::wrap_stream(
+        ferry_testkit::PatternStream::new(22, 2 * GIB).into_stream::<std::io::Error>(),
+    );
+    let resp = tokio::time::timeout(
+        Duration::from_secs(300),
+        client.post(&up_url).body(body).send(),
+    )
+    .await??;
+    anyhow::ensure!(resp.status() == 200, "upload: {}", resp.status());
+    let sunk: serde_json::Value = resp.json().await?;
+    anyhow::ensure!(sunk["len"] == 2 * GIB, "upload length: {sunk}");
+    anyhow::ensure!(
+        sunk["sha256"] == expected_up.await?,
+        "upload checksum: {sunk}"
+    );
+    eprintln!("{bus:?}: 2 GiB up across nodes in {:?}", started.elapsed());
+    let expected_down = tokio::task::spawn_blocking(|| pattern_sha256(21, 2 * GIB));
+    let started = Instant::now();
+    let resp = client
+        .get(relay_url(g.url(), "acme", "big", "/"))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "download: {}", resp.status());
+    let mut hash = ferry_testkit::Sha256Hex::new();
+    {
+        use futures_util::StreamExt;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await?
+        {
+            hash.update(&chunk?);
+        }
+    }
+    anyhow::ensure!(hash.len() == 2 * GIB, "download length {}", hash.len());
+    anyhow::ensure!(hash.finish() == expected_down.await?, "download checksum");
+    eprintln!(
+        "{bus:?}: 2 GiB down across nodes in {:?}",
+        started.elapsed()
+    );
+    let peaks = (
+        ferry_testkit::peak_rss_kib(g.pid())?,
+        ferry_testkit::peak_rss_kib(r.pid())?,
+    );
+    eprintln!(
+        "{bus:?}: RSS KiB gateway node idle {} peak {}, relay node idle {} peak {}",
+        idle.0, peaks.0, idle.1, peaks.1
+    );
+    anyhow::ensure!(
+        peaks.0.saturating_sub(idle.0) < MAX_GROWTH_KIB
+            && peaks.1.saturating_sub(idle.1) < MAX_GROWTH_KIB,
+        "a node's memory grew by more than {MAX_GROWTH_KIB} KiB: idle {idle:?}, peak {peaks:?}"
+    );
+    drop((g, r));
+    rig.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_two_gib_both_ways_in_bounded_memory() -> anyhow::Result<()> {
+    two_gib_across_nodes(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_two_gib_both_ways_in_bounded_memory() -> anyhow::Result<()> {
+    two_gib_across_nodes(Bus::Amqp).await
+}
+
+/// Two worker nodes: one holds the lease (the nodes endpoint says which); `kill -9` of it, and the other takes over
+/// within the lease time plus two retry intervals.
+async fn worker_takeover(bus: Bus) -> anyhow::Result<()> {
+    let _shared = bus.lock().read().await;
+    let _slot = ferry_testkit::light_slot().await;
+    let Some(mut rig) = Rig::new(bus).await? else {
+        return Ok(());
+    };
+    rig.env.push(("FERRY_WORKER_LEASE_TTL".into(), "2s".into()));
+    let m = rig.node("m", "management,gateway").await?;
+    let mut w1 = rig.node("w1", "worker").await?;
+    let key = rig.admin_key().await?;
+    let admin = m.admin_url().unwrap_or_default().to_owned();
+    let active = |list: &serde_json::Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|n| n["worker_active"] == true)
+                    .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually(Duration::from_secs(10), "w1 active", || async {
+        nodes(&admin, &key)
+            .await
+            .map(|l| active(&l) == ["w1"])
+            .unwrap_or(false)
+    })
+    .await?;
+    let w2 = rig.node("w2", "worker").await?;
+    eventually(Duration::from_secs(5), "w2 known", || async {
+        nodes(&admin, &key)
+            .await
+            .map(|l| node_ids(&l).contains(&"w2".to_owned()) && active(&l) == ["w1"])
+            .unwrap_or(false)
+    })
+    .await?;
+    w1.kill().await?;
+    let killed = Instant::now();
+    let took = eventually(Duration::from_secs(10), "w2 takes over", || async {
+        nodes(&admin, &key)
+            .await
+            .map(|l| active(&l) == ["w2"])
+            .unwrap_or(false)
+    })
+    .await?;
+    eprintln!(
+        "{bus:?}: the standby worker took over {:?} after the kill -9 (lease 2 s, retry 1 s)",
+        killed.elapsed()
+    );
+    // the bound: the lease (2 s) + two retry intervals (2 s) + presence (a heartbeat, 200 ms) + slack
+    anyhow::ensure!(took < Duration::from_secs(6), "takeover took {took:?}");
+    drop((m, w2));
+    rig.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_worker_takeover_after_kill() -> anyhow::Result<()> {
+    worker_takeover(Bus::Nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_worker_takeover_after_kill() -> anyhow::Result<()> {
+    worker_takeover(Bus::Amqp).await
 }
