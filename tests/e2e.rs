@@ -14,6 +14,7 @@ mod gateway_grpc;
 mod gateway_reload;
 mod gateway_routing;
 mod gateway_tls;
+mod hardening;
 mod relay_auth_tls;
 mod relay_basics;
 mod relay_errors;

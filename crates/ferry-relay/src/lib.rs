@@ -10,6 +10,7 @@
 pub mod dispatch;
 pub mod endpoint;
 pub mod registry;
+mod secrets;
 pub mod stats;
 pub mod tenants;
 pub mod watch;

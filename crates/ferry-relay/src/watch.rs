@@ -144,6 +144,7 @@ impl Relay {
     }
 
     fn cut_secret(&self, tenant: &TenantName, secret_id: &str) {
+        self.secrets.forget(tenant);
         let cut = self
             .registry
             .kill_where(tenant, |t| t.secret_id.as_deref() == Some(secret_id));

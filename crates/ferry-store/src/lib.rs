@@ -15,6 +15,7 @@
 
 mod error;
 mod postgres;
+mod private_files;
 mod resolve;
 mod rows;
 mod sql;
