@@ -15,6 +15,7 @@ mod gateway_reload;
 mod gateway_routing;
 mod gateway_tls;
 mod hardening;
+mod probe;
 mod relay_auth_tls;
 mod relay_basics;
 mod relay_errors;
