@@ -23,4 +23,5 @@ mod relay_failover;
 mod relay_lifecycle;
 mod relay_streaming;
 mod relay_upgrades;
+mod soak;
 mod tenant_control;
