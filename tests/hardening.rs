@@ -469,6 +469,14 @@ async fn a_client_token_stops_working_when_its_secret_is_revoked() -> anyhow::Re
     )
     .await?;
     anyhow::ensure!(out.status.success(), "{out:?}");
+    let store = ferry_store::open_url(None, stack.server.data_dir()).await?;
+    let tenant: ferry_proto::TenantName = "demo".parse()?;
+    let connector_secrets: Vec<String> = store
+        .list_secrets(&tenant)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     let out = ferry_testkit::process::run_ferry(
         BIN,
         &["secret", "create", "demo", "--data-dir", &data_dir],
@@ -508,21 +516,21 @@ async fn a_client_token_stops_working_when_its_secret_is_revoked() -> anyhow::Re
         "Ferry's own token reached the target: {:?}",
         reply.headers
     );
-    // revoke the client's secret (the newest) behind the node's back, as another node's API would
-    let store = ferry_store::open_url(None, stack.server.data_dir()).await?;
-    let tenant: ferry_proto::TenantName = "demo".parse()?;
-    let secrets = store.list_secrets(&tenant).await?;
-    let newest = secrets
-        .iter()
-        .max_by_key(|s| s.created_at)
-        .map(|s| s.id.clone())
-        .unwrap_or_default();
-    assert!(store.revoke_secret(&tenant, &newest).await?);
+    // revoke the client's secret (not the connector's) behind the node's back, as another node's API would
+    let client_secret_id = store
+        .list_secrets(&tenant)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .find(|id| !connector_secrets.contains(id))
+        .ok_or_else(|| anyhow::anyhow!("the client's secret is not in the store"))?;
+    assert!(store.revoke_secret(&tenant, &client_secret_id).await?);
     let revoked = std::time::Instant::now();
     eventually(T, || async {
         let resp = client
             .get(stack.relay_url("app", "/x"))
             .bearer_auth(&token)
+            .timeout(Duration::from_secs(5))
             .send()
             .await?;
         anyhow::ensure!(resp.status() == 401, "still {}", resp.status());
