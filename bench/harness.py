@@ -614,7 +614,9 @@ def idle_connectors(a, work, P, n):
     sec = subprocess.run([a.ferry, "tenant", "create", "idle", "--data-dir", fd], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip().splitlines()[-1]
     name = f"ferry-idle-{n}"
-    fs = P.start(name, [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd, "--admin-listen", "127.0.0.1:0"])
+    # every tunnel comes from 127.0.0.1: lift the per-address connection cap (docs/security.md)
+    fs = P.start(name, [a.ferry, "serve", "--listen", f"127.0.0.1:{pf}", "--data-dir", fd, "--admin-listen", "127.0.0.1:0"],
+                 env=dict(os.environ, FERRY_MAX_CONNECTIONS_PER_IP="0"))
     res = {"n": n}
     try:
         wait_for(lambda: file_in(os.path.join(work, name + ".out"), "ferry listening"), 20, "ferry serve")

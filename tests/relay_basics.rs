@@ -123,8 +123,8 @@ async fn path_and_query_reach_target_byte_for_byte() -> anyhow::Result<()> {
     let (_echo, stack) = echo_stack(|o| o).await?;
     for rest in [
         "/plain/path",
-        "/a%2Fb",
-        "/a%2fb/c",
+        // encoded slashes are refused by default (docs/operations.md, "The path rule"; tests/hardening.rs), so
+        // they are not among these; in the query they pass
         "/with%20space/x%20y",
         "/%41%42C",
         "/a+b/c+d",

@@ -159,6 +159,9 @@ pub(crate) struct Node {
     pub token_checks: tokio::sync::Semaphore,
     /// The edge gateway's route table (`[gateway]`, `gateway` role); without routes it claims no request.
     pub edge: Option<Arc<ferry_edge::Gateway>>,
+    /// The public listener's URL when it names a specific address: the discovery document's base without
+    /// `public_url`.
+    pub listener_url: Option<String>,
 }
 
 /// Run a node until `shutdown` resolves, then drain and return.
@@ -316,12 +319,10 @@ pub async fn run_with_source(
         ready: AtomicBool::new(true),
         max_header_size: s.http.max_header_size,
         token_checks: tokio::sync::Semaphore::new(TOKEN_CHECKS_AT_ONCE),
+        listener_url: (!listeners.public.local_addr().ip().is_unspecified())
+            .then(|| listeners.public.url()),
     });
-    let options = ServeOptions {
-        max_header_size: s.http.max_header_size,
-        header_read_timeout: s.http.header_read_timeout,
-        drain_timeout: s.drain_timeout,
-    };
+    let options = ServeOptions::new(&s.http, s.drain_timeout);
     let background = ferry_relay::watch::spawn_background(
         store.clone(),
         ferry_relay::watch::NodeAbout {

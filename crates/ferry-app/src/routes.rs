@@ -25,6 +25,9 @@ pub(crate) fn handler(node: Arc<Node>) -> Handler {
 }
 
 async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+    if let Some(refused) = ferry_http::checks::refuse_head(&req) {
+        return refused;
+    }
     if is_ferry_path(req.uri().path()) {
         return ferry_own(node, req).await;
     }
@@ -51,9 +54,13 @@ async fn answer(
     if let Some(refused) = headers_too_large(node, &req) {
         return (None, refused);
     }
-    if let Some(matched) = edge.route(&req) {
-        let name = logged.then(|| matched.route_name().to_owned());
-        return (name, edge.handle(matched, req).await);
+    match edge.route_normalized(&mut req) {
+        Ok(Some(matched)) => {
+            let name = logged.then(|| matched.route_name().to_owned());
+            return (name, edge.handle(matched, req).await);
+        }
+        Ok(None) => {}
+        Err(refused) => return (None, *refused),
     }
     let path = req.uri().path();
     if let (true, Some(relay)) = (path.starts_with(RELAY_PREFIX), &node.relay) {
@@ -182,26 +189,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-/// The built-in issuer's discovery document and JWKS (`ferry-auth` builds them; any method is answered as GET).
+/// The built-in issuer's discovery document and JWKS (`ferry-auth` builds them from configuration only; any
+/// method is answered as GET). Only the JWKS may be cached by shared caches.
 fn well_known(node: &Node, req: &Request<Incoming>) -> Response<Body> {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        });
-    let tls = req
-        .extensions()
-        .get::<ferry_http::ClientInfo>()
-        .is_some_and(|c| c.tls);
-    let Some(doc) = node
-        .issuer
-        .well_known(req.uri().path(), host.as_deref(), tls)
-    else {
+    let path = req.uri().path();
+    let Some(doc) = node.issuer.well_known(path, node.listener_url.as_deref()) else {
         let reply = ErrorReply::new(ErrorCode::NotFound, "no such document");
         return error_response(&reply, &ferry_http::request_id(req));
     };
@@ -211,10 +203,13 @@ fn well_known(node: &Node, req: &Request<Incoming>) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static(doc.content_type),
     );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
+    let cache = if path == ferry_auth::JWKS_PATH {
+        "public, max-age=60"
+    } else {
+        "private, max-age=60"
+    };
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     r
 }
 

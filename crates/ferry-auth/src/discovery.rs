@@ -38,29 +38,20 @@ pub struct WellKnown {
     pub body: Vec<u8>,
 }
 
-/// Whether `host` is a plausible `host[:port]` (no scheme, path, user info or spaces), so that it may go into
-/// a URL of the discovery document.
-fn plausible_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-}
-
 impl TokenIssuer {
-    /// How clients reach this node: the configured public URL, else `http(s)://{host}` from the request.
-    pub fn base_url(&self, host: Option<&str>, tls: bool) -> Option<String> {
+    /// How clients reach this node, from configuration only: the configured public URL, else `listener_url` (the
+    /// public listener's own `http(s)://address`, when it names a specific address). Never the request's `Host`:
+    /// a document built from it could be cached by a shared cache and point connectors elsewhere.
+    pub fn base_url(&self, listener_url: Option<&str>) -> Option<String> {
         if let Some(url) = &self.settings().public_url {
             return Some(url.trim_end_matches('/').to_owned());
         }
-        let host = host.filter(|h| plausible_host(h))?;
-        Some(format!("{}://{host}", if tls { "https" } else { "http" }))
+        listener_url.map(|u| u.trim_end_matches('/').to_owned())
     }
 
-    /// Answer `GET` of [`OPENID_CONFIGURATION_PATH`] or [`JWKS_PATH`]; `None` for other paths. `host` is the
-    /// request's `Host` (or `:authority`), `tls` whether it came over TLS.
-    pub fn well_known(&self, path: &str, host: Option<&str>, tls: bool) -> Option<WellKnown> {
+    /// Answer `GET` of [`OPENID_CONFIGURATION_PATH`] or [`JWKS_PATH`]; `None` for other paths. `listener_url`: see
+    /// [`Self::base_url`]; without it and without `public_url` the discovery document is `404`.
+    pub fn well_known(&self, path: &str, listener_url: Option<&str>) -> Option<WellKnown> {
         let json = |value: serde_json::Value| WellKnown {
             status: 200,
             content_type: "application/json",
@@ -68,12 +59,12 @@ impl TokenIssuer {
         };
         match path {
             JWKS_PATH => Some(json(self.jwks())),
-            OPENID_CONFIGURATION_PATH => Some(match self.base_url(host, tls) {
+            OPENID_CONFIGURATION_PATH => Some(match self.base_url(listener_url) {
                 Some(base) => json(self.openid_configuration(&base)),
                 None => WellKnown {
-                    status: 400,
+                    status: 404,
                     content_type: "application/json",
-                    body: br#"{"error":"invalid_request","error_description":"a valid Host header is required"}"#.to_vec(),
+                    body: br#"{"error":"not_found","error_description":"set server.auth.public_url (FERRY_PUBLIC_URL) to serve the discovery document"}"#.to_vec(),
                 },
             }),
             _ => None,
@@ -107,9 +98,7 @@ mod tests {
             "https://ferry.example.com/.well-known/jwks.json"
         );
         assert_eq!(doc["grant_types_supported"][0], "client_credentials");
-        let doc = issuer
-            .well_known(JWKS_PATH, Some("x"), false)
-            .expect("jwks");
+        let doc = issuer.well_known(JWKS_PATH, None).expect("jwks");
         assert_eq!((doc.status, doc.content_type), (200, "application/json"));
         let jwks: serde_json::Value = serde_json::from_slice(&doc.body).expect("json");
         assert_eq!(jwks["keys"][0]["kid"], issuer.kid());
@@ -119,21 +108,18 @@ mod tests {
         assert!(jsonwebtoken::DecodingKey::from_jwk(&jwk).is_ok());
 
         let doc = issuer
-            .well_known(OPENID_CONFIGURATION_PATH, Some("127.0.0.1:8080"), false)
+            .well_known(OPENID_CONFIGURATION_PATH, Some("http://127.0.0.1:8080/"))
             .expect("discovery");
         let body: serde_json::Value = serde_json::from_slice(&doc.body).expect("json");
         assert_eq!(
             body["jwks_uri"],
             "http://127.0.0.1:8080/.well-known/jwks.json"
         );
+        // without a configured URL there is no document (never one built from the request)
         let doc = issuer
-            .well_known(OPENID_CONFIGURATION_PATH, Some("evil.example/x?"), true)
+            .well_known(OPENID_CONFIGURATION_PATH, None)
             .expect("discovery");
-        assert_eq!(doc.status, 400);
-        assert!(issuer.well_known("/other", None, false).is_none());
-        assert_eq!(
-            issuer.base_url(Some("ferry.example.com"), true).as_deref(),
-            Some("https://ferry.example.com")
-        );
+        assert_eq!(doc.status, 404);
+        assert!(issuer.well_known("/other", None).is_none());
     }
 }

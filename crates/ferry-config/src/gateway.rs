@@ -31,6 +31,9 @@ pub struct GatewayConfig {
     /// `off` (default), `combined` (nginx's format plus duration, request id, route and upstream) or `json`.
     /// Only in the main config file, not in a routes file.
     pub access_log: AccessLog,
+    /// Let `%2F`, `%5C` and `\` through in paths of gateway routes (kept encoded, not splitting segments);
+    /// default false: refused with 400 `path_escape` (docs/gateway.md, "Paths").
+    pub allow_encoded_slashes: bool,
 }
 
 /// The access log's format.
@@ -142,6 +145,10 @@ pub struct RouteConfig {
     /// routes stay open to clients without a certificate (nginx's `ssl_verify_client optional` plus a check per
     /// location). Default false.
     pub require_client_cert: bool,
+    /// The `Upgrade` protocols this route passes on (`101` and a joined connection); a request asking for
+    /// another is handled as an ordinary request without its `Upgrade`. Default `["websocket"]`; `h2c` is
+    /// refused.
+    pub upgrades: Option<Vec<String>>,
 }
 
 /// A token-bucket rate limit of a route.

@@ -72,6 +72,26 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         EnvKind::Integer,
     ),
     (
+        "FERRY_HEADER_READ_TIMEOUT",
+        "server.http.header_read_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_KEEPALIVE_TIMEOUT",
+        "server.http.keepalive_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_MAX_CONNECTIONS",
+        "server.http.max_connections",
+        EnvKind::Integer,
+    ),
+    (
+        "FERRY_MAX_CONNECTIONS_PER_IP",
+        "server.http.max_connections_per_ip",
+        EnvKind::Integer,
+    ),
+    (
         "FERRY_CONNECTOR_WAIT",
         "server.relay.connector_wait",
         EnvKind::Text,
@@ -94,6 +114,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     (
         "FERRY_REQUEST_LOG",
         "server.relay.request_log",
+        EnvKind::Boolean,
+    ),
+    (
+        "FERRY_ALLOW_ENCODED_SLASHES",
+        "server.relay.allow_encoded_slashes",
         EnvKind::Boolean,
     ),
     ("FERRY_TOKEN_TTL", "server.auth.token_ttl", EnvKind::Text),

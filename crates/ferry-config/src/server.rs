@@ -61,9 +61,19 @@ impl Default for ServerConfig {
 pub struct HttpSettings {
     /// Largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_size: usize,
-    /// How long a client may take to send its request head.
+    /// How long a client may take to send its request head: the first from the connection's start (after TLS),
+    /// a later one from its first byte. Then the connection is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// An HTTP/1.1 connection waiting for its next request, or an HTTP/2 connection without open streams, is
+    /// closed after this (nginx's `keepalive_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Open client connections of the public listener at most; the newest beyond gets 503 and is closed. 0:
+    /// half the open-file limit the process got at start.
+    pub max_connections: usize,
+    /// Open client connections from one address at most (0: no cap); behind a load balancer set 0.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for HttpSettings {
@@ -71,6 +81,9 @@ impl Default for HttpSettings {
         Self {
             max_header_size: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 0,
+            max_connections_per_ip: 1024,
         }
     }
 }
@@ -97,6 +110,11 @@ pub struct RelaySettings {
     /// How long closed connections and per-minute statistics are kept.
     #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
+    /// Let `%2F` and `%5C` through in relayed paths (default: refused with 400 `path_escape`).
+    pub allow_encoded_slashes: bool,
+    /// The `Upgrade` protocols relayed (as an extended CONNECT); a request asking for another is relayed as an
+    /// ordinary request without its `Upgrade`. Default `["websocket"]`; `h2c` is never upgraded to.
+    pub upgrades: Vec<String>,
 }
 
 impl Default for RelaySettings {
@@ -109,6 +127,8 @@ impl Default for RelaySettings {
             request_log: false,
             request_log_retention: Duration::from_secs(7 * 24 * 3600),
             history_retention: Duration::from_secs(30 * 24 * 3600),
+            allow_encoded_slashes: false,
+            upgrades: vec!["websocket".to_owned()],
         }
     }
 }

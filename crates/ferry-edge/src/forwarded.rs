@@ -5,9 +5,7 @@
 //! node saw, so that a client cannot forge its address, scheme or host.
 
 use crate::EdgeError;
-use ferry_http::ClientInfo;
-use ferry_proto::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use http::{header::FORWARDED, HeaderMap, HeaderValue};
+use http::HeaderMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -41,80 +39,9 @@ impl TrustedProxies {
     }
 }
 
-const X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
-
-/// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `client` that named `host`
-/// (`Host` or `:authority`, port included). `trusted`: the client is a known front proxy.
-///
-/// On every proxied request: no `format!`, and from an untrusted client two allocations (the address text, which
-/// becomes `X-Forwarded-For`, and the `Forwarded` element); `X-Forwarded-Host` shares the `Host` value's bytes.
-pub fn set_forwarding(
-    headers: &mut HeaderMap,
-    client: &ClientInfo,
-    host: Option<&HeaderValue>,
-    trusted: bool,
-) {
-    let ip = client.remote_addr.ip();
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    let ip_text = ferry_http::forwarded::ip_text(ip);
-    let (xff_chain, fwd_chain) = if trusted {
-        (
-            ferry_http::forwarded::joined(headers, &X_FORWARDED_FOR),
-            ferry_http::forwarded::joined(headers, &FORWARDED),
-        )
-    } else {
-        (String::new(), String::new())
-    };
-    let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
-    let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
-    // only a host of visible ASCII is passed on
-    let host = host.filter(|h| h.to_str().is_ok());
-    // `insert` replaces every value a name had, so a header that is set anew is not removed first.
-    headers.remove(X_REAL_IP);
-    if !keep_proto {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
-    }
-    if !keep_host {
-        ferry_http::forwarded::replace(headers, X_FORWARDED_HOST, host.cloned());
-    }
-    // Forwarded (RFC 7239): for=<ip>;proto=<scheme>[;host="<host>"], an IPv6 address quoted in brackets.
-    let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
-        h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    });
-    let mut element =
-        String::with_capacity(fwd_chain.len() + ip_text.len() + host.map_or(0, str::len) + 32);
-    if !fwd_chain.is_empty() {
-        element.push_str(&fwd_chain);
-        element.push_str(", ");
-    }
-    element.push_str("for=");
-    match ip {
-        IpAddr::V4(_) => element.push_str(&ip_text),
-        IpAddr::V6(_) => {
-            element.push_str("\"[");
-            element.push_str(&ip_text);
-            element.push_str("]\"");
-        }
-    }
-    element.push_str(";proto=");
-    element.push_str(client.proto());
-    if let Some(h) = host {
-        element.push_str(";host=\"");
-        element.push_str(h);
-        element.push('"');
-    }
-    ferry_http::forwarded::replace(headers, FORWARDED, HeaderValue::try_from(element).ok());
-    // last: the address text becomes the value itself when there is no chain to extend
-    ferry_http::forwarded::replace(
-        headers,
-        X_FORWARDED_FOR,
-        ferry_http::forwarded::chain_value(xff_chain, ip_text),
-    );
-}
+/// The forwarding rule, shared with the relay (`ferry_http::forwarded`): replace from untrusted clients, extend
+/// from trusted proxies.
+pub use ferry_http::forwarded::set_forwarding;
 
 /// Remove the client-certificate header family (`X-SSL-Client-*`, `X-SSL-Protocol`, `X-Forwarded-Client-Cert`,
 /// and the `extra` names routes are configured to send) from a request, so that a client cannot forge what only
@@ -129,6 +56,9 @@ pub fn strip_client_cert_headers(headers: &mut HeaderMap, extra: &[http::HeaderN
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_http::ClientInfo;
+    use ferry_proto::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+    use http::{header::FORWARDED, HeaderValue};
 
     fn client(addr: &str) -> ClientInfo {
         ClientInfo {

@@ -36,6 +36,8 @@ pub(crate) struct Table {
     /// Each route's response counters (by index), shared with [`Gateway::route_stats`] so that they outlive
     /// reloads; set by [`attach_stats`].
     stats: Vec<RouteStats>,
+    /// `allow_encoded_slashes` of the config: how paths are normalised.
+    allow_encoded_slashes: bool,
 }
 
 /// Responses of one route per status class (1xx…5xx).
@@ -75,6 +77,7 @@ impl Table {
             trusted,
             cert_family,
             stats: Vec::new(),
+            allow_encoded_slashes: config.allow_encoded_slashes,
         };
         Ok((table, fresh))
     }
@@ -174,6 +177,67 @@ impl Gateway {
         }
     }
 
+    /// The route that claims `req`, judged by its normalised path ([`ferry_proto::normalize`]); when one does, the
+    /// request's path becomes the normalised one (what prefix stripping, the client-certificate check and the
+    /// upstream see). A path that cannot be normalised (encoded slash, NUL, climbing above the root) is answered
+    /// `400 path_escape` (`bad_request` for NUL) when routes are configured. Without routes nothing is changed.
+    pub fn route_normalized<B>(
+        &self,
+        req: &mut Request<B>,
+    ) -> Result<Option<Matched>, Box<Response<Body>>> {
+        let table = self.current();
+        if table.routes.is_empty() {
+            return Ok(None);
+        }
+        let normalized = match ferry_proto::normalize::normalize_path(
+            req.uri().path(),
+            table.allow_encoded_slashes,
+        ) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(p)) => Some(p),
+            Err(problem) => {
+                let code = match problem {
+                    ferry_proto::normalize::PathProblem::EncodedNul
+                    | ferry_proto::normalize::PathProblem::BadEscape => {
+                        ferry_proto::ErrorCode::BadRequest
+                    }
+                    _ => ferry_proto::ErrorCode::PathEscape,
+                };
+                let request_id = ferry_http::request_id(req);
+                tracing::info!(request_id, path = req.uri().path(), code = %code, "request refused: {problem}");
+                return Err(Box::new(proxy::error(
+                    code,
+                    problem.to_string(),
+                    &request_id,
+                )));
+            }
+        };
+        let Some(path) = normalized else {
+            return Ok(table
+                .routes
+                .find_request(req)
+                .map(|index| Matched { table, index }));
+        };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = pq.parse().ok();
+        let Ok(uri) = http::Uri::from_parts(parts) else {
+            return Ok(None);
+        };
+        let original = std::mem::replace(req.uri_mut(), uri);
+        match table.routes.find_request(req) {
+            Some(index) => Ok(Some(Matched { table, index })),
+            None => {
+                // no route: the request goes on as it came (the relay judges its own paths)
+                *req.uri_mut() = original;
+                Ok(None)
+            }
+        }
+    }
+
     /// The route that claims `req`, if any.
     pub fn route<B>(&self, req: &Request<B>) -> Option<Matched> {
         let table = self.current();
@@ -182,14 +246,18 @@ impl Gateway {
     }
 
     /// Remove forged client-certificate headers (the whole family, configured names included) from a request
-    /// that no route claimed (a plain `/relay/…` request), unless it comes from a trusted proxy.
+    /// that no route claimed (a plain `/relay/…` request), unless it comes from a trusted proxy, which is marked
+    /// ([`ferry_http::forwarded::TrustedPeer`]) so that the relay extends its forwarding headers.
     pub fn scrub_unrouted<B>(&self, req: &mut Request<B>) {
         let table = self.current();
         let from_trusted = req
             .extensions()
             .get::<ferry_http::ClientInfo>()
             .is_some_and(|c| table.trusted.contains(c.remote_addr.ip()));
-        if !from_trusted {
+        if from_trusted {
+            req.extensions_mut()
+                .insert(ferry_http::forwarded::TrustedPeer);
+        } else {
             crate::forwarded::strip_client_cert_headers(req.headers_mut(), &table.cert_family);
         }
     }

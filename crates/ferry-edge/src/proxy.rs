@@ -55,7 +55,10 @@ pub(crate) fn prepare_relay(
         .extensions()
         .get::<ClientInfo>()
         .is_some_and(|c| table.trusted.contains(c.remote_addr.ip()));
-    if !from_trusted {
+    if from_trusted {
+        req.extensions_mut()
+            .insert(ferry_http::forwarded::TrustedPeer);
+    } else {
         let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
         strip_client_cert_headers(req.headers_mut(), &table.cert_family);
         route.cert_headers.apply(req.headers_mut(), tls.as_deref());
@@ -198,7 +201,9 @@ pub(crate) async fn forward(
             tls: false,
         });
     let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
-    let upgrade = ferry_http::upgrade_protocol(&req)
+    // only the protocols the route allows (websocket by default); another is ignored, and `Upgrade` goes with
+    // the other hop-by-hop headers
+    let upgrade = ferry_http::checks::allowed_upgrade(&req, &route.upgrades)
         .and_then(|_| req.headers().get(header::UPGRADE).cloned());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     // the Host value shares the request's buffer: a copy of it costs no allocation
@@ -267,26 +272,24 @@ pub(crate) async fn forward(
     let timeouts = pool.timeouts;
     // A request without a body (nearly every GET) needs no limit, no idle timer and nothing to hand over to a
     // retry: each attempt sends an empty body of its own.
-    let (body, exceeded, client_idle) = if body.is_end_stream() {
-        (None, None, None)
+    let (body, exceeded, client_idle, client_failed) = if body.is_end_stream() {
+        (None, None, None, None)
     } else {
+        // raised when the client's own body fails: its fault, never the upstream server's
+        let (body, client_failed) = ferry_http::ClientBody::new(body);
         let (body, exceeded) = match route.max_body_size {
             Some(limit) => {
                 let (b, flag) = SizeLimited::new(body, limit);
                 (b.boxed_unsync(), Some(flag))
             }
-            None => (
-                body.map_err(|e| -> ferry_http::BoxError { Box::new(e) })
-                    .boxed_unsync(),
-                None,
-            ),
+            None => (body.boxed_unsync(), None),
         };
         // a client that stops sending its body mid-way is cut after the pool's idle timeout
         let (body, client_idle) = TimedBody::request(body, timeouts.idle);
         // The body stays reclaimable until the upstream connection first reads it: after a failed connect, an
         // idempotent request goes to the next server with its body intact.
         let body = Arc::new(std::sync::Mutex::new(Some(body.boxed_unsync())));
-        (Some(body), exceeded, Some(client_idle))
+        (Some(body), exceeded, Some(client_idle), Some(client_failed))
     };
     let deadline = timeouts.total.map(|t| (t, started + t));
     let head_wait = match timeouts.total {
@@ -372,6 +375,18 @@ pub(crate) async fn forward(
                     );
                     *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
                     return r;
+                }
+                if client_failed
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Acquire))
+                {
+                    let why = chain(&e);
+                    tracing::info!(request_id, pool = pool.name, "request refused: the client's request body was malformed or broke off: {why}");
+                    return error(
+                        ErrorCode::BadRequest,
+                        format!("the request body was malformed or broke off: {why}"),
+                        &request_id,
+                    );
                 }
                 let connect = e.is_connect();
                 pool.record_failure(i);

@@ -62,6 +62,8 @@ pub struct Route {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Refuse requests whose connection presented no verified client certificate.
     pub require_client_cert: bool,
+    /// The `Upgrade` protocols passed on (lowercase).
+    pub upgrades: Vec<String>,
 }
 
 /// How well a route matched; larger is more specific. Compared field by field, in order.
@@ -397,7 +399,25 @@ fn compile_route(i: usize, r: &RouteConfig, config: &GatewayConfig) -> Result<Ro
         .as_ref()
         .map(|c| RateLimiter::new(&key, c).map(Arc::new))
         .transpose()?;
+    let upgrades = match &r.upgrades {
+        None => vec!["websocket".to_owned()],
+        Some(list) => list
+            .iter()
+            .map(|p| {
+                let p = p.trim().to_ascii_lowercase();
+                if p.is_empty() || p.split('/').next() == Some("h2c") {
+                    Err(invalid(
+                        "upgrades",
+                        format!("{p:?}: h2c (and an empty name) cannot be upgraded to"),
+                    ))
+                } else {
+                    Ok(p)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     Ok(Route {
+        upgrades,
         cert_headers,
         rate_limit,
         name,

@@ -28,7 +28,10 @@ fn options() -> ServeOptions {
     ServeOptions {
         max_header_size: 64 * 1024,
         header_read_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(1),
+        max_connections: 0,
+        max_connections_per_ip: 0,
     }
 }
 

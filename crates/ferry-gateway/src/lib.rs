@@ -2,16 +2,36 @@
 //! draining them on shutdown.
 //!
 //! Owns: binding (before serving, so that a bad address fails at start), loading certificates, the accept loop,
-//! per-connection limits (header size, header read timeout), attaching [`ferry_http::ClientInfo`] to requests,
-//! and graceful shutdown with a deadline. Does not own: what a request means (the handler decides), tenants,
+//! per-connection limits (header size, the first request's and every head's deadline, idle keep-alive and
+//! HTTP/2 connections, caps on connections overall and per client address, the process's open-file limit), the
+//! refusal of smuggling heads (`Content-Length` with `Transfer-Encoding`), attaching [`ferry_http::ClientInfo`]
+//! to requests, and graceful shutdown with a deadline. Does not own: what a request means (the handler decides), tenants,
 //! tunnels. Routing to upstream pools comes with the gateway issue.
 #![forbid(unsafe_code)]
 
+mod h1;
+mod limits;
 mod listener;
 mod serve;
 
 pub use listener::{tls_info, ClientAuth, Listener, TlsFiles, TlsOptions};
 pub use serve::{serve, Handler, ServeOptions};
+
+/// Raise the process's soft limit of open files to its hard limit (a node holds one file per client
+/// connection, tunnel and upstream connection; distributions often start services at 1024). Returns the limit
+/// before and after.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    let (before, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    let after = rlimit::increase_nofile_limit(u64::MAX)?;
+    Ok((before, after))
+}
+
+/// The process's soft limit of open files, if it can be read.
+pub fn open_files_limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,19 +1,27 @@
-//! The accept loop: one task per connection, HTTP/1.1 or HTTP/2 (by ALPN over TLS, by preface over plain TCP),
-//! upgrades allowed, and a graceful shutdown that lets in-flight requests finish until a deadline.
+//! The accept loop: caps on connections, one task per connection, the protocol judged from the first bytes
+//! (HTTP/1.1 or HTTP/2; over TLS after the handshake) within the first request's deadline, upgrades allowed,
+//! idle connections closed, and a graceful shutdown that lets in-flight requests finish until a deadline.
 
+use crate::h1::{self, H1Guard, Prefixed, Protocol, SniffError};
+use crate::limits::{ConnectionLimits, Permit, RateLimitedLog};
 use crate::Listener;
 use ferry_http::{Body, ClientInfo};
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What answers requests: called once per request.
 pub type Handler = Arc<
@@ -25,12 +33,123 @@ pub type Handler = Arc<
 pub struct ServeOptions {
     /// Ferry checks the header size itself (to answer with its own 431); hyper's buffer is set above it.
     pub max_header_size: usize,
+    /// The first request's head must be complete this long after the connection started (after TLS), a later
+    /// request's head this long after its first byte.
     pub header_read_timeout: Duration,
+    /// An HTTP/1.1 connection between requests, and an HTTP/2 connection without open streams, are closed after
+    /// this.
+    pub keepalive_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Open connections of the listener at most (0: no cap); the newest beyond it is refused.
+    pub max_connections: usize,
+    /// Open connections per client address at most (0: no cap).
+    pub max_connections_per_ip: usize,
 }
+
+impl ServeOptions {
+    /// The options of `[server.http]`, and the node's drain timeout. `max_connections = 0` becomes half the
+    /// process's open-file limit (the other half stays for tunnels, upstream connections and the store).
+    pub fn new(http: &ferry_config::HttpSettings, drain_timeout: Duration) -> Self {
+        let max_connections = match http.max_connections {
+            0 => crate::open_files_limit()
+                .map(|n| usize::try_from(n / 2).unwrap_or(usize::MAX).max(64))
+                .unwrap_or(0),
+            n => n,
+        };
+        Self {
+            max_header_size: http.max_header_size,
+            header_read_timeout: http.header_read_timeout,
+            keepalive_timeout: http.keepalive_timeout,
+            drain_timeout,
+            max_connections,
+            max_connections_per_ip: http.max_connections_per_ip,
+        }
+    }
+}
+
+/// How long an HTTP/2 connection closed for idleness may take to finish its graceful close.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Log lines a flood would repeat, at most one per interval each.
+static ACCEPT_ERRORS: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(5));
+static REFUSED: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(5));
+
+/// Connections being served by hyper (upgraded ones no longer count): what draining waits for.
+#[derive(Default)]
+struct Serving {
+    count: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+struct ServingGuard(Arc<Serving>);
+
+impl Serving {
+    fn enter(self: &Arc<Self>) -> ServingGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ServingGuard(self.clone())
+    }
+
+    async fn all_done(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+/// Requests in flight on an HTTP/2 connection, and since when it has had none: when it has been idle for
+/// `keepalive_timeout` it is closed.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+struct ActivityGuard(Arc<Activity>);
+
+impl Activity {
+    fn start(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        ActivityGuard(self.clone())
+    }
+
+    /// When the connection may be closed for idleness, if it is idle now.
+    fn idle_deadline(&self, keepalive: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = match self.idle_since.lock() {
+            Ok(s) => *s,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        Some(since + keepalive)
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Ok(mut s) = self.0.idle_since.lock() {
+                *s = Instant::now();
+            }
+        }
+    }
+}
 
 /// Serve `listener` until `shutdown` resolves, then stop accepting and wait (up to `drain_timeout`) for the open
 /// connections to finish their in-flight requests.
@@ -44,7 +163,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        // hyper's timer runs from the moment a connection is idle until the next head is complete: the wait
+        // between requests. The head itself is bounded by `header_read_timeout` (h1::H1Guard).
+        .header_read_timeout(options.keepalive_timeout)
         // Above Ferry's own limit, so that Ferry answers 431 in its own format; far above it, hyper refuses.
         .max_buf_size(options.max_header_size * 2 + 32 * 1024);
     builder
@@ -53,52 +174,67 @@ pub async fn serve(
         .max_header_list_size((options.max_header_size * 2) as u32)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let http1 = Arc::new(builder.clone().http1_only());
+    let http2 = Arc::new(builder.http2_only());
+    let limits = ConnectionLimits::new(options.max_connections, options.max_connections_per_ip);
+    let serving = Arc::new(Serving::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let options = Arc::new(options);
+    let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.tcp.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff = Duration::ZERO;
+                    pair
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off briefly instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off (10 ms, doubling to 1 s) instead of
+                    // spinning, and say so at most every 5 s.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    if let Some(left_out) = ACCEPT_ERRORS.admit() {
+                        tracing::warn!(left_out, open = limits.open(), "accept failed: {e}");
+                    }
+                    tokio::time::sleep(backoff).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let info = ClientInfo {
-            remote_addr,
-            tls: listener.tls.is_some(),
-        };
-        let handler = handler.clone();
-        // Every request carries the connection's facts: the client's address, and over TLS the protocol and
-        // the client's verified certificate chain (for the gateway's client-certificate headers).
-        let service_for = move |tls_info: Option<Arc<ferry_http::TlsInfo>>| {
-            let handler = handler.clone();
-            service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(info);
-                if let Some(tls_info) = &tls_info {
-                    req.extensions_mut().insert(tls_info.clone());
+        let permit = match limits.admit(remote_addr.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                let reply = refusal.reply(remote_addr.ip());
+                if let Some(left_out) = REFUSED.admit() {
+                    tracing::warn!(%remote_addr, left_out, "connection refused: {}", reply.message);
                 }
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
-            })
+                if listener.tls.is_none() {
+                    limits.refuse(stream, &reply);
+                }
+                continue;
+            }
         };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let accepted_at = Instant::now();
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            info: ClientInfo {
+                remote_addr,
+                tls: listener.tls.is_some(),
+            },
+            handler: handler.clone(),
+            options: options.clone(),
+            http1: http1.clone(),
+            http2: http2.clone(),
+            stop: stop_rx.clone(),
+            first_deadline: accepted_at + options.header_read_timeout,
+            serving: serving.enter(),
+        };
         let tls = listener.tls.clone();
         let client_check = listener.client_check();
         tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service_for(None));
-                    watcher.watch(conn.into_owned()).await
-                }
+            match tls {
+                None => conn.run(stream, None, permit).await,
                 Some(acceptor) => {
                     let tls_stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
@@ -118,24 +254,264 @@ pub async fn serve(
                         tls_stream.get_ref().1,
                         client_check.as_deref(),
                     ));
-                    let conn = builder.serve_connection_with_upgrades(
-                        TokioIo::new(tls_stream),
-                        service_for(Some(tls_info)),
-                    );
-                    watcher.watch(conn.into_owned()).await
+                    conn.run(tls_stream, Some(tls_info), permit).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote_addr, "connection ended with an error: {e}");
             }
         });
     }
     drop(listener);
     tracing::info!("listener closed, draining open connections");
+    let _ = stop_tx.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all client connections drained"),
+        _ = serving.all_done() => tracing::info!("all client connections drained"),
         _ = tokio::time::sleep(options.drain_timeout) => {
             tracing::warn!(timeout = ?options.drain_timeout, "drain deadline reached, cutting remaining connections");
         }
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    info: ClientInfo,
+    handler: Handler,
+    options: Arc<ServeOptions>,
+    http1: Arc<auto::Builder<TokioExecutor>>,
+    http2: Arc<auto::Builder<TokioExecutor>>,
+    stop: watch::Receiver<bool>,
+    first_deadline: Instant,
+    serving: ServingGuard,
+}
+
+/// A connection's stream with its place under the caps: the permit lives as long as the stream, upgraded
+/// connections (WebSockets, tunnels) included.
+struct Held<IO> {
+    io: IO,
+    _permit: Permit,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Held<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Held<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl Conn {
+    async fn run<IO>(
+        self,
+        mut stream: IO,
+        tls_info: Option<Arc<ferry_http::TlsInfo>>,
+        permit: Permit,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let remote_addr = self.info.remote_addr;
+        let (prefix, protocol) = match h1::sniff(&mut stream, self.first_deadline).await {
+            Ok(found) => found,
+            Err(SniffError::TimedOut) => {
+                tracing::debug!(%remote_addr, timeout = ?self.options.header_read_timeout, "no request within the header read timeout: closed");
+                return;
+            }
+            Err(SniffError::Closed) => return,
+            Err(SniffError::Io(e)) => {
+                tracing::debug!(%remote_addr, "connection failed before its first request: {e}");
+                return;
+            }
+        };
+        let io = Held {
+            io: Prefixed::new(prefix, stream),
+            _permit: permit,
+        };
+        match protocol {
+            Protocol::Http1 => {
+                let io = H1Guard::new(
+                    io,
+                    self.options.header_read_timeout,
+                    self.first_deadline,
+                    remote_addr,
+                );
+                let service = service(self.handler.clone(), self.info, tls_info, None);
+                let conn = self
+                    .http1
+                    .serve_connection_with_upgrades(TokioIo::new(io), service);
+                drive(conn, self.stop.clone(), None, remote_addr).await;
+            }
+            Protocol::Http2 => {
+                let activity = Arc::new(Activity {
+                    in_flight: AtomicUsize::new(0),
+                    idle_since: Mutex::new(Instant::now()),
+                });
+                let service = service(
+                    self.handler.clone(),
+                    self.info,
+                    tls_info,
+                    Some(activity.clone()),
+                );
+                let conn = self
+                    .http2
+                    .serve_connection_with_upgrades(TokioIo::new(io), service);
+                let idle = (activity, self.options.keepalive_timeout);
+                drive(conn, self.stop.clone(), Some(idle), remote_addr).await;
+            }
+        }
+        drop(self.serving);
+    }
+}
+
+/// The service of one connection: every request carries the connection's facts (the client's address, and over
+/// TLS the protocol and the client's verified certificate chain), and on HTTP/2 counts as activity until its
+/// response body ends.
+fn service(
+    handler: Handler,
+    info: ClientInfo,
+    tls_info: Option<Arc<ferry_http::TlsInfo>>,
+    activity: Option<Arc<Activity>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info);
+        if let Some(tls_info) = &tls_info {
+            req.extensions_mut().insert(tls_info.clone());
+        }
+        let active = activity.as_ref().map(|a| a.start());
+        let fut = handler(req);
+        async move {
+            let resp = fut.await;
+            Ok::<_, Infallible>(match active {
+                Some(guard) => resp.map(|b| ferry_http::Guarded::new(b, guard).boxed_unsync()),
+                None => resp,
+            })
+        }
+    })
+}
+
+/// Run a connection until it ends: shut it down gracefully when the node drains (HTTP/1.1 closes when idle,
+/// HTTP/2 sends GOAWAY) or, on HTTP/2, when it has been idle for the keep-alive timeout.
+async fn drive<C, E>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    idle: Option<(Arc<Activity>, Duration)>,
+    remote_addr: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>> + GracefulShutdown,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut shutting_down = *stop.borrow();
+    if shutting_down {
+        conn.as_mut().shutdown();
+    }
+    let far = Duration::from_secs(86_400 * 365);
+    let check = tokio::time::sleep(far);
+    tokio::pin!(check);
+    let rearm = |check: Pin<&mut tokio::time::Sleep>| {
+        let at = match &idle {
+            Some((activity, keepalive)) => activity
+                .idle_deadline(*keepalive)
+                .unwrap_or_else(|| Instant::now() + *keepalive),
+            None => Instant::now() + far,
+        };
+        check.reset(at);
+    };
+    rearm(check.as_mut());
+    // once closed for idleness, a peer that does not take part in HTTP/2's graceful close (its PING unanswered)
+    // is dropped after a moment
+    let grace = tokio::time::sleep(far);
+    tokio::pin!(grace);
+    let mut idle_closing = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = grace.as_mut(), if idle_closing => {
+                tracing::debug!(%remote_addr, "idle connection dropped");
+                return;
+            }
+            changed = stop.changed(), if !shutting_down => {
+                if changed.is_err() || *stop.borrow() {
+                    shutting_down = true;
+                    conn.as_mut().shutdown();
+                }
+            }
+            () = check.as_mut(), if !shutting_down => {
+                let expired = idle
+                    .as_ref()
+                    .and_then(|(a, k)| a.idle_deadline(*k))
+                    .is_some_and(|at| at <= Instant::now());
+                if expired {
+                    tracing::debug!(%remote_addr, "idle connection closed");
+                    shutting_down = true;
+                    idle_closing = true;
+                    grace.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                    conn.as_mut().shutdown();
+                } else {
+                    rearm(check.as_mut());
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote_addr, "connection ended with an error: {e}");
+    }
+}
+
+/// hyper-util's connections, as [`drive`] shuts them down.
+trait GracefulShutdown {
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulShutdown for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }

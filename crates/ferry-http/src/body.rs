@@ -102,6 +102,61 @@ where
 }
 
 pin_project_lite::pin_project! {
+    /// A client's request body that raises a flag when it fails (malformed chunks, the client gone mid-body), so
+    /// that the error the upstream or tunnel side then reports is put down to the client: `400`, not `502`, and
+    /// nothing counted against an upstream server or connector.
+    pub struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        failed: Arc<AtomicBool>,
+    }
+}
+
+impl<B> ClientBody<B> {
+    pub fn new(inner: B) -> (Self, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                inner,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl<B> HttpBody for ClientBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.failed.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A body that adds the length of every data frame that passes to a shared counter (bytes in or out of a
     /// request, read when the request is counted).
     pub struct Counted<B> {
@@ -212,6 +267,20 @@ mod tests {
         let (body, flag) = SizeLimited::new(Full::new(Bytes::from_static(b"hello")), 5);
         assert_eq!(body.collect().await.expect("fits").to_bytes().len(), 5);
         assert!(!flag.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn client_body_failures_are_flagged() {
+        let failing = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"ok"))),
+            Err::<Frame<Bytes>, BoxError>("malformed chunk".into()),
+        ]));
+        let (body, failed) = ClientBody::new(failing);
+        assert!(body.collect().await.is_err());
+        assert!(failed.load(Ordering::Acquire));
+        let (body, failed) = ClientBody::new(Full::new(Bytes::from_static(b"fine")));
+        assert_eq!(body.collect().await.expect("fine").to_bytes().len(), 4);
+        assert!(!failed.load(Ordering::Acquire));
     }
 
     #[tokio::test]

@@ -1,24 +1,90 @@
-//! The `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` headers a proxy adds.
+//! The forwarding headers a proxy sends on: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+//! `Forwarded` (RFC 7239), by one rule for the relay and the gateway's routes alike ([`set_forwarding`]).
 //!
-//! `X-Forwarded-For` gets the client address appended to any chain the client sent (as nginx's
-//! `$proxy_add_x_forwarded_for` does); `-Proto` and `-Host` are replaced by what this node saw, so a client cannot
-//! pretend to have used TLS or another host.
+//! From a client in `trusted_proxies` (marked on the request with [`TrustedPeer`]) the incoming
+//! `X-Forwarded-For` chain and `Forwarded` elements are kept and extended, and its `X-Forwarded-Proto`/`-Host`
+//! kept; from anyone else all of them are replaced by what this node saw, so that a client cannot forge its
+//! address, scheme or host. `X-Real-IP` from a client is removed.
 
 use crate::ClientInfo;
 use ferry_proto::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use http::header::FORWARDED;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-/// Set the forwarding headers for a request from `client` whose `Host` was `host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<&HeaderValue>) {
-    let chain = joined(headers, &X_FORWARDED_FOR);
-    replace(
-        headers,
-        X_FORWARDED_FOR,
-        chain_value(chain, ip_text(client.remote_addr.ip())),
-    );
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
-    replace(headers, X_FORWARDED_HOST, host.cloned());
+/// A request extension: the connection's peer is in `trusted_proxies`, so its forwarding headers are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedPeer;
+
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `client` that named `host`
+/// (`Host` or `:authority`, port included). `trusted`: the client is a known front proxy.
+///
+/// On every proxied request: no `format!`, and from an untrusted client two allocations (the address text, which
+/// becomes `X-Forwarded-For`, and the `Forwarded` element); `X-Forwarded-Host` shares the `Host` value's bytes.
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: Option<&HeaderValue>,
+    trusted: bool,
+) {
+    let ip = client.remote_addr.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let ip_text = ip_text(ip);
+    let (xff_chain, fwd_chain) = if trusted {
+        (
+            joined(headers, &X_FORWARDED_FOR),
+            joined(headers, &FORWARDED),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
+    let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
+    // only a host of visible ASCII is passed on
+    let host = host.filter(|h| h.to_str().is_ok());
+    // `insert` replaces every value a name had, so a header that is set anew is not removed first.
+    headers.remove(X_REAL_IP);
+    if !keep_proto {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
+    }
+    if !keep_host {
+        replace(headers, X_FORWARDED_HOST, host.cloned());
+    }
+    // Forwarded (RFC 7239): for=<ip>;proto=<scheme>[;host="<host>"], an IPv6 address quoted in brackets.
+    let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    });
+    let mut element =
+        String::with_capacity(fwd_chain.len() + ip_text.len() + host.map_or(0, str::len) + 32);
+    if !fwd_chain.is_empty() {
+        element.push_str(&fwd_chain);
+        element.push_str(", ");
+    }
+    element.push_str("for=");
+    match ip {
+        IpAddr::V4(_) => element.push_str(&ip_text),
+        IpAddr::V6(_) => {
+            element.push_str("\"[");
+            element.push_str(&ip_text);
+            element.push_str("]\"");
+        }
+    }
+    element.push_str(";proto=");
+    element.push_str(client.proto());
+    if let Some(h) = host {
+        element.push_str(";host=\"");
+        element.push_str(h);
+        element.push('"');
+    }
+    replace(headers, FORWARDED, HeaderValue::try_from(element).ok());
+    // last: the address text becomes the value itself when there is no chain to extend
+    replace(headers, X_FORWARDED_FOR, chain_value(xff_chain, ip_text));
 }
 
 /// Set `name` to `value` alone, or remove it when there is no value: what the client sent never survives. One
@@ -110,13 +176,21 @@ mod tests {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
             tls: false,
         };
-        set_forwarded(
+        set_forwarding(
             &mut h,
             &client,
             Some(&HeaderValue::from_static("example.com")),
+            true,
         );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        set_forwarding(
+            &mut h,
+            &client,
+            Some(&HeaderValue::from_static("example.com")),
+            false,
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "example.com");
     }
@@ -130,7 +204,7 @@ mod tests {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
             tls: true,
         };
-        set_forwarded(&mut h, &client, None);
+        set_forwarding(&mut h, &client, None, false);
         assert!(!h.contains_key(X_FORWARDED_HOST));
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");

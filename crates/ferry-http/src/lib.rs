@@ -2,15 +2,17 @@
 //!
 //! Owns: the boxed body type, error responses in Ferry's one format, the forwarding headers, request facts the
 //! listener attaches to each request ([`ClientInfo`]), a body wrapper that enforces a size limit, and one that
-//! holds a guard until a body ends, and the HTTP/1.1 client of one plain-HTTP origin ([`client`]). Does not own:
+//! holds a guard until a body ends, checks every request head passes before routing ([`checks`]: `Host`,
+//! upgrades), and the HTTP/1.1 client of one plain-HTTP origin ([`client`]). Does not own:
 //! listeners, routing, tunnels.
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod checks;
 pub mod client;
 pub mod forwarded;
 
-pub use body::{empty, full, Body, BoxError, Counted, Guarded, SizeLimited};
+pub use body::{empty, full, Body, BoxError, ClientBody, Counted, Guarded, SizeLimited};
 
 use ferry_proto::headers::{FERRY_ERROR, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};

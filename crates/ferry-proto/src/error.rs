@@ -43,6 +43,9 @@ pub enum ErrorCode {
     ClientCertificateRequired,
     /// The node is shutting down and takes nothing new.
     Draining,
+    /// The listener holds its cap of connections (all together, or from the client's address); the newest
+    /// connection is refused (503).
+    TooManyConnections,
     /// No route for this path.
     NotFound,
     /// The tenant's connectors are on other nodes and the bus between nodes is unavailable (503).
@@ -71,6 +74,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::ClientCertificateRequired,
         Self::Draining,
+        Self::TooManyConnections,
         Self::NotFound,
         Self::ClusterUnavailable,
         Self::Internal,
@@ -96,6 +100,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::ClientCertificateRequired => "client_certificate_required",
             Self::Draining => "draining",
+            Self::TooManyConnections => "too_many_connections",
             Self::NotFound => "not_found",
             Self::ClusterUnavailable => "cluster_unavailable",
             Self::Internal => "internal",
@@ -112,9 +117,10 @@ impl ErrorCode {
         match self {
             Self::BadRequest | Self::AmbiguousFraming | Self::PathEscape => StatusCode::BAD_REQUEST,
             Self::UnknownTenant | Self::UnknownTarget | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::NoConnector | Self::Draining | Self::ClusterUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoConnector
+            | Self::Draining
+            | Self::TooManyConnections
+            | Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::TargetUnreachable | Self::ConnectorLost => StatusCode::BAD_GATEWAY,
             Self::TargetConnectTimeout | Self::TargetTimeout | Self::RequestExpired => {
                 StatusCode::GATEWAY_TIMEOUT

@@ -1,15 +1,18 @@
 //! Ferry's wire vocabulary, shared by the server and the connector.
 //!
-//! Owns: validated tenant and target names, request ids, the hop-by-hop header rules, the tunnel handshake
-//! constants and header names, the cluster protocol's bus messages, and the small stable set of error codes with
-//! their HTTP status mapping.
+//! Owns: validated tenant and target names, request ids, the hop-by-hop header rules, the relay path rule and the
+//! gateway's path normalisation, following an HTTP/1.1 request stream to find its heads ([`h1`]), the tunnel
+//! handshake constants and header names, the cluster protocol's bus messages ([`cluster`]), and the small stable set
+//! of error codes with their HTTP status mapping.
 //! Does not own: any I/O, any configuration, any HTTP body handling.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod name;
+pub mod normalize;
 pub mod path;
 pub mod settings;
 pub mod tunnel;

@@ -14,7 +14,7 @@ use ferry_auth::TokenVerifier;
 use ferry_config::RelaySettings;
 use ferry_http::{error_response, Body, BoxError, ClientInfo, Guarded, SizeLimited};
 use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
-use ferry_proto::path::{split_relay_path, PathError};
+use ferry_proto::path::{split_relay_path_with, PathError, PathRule};
 use ferry_proto::{tunnel, ErrorCode, ErrorReply, TargetName, TenantName};
 use ferry_store::{unix_now, Store};
 use http::header::{self, HeaderValue};
@@ -34,6 +34,8 @@ pub struct Relay {
     pub(crate) store: Arc<dyn Store>,
     verifier: Arc<dyn TokenVerifier>,
     pub(crate) tenants: Arc<TenantCache>,
+    /// The secrets in force, for client tokens (a token must not outlive its revoked secret).
+    pub(crate) secrets: crate::secrets::ActiveSecrets,
     pub(crate) stats: Stats,
     dispatcher: Dispatcher,
     draining: AtomicBool,
@@ -53,6 +55,7 @@ impl Relay {
             store,
             verifier,
             tenants,
+            secrets: Default::default(),
             stats: Stats::new(settings.request_log),
             settings,
             dispatcher,
@@ -89,9 +92,15 @@ impl Relay {
         self.tenants.inflight().iter().map(|(_, n)| n).sum()
     }
 
-    /// The tenant changed (an event): its settings are read again on its next request.
+    /// The tenant changed (an event): its settings and secrets are read again on its next request.
     pub fn tenant_changed(&self, tenant: &TenantName) {
         self.tenants.forget(tenant);
+        self.secrets.forget(tenant);
+    }
+
+    /// A secret of the tenant was revoked (an event): client tokens are checked against a fresh list.
+    pub fn secret_revoked(&self, tenant: &TenantName) {
+        self.secrets.forget(tenant);
     }
 
     /// The settings in force for the tenant's requests; `None` when the tenant does not exist.
@@ -169,10 +178,17 @@ impl Relay {
         request_id: &str,
         meter: &mut Meter,
     ) -> Result<Response<Body>, ErrorReply> {
-        let parts = split_relay_path(req.uri().path(), req.uri().query()).map_err(|e| match e {
-            PathError::Shape => ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
-            PathError::DotSegment => ErrorReply::new(ErrorCode::PathEscape, e.to_string()),
-        })?;
+        let rule = PathRule {
+            allow_encoded_slashes: self.settings.allow_encoded_slashes,
+        };
+        let parts =
+            split_relay_path_with(req.uri().path(), req.uri().query(), rule).map_err(|e| {
+                let code = match e {
+                    PathError::Shape | PathError::EncodedNul => ErrorCode::BadRequest,
+                    PathError::DotSegment | PathError::EncodedSlash => ErrorCode::PathEscape,
+                };
+                ErrorReply::new(code, e.to_string())
+            })?;
         let bad =
             |e: ferry_proto::InvalidName| ErrorReply::new(ErrorCode::BadRequest, e.to_string());
         let tenant = TenantName::new(parts.tenant).map_err(bad)?;
@@ -199,6 +215,8 @@ impl Relay {
         }
         if effective.require_client_auth {
             self.check_client(&req, &tenant).await?;
+            // Ferry's own token is for Ferry: the target never sees it (nor could replay it here)
+            req.headers_mut().remove(header::AUTHORIZATION);
         }
         let limit = effective.max_body_size;
         if limit > 0 {
@@ -213,8 +231,12 @@ impl Relay {
         }
 
         let client = req.extensions().get::<ClientInfo>().copied();
+        let trusted = req
+            .extensions()
+            .get::<ferry_http::forwarded::TrustedPeer>()
+            .is_some();
         let upgrade = if req.version() <= http::Version::HTTP_11 {
-            ferry_http::upgrade_protocol(&req)
+            ferry_http::checks::allowed_upgrade(&req, &self.settings.upgrades)
         } else {
             None
         };
@@ -247,7 +269,7 @@ impl Relay {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if let Some(client) = &client {
-            ferry_http::forwarded::set_forwarded(&mut headers, client, host.as_ref());
+            ferry_http::forwarded::set_forwarding(&mut headers, client, host.as_ref(), trusted);
         }
         // The connector reads the request id from `x-request-id` (docs/protocol.md); `ferry-request-id`, which
         // carried the same value, is no longer sent: one unique header less to compress per request.
@@ -262,6 +284,9 @@ impl Relay {
         }
 
         let exceeded;
+        // raised when the client's own body fails (malformed chunks, the client gone): its fault, not the
+        // connector's
+        let mut client_failed = None;
         let mut out = if let Some(protocol) = &upgrade {
             exceeded = None;
             let mut r = Request::new(ferry_http::empty());
@@ -276,6 +301,8 @@ impl Relay {
             *r.method_mut() = head.method;
             r
         } else {
+            let (body, failed) = ferry_http::ClientBody::new(body);
+            client_failed = Some(failed);
             let body = ferry_http::Counted::new(body, meter.bytes_in.clone());
             let body: Body = if limit > 0 {
                 let (b, flag) = SizeLimited::new(body, limit);
@@ -320,6 +347,12 @@ impl Relay {
             Ok(Err(e)) => {
                 if exceeded.is_some_and(|f| f.load(Ordering::Acquire)) {
                     return Err(RelayError::PayloadTooLarge(limit).reply());
+                }
+                if client_failed.is_some_and(|f| f.load(Ordering::Acquire)) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::BadRequest,
+                        format!("the client's request body was malformed or broke off: {e}"),
+                    ));
                 }
                 return Err(match e {
                     RelayError::Expired(_) => RelayError::Expired(expiration),
@@ -412,6 +445,20 @@ impl Relay {
                 ErrorCode::Unauthorized,
                 format!("the token is for tenant {}, not {tenant}", claims.tenant),
             ));
+        }
+        // A token outlives its secret by up to its lifetime: a revoked or expired secret's tokens stop here.
+        if let Some(id) = &claims.secret_id {
+            let active = self
+                .secrets
+                .is_active(&*self.store, tenant, id, unix_now())
+                .await
+                .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))?;
+            if !active {
+                return Err(ErrorReply::new(
+                    ErrorCode::Unauthorized,
+                    format!("the secret {id} of the token was revoked or expired"),
+                ));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod hub;
 pub mod local;
 pub mod registry;
+mod secrets;
 pub mod stats;
 pub mod tenants;
 pub mod watch;

@@ -56,6 +56,9 @@ impl Changes {
                 let Ok(tenant) = TenantName::new(tenant.clone()) else {
                     return;
                 };
+                if let Some(relay) = &self.relay {
+                    relay.secret_revoked(&tenant);
+                }
                 if let Some(hub) = &self.hub {
                     hub.secret_revoked(&tenant, secret_id);
                 }

@@ -16,6 +16,7 @@
 
 mod error;
 mod postgres;
+mod private_files;
 mod resolve;
 mod rows;
 mod sql;

@@ -59,6 +59,13 @@ impl SqliteStore {
                 create_dir(parent).await?;
             }
         }
+        let created = !db_file.exists();
+        let store = Self::open_retrying(db_file).await?;
+        crate::private_files::after_open(db_file, created);
+        Ok(store)
+    }
+
+    async fn open_retrying(db_file: &Path) -> Result<Self, StoreError> {
         // Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once
         // (without waiting the busy timeout) when two connections try it together: retry with a growing pause.
         let mut attempt = 1;
@@ -152,7 +159,7 @@ impl SqliteStore {
 }
 
 async fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    tokio::fs::create_dir_all(dir)
+    crate::private_files::create_dir(dir)
         .await
         .map_err(|source| StoreError::Io {
             action: "create directory",

@@ -624,6 +624,11 @@ impl StackOptions {
         self
     }
 
+    pub fn server_arg(mut self, arg: &str) -> Self {
+        self.server = self.server.arg(arg);
+        self
+    }
+
     pub fn connector_env(mut self, key: &str, value: &str) -> Self {
         self.connector = self.connector.env(key, value);
         self

@@ -102,6 +102,14 @@ impl RawConn {
         })
     }
 
+    /// A connection made by the caller (bound to another loopback address, say).
+    pub fn from_stream(stream: TcpStream) -> anyhow::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            io: BufReader::new(stream),
+        })
+    }
+
     /// Write bytes as they are.
     pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.io.get_mut().write_all(bytes).await?;

@@ -307,7 +307,7 @@ where
         // the node is an authenticated peer bound by `max_concurrent_streams`, so that is the limit here.
         .max_pending_accept_reset_streams(opts.max_concurrent_streams as usize)
         .initial_stream_window_size(opts.stream_window)
-        .initial_connection_window_size(opts.connection_window)
+        .initial_connection_window_size(opts.connection_window_in_use())
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_frame_size(MAX_FRAME_SIZE)
         .keep_alive_interval(non_zero(opts.keepalive_interval))

@@ -29,10 +29,30 @@ pub struct TunnelOptions {
     pub keepalive_timeout: Duration,
     /// The connector's `SETTINGS_MAX_CONCURRENT_STREAMS` (used by the HTTP/2 server end only).
     pub max_concurrent_streams: u32,
-    /// Initial per-stream flow-control window, in bytes.
+    /// Initial per-stream flow-control window, in bytes: the most one stream can have in flight, and so the
+    /// most a reader that stopped reading can hold on the receiving end.
     pub stream_window: u32,
-    /// Initial connection flow-control window, in bytes.
+    /// Initial connection flow-control window, in bytes: at least this, and never less than
+    /// [`TunnelOptions::connection_window_in_use`] says, so that it is never the binding limit.
     pub connection_window: u32,
+}
+
+/// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+impl TunnelOptions {
+    /// The connection window each end advertises: enough for every stream (`max_concurrent_streams`) to fill its
+    /// own window, so that streams whose readers stopped (a client that never reads its download, a target that
+    /// never reads its upload) cannot use up the connection's window and stall the others; a slow stream holds
+    /// its own window, never the connection. The memory this lets a tunnel hold for stuck readers is bounded by
+    /// the streams in flight times `stream_window` (docs/protocol.md, "Flow control").
+    pub fn connection_window_in_use(&self) -> u32 {
+        let every_stream =
+            u64::from(self.stream_window) * u64::from(self.max_concurrent_streams.max(1));
+        u32::try_from(every_stream)
+            .unwrap_or(MAX_WINDOW)
+            .clamp(self.connection_window.min(MAX_WINDOW), MAX_WINDOW)
+    }
 }
 
 impl Default for TunnelOptions {
@@ -74,4 +94,29 @@ pub enum TunnelError {
     /// The TLS configuration could not be built.
     #[error("tls configuration: {0}")]
     Tls(#[source] rustls::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_window_is_never_the_binding_limit() {
+        let o = TunnelOptions::default();
+        assert_eq!(o.connection_window_in_use(), 1000 * 1024 * 1024);
+        let few = TunnelOptions {
+            max_concurrent_streams: 2,
+            ..TunnelOptions::default()
+        };
+        assert_eq!(
+            few.connection_window_in_use(),
+            8 * 1024 * 1024,
+            "at least the configured one"
+        );
+        let many = TunnelOptions {
+            max_concurrent_streams: 100_000,
+            ..TunnelOptions::default()
+        };
+        assert_eq!(many.connection_window_in_use(), MAX_WINDOW);
+    }
 }

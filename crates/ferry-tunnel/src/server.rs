@@ -164,7 +164,7 @@ pub async fn open(
     builder
         .timer(TokioTimer::new())
         .initial_stream_window_size(opts.stream_window)
-        .initial_connection_window_size(opts.connection_window)
+        .initial_connection_window_size(opts.connection_window_in_use())
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_frame_size(MAX_FRAME_SIZE)
         .keep_alive_interval(non_zero(opts.keepalive_interval))

@@ -256,6 +256,7 @@ async fn execute(
 ) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(_) => {
+            raise_open_files();
             let listeners = ferry_app::Listeners::bind(&config).await?;
             println!("ferry listening on {}", listeners.public.url());
             match listeners.admin_url() {
@@ -270,10 +271,23 @@ async fn execute(
         Command::AdminKey { command } => return managed(cli::admin_key(command, &config).await),
         Command::Migrate { .. } => cli::migrate(&config).await?,
         Command::Connector(_) => {
+            raise_open_files();
             ferry_connector::run(config.connector, shutdown_signal()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raise the soft open-file limit to the hard one (a node holds a file per connection; many systems start
+/// services at 1024), and say what the process got.
+fn raise_open_files() {
+    match ferry_gateway::raise_open_files_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(before, after, "open-file limit raised to the hard limit")
+        }
+        Ok((_, after)) => tracing::debug!(limit = after, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 /// The exit code of a management command: its failure printed, 2 for the caller's mistakes, else 1.
