@@ -452,7 +452,9 @@ async fn a_broken_client_body_is_the_clients_fault() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_token_stops_working_when_its_secret_is_revoked() -> anyhow::Result<()> {
     let _slot = light_slot().await;
-    let (_echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    // the CLI in local mode tells no node: the node learns through its store poll, 1 s here
+    let (_echo, stack) =
+        Stack::with_echo(BIN, |o| o.server_env("FERRY_STORE_POLL_INTERVAL", "1s")).await?;
     let data_dir = stack.server.data_dir().display().to_string();
     let out = ferry_testkit::process::run_ferry(
         BIN,

@@ -193,8 +193,22 @@ pub fn node_id(config: &Config) -> Result<String, AppError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            std::fs::create_dir_all(dir).map_err(keep)?;
-            std::fs::write(&path, format!("{id}\n")).map_err(keep)?;
+            // the data directory holds the store's keys: private from the start (docs/security.md)
+            let mut dirs = std::fs::DirBuilder::new();
+            dirs.recursive(true);
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                dirs.mode(0o700);
+                file.mode(0o600);
+            }
+            dirs.create(dir).map_err(keep)?;
+            use std::io::Write as _;
+            file.open(&path)
+                .and_then(|mut f| f.write_all(format!("{id}\n").as_bytes()))
+                .map_err(keep)?;
             Ok(id)
         }
         Err(e) => Err(keep(e)),

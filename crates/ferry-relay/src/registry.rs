@@ -300,12 +300,13 @@ impl Registry {
     }
 }
 
+/// Helpers for other modules' tests: tunnels that no connector drives.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
 
     /// A tunnel sender that no connection drives: enough for the registry, which never sends on it.
-    async fn sender() -> TunnelSender {
+    pub(crate) async fn sender() -> TunnelSender {
         let (client, server) = tokio::io::duplex(64 * 1024);
         // the client handshake only writes the preface: it completes without a server answering
         let (sender, conn) =
@@ -319,6 +320,25 @@ mod tests {
         });
         sender
     }
+
+    /// A tunnel of `secret_id` serving `targets`.
+    pub(crate) async fn tunnel(targets: &[&str], secret_id: Option<&str>) -> NewTunnel {
+        NewTunnel {
+            record_id: uuid::Uuid::new_v4().to_string(),
+            connector_id: "c".into(),
+            remote_addr: ([127, 0, 0, 1], 1).into(),
+            targets: targets.iter().map(|t| t.parse().expect("name")).collect(),
+            secret_id: secret_id.map(str::to_owned),
+            since: 0,
+            sender: sender().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::sender;
+    use super::*;
 
     fn name(s: &str) -> TargetName {
         s.parse().expect("name")

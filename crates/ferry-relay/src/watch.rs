@@ -96,7 +96,7 @@ pub struct NodeAbout {
     pub started_at: i64,
 }
 
-/// Start the safety-net poll (with a hub) and the heartbeat and statistics writer.
+/// Start the safety-net poll (with either side of the relay) and the heartbeat and statistics writer.
 pub fn spawn_background(
     store: Arc<dyn Store>,
     about: NodeAbout,
@@ -105,7 +105,12 @@ pub fn spawn_background(
     poll_interval: Duration,
 ) -> Background {
     let mut tasks = Vec::new();
-    if let Some(hub) = hub {
+    if hub.is_some() || relay.is_some() {
+        let changes = Changes {
+            hub,
+            relay: relay.clone(),
+        };
+        let store = store.clone();
         tasks.push((
             "store poll",
             tokio::spawn(async move {
@@ -115,7 +120,7 @@ pub fn spawn_background(
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    since = poll_once(&hub, since).await;
+                    since = poll_once(&changes, &*store, since).await;
                 }
             }),
         ));
@@ -138,24 +143,31 @@ pub fn spawn_background(
 }
 
 /// One safety-net poll: re-read every tenant with tunnels here (push changed settings, cut deleted tenants'
-/// tunnels) and cut tunnels opened with secrets revoked since `since`. Returns the `since` of the next poll.
-pub(crate) async fn poll_once(hub: &Arc<Hub>, since: i64) -> i64 {
-    for name in hub.registry.tenants_with_tunnels() {
-        match hub.tenants.refresh(&*hub.store, &name).await {
-            Ok((Refreshed::Changed(settings), _)) => hub.push_settings(&name, &settings),
-            Ok((_, None)) => hub.cut_tenant(&name),
-            Ok((Refreshed::Unchanged | Refreshed::Deleted, Some(_))) => {}
-            Err(error) => {
-                tracing::warn!(tenant = %name, %error, "tenant refresh failed; retrying next poll");
+/// tunnels), and apply every secret revoked since `since` as if its event had arrived (its tunnels cut, client
+/// tokens checked afresh). Returns the `since` of the next poll.
+pub(crate) async fn poll_once(changes: &Changes, store: &dyn Store, since: i64) -> i64 {
+    if let Some(hub) = &changes.hub {
+        for name in hub.registry.tenants_with_tunnels() {
+            match hub.tenants.refresh(store, &name).await {
+                Ok((Refreshed::Changed(settings), _)) => hub.push_settings(&name, &settings),
+                Ok((_, None)) => hub.cut_tenant(&name),
+                Ok((Refreshed::Unchanged | Refreshed::Deleted, Some(_))) => {}
+                Err(error) => {
+                    tracing::warn!(tenant = %name, %error, "tenant refresh failed; retrying next poll");
+                }
             }
         }
     }
     // Overlap the window a little: a revocation written by another node's clock-skewed host is still seen.
     let now = unix_now();
-    match hub.store.secrets_revoked_since(since - 5).await {
+    match store.secrets_revoked_since(since - 5).await {
         Ok(revoked) => {
-            for (tenant, id) in revoked {
-                hub.secret_revoked(&tenant, &id);
+            for (tenant, secret_id) in revoked {
+                let event = EventMsg::SecretRevoked {
+                    tenant: tenant.to_string(),
+                    secret_id,
+                };
+                changes.apply(&event).await;
             }
             now
         }
@@ -190,5 +202,75 @@ impl Relay {
         {
             tracing::warn!(%error, "writing statistics failed; kept for the next flush");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::test_support::tunnel;
+    use ferry_store::{SqliteStore, TenantFields};
+
+    /// Accepts nothing: the poll never verifies tokens.
+    struct NoTokens;
+
+    #[async_trait::async_trait]
+    impl ferry_auth::TokenVerifier for NoTokens {
+        fn verify(&self, _token: &str) -> Result<ferry_auth::Claims, ferry_auth::AuthError> {
+            Err(ferry_auth::AuthError::UnknownKey)
+        }
+    }
+
+    async fn hub_with(store: Arc<dyn Store>) -> Arc<Hub> {
+        Hub::new(
+            "n1".into(),
+            ferry_tunnel::TunnelOptions::default(),
+            store,
+            Arc::new(NoTokens),
+            Arc::new(crate::TenantCache::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_safety_net_poll_cuts_revoked_secrets_and_deleted_tenants() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
+        let acme: TenantName = "acme".parse().expect("name");
+        let beta: TenantName = "beta".parse().expect("name");
+        for t in [&acme, &beta] {
+            store
+                .create_tenant(t, &TenantFields::default())
+                .await
+                .expect("create");
+        }
+        let s1 = store.add_secret(&acme, "h1", None).await.expect("secret");
+        let s2 = store.add_secret(&acme, "h2", None).await.expect("secret");
+        let hub = hub_with(store.clone()).await;
+        hub.registry
+            .attach(&acme, tunnel(&["app"], Some(&s1.id)).await);
+        hub.registry
+            .attach(&acme, tunnel(&["app"], Some(&s2.id)).await);
+        hub.registry.attach(&beta, tunnel(&["app"], None).await);
+        let changes = Changes {
+            hub: Some(hub.clone()),
+            relay: None,
+        };
+        let since = unix_now() - 1;
+        // nothing changed: nothing is cut
+        let since = poll_once(&changes, &*store, since).await;
+        assert_eq!(hub.registry.tunnel_count(), 3);
+        assert!(store.revoke_secret(&acme, &s1.id).await.expect("revoke"));
+        assert!(store.delete_tenant(&beta).await.expect("delete"));
+        poll_once(&changes, &*store, since).await;
+        let left: Vec<Option<String>> = hub
+            .registry
+            .all_tunnels()
+            .iter()
+            .map(|t| t.secret_id.clone())
+            .collect();
+        assert_eq!(
+            left,
+            vec![Some(s2.id.clone())],
+            "the revoked secret's and the deleted tenant's tunnels went"
+        );
     }
 }

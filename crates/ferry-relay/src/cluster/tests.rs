@@ -539,3 +539,101 @@ async fn a_gap_in_the_chunks_fails_the_body_and_a_dead_executor_cuts_it() {
         }
     }
 }
+
+/// The dispatch seam with no tunnels on this node: no connector anywhere is 503 after `connector_wait`; a
+/// connector appearing elsewhere during the wait gets the request; a target no connector serves is 404 after a
+/// short grace.
+#[tokio::test]
+async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
+    use crate::dispatch::{Answer, Dispatcher, Outbound};
+    let bus = MemoryBus::new();
+    let cluster = origin(&bus).await;
+    let dispatcher = Dispatcher::new(None, Some(cluster.clone()), Duration::from_millis(300));
+    let (tenant, target) = names();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let out = || Outbound {
+        tenant: &tenant,
+        target: &target,
+        request_id: "rid",
+        upgrade: None,
+        deadline,
+    };
+    let started = std::time::Instant::now();
+    let nobody = dispatcher.send(out(), request(ferry_http::empty())).await;
+    assert!(
+        matches!(nobody, Err(RelayError::NoConnector(..))),
+        "503 no_connector"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "after connector_wait"
+    );
+
+    // a connector elsewhere appears while the request waits
+    let waiting = {
+        let dispatcher = Arc::new(dispatcher);
+        let (tenant, target) = (tenant.clone(), target.clone());
+        let d = dispatcher.clone();
+        let task = tokio::spawn(async move {
+            d.send(
+                Outbound {
+                    tenant: &tenant,
+                    target: &target,
+                    request_id: "rid",
+                    upgrade: None,
+                    deadline,
+                },
+                request(ferry_http::empty()),
+            )
+            .await
+            .map(|a| matches!(a, Answer::Remote(_)))
+        });
+        (dispatcher, task)
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut a = Fake::start(&bus, "exec-a").await;
+    let req = a.next_request().await;
+    a.claim(&req, 9).await;
+    assert!(matches!(
+        a.next().await,
+        Decoded::Message(Message::Grant { stream: 9 })
+    ));
+    a.to_origin(
+        "origin",
+        &Message::Head {
+            stream: req.origin_stream,
+            head: Box::new(ResponseHead {
+                status: 204,
+                headers: vec![],
+                body: BodyKind::Empty,
+            }),
+        },
+    )
+    .await;
+    let (dispatcher, task) = waiting;
+    assert!(
+        task.await.expect("task").expect("answered"),
+        "answered by the other node"
+    );
+
+    // the tenant is served elsewhere, but not this target: 404 after the grace
+    let web: TargetName = "web".parse().expect("name");
+    let started = std::time::Instant::now();
+    let wrong = dispatcher
+        .send(
+            Outbound {
+                tenant: &tenant,
+                target: &web,
+                request_id: "rid",
+                upgrade: None,
+                deadline,
+            },
+            request(ferry_http::empty()),
+        )
+        .await;
+    assert!(
+        matches!(wrong, Err(RelayError::UnknownTarget { .. })),
+        "404 unknown_target"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
