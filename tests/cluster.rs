@@ -1218,3 +1218,211 @@ async fn nats_worker_takeover_after_kill() -> anyhow::Result<()> {
 async fn amqp_worker_takeover_after_kill() -> anyhow::Result<()> {
     worker_takeover(Bus::Amqp).await
 }
+
+/// The soak across a cluster (issue 15's soak, with nodes and the broker): steady requests through a gateway node
+/// while relay nodes are killed (`kill -9`) and started again on the same address, the broker (a NATS server of
+/// this test's own) is stopped and started, and connectors are killed and restarted, all at random. Every request
+/// completes or gets a defined error, none runs twice, no body is truncated, and once the chaos stops everything
+/// is served again. Bounded in time: half of `FERRY_SOAK_SECONDS` (default 60, so 30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_soak_while_nodes_and_the_broker_die() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    let _shared = Bus::Nats.lock().read().await;
+    let _slot = ferry_testkit::heavy_slot().await;
+    let seconds: u64 = std::env::var("FERRY_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60)
+        / 2;
+    let Some(mut rig) = Rig::new(Bus::Nats).await? else {
+        return Ok(());
+    };
+    let Some(mut nats) = OwnNats::start().await? else {
+        return Ok(());
+    };
+    rig.transport = nats.url();
+    rig.env
+        .push(("FERRY_REQUEST_EXPIRATION".into(), "10s".into()));
+    rig.env.push(("FERRY_CONNECTOR_WAIT".into(), "3s".into()));
+    let env: Vec<(String, String)> = rig
+        .env
+        .iter()
+        .cloned()
+        .chain([
+            ("FERRY_DATABASE_URL".into(), rig.db.url.clone()),
+            ("FERRY_TRANSPORT".into(), rig.transport.clone()),
+        ])
+        .collect();
+    // two relay nodes on fixed addresses, so that a killed one comes back where the connectors' front looks
+    let dirs = tempfile::tempdir()?;
+    let mut relays = Vec::new();
+    for (i, roles) in ["relay,management,worker", "relay"].iter().enumerate() {
+        let addr: SocketAddr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        let id = format!("r{}", i + 1);
+        let mut env = env.clone();
+        env.push(("FERRY_ROLES".into(), (*roles).to_owned()));
+        env.push(("FERRY_NODE_ID".into(), id.clone()));
+        let data = dirs.path().join(&id);
+        relays.push((addr, data, env, None::<crate::common::Proc>));
+    }
+    for r in relays.iter_mut() {
+        let env: Vec<(&str, &str)> = r.2.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        r.3 = Some(crate::common::serve_on(r.0, &r.1, &env).await?);
+    }
+    let g = rig.node("g", "gateway").await?;
+    let secret = rig.tenant("acme").await?;
+    let target = NamedTarget::start("T").await?;
+    let front = Front::start(relays.iter().map(|r| r.0).collect()).await?;
+    let (front_url, target_url) = (front.url(), target.url());
+    let start_connector = || {
+        let (front_url, secret, target_url) =
+            (front_url.clone(), secret.clone(), target_url.clone());
+        async move { connector(&front_url, "acme", &secret, &[("app", &target_url)]).await }
+    };
+    let mut connectors = vec![start_connector().await?, start_connector().await?];
+    let client = http_client();
+    let url = |i: u64| relay_url(g.url(), "acme", "app", &format!("/n?id={i}"));
+    eventually(
+        Duration::from_secs(10),
+        "served before the chaos",
+        || async { matches!(client.get(url(0)).send().await, Ok(r) if r.status() == 200) },
+    )
+    .await?;
+
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let next = Arc::new(AtomicU64::new(1));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let defined = Arc::new(AtomicUsize::new(0));
+    let bad: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (client, g_url, next, ok, defined, bad) = (
+            client.clone(),
+            g.url().to_owned(),
+            next.clone(),
+            ok.clone(),
+            defined.clone(),
+            bad.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                let sent = client
+                    .get(relay_url(&g_url, "acme", "app", &format!("/n?id={id}")))
+                    .timeout(Duration::from_secs(20))
+                    .send()
+                    .await;
+                let outcome = match sent {
+                    Err(e) if e.is_timeout() => Err(format!("{id}: timed out")),
+                    Err(_) => Ok(false),
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let code = resp
+                            .headers()
+                            .get("ferry-error")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        match (status.as_u16(), code.as_deref()) {
+                            (200, _) => match resp.text().await {
+                                Ok(body) if body == named_body("T", id) => Ok(true),
+                                Ok(body) => Err(format!(
+                                    "{id}: a wrong or short body ({} bytes)",
+                                    body.len()
+                                )),
+                                // cut while the body streamed: defined
+                                Err(_) => Ok(false),
+                            },
+                            (
+                                _,
+                                Some(
+                                    "no_connector"
+                                    | "connector_lost"
+                                    | "request_expired"
+                                    | "cluster_unavailable"
+                                    | "draining"
+                                    | "unknown_target",
+                                ),
+                            ) => Ok(false),
+                            (s, c) => Err(format!("{id}: status {s} with ferry-error {c:?}")),
+                        }
+                    }
+                };
+                match outcome {
+                    Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(false) => defined.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        if let Ok(mut b) = bad.lock() {
+                            b.push(e);
+                        }
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    // chaos until 5 s before the deadline
+    let mut kills = (0, 0, 0);
+    let mut pick = 0u64;
+    while Instant::now() + Duration::from_secs(5) < deadline {
+        tokio::time::sleep(Duration::from_millis(1500 + (pick * 7919) % 1500)).await;
+        pick += 1;
+        match pick % 3 {
+            0 => {
+                let r = &mut relays[(pick / 3 % 2) as usize];
+                if let Some(mut p) = r.3.take() {
+                    p.child.kill().await?;
+                }
+                tokio::time::sleep(Duration::from_millis(300 + (pick * 104_729) % 1000)).await;
+                let env: Vec<(&str, &str)> =
+                    r.2.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                r.3 = Some(crate::common::serve_on(r.0, &r.1, &env).await?);
+                kills.0 += 1;
+            }
+            1 => {
+                nats.down().await?;
+                tokio::time::sleep(Duration::from_millis(500 + (pick * 31) % 1000)).await;
+                nats.up().await?;
+                kills.1 += 1;
+            }
+            _ => {
+                let i = (pick % connectors.len() as u64) as usize;
+                let mut victim = connectors.swap_remove(i);
+                victim.kill().await?;
+                drop(victim);
+                connectors.push(start_connector().await?);
+                kills.2 += 1;
+            }
+        }
+    }
+    for w in workers {
+        w.await?;
+    }
+    let bad = bad.lock().map(|b| b.clone()).unwrap_or_default();
+    let (ok, defined) = (ok.load(Ordering::Relaxed), defined.load(Ordering::Relaxed));
+    eprintln!(
+        "cluster soak: {seconds} s, {} relay node kills, {} broker restarts, {} connector kills; {ok} ok, {defined} defined errors or cuts, {} undefined",
+        kills.0, kills.1, kills.2, bad.len()
+    );
+    anyhow::ensure!(bad.is_empty(), "undefined outcomes:\n{}", bad.join("\n"));
+    anyhow::ensure!(ok > 50, "only {ok} requests succeeded");
+    let mut seen = target.seen();
+    let total = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    anyhow::ensure!(
+        seen.len() == total,
+        "{} requests ran twice at the target",
+        total - seen.len()
+    );
+    // after the chaos, served again with no restart of anything
+    eventually(
+        Duration::from_secs(30),
+        "served after the chaos",
+        || async {
+            matches!(client.get(url(u64::MAX / 2)).send().await, Ok(r) if r.status() == 200)
+        },
+    )
+    .await?;
+    drop((g, connectors));
+    rig.finish().await
+}

@@ -8,8 +8,8 @@
 //! - no response is silently truncated (every complete body is checked by length and SHA-256 or content);
 //! - the node's open files and memory come back to their baseline after the load.
 //!
-//! Cluster hook: once the cluster issue has landed, `chaos` should also kill and restart relay nodes and the
-//! broker (the same way as connectors here), with the load spread over the nodes.
+//! Across a cluster, with relay nodes and the broker killed as well: `tests/cluster.rs`,
+//! `nats_soak_while_nodes_and_the_broker_die`.
 
 use bytes::Bytes;
 use ferry_testkit::{

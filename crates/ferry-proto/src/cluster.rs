@@ -261,7 +261,62 @@ pub enum DecodeError {
     Malformed(String),
 }
 
-const DATA_HEADER: usize = 2 + 8 + 8;
+/// Bytes before a chunk's payload.
+pub const DATA_HEADER: usize = 2 + 8 + 8;
+
+/// A body chunk filled in place: its header is reserved at the front, so that finishing it copies nothing (a
+/// chunk is made of several smaller frames of a body, copied in once).
+#[derive(Debug)]
+pub struct DataBuilder {
+    buf: BytesMut,
+    capacity: usize,
+}
+
+impl DataBuilder {
+    /// A builder of chunks of up to `capacity` payload bytes.
+    pub fn new(capacity: usize) -> Self {
+        let mut b = Self {
+            buf: BytesMut::new(),
+            capacity,
+        };
+        b.reset();
+        b
+    }
+
+    fn reset(&mut self) {
+        self.buf.reserve(DATA_HEADER + self.capacity);
+        self.buf.put_bytes(0, DATA_HEADER);
+    }
+
+    /// Payload bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len() - DATA_HEADER
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Room left for payload.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.len())
+    }
+
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.put_slice(bytes);
+    }
+
+    /// The chunk so far as chunk `seq` of `stream`, encoded as [`encode_data`] would; the builder starts over.
+    pub fn finish(&mut self, stream: u64, seq: u64) -> Bytes {
+        self.buf[0] = VERSION;
+        self.buf[1] = KIND_DATA;
+        self.buf[2..10].copy_from_slice(&stream.to_le_bytes());
+        self.buf[10..18].copy_from_slice(&seq.to_le_bytes());
+        let out = self.buf.split().freeze();
+        self.reset();
+        out
+    }
+}
 
 /// Encode a body chunk.
 pub fn encode_data(stream: u64, seq: u64, bytes: &[u8]) -> Bytes {
@@ -348,6 +403,18 @@ mod tests {
             raw[DATA_HEADER..].as_ptr(),
             "a slice, not a copy"
         );
+    }
+
+    #[test]
+    fn built_chunks_are_encoded_chunks() {
+        let mut b = DataBuilder::new(8);
+        b.extend(b"hel");
+        b.extend(b"lo");
+        assert_eq!((b.len(), b.room()), (5, 3));
+        assert_eq!(b.finish(7, 3), encode_data(7, 3, b"hello"));
+        assert!(b.is_empty());
+        b.extend(b"x");
+        assert_eq!(b.finish(7, 4), encode_data(7, 4, b"x"));
     }
 
     #[test]

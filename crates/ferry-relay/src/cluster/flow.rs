@@ -18,10 +18,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 
-/// Largest chunk on the bus.
-pub(crate) const CHUNK: usize = 64 * 1024;
-/// Chunks a sender may have in flight beyond what the receiver consumed.
+/// Largest chunk on the bus (smaller when the broker's largest message is smaller: [`chunk_size`]). A body's
+/// frames are gathered into chunks of up to this size while they come faster than the bus takes them; a frame
+/// that is not followed at once by another goes out at once (an event stream's events are not held back). Chunks
+/// of 256 KiB instead of one message per frame (16 KiB, often) cut the broker's work for bulk bodies by 4 to 16×.
+pub(crate) const CHUNK: usize = 256 * 1024;
+/// Chunks a sender may have in flight beyond what the receiver consumed: 4 MiB per stream and direction at most.
 pub(crate) const WINDOW: u64 = 16;
+
+/// The chunk size on `bus`: [`CHUNK`], or less to fit the broker's largest message with the chunk's header.
+pub(crate) fn chunk_size(bus: &dyn Bus) -> usize {
+    CHUNK
+        .min(bus.max_payload().saturating_sub(cluster::DATA_HEADER + 64))
+        .max(4096)
+}
 
 /// The other end of a stream: where its messages go.
 #[derive(Clone)]
@@ -102,15 +112,27 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    use futures_util::FutureExt;
     use http_body_util::BodyExt;
     let mut body = std::pin::pin!(body);
     let mut seq = 0u64;
     let mut trailers = Vec::new();
+    let chunk = chunk_size(&*peer.bus);
+    let mut out = cluster::DataBuilder::new(chunk);
     loop {
-        // a cut stream stops the wait for the next frame too (an event stream that is quiet for minutes)
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            cut = wait_cut(credit) => return Err(SendBodyError::Cut(cut)),
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                // nothing more right now: what is gathered goes out before the wait
+                if !out.is_empty() {
+                    flush(peer, &mut out, &mut seq, credit).await?;
+                }
+                // a cut stream stops the wait for the next frame too (an event stream quiet for minutes)
+                tokio::select! {
+                    frame = body.frame() => frame,
+                    cut = wait_cut(credit) => return Err(SendBodyError::Cut(cut)),
+                }
+            }
         };
         match frame {
             None => break,
@@ -119,14 +141,15 @@ where
                 return Err(SendBodyError::Body(error.into()));
             }
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(mut data) => {
+                Ok(data) => {
+                    let mut data: &[u8] = &data;
                     while !data.is_empty() {
-                        let piece = data.split_to(data.len().min(CHUNK));
-                        wait_credit(credit, seq).await?;
-                        peer.bus
-                            .publish(&peer.inbox, cluster::encode_data(peer.stream, seq, &piece))
-                            .await?;
-                        seq += 1;
+                        let take = out.room().min(data.len());
+                        out.extend(&data[..take]);
+                        data = &data[take..];
+                        if out.room() == 0 {
+                            flush(peer, &mut out, &mut seq, credit).await?;
+                        }
                     }
                 }
                 Err(frame) => {
@@ -137,6 +160,9 @@ where
             },
         }
     }
+    if !out.is_empty() {
+        flush(peer, &mut out, &mut seq, credit).await?;
+    }
     peer.send(&Message::End {
         stream: peer.stream,
         chunks: seq,
@@ -144,6 +170,21 @@ where
     })
     .await?;
     Ok(seq)
+}
+
+/// Send the gathered chunk as number `seq` once the credit allows it.
+async fn flush(
+    peer: &Peer,
+    out: &mut cluster::DataBuilder,
+    seq: &mut u64,
+    credit: &mut watch::Receiver<CreditState>,
+) -> Result<(), SendBodyError> {
+    wait_credit(credit, *seq).await?;
+    peer.bus
+        .publish(&peer.inbox, out.finish(peer.stream, *seq))
+        .await?;
+    *seq += 1;
+    Ok(())
 }
 
 /// Resolves when the stream is cut (never otherwise).

@@ -351,8 +351,11 @@ async fn streamed_bodies_flow_within_the_credit_both_ways() {
         a.next().await,
         Decoded::Message(Message::Grant { stream: 7 })
     ));
+    // frames of a whole chunk each: 40 chunks
     for _ in 0..40 {
-        tx.send(Bytes::from(vec![1u8; 1000])).await.expect("feed");
+        tx.send(Bytes::from(vec![1u8; flow::CHUNK]))
+            .await
+            .expect("feed");
     }
     drop(tx);
     // without credit, only a window's worth arrives
