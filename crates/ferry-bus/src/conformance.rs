@@ -51,6 +51,7 @@ pub async fn run_suite(open: &dyn Open) {
     payload_sizes(open).await;
     invalid_subjects(open).await;
     prefixes_do_not_cross(open).await;
+    bounces(open).await;
 }
 
 /// A subject prefix no other test run uses: `cf.<pid><time><counter>`.
@@ -289,6 +290,52 @@ pub async fn invalid_subjects(open: &dyn Open) {
     ));
 }
 
+/// `publish_or_bounce`: a message to a subject with a subscriber arrives there and bounces nowhere; one to a
+/// subject nobody (or nobody any more) subscribes to comes back as the bounce. A bus that cannot tell only
+/// publishes.
+pub async fn bounces(open: &dyn Open) {
+    let bus = open.open().await;
+    let other = open.open().await;
+    let prefix = unique_prefix();
+    let (taken, nobody, back) = (
+        format!("{prefix}.taken"),
+        format!("{prefix}.nobody"),
+        format!("{prefix}.back"),
+    );
+    let mut receiver = other.subscribe(&taken).await.expect("subscribe taken");
+    let mut bounced = bus.subscribe(&back).await.expect("subscribe back");
+    bus.publish_or_bounce(&taken, numbered(1), &back, numbered(101))
+        .await
+        .expect("publish to a subscriber");
+    assert_eq!(number(&receive(&mut receiver, "taken").await), 1);
+    if !bus.reports_unrouted() {
+        bus.publish_or_bounce(&nobody, numbered(2), &back, numbered(102))
+            .await
+            .expect("publish without bounces");
+        assert_eq!(arrives(&mut bounced, QUIET_PERIOD).await, None);
+        return;
+    }
+    bus.publish_or_bounce(&nobody, numbered(2), &back, numbered(102))
+        .await
+        .expect("publish to nobody");
+    assert_eq!(number(&receive(&mut bounced, "the bounce").await), 102);
+    // the subscriber leaves: the next message to it bounces
+    drop(receiver);
+    other.flush().await.expect("flush after dropping");
+    bus.publish_or_bounce(&taken, numbered(3), &back, numbered(103))
+        .await
+        .expect("publish after the subscriber left");
+    assert_eq!(
+        number(&receive(&mut bounced, "the second bounce").await),
+        103
+    );
+    assert_eq!(
+        arrives(&mut bounced, QUIET_PERIOD).await,
+        None,
+        "one bounce per message"
+    );
+}
+
 /// Subjects that share a prefix (`p.a`, `p.a.b`, `p.ab`) do not receive each other's messages.
 pub async fn prefixes_do_not_cross(open: &dyn Open) {
     let bus = open.open().await;
@@ -370,7 +417,7 @@ macro_rules! conformance_tests {
     ($open:expr) => {
         $crate::conformance::conformance_tests!(@each $open;
             fan_out, queue_group, order, across_connections, publish_without_subscriber,
-            drop_unsubscribes, payload_sizes, invalid_subjects, prefixes_do_not_cross);
+            drop_unsubscribes, payload_sizes, invalid_subjects, prefixes_do_not_cross, bounces);
     };
     (@each $open:expr; $($check:ident),*) => {
         $(

@@ -118,6 +118,28 @@ pub trait Bus: Send + Sync + 'static {
     /// knows the broker is away.
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
 
+    /// Whether [`Bus::publish_or_bounce`] reports a message that found no subscriber (NATS and in process: yes;
+    /// RabbitMQ: no, it publishes only).
+    fn reports_unrouted(&self) -> bool {
+        false
+    }
+
+    /// Send `payload` to `subject`, meant for a subject with one plain subscriber (a node's inbox). When the
+    /// broker finds nobody subscribed to it (the node is gone), `bounce` is published to `bounce_subject`
+    /// instead, within a round trip through the broker, so the sender learns that the message was not taken.
+    /// Nothing is bounced when a subscriber took it. A bus that cannot tell ([`Bus::reports_unrouted`] false)
+    /// only publishes.
+    async fn publish_or_bounce(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        bounce_subject: &str,
+        bounce: Bytes,
+    ) -> Result<(), BusError> {
+        let _ = (bounce_subject, bounce);
+        self.publish(subject, payload).await
+    }
+
     /// Receive every message published to `subject`.
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
 

@@ -136,6 +136,29 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    fn reports_unrouted(&self) -> bool {
+        true
+    }
+
+    async fn publish_or_bounce(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        bounce_subject: &str,
+        bounce: Bytes,
+    ) -> Result<(), BusError> {
+        check_subject(bounce_subject)?;
+        let taken = self.lock().get(subject).is_some_and(|e| {
+            e.fanout.iter().any(|(_, tx)| !tx.is_closed()) || !e.groups.is_empty()
+        });
+        if taken {
+            self.publish(subject, payload).await
+        } else {
+            check_subject(subject)?;
+            self.publish(bounce_subject, bounce).await
+        }
+    }
+
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
         self.add(subject, None)
     }

@@ -6,7 +6,7 @@
 use crate::{check_subject, redact, Bus, BusError, BusOptions, Subscription};
 use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +50,62 @@ pub struct NatsBus {
     /// The URL without its password, for messages.
     url: String,
     closed: AtomicBool,
+    /// Where bounces come back: this connection's own reply prefix, subscribed at the first
+    /// [`Bus::publish_or_bounce`] ([`Bounces`]).
+    bounces: tokio::sync::OnceCell<Bounces>,
+}
+
+/// The bounce path of [`Bus::publish_or_bounce`] on NATS. The message goes out with a reply subject
+/// `{prefix}.{bounce subject}.{bounce payload in hex}`; when nobody subscribes to the message's subject, the
+/// server answers that reply subject with a "no responders" status (a NATS 2.2 feature that `async-nats` asks
+/// for), and the task reading `{prefix}.>` publishes the bounce it names. Everything travels in the reply
+/// subject, so nothing is kept per message, and a message that was taken costs nothing more than its longer
+/// reply subject.
+struct Bounces {
+    prefix: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Bounces {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The largest bounce payload [`Bus::publish_or_bounce`] takes on NATS (it travels hex-encoded in a subject).
+pub const MAX_BOUNCE: usize = 64;
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// The bounce a "no responders" answer to `reply` names: its subject and payload.
+fn parse_bounce(prefix: &str, reply: &str) -> Option<(String, Bytes)> {
+    let rest = reply.strip_prefix(prefix)?.strip_prefix('.')?;
+    let (subject, hex) = rest.rsplit_once('.')?;
+    check_subject(subject).ok()?;
+    Some((subject.to_owned(), Bytes::from(from_hex(hex)?)))
 }
 
 impl NatsBus {
@@ -123,6 +179,7 @@ impl NatsBus {
             client,
             url: redacted,
             closed: AtomicBool::new(false),
+            bounces: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -181,6 +238,41 @@ impl NatsBus {
         Ok(Subscription::new(subscriber.map(|message| message.payload)))
     }
 
+    /// The bounce prefix, subscribing to it first if this is the first bounce-checked publish.
+    async fn bounce_prefix(&self) -> Result<&str, BusError> {
+        let bounces = self
+            .bounces
+            .get_or_try_init(|| async {
+                let prefix = self.client.new_inbox();
+                let mut subscriber = self
+                    .client
+                    .subscribe(format!("{prefix}.>"))
+                    .await
+                    .map_err(|e| self.send_error(e))?;
+                self.sync().await?;
+                let client = self.client.clone();
+                let own = prefix.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        if message.status != Some(StatusCode::NO_RESPONDERS) {
+                            continue;
+                        }
+                        match parse_bounce(&own, &message.subject) {
+                            Some((subject, payload)) => {
+                                if let Err(error) = client.publish(subject, payload).await {
+                                    tracing::debug!(%error, "bounce not sent");
+                                }
+                            }
+                            None => tracing::debug!(subject = %message.subject, "malformed bounce subject"),
+                        }
+                    }
+                });
+                Ok::<_, BusError>(Bounces { prefix, task })
+            })
+            .await?;
+        Ok(&bounces.prefix)
+    }
+
     fn send_error(&self, e: impl std::fmt::Display) -> BusError {
         if self.closed.load(Ordering::Relaxed) {
             BusError::Closed
@@ -209,6 +301,54 @@ impl Bus for NatsBus {
         match tokio::time::timeout(
             PUBLISH_TIMEOUT,
             self.client.publish(subject.to_owned(), payload),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.send_error(e)),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "nats at {}: the queue to the server stayed full for {PUBLISH_TIMEOUT:?}",
+                self.url
+            ))),
+        }
+    }
+
+    fn reports_unrouted(&self) -> bool {
+        true
+    }
+
+    async fn publish_or_bounce(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        bounce_subject: &str,
+        bounce: Bytes,
+    ) -> Result<(), BusError> {
+        check_subject(subject)?;
+        check_subject(bounce_subject)?;
+        if bounce.len() > MAX_BOUNCE {
+            return Err(BusError::TooLarge {
+                size: bounce.len(),
+                max: MAX_BOUNCE,
+            });
+        }
+        self.ensure_connected()?;
+        let max = self.client.max_payload();
+        if payload.len() > max {
+            return Err(BusError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let reply = format!(
+            "{}.{bounce_subject}.{}",
+            self.bounce_prefix().await?,
+            to_hex(&bounce)
+        );
+        match tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            self.client
+                .publish_with_reply(subject.to_owned(), reply, payload),
         )
         .await
         {
@@ -333,6 +473,26 @@ mod tests {
         assert!(split_credentials("nats://").is_err());
         let err = split_credentials("amqp://u:secret@host").expect_err("refused");
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn bounces_travel_in_the_reply_subject() {
+        let hex = to_hex(&[0, 1, 0xab, 0xff]);
+        assert_eq!(hex, "0001abff");
+        assert_eq!(from_hex(&hex).as_deref(), Some(&[0, 1, 0xab, 0xff][..]));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        let (subject, payload) =
+            parse_bounce("_INBOX.x1", "_INBOX.x1.ferry.inbox.n1.0102").expect("parsed");
+        assert_eq!(subject, "ferry.inbox.n1");
+        assert_eq!(payload.as_ref(), &[1, 2]);
+        assert_eq!(parse_bounce("_INBOX.x1", "_INBOX.x2.a.00"), None);
+        assert_eq!(parse_bounce("_INBOX.x1", "_INBOX.x1.a..00"), None);
+        assert_eq!(parse_bounce("_INBOX.x1", "_INBOX.x1.a.0g"), None);
+        assert_eq!(
+            parse_bounce("_INBOX.x1", "_INBOX.x1.a."),
+            Some(("a".to_owned(), Bytes::new()))
+        );
     }
 
     #[test]

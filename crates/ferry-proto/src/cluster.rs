@@ -9,8 +9,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-/// The version of the cluster protocol; a node drops (and logs) messages of another version.
-pub const VERSION: u8 = 1;
+/// The version of the cluster protocol; a node drops (and logs) messages of another version. Version 2 added
+/// requests sent straight to a node's inbox ([`Message::Answer`], [`Message::Cancel`]).
+pub const VERSION: u8 = 2;
 
 const KIND_DATA: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
@@ -36,7 +37,8 @@ impl Subjects {
         format!("{}.dispatch.{tenant}", self.cluster)
     }
 
-    /// A node's inbox: claims, grants, responses, body chunks, credits and presence replies for it.
+    /// A node's inbox: requests sent to this node directly, claims, grants, responses, body chunks, credits and
+    /// presence replies for it.
     pub fn inbox(&self, node: &str) -> String {
         format!("{}.inbox.{node}", self.cluster)
     }
@@ -72,7 +74,9 @@ pub enum BodyKind {
 /// A header as sent: name (lowercase) and value bytes.
 pub type Header = (String, Vec<u8>);
 
-/// A request published to a tenant's dispatch queue by the node the client called (the origin).
+/// A request from the node the client called (the origin): published to the tenant's dispatch queue (the
+/// receiver claims it and runs it once granted), or sent to one node's inbox (the receiver runs it at once and
+/// answers with [`Message::Answer`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMsg {
     /// The origin node's id; claims go to its inbox.
@@ -228,6 +232,20 @@ pub enum Message {
     Event {
         origin: String,
         event: EventMsg,
+    },
+    /// Executor → origin, for a request sent to the executor's inbox: the response head, and the executor's
+    /// stream for what follows (credits, chunks of the request body, aborts).
+    Answer {
+        stream: u64,
+        executor: String,
+        executor_stream: u64,
+        head: Box<ResponseHead>,
+    },
+    /// Origin → executor, for a request sent to the executor's inbox and not answered yet: the client went
+    /// away; stop it. Names the origin's stream, since the origin does not know the executor's yet.
+    Cancel {
+        origin: String,
+        origin_stream: u64,
     },
 }
 

@@ -1,9 +1,10 @@
-//! The executing side of a cross-node request: a request from a tenant's dispatch queue runs on one of this
-//! node's tunnels of that tenant.
+//! The executing side of a cross-node request: a request from a tenant's dispatch queue, or sent to this node's
+//! inbox, runs on one of this node's tunnels of that tenant.
 //!
-//! The node claims the request only when one of its tunnels serves the target, runs it only after the origin
-//! granted the claim, and answers `NotAccepted` when its tunnels closed between the claim and the hand-off (the
-//! origin may then publish the request again: nothing ran). The response head goes back to the origin's inbox,
+//! A queued request is claimed only when one of this node's tunnels serves the target, and runs only after the
+//! origin granted the claim; a request sent to the inbox runs at once, or is declined when no tunnel here serves
+//! its target. Either answers `NotAccepted` when its tunnels closed before the hand-off (the origin may then
+//! publish the request again: nothing ran). The response head goes back to the origin's inbox,
 //! its body as chunks within the origin's credit; an abort from the origin (its client went away) or the
 //! origin's death drops the tunnel stream, which resets it at the connector and the target.
 
@@ -18,12 +19,66 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Run one request taken from a dispatch queue.
-pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
+/// A request another node sent to this node's inbox: its stream here, opened and registered under the origin's
+/// stream before the inbox reads its next message (so that a cancel right behind it finds it).
+pub(crate) struct Direct {
+    handle: StreamHandle,
+    _entry: DirectEntry,
+}
+
+/// Keeps a direct request in [`Cluster::direct`](super::Cluster) while it runs.
+struct DirectEntry {
+    key: (String, u64),
+    table: Arc<Mutex<HashMap<(String, u64), u64>>>,
+}
+
+impl Drop for DirectEntry {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+impl Direct {
+    pub(crate) fn register(cluster: &Cluster, msg: &RequestMsg) -> Self {
+        let handle = cluster.streams.open(Some(msg.origin.clone()));
+        let key = (msg.origin.clone(), msg.origin_stream);
+        cluster
+            .direct
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), handle.id);
+        Self {
+            handle,
+            _entry: DirectEntry {
+                key,
+                table: cluster.direct.clone(),
+            },
+        }
+    }
+}
+
+/// Run one request: taken from a dispatch queue (`direct` is `None`: claim it, run it once granted), or sent to
+/// this node's inbox (run it at once; every way out tells the origin, which has no claim timeout to fall back on).
+pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direct>) {
+    let origin = Peer {
+        bus: cluster.bus.clone(),
+        inbox: cluster.subjects.inbox(&msg.origin),
+        stream: msg.origin_stream,
+    };
+    let decline = || Message::Decline {
+        stream: msg.origin_stream,
+    };
     let Some(hub) = cluster.hub.clone() else {
+        if direct.is_some() {
+            origin.send_later(decline());
+        }
         return;
     };
     let now = unix_ms();
@@ -32,13 +87,11 @@ pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
             request_id = msg.request_id,
             "request past its expiration: not run"
         );
+        if direct.is_some() {
+            origin.abort_later(AbortReason::Expired);
+        }
         return;
     }
-    let origin = Peer {
-        bus: cluster.bus.clone(),
-        inbox: cluster.subjects.inbox(&msg.origin),
-        stream: msg.origin_stream,
-    };
     let (Ok(tenant), Ok(target)) = (
         TenantName::new(msg.tenant.clone()),
         TargetName::new(msg.target.clone()),
@@ -47,42 +100,61 @@ pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
         return;
     };
     let Some(entry) = hub.registry.get(&tenant).filter(|e| e.serves(&target)) else {
-        let _ = origin
-            .send(&Message::Decline {
-                stream: msg.origin_stream,
-            })
-            .await;
+        let _ = origin.send(&decline()).await;
         return;
+    };
+    let is_direct = direct.is_some();
+    let (handle, _direct_entry) = match direct {
+        Some(Direct { handle, _entry }) => (handle, Some(_entry)),
+        None => (cluster.streams.open(Some(msg.origin.clone())), None),
     };
     let StreamHandle {
         id: own_stream,
         rx,
         credit,
         reg,
-    } = cluster.streams.open(Some(msg.origin.clone()));
+    } = handle;
     let mut rx = Some(rx);
-    if origin
-        .send(&Message::Claim {
-            origin_stream: msg.origin_stream,
-            executor: cluster.me.node_id.clone(),
-            executor_stream: own_stream,
-        })
-        .await
-        .is_err()
-    {
-        return;
+    if !is_direct {
+        if origin
+            .send(&Message::Claim {
+                origin_stream: msg.origin_stream,
+                executor: cluster.me.node_id.clone(),
+                executor_stream: own_stream,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let left = Duration::from_millis(msg.deadline_ms.saturating_sub(now));
+        let grant_wait = left.min(cluster.settings.claim_timeout * 2);
+        let granted = match rx.as_mut() {
+            Some(rx) => tokio::time::timeout(grant_wait, rx.recv()).await,
+            None => return,
+        };
+        match granted {
+            Ok(Some(Inbound::Grant)) => {}
+            // denied (another node has it, or it expired), or the grant never came: nothing runs
+            _ => return,
+        }
     }
-    let left = Duration::from_millis(msg.deadline_ms.saturating_sub(now));
-    let grant_wait = left.min(cluster.settings.claim_timeout * 2);
-    let granted = match rx.as_mut() {
-        Some(rx) => tokio::time::timeout(grant_wait, rx.recv()).await,
-        None => return,
+    // the head goes back as a plain head after a grant, as an answer naming this node's stream when direct
+    let head_message = |head: ResponseHead| {
+        if is_direct {
+            Message::Answer {
+                stream: msg.origin_stream,
+                executor: cluster.me.node_id.clone(),
+                executor_stream: own_stream,
+                head: Box::new(head),
+            }
+        } else {
+            Message::Head {
+                stream: msg.origin_stream,
+                head: Box::new(head),
+            }
+        }
     };
-    match granted {
-        Ok(Some(Inbound::Grant)) => {}
-        // denied (another node has it, or it expired), or the grant never came: nothing runs
-        _ => return,
-    }
     let request_id = msg.request_id.clone();
     let upgrade = msg.upgrade.clone();
     let body = match (msg.body.clone(), rx.take()) {
@@ -127,6 +199,17 @@ pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
             return;
         }
         LocalOutcome::Lost(e) => {
+            let cut = credit.borrow().cut;
+            if let Some(reason) = cut {
+                // the origin cut the stream (its client's body broke off, or the client left): the tunnel
+                // request failed because of that, not because of the connector
+                tracing::debug!(
+                    request_id,
+                    ?reason,
+                    "request from another node cut by its origin: {e}"
+                );
+                return;
+            }
             tracing::warn!(request_id, tenant = %tenant, "connector lost with a request from another node: {e}");
             let _ = origin
                 .send(&Message::Abort {
@@ -146,14 +229,7 @@ pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
             headers,
             body: BodyKind::Stream,
         };
-        if origin
-            .send(&Message::Head {
-                stream: msg.origin_stream,
-                head: Box::new(head),
-            })
-            .await
-            .is_err()
-        {
+        if origin.send(&head_message(head)).await.is_err() {
             return;
         }
         let upgraded = match hyper::upgrade::on(resp).await {
@@ -205,14 +281,7 @@ pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg) {
         headers,
         body: kind,
     };
-    if origin
-        .send(&Message::Head {
-            stream: msg.origin_stream,
-            head: Box::new(head),
-        })
-        .await
-        .is_err()
-    {
+    if origin.send(&head_message(head)).await.is_err() {
         return;
     }
     if let (true, Some(body)) = (streamed, body) {

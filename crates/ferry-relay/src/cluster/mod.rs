@@ -6,9 +6,10 @@
 //! subscriptions of the tenants whose tunnels are here), the origin side of a cross-node request
 //! ([`origin`]), the executing side ([`executor`]), bodies between nodes with flow control ([`flow`]), the stream
 //! table ([`streams`]) and presence ([`presence`]). Delivery rules (written in docs/cluster.md and tested): a
-//! request runs on at most one connector (a node runs it only after the origin granted its claim, and the origin
-//! grants one claim per request); a request nobody claims within the claim timeout is published again; a request
-//! past its expiration is neither granted nor run.
+//! request runs on at most one connector (a request sent to one node's inbox runs there or nowhere, and is sent
+//! elsewhere only when it came back unrun; a request from a dispatch queue runs only after the origin granted
+//! its claim, and the origin grants one claim per request); a queued request nobody claims within the claim
+//! timeout is published again; a request past its expiration is neither granted nor run.
 
 pub(crate) mod executor;
 pub(crate) mod flow;
@@ -23,14 +24,14 @@ use crate::registry::{Tunnel, TunnelEvent};
 use ferry_bus::{Bus, BusError, Subscription};
 use ferry_config::ClusterSettings;
 use ferry_proto::cluster::{
-    self, ConnectorInfo, Decoded, EventMsg, Message, NodeInfo, PresenceMsg, Subjects,
+    self, AbortReason, ConnectorInfo, Decoded, EventMsg, Message, NodeInfo, PresenceMsg, Subjects,
     DISPATCH_GROUP,
 };
 use ferry_proto::TenantName;
 use ferry_store::unix_now;
 use presence::{Applied, Presence};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use streams::{Inbound, Streams};
@@ -73,6 +74,11 @@ pub struct Cluster {
     tasks: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
     /// Nodes asked for a snapshot recently, and when (one question per heartbeat interval).
     asked: Mutex<HashMap<String, Instant>>,
+    /// Round robin over the connectors of a tenant on other nodes, for requests sent to one node's inbox.
+    pub(crate) next_pick: AtomicUsize,
+    /// Requests other nodes sent to this node's inbox, running here: (origin node, origin stream) → this node's
+    /// stream, so that a cancel naming the origin's stream reaches them.
+    pub(crate) direct: Arc<Mutex<HashMap<(String, u64), u64>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,6 +111,8 @@ impl Cluster {
             consumers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             asked: Mutex::new(HashMap::new()),
+            next_pick: AtomicUsize::new(0),
+            direct: Arc::new(Mutex::new(HashMap::new())),
             me,
         });
         cluster.presence.heartbeat(&cluster.info(), unix_now());
@@ -333,7 +341,48 @@ impl Cluster {
                 self.send_to(&reply_to, &snapshot).await;
             }
             Message::Presence(p) => self.apply_presence(p).await,
-            Message::Request(_) | Message::Event { .. } => {
+            Message::Request(req) => {
+                // sent to this node directly: registered before the next inbox message (a cancel) is read
+                let run = executor::Direct::register(self, &req);
+                tokio::spawn(executor::execute(self.clone(), *req, Some(run)));
+            }
+            Message::Answer {
+                stream,
+                executor,
+                executor_stream,
+                head,
+            } => {
+                let delivered = self.streams.deliver(
+                    stream,
+                    Inbound::Answer {
+                        executor: executor.clone(),
+                        executor_stream,
+                        head,
+                    },
+                );
+                if !delivered {
+                    // the client went away meanwhile: stop what is still running there
+                    self.send_to(
+                        &executor,
+                        &Message::Abort {
+                            stream: executor_stream,
+                            reason: AbortReason::Cancelled,
+                        },
+                    )
+                    .await;
+                }
+            }
+            Message::Cancel {
+                origin,
+                origin_stream,
+            } => {
+                let own = lock(&self.direct).get(&(origin, origin_stream)).copied();
+                if let Some(own) = own {
+                    self.streams
+                        .deliver(own, Inbound::Abort(AbortReason::Cancelled));
+                }
+            }
+            Message::Event { .. } => {
                 tracing::debug!("unexpected message kind in the inbox");
             }
         }
@@ -531,7 +580,7 @@ impl Cluster {
                         while let Some(raw) = sub.next().await {
                             match cluster::decode(raw) {
                                 Ok(Decoded::Message(Message::Request(req))) => {
-                                    tokio::spawn(executor::execute(cluster.clone(), *req));
+                                    tokio::spawn(executor::execute(cluster.clone(), *req, None));
                                 }
                                 Ok(_) => tracing::debug!(
                                     subject,

@@ -1,7 +1,13 @@
 //! The origin side of a cross-node request: this node has the client, another node has a connector.
 //!
-//! The request is published to the tenant's dispatch queue; the first node to claim it gets the grant (any later
-//! claim a denial), and its response comes back to this node's inbox. A request nobody claims within the claim
+//! A request without a streamed body goes straight to the inbox of one node that presence shows with a
+//! connector serving its target (round robin over those connectors), on a bus that reports messages nobody
+//! took: that node runs it at once and answers with the response head, two bus messages for a small request. A
+//! message to a node that is gone comes back as a bounce (nothing ran), and a node that no longer has a
+//! connector for the target declines; either way the request is then published to the tenant's dispatch queue.
+//! Requests with a streamed body or an upgrade, and every request on a bus that cannot report bounces
+//! (RabbitMQ), go to the dispatch queue from the start: the first node to claim the request gets the grant (any
+//! later claim a denial), and its response comes back to this node's inbox. A request nobody claims within the claim
 //! timeout is published again while presence still shows a connector for it elsewhere; otherwise it goes back to
 //! the caller (`crate::dispatch`), which waits for a connector or answers `no_connector`. A body bigger than
 //! [`INLINE_MAX`](super::INLINE_MAX) (or of unknown size) streams to the executor after the grant; dropping the
@@ -15,11 +21,12 @@ use crate::cluster::presence::Lookup;
 use crate::dispatch::RelayError;
 use bytes::Bytes;
 use ferry_http::{Body, BoxError};
-use ferry_proto::cluster::{self, AbortReason, BodyKind, Message, RequestMsg};
+use ferry_proto::cluster::{self, AbortReason, BodyKind, Message, RequestMsg, ResponseHead};
 use ferry_proto::{TargetName, TenantName};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -54,6 +61,23 @@ impl Drop for GrantGuard {
     fn drop(&mut self) {
         if let Some(peer) = self.peer.take() {
             peer.abort_later(AbortReason::Cancelled);
+        }
+    }
+}
+
+/// Tells the executor to stop a request sent to its inbox when the request is dropped before its answer (the
+/// client went away), unless disarmed.
+struct CancelGuard {
+    peer: Option<(Peer, String)>,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some((peer, origin)) = self.peer.take() {
+            peer.send_later(Message::Cancel {
+                origin,
+                origin_stream: peer.stream,
+            });
         }
     }
 }
@@ -130,6 +154,90 @@ impl Cluster {
             }));
             if attempt > 1 {
                 tracing::debug!(request_id, tenant = %tenant, attempt, "publishing the request again");
+            }
+            // straight to one node on the first attempt, when the bus reports a message nobody took
+            let direct = (attempt == 1
+                && upgrade.is_none()
+                && !matches!(outgoing, Outgoing::Stream(_))
+                && self.bus.reports_unrouted())
+            .then(|| {
+                let turn = self.next_pick.fetch_add(1, Ordering::Relaxed);
+                self.presence.pick(tenant.as_str(), target.as_str(), turn)
+            })
+            .flatten();
+            if let Some(node) = direct {
+                self.streams.set_peer(handle.id, &node);
+                let inbox = self.subjects.inbox(&node);
+                let bounce = cluster::encode(&Message::Decline { stream: handle.id });
+                self.bus
+                    .publish_or_bounce(
+                        &inbox,
+                        cluster::encode(&message),
+                        &self.subjects.inbox(&self.me.node_id),
+                        bounce,
+                    )
+                    .await
+                    .map_err(|e| RelayError::ClusterUnavailable(e.to_string()))?;
+                let mut guard = CancelGuard {
+                    peer: Some((
+                        Peer {
+                            bus: self.bus.clone(),
+                            inbox,
+                            stream: handle.id,
+                        },
+                        self.me.node_id.clone(),
+                    )),
+                };
+                loop {
+                    let Some(inbound) = handle.rx.recv().await else {
+                        return Err(RelayError::ConnectorLost("the stream closed".into()));
+                    };
+                    match inbound {
+                        Inbound::Answer {
+                            executor,
+                            executor_stream,
+                            head,
+                        } => {
+                            guard.peer = None;
+                            self.streams.set_peer(handle.id, &executor);
+                            let peer = Peer {
+                                bus: self.bus.clone(),
+                                inbox: self.subjects.inbox(&executor),
+                                stream: executor_stream,
+                            };
+                            return answered(*head, handle, peer, None, false);
+                        }
+                        Inbound::Decline | Inbound::Abort(AbortReason::NotAccepted) => {
+                            // gone (a bounce) or without a connector for the target: nothing ran there
+                            guard.peer = None;
+                            tokio::time::sleep(decline_pause).await;
+                            decline_pause = (decline_pause * 2).min(Duration::from_millis(200));
+                            if self.presence.lookup(tenant.as_str(), target.as_str())
+                                != Lookup::Serves
+                            {
+                                return Ok(Sent::NotTaken(rebuild(head, outgoing)));
+                            }
+                            continue 'publish;
+                        }
+                        Inbound::Abort(AbortReason::Expired) => {
+                            guard.peer = None;
+                            return Err(RelayError::Expired(Duration::ZERO));
+                        }
+                        Inbound::Abort(reason) => {
+                            guard.peer = None;
+                            return Err(RelayError::ConnectorLost(format!(
+                                "the node running the request cut it ({reason:?})"
+                            )));
+                        }
+                        Inbound::PeerGone => {
+                            guard.peer = None;
+                            return Err(RelayError::ConnectorLost(
+                                "the node running the request went away".into(),
+                            ));
+                        }
+                        _ => continue,
+                    }
+                }
             }
             self.bus
                 .publish(&subject, cluster::encode(&message))
@@ -228,37 +336,7 @@ impl Cluster {
                 match inbound {
                     Inbound::Head(h) => {
                         guard.peer = None;
-                        let status = StatusCode::from_u16(h.status)
-                            .map_err(|_| RelayError::ConnectorLost("bad status".into()))?;
-                        let mut response = Response::new(ferry_http::empty());
-                        *response.status_mut() = status;
-                        *response.headers_mut() = flow::from_wire(h.headers);
-                        if upgrade.is_some() && status == StatusCode::OK {
-                            if let Some(pump) = pump {
-                                pump.abort();
-                            }
-                            return Ok(Sent::Answered(RemoteAnswer {
-                                response,
-                                upgrade: Some(RemoteUpgrade { handle, peer }),
-                            }));
-                        }
-                        *response.body_mut() = match h.body {
-                            BodyKind::Empty => ferry_http::empty(),
-                            BodyKind::Inline(b) => ferry_http::full(b),
-                            BodyKind::Stream => {
-                                let StreamHandle { rx, reg, .. } = handle;
-                                // the request body (if any) keeps going beside the response body
-                                let pump =
-                                    pump.map(|p| Box::new(AbortOnDrop(p)) as Box<dyn Send + Sync>);
-                                RemoteBody::new(rx, reg, peer, pump)
-                                    .map_err(BoxError::from)
-                                    .boxed_unsync()
-                            }
-                        };
-                        return Ok(Sent::Answered(RemoteAnswer {
-                            response,
-                            upgrade: None,
-                        }));
+                        return answered(*h, handle, peer, pump, upgrade.is_some());
                     }
                     Inbound::Claim {
                         executor,
@@ -301,6 +379,47 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The response from the node that ran the request: its head, and its body streaming from there (or, for an
+/// upgrade the target agreed to, the stream to bridge). `pump` is the task sending the request body, if any.
+fn answered(
+    h: ResponseHead,
+    handle: StreamHandle,
+    peer: Peer,
+    pump: Option<tokio::task::JoinHandle<()>>,
+    upgrade: bool,
+) -> Result<Sent, RelayError> {
+    let status = StatusCode::from_u16(h.status)
+        .map_err(|_| RelayError::ConnectorLost("bad status".into()))?;
+    let mut response = Response::new(ferry_http::empty());
+    *response.status_mut() = status;
+    *response.headers_mut() = flow::from_wire(h.headers);
+    if upgrade && status == StatusCode::OK {
+        if let Some(pump) = pump {
+            pump.abort();
+        }
+        return Ok(Sent::Answered(RemoteAnswer {
+            response,
+            upgrade: Some(RemoteUpgrade { handle, peer }),
+        }));
+    }
+    *response.body_mut() = match h.body {
+        BodyKind::Empty => ferry_http::empty(),
+        BodyKind::Inline(b) => ferry_http::full(b),
+        BodyKind::Stream => {
+            let StreamHandle { rx, reg, .. } = handle;
+            // the request body (if any) keeps going beside the response body
+            let pump = pump.map(|p| Box::new(AbortOnDrop(p)) as Box<dyn Send + Sync>);
+            RemoteBody::new(rx, reg, peer, pump)
+                .map_err(BoxError::from)
+                .boxed_unsync()
+        }
+    };
+    Ok(Sent::Answered(RemoteAnswer {
+        response,
+        upgrade: None,
+    }))
 }
 
 /// Stops a spawned task when dropped (a request body pump outliving its response).

@@ -92,6 +92,23 @@ impl Presence {
         }
     }
 
+    /// One other node with a connector of `tenant` serving `target`: the `turn`-th of those connectors, round
+    /// robin (a node with two such connectors is picked twice as often).
+    pub fn pick(&self, tenant: &str, target: &str, turn: usize) -> Option<String> {
+        let state = self.lock();
+        let serving: Vec<&String> = state
+            .by_tenant
+            .get(tenant)?
+            .iter()
+            .filter(|(_, targets)| targets.iter().any(|x| x == target))
+            .map(|(node, _)| node)
+            .collect();
+        if serving.is_empty() {
+            return None;
+        }
+        Some(serving[turn % serving.len()].clone())
+    }
+
     /// A heartbeat (or any message naming the node's info): refresh it. `NeedSync` when its generation is not
     /// the one known.
     pub(crate) fn heartbeat(&self, info: &NodeInfo, now_unix: i64) -> Applied {

@@ -24,6 +24,12 @@ pub(crate) enum Inbound {
     Deny,
     Decline,
     Head(Box<ResponseHead>),
+    /// The answer to a request sent to the executor's inbox: the head and the executor's stream.
+    Answer {
+        executor: String,
+        executor_stream: u64,
+        head: Box<ResponseHead>,
+    },
     Data(Data),
     End {
         chunks: u64,

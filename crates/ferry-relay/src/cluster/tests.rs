@@ -1,5 +1,7 @@
 //! The origin side of the cluster protocol against a scripted executor on the in-process bus: grants, denials,
-//! publishing again, expiry, streamed bodies with credit, and cuts.
+//! publishing again, expiry, streamed bodies with credit, and cuts through the dispatch queue (an origin on a
+//! bus that reports no bounces, [`QueueOnly`]); requests sent straight to a node's inbox, their answers,
+//! bounces, declines and cancels (an origin on the in-process bus itself).
 
 use super::origin::Sent;
 use super::*;
@@ -90,6 +92,32 @@ impl Fake {
         }
     }
 
+    /// The next message in the inbox, which must be a request sent straight here.
+    async fn next_direct(&mut self) -> RequestMsg {
+        match self.next().await {
+            Decoded::Message(Message::Request(r)) => *r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    /// Answer a request sent straight here.
+    async fn answer(&self, req: &RequestMsg, executor_stream: u64, body: &'static [u8]) {
+        self.to_origin(
+            &req.origin,
+            &Message::Answer {
+                stream: req.origin_stream,
+                executor: self.node.clone(),
+                executor_stream,
+                head: Box::new(ResponseHead {
+                    status: 200,
+                    headers: vec![],
+                    body: BodyKind::Inline(Bytes::from_static(body)),
+                }),
+            },
+        )
+        .await;
+    }
+
     async fn next(&mut self) -> Decoded {
         let raw = tokio::time::timeout(Duration::from_secs(5), self.inbox.next())
             .await
@@ -118,11 +146,44 @@ impl Fake {
     }
 }
 
+/// The in-process bus without its bounce reports, as RabbitMQ's bus is: every request goes through the queue.
+struct QueueOnly(MemoryBus);
+
+#[async_trait::async_trait]
+impl Bus for QueueOnly {
+    fn kind(&self) -> &'static str {
+        "queue-only"
+    }
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.0.publish(subject, payload).await
+    }
+    async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
+        self.0.subscribe(subject).await
+    }
+    async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError> {
+        self.0.queue_subscribe(subject, group).await
+    }
+    async fn flush(&self) -> Result<(), BusError> {
+        self.0.flush().await
+    }
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// An origin node whose requests go through the dispatch queue.
 async fn origin(bus: &MemoryBus) -> Arc<Cluster> {
-    let cluster = Cluster::start(Arc::new(bus.clone()), identity("origin"), settings(), None)
+    let bus: Arc<dyn Bus> = Arc::new(QueueOnly(bus.clone()));
+    Cluster::start(bus, identity("origin"), settings(), None)
         .await
-        .expect("cluster");
-    cluster
+        .expect("cluster")
+}
+
+/// An origin node that sends small requests straight to a node's inbox.
+async fn direct_origin(bus: &MemoryBus) -> Arc<Cluster> {
+    Cluster::start(Arc::new(bus.clone()), identity("origin"), settings(), None)
+        .await
+        .expect("cluster")
 }
 
 async fn until_serves(cluster: &Cluster) {
@@ -639,4 +700,210 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
         "404 unknown_target"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+fn spawn_send(
+    cluster: &Arc<Cluster>,
+    body: ferry_http::Body,
+    deadline: tokio::time::Instant,
+) -> tokio::task::JoinHandle<Result<Sent, RelayError>> {
+    let cluster = cluster.clone();
+    let (tenant, target) = names();
+    tokio::spawn(async move {
+        cluster
+            .send(&tenant, &target, request(body), None, "rid", deadline)
+            .await
+    })
+}
+
+async fn body_of(sent: Result<Sent, RelayError>) -> Bytes {
+    let Ok(Sent::Answered(answer)) = sent else {
+        panic!("no answer")
+    };
+    answer
+        .response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+}
+
+#[tokio::test]
+async fn small_requests_go_straight_to_the_nodes_in_turn_and_their_answers_come_back() {
+    let bus = MemoryBus::new();
+    let cluster = direct_origin(&bus).await;
+    let mut a = Fake::start(&bus, "exec-a").await;
+    let mut b = Fake::start(&bus, "exec-b").await;
+    until_serves(&cluster).await;
+    for _ in 0..10 {
+        if cluster.presence.pick("acme", "app", 1) != cluster.presence.pick("acme", "app", 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..4u64 {
+        let send = spawn_send(&cluster, ferry_http::full("hello"), deadline);
+        // the request is in one of the two inboxes, with no claim and no grant
+        let (fake, req) = tokio::select! {
+            r = a.next_direct() => (&a, r),
+            r = b.next_direct() => (&b, r),
+        };
+        assert_eq!(req.attempt, 1);
+        assert_eq!(req.body, BodyKind::Inline(Bytes::from_static(b"hello")));
+        seen.insert(fake.node.clone());
+        fake.answer(&req, 100 + round, b"done").await;
+        assert_eq!(&body_of(send.await.expect("task")).await[..], b"done");
+    }
+    assert_eq!(seen.len(), 2, "both nodes took requests: {seen:?}");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_millis(100), a.queue.next())
+            .await
+            .ok()
+            .flatten(),
+        None,
+        "nothing went through the dispatch queue"
+    );
+    assert_eq!(cluster.open_streams(), 0, "nothing left open");
+}
+
+#[tokio::test]
+async fn a_request_to_a_gone_node_bounces_and_goes_through_the_queue() {
+    let bus = MemoryBus::new();
+    let cluster = direct_origin(&bus).await;
+    let a = Fake::start(&bus, "exec-a").await;
+    until_serves(&cluster).await;
+    // the node dies without presence noticing yet: its inbox has no subscriber, its queue share is gone too, and
+    // another node (which presence does not show yet) consumes the queue
+    let Fake { queue, inbox, .. } = a;
+    drop((queue, inbox));
+    let mut b_queue = bus
+        .queue_subscribe(&subjects().dispatch("acme"), DISPATCH_GROUP)
+        .await
+        .expect("queue");
+    let mut b_inbox = bus
+        .subscribe(&subjects().inbox("exec-b"))
+        .await
+        .expect("inbox");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let send = spawn_send(&cluster, ferry_http::empty(), deadline);
+    let raw = tokio::time::timeout(Duration::from_secs(5), b_queue.next())
+        .await
+        .expect("the request reaches the queue")
+        .expect("queue open");
+    let Ok(Decoded::Message(Message::Request(req))) = cluster::decode(raw) else {
+        panic!("not a request")
+    };
+    assert_eq!(req.attempt, 2, "the bounced first attempt ran nowhere");
+    let to_origin = |m: Message| {
+        let bus = bus.clone();
+        async move {
+            bus.publish(&subjects().inbox("origin"), cluster::encode(&m))
+                .await
+                .expect("send")
+        }
+    };
+    to_origin(Message::Claim {
+        origin_stream: req.origin_stream,
+        executor: "exec-b".into(),
+        executor_stream: 7,
+    })
+    .await;
+    let raw = tokio::time::timeout(Duration::from_secs(5), b_inbox.next())
+        .await
+        .expect("a grant")
+        .expect("inbox open");
+    assert!(matches!(
+        cluster::decode(raw),
+        Ok(Decoded::Message(Message::Grant { stream: 7 }))
+    ));
+    to_origin(Message::Head {
+        stream: req.origin_stream,
+        head: Box::new(ResponseHead {
+            status: 200,
+            headers: vec![],
+            body: BodyKind::Inline(Bytes::from_static(b"via the queue")),
+        }),
+    })
+    .await;
+    assert_eq!(
+        &body_of(send.await.expect("task")).await[..],
+        b"via the queue"
+    );
+}
+
+#[tokio::test]
+async fn a_declined_request_goes_through_the_queue_and_a_cancel_names_the_origin_stream() {
+    let bus = MemoryBus::new();
+    let cluster = direct_origin(&bus).await;
+    let mut a = Fake::start(&bus, "exec-a").await;
+    until_serves(&cluster).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+
+    // declined (no connector for the target there after all): published to the queue, nothing ran
+    let send = spawn_send(&cluster, ferry_http::empty(), deadline);
+    let req = a.next_direct().await;
+    a.to_origin(
+        "origin",
+        &Message::Decline {
+            stream: req.origin_stream,
+        },
+    )
+    .await;
+    let again = a.next_request().await;
+    assert_eq!(again.attempt, 2);
+    a.claim(&again, 3).await;
+    assert!(matches!(
+        a.next().await,
+        Decoded::Message(Message::Grant { stream: 3 })
+    ));
+    a.to_origin(
+        "origin",
+        &Message::Head {
+            stream: again.origin_stream,
+            head: Box::new(ResponseHead {
+                status: 200,
+                headers: vec![],
+                body: BodyKind::Empty,
+            }),
+        },
+    )
+    .await;
+    assert!(matches!(send.await.expect("task"), Ok(Sent::Answered(_))));
+
+    // the client goes away before the answer: the node hears a cancel naming the origin's stream
+    let send = spawn_send(&cluster, ferry_http::empty(), deadline);
+    let req = a.next_direct().await;
+    send.abort();
+    let _ = send.await;
+    match a.next().await {
+        Decoded::Message(Message::Cancel {
+            origin,
+            origin_stream,
+        }) => {
+            assert_eq!(origin, "origin");
+            assert_eq!(origin_stream, req.origin_stream);
+        }
+        other => panic!("not a cancel: {other:?}"),
+    }
+    // an answer arriving after that is cut at the node
+    a.answer(&req, 9, b"late").await;
+    assert!(matches!(
+        a.next().await,
+        Decoded::Message(Message::Abort {
+            stream: 9,
+            reason: AbortReason::Cancelled
+        })
+    ));
+    // a node that dies after taking a request: the client gets connector_lost once presence forgets it
+    let send = spawn_send(&cluster, ferry_http::empty(), deadline);
+    let _req = a.next_direct().await;
+    assert!(cluster.presence.forget("exec-a"));
+    assert_eq!(cluster.streams.peer_gone("exec-a"), 1);
+    assert!(matches!(
+        send.await.expect("task"),
+        Err(RelayError::ConnectorLost(_))
+    ));
 }
