@@ -210,6 +210,7 @@ impl Cluster {
                         Inbound::Decline | Inbound::Abort(AbortReason::NotAccepted) => {
                             // gone (a bounce) or without a connector for the target: nothing ran there
                             guard.peer = None;
+                            self.streams.clear_peer(handle.id);
                             tokio::time::sleep(decline_pause).await;
                             decline_pause = (decline_pause * 2).min(Duration::from_millis(200));
                             if self.presence.lookup(tenant.as_str(), target.as_str())

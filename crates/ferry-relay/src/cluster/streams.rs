@@ -122,6 +122,15 @@ impl Streams {
         }
     }
 
+    /// Forget the node at the other end of a stream, and any cut its death made (a request that came back unrun
+    /// from that node, going elsewhere).
+    pub fn clear_peer(&self, id: u64) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.peer = None;
+            e.credit.send_modify(|c| c.cut = None);
+        }
+    }
+
     /// Deliver a message to a stream; `false` when the stream is not open here.
     pub fn deliver(&self, id: u64, message: Inbound) -> bool {
         let entries = self.lock();
