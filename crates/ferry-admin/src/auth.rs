@@ -72,13 +72,7 @@ pub fn hash_admin_key(key: &str) -> String {
 fn credential(request: &Request) -> Option<&str> {
     let headers = request.headers();
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let token = token.trim();
-        return (!token.is_empty()).then_some(token);
+        return ferry_auth::bearer_token(value.to_str().ok()?);
     }
     let key = headers.get(API_KEY_HEADER)?.to_str().ok()?.trim();
     (!key.is_empty()).then_some(key)

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-
 use crate::{AuthError, Claims, TokenVerifier};
 
 /// Routes tokens by `iss` to one of several verifiers.
@@ -24,25 +22,6 @@ impl std::fmt::Debug for CombinedVerifier {
     }
 }
 
-/// The `iss` of a JWT, read without checking anything (only to choose the verifier).
-fn unverified_issuer(token: &str) -> Result<String, AuthError> {
-    let payload = token
-        .split('.')
-        .nth(1)
-        .ok_or(AuthError::Malformed("not a JWT"))?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed("bad base64url encoding"))?;
-    #[derive(serde::Deserialize)]
-    struct Iss {
-        iss: Option<String>,
-    }
-    let iss: Iss = serde_json::from_slice(&bytes)
-        .map_err(|_| AuthError::Malformed("bad JSON in header or claims"))?;
-    iss.iss
-        .ok_or(AuthError::Malformed("a required claim is missing"))
-}
-
 impl CombinedVerifier {
     /// An empty verifier (refuses every token until verifiers are added).
     pub fn new() -> Self {
@@ -58,7 +37,7 @@ impl CombinedVerifier {
     }
 
     fn pick(&self, token: &str) -> Result<&Arc<dyn TokenVerifier>, AuthError> {
-        let iss = unverified_issuer(token)?;
+        let iss = ferry_token::unverified_issuer(token)?;
         self.verifiers
             .iter()
             .find(|(issuer, _)| *issuer == iss)

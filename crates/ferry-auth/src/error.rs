@@ -1,7 +1,9 @@
 //! The authentication error type. Messages of the token variants are safe to show a client: they never
-//! contain a secret, a token or a claim value.
+//! contain a secret, a token or a claim value. The token variants are `ferry_token::TokenError`'s, one for one
+//! (`From`), kept here so that callers match on one type.
 
 use ferry_store::StoreError;
+use ferry_token::TokenError;
 
 /// Why an authentication operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,5 +71,23 @@ impl AuthError {
                 | AuthError::MissingScope
                 | AuthError::Malformed(_)
         )
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Expired => AuthError::Expired,
+            TokenError::NotYetValid => AuthError::NotYetValid,
+            TokenError::BadSignature => AuthError::BadSignature,
+            TokenError::UnknownKey => AuthError::UnknownKey,
+            TokenError::UnsupportedAlgorithm => AuthError::UnsupportedAlgorithm,
+            TokenError::WrongAudience => AuthError::WrongAudience,
+            TokenError::WrongIssuer => AuthError::WrongIssuer,
+            TokenError::MissingScope => AuthError::MissingScope,
+            TokenError::Malformed(what) => AuthError::Malformed(what),
+            TokenError::Key(message) => AuthError::Key(message),
+            TokenError::Sign(error) => AuthError::Sign(error),
+        }
     }
 }

@@ -7,8 +7,10 @@
 //! ([`maintain_signing_keys`], run by the cluster's worker or a node on its own), the discovery and JWKS
 //! documents, token verification behind the [`TokenVerifier`] trait (built-in, external OpenID Connect, or
 //! both via [`CombinedVerifier`]), and the OIDC admin-role check of the management API ([`AdminCheck`]).
-//! Does not own: HTTP serving (the caller passes the header values and body in and writes the [`TokenReply`]
-//! out), persistence (`ferry-store`), management API keys (`ferry-admin`).
+//! What a token is and how it is checked, without the store (the bearer header, key sets, claims), is
+//! `ferry-token`, re-exported here where callers need it. Does not own: HTTP serving (the caller passes the
+//! header values and body in and writes the [`TokenReply`] out), persistence (`ferry-store`), management API
+//! keys (`ferry-admin`).
 #![forbid(unsafe_code)]
 
 mod combined;
@@ -25,6 +27,7 @@ pub use combined::CombinedVerifier;
 pub use discovery::{WellKnown, JWKS_PATH, OPENID_CONFIGURATION_PATH};
 pub use endpoint::TokenReply;
 pub use error::AuthError;
+pub use ferry_token::{bearer_token, bearer_token_in, Purpose, TokenError};
 pub use limit::{FailureLimiter, Limited, RateLimitSettings};
 pub use node::{issuer_settings, oidc_settings, KeyDuty, NodeAuth};
 pub use oidc::{

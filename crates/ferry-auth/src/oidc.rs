@@ -4,28 +4,23 @@
 //! (RS256, PS256, ES256, EdDSA), `iss`, `aud`, `exp`, `nbf` and scope; the tenant comes from a configurable claim.
 //!
 //! Also the admin check of the management API ([`AdminCheck`]): a valid token carrying a configured role.
+//!
+//! What the provider's tokens must be, and reading its JWKS, is `ferry-token` ([`ProviderRules`],
+//! [`ProviderKeys`]); this module fetches the documents and decides when.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use ferry_proto::TenantName;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use ferry_token::{ProviderKeys, ProviderRules, Purpose};
 use serde_json::Value;
 
-use crate::token::{map_jwt_error, BackgroundTask};
-use crate::{AuthError, Claims, TokenVerifier, LEEWAY};
+use crate::token::BackgroundTask;
+use crate::{AuthError, Claims, TokenVerifier};
+
+pub use ferry_token::{claim_at, ACCEPTED_ALGORITHMS};
 
 /// Path of the discovery document under an issuer URL.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
-/// The algorithms accepted from external providers.
-pub const ACCEPTED_ALGORITHMS: [Algorithm; 4] = [
-    Algorithm::RS256,
-    Algorithm::PS256,
-    Algorithm::ES256,
-    Algorithm::EdDSA,
-];
 /// Largest discovery or JWKS document read.
 const MAX_DOCUMENT: usize = 1024 * 1024;
 
@@ -72,23 +67,10 @@ impl OidcSettings {
     }
 }
 
-/// One key of the provider's JWKS.
-struct ProviderKey {
-    key: DecodingKey,
-    /// The `alg` the JWK pins, if any.
-    alg: Option<Algorithm>,
-}
-
-#[derive(Default)]
-struct ProviderKeys {
-    by_kid: HashMap<String, ProviderKey>,
-    /// Keys without a kid (used only for tokens without one, when there is exactly one).
-    anonymous: Vec<ProviderKey>,
-}
-
 /// Verifies tokens of one external OpenID Connect provider.
 pub struct OidcVerifier {
     settings: OidcSettings,
+    rules: ProviderRules,
     http: reqwest::Client,
     keys: RwLock<Arc<ProviderKeys>>,
     /// When keys were last fetched (or tried) because of an unknown kid.
@@ -109,12 +91,6 @@ impl std::fmt::Debug for OidcVerifier {
 
 fn provider_error(message: impl Into<String>) -> AuthError {
     AuthError::Provider(message.into())
-}
-
-/// The value at a dotted path (`realm_access.roles`) of a JSON object.
-pub fn claim_at<'v>(claims: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.')
-        .try_fold(claims, |node, part| node.as_object()?.get(part))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -139,8 +115,14 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .map_err(|e| provider_error(format!("building the HTTP client failed: {e}")))?;
+        let rules = ProviderRules::new(
+            settings.issuer.clone(),
+            settings.tenant_claim.clone(),
+            settings.scope.clone(),
+        );
         Ok(Arc::new_cyclic(|me| OidcVerifier {
             settings,
+            rules,
             http,
             keys: RwLock::new(Arc::new(ProviderKeys::default())),
             last_kid_fetch: Mutex::new(None),
@@ -155,9 +137,7 @@ impl OidcVerifier {
 
     /// The kids currently known.
     pub fn kids(&self) -> Vec<String> {
-        let mut kids: Vec<String> = self.snapshot().by_kid.keys().cloned().collect();
-        kids.sort();
-        kids
+        self.snapshot().kids()
     }
 
     fn snapshot(&self) -> Arc<ProviderKeys> {
@@ -222,15 +202,15 @@ impl OidcVerifier {
             .ok_or_else(|| provider_error(format!("{discovery_url} has no http(s) jwks_uri")))?
             .to_owned();
         let jwks = self.get_json(&jwks_uri).await?;
-        let keys = parse_jwks(&jwks);
-        if keys.by_kid.is_empty() && keys.anonymous.is_empty() {
+        let keys = ProviderKeys::from_jwks(&jwks);
+        if keys.is_empty() {
             return Err(provider_error(format!(
                 "{jwks_uri} holds no usable signing key"
             )));
         }
         tracing::debug!(
             issuer,
-            kids = keys.by_kid.len(),
+            kids = keys.kids().len(),
             "fetched the provider's signing keys"
         );
         let keys = Arc::new(keys);
@@ -274,34 +254,7 @@ impl OidcVerifier {
 
     /// Check signature, `iss`, `aud` (against `audience`), `exp` and `nbf` with the keys at hand; the claims.
     fn decode(&self, token: &str, audience: &str) -> Result<Value, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(&e))?;
-        if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
-            return Err(AuthError::UnsupportedAlgorithm);
-        }
-        let keys = self.snapshot();
-        let key = match header.kid.as_deref() {
-            Some(kid) => keys.by_kid.get(kid).ok_or(AuthError::UnknownKey)?,
-            None => match keys.anonymous.as_slice() {
-                [only] => only,
-                _ if keys.by_kid.len() == 1 => {
-                    keys.by_kid.values().next().ok_or(AuthError::UnknownKey)?
-                }
-                _ => return Err(AuthError::UnknownKey),
-            },
-        };
-        if key.alg.is_some_and(|alg| alg != header.alg) {
-            return Err(AuthError::UnsupportedAlgorithm);
-        }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = LEEWAY.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[self.settings.issuer.as_str()]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
-            .map_err(|e| map_jwt_error(&e))?;
-        Ok(data.claims)
+        Ok(self.rules.decode(&self.snapshot(), token, audience)?)
     }
 
     /// [`Self::decode`], fetching the keys first when the token names an unknown one (at most every
@@ -337,34 +290,12 @@ impl OidcVerifier {
 
     /// The tunnel claims of decoded, valid claims: scope and tenant.
     fn tunnel_claims(&self, claims: &Value) -> Result<Claims, AuthError> {
-        self.claims_of(claims, true)
+        self.claims_of(claims, Purpose::Tunnel)
     }
 
-    /// The claims of decoded, valid claims: the tenant, and with `tunnel` the required scope.
-    fn claims_of(&self, claims: &Value, tunnel: bool) -> Result<Claims, AuthError> {
-        let scope = scopes(claims);
-        if let Some(required) = self
-            .settings
-            .scope
-            .as_deref()
-            .filter(|s| tunnel && !s.is_empty())
-        {
-            if !scope.split(' ').any(|s| s == required) {
-                return Err(AuthError::MissingScope);
-            }
-        }
-        let tenant = claim_at(claims, &self.settings.tenant_claim)
-            .and_then(Value::as_str)
-            .ok_or(AuthError::Malformed("the tenant claim is missing"))?;
-        let tenant = TenantName::new(tenant)
-            .map_err(|_| AuthError::Malformed("the tenant claim is not a valid tenant name"))?;
-        Ok(Claims {
-            tenant,
-            scope,
-            exp: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
-            issuer: self.settings.issuer.clone(),
-            secret_id: None,
-        })
+    /// The claims of decoded, valid claims: the tenant, and for a tunnel the required scope.
+    fn claims_of(&self, claims: &Value, purpose: Purpose) -> Result<Claims, AuthError> {
+        Ok(self.rules.claims(claims, purpose)?)
     }
 
     /// The admin check for the management API, if an admin role is configured.
@@ -381,65 +312,6 @@ impl OidcVerifier {
             role,
         })
     }
-}
-
-/// The granted scopes as one space-separated string: `scope` (a string) or `scp` (a string or an array).
-fn scopes(claims: &Value) -> String {
-    match claims.get("scope").or_else(|| claims.get("scp")) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
-}
-
-fn parse_jwks(jwks: &Value) -> ProviderKeys {
-    let mut keys = ProviderKeys::default();
-    let Some(list) = jwks.get("keys").and_then(Value::as_array) else {
-        return keys;
-    };
-    for raw in list {
-        // One key at a time: a key type this library does not know must not hide the others.
-        let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
-            tracing::debug!("skipping a JWK that cannot be read");
-            continue;
-        };
-        if matches!(
-            jwk.common.public_key_use,
-            Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-        ) {
-            continue;
-        }
-        if matches!(
-            jwk.algorithm,
-            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-        ) {
-            // Symmetric keys are never accepted.
-            continue;
-        }
-        let alg = match jwk.common.key_algorithm {
-            None => None,
-            Some(a) => match a.to_string().parse::<Algorithm>() {
-                Ok(alg) if ACCEPTED_ALGORITHMS.contains(&alg) => Some(alg),
-                _ => continue,
-            },
-        };
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-            tracing::debug!(kid = ?jwk.common.key_id, "skipping a JWK that cannot be used");
-            continue;
-        };
-        let key = ProviderKey { key, alg };
-        match jwk.common.key_id {
-            Some(kid) => {
-                keys.by_kid.insert(kid, key);
-            }
-            None => keys.anonymous.push(key),
-        }
-    }
-    keys
 }
 
 #[async_trait::async_trait]
@@ -462,7 +334,7 @@ impl TokenVerifier for OidcVerifier {
 
     async fn verify_client(&self, token: &str) -> Result<Claims, AuthError> {
         let claims = self.decode_async(token, &self.settings.audience).await?;
-        self.claims_of(&claims, false)
+        self.claims_of(&claims, Purpose::Client)
     }
 }
 
@@ -499,12 +371,7 @@ impl AdminCheck {
             Err(error) => return AdminDecision::Invalid(error),
         };
         let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        let has_role = match claim_at(&claims, &self.roles_claim) {
-            Some(Value::Array(roles)) => roles.iter().any(|r| r.as_str() == Some(&self.role)),
-            Some(Value::String(roles)) => roles.split(' ').any(|r| r == self.role),
-            _ => false,
-        };
-        if has_role {
+        if ferry_token::has_role(&claims, &self.roles_claim, &self.role) {
             AdminDecision::Admin { subject }
         } else {
             AdminDecision::MissingRole { subject }
@@ -522,7 +389,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use base64::Engine as _;
-    use jsonwebtoken::{EncodingKey, Header};
+    use ferry_proto::TenantName;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use ring::signature::{
         EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING,
     };

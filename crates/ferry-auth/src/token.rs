@@ -1,44 +1,32 @@
 //! Tokens of the built-in issuer: the Ed25519 signing keys kept in the store (rotation with an overlap, re-read
 //! periodically and on an unknown `kid`), issuing signed JWTs, and the [`TokenVerifier`] trait with its built-in
-//! implementation.
+//! implementation. What a token is and how it is checked, without the store, is `ferry-token` ([`KeySet`],
+//! [`TokenRules`]); this module decides where the keys come from and when they are re-read.
 //!
 //! Deciding about the keys (creating the first, rotating when due, removing rotated-out keys) is
 //! [`maintain_signing_keys`]: the cluster's worker runs it, or, on a node on its own, the node's maintenance task
 //! ([`TokenIssuer::spawn_maintenance`]). Every decision is applied only on the view it was made on
 //! ([`Store::add_signing_key_after`]), so that processes deciding at the same moment add one key, not several.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use ferry_proto::TenantName;
 use ferry_store::{unix_now, SigningKey, Store};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ferry_token::{KeyRef, KeySet, NewToken, Purpose, TokenRules, BUILTIN_ALGORITHM};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use serde::{Deserialize, Serialize};
+
+pub use ferry_token::{
+    Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LEEWAY, RELAY_SCOPE, TUNNEL_SCOPE,
+};
 
 use crate::limit::{FailureLimiter, RateLimitSettings};
 use crate::AuthError;
 
-/// The `iss` of tokens when the configuration names none.
-pub const DEFAULT_ISSUER: &str = "ferry";
-/// The `aud` of tunnel tokens.
-pub const DEFAULT_AUDIENCE: &str = "ferry-tunnel";
 /// How long a token is valid when the configuration says nothing.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// How often a node re-reads the signing keys from the store when the configuration says nothing.
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_secs(60);
-/// The scope a client of the relay asks for (`scope=relay`) to get a token for a tenant that requires client
-/// authentication: such a token opens no tunnel.
-pub const RELAY_SCOPE: &str = "relay";
-/// The scope a tunnel token must carry.
-pub const TUNNEL_SCOPE: &str = "tunnel";
-/// Clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY: Duration = Duration::from_secs(30);
-/// The JOSE name of the only algorithm Ferry signs and accepts.
-const ALGORITHM_NAME: &str = "EdDSA";
 /// An unknown `kid` makes the built-in verifier re-read the store at most this often, so that forged key ids
 /// cannot make every tunnel attempt a database query.
 const MIN_UNKNOWN_KID_REFRESH: Duration = Duration::from_secs(2);
@@ -82,20 +70,6 @@ impl Default for IssuerSettings {
     }
 }
 
-/// What a valid token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
-    pub tenant: TenantName,
-    /// Space-separated scopes; contains `tunnel`.
-    pub scope: String,
-    /// Expiry, unix seconds.
-    pub exp: u64,
-    pub issuer: String,
-    /// The connector secret that obtained the token (the `sid` claim of built-in tokens): when that secret is
-    /// revoked, tunnels opened with the token can be closed. `None` for tokens of external providers.
-    pub secret_id: Option<String>,
-}
-
 /// Checks a bearer token and says who it is for.
 #[async_trait::async_trait]
 pub trait TokenVerifier: Send + Sync {
@@ -126,33 +100,6 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
-/// The claims as written into a token.
-#[derive(Debug, Serialize)]
-struct OutgoingClaims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    tenant: &'a str,
-    aud: &'a str,
-    iat: u64,
-    exp: u64,
-    scope: &'a str,
-    jti: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sid: Option<&'a str>,
-}
-
-/// The claims the verifier reads (`aud`, `nbf` are checked by `jsonwebtoken` from the same JSON).
-#[derive(Debug, Deserialize)]
-struct IncomingClaims {
-    iss: String,
-    exp: u64,
-    tenant: String,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    sid: Option<String>,
-}
-
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -169,78 +116,26 @@ fn generate_signing_key() -> Result<SigningKey, AuthError> {
         .map_err(|e| AuthError::Key(format!("reading the generated key failed: {e}")))?;
     Ok(SigningKey {
         kid: uuid::Uuid::new_v4().simple().to_string(),
-        algorithm: ALGORITHM_NAME.to_owned(),
+        algorithm: BUILTIN_ALGORITHM.to_owned(),
         private_der: pkcs8.as_ref().to_vec(),
         public_key: pair.public_key().as_ref().to_vec(),
         created_at: unix_now(),
     })
 }
 
-/// Check that a stored key is an Ed25519 key whose private and public halves belong together.
-fn check_signing_key(key: &SigningKey) -> Result<(), AuthError> {
-    if key.algorithm != ALGORITHM_NAME {
-        return Err(AuthError::Key(format!(
-            "key {} has algorithm {:?}, only {ALGORITHM_NAME} is supported",
-            key.kid, key.algorithm
-        )));
+/// A stored key as `ferry-token` reads it.
+fn key_ref(key: &SigningKey) -> KeyRef<'_> {
+    KeyRef {
+        kid: &key.kid,
+        algorithm: &key.algorithm,
+        private_der: &key.private_der,
+        public_key: &key.public_key,
     }
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key.private_der).map_err(|e| {
-        AuthError::Key(format!("key {} is not an Ed25519 PKCS#8 key: {e}", key.kid))
-    })?;
-    if pair.public_key().as_ref() != key.public_key.as_slice() {
-        return Err(AuthError::Key(format!(
-            "key {}: the public key does not match the private key",
-            key.kid
-        )));
-    }
-    Ok(())
 }
 
-/// The key that signs new tokens: the newest key of the store.
-struct Signer {
-    kid: String,
-    encoding: EncodingKey,
-}
-
-/// One snapshot of the store's signing keys.
-struct KeySet {
-    decoding: HashMap<String, DecodingKey>,
-    /// Public keys, newest first, for JWKS.
-    public_keys: Vec<(String, Vec<u8>)>,
-    /// The newest key with its private half, when it is usable.
-    signer: Option<Signer>,
-}
-
-impl KeySet {
-    fn new(keys: &[SigningKey]) -> Self {
-        let mut decoding = HashMap::new();
-        let mut public_keys = Vec::new();
-        for key in keys {
-            if key.algorithm != ALGORITHM_NAME || key.public_key.len() != 32 {
-                tracing::warn!(kid = %key.kid, algorithm = %key.algorithm, "skipping a signing key the verifier cannot use");
-                continue;
-            }
-            decoding.insert(key.kid.clone(), DecodingKey::from_ed_der(&key.public_key));
-            public_keys.push((key.kid.clone(), key.public_key.clone()));
-        }
-        let signer = keys
-            .first()
-            .and_then(|newest| match check_signing_key(newest) {
-                Ok(()) => Some(Signer {
-                    kid: newest.kid.clone(),
-                    encoding: EncodingKey::from_ed_der(&newest.private_der),
-                }),
-                Err(error) => {
-                    tracing::warn!(%error, "the newest signing key cannot sign");
-                    None
-                }
-            });
-        KeySet {
-            decoding,
-            public_keys,
-            signer,
-        }
-    }
+/// One snapshot of the store's signing keys (newest first).
+fn key_set(keys: &[SigningKey]) -> KeySet {
+    KeySet::new(keys.iter().map(key_ref))
 }
 
 /// The built-in verifier: EdDSA tokens signed by one of the store's keys, for one issuer and one audience.
@@ -249,7 +144,7 @@ impl KeySet {
 pub struct BuiltinVerifier {
     keys: RwLock<Arc<KeySet>>,
     store: Option<Arc<dyn Store>>,
-    validation: Validation,
+    rules: TokenRules,
     /// When the keys were last re-read because of an unknown kid.
     last_kid_refresh: Mutex<Option<Instant>>,
     /// One re-read at a time.
@@ -262,8 +157,7 @@ impl std::fmt::Debug for BuiltinVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuiltinVerifier")
             .field("kids", &self.kids())
-            .field("issuer", &self.validation.iss)
-            .field("audience", &self.validation.aud)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -272,17 +166,10 @@ impl BuiltinVerifier {
     /// A verifier that accepts tokens signed by any of the EdDSA `keys` (others are skipped), issued by
     /// `issuer` for `audience`. It never re-reads keys.
     pub fn new(issuer: &str, audience: &str, keys: &[SigningKey]) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         BuiltinVerifier {
-            keys: RwLock::new(Arc::new(KeySet::new(keys))),
+            keys: RwLock::new(Arc::new(key_set(keys))),
             store: None,
-            validation,
+            rules: TokenRules::new(issuer, audience),
             last_kid_refresh: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             me: Weak::new(),
@@ -336,11 +223,7 @@ impl BuiltinVerifier {
 
     /// The kids of the keys this verifier accepts, newest first.
     pub fn kids(&self) -> Vec<String> {
-        self.snapshot()
-            .public_keys
-            .iter()
-            .map(|(kid, _)| kid.clone())
-            .collect()
+        self.snapshot().kids()
     }
 
     /// Re-read the keys from the store (no-op without one). A store holding no keys, or whose newest key cannot
@@ -355,24 +238,17 @@ impl BuiltinVerifier {
             tracing::warn!("the store holds no signing keys; keeping the keys in memory");
             return Ok(());
         }
-        let set = KeySet::new(&keys);
+        let set = key_set(&keys);
         let before = self.snapshot();
-        if set.signer.is_none() && before.signer.is_some() {
+        if set.signer_kid().is_none() && before.signer_kid().is_some() {
             tracing::error!(
                 "the newest signing key in the store is unusable; keeping the keys in memory"
             );
             return Ok(());
         }
-        let changed = before
-            .public_keys
-            .iter()
-            .map(|(k, _)| k)
-            .ne(set.public_keys.iter().map(|(k, _)| k));
-        if changed {
-            tracing::info!(
-                kids = ?set.public_keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-                "token signing keys changed"
-            );
+        let kids = set.kids();
+        if before.kids() != kids {
+            tracing::info!(?kids, "token signing keys changed");
         }
         self.replace(set);
         Ok(())
@@ -397,58 +273,19 @@ impl BuiltinVerifier {
 
     /// The public keys as a JWKS document (RFC 7517, OKP keys per RFC 8037).
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> = self
-            .snapshot()
-            .public_keys
-            .iter()
-            .map(|(kid, public)| {
-                serde_json::json!({
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "alg": ALGORITHM_NAME,
-                    "use": "sig",
-                    "kid": kid,
-                    "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public),
-                })
-            })
-            .collect();
-        serde_json::json!({ "keys": keys })
+        self.snapshot().jwks()
     }
 
     /// The issuer this verifier accepts.
     pub fn issuer(&self) -> Option<&str> {
-        self.validation
-            .iss
-            .as_ref()
-            .and_then(|set| set.iter().next())
-            .map(String::as_str)
-    }
-}
-
-pub(crate) fn map_jwt_error(error: &jsonwebtoken::errors::Error) -> AuthError {
-    match error.kind() {
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::MissingAlgorithm
-        | ErrorKind::InvalidAlgorithmName => AuthError::UnsupportedAlgorithm,
-        ErrorKind::MissingRequiredClaim(_) => AuthError::Malformed("a required claim is missing"),
-        ErrorKind::InvalidToken => AuthError::Malformed("not a JWT"),
-        ErrorKind::Base64(_) => AuthError::Malformed("bad base64url encoding"),
-        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            AuthError::Malformed("bad JSON in header or claims")
-        }
-        _ => AuthError::BadSignature,
+        self.rules.issuer()
     }
 }
 
 #[async_trait::async_trait]
 impl TokenVerifier for BuiltinVerifier {
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let result = verify_with(&self.snapshot(), &self.validation, token, true);
+        let result = self.check(token, Purpose::Tunnel);
         if matches!(result, Err(AuthError::UnknownKey)) && self.may_refresh_for_unknown_kid() {
             // The key may have been rotated in by another node: re-read in the background; the caller's retry
             // (a connector reconnects with backoff) then finds it.
@@ -470,65 +307,33 @@ impl TokenVerifier for BuiltinVerifier {
     }
 
     async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify_refreshing(token, true).await
+        self.verify_refreshing(token, Purpose::Tunnel).await
     }
 
     async fn verify_client(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify_refreshing(token, false).await
+        self.verify_refreshing(token, Purpose::Client).await
     }
 }
 
 impl BuiltinVerifier {
+    /// Check `token` for `purpose` with the keys at hand.
+    fn check(&self, token: &str, purpose: Purpose) -> Result<Claims, AuthError> {
+        Ok(self.rules.check(&self.snapshot(), token, purpose)?)
+    }
+
     /// Verify, re-reading the keys once when the token names an unknown one.
-    async fn verify_refreshing(&self, token: &str, tunnel: bool) -> Result<Claims, AuthError> {
-        match verify_with(&self.snapshot(), &self.validation, token, tunnel) {
+    async fn verify_refreshing(&self, token: &str, purpose: Purpose) -> Result<Claims, AuthError> {
+        match self.check(token, purpose) {
             Err(AuthError::UnknownKey) if self.may_refresh_for_unknown_kid() => {
                 tracing::debug!("unknown kid: re-reading the signing keys");
                 if let Err(error) = self.refresh().await {
                     tracing::warn!(%error, "re-reading the signing keys failed");
                 }
-                verify_with(&self.snapshot(), &self.validation, token, tunnel)
+                self.check(token, purpose)
             }
             result => result,
         }
     }
-}
-
-/// Check `token` with `keys`; `tunnel`: it must carry the tunnel scope.
-fn verify_with(
-    keys: &KeySet,
-    validation: &Validation,
-    token: &str,
-    tunnel: bool,
-) -> Result<Claims, AuthError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(&e))?;
-    if header.alg != Algorithm::EdDSA {
-        return Err(AuthError::UnsupportedAlgorithm);
-    }
-    let key = match header.kid.as_deref() {
-        Some(kid) => keys.decoding.get(kid).ok_or(AuthError::UnknownKey)?,
-        // Tokens without a kid are accepted only while there is no choice of key.
-        None if keys.decoding.len() == 1 => {
-            keys.decoding.values().next().ok_or(AuthError::UnknownKey)?
-        }
-        None => return Err(AuthError::UnknownKey),
-    };
-    let data = jsonwebtoken::decode::<IncomingClaims>(token, key, validation)
-        .map_err(|e| map_jwt_error(&e))?;
-    let claims = data.claims;
-    let scope = claims.scope.unwrap_or_default();
-    if tunnel && !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
-        return Err(AuthError::MissingScope);
-    }
-    let tenant = TenantName::new(claims.tenant)
-        .map_err(|_| AuthError::Malformed("the tenant claim is not a valid tenant name"))?;
-    Ok(Claims {
-        tenant,
-        scope,
-        exp: claims.exp,
-        issuer: claims.iss,
-        secret_id: claims.sid,
-    })
 }
 
 /// The built-in token issuer: signs tunnel tokens with the newest signing key of the store, rotates keys, and
@@ -612,7 +417,7 @@ impl TokenIssuer {
         let newest = keys.first().ok_or_else(|| {
             AuthError::Key("the store holds no signing key after adding one".to_owned())
         })?;
-        check_signing_key(newest)?;
+        ferry_token::check_key_pair(key_ref(newest))?;
         let verifier =
             BuiltinVerifier::shared(&settings.issuer, &settings.audience, &keys, store.clone());
         Ok(TokenIssuer {
@@ -647,9 +452,8 @@ impl TokenIssuer {
     pub fn kid(&self) -> String {
         self.verifier
             .snapshot()
-            .signer
-            .as_ref()
-            .map(|s| s.kid.clone())
+            .signer_kid()
+            .map(str::to_owned)
             .unwrap_or_default()
     }
 
@@ -749,27 +553,18 @@ impl TokenIssuer {
         scope: &str,
         now: u64,
     ) -> Result<IssuedToken, AuthError> {
-        let keys = self.verifier.snapshot();
-        let signer = keys
-            .signer
-            .as_ref()
-            .ok_or_else(|| AuthError::Key("no usable signing key".to_owned()))?;
         let ttl = self.settings.ttl.as_secs();
-        let claims = OutgoingClaims {
-            iss: &self.settings.issuer,
-            sub: tenant.as_str(),
-            tenant: tenant.as_str(),
-            aud: &self.settings.audience,
-            iat: now,
-            exp: now.saturating_add(ttl),
+        let id = uuid::Uuid::new_v4().to_string();
+        let access_token = self.verifier.snapshot().issue(&NewToken {
+            issuer: &self.settings.issuer,
+            audience: &self.settings.audience,
+            tenant,
             scope,
-            jti: uuid::Uuid::new_v4().to_string(),
-            sid: secret_id,
-        };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(signer.kid.clone());
-        let access_token =
-            jsonwebtoken::encode(&header, &claims, &signer.encoding).map_err(AuthError::Sign)?;
+            secret_id,
+            issued_at: now,
+            expires_at: now.saturating_add(ttl),
+            id: &id,
+        })?;
         Ok(IssuedToken {
             access_token,
             expires_in: ttl,
@@ -880,7 +675,9 @@ pub async fn maintain_signing_keys(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
     use ferry_store::SqliteStore;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     use super::*;
 
@@ -898,22 +695,9 @@ mod tests {
         TenantName::new("demo").expect("name")
     }
 
-    fn encoding(issuer: &TokenIssuer) -> EncodingKey {
-        issuer
-            .verifier
-            .snapshot()
-            .signer
-            .as_ref()
-            .expect("signer")
-            .encoding
-            .clone()
-    }
-
     /// Sign arbitrary claims with the issuer's key.
     fn sign(issuer: &TokenIssuer, claims: &serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(issuer.kid());
-        jsonwebtoken::encode(&header, claims, &encoding(issuer)).expect("sign")
+        issuer.verifier.snapshot().sign(claims).expect("sign")
     }
 
     fn claims_json(now: u64) -> serde_json::Value {
@@ -974,9 +758,10 @@ mod tests {
             .expect_err("forged");
         assert!(matches!(err, AuthError::UnknownKey), "{err:?}");
         // Another key under the right kid.
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(issuer.kid());
-        let forged = jsonwebtoken::encode(&header, &claims_json(now_secs()), &encoding(&forger))
+        let mut key = forger.store.signing_keys().await.expect("keys").remove(0);
+        key.kid = issuer.kid();
+        let forged = key_set(&[key])
+            .sign(&claims_json(now_secs()))
             .expect("sign");
         let err = issuer.verifier().verify(&forged).expect_err("forged");
         assert!(matches!(err, AuthError::BadSignature), "{err:?}");
@@ -1000,7 +785,7 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims_json(now_secs()),
-            &EncodingKey::from_secret(&issuer.verifier.snapshot().public_keys[0].1),
+            &EncodingKey::from_secret(&issuer.verifier.snapshot().public_keys()[0].1),
         )
         .expect("sign hs");
         let err = issuer.verifier().verify(&hs).expect_err("hs256");

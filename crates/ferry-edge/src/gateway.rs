@@ -36,8 +36,6 @@ pub(crate) struct Table {
     /// Each route's response counters (by index), shared with [`Gateway::route_stats`] so that they outlive
     /// reloads; set by [`attach_stats`].
     stats: Vec<RouteStats>,
-    /// `allow_encoded_slashes` of the config: how paths are normalised.
-    allow_encoded_slashes: bool,
 }
 
 /// Responses of one route per status class (1xx…5xx).
@@ -69,15 +67,14 @@ impl Table {
             };
             pools.insert(name.clone(), (c.clone(), pool));
         }
-        let routes = RouteTable::compile(config)?;
-        let cert_family = routes.cert_header_family();
+        let routes = crate::route::compile(config)?;
+        let cert_family = crate::route::cert_header_family(&routes);
         let table = Self {
             routes,
             pools,
             trusted,
             cert_family,
             stats: Vec::new(),
-            allow_encoded_slashes: config.allow_encoded_slashes,
         };
         Ok((table, fresh))
     }
@@ -186,15 +183,8 @@ impl Gateway {
         req: &mut Request<B>,
     ) -> Result<Option<Matched>, Box<Response<Body>>> {
         let table = self.current();
-        if table.routes.is_empty() {
-            return Ok(None);
-        }
-        let normalized = match ferry_proto::normalize::normalize_path(
-            req.uri().path(),
-            table.allow_encoded_slashes,
-        ) {
-            Ok(std::borrow::Cow::Borrowed(_)) => None,
-            Ok(std::borrow::Cow::Owned(p)) => Some(p),
+        let routed = match table.routes.find_normalized(req) {
+            Ok(routed) => routed,
             Err(problem) => {
                 let code = match problem {
                     ferry_proto::normalize::PathProblem::EncodedNul
@@ -212,30 +202,29 @@ impl Gateway {
                 )));
             }
         };
-        let Some(path) = normalized else {
-            return Ok(table
-                .routes
-                .find_request(req)
-                .map(|index| Matched { table, index }));
-        };
-        let pq = match req.uri().query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        let mut parts = req.uri().clone().into_parts();
-        parts.path_and_query = pq.parse().ok();
-        let Ok(uri) = http::Uri::from_parts(parts) else {
+        let Some(routed) = routed else {
+            // no route: the request goes on as it came (the relay judges its own paths)
             return Ok(None);
         };
-        let original = std::mem::replace(req.uri_mut(), uri);
-        match table.routes.find_request(req) {
-            Some(index) => Ok(Some(Matched { table, index })),
-            None => {
-                // no route: the request goes on as it came (the relay judges its own paths)
-                *req.uri_mut() = original;
-                Ok(None)
-            }
+        if let Some(path) = routed.path {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            let Ok(pq) = pq.parse::<http::uri::PathAndQuery>() else {
+                return Ok(None);
+            };
+            parts.path_and_query = Some(pq);
+            let Ok(uri) = http::Uri::from_parts(parts) else {
+                return Ok(None);
+            };
+            *req.uri_mut() = uri;
         }
+        Ok(Some(Matched {
+            table,
+            index: routed.index,
+        }))
     }
 
     /// The route that claims `req`, if any.
@@ -377,7 +366,7 @@ impl Gateway {
                 );
             }
         }
-        if let Some(limiter) = &route.rate_limit {
+        if let Some(limiter) = &route.extra.rate_limit {
             let ip = req
                 .extensions()
                 .get::<ferry_http::ClientInfo>()

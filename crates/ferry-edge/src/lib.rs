@@ -1,7 +1,7 @@
 //! Ferry's edge gateway: the route table of `[gateway]` and the upstream pools it sends requests to.
 //!
-//! Owns: compiling and checking the gateway config (every error names its key), choosing the most specific route
-//! for a request ([`route`]), answering redirects and fixed responses, proxying to upstream pools with pooled
+//! Owns: compiling and checking the gateway config (every error names its key; the route table itself, its
+//! matching rule and actions are `ferry-route`'s, see [`route`]), answering redirects and fixed responses, proxying to upstream pools with pooled
 //! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection and active health checks, sticky
 //! sessions, retrying idempotent requests whose connection failed, forwarding and client-certificate headers,
 //! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, the access log, and swapping
@@ -34,4 +34,14 @@ pub enum EdgeError {
     /// A value is wrong; `path` is its key, like `gateway.routes[2].upstream`.
     #[error("{path}: {message}")]
     Config { path: String, message: String },
+}
+
+impl From<ferry_route::RouteError> for EdgeError {
+    fn from(error: ferry_route::RouteError) -> Self {
+        match error {
+            ferry_route::RouteError::Config { path, message } => {
+                EdgeError::Config { path, message }
+            }
+        }
+    }
 }

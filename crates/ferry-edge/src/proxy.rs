@@ -61,7 +61,10 @@ pub(crate) fn prepare_relay(
     } else {
         let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
         strip_client_cert_headers(req.headers_mut(), &table.cert_family);
-        route.cert_headers.apply(req.headers_mut(), tls.as_deref());
+        route
+            .extra
+            .cert_headers
+            .apply(req.headers_mut(), tls.as_deref());
     }
     if let Some(limit) = route.max_body_size {
         if declared_length(&req).is_some_and(|n| n > limit) {
@@ -262,7 +265,7 @@ pub(crate) async fn forward(
     let from_trusted = trusted.contains(client.remote_addr.ip());
     if !from_trusted {
         strip_client_cert_headers(&mut headers, &table.cert_family);
-        route.cert_headers.apply(&mut headers, tls.as_deref());
+        route.extra.cert_headers.apply(&mut headers, tls.as_deref());
     }
     set_forwarding(&mut headers, &client, host.as_ref(), from_trusted);
     if let Ok(v) = HeaderValue::from_str(&request_id) {

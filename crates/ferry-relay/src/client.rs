@@ -464,14 +464,10 @@ impl Relay {
     }
 }
 
-/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 7235).
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 7235; read by
+/// `ferry-token`, which is fuzzed).
 pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    ferry_auth::bearer_token_in(headers)
 }
 
 /// What the relay learnt of a request while handling it, for counting it.

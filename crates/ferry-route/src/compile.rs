@@ -1,0 +1,492 @@
+//! Compiling `[[gateway.routes]]`: hosts, path, methods and headers into matchers, exactly one action, the
+//! upgrade list, and whatever the caller attaches to each route. Every error names its key
+//! (`gateway.routes[2].upstream: no upstream named "apii"`).
+
+use bytes::Bytes;
+use ferry_config::{GatewayConfig, RouteConfig};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::host::strip_port;
+use crate::table::HostPattern;
+use crate::{Action, Route, RouteError, RouteTable};
+
+impl RouteTable {
+    /// Compile and check the routes of `config` (upstream names are checked against its pools).
+    pub fn compile(config: &GatewayConfig) -> Result<Self, RouteError> {
+        RouteTable::compile_with(config, |_, _| Ok::<(), RouteError>(()))
+    }
+}
+
+impl<X> RouteTable<X> {
+    /// [`RouteTable::compile`], attaching to each route what `extra` makes of its config (`extra` gets the
+    /// route's key, `gateway.routes[N]`, for its errors); it runs after the route's own checks passed.
+    pub fn compile_with<E: From<RouteError>>(
+        config: &GatewayConfig,
+        mut extra: impl FnMut(&str, &RouteConfig) -> Result<X, E>,
+    ) -> Result<Self, E> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let key = format!("gateway.routes[{i}]");
+            let route = compile_route(i, &key, r, config)?;
+            let extra = extra(&key, r)?;
+            routes.push(Route {
+                name: route.name,
+                hosts: route.hosts,
+                path: route.path,
+                methods: route.methods,
+                headers: route.headers,
+                action: route.action,
+                strip_prefix: route.strip_prefix,
+                max_body_size: route.max_body_size,
+                require_client_cert: route.require_client_cert,
+                upgrades: route.upgrades,
+                extra,
+            });
+        }
+        let by_host = routes.iter().any(|r| !r.hosts.is_empty());
+        Ok(RouteTable {
+            routes,
+            by_host,
+            allow_encoded_slashes: config.allow_encoded_slashes,
+        })
+    }
+}
+
+fn compile_route(
+    i: usize,
+    key: &str,
+    r: &RouteConfig,
+    config: &GatewayConfig,
+) -> Result<Route, RouteError> {
+    let invalid = |field: &str, message: String| RouteError::Config {
+        path: if field.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{key}.{field}")
+        },
+        message,
+    };
+    let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
+    let mut hosts = Vec::new();
+    for h in &r.hosts {
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Some(suffix) = h.strip_prefix("*.") {
+            if suffix.is_empty() || suffix.contains('*') {
+                return Err(invalid("hosts", format!("bad wildcard host {h:?}")));
+            }
+            hosts.push(HostPattern::Wildcard(format!(".{suffix}")));
+        } else if h.is_empty() || h.contains('*') || h.contains('/') {
+            return Err(invalid(
+                "hosts",
+                format!("{h:?} is neither a host nor a `*.` wildcard"),
+            ));
+        } else {
+            hosts.push(HostPattern::Exact(strip_port(&h).to_owned()));
+        }
+    }
+    let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
+    if !path.starts_with('/') {
+        return Err(invalid("path", format!("{path:?} must start with /")));
+    }
+    let methods = r
+        .methods
+        .iter()
+        .map(|m| {
+            Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
+                .map_err(|_| invalid("methods", format!("{m:?} is not a method")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let headers = r
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            let name = HeaderName::from_bytes(n.trim().as_bytes())
+                .map_err(|_| invalid("headers", format!("{n:?} is not a header name")))?;
+            let value = if v == "*" {
+                None
+            } else {
+                Some(
+                    HeaderValue::from_str(v)
+                        .map_err(|_| invalid("headers", format!("{v:?} is not a header value")))?,
+                )
+            };
+            Ok((name, value))
+        })
+        .collect::<Result<Vec<_>, RouteError>>()?;
+    let mut actions = Vec::new();
+    if let Some(u) = &r.upstream {
+        if !config.upstreams.contains_key(u) {
+            return Err(invalid("upstream", format!("no upstream named {u:?}")));
+        }
+        actions.push(Action::Upstream(u.clone()));
+    }
+    if let Some(rt) = &r.relay {
+        let (tenant, target) = rt
+            .split_once('/')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'))
+            .ok_or_else(|| invalid("relay", format!("{rt:?} is not tenant/target")))?;
+        ferry_proto::TenantName::new(tenant.to_owned())
+            .map_err(|e| invalid("relay", e.to_string()))?;
+        ferry_proto::TargetName::new(target.to_owned())
+            .map_err(|e| invalid("relay", e.to_string()))?;
+        actions.push(Action::Relay {
+            tenant: tenant.to_owned(),
+            target: target.to_owned(),
+        });
+    }
+    if let Some(rd) = &r.redirect {
+        let status = StatusCode::from_u16(rd.status)
+            .ok()
+            .filter(|s| matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308))
+            .ok_or_else(|| {
+                invalid(
+                    "redirect.status",
+                    format!("{} is not 301, 302, 303, 307 or 308", rd.status),
+                )
+            })?;
+        HeaderValue::from_str(&rd.to)
+            .map_err(|_| invalid("redirect.to", format!("{:?} is not a header value", rd.to)))?;
+        actions.push(Action::Redirect {
+            to: rd.to.clone(),
+            status,
+            keep_path: rd.keep_path,
+        });
+    }
+    if let Some(rs) = &r.respond {
+        let status = StatusCode::from_u16(rs.status)
+            .map_err(|_| invalid("respond.status", format!("{} is not a status", rs.status)))?;
+        let ct = rs
+            .content_type
+            .as_deref()
+            .unwrap_or("text/plain; charset=utf-8");
+        let content_type = HeaderValue::from_str(ct).map_err(|_| {
+            invalid(
+                "respond.content_type",
+                format!("{ct:?} is not a header value"),
+            )
+        })?;
+        actions.push(Action::Respond {
+            status,
+            body: Bytes::from(rs.body.clone()),
+            content_type,
+        });
+    }
+    if actions.len() != 1 {
+        return Err(invalid(
+            "",
+            "a route needs exactly one of upstream, relay, redirect, respond".to_owned(),
+        ));
+    }
+    let action = actions.remove(0);
+    let upgrades = match &r.upgrades {
+        None => vec!["websocket".to_owned()],
+        Some(list) => list
+            .iter()
+            .map(|p| {
+                let p = p.trim().to_ascii_lowercase();
+                if p.is_empty() || p.split('/').next() == Some("h2c") {
+                    Err(invalid(
+                        "upgrades",
+                        format!("{p:?}: h2c (and an empty name) cannot be upgraded to"),
+                    ))
+                } else {
+                    Ok(p)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(Route {
+        name,
+        hosts,
+        path,
+        methods,
+        headers,
+        action,
+        strip_prefix: r.strip_prefix,
+        max_body_size: r.max_body_size,
+        require_client_cert: r.require_client_cert,
+        upgrades,
+        extra: (),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{path_matches, RouteInput};
+    use ferry_config::RespondConfig;
+    use http::HeaderMap;
+
+    fn respond(name: &str) -> RouteConfig {
+        RouteConfig {
+            name: Some(name.to_owned()),
+            respond: Some(RespondConfig {
+                status: 200,
+                body: name.to_owned(),
+                content_type: None,
+            }),
+            ..RouteConfig::default()
+        }
+    }
+
+    fn table(routes: Vec<RouteConfig>) -> RouteTable {
+        RouteTable::compile(&GatewayConfig {
+            routes,
+            ..GatewayConfig::default()
+        })
+        .expect("compile")
+    }
+
+    fn pick(
+        t: &RouteTable,
+        host: Option<&str>,
+        path: &str,
+        method: Method,
+        h: &[(&str, &str)],
+    ) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for (n, v) in h {
+            headers.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        t.find(&RouteInput {
+            host,
+            path,
+            method: &method,
+            headers: &headers,
+        })
+        .and_then(|i| t.get(i))
+        .map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any() {
+        let t = table(vec![
+            respond("any"),
+            RouteConfig {
+                hosts: vec!["*.example.com".into()],
+                ..respond("wild")
+            },
+            RouteConfig {
+                hosts: vec!["*.api.example.com".into()],
+                ..respond("wild-longer")
+            },
+            RouteConfig {
+                hosts: vec!["www.example.com".into()],
+                ..respond("exact")
+            },
+        ]);
+        let get = |h| pick(&t, Some(h), "/", Method::GET, &[]);
+        assert_eq!(get("www.example.com").as_deref(), Some("exact"));
+        assert_eq!(get("shop.example.com").as_deref(), Some("wild"));
+        assert_eq!(get("a.b.example.com").as_deref(), Some("wild"));
+        assert_eq!(get("v1.api.example.com").as_deref(), Some("wild-longer"));
+        // the apex is not matched by its wildcard
+        assert_eq!(get("example.com").as_deref(), Some("any"));
+        assert_eq!(get("other.org").as_deref(), Some("any"));
+        assert_eq!(
+            pick(&t, None, "/", Method::GET, &[]).as_deref(),
+            Some("any")
+        );
+    }
+
+    #[test]
+    fn host_outranks_path_and_path_outranks_constraints() {
+        let t = table(vec![
+            RouteConfig {
+                path: Some("/api/v1".into()),
+                ..respond("long-path-any-host")
+            },
+            RouteConfig {
+                hosts: vec!["a.example.com".into()],
+                ..respond("exact-host-root")
+            },
+            RouteConfig {
+                path: Some("/api".into()),
+                methods: vec!["POST".into()],
+                headers: [("x-env".to_owned(), "prod".to_owned())].into(),
+                ..respond("short-path-constrained")
+            },
+        ]);
+        assert_eq!(
+            pick(&t, Some("a.example.com"), "/api/v1/x", Method::GET, &[]).as_deref(),
+            Some("exact-host-root")
+        );
+        assert_eq!(
+            pick(
+                &t,
+                Some("b.example.com"),
+                "/api/v1/x",
+                Method::POST,
+                &[("x-env", "prod")]
+            )
+            .as_deref(),
+            Some("long-path-any-host")
+        );
+        assert_eq!(
+            pick(
+                &t,
+                Some("b.example.com"),
+                "/api/x",
+                Method::POST,
+                &[("x-env", "prod")]
+            )
+            .as_deref(),
+            Some("short-path-constrained")
+        );
+        assert_eq!(
+            pick(
+                &t,
+                Some("b.example.com"),
+                "/api/x",
+                Method::POST,
+                &[("x-env", "dev")]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn constraints_break_ties_then_file_order() {
+        let t = table(vec![
+            RouteConfig {
+                path: Some("/app".into()),
+                ..respond("plain")
+            },
+            RouteConfig {
+                path: Some("/app".into()),
+                methods: vec!["get".into()],
+                ..respond("get")
+            },
+            RouteConfig {
+                path: Some("/app".into()),
+                methods: vec!["GET".into()],
+                headers: [("x-canary".to_owned(), "*".to_owned())].into(),
+                ..respond("get-canary")
+            },
+            RouteConfig {
+                path: Some("/app".into()),
+                ..respond("plain-later")
+            },
+        ]);
+        assert_eq!(
+            pick(&t, None, "/app", Method::POST, &[]).as_deref(),
+            Some("plain")
+        );
+        assert_eq!(
+            pick(&t, None, "/app/x", Method::GET, &[]).as_deref(),
+            Some("get")
+        );
+        assert_eq!(
+            pick(&t, None, "/app", Method::GET, &[("x-canary", "anything")]).as_deref(),
+            Some("get-canary")
+        );
+    }
+
+    #[test]
+    fn path_prefixes_match_on_segments() {
+        assert!(path_matches("/api", "/api"));
+        assert!(path_matches("/api", "/api/"));
+        assert!(path_matches("/api", "/api/x"));
+        assert!(!path_matches("/api", "/apix"));
+        assert!(path_matches("/api/", "/api/x"));
+        assert!(!path_matches("/api/", "/api"));
+        assert!(path_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn requests_are_routed_by_their_normalised_path() {
+        let t = table(vec![
+            RouteConfig {
+                path: Some("/gw/admin".into()),
+                ..respond("admin")
+            },
+            RouteConfig {
+                path: Some("/gw".into()),
+                ..respond("gw")
+            },
+        ]);
+        let route = |uri: &str| {
+            let req = http::Request::builder().uri(uri).body(()).expect("req");
+            t.find_normalized(&req)
+        };
+        assert_eq!(
+            route("/gw/x/../%61dmin/"),
+            Ok(Some(crate::Routed {
+                index: 0,
+                path: Some("/gw/admin/".into())
+            }))
+        );
+        assert_eq!(
+            route("/gw/x"),
+            Ok(Some(crate::Routed {
+                index: 1,
+                path: None
+            }))
+        );
+        assert_eq!(route("/other"), Ok(None));
+        assert!(route("/gw/../../x").is_err());
+        let empty: RouteTable = RouteTable::default();
+        assert_eq!(empty.find_normalized(&http::Request::new(())), Ok(None));
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        let t = table(vec![RouteConfig {
+            path: Some("/api".into()),
+            strip_prefix: true,
+            ..respond("r")
+        }]);
+        let r = t.get(0).expect("route");
+        assert_eq!(r.forward_path("/api/x/y"), "/x/y");
+        assert_eq!(r.forward_path("/api"), "/");
+        let t = table(vec![RouteConfig {
+            path: Some("/api/".into()),
+            strip_prefix: true,
+            ..respond("r")
+        }]);
+        assert_eq!(t.get(0).expect("route").forward_path("/api/x"), "/x");
+    }
+
+    #[test]
+    fn bad_routes_name_their_key() {
+        let err = |routes: Vec<RouteConfig>| {
+            RouteTable::compile(&GatewayConfig {
+                routes,
+                ..GatewayConfig::default()
+            })
+            .expect_err("must fail")
+            .to_string()
+        };
+        let e = err(vec![respond("ok"), RouteConfig::default()]);
+        assert!(
+            e.starts_with("gateway.routes[1]: a route needs exactly one"),
+            "{e}"
+        );
+        let e = err(vec![RouteConfig {
+            upstream: Some("nope".into()),
+            ..RouteConfig::default()
+        }]);
+        assert!(
+            e.contains("gateway.routes[0].upstream: no upstream named \"nope\""),
+            "{e}"
+        );
+        let e = err(vec![RouteConfig {
+            relay: Some("only-tenant".into()),
+            ..RouteConfig::default()
+        }]);
+        assert!(e.contains("routes[0].relay"), "{e}");
+        let e = err(vec![RouteConfig {
+            path: Some("api".into()),
+            ..respond("x")
+        }]);
+        assert!(e.contains("routes[0].path"), "{e}");
+        let e = err(vec![RouteConfig {
+            hosts: vec!["a.*.com".into()],
+            ..respond("x")
+        }]);
+        assert!(e.contains("routes[0].hosts"), "{e}");
+    }
+}
