@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ferry_config::{GatewayConfig, RouteConfig};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
-use crate::host::strip_port;
+use crate::host::normalize_host;
 use crate::table::HostPattern;
 use crate::{Action, Route, RouteError, RouteTable};
 
@@ -69,20 +69,22 @@ fn compile_route(
     let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
     let mut hosts = Vec::new();
     for h in &r.hosts {
-        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
-        if let Some(suffix) = h.strip_prefix("*.") {
-            if suffix.is_empty() || suffix.contains('*') {
-                return Err(invalid("hosts", format!("bad wildcard host {h:?}")));
-            }
-            hosts.push(HostPattern::Wildcard(format!(".{suffix}")));
-        } else if h.is_empty() || h.contains('*') || h.contains('/') {
+        // read as the request's host is: without case, port or trailing dot
+        let pattern = match h.trim().strip_prefix("*.") {
+            Some(suffix) => normalize_host(suffix)
+                .filter(|s| !s.starts_with('['))
+                .map(|s| HostPattern::Wildcard(format!(".{s}"))),
+            None => normalize_host(h).map(HostPattern::Exact),
+        };
+        let Some(pattern) = pattern else {
             return Err(invalid(
                 "hosts",
-                format!("{h:?} is neither a host nor a `*.` wildcard"),
+                format!(
+                    "{h:?} is neither a host (name or [IP], optional port) nor a `*.` wildcard"
+                ),
             ));
-        } else {
-            hosts.push(HostPattern::Exact(strip_port(&h).to_owned()));
-        }
+        };
+        hosts.push(pattern);
     }
     let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
     if !path.starts_with('/') {

@@ -15,7 +15,7 @@ mod compile;
 mod host;
 mod table;
 
-pub use host::request_host;
+pub use host::{normalize_host, request_host};
 pub use table::{path_matches, Action, Route, RouteInput, RouteTable, Routed};
 
 /// Why a gateway config was refused.

@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
+use crate::dates::check_not_before;
 use crate::error::from_jwt;
 use crate::{Claims, Purpose, TokenError, BUILTIN_ALGORITHM, LEEWAY, TUNNEL_SCOPE};
 
@@ -274,9 +275,13 @@ impl TokenRules {
                 .ok_or(TokenError::UnknownKey)?,
             None => return Err(TokenError::UnknownKey),
         };
-        let data = jsonwebtoken::decode::<IncomingClaims>(token, key, &self.validation)
+        // Read as a JSON value first: the claims set must be valid JSON in UTF-8 throughout (RFC 7519 §7.2),
+        // also in claims that are not read (serde skips those unchecked when reading a struct directly).
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation)
             .map_err(|e| from_jwt(&e))?;
-        let claims = data.claims;
+        check_not_before(&data.claims)?;
+        let claims = IncomingClaims::deserialize(&data.claims)
+            .map_err(|_| TokenError::Malformed("bad JSON in header or claims"))?;
         let scope = claims.scope.unwrap_or_default();
         if purpose == Purpose::Tunnel && !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
             return Err(TokenError::MissingScope);
@@ -373,6 +378,36 @@ mod tests {
         ));
         assert_eq!(keys.jwks()["keys"][0]["kid"], "k1");
         assert_eq!(keys.signer_kid(), Some("k1"));
+    }
+
+    /// A token of raw `payload` bytes signed with the key of `seed` under `kid`.
+    fn sign_raw(seed: u8, kid: &str, payload: &[u8]) -> String {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let header = format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#);
+        let message = format!("{}.{}", b64(header.as_bytes()), b64(payload));
+        let (der, _) = key(seed);
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).expect("key");
+        format!("{message}.{}", b64(pair.sign(message.as_bytes()).as_ref()))
+    }
+
+    /// Found by the `tokens` fuzz target: a claims set that is not UTF-8 in a claim Ferry does not read passed.
+    #[test]
+    fn claims_must_be_utf8_json_throughout() {
+        let keys = set("k1", 1);
+        let rules = TokenRules::new(DEFAULT_ISSUER, DEFAULT_AUDIENCE);
+        let claims = format!(
+            r#"{{"iss":"ferry","aud":"ferry-tunnel","sub":"demo","tenant":"demo","scope":"tunnel","exp":{},"x":"#,
+            now() + 60
+        );
+        let good = sign_raw(1, "k1", format!("{claims}\"ok\"}}").as_bytes());
+        assert!(rules.check(&keys, &good, Purpose::Tunnel).is_ok());
+        let mut bad = claims.into_bytes();
+        bad.extend_from_slice(b"\"t\xfbx\"}");
+        let bad = sign_raw(1, "k1", &bad);
+        assert!(matches!(
+            rules.check(&keys, &bad, Purpose::Tunnel),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod bearer;
 mod builtin;
+mod dates;
 mod error;
 mod peek;
 mod provider;

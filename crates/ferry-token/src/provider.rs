@@ -10,6 +10,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
+use crate::dates::{check_not_before, numeric_date};
 use crate::error::from_jwt;
 use crate::{Claims, Purpose, TokenError, LEEWAY};
 
@@ -166,6 +167,19 @@ impl ProviderRules {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
             .map_err(|e| from_jwt(&e))?;
+        // `jsonwebtoken` also takes an array of issuers holding ours, and skips a `sub` it cannot read; `iss` is
+        // one string, `sub` a string when present (RFC 7519 §4.1.1, §4.1.2)
+        if !data.claims.get("iss").is_some_and(Value::is_string) {
+            return Err(TokenError::Malformed("the iss claim is not a string"));
+        }
+        if data
+            .claims
+            .get("sub")
+            .is_some_and(|sub| !sub.is_string() && !sub.is_null())
+        {
+            return Err(TokenError::Malformed("the sub claim is not a string"));
+        }
+        check_not_before(&data.claims)?;
         Ok(data.claims)
     }
 
@@ -189,7 +203,7 @@ impl ProviderRules {
         Ok(Claims {
             tenant,
             scope,
-            exp: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            exp: claims.get("exp").and_then(numeric_date).unwrap_or(0),
             issuer: self.issuer.clone(),
             secret_id: None,
         })
@@ -245,6 +259,57 @@ mod tests {
         assert!(ProviderKeys::from_jwks(&json!([])).is_empty());
     }
 
+    /// Found by the `tokens` fuzz target: a provider's token with `iss` as an array holding the issuer, a `sub`
+    /// that is a number, or an `nbf` of 1e300 passed (`jsonwebtoken` takes the first, skips the others).
+    #[test]
+    fn provider_claims_are_read_strictly() {
+        use base64::Engine as _;
+        use ring::signature::{Ed25519KeyPair, KeyPair as _};
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend([7; 32]);
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).expect("key");
+        let keys = ProviderKeys::from_jwks(&json!({"keys": [{"kty": "OKP", "crv": "Ed25519",
+            "kid": "p", "x": b64(pair.public_key().as_ref())}]}));
+        let rules = ProviderRules::new("https://idp", "client_id", Some("tunnel".into()));
+        let sign = |claims: Value| {
+            let message = format!(
+                "{}.{}",
+                b64(br#"{"alg":"EdDSA","kid":"p"}"#),
+                b64(claims.to_string().as_bytes())
+            );
+            format!("{message}.{}", b64(pair.sign(message.as_bytes()).as_ref()))
+        };
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() + 600)
+            .unwrap_or(u64::MAX);
+        let claims = |key: &str, value: Value| {
+            let mut claims = json!({"iss": "https://idp", "aud": "ferry-tunnel", "exp": exp,
+                "client_id": "demo", "scope": "tunnel"});
+            claims[key] = value;
+            claims
+        };
+        let decode = |claims: Value| rules.decode(&keys, &sign(claims), "ferry-tunnel");
+        assert!(decode(claims("sub", json!("svc"))).is_ok());
+        for (key, value) in [
+            ("iss", json!(["https://idp"])),
+            ("sub", json!(7)),
+            ("nbf", json!("0")),
+        ] {
+            let err = decode(claims(key, value.clone())).expect_err("malformed");
+            assert!(
+                matches!(err, TokenError::Malformed(_)),
+                "{key} {value}: {err:?}"
+            );
+        }
+        let err = decode(claims("nbf", json!(1e300))).expect_err("ahead");
+        assert!(matches!(err, TokenError::NotYetValid), "{err:?}");
+    }
+
     #[test]
     fn tenant_scope_and_roles_from_claims() {
         let rules = ProviderRules::new("https://idp", "ferry.tenant", Some("tunnel".into()));
@@ -254,6 +319,11 @@ mod tests {
         assert_eq!(got.tenant.as_str(), "acme");
         assert_eq!(got.scope, "openid tunnel");
         assert_eq!(got.exp, 5);
+        // A provider may write a NumericDate with a fraction.
+        let fraction =
+            json!({"ferry": {"tenant": "acme"}, "scope": "tunnel", "exp": 1_700_000_000.6});
+        let got = rules.claims(&fraction, Purpose::Tunnel).expect("claims");
+        assert_eq!(got.exp, 1_700_000_001);
         assert!(has_role(&claims, "realm_access.roles", "admin"));
         assert!(has_role(&claims, "roles", "admin"));
         assert!(!has_role(&claims, "realm_access", "admin"));
