@@ -3,10 +3,19 @@
 //!
 //! Owns: the properties checked on arbitrary input beyond "does not panic": the relay path rule never lets a dot
 //! segment through once decoded; normalised gateway paths are normal and stay so; the HTTP/1.1 watch finds the
-//! same smuggling head however the bytes are split; hop-by-hop stripping leaves none behind. Does not own the
-//! parsers themselves (ferry-proto, ferry-config). Only light crates are fuzzed, so that a fuzz build stays
-//! short in CI; what is not fuzzed is listed in `fuzz/README.md`.
+//! same smuggling head however the bytes are split; hop-by-hop stripping leaves none behind; a bearer token is
+//! accepted only when signed by the key it names and obeying every claim rule ([`tokens`]); the route table picks
+//! what docs/gateway.md's rule picks ([`routes`]). Does not own the parsers themselves (ferry-proto,
+//! ferry-config, ferry-token, ferry-route). Only light crates are fuzzed, so that a fuzz build stays short in CI;
+//! what is not fuzzed is listed in `fuzz/README.md`.
 #![forbid(unsafe_code)]
+
+mod input;
+mod routes;
+mod tokens;
+
+pub use routes::routes;
+pub use tokens::tokens;
 
 use ferry_proto::h1::{H1Watch, Seen};
 use ferry_proto::normalize::normalize_path;
@@ -20,6 +29,8 @@ pub const TARGETS: &[&str] = &[
     "headers",
     "tunnel_messages",
     "config",
+    "tokens",
+    "routes",
 ];
 
 /// Run the target `name` on `data`; `false` for an unknown name.
@@ -31,6 +42,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "headers" => headers(data),
         "tunnel_messages" => tunnel_messages(data),
         "config" => config(data),
+        "tokens" => tokens(data),
+        "routes" => routes(data),
         _ => return false,
     }
     true
@@ -226,5 +239,16 @@ pub fn config(data: &[u8]) {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         let _ = ferry_config::load(None, env, Vec::new());
+    }
+}
+
+/// Seed inputs made by code (they hold signatures), by target: what `fuzz/corpus/TARGET/` starts from. The
+/// committed seeds are these (`tests/corpus.rs` checks that they are there and unchanged where they do not
+/// depend on the clock).
+pub fn generated_seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
+    match target {
+        "tokens" => tokens::seeds(),
+        "routes" => routes::seeds(),
+        _ => Vec::new(),
     }
 }

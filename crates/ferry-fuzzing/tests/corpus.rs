@@ -54,7 +54,41 @@ fn targets_hold_on_known_inputs() {
             "config",
             b"\x01FERRY_MAX_CONNECTIONS=x\nFERRY_LISTEN=127.0.0.1:0",
         ),
+        ("tokens", b"\x00Bearer eyJhbGciOiJFZERTQSJ9.e30.AA"),
+        ("tokens", b"\x01"),
+        ("tokens", b"\x02{\"iss\":\"ferry\"}"),
+        (
+            "tokens",
+            b"\x04{\"keys\":[{\"kty\":\"RSA\",\"n\":\"\",\"e\":\"\"}]}",
+        ),
+        ("routes", b"\x00"),
+        (
+            "routes",
+            b"\x01[[routes]]\npath = \"/a\"\nrespond = {}\n\x00\x02\x01\x02",
+        ),
     ] {
         assert!(ferry_fuzzing::run(target, input));
+    }
+}
+
+/// The seeds made by code (`ferry_fuzzing::generated_seeds`) are the committed ones; with `FERRY_WRITE_SEEDS=1`
+/// this writes them instead.
+#[test]
+fn generated_seeds_are_committed() {
+    let write = std::env::var_os("FERRY_WRITE_SEEDS").is_some();
+    for target in ferry_fuzzing::TARGETS {
+        for (name, data) in ferry_fuzzing::generated_seeds(target) {
+            let path = fuzz_dir().join("corpus").join(target).join(name);
+            if write {
+                std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+                std::fs::write(&path, &data).expect("write seed");
+            } else {
+                let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                assert!(
+                    committed == data,
+                    "{path:?} differs from the generated seed"
+                );
+            }
+        }
     }
 }
