@@ -9,7 +9,9 @@ mod cli;
 
 /// jemalloc instead of glibc's malloc: 5 to 12% fewer instructions per relayed or proxied request, for about
 /// 1 MiB more idle RSS (docs/performance.md, "Changes and their effect"). mimalloc saved as much but tripled
-/// the idle RSS.
+/// the idle RSS. Its settings (a background thread that gives freed memory back, within about a second) are
+/// compiled into jemalloc from `.cargo/config.toml`, where the reasons are (docs/performance.md, "Memory after
+/// load").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
