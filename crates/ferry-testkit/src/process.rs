@@ -17,6 +17,8 @@ pub struct Output {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     changed: Arc<watch::Sender<u64>>,
+    /// How many of the two streams (stdout, stderr) have ended.
+    ended: Arc<std::sync::atomic::AtomicUsize>,
     echo: bool,
 }
 
@@ -27,6 +29,7 @@ impl Output {
             stdout: Arc::default(),
             stderr: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
+            ended: Arc::default(),
             echo: std::env::var_os("FERRY_TEST_ECHO_LOGS").is_some(),
         }
     }
@@ -51,8 +54,26 @@ impl Output {
                 this.changed.send_modify(|v| *v += 1);
             }
             // mark the stream's end too, so waiters re-check
+            this.ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             this.changed.send_modify(|v| *v += 1);
         });
+    }
+
+    /// Wait (at most `timeout`) until both output streams have ended: everything a process that exited printed
+    /// has then been read (its exit and the readers' last reads race, notably on a loaded machine).
+    pub async fn wait_closed(&self, timeout: Duration) {
+        let mut rx = self.changed.subscribe();
+        let _ = tokio::time::timeout(timeout, async {
+            while self.ended.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                rx.borrow_and_update();
+                if self.ended.load(std::sync::atomic::Ordering::SeqCst) >= 2
+                    || rx.changed().await.is_err()
+                {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Everything printed on stdout so far.
@@ -304,8 +325,12 @@ impl FerryServer {
         let (url, admin_url) = match started {
             Ok(urls) => urls,
             Err(e) => {
-                // give the readers a moment to collect the last lines of a process that died
-                let _ = tokio::time::timeout(Duration::from_millis(200), child.wait()).await;
+                // a process that died: let the readers collect its last lines first
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(200), child.wait()).await
+                {
+                    output.wait_closed(Duration::from_secs(5)).await;
+                }
                 anyhow::bail!("{e:#}\n{}", output.tail(40));
             }
         };
@@ -546,7 +571,11 @@ impl Connector {
                 status = child.wait() => Err(anyhow::anyhow!("connector exited before its tunnel was up: {status:?}")),
             };
             if let Err(e) = up {
-                let _ = tokio::time::timeout(Duration::from_millis(200), child.wait()).await;
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(200), child.wait()).await
+                {
+                    output.wait_closed(Duration::from_secs(5)).await;
+                }
                 anyhow::bail!("{e:#}\n{}", output.tail(40));
             }
         }
