@@ -273,6 +273,34 @@ impl NatsBus {
         Ok(&bounces.prefix)
     }
 
+    /// Connected, and `payload` within the server's limit.
+    fn ready_for(&self, payload: &Bytes) -> Result<(), BusError> {
+        self.ensure_connected()?;
+        let max = self.client.max_payload();
+        if payload.len() > max {
+            return Err(BusError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Wait (at most [`PUBLISH_TIMEOUT`]) for the client to take a publish into its queue to the server.
+    async fn handed_over<E: std::fmt::Display>(
+        &self,
+        publish: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<(), BusError> {
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.send_error(e)),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "nats at {}: the queue to the server stayed full for {PUBLISH_TIMEOUT:?}",
+                self.url
+            ))),
+        }
+    }
+
     fn send_error(&self, e: impl std::fmt::Display) -> BusError {
         if self.closed.load(Ordering::Relaxed) {
             BusError::Closed
@@ -290,27 +318,9 @@ impl Bus for NatsBus {
 
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
         check_subject(subject)?;
-        self.ensure_connected()?;
-        let max = self.client.max_payload();
-        if payload.len() > max {
-            return Err(BusError::TooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
-        match tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            self.client.publish(subject.to_owned(), payload),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.send_error(e)),
-            Err(_) => Err(BusError::Unavailable(format!(
-                "nats at {}: the queue to the server stayed full for {PUBLISH_TIMEOUT:?}",
-                self.url
-            ))),
-        }
+        self.ready_for(&payload)?;
+        self.handed_over(self.client.publish(subject.to_owned(), payload))
+            .await
     }
 
     fn reports_unrouted(&self) -> bool {
@@ -332,33 +342,17 @@ impl Bus for NatsBus {
                 max: MAX_BOUNCE,
             });
         }
-        self.ensure_connected()?;
-        let max = self.client.max_payload();
-        if payload.len() > max {
-            return Err(BusError::TooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
+        self.ready_for(&payload)?;
         let reply = format!(
             "{}.{bounce_subject}.{}",
             self.bounce_prefix().await?,
             to_hex(&bounce)
         );
-        match tokio::time::timeout(
-            PUBLISH_TIMEOUT,
+        self.handed_over(
             self.client
                 .publish_with_reply(subject.to_owned(), reply, payload),
         )
         .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.send_error(e)),
-            Err(_) => Err(BusError::Unavailable(format!(
-                "nats at {}: the queue to the server stayed full for {PUBLISH_TIMEOUT:?}",
-                self.url
-            ))),
-        }
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {

@@ -220,21 +220,13 @@ impl Cluster {
                             }
                             continue 'publish;
                         }
-                        Inbound::Abort(AbortReason::Expired) => {
-                            guard.peer = None;
-                            return Err(RelayError::Expired(Duration::ZERO));
-                        }
                         Inbound::Abort(reason) => {
                             guard.peer = None;
-                            return Err(RelayError::ConnectorLost(format!(
-                                "the node running the request cut it ({reason:?})"
-                            )));
+                            return Err(cut_before_head(Some(reason)));
                         }
                         Inbound::PeerGone => {
                             guard.peer = None;
-                            return Err(RelayError::ConnectorLost(
-                                "the node running the request went away".into(),
-                            ));
+                            return Err(cut_before_head(None));
                         }
                         _ => continue,
                     }
@@ -359,26 +351,30 @@ impl Cluster {
                     Inbound::Abort(AbortReason::ClientBody) => {
                         return Err(RelayError::ClientBody("the request body broke off".into()))
                     }
-                    Inbound::Abort(AbortReason::Expired) => {
-                        guard.peer = None;
-                        return Err(RelayError::Expired(Duration::ZERO));
-                    }
                     Inbound::Abort(reason) => {
                         guard.peer = None;
-                        return Err(RelayError::ConnectorLost(format!(
-                            "the node running the request cut it ({reason:?})"
-                        )));
+                        return Err(cut_before_head(Some(reason)));
                     }
                     Inbound::PeerGone => {
                         guard.peer = None;
-                        return Err(RelayError::ConnectorLost(
-                            "the node running the request went away".into(),
-                        ));
+                        return Err(cut_before_head(None));
                     }
                     _ => continue,
                 }
             }
         }
+    }
+}
+
+/// The error for a request cut before its response head: by an abort from the node running it (`Some`), or by
+/// that node's death (`None`).
+fn cut_before_head(reason: Option<AbortReason>) -> RelayError {
+    match reason {
+        Some(AbortReason::Expired) => RelayError::Expired(Duration::ZERO),
+        Some(reason) => {
+            RelayError::ConnectorLost(format!("the node running the request cut it ({reason:?})"))
+        }
+        None => RelayError::ConnectorLost("the node running the request went away".into()),
     }
 }
 
