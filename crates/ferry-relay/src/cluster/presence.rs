@@ -96,17 +96,15 @@ impl Presence {
     /// robin (a node with two such connectors is picked twice as often).
     pub fn pick(&self, tenant: &str, target: &str, turn: usize) -> Option<String> {
         let state = self.lock();
-        let serving: Vec<&String> = state
-            .by_tenant
-            .get(tenant)?
-            .iter()
-            .filter(|(_, targets)| targets.iter().any(|x| x == target))
-            .map(|(node, _)| node)
-            .collect();
-        if serving.is_empty() {
-            return None;
-        }
-        Some(serving[turn % serving.len()].clone())
+        let list = state.by_tenant.get(tenant)?;
+        let serving = || {
+            list.iter()
+                .filter(|(_, targets)| targets.iter().any(|x| x == target))
+                .map(|(node, _)| node)
+        };
+        // counted, then walked: no allocation per request
+        let n = serving().count();
+        serving().nth(turn.checked_rem(n)?).cloned()
     }
 
     /// A heartbeat (or any message naming the node's info): refresh it. `NeedSync` when its generation is not
