@@ -229,12 +229,39 @@ fn node_ids(list: &serde_json::Value) -> Vec<String> {
 /// connectors on both relay nodes (load spread), bodies stream both ways intact, server-sent events arrive as
 /// sent, WebSockets work, the nodes endpoint shows every node with its roles, and a node without the gateway role
 /// refuses `/relay/…`.
-async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
+/// How requests cross between nodes in a test: over the node links (the default) or through the broker only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crossing {
+    Links,
+    BusOnly,
+}
+
+impl Crossing {
+    fn apply(self, rig: &mut Rig) {
+        if self == Crossing::BusOnly {
+            rig.env.push(("FERRY_CLUSTER_LINKS".into(), "false".into()));
+        }
+    }
+
+    /// The gateway node's log says whether it opened a node link, as this way of crossing expects.
+    fn check(self, gateway: &FerryServer) -> anyhow::Result<()> {
+        let linked = gateway.stderr_contains("node link up");
+        anyhow::ensure!(
+            linked == (self == Crossing::Links),
+            "{self:?}: the gateway {} a node link",
+            if linked { "opened" } else { "never opened" }
+        );
+        Ok(())
+    }
+}
+
+async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     let _shared = bus.lock().read().await;
     let _slot = ferry_testkit::light_slot().await;
     let Some(mut rig) = Rig::new(bus).await? else {
         return Ok(());
     };
+    crossing.apply(&mut rig);
     rig.env
         .push(("FERRY_MAX_BODY_SIZE".into(), (32u64 << 20).to_string()));
     let r1 = rig.node("r1", "relay,management,worker").await?;
@@ -427,6 +454,7 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
         resp.text().await?.contains("does not run the gateway role"),
         "says why"
     );
+    crossing.check(&g)?;
     drop((g, r1, r2));
     rig.finish().await
 }
@@ -664,13 +692,18 @@ async fn relay_node_killed(bus: Bus) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_three_nodes_serve_across_the_bus() -> anyhow::Result<()> {
-    three_nodes(Bus::Nats).await
+async fn nats_three_nodes_serve_across_nodes() -> anyhow::Result<()> {
+    three_nodes(Bus::Nats, Crossing::Links).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_three_nodes_serve_across_the_bus() -> anyhow::Result<()> {
-    three_nodes(Bus::Amqp).await
+async fn nats_three_nodes_serve_through_the_bus_only() -> anyhow::Result<()> {
+    three_nodes(Bus::Nats, Crossing::BusOnly).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_three_nodes_serve_through_the_bus_only() -> anyhow::Result<()> {
+    three_nodes(Bus::Amqp, Crossing::BusOnly).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1074,14 +1107,15 @@ async fn amqp_five_nodes_thousand_tenants() -> anyhow::Result<()> {
 /// 2 GiB up and 2 GiB down through a gateway node, the bus and a relay node arrive intact, while neither node's
 /// memory grows by more than [`MAX_GROWTH_KIB`] (credit-based flow control: at most 1 MiB in flight per stream and
 /// direction).
-async fn two_gib_across_nodes(bus: Bus) -> anyhow::Result<()> {
+async fn two_gib_across_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     const GIB: u64 = 1 << 30;
     const MAX_GROWTH_KIB: u64 = 64 * 1024;
     let _shared = bus.lock().read().await;
     let _slot = ferry_testkit::heavy_slot().await;
-    let Some(rig) = Rig::new(bus).await? else {
+    let Some(mut rig) = Rig::new(bus).await? else {
         return Ok(());
     };
+    crossing.apply(&mut rig);
     let r = rig.node("r", "relay,management,worker").await?;
     let g = rig.node("g", "gateway").await?;
     let secret = rig.tenant("acme").await?;
@@ -1166,18 +1200,19 @@ async fn two_gib_across_nodes(bus: Bus) -> anyhow::Result<()> {
             && peaks.1.saturating_sub(idle.1) < MAX_GROWTH_KIB,
         "a node's memory grew by more than {MAX_GROWTH_KIB} KiB: idle {idle:?}, peak {peaks:?}"
     );
+    crossing.check(&g)?;
     drop((g, r));
     rig.finish().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_two_gib_both_ways_in_bounded_memory() -> anyhow::Result<()> {
-    two_gib_across_nodes(Bus::Nats).await
+    two_gib_across_nodes(Bus::Nats, Crossing::Links).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_two_gib_both_ways_in_bounded_memory() -> anyhow::Result<()> {
-    two_gib_across_nodes(Bus::Amqp).await
+async fn amqp_two_gib_both_ways_through_the_bus_in_bounded_memory() -> anyhow::Result<()> {
+    two_gib_across_nodes(Bus::Amqp, Crossing::BusOnly).await
 }
 
 /// Two worker nodes: one holds the lease (the nodes endpoint says which); `kill -9` of it, and the other takes over

@@ -19,6 +19,7 @@ fn settings() -> ClusterSettings {
         node_expiry: Duration::from_secs(5),
         claim_timeout: Duration::from_millis(150),
         store_poll_interval: Duration::from_secs(30),
+        links: true,
     }
 }
 
