@@ -302,7 +302,23 @@ async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     )
     .await?;
     let client = http_client();
-    // presence reaches the gateway: both connectors serve `app`
+    // presence reaches the gateway (the connector on r2 attached a moment ago): both connectors serve `app`
+    eventually(Duration::from_secs(10), "both connectors serve app", || async {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..4u64 {
+            if let Ok(resp) = client
+                .get(relay_url(g.url(), "acme", "app", &format!("/n?id={i}")))
+                .send()
+                .await
+            {
+                if let Ok(text) = resp.text().await {
+                    seen.insert(text.split(' ').next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        seen.len() == 2
+    })
+    .await?;
     let mut served = std::collections::HashMap::new();
     for i in 0..60u64 {
         let resp = client
@@ -429,6 +445,31 @@ async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     anyhow::ensure!(gone.is_err(), "the hanging target answered");
     hang.wait_requests(1, Duration::from_secs(5)).await?;
     hang.wait_closed(1, Duration::from_secs(5)).await?;
+    if crossing == Crossing::Links {
+        // more requests in flight to one node than one HTTP/2 connection takes (200 streams): the link opens more
+        // connections, and a request behind them is served at once instead of waiting for a stream
+        const HELD: usize = 240;
+        let held: Vec<_> = (0..HELD)
+            .map(|_| {
+                let client = client.clone();
+                let url = relay_url(g.url(), "acme", "hang", "/held");
+                tokio::spawn(async move { client.get(url).timeout(Duration::from_secs(30)).send().await })
+            })
+            .collect();
+        hang.wait_requests(1 + HELD, Duration::from_secs(15)).await?;
+        // `sink` is on r2 only, like `hang`: the request takes the same link
+        let quick = client
+            .post(relay_url(g.url(), "acme", "sink", "/quick"))
+            .body("quick")
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await?;
+        anyhow::ensure!(quick.status() == 200, "behind {HELD} held requests: {}", quick.status());
+        for h in held {
+            h.abort();
+        }
+        hang.wait_closed(1 + HELD, Duration::from_secs(10)).await?;
+    }
     // a body over the limit is refused before anything is sent across
     let before = sink.requests();
     let mut raw = TcpStream::connect(g.addr()).await?;

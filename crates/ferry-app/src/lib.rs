@@ -294,10 +294,11 @@ pub async fn run_with_source(
         hub.clone(),
     )
     .await?;
-    if n.cluster.links {
+    {
         let signer = issuer.clone();
         let me = node_id.clone();
         cluster.enable_links(ferry_relay::cluster::link::LinkSettings {
+            send: n.cluster.links,
             issue_token: Arc::new(move || {
                 signer
                     .issue_node(&me)

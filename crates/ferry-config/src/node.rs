@@ -198,7 +198,8 @@ pub struct ClusterSettings {
     /// Send requests for connectors on other nodes over a direct HTTP/2 connection to that node (the node
     /// link, on its public listener at its `node.address`) instead of through the broker, when that address is a
     /// plain `http://` URL other nodes can reach. The broker still carries presence and events, and requests go
-    /// by the broker when the link cannot be used (docs/cluster.md, "The node link").
+    /// by the broker when the link cannot be used (docs/cluster.md, "The node link"). A node serves other nodes'
+    /// links whatever this says.
     pub links: bool,
 }
 

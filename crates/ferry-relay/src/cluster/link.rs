@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -47,9 +48,18 @@ const LINK_DEADLINE: HeaderName = HeaderName::from_static("ferry-link-deadline")
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed connect, requests for that node go by the bus for this long before the link is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Streams one link connection carries before the next request opens another connection. A node's public
+/// listener takes 200 concurrent streams per HTTP/2 connection (hyper's default); staying well below it means a
+/// request never waits for a stream behind long-lived ones (event streams, slow downloads).
+const STREAMS_PER_CONNECTION: usize = 100;
+/// Connections per link at most: 6,400 requests in flight from one node to another.
+const CONNECTIONS_PER_LINK: usize = 64;
 
 /// What a node needs to use and serve links.
 pub struct LinkSettings {
+    /// Whether this node sends its requests for other nodes by link (`node.cluster.links`); it serves other
+    /// nodes' links either way.
+    pub send: bool,
     /// Issues this node's token for the link: the token and how long it is valid.
     pub issue_token: Arc<dyn Fn() -> Result<(String, Duration), String> + Send + Sync>,
     /// Checks the tokens of other nodes (the cluster's own signing keys).
@@ -66,13 +76,35 @@ pub(crate) struct Links {
     token: Mutex<Option<(HeaderValue, Instant)>>,
 }
 
-/// The connection to one other node.
+/// The connections to one other node.
 #[derive(Default)]
 struct PeerLink {
-    /// The open connection, if any (connecting holds the lock, so one connect at a time per node).
-    sender: tokio::sync::Mutex<Option<SendRequest<Body>>>,
+    /// The open connections (connecting holds the lock, so one connect at a time per node).
+    conns: tokio::sync::Mutex<Vec<LinkConn>>,
     /// Until when a failed connect keeps requests for the node on the bus.
     down_until: Mutex<Option<Instant>>,
+}
+
+/// One HTTP/2 connection of a link, with the streams it carries now.
+struct LinkConn {
+    sender: SendRequest<Body>,
+    streams: Arc<AtomicUsize>,
+}
+
+/// Counts a stream on its link connection until the response body ends (or the request fails).
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Ordering::Relaxed);
+        Self(streams.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the link did with a request.
@@ -135,13 +167,13 @@ impl Links {
         Ok(value)
     }
 
-    /// An open connection to `node` at `authority`, connecting when there is none; `None` when the node cannot
-    /// be reached now.
+    /// A connection to `node` at `authority` with room for one more stream, connecting when there is none; `None`
+    /// when the node cannot be reached now.
     async fn sender(
         &self,
         node: &str,
         authority: &http::uri::Authority,
-    ) -> Option<SendRequest<Body>> {
+    ) -> Option<(SendRequest<Body>, StreamSlot)> {
         let peer = lock(&self.peers)
             .entry(node.to_owned())
             .or_default()
@@ -149,21 +181,40 @@ impl Links {
         if lock(&peer.down_until).is_some_and(|until| Instant::now() < until) {
             return None;
         }
-        let mut slot = peer.sender.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Some(sender.clone());
+        let mut conns = peer.conns.lock().await;
+        conns.retain(|c| !c.sender.is_closed());
+        if let Some(conn) = conns
+            .iter()
+            .find(|c| c.streams.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION)
+        {
+            return Some((conn.sender.clone(), StreamSlot::take(&conn.streams)));
+        }
+        if conns.len() >= CONNECTIONS_PER_LINK {
+            // every connection is full: the least busy one (hyper queues the stream until one ends)
+            let conn = conns
+                .iter()
+                .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
+            return Some((conn.sender.clone(), StreamSlot::take(&conn.streams)));
         }
         match connect(authority).await {
             Ok(sender) => {
-                tracing::info!(node, address = %authority, "node link up");
+                if conns.is_empty() {
+                    tracing::info!(node, address = %authority, "node link up");
+                } else {
+                    tracing::debug!(node, connections = conns.len() + 1, "node link: one more connection");
+                }
                 *lock(&peer.down_until) = None;
-                *slot = Some(sender.clone());
-                Some(sender)
+                let conn = LinkConn {
+                    sender: sender.clone(),
+                    streams: Arc::new(AtomicUsize::new(0)),
+                };
+                let slot = StreamSlot::take(&conn.streams);
+                conns.push(conn);
+                Some((sender, slot))
             }
             Err(error) => {
                 tracing::warn!(node, address = %authority, %error, "node link down: requests for the node go by the bus");
                 *lock(&peer.down_until) = Some(Instant::now() + RETRY_AFTER);
-                *slot = None;
                 None
             }
         }
@@ -193,7 +244,7 @@ impl Links {
                 return LinkOutcome::Unsent(req);
             }
         };
-        let Some(mut sender) = self.sender(node, &authority).await else {
+        let Some((mut sender, slot)) = self.sender(node, &authority).await else {
             return LinkOutcome::Unsent(req);
         };
         if sender.ready().await.is_err() {
@@ -239,7 +290,9 @@ impl Links {
             Err(_) => return LinkOutcome::Unsent(restore(Request::from_parts(head, body), original)),
         };
         match sender.try_send_request(Request::from_parts(head, body)).await {
-            Ok(resp) => LinkOutcome::Answered(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+            Ok(resp) => LinkOutcome::Answered(
+                resp.map(|b| Guarded::new(b, slot).map_err(Into::into).boxed_unsync()),
+            ),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => LinkOutcome::Unsent(restore(unsent, original)),
                 None => LinkOutcome::Lost(format!(
@@ -302,7 +355,7 @@ async fn connect(authority: &http::uri::Authority) -> Result<SendRequest<Body>, 
 }
 
 impl Cluster {
-    /// Use node links for requests to other nodes, and serve theirs (`/_ferry/link`).
+    /// Serve other nodes' links (`/_ferry/link`), and send requests for other nodes by link when `settings.send`.
     pub fn enable_links(&self, settings: LinkSettings) {
         let _ = self.links.set(Links::new(settings));
     }
@@ -310,7 +363,7 @@ impl Cluster {
     /// Send `req` over the link to one node that presence shows with a connector serving its target (round robin
     /// over those connectors, as on the bus); unsent when links are off or the node cannot be reached.
     pub(crate) async fn send_by_link(&self, out: &Outbound<'_>, req: Request<Body>) -> LinkOutcome {
-        let Some(links) = self.links.get() else {
+        let Some(links) = self.links.get().filter(|l| l.settings.send) else {
             return LinkOutcome::Unsent(req);
         };
         let turn = self.next_pick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -335,7 +388,7 @@ impl Cluster {
             error_response(&ErrorReply::new(code, message), &request_id)
         };
         let Some(links) = self.links.get() else {
-            return refuse(ErrorCode::NotFound, "the node link is off on this node".into());
+            return refuse(ErrorCode::NotFound, "this node serves no node link".into());
         };
         let token = crate::client::bearer_token(req.headers()).unwrap_or_default();
         let caller = match links.settings.verifier.verify_node(token).await {
