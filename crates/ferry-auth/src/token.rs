@@ -319,10 +319,10 @@ impl TokenVerifier for BuiltinVerifier {
 
 impl BuiltinVerifier {
     /// Check a token another node of the cluster presents on the node link (scope `node`), re-reading the keys
-    /// once when it names an unknown one. Returns the calling node's id.
-    pub async fn verify_node(&self, token: &str) -> Result<String, AuthError> {
+    /// once when it names an unknown one. Returns the calling node's id and the token's expiry (unix seconds).
+    pub async fn verify_node(&self, token: &str) -> Result<(String, u64), AuthError> {
         let claims = self.verify_refreshing(token, Purpose::Node).await?;
-        Ok(claims.tenant.to_string())
+        Ok((claims.tenant.to_string(), claims.exp))
     }
 
     /// Check `token` for `purpose` with the keys at hand.
