@@ -303,21 +303,25 @@ async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     .await?;
     let client = http_client();
     // presence reaches the gateway (the connector on r2 attached a moment ago): both connectors serve `app`
-    eventually(Duration::from_secs(10), "both connectors serve app", || async {
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..4u64 {
-            if let Ok(resp) = client
-                .get(relay_url(g.url(), "acme", "app", &format!("/n?id={i}")))
-                .send()
-                .await
-            {
-                if let Ok(text) = resp.text().await {
-                    seen.insert(text.split(' ').next().unwrap_or_default().to_owned());
+    eventually(
+        Duration::from_secs(10),
+        "both connectors serve app",
+        || async {
+            let mut seen = std::collections::HashSet::new();
+            for i in 0..4u64 {
+                if let Ok(resp) = client
+                    .get(relay_url(g.url(), "acme", "app", &format!("/n?id={i}")))
+                    .send()
+                    .await
+                {
+                    if let Ok(text) = resp.text().await {
+                        seen.insert(text.split(' ').next().unwrap_or_default().to_owned());
+                    }
                 }
             }
-        }
-        seen.len() == 2
-    })
+            seen.len() == 2
+        },
+    )
     .await?;
     let mut served = std::collections::HashMap::new();
     for i in 0..60u64 {
@@ -453,10 +457,17 @@ async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
             .map(|_| {
                 let client = client.clone();
                 let url = relay_url(g.url(), "acme", "hang", "/held");
-                tokio::spawn(async move { client.get(url).timeout(Duration::from_secs(30)).send().await })
+                tokio::spawn(async move {
+                    client
+                        .get(url)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await
+                })
             })
             .collect();
-        hang.wait_requests(1 + HELD, Duration::from_secs(15)).await?;
+        hang.wait_requests(1 + HELD, Duration::from_secs(15))
+            .await?;
         // `sink` is on r2 only, like `hang`: the request takes the same link
         let quick = client
             .post(relay_url(g.url(), "acme", "sink", "/quick"))
@@ -464,7 +475,11 @@ async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(3))
             .send()
             .await?;
-        anyhow::ensure!(quick.status() == 200, "behind {HELD} held requests: {}", quick.status());
+        anyhow::ensure!(
+            quick.status() == 200,
+            "behind {HELD} held requests: {}",
+            quick.status()
+        );
         for h in held {
             h.abort();
         }

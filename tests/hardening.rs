@@ -779,7 +779,8 @@ async fn the_node_link_takes_only_a_nodes_token() -> anyhow::Result<()> {
             ("scope", scope.to_owned()),
         ];
         async move {
-            let reply: serde_json::Value = client.post(url).form(&form).send().await?.json().await?;
+            let reply: serde_json::Value =
+                client.post(url).form(&form).send().await?.json().await?;
             reply["access_token"]
                 .as_str()
                 .map(str::to_owned)
@@ -801,7 +802,12 @@ async fn the_node_link_takes_only_a_nodes_token() -> anyhow::Result<()> {
         .await?;
     assert_eq!(asked.status(), 400, "scope=node at the token endpoint");
     let forged = "eyJhbGciOiJFZERTQSIsImtpZCI6IngifQ.eyJzdWIiOiJ4Iiwic2NvcGUiOiJub2RlIn0.AAAA";
-    for credential in [None, Some(forged), Some(tunnel.as_str()), Some(relay.as_str())] {
+    for credential in [
+        None,
+        Some(forged),
+        Some(tunnel.as_str()),
+        Some(relay.as_str()),
+    ] {
         let mut req = client
             .post(format!("{}/_ferry/link", stack.server.url()))
             .header("ferry-link-tenant", stack.tenant.as_str())
@@ -816,10 +822,16 @@ async fn the_node_link_takes_only_a_nodes_token() -> anyhow::Result<()> {
         let resp = req.send().await?;
         assert_eq!(resp.status(), 401, "credential {credential:?}");
         assert_eq!(
-            resp.headers().get("ferry-error").and_then(|v| v.to_str().ok()),
+            resp.headers()
+                .get("ferry-error")
+                .and_then(|v| v.to_str().ok()),
             Some("unauthorized")
         );
     }
-    assert_eq!(echo.requests(), 0, "a refused link request reached the target");
+    assert_eq!(
+        echo.requests(),
+        0,
+        "a refused link request reached the target"
+    );
     Ok(())
 }

@@ -557,8 +557,9 @@ impl TokenIssuer {
     /// Issue the token node `node_id` presents to the other nodes of its cluster on the node link: scope `node`,
     /// valid for [`NODE_TOKEN_TTL`], good for nothing else (no tunnel, no client of a tenant).
     pub fn issue_node(&self, node_id: &str) -> Result<IssuedToken, AuthError> {
-        let subject = TenantName::new(node_id)
-            .map_err(|_| AuthError::Key(format!("node id {node_id:?} cannot name a token's subject")))?;
+        let subject = TenantName::new(node_id).map_err(|_| {
+            AuthError::Key(format!("node id {node_id:?} cannot name a token's subject"))
+        })?;
         let now = now_secs();
         let ttl = NODE_TOKEN_TTL.as_secs();
         let id = uuid::Uuid::new_v4().to_string();

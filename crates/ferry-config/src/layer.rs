@@ -48,7 +48,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "node.cluster.claim_timeout",
         EnvKind::Text,
     ),
-    ("FERRY_CLUSTER_LINKS", "node.cluster.links", EnvKind::Boolean),
+    (
+        "FERRY_CLUSTER_LINKS",
+        "node.cluster.links",
+        EnvKind::Boolean,
+    ),
     (
         "FERRY_STORE_POLL_INTERVAL",
         "node.cluster.store_poll_interval",

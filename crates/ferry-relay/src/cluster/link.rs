@@ -136,7 +136,10 @@ pub(crate) fn link_authority(address: &str) -> Option<http::uri::Authority> {
         return None;
     }
     let authority = uri.authority()?.clone();
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_unspecified())
@@ -233,7 +236,11 @@ impl Links {
                 if conns.is_empty() {
                     tracing::info!(node, address = %authority, "node link up");
                 } else {
-                    tracing::debug!(node, connections = conns.len() + 1, "node link: one more connection");
+                    tracing::debug!(
+                        node,
+                        connections = conns.len() + 1,
+                        "node link: one more connection"
+                    );
                 }
                 *lock(&peer.down_until) = None;
                 let conn = LinkConn {
@@ -288,10 +295,7 @@ impl Links {
         let deadline_ms = super::unix_ms()
             .saturating_add(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX));
         let added = [
-            (
-                header::AUTHORIZATION,
-                Some(bearer),
-            ),
+            (header::AUTHORIZATION, Some(bearer)),
             (LINK_TENANT, HeaderValue::from_str(tenant.as_str()).ok()),
             (
                 LINK_AUTHORITY,
@@ -319,18 +323,22 @@ impl Links {
             .build()
         {
             Ok(uri) => uri,
-            Err(_) => return LinkOutcome::Unsent(restore(Request::from_parts(head, body), original)),
+            Err(_) => {
+                return LinkOutcome::Unsent(restore(Request::from_parts(head, body), original))
+            }
         };
-        match sender.try_send_request(Request::from_parts(head, body)).await {
+        match sender
+            .try_send_request(Request::from_parts(head, body))
+            .await
+        {
             Ok(resp) => LinkOutcome::Answered(
                 resp.map(|b| Guarded::new(b, slot).map_err(Into::into).boxed_unsync()),
             ),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => LinkOutcome::Unsent(restore(unsent, original)),
-                None => LinkOutcome::Lost(format!(
-                    "the link to node {node} broke: {}",
-                    e.into_error()
-                )),
+                None => {
+                    LinkOutcome::Lost(format!("the link to node {node} broke: {}", e.into_error()))
+                }
             },
         }
     }
@@ -398,7 +406,9 @@ impl Cluster {
         let Some(links) = self.links.get().filter(|l| l.settings.send) else {
             return LinkOutcome::Unsent(req);
         };
-        let turn = self.next_pick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let turn = self
+            .next_pick
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(node) = self
             .presence
             .pick(out.tenant.as_str(), out.target.as_str(), turn)
@@ -408,7 +418,9 @@ impl Cluster {
         let Some(address) = self.presence.address(&node) else {
             return LinkOutcome::Unsent(req);
         };
-        links.send(&node, &address, out.tenant, out.deadline, req).await
+        links
+            .send(&node, &address, out.tenant, out.deadline, req)
+            .await
     }
 
     /// Serve another node's request on the link (`/_ferry/link`): check its token, then run the request as if it
@@ -511,7 +523,10 @@ impl Cluster {
         match sent {
             Ok(Ok(Answer::Local(resp, slot))) => {
                 let (head, body) = resp.into_parts();
-                Response::from_parts(head, Guarded::new(body, slot).map_err(Into::into).boxed_unsync())
+                Response::from_parts(
+                    head,
+                    Guarded::new(body, slot).map_err(Into::into).boxed_unsync(),
+                )
             }
             Ok(Ok(Answer::Remote(remote))) => remote.response,
             Ok(Err(e)) => {
@@ -530,13 +545,26 @@ mod tests {
     #[test]
     fn only_plain_http_addresses_that_name_a_host_are_links() {
         let of = |a: &str| link_authority(a).map(|a| a.to_string());
-        assert_eq!(of("http://127.0.0.1:8080").as_deref(), Some("127.0.0.1:8080"));
-        assert_eq!(of("http://relay-1.internal:80/").as_deref(), Some("relay-1.internal:80"));
+        assert_eq!(
+            of("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            of("http://relay-1.internal:80/").as_deref(),
+            Some("relay-1.internal:80")
+        );
         assert_eq!(of("http://[::1]:9000").as_deref(), Some("[::1]:9000"));
         assert_eq!(of("http://0.0.0.0:8080"), None, "unspecified");
         assert_eq!(of("http://[::]:8080"), None, "unspecified v6");
-        assert_eq!(of("https://relay-1.example.com:443"), None, "TLS links are not built");
-        assert_eq!(of("http://relay-1.internal").as_deref(), Some("relay-1.internal:80"));
+        assert_eq!(
+            of("https://relay-1.example.com:443"),
+            None,
+            "TLS links are not built"
+        );
+        assert_eq!(
+            of("http://relay-1.internal").as_deref(),
+            Some("relay-1.internal:80")
+        );
         assert_eq!(of("not a url"), None);
     }
 }

@@ -622,6 +622,7 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
         request_id: "rid",
         upgrade: None,
         deadline,
+        by_link: true,
     };
     let started = std::time::Instant::now();
     let nobody = dispatcher.send(out(), request(ferry_http::empty())).await;
@@ -647,6 +648,7 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
                     request_id: "rid",
                     upgrade: None,
                     deadline,
+                    by_link: true,
                 },
                 request(ferry_http::empty()),
             )
@@ -692,6 +694,7 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
                 request_id: "rid",
                 upgrade: None,
                 deadline,
+                by_link: true,
             },
             request(ferry_http::empty()),
         )
