@@ -221,3 +221,61 @@ async fn remote_mode_through_the_management_api() -> anyhow::Result<()> {
     assert_eq!(out.status.code(), Some(1));
     Ok(())
 }
+
+/// A second `ferry serve` on the SQLite store of a running node is refused at start with a message that says what
+/// to do (first-hour issue: two nodes on one SQLite directory started without a word). Once the first node is
+/// gone, the store is free again.
+#[tokio::test]
+async fn a_second_node_on_one_sqlite_store_is_refused() -> anyhow::Result<()> {
+    let data = crate::common::TempDir::new("ferry-lock-")?;
+    let dir = data.path().to_string_lossy().into_owned();
+    let first = FerryServer::start(
+        BIN,
+        ServerOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        run_ferry(
+            BIN,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &dir,
+            ],
+            &[],
+        ),
+    )
+    .await??;
+    assert!(!second.status.success(), "the second node started");
+    let err = stderr(&second);
+    assert!(
+        err.contains("another `ferry serve` is running on the SQLite store")
+            && err.contains("PostgreSQL"),
+        "{err}"
+    );
+    // the first node names its store
+    first
+        .output()
+        .wait_stderr("store opened", std::time::Duration::from_secs(10))
+        .await?;
+    drop(first);
+    // the lock went with the first node: a node starts on the store again
+    let again = FerryServer::start(
+        BIN,
+        ServerOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    drop(again);
+    Ok(())
+}

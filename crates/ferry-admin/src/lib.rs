@@ -197,7 +197,10 @@ impl AdminServer {
     /// Serve `api` on `listener` in a task of its own.
     pub fn spawn(listener: tokio::net::TcpListener, api: AdminApi) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        tracing::info!(addr = ?listener.local_addr().ok(), "management api started");
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!(%addr, "management api started"),
+            Err(_) => tracing::info!("management api started"),
+        }
         let task = tokio::spawn(serve(listener, api.router(), async move {
             // Resolves on `true`, or with an error when the sender (the owner) is gone.
             let _ = stopped.wait_for(|stop| *stop).await;

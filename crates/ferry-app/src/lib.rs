@@ -50,6 +50,12 @@ pub enum AppError {
     Bus(#[from] ferry_bus::BusError),
     #[error("background task {name:?} failed: {why}")]
     TaskFailed { name: &'static str, why: String },
+    #[error(
+        "another `ferry serve` is running on the SQLite store {path} (it holds {lock}): one SQLite store serves one \
+         node; stop the other node, give this one its own --data-dir, or run several nodes on PostgreSQL \
+         (docs/cluster.md)"
+    )]
+    StoreInUse { path: String, lock: String },
     #[error("node id file {path}")]
     NodeId {
         path: String,
@@ -217,6 +223,52 @@ pub fn node_id(config: &Config) -> Result<String, AppError> {
     }
 }
 
+/// Take the lock that keeps a second `ferry serve` off the SQLite store in `file`: an exclusive lock on
+/// `FILE.lock` beside it, released when the returned file is dropped or the process ends (also by `kill -9`).
+/// `None` where the file system cannot lock (the node then starts with a warning).
+fn lock_sqlite_store(file: &std::path::Path) -> Result<Option<std::fs::File>, AppError> {
+    let lock_path = std::path::PathBuf::from(format!("{}.lock", file.display()));
+    let in_use = || AppError::StoreInUse {
+        path: file.display().to_string(),
+        lock: lock_path.display().to_string(),
+    };
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            dirs.mode(0o700);
+        }
+        if let Err(error) = dirs.create(dir) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot create the store's directory for its lock");
+            return Ok(None);
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let lock = match options.open(&lock_path) {
+        Ok(f) => f,
+        Err(error) => {
+            tracing::warn!(lock = %lock_path.display(), %error, "cannot open the store's lock file; starting without it");
+            return Ok(None);
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(in_use()),
+        Err(std::fs::TryLockError::Error(error)) => {
+            tracing::warn!(lock = %lock_path.display(), %error, "cannot lock the store; starting without the lock");
+            Ok(None)
+        }
+    }
+}
+
 /// The file in the data directory that keeps a generated node id.
 pub const NODE_ID_FILE: &str = "node-id";
 
@@ -233,7 +285,16 @@ pub async fn run_with_source(
     let roles = n.roles;
     let node_id = node_id(&config)?;
     let started_at = ferry_store::unix_now();
+    let database_url = s.database_url.as_ref().map(|u| u.expose());
+    // one node per SQLite store: held until this function returns
+    let _store_lock = match ferry_store::sqlite_file(database_url, &s.data_dir) {
+        Some(file) => lock_sqlite_store(&file)?,
+        None => None,
+    };
     let store = open_store(&config).await?;
+    if let Some(store) = ferry_store::describe_url(database_url, &s.data_dir) {
+        tracing::info!(%store, "store opened");
+    }
     // The built-in issuer, the external OIDC provider if configured, and the tunnel verifier accepting either;
     // `auth.admin_check` is the management API's OIDC admin check. Key maintenance and JWKS refresh run until
     // the end of `run`.

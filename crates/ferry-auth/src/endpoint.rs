@@ -374,8 +374,10 @@ impl TokenIssuer {
         limited: Limited,
     ) -> TokenReply {
         tracing::warn!(
-            client_ip = ?client_ip,
-            client_id = ?client_id.map(|c| c.chars().take(64).collect::<String>()),
+            client_ip = %client_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".into()),
+            client_id = %client_id
+                .map(|c| c.chars().take(64).collect::<String>())
+                .unwrap_or_else(|| "none given".into()),
             limit = limited.by,
             retry_after = limited.retry_after_secs(),
             "token request rate limited after repeated failures"

@@ -231,7 +231,9 @@ impl Relay {
         }
         match serde_json::from_slice::<TenantSettings>(&body) {
             Ok(settings) => {
-                tracing::info!(tenant = %self.tenant, ?settings, "settings pushed by the node");
+                // the settings as the node sent them (JSON), not Rust's debug form
+                let shown = String::from_utf8_lossy(&body);
+                tracing::info!(tenant = %self.tenant, settings = %shown, "settings pushed by the node");
                 *self.pushed.lock().unwrap_or_else(PoisonError::into_inner) = settings;
                 let mut res =
                     Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());

@@ -181,7 +181,9 @@ impl Hub {
                 },
             );
             let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
-            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets = ?targets, version = ?handshake.version, "tunnel attached");
+            let targets = targets.join(",");
+            let version = handshake.version.as_deref().unwrap_or("unknown");
+            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, "tunnel attached");
             hub.record_connection(&tunnel);
             hub.push_settings_to(&tunnel);
             let result = tokio::select! {

@@ -33,7 +33,7 @@ use ferry_proto::{TenantName, TenantSettings};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
-pub use resolve::{open_url, ACCEPTED_SCHEMES};
+pub use resolve::{describe_url, open_url, sqlite_file, ACCEPTED_SCHEMES};
 pub use rows::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use sqlite::SqliteStore;
 

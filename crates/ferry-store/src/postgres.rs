@@ -96,7 +96,7 @@ impl PostgresStore {
 }
 
 /// `postgres://user@host:port/database`, for logs and errors: everything but the password.
-fn location(options: &PgConnectOptions) -> String {
+pub(crate) fn location(options: &PgConnectOptions) -> String {
     let user = options.get_username();
     let database = options.get_database().unwrap_or(user);
     if let Some(socket) = options.get_socket() {

@@ -91,10 +91,63 @@ pub async fn open_url(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Stor
     }
 }
 
+/// Where the store of `url` (or, without one, of `data_dir`) is, for a log line: the SQLite file's path,
+/// `sqlite::memory:`, or `postgres://user@host:port/database` without the password. `None` for a URL that
+/// [`open_url`] would refuse.
+pub fn describe_url(url: Option<&str>, data_dir: &Path) -> Option<String> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Some(data_dir.join(crate::SQLITE_FILE_NAME).display().to_string()),
+        Some(url) => match Location::parse(url).ok()? {
+            Location::SqliteFile(path) => Some(path.display().to_string()),
+            Location::SqliteMemory => Some("sqlite::memory:".to_owned()),
+            Location::Postgres(url) => url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .ok()
+                .map(|o| crate::postgres::location(&o)),
+        },
+    }
+}
+
+/// The SQLite file the store of `url` (or, without one, of `data_dir`) lives in; `None` for PostgreSQL and
+/// in-memory stores.
+pub fn sqlite_file(url: Option<&str>, data_dir: &Path) -> Option<PathBuf> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Some(data_dir.join(crate::SQLITE_FILE_NAME)),
+        Some(url) => match Location::parse(url).ok()? {
+            Location::SqliteFile(path) => Some(path),
+            _ => None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::SQLITE_FILE_NAME;
+
+    #[test]
+    fn describes_stores_without_passwords() {
+        let dir = Path::new("/var/lib/ferry");
+        assert_eq!(
+            describe_url(None, dir).as_deref(),
+            Some("/var/lib/ferry/ferry.db")
+        );
+        assert_eq!(
+            describe_url(Some("postgres://ferry:s3cret@db:5432/ferry"), dir).as_deref(),
+            Some("postgres://ferry@db:5432/ferry")
+        );
+        assert_eq!(
+            describe_url(Some("sqlite::memory:"), dir).as_deref(),
+            Some("sqlite::memory:")
+        );
+        assert_eq!(describe_url(Some("mysql://x"), dir), None);
+        assert_eq!(
+            sqlite_file(Some("sqlite://data/f.db"), dir),
+            Some(PathBuf::from("data/f.db"))
+        );
+        assert_eq!(sqlite_file(Some("postgres://db/ferry"), dir), None);
+        assert_eq!(sqlite_file(Some("sqlite::memory:"), dir), None);
+    }
 
     #[test]
     fn parses_accepted_urls() {
