@@ -48,8 +48,8 @@ USER 10001:10001
 
 # /healthz answers 200 while the process runs. The image has no curl: bash's /dev/tcp sends the request to the
 # port of FERRY_LISTEN. With TLS on the listener (FERRY_TLS_CERT) this plain-HTTP check fails: turn it off
-# (`--no-healthcheck`, compose `healthcheck: disable: true`) or check from outside. Connectors (`ferry connector`)
-# have no listener: compose files turn the check off for them.
+# (`--no-healthcheck`, compose `healthcheck: disable: true`) or check from outside. A connector
+# (`ferry connector`) has no listener: run it with the check turned off too.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${FERRY_LISTEN##*:} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r _ status _ <&3 && [ \"$status\" = 200 ]"]
 
