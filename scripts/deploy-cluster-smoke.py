@@ -12,7 +12,8 @@ would; a connector attaches to a relay node; a request to a gateway node reaches
 when those are different nodes); the nodes stop on SIGTERM with exit 0 within their grace period
 (terminationGracePeriodSeconds, stop_grace_period).
 
-usage: deploy-cluster-smoke.py FILE.yaml FERRY_BINARY nats|amqp|memory
+usage: deploy-cluster-smoke.py FILE.yaml FERRY_BINARY nats|amqp|memory [CONNECTOR.yaml]
+With CONNECTOR.yaml (deploy/kubernetes/connector.yaml), the connector runs with that Deployment's environment.
 Prints `ok: …` lines; exits 1 on a failure, 77 when PostgreSQL or the broker is not there.
 """
 import http.server
@@ -30,6 +31,7 @@ import urllib.request
 import yaml  # PyYAML: the kubernetes-validate venv has it
 
 RENDERED, BINARY, BUS = sys.argv[1], sys.argv[2], sys.argv[3]
+CONNECTOR = sys.argv[4] if len(sys.argv) > 4 else None  # deploy/kubernetes/connector.yaml
 PG = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 BUS_URL = {
     "nats": os.environ.get("FERRY_TEST_NATS_URL", "nats://127.0.0.1:4222"),
@@ -209,19 +211,34 @@ try:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     relay = nodes[by_role["relay"]]
     clog = open(os.path.join(work, "connector.log"), "w")
-    procs["connector"] = subprocess.Popen(
-        [BINARY, "connector", "--server", f"http://127.0.0.1:{relay['port']}", "--tenant", "smoke",
-         "--target", f"app=http://127.0.0.1:{server.server_address[1]}"],
-        env={"PATH": os.environ["PATH"], "FERRY_SECRET": secret}, stdout=clog, stderr=subprocess.STDOUT)
+    target = f"http://127.0.0.1:{server.server_address[1]}"
+    if CONNECTOR:
+        # the connector Deployment's own env and args, its server, tenant, target and Secret pointed here
+        cdep = next(d for d in yaml.safe_load_all(open(CONNECTOR)) if d and d["kind"] == "Deployment")
+        ccont = cdep["spec"]["template"]["spec"]["containers"][0]
+        cenv = {e["name"]: e.get("value", "(from the pod)") for e in ccont["env"]}
+        cenv.update(PATH=os.environ["PATH"], FERRY_SERVER=f"http://127.0.0.1:{relay['port']}",
+                    FERRY_TENANT="smoke", FERRY_TARGETS=cenv["FERRY_TARGETS"].split("=")[0] + "=" + target,
+                    FERRY_CONNECTOR_ID="ferry-connector-7d9f8c6b5-x2k8q", FERRY_SECRET=secret)
+        cargs = ccont["args"]
+        app = cenv["FERRY_TARGETS"].split("=")[0]
+    else:
+        cenv = {"PATH": os.environ["PATH"], "FERRY_SECRET": secret}
+        cargs = ["connector", "--server", f"http://127.0.0.1:{relay['port']}", "--tenant", "smoke",
+                 "--target", f"app={target}"]
+        app = "app"
+    procs["connector"] = subprocess.Popen([BINARY, *cargs], env=cenv, stdout=clog, stderr=subprocess.STDOUT)
     gateway = nodes[by_role["gateway"]]
     deadline = time.time() + 30
     while True:
-        status, body = get(f"http://127.0.0.1:{gateway['port']}/relay/smoke/app/x?y=1", timeout=5)
+        status, body = get(f"http://127.0.0.1:{gateway['port']}/relay/smoke/{app}/x?y=1", timeout=5)
         if status == 200 or time.time() > deadline:
             break
         time.sleep(0.2)
     if status == 200 and body == "target saw /x?y=1":
-        print(f"ok: a request to {by_role['gateway']} reached the target through the connector on {by_role['relay']}")
+        how = f" (the connector with {os.path.basename(CONNECTOR)}'s environment)" if CONNECTOR else ""
+        print(f"ok: a request to {by_role['gateway']} reached the target through the connector on "
+              f"{by_role['relay']}{how}")
     else:
         fail(f"no request across the cluster: {status} {body[:300]}\n" + open(clog.name).read()[-1500:])
     # the tunnel is on the relay node, not the gateway's: a connector sent to the gateway would be refused
