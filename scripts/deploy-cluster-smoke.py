@@ -69,6 +69,12 @@ def get(url, timeout=2):
         return None, str(e)
 
 
+# (another test may have just restarted the broker: give it a while)
+deadline = time.time() + 30
+while BUS_URL and not (reachable(PG, 5432) and reachable(BUS_URL, 4222 if BUS == "nats" else 5672)):
+    if time.time() > deadline:
+        break
+    time.sleep(1)
 if BUS_URL and (not reachable(PG, 5432) or not reachable(BUS_URL, 4222 if BUS == "nats" else 5672)):
     print(f"skipped: the cluster smoke test over {BUS}: PostgreSQL ({PG}) or the broker ({BUS_URL}) is not reachable")
     sys.exit(77)
