@@ -29,14 +29,18 @@ MiB = 1 << 20
 ROOT = os.geteuid() == 0
 # The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
 # (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "xnats", "xamqp", "gateway", "floor",
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "xnats", "xamqp", "xbus", "gateway", "floor",
          "nginx-fwd")
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
 # broker; these say where (the same variables as the tests).
 PG_URL = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 BUS_URLS = {"xnats": os.environ.get("FERRY_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+            "xbus": os.environ.get("FERRY_TEST_NATS_URL", "nats://127.0.0.1:4222"),
             "xamqp": os.environ.get("FERRY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")}
-BROKER_PROCS = {"xnats": "nats-server", "xamqp": "beam.smp"}
+BROKER_PROCS = {"xnats": "nats-server", "xamqp": "beam.smp", "xbus": "nats-server"}
+# The cross-node paths: a gateway node and a relay node joined by a bus; xnats and xamqp cross on a node link (the
+# default), xbus on NATS with the links off (every request and body through the broker).
+CROSS_LABELS = {"xnats": "NATS", "xamqp": "RabbitMQ", "xbus": "NATS, links off"}
 # When RSS is read again after a system's last load (seconds after that load ended); the last is the one the "RSS
 # after load" row and its target use (docs/performance.md, "Memory after load").
 AFTER_LOAD_S = (1, 5, 10)
@@ -417,7 +421,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     # --- ferry relay across nodes: a gateway node and a relay node (with the connector) on one PostgreSQL
     # database, over NATS and over RabbitMQ. CPU counts both nodes, the connector and the broker.
     cluster_procs, cluster_dbs = [], []
-    for key in ("xnats", "xamqp"):
+    for key in ("xnats", "xamqp", "xbus"):
         if key not in a.paths:
             continue
         try:
@@ -426,7 +430,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
             cluster_dbs.append(db)
             broker = broker_pid(BROKER_PROCS[key])
             node_pids = [p.pid for p in procs]
-            systems[key] = {"label": f"ferry relay across nodes ({'NATS' if key == 'xnats' else 'RabbitMQ'})",
+            systems[key] = {"label": f"ferry relay across nodes ({CROSS_LABELS[key]})",
                             "base": base,
                             "pids": (lambda np=node_pids, b=broker: np + ([b] if b else []))}
         except Exception as e:  # noqa: BLE001 - a missing broker is a missing column, not a crash
@@ -486,7 +490,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
     checks = []
-    for k in [k for k in ("direct", "ferry", "xnats", "xamqp", "gateway", "floor-relay", "floor") if k in order]:
+    for k in [k for k in ("direct", "ferry", "xnats", "xamqp", "xbus", "gateway", "floor-relay", "floor") if k in order]:
         t0 = time.monotonic()
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
                             "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
@@ -552,7 +556,8 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     ferry_log_issues = {}
     for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-gateway",
-              "xnats-relay", "xnats-gw", "xnats-connector", "xamqp-relay", "xamqp-gw", "xamqp-connector"):
+              "xnats-relay", "xnats-gw", "xnats-connector", "xamqp-relay", "xamqp-gw", "xamqp-connector",
+              "xbus-relay", "xbus-gw", "xbus-connector"):
         try:
             with open(os.path.join(work, n + ".err")) as f:
                 lines = f.readlines()
@@ -608,7 +613,10 @@ def start_cross_node(a, work, P, key, direct):
     psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     psql(f'CREATE DATABASE "{db}"')
     db_url = PG_URL.rsplit("/", 1)[0] + "/" + db
-    env = dict(os.environ, FERRY_DATABASE_URL=db_url, FERRY_TRANSPORT=BUS_URLS[key])
+    env = dict(os.environ, FERRY_DATABASE_URL=db_url, FERRY_TRANSPORT=BUS_URLS[key],
+               FERRY_CLUSTER_LINKS="false" if key == "xbus" else "true",
+               # a cluster of its own per path: xnats and xbus share the NATS server
+               FERRY_CLUSTER_NAME=f"bench-{key}")
     secret = subprocess.run([a.ferry, "tenant", "create", "bench"], capture_output=True, text=True, timeout=60,
                             check=True, env=env).stdout.strip().splitlines()[-1]
     procs = []
@@ -629,6 +637,9 @@ def start_cross_node(a, work, P, key, direct):
              key + " tunnel")
     url = f"http://127.0.0.1:{pg}/relay/bench/origin"
     wait_for(lambda: http_get(url + "/small")[1] == b"Hello, Ferry\n", 20, key + " cross-node relay")
+    linked = any(file_in(os.path.join(work, key + "-gw" + ext), "node link up") for ext in (".out", ".err"))
+    if linked != (key != "xbus"):
+        log(f"WARNING: {key}: the gateway node {'opened' if linked else 'did not open'} a node link")
     return url, procs, db
 
 
@@ -693,7 +704,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
              "ferry1": "Ferry relay, 1 thread each", "floor-relay": "hyper floor relay (node + connector)",
              "gateway": "Ferry gateway", "floor": "hyper floor proxy",
              "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
-             "xamqp": "Ferry relay across nodes (RabbitMQ)"}
+             "xamqp": "Ferry relay across nodes (RabbitMQ)", "xbus": "Ferry relay across nodes (NATS, links off)"}
 
     def metric(k, wk, key):
         r = systems[k]["res"].get(wk, {})
@@ -926,7 +937,7 @@ def targets(systems, order, idle, metric):
     if not any(r["n"] == 10000 for r in idle):
         why = "--no-idle" if not idle else "--quick"
         res.append(f"| 10,000 idle connectors held | not measured with {why} |")
-    for key, bus in (("xnats", "NATS"), ("xamqp", "RabbitMQ")):
+    for key, bus in CROSS_LABELS.items():
         x = {"ours": key, "theirs": "ferry"}
         names[key] = f"cross-node ({bus})"
         names["ferry"] = "one-node relay"

@@ -229,12 +229,39 @@ fn node_ids(list: &serde_json::Value) -> Vec<String> {
 /// connectors on both relay nodes (load spread), bodies stream both ways intact, server-sent events arrive as
 /// sent, WebSockets work, the nodes endpoint shows every node with its roles, and a node without the gateway role
 /// refuses `/relay/…`.
-async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
+/// How requests cross between nodes in a test: over the node links (the default) or through the broker only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crossing {
+    Links,
+    BusOnly,
+}
+
+impl Crossing {
+    fn apply(self, rig: &mut Rig) {
+        if self == Crossing::BusOnly {
+            rig.env.push(("FERRY_CLUSTER_LINKS".into(), "false".into()));
+        }
+    }
+
+    /// The gateway node's log says whether it opened a node link, as this way of crossing expects.
+    fn check(self, gateway: &FerryServer) -> anyhow::Result<()> {
+        let linked = gateway.stderr_contains("node link up");
+        anyhow::ensure!(
+            linked == (self == Crossing::Links),
+            "{self:?}: the gateway {} a node link",
+            if linked { "opened" } else { "never opened" }
+        );
+        Ok(())
+    }
+}
+
+async fn three_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     let _shared = bus.lock().read().await;
     let _slot = ferry_testkit::light_slot().await;
     let Some(mut rig) = Rig::new(bus).await? else {
         return Ok(());
     };
+    crossing.apply(&mut rig);
     rig.env
         .push(("FERRY_MAX_BODY_SIZE".into(), (32u64 << 20).to_string()));
     let r1 = rig.node("r1", "relay,management,worker").await?;
@@ -275,7 +302,27 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
     )
     .await?;
     let client = http_client();
-    // presence reaches the gateway: both connectors serve `app`
+    // presence reaches the gateway (the connector on r2 attached a moment ago): both connectors serve `app`
+    eventually(
+        Duration::from_secs(10),
+        "both connectors serve app",
+        || async {
+            let mut seen = std::collections::HashSet::new();
+            for i in 0..4u64 {
+                if let Ok(resp) = client
+                    .get(relay_url(g.url(), "acme", "app", &format!("/n?id={i}")))
+                    .send()
+                    .await
+                {
+                    if let Ok(text) = resp.text().await {
+                        seen.insert(text.split(' ').next().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+            seen.len() == 2
+        },
+    )
+    .await?;
     let mut served = std::collections::HashMap::new();
     for i in 0..60u64 {
         let resp = client
@@ -402,6 +449,42 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
     anyhow::ensure!(gone.is_err(), "the hanging target answered");
     hang.wait_requests(1, Duration::from_secs(5)).await?;
     hang.wait_closed(1, Duration::from_secs(5)).await?;
+    if crossing == Crossing::Links {
+        // more requests in flight to one node than one HTTP/2 connection takes (200 streams): the link opens more
+        // connections, and a request behind them is served at once instead of waiting for a stream
+        const HELD: usize = 240;
+        let held: Vec<_> = (0..HELD)
+            .map(|_| {
+                let client = client.clone();
+                let url = relay_url(g.url(), "acme", "hang", "/held");
+                tokio::spawn(async move {
+                    client
+                        .get(url)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await
+                })
+            })
+            .collect();
+        hang.wait_requests(1 + HELD, Duration::from_secs(15))
+            .await?;
+        // `sink` is on r2 only, like `hang`: the request takes the same link
+        let quick = client
+            .post(relay_url(g.url(), "acme", "sink", "/quick"))
+            .body("quick")
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            quick.status() == 200,
+            "behind {HELD} held requests: {}",
+            quick.status()
+        );
+        for h in held {
+            h.abort();
+        }
+        hang.wait_closed(1 + HELD, Duration::from_secs(10)).await?;
+    }
     // a body over the limit is refused before anything is sent across
     let before = sink.requests();
     let mut raw = TcpStream::connect(g.addr()).await?;
@@ -427,6 +510,7 @@ async fn three_nodes(bus: Bus) -> anyhow::Result<()> {
         resp.text().await?.contains("does not run the gateway role"),
         "says why"
     );
+    crossing.check(&g)?;
     drop((g, r1, r2));
     rig.finish().await
 }
@@ -664,13 +748,18 @@ async fn relay_node_killed(bus: Bus) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_three_nodes_serve_across_the_bus() -> anyhow::Result<()> {
-    three_nodes(Bus::Nats).await
+async fn nats_three_nodes_serve_across_nodes() -> anyhow::Result<()> {
+    three_nodes(Bus::Nats, Crossing::Links).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_three_nodes_serve_across_the_bus() -> anyhow::Result<()> {
-    three_nodes(Bus::Amqp).await
+async fn nats_three_nodes_serve_through_the_bus_only() -> anyhow::Result<()> {
+    three_nodes(Bus::Nats, Crossing::BusOnly).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_three_nodes_serve_through_the_bus_only() -> anyhow::Result<()> {
+    three_nodes(Bus::Amqp, Crossing::BusOnly).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1074,14 +1163,15 @@ async fn amqp_five_nodes_thousand_tenants() -> anyhow::Result<()> {
 /// 2 GiB up and 2 GiB down through a gateway node, the bus and a relay node arrive intact, while neither node's
 /// memory grows by more than [`MAX_GROWTH_KIB`] (credit-based flow control: at most 1 MiB in flight per stream and
 /// direction).
-async fn two_gib_across_nodes(bus: Bus) -> anyhow::Result<()> {
+async fn two_gib_across_nodes(bus: Bus, crossing: Crossing) -> anyhow::Result<()> {
     const GIB: u64 = 1 << 30;
     const MAX_GROWTH_KIB: u64 = 64 * 1024;
     let _shared = bus.lock().read().await;
     let _slot = ferry_testkit::heavy_slot().await;
-    let Some(rig) = Rig::new(bus).await? else {
+    let Some(mut rig) = Rig::new(bus).await? else {
         return Ok(());
     };
+    crossing.apply(&mut rig);
     let r = rig.node("r", "relay,management,worker").await?;
     let g = rig.node("g", "gateway").await?;
     let secret = rig.tenant("acme").await?;
@@ -1166,18 +1256,19 @@ async fn two_gib_across_nodes(bus: Bus) -> anyhow::Result<()> {
             && peaks.1.saturating_sub(idle.1) < MAX_GROWTH_KIB,
         "a node's memory grew by more than {MAX_GROWTH_KIB} KiB: idle {idle:?}, peak {peaks:?}"
     );
+    crossing.check(&g)?;
     drop((g, r));
     rig.finish().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_two_gib_both_ways_in_bounded_memory() -> anyhow::Result<()> {
-    two_gib_across_nodes(Bus::Nats).await
+    two_gib_across_nodes(Bus::Nats, Crossing::Links).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_two_gib_both_ways_in_bounded_memory() -> anyhow::Result<()> {
-    two_gib_across_nodes(Bus::Amqp).await
+async fn amqp_two_gib_both_ways_through_the_bus_in_bounded_memory() -> anyhow::Result<()> {
+    two_gib_across_nodes(Bus::Amqp, Crossing::BusOnly).await
 }
 
 /// Two worker nodes: one holds the lease (the nodes endpoint says which); `kill -9` of it, and the other takes over

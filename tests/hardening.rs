@@ -760,3 +760,78 @@ servers = [{{ url = "{}" }}]
     assert_eq!(echo.requests(), 2);
     Ok(())
 }
+
+/// The node link (`/_ferry/link`, docs/cluster.md) sits on the public listener: it runs a request for any tenant,
+/// so it must take nothing but a node's own token (scope `node`, signed by the cluster's key). No token, a forged
+/// one, and a connector's tunnel or relay token are refused with `401 unauthorized`, and nothing reaches a target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_link_takes_only_a_nodes_token() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let (echo, stack) = Stack::with_echo(BIN, |o| o).await?;
+    let client = http_client();
+    let token_of = |scope: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/oauth/token", stack.server.url());
+        let form = [
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", stack.tenant.clone()),
+            ("client_secret", stack.secret.clone()),
+            ("scope", scope.to_owned()),
+        ];
+        async move {
+            let reply: serde_json::Value =
+                client.post(url).form(&form).send().await?.json().await?;
+            reply["access_token"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("no token: {reply}"))
+        }
+    };
+    let tunnel = token_of("tunnel").await?;
+    let relay = token_of("relay").await?;
+    // a node's scope cannot be asked for at the token endpoint
+    let asked = client
+        .post(format!("{}/oauth/token", stack.server.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", stack.tenant.as_str()),
+            ("client_secret", stack.secret.as_str()),
+            ("scope", "node"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(asked.status(), 400, "scope=node at the token endpoint");
+    let forged = "eyJhbGciOiJFZERTQSIsImtpZCI6IngifQ.eyJzdWIiOiJ4Iiwic2NvcGUiOiJub2RlIn0.AAAA";
+    for credential in [
+        None,
+        Some(forged),
+        Some(tunnel.as_str()),
+        Some(relay.as_str()),
+    ] {
+        let mut req = client
+            .post(format!("{}/_ferry/link", stack.server.url()))
+            .header("ferry-link-tenant", stack.tenant.as_str())
+            .header("ferry-target", "app")
+            .header("ferry-link-authority", "app.internal")
+            .header("ferry-link-path", "/from-the-link")
+            .header("ferry-link-deadline", u64::MAX.to_string())
+            .body("payload");
+        if let Some(token) = credential {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await?;
+        assert_eq!(resp.status(), 401, "credential {credential:?}");
+        assert_eq!(
+            resp.headers()
+                .get("ferry-error")
+                .and_then(|v| v.to_str().ok()),
+            Some("unauthorized")
+        );
+    }
+    assert_eq!(
+        echo.requests(),
+        0,
+        "a refused link request reached the target"
+    );
+    Ok(())
+}

@@ -152,7 +152,9 @@ pub(crate) struct Node {
     pub relay: Option<Arc<Relay>>,
     /// The tunnel side of the relay (`relay` role).
     pub hub: Option<Arc<Hub>>,
-    pub issuer: TokenIssuer,
+    /// This node in its cluster: serves other nodes' requests on the node link when links are on.
+    pub cluster: Arc<Cluster>,
+    pub issuer: Arc<TokenIssuer>,
     pub ready: AtomicBool,
     pub max_header_size: usize,
     /// Bounds concurrent argon2 verifications of the token endpoint.
@@ -245,7 +247,7 @@ pub async fn run_with_source(
     )
     .await?;
     let _auth_tasks = auth.tasks;
-    let issuer = auth.issuer;
+    let issuer = Arc::new(auth.issuer);
     let admin_check = auth.admin_check;
     let bus = ferry_bus::connect(
         n.transport.expose(),
@@ -292,6 +294,21 @@ pub async fn run_with_source(
         hub.clone(),
     )
     .await?;
+    {
+        let signer = issuer.clone();
+        let me = node_id.clone();
+        cluster.enable_links(ferry_relay::cluster::link::LinkSettings {
+            send: n.cluster.links,
+            issue_token: Arc::new(move || {
+                signer
+                    .issue_node(&me)
+                    .map(|t| (t.access_token, std::time::Duration::from_secs(t.expires_in)))
+                    .map_err(|e| e.to_string())
+            }),
+            verifier: issuer.builtin_verifier(),
+            connector_wait: s.relay.connector_wait,
+        });
+    }
     let relay = roles.has(Role::Gateway).then(|| {
         Relay::new(
             node_id.clone(),
@@ -329,6 +346,7 @@ pub async fn run_with_source(
         edge,
         relay: relay.clone(),
         hub: hub.clone(),
+        cluster: cluster.clone(),
         issuer,
         ready: AtomicBool::new(true),
         max_header_size: s.http.max_header_size,

@@ -94,6 +94,10 @@ async fn ferry_own(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             Some(hub) => hub.handle_tunnel(req).await,
             None => not_this_role(&req, "relay"),
         },
+        ferry_relay::cluster::link::LINK_PATH => match &node.hub {
+            Some(_) => node.cluster.handle_link(req).await,
+            None => not_this_role(&req, "relay"),
+        },
         tunnel::TOKEN_PATH if node.hub.is_some() => token(&node, req).await,
         ferry_auth::OPENID_CONFIGURATION_PATH | ferry_auth::JWKS_PATH if node.hub.is_some() => {
             well_known(&node, &req)

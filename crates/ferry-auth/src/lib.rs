@@ -41,5 +41,6 @@ pub use secret::{
 pub use token::{
     maintain_signing_keys, BackgroundTask, BuiltinVerifier, Claims, IssuedToken, IssuerSettings,
     KeyMaintenance, Rotation, TokenIssuer, TokenVerifier, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
-    DEFAULT_KEY_REFRESH, DEFAULT_TTL, LEEWAY, RELAY_SCOPE, TUNNEL_SCOPE,
+    DEFAULT_KEY_REFRESH, DEFAULT_TTL, LEEWAY, NODE_SCOPE, NODE_TOKEN_TTL, RELAY_SCOPE,
+    TUNNEL_SCOPE,
 };

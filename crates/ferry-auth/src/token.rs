@@ -17,7 +17,7 @@ use ferry_token::{KeyRef, KeySet, NewToken, Purpose, TokenRules, BUILTIN_ALGORIT
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 pub use ferry_token::{
-    Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LEEWAY, RELAY_SCOPE, TUNNEL_SCOPE,
+    Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LEEWAY, NODE_SCOPE, RELAY_SCOPE, TUNNEL_SCOPE,
 };
 
 use crate::limit::{FailureLimiter, RateLimitSettings};
@@ -25,6 +25,8 @@ use crate::AuthError;
 
 /// How long a token is valid when the configuration says nothing.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+/// How long a node's token for the node link is valid (nodes issue a new one at half of it).
+pub const NODE_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// How often a node re-reads the signing keys from the store when the configuration says nothing.
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_secs(60);
 /// An unknown `kid` makes the built-in verifier re-read the store at most this often, so that forged key ids
@@ -316,6 +318,13 @@ impl TokenVerifier for BuiltinVerifier {
 }
 
 impl BuiltinVerifier {
+    /// Check a token another node of the cluster presents on the node link (scope `node`), re-reading the keys
+    /// once when it names an unknown one. Returns the calling node's id and the token's expiry (unix seconds).
+    pub async fn verify_node(&self, token: &str) -> Result<(String, u64), AuthError> {
+        let claims = self.verify_refreshing(token, Purpose::Node).await?;
+        Ok((claims.tenant.to_string(), claims.exp))
+    }
+
     /// Check `token` for `purpose` with the keys at hand.
     fn check(&self, token: &str, purpose: Purpose) -> Result<Claims, AuthError> {
         Ok(self.rules.check(&self.snapshot(), token, purpose)?)
@@ -543,6 +552,31 @@ impl TokenIssuer {
         scope: &str,
     ) -> Result<IssuedToken, AuthError> {
         self.issue_at(tenant, Some(secret_id), scope, now_secs())
+    }
+
+    /// Issue the token node `node_id` presents to the other nodes of its cluster on the node link: scope `node`,
+    /// valid for [`NODE_TOKEN_TTL`], good for nothing else (no tunnel, no client of a tenant).
+    pub fn issue_node(&self, node_id: &str) -> Result<IssuedToken, AuthError> {
+        let subject = TenantName::new(node_id).map_err(|_| {
+            AuthError::Key(format!("node id {node_id:?} cannot name a token's subject"))
+        })?;
+        let now = now_secs();
+        let ttl = NODE_TOKEN_TTL.as_secs();
+        let id = uuid::Uuid::new_v4().to_string();
+        let access_token = self.verifier.snapshot().issue(&NewToken {
+            issuer: &self.settings.issuer,
+            audience: &self.settings.audience,
+            tenant: &subject,
+            scope: NODE_SCOPE,
+            secret_id: None,
+            issued_at: now,
+            expires_at: now.saturating_add(ttl),
+            id: &id,
+        })?;
+        Ok(IssuedToken {
+            access_token,
+            expires_in: ttl,
+        })
     }
 
     /// Issue a token as if the clock said `now` (unix seconds).

@@ -49,6 +49,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         EnvKind::Text,
     ),
     (
+        "FERRY_CLUSTER_LINKS",
+        "node.cluster.links",
+        EnvKind::Boolean,
+    ),
+    (
         "FERRY_STORE_POLL_INTERVAL",
         "node.cluster.store_poll_interval",
         EnvKind::Text,

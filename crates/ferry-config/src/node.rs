@@ -195,6 +195,12 @@ pub struct ClusterSettings {
     /// on the bus.
     #[serde(with = "humantime_serde")]
     pub store_poll_interval: Duration,
+    /// Send requests for connectors on other nodes over a direct HTTP/2 connection to that node (the node
+    /// link, on its public listener at its `node.address`) instead of through the broker, when that address is a
+    /// plain `http://` URL other nodes can reach. The broker still carries presence and events, and requests go
+    /// by the broker when the link cannot be used (docs/cluster.md, "The node link"). A node serves other nodes'
+    /// links whatever this says.
+    pub links: bool,
 }
 
 impl Default for ClusterSettings {
@@ -205,6 +211,7 @@ impl Default for ClusterSettings {
             node_expiry: Duration::from_secs(3),
             claim_timeout: Duration::from_millis(1000),
             store_poll_interval: Duration::from_secs(30),
+            links: true,
         }
     }
 }

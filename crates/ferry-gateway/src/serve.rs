@@ -173,7 +173,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size((options.max_header_size * 2) as u32)
         .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(8 << 20);
+        .initial_connection_window_size(8 << 20)
+        // large DATA frames from peers that send them (another node's link, docs/cluster.md): fewer frames and
+        // wake-ups per bulk upload; clients that send HTTP/2's default 16 KiB frames are unaffected
+        .max_frame_size(256 * 1024);
     let http1 = Arc::new(builder.clone().http1_only());
     let http2 = Arc::new(builder.http2_only());
     let limits = ConnectionLimits::new(options.max_connections, options.max_connections_per_ip);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version of the cluster protocol; a node drops (and logs) messages of another version. Version 2 added
 /// requests sent straight to a node's inbox ([`Message::Answer`], [`Message::Cancel`]).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 const KIND_DATA: u8 = 1;
 const KIND_MESSAGE: u8 = 2;

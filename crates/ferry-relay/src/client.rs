@@ -337,6 +337,7 @@ impl Relay {
                     request_id,
                     upgrade: upgrade.clone(),
                     deadline,
+                    by_link: true,
                 },
                 out,
             ),

@@ -2,10 +2,11 @@
 //!
 //! A tunnel of the tenant on this node serving the target is used first, with no bus hop (the one-node path,
 //! unchanged); else a node that presence shows holding such a connector, through the bus
-//! ([`crate::cluster`]). With neither, the request waits up to `connector_wait` for one to appear anywhere (a
+//! ([`crate::cluster`]): over a node link to that node when there is one, else through the bus. With neither, the request waits up to `connector_wait` for one to appear anywhere (a
 //! tunnel attaching here, or presence showing one elsewhere), then gets `503 no_connector`; when connectors of
 //! the tenant are up but none serves the target, `404 unknown_target` at once.
 
+use crate::cluster::link::LinkOutcome;
 use crate::cluster::origin::{RemoteAnswer, Sent};
 use crate::cluster::presence::Lookup;
 use crate::cluster::Cluster;
@@ -95,6 +96,9 @@ pub(crate) struct Outbound<'a> {
     pub request_id: &'a str,
     pub upgrade: Option<String>,
     pub deadline: Instant,
+    /// Whether the request may go to another node over a node link (not when it came from one: a request crosses
+    /// at most one link).
+    pub by_link: bool,
 }
 
 impl Dispatcher {
@@ -137,6 +141,18 @@ impl Dispatcher {
                     .lookup(out.tenant.as_str(), out.target.as_str())
                 {
                     Lookup::Serves => {
+                        if out.by_link && out.upgrade.is_none() {
+                            match cluster.send_by_link(&out, req).await {
+                                LinkOutcome::Answered(response) => {
+                                    return Ok(Answer::Remote(RemoteAnswer {
+                                        response,
+                                        upgrade: None,
+                                    }))
+                                }
+                                LinkOutcome::Lost(e) => return Err(RelayError::ConnectorLost(e)),
+                                LinkOutcome::Unsent(r) => req = r,
+                            }
+                        }
                         if !cluster.bus.is_connected() {
                             return Err(RelayError::ClusterUnavailable(format!(
                                 "the {} bus is disconnected",

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dates::check_not_before;
 use crate::error::from_jwt;
-use crate::{Claims, Purpose, TokenError, BUILTIN_ALGORITHM, LEEWAY, TUNNEL_SCOPE};
+use crate::{Claims, Purpose, TokenError, BUILTIN_ALGORITHM, LEEWAY, NODE_SCOPE, TUNNEL_SCOPE};
 
 /// One signing key as the store keeps it.
 #[derive(Debug, Clone, Copy)]
@@ -283,7 +283,13 @@ impl TokenRules {
         let claims = IncomingClaims::deserialize(&data.claims)
             .map_err(|_| TokenError::Malformed("bad JSON in header or claims"))?;
         let scope = claims.scope.unwrap_or_default();
-        if purpose == Purpose::Tunnel && !scope.split(' ').any(|s| s == TUNNEL_SCOPE) {
+        let has = |wanted: &str| scope.split(' ').any(|s| s == wanted);
+        let scope_fits = match purpose {
+            Purpose::Tunnel => has(TUNNEL_SCOPE) && !has(NODE_SCOPE),
+            Purpose::Client => !has(NODE_SCOPE),
+            Purpose::Node => has(NODE_SCOPE),
+        };
+        if !scope_fits {
             return Err(TokenError::MissingScope);
         }
         let tenant = TenantName::new(claims.tenant)
@@ -361,6 +367,24 @@ mod tests {
             Err(TokenError::MissingScope)
         ));
         assert!(rules.check(&keys, &relay, Purpose::Client).is_ok());
+        assert!(matches!(
+            rules.check(&keys, &relay, Purpose::Node),
+            Err(TokenError::MissingScope)
+        ));
+        // a node's token is good on the node link and nowhere else
+        let node = issue(NODE_SCOPE);
+        assert!(rules.check(&keys, &node, Purpose::Node).is_ok());
+        for purpose in [Purpose::Tunnel, Purpose::Client] {
+            assert!(matches!(
+                rules.check(&keys, &node, purpose),
+                Err(TokenError::MissingScope)
+            ));
+        }
+        let both = issue("tunnel node");
+        assert!(matches!(
+            rules.check(&keys, &both, Purpose::Tunnel),
+            Err(TokenError::MissingScope)
+        ));
         // Another key under the same kid.
         let forged = set("k1", 2).issue(&NewToken {
             issuer: DEFAULT_ISSUER,

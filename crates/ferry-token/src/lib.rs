@@ -38,6 +38,10 @@ pub const DEFAULT_AUDIENCE: &str = "ferry-tunnel";
 pub const RELAY_SCOPE: &str = "relay";
 /// The scope a tunnel token must carry.
 pub const TUNNEL_SCOPE: &str = "tunnel";
+/// The scope of the tokens nodes of one cluster present to each other on the node link (`/_ferry/link`). Only a
+/// node issues it (the token endpoint grants `tunnel` and `relay` only), and a token carrying it is good for
+/// nothing else: no tunnel, no client of a tenant.
+pub const NODE_SCOPE: &str = "node";
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// The JOSE name of the only algorithm the built-in issuer signs and accepts.
@@ -62,6 +66,8 @@ pub struct Claims {
 pub enum Purpose {
     /// Opening a tunnel (`/_ferry/tunnel`): the token must carry the tunnel scope.
     Tunnel,
-    /// Calling the relay as a client of a tenant that requires client authentication: any scope.
+    /// Calling the relay as a client of a tenant that requires client authentication: any scope but `node`.
     Client,
+    /// A node of the cluster calling another on the node link: the token must carry the node scope.
+    Node,
 }

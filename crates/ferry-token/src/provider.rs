@@ -185,6 +185,10 @@ impl ProviderRules {
 
     /// What decoded, valid claims say: the tenant, and for [`Purpose::Tunnel`] the required scope.
     pub fn claims(&self, claims: &Value, purpose: Purpose) -> Result<Claims, TokenError> {
+        if purpose == Purpose::Node {
+            // only the cluster's own signing keys speak for a node
+            return Err(TokenError::MissingScope);
+        }
         let scope = scopes(claims);
         if let Some(required) = self
             .scope

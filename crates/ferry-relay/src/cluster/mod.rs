@@ -13,6 +13,7 @@
 
 pub(crate) mod executor;
 pub(crate) mod flow;
+pub mod link;
 pub(crate) mod origin;
 pub mod presence;
 pub(crate) mod streams;
@@ -79,6 +80,8 @@ pub struct Cluster {
     /// Requests other nodes sent to this node's inbox, running here: (origin node, origin stream) → this node's
     /// stream, so that a cancel naming the origin's stream reaches them.
     pub(crate) direct: Arc<Mutex<HashMap<(String, u64), u64>>>,
+    /// The node links, once enabled ([`Cluster::enable_links`]).
+    pub(crate) links: OnceLock<link::Links>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +116,7 @@ impl Cluster {
             asked: Mutex::new(HashMap::new()),
             next_pick: AtomicUsize::new(0),
             direct: Arc::new(Mutex::new(HashMap::new())),
+            links: OnceLock::new(),
             me,
         });
         cluster.presence.heartbeat(&cluster.info(), unix_now());
@@ -439,6 +443,9 @@ impl Cluster {
             }
             PresenceMsg::Leave(node) => {
                 if node != self.me.node_id && self.presence.forget(&node) {
+                    if let Some(links) = self.links.get() {
+                        links.forget(&node);
+                    }
                     let cut = self.streams.peer_gone(&node);
                     tracing::info!(node, streams_cut = cut, "node left the cluster");
                 }
@@ -515,6 +522,9 @@ impl Cluster {
                 .checked_sub(self.settings.node_expiry)
                 .unwrap_or_else(Instant::now);
             for node in self.presence.expire(horizon) {
+                if let Some(links) = self.links.get() {
+                    links.forget(&node);
+                }
                 let cut = self.streams.peer_gone(&node);
                 lock(&self.asked).remove(&node);
                 tracing::warn!(node, streams_cut = cut, expiry = ?self.settings.node_expiry, "node went silent and was forgotten");

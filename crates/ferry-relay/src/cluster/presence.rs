@@ -107,6 +107,11 @@ impl Presence {
         serving().nth(turn.checked_rem(n)?).cloned()
     }
 
+    /// The address `node` announces (its public listener's URL, or `node.address`).
+    pub fn address(&self, node: &str) -> Option<String> {
+        self.lock().nodes.get(node).map(|n| n.info.address.clone())
+    }
+
     /// A heartbeat (or any message naming the node's info): refresh it. `NeedSync` when its generation is not
     /// the one known.
     pub(crate) fn heartbeat(&self, info: &NodeInfo, now_unix: i64) -> Applied {

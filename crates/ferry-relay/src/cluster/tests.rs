@@ -19,6 +19,7 @@ fn settings() -> ClusterSettings {
         node_expiry: Duration::from_secs(5),
         claim_timeout: Duration::from_millis(150),
         store_poll_interval: Duration::from_secs(30),
+        links: true,
     }
 }
 
@@ -621,6 +622,7 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
         request_id: "rid",
         upgrade: None,
         deadline,
+        by_link: true,
     };
     let started = std::time::Instant::now();
     let nobody = dispatcher.send(out(), request(ferry_http::empty())).await;
@@ -646,6 +648,7 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
                     request_id: "rid",
                     upgrade: None,
                     deadline,
+                    by_link: true,
                 },
                 request(ferry_http::empty()),
             )
@@ -691,6 +694,7 @@ async fn dispatch_waits_for_a_connector_anywhere_then_answers_503_or_404() {
                 request_id: "rid",
                 upgrade: None,
                 deadline,
+                by_link: true,
             },
             request(ferry_http::empty()),
         )
