@@ -247,6 +247,14 @@ try:
               f"{by_role['relay']}{how}")
     else:
         fail(f"no request across the cluster: {status} {body[:300]}\n" + open(clog.name).read()[-1500:])
+    # node links (a binary that has them): the gateway node reached the relay node at its FERRY_NODE_ADDRESS;
+    # with an address other nodes cannot reach, requests would quietly go by the bus instead
+    if by_role["gateway"] != by_role["relay"] and b"/_ferry/link" in open(BINARY, "rb").read():
+        glog = open(gateway["log"]).read()
+        if "node link up" in glog:
+            print(f"ok: {by_role['gateway']} opened a node link to {by_role['relay']} at its node address")
+        else:
+            fail(f"{by_role['gateway']} opened no node link (log: {[l for l in glog.splitlines() if 'link' in l][:3]})")
     # the tunnel is on the relay node, not the gateway's: a connector sent to the gateway would be refused
     if by_role["gateway"] != by_role["relay"]:
         status, body = get(f"http://127.0.0.1:{gateway['port']}/_ferry/tunnel")
