@@ -49,6 +49,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 for _ in $(seq 100); do
     LEADER="$(pgrep -P "$NSPAWN" | head -1)"
     [ -n "$LEADER" ] && break
