@@ -8,8 +8,8 @@ use ferry_config::{ConnectorConfig, Secret};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use ferry_tunnel::proxy::{Proxy, ProxyConnector, ProxyError};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::{Duration, Instant};
@@ -36,6 +36,14 @@ pub enum TokenError {
     },
     #[error("token endpoint {url} answered an invalid token response: {message}")]
     Invalid { url: String, message: String },
+    /// The proxy refused the way to the token endpoint or failed.
+    #[error("token request to {url}: {message}")]
+    Proxy {
+        url: String,
+        /// The proxy's status, when it answered (407, 403, 502, …).
+        status: Option<StatusCode>,
+        message: String,
+    },
 }
 
 /// What a token request asks for, beside the secret.
@@ -156,8 +164,35 @@ pub(crate) struct TokenSource {
     request: TokenRequest,
     secret: Secret,
     timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    tls: rustls::ClientConfig,
+    client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
     cached: Option<(String, Instant)>,
+}
+
+/// The pooled client of the token request: directly or through `proxy` (`CONNECT`).
+fn token_client(
+    tls: &rustls::ClientConfig,
+    proxy: Option<Proxy>,
+) -> Client<HttpsConnector<ProxyConnector>, Full<Bytes>> {
+    let connector = ProxyConnector::new(proxy, std::sync::Arc::new(tls.clone()));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// The proxy's error somewhere in the chain of a client error.
+fn proxy_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProxyError> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(p) = e.downcast_ref::<ProxyError>() {
+            return Some(p);
+        }
+        current = e.source();
+    }
+    None
 }
 
 impl TokenSource {
@@ -169,22 +204,23 @@ impl TokenSource {
         tls: rustls::ClientConfig,
         timeout: Duration,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Self {
             url,
             request: TokenRequest::for_tenant(&tenant),
             secret,
             timeout,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: token_client(&tls, None),
+            tls,
             cached: None,
         }
+    }
+
+    /// Send the token request through `proxy` (`CONNECT`), when set.
+    pub(crate) fn via_proxy(mut self, proxy: Option<Proxy>) -> Self {
+        if proxy.is_some() {
+            self.client = token_client(&self.tls, proxy);
+        }
+        self
     }
 
     /// Ask for `request` (client id, scope, audience, resource from the configuration) instead of the tenant's
@@ -251,7 +287,14 @@ impl TokenSource {
             .client
             .request(req)
             .await
-            .map_err(|e| request_error(chain(&e)))?;
+            .map_err(|e| match proxy_error(&e) {
+                Some(p) => TokenError::Proxy {
+                    url: url.clone(),
+                    status: p.status(),
+                    message: p.to_string(),
+                },
+                None => request_error(chain(&e)),
+            })?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_RESPONSE)
             .collect()
