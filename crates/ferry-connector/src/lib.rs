@@ -390,10 +390,10 @@ pub async fn run(
                             "token request refused"
                         )
                     }
-                    AttemptError::Token(TokenError::Proxy { url, status, message }) => {
+                    AttemptError::Token(TokenError::Proxy { url, status, what, message }) => {
                         tracing::warn!(
                             server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
-                            error = %message, ?delay, "proxy failed the token request"
+                            error = %message, ?delay, "{what} (token request)"
                         )
                     }
                     AttemptError::Dial(DialError::Proxy(error)) => {

@@ -42,6 +42,8 @@ pub enum TokenError {
         url: String,
         /// The proxy's status, when it answered (407, 403, 502, …).
         status: Option<StatusCode>,
+        /// What happened, for the log line (`proxy requires authentication`, …).
+        what: &'static str,
         message: String,
     },
 }
@@ -291,6 +293,7 @@ impl TokenSource {
                 Some(p) => TokenError::Proxy {
                     url: url.clone(),
                     status: p.status(),
+                    what: crate::proxy_failure(p),
                     message: p.to_string(),
                 },
                 None => request_error(chain(&e)),

@@ -23,6 +23,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// An output no process writes to (yet).
+    pub(crate) fn detached(name: &str) -> Self {
+        Self::new(name)
+    }
+
     fn new(name: &str) -> Self {
         Self {
             name: name.into(),
@@ -158,7 +163,7 @@ impl Output {
     }
 }
 
-fn spawn(
+pub(crate) fn spawn(
     bin: &Path,
     args: &[String],
     env: &[(String, String)],
