@@ -587,10 +587,9 @@ pub enum ProxyStream {
 
 impl Connection for ProxyStream {
     fn connected(&self) -> Connected {
-        match self {
-            Self::Direct(_) => Connected::new(),
-            Self::Tunneled(_) => Connected::new().proxy(true),
-        }
+        // Not `proxy(true)`: through `CONNECT` the stream reaches the origin itself, so requests keep their
+        // origin form.
+        Connected::new()
     }
 }
 

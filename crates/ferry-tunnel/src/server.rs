@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(hs.transport, Transport::WebSocket);
         let answer = accept_headers(&hs, "node-1");
         assert_eq!(answer[UPGRADE], "websocket");
-        assert_eq!(answer[SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGIzZhZmM8GiE=");
+        assert_eq!(answer[SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(answer[SEC_WEBSOCKET_PROTOCOL], "ferry-tunnel.v1");
         assert_eq!(answer[NODE_ID], "node-1");
         let mut no_key = h.clone();
