@@ -5,10 +5,10 @@
 
 use bytes::Bytes;
 use ferry_config::{ConnectorConfig, Secret};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use ferry_tunnel::proxy::{Proxy, ProxyConnector, ProxyError};
+use ferry_tunnel::proxy::{ConnectError, Proxy, ProxyConnector, ProxyError};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -168,6 +168,10 @@ pub(crate) struct TokenSource {
     timeout: Duration,
     tls: rustls::ClientConfig,
     client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    /// The proxy the token request goes through, if any, and whether it is sent to it in absolute form (after
+    /// the proxy refused `CONNECT`).
+    proxy: Option<Proxy>,
+    forward: bool,
     cached: Option<(String, Instant)>,
 }
 
@@ -175,8 +179,12 @@ pub(crate) struct TokenSource {
 fn token_client(
     tls: &rustls::ClientConfig,
     proxy: Option<Proxy>,
+    forward: bool,
 ) -> Client<HttpsConnector<ProxyConnector>, Full<Bytes>> {
-    let connector = ProxyConnector::new(proxy, std::sync::Arc::new(tls.clone()));
+    let mut connector = ProxyConnector::new(proxy, std::sync::Arc::new(tls.clone()));
+    if forward {
+        connector = connector.forward();
+    }
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
         .https_or_http()
@@ -190,6 +198,10 @@ fn proxy_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a P
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(p) = e.downcast_ref::<ProxyError>() {
+            return Some(p);
+        }
+        // `ConnectError::Proxy` is transparent: its source is the proxy error's source, not the proxy error.
+        if let Some(ConnectError::Proxy(p)) = e.downcast_ref::<ConnectError>() {
             return Some(p);
         }
         current = e.source();
@@ -211,8 +223,10 @@ impl TokenSource {
             request: TokenRequest::for_tenant(&tenant),
             secret,
             timeout,
-            client: token_client(&tls, None),
+            client: token_client(&tls, None, false),
             tls,
+            proxy: None,
+            forward: false,
             cached: None,
         }
     }
@@ -220,8 +234,9 @@ impl TokenSource {
     /// Send the token request through `proxy` (`CONNECT`), when set.
     pub(crate) fn via_proxy(mut self, proxy: Option<Proxy>) -> Self {
         if proxy.is_some() {
-            self.client = token_client(&self.tls, proxy);
+            self.client = token_client(&self.tls, proxy.clone(), false);
         }
+        self.proxy = proxy;
         self
     }
 
@@ -241,12 +256,34 @@ impl TokenSource {
         }
         self.cached = None;
         let url = self.url.clone();
-        let (token, expires_in) = tokio::time::timeout(self.timeout, self.fetch())
+        let mut fetched = tokio::time::timeout(self.timeout, self.fetch())
             .await
             .map_err(|_| TokenError::Timeout {
                 url: url.clone(),
                 timeout: self.timeout,
-            })??;
+            })?;
+        if let Err(TokenError::Proxy {
+            status: Some(StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED),
+            message,
+            ..
+        }) = &fetched
+        {
+            if !self.forward && self.url.starts_with("http://") {
+                tracing::warn!(
+                    token_url = %self.url, error = %message,
+                    "the proxy refused CONNECT; sending the token request through it as plain http"
+                );
+                self.forward = true;
+                self.client = token_client(&self.tls, self.proxy.clone(), true);
+                fetched = tokio::time::timeout(self.timeout, self.fetch())
+                    .await
+                    .map_err(|_| TokenError::Timeout {
+                        url: url.clone(),
+                        timeout: self.timeout,
+                    })?;
+            }
+        }
+        let (token, expires_in) = fetched?;
         if let Some(secs) = expires_in {
             self.cached = Some((token.clone(), Instant::now() + Duration::from_secs(secs)));
         }
@@ -276,7 +313,13 @@ impl TokenSource {
         }
         let form =
             serde_urlencoded::to_string(&params).map_err(|e| request_error(e.to_string()))?;
-        let req = Request::post(url.as_str())
+        let mut req = Request::post(url.as_str());
+        if self.forward {
+            if let Some(auth) = self.proxy.as_ref().and_then(Proxy::authorization) {
+                req = req.header(PROXY_AUTHORIZATION, auth.clone());
+            }
+        }
+        let req = req
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .header(

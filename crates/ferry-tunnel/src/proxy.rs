@@ -565,17 +565,30 @@ async fn first_line(mut body: hyper::body::Incoming) -> String {
 }
 
 /// A connector for hyper-util's pooled client (`HttpsConnector<ProxyConnector>`) that dials either directly or
-/// through a proxy with `CONNECT`. Used for the token request, so that it takes the same way as the tunnel.
+/// through a proxy with `CONNECT` (or, in forward mode, to the proxy itself, for `http://` requests sent in
+/// absolute form). Used for the token request, so that it takes the same way as the tunnel.
 #[derive(Clone)]
 pub struct ProxyConnector {
     proxy: Option<Proxy>,
     tls: Arc<rustls::ClientConfig>,
+    forward: bool,
 }
 
 impl ProxyConnector {
     /// Dial through `proxy` when set, else directly. `tls` is for an `https://` proxy only.
     pub fn new(proxy: Option<Proxy>, tls: Arc<rustls::ClientConfig>) -> Self {
-        Self { proxy, tls }
+        Self {
+            proxy,
+            tls,
+            forward: false,
+        }
+    }
+
+    /// Connect to the proxy itself instead of through `CONNECT`: the client then sends `http://` requests in
+    /// absolute form, and the caller adds [`Proxy::authorization`] to each. For proxies that refuse `CONNECT`.
+    pub fn forward(mut self) -> Self {
+        self.forward = true;
+        self
     }
 }
 
@@ -583,13 +596,17 @@ impl ProxyConnector {
 pub enum ProxyStream {
     Direct(TokioIo<TcpStream>),
     Tunneled(Upgraded),
+    Forward(TokioIo<ProxyIo>),
 }
 
 impl Connection for ProxyStream {
     fn connected(&self) -> Connected {
-        // Not `proxy(true)`: through `CONNECT` the stream reaches the origin itself, so requests keep their
-        // origin form.
-        Connected::new()
+        match self {
+            // Through `CONNECT` the stream reaches the origin itself: requests keep their origin form.
+            Self::Direct(_) | Self::Tunneled(_) => Connected::new(),
+            // To the proxy: absolute form.
+            Self::Forward(_) => Connected::new().proxy(true),
+        }
     }
 }
 
@@ -602,6 +619,7 @@ impl hyper::rt::Read for ProxyStream {
         match self.get_mut() {
             Self::Direct(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tunneled(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Forward(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -615,6 +633,7 @@ impl hyper::rt::Write for ProxyStream {
         match self.get_mut() {
             Self::Direct(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tunneled(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Forward(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -622,6 +641,7 @@ impl hyper::rt::Write for ProxyStream {
         match self.get_mut() {
             Self::Direct(s) => Pin::new(s).poll_flush(cx),
             Self::Tunneled(s) => Pin::new(s).poll_flush(cx),
+            Self::Forward(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -629,6 +649,7 @@ impl hyper::rt::Write for ProxyStream {
         match self.get_mut() {
             Self::Direct(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tunneled(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Forward(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -676,6 +697,9 @@ impl tower_service::Service<Uri> for ProxyConnector {
                     80
                 });
             match &this.proxy {
+                Some(proxy) if this.forward => Ok(ProxyStream::Forward(TokioIo::new(
+                    open(proxy, &this.tls).await?,
+                ))),
                 Some(proxy) => Ok(ProxyStream::Tunneled(
                     connect(proxy, &host, port, &this.tls).await?,
                 )),
