@@ -11,6 +11,7 @@ use ferry_testkit::{
     ProxyKind, ServerOptions, TargetKind, TargetServer, TestPki,
 };
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -39,6 +40,7 @@ async fn through_an_authenticating_proxy_with_credentials_from_a_file() -> anyho
     let _slot = light_slot().await;
     let Some(proxy) = ForwardProxy::start(ProxyKind::Tinyproxy {
         auth: Some(("alice".into(), "s3cret".into())),
+        idle_timeout_secs: None,
     })
     .await?
     else {
@@ -68,7 +70,11 @@ async fn through_an_authenticating_proxy_with_credentials_from_a_file() -> anyho
         .output()
         .wait_stderr("proxy requires authentication", T)
         .await?;
-    assert!(refused.stderr_contains("407"), "{}", refused.output().tail(10));
+    assert!(
+        refused.stderr_contains("407"),
+        "{}",
+        refused.output().tail(10)
+    );
     refused.kill().await?;
 
     let dir = tempfile::tempdir()?;
@@ -161,7 +167,12 @@ async fn falls_back_to_websocket_through_a_proxy_that_refuses_connect() -> anyho
 async fn tls_node_through_a_proxy_names_the_issuer_and_survives_a_proxy_restart(
 ) -> anyhow::Result<()> {
     let _slot = light_slot().await;
-    let Some(mut proxy) = ForwardProxy::start(ProxyKind::Tinyproxy { auth: None }).await? else {
+    let Some(mut proxy) = ForwardProxy::start(ProxyKind::Tinyproxy {
+        auth: None,
+        idle_timeout_secs: None,
+    })
+    .await?
+    else {
         return Ok(());
     };
     let pki = TestPki::new()?;
@@ -220,5 +231,80 @@ async fn tls_node_through_a_proxy_names_the_issuer_and_survives_a_proxy_restart(
     proxy.restart().await?;
     connector.wait_tunnels(2, T).await?;
     ferry_testkit::eventually(T, || relay_get(&client, server.url(), "/after/restart")).await?;
+    Ok(())
+}
+
+/// A proxy that closes connections idle for 2 s (tinyproxy's `Timeout`): an idle `CONNECT` of our own is closed,
+/// while the connector's tunnel, with keep-alive PINGs every 500 ms, stays up through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_keeps_an_idle_tunnel_through_a_proxy_idle_timeout() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let Some(proxy) = ForwardProxy::start(ProxyKind::Tinyproxy {
+        auth: None,
+        idle_timeout_secs: Some(2),
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    let secret = server.create_tenant("demo").await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("connector.toml");
+    std::fs::write(
+        &config,
+        "version = 1\n[connector]\nkeepalive_interval = \"500ms\"\nkeepalive_timeout = \"2s\"\n",
+    )?;
+    let connector = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        quick(ConnectorOptions::default())
+            .arg("--config")
+            .arg(&config.display().to_string())
+            .arg("--proxy")
+            .arg(&proxy.url()),
+    )
+    .await?;
+
+    // The control: an idle tunnel of our own through the same proxy is closed by it.
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let mut idle =
+        tokio::net::TcpStream::connect(proxy.url().trim_start_matches("http://")).await?;
+    idle.write_all(format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = [0u8; 512];
+    let n = tokio::time::timeout(T, idle.read(&mut head)).await??;
+    assert!(
+        String::from_utf8_lossy(&head[..n]).contains(" 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 64];
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the proxy kept an idle CONNECT open for 10 s"
+    );
+
+    // Meanwhile (more than the proxy's 2 s) the connector's tunnel stayed up: one tunnel, and it relays.
+    relay_get(&http_client(), server.url(), "/after/idle").await?;
+    assert_eq!(
+        connector.output().stderr_count("tunnel established"),
+        1,
+        "{}",
+        connector.output().tail(10)
+    );
     Ok(())
 }

@@ -103,6 +103,17 @@ pub enum TransportMode {
     Websocket,
 }
 
+impl TransportMode {
+    /// `auto`, `upgrade` or `websocket`, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Upgrade => "upgrade",
+            Self::Websocket => "websocket",
+        }
+    }
+}
+
 /// One target a connector serves.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -228,7 +228,7 @@ pub async fn run(
     tracing::info!(
         server, tenant = %settings.tenant, connector_id,
         targets = ?settings.target_names.iter().map(TargetName::as_str).collect::<Vec<_>>(),
-        proxy = %proxy_name, transport = ?config.transport,
+        proxy = %proxy_name, transport = config.transport.as_str(),
         "connector starting"
     );
     // The way to the node that worked last (or that is known to be needed): kept across reconnects.
@@ -390,7 +390,12 @@ pub async fn run(
                             "token request refused"
                         )
                     }
-                    AttemptError::Token(TokenError::Proxy { url, status, what, message }) => {
+                    AttemptError::Token(TokenError::Proxy {
+                        url,
+                        status,
+                        what,
+                        message,
+                    }) => {
                         tracing::warn!(
                             server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
                             error = %message, ?delay, "{what} (token request)"

@@ -5,10 +5,10 @@
 
 use bytes::Bytes;
 use ferry_config::{ConnectorConfig, Secret};
+use ferry_tunnel::proxy::{ConnectError, Proxy, ProxyConnector, ProxyError};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use ferry_tunnel::proxy::{ConnectError, Proxy, ProxyConnector, ProxyError};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

@@ -16,8 +16,12 @@ use tokio::process::Child;
 /// Which proxy, configured how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyKind {
-    /// tinyproxy allowing `CONNECT` to any port; with `Some((user, password))`, Basic authentication required.
-    Tinyproxy { auth: Option<(String, String)> },
+    /// tinyproxy allowing `CONNECT` to any port; with `Some((user, password))`, Basic authentication required;
+    /// connections idle for `idle_timeout_secs` are closed (tinyproxy's `Timeout`, 600 by default).
+    Tinyproxy {
+        auth: Option<(String, String)>,
+        idle_timeout_secs: Option<u32>,
+    },
     /// squid as a locked-down corporate proxy: `CONNECT` only to port 443 (403 otherwise), plain HTTP forwarded,
     /// `Upgrade: websocket` passed (`http_upgrade_request_protocols`), any other `Upgrade` header stripped.
     SquidWebSocketOnly,
@@ -27,7 +31,8 @@ pub enum ProxyKind {
 fn tools() -> &'static Result<(PathBuf, PathBuf), String> {
     static TOOLS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
     TOOLS.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/forward-proxy/ensure.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/forward-proxy/ensure.sh");
         let out = std::process::Command::new("bash")
             .arg(&script)
             .output()
@@ -167,7 +172,10 @@ impl ForwardProxy {
             output.wait_closed(Duration::from_secs(2)).await;
             let cache_log =
                 std::fs::read_to_string(self.dir.path().join("cache.log")).unwrap_or_default();
-            anyhow::bail!("{name} did not start: {e:#}\n{}\n{cache_log}", output.tail(20));
+            anyhow::bail!(
+                "{name} did not start: {e:#}\n{}\n{cache_log}",
+                output.tail(20)
+            );
         }
         self.child = Some(child);
         self.output = output;
@@ -178,9 +186,13 @@ impl ForwardProxy {
         let dir = self.dir.path().display();
         let port = self.port;
         match &self.kind {
-            ProxyKind::Tinyproxy { auth } => {
+            ProxyKind::Tinyproxy {
+                auth,
+                idle_timeout_secs,
+            } => {
+                let timeout = idle_timeout_secs.unwrap_or(600);
                 let mut c = format!(
-                    "Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 100\nAllow 127.0.0.1\n\
+                    "Port {port}\nListen 127.0.0.1\nTimeout {timeout}\nMaxClients 100\nAllow 127.0.0.1\n\
                      LogLevel Connect\n"
                 );
                 if let Some((user, password)) = auth {

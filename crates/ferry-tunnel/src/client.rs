@@ -250,7 +250,8 @@ pub async fn dial(opts: &DialOptions) -> Result<(TunnelIo, String), DialError> {
             if url.tls {
                 return Err(DialError::InvalidServer {
                     url: opts.server.clone(),
-                    reason: "an https server is reached through a proxy with CONNECT only".to_owned(),
+                    reason: "an https server is reached through a proxy with CONNECT only"
+                        .to_owned(),
                 });
             }
             let io = proxy::connect_forward(proxy, &opts.tls).await?;
@@ -394,10 +395,7 @@ where
     let upgraded = hyper::upgrade::on(&mut res)
         .await
         .map_err(DialError::Http)?;
-    Ok((
-        TunnelIo::new(upgraded, opts.transport, true).await,
-        node_id,
-    ))
+    Ok((TunnelIo::new(upgraded, opts.transport, true).await, node_id))
 }
 
 /// Most bytes of a refusal's body kept for the log.

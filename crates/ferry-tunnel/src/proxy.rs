@@ -317,7 +317,10 @@ pub enum ProxyError {
         source: std::io::Error,
     },
     /// TLS with an `https://` proxy failed.
-    #[error("tls handshake with proxy {proxy}: {}", crate::tls::describe_io(source))]
+    #[error(
+        "tls handshake with proxy {proxy}: {}",
+        crate::tls::describe_io(source)
+    )]
     Tls {
         proxy: String,
         #[source]
@@ -513,13 +516,11 @@ pub(crate) async fn refusal(
         StatusCode::INTERNAL_SERVER_ERROR
         | StatusCode::BAD_GATEWAY
         | StatusCode::SERVICE_UNAVAILABLE
-        | StatusCode::GATEWAY_TIMEOUT => {
-            ProxyError::Unreachable {
-                proxy: proxy.display.clone(),
-                target: target.to_owned(),
-                status,
-            }
-        }
+        | StatusCode::GATEWAY_TIMEOUT => ProxyError::Unreachable {
+            proxy: proxy.display.clone(),
+            target: target.to_owned(),
+            status,
+        },
         _ => ProxyError::Refused {
             proxy: proxy.display.clone(),
             target: target.to_owned(),
@@ -704,12 +705,13 @@ impl tower_service::Service<Uri> for ProxyConnector {
                     connect(proxy, &host, port, &this.tls).await?,
                 )),
                 None => {
-                    let tcp = TcpStream::connect((host.as_str(), port))
-                        .await
-                        .map_err(|source| ConnectError::Direct {
-                            addr: format!("{host}:{port}"),
-                            source,
-                        })?;
+                    let tcp =
+                        TcpStream::connect((host.as_str(), port))
+                            .await
+                            .map_err(|source| ConnectError::Direct {
+                                addr: format!("{host}:{port}"),
+                                source,
+                            })?;
                     let _ = tcp.set_nodelay(true);
                     Ok(ProxyStream::Direct(TokioIo::new(tcp)))
                 }
@@ -809,8 +811,8 @@ mod tests {
         let dir = tempdir();
         let file = dir.join("auth");
         std::fs::write(&file, "alice:s3:cret\n").expect("write");
-        let s = ProxySettings::resolve(Some("http://bob:x@p:1"), Some(&file), env(&[]))
-            .expect("valid");
+        let s =
+            ProxySettings::resolve(Some("http://bob:x@p:1"), Some(&file), env(&[])).expect("valid");
         let p = s.for_url("https://x").expect("ok").expect("proxy");
         assert_eq!(p.authorization(), Some(&basic("alice", "s3:cret")));
         std::fs::write(&file, "no colon").expect("write");

@@ -39,8 +39,8 @@
 //!
 //! [`SendRequest::is_closed`]: hyper::client::conn::http2::SendRequest::is_closed
 
-use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
 use crate::ws::{self, Transport};
+use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
 use ferry_proto::tunnel::{CONNECTOR_ID, CONNECTOR_VERSION, NODE_ID, TARGETS, UPGRADE_PROTOCOL};
 use ferry_proto::{ErrorCode, ErrorReply, TargetName};
 use http::header::{
@@ -93,7 +93,9 @@ pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
         (Transport::Upgrade, None)
     } else if has_token(headers, UPGRADE, "websocket") {
         if !has_token(headers, SEC_WEBSOCKET_VERSION, "13") {
-            return Err(bad_request("the websocket tunnel needs Sec-WebSocket-Version: 13"));
+            return Err(bad_request(
+                "the websocket tunnel needs Sec-WebSocket-Version: 13",
+            ));
         }
         let key = headers
             .get(SEC_WEBSOCKET_KEY)

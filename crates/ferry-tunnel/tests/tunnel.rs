@@ -618,6 +618,12 @@ async fn the_websocket_transport_carries_the_same_tunnel() {
         .send_request(get("/big", empty()))
         .await
         .expect("big");
-    let len = res.into_body().collect().await.expect("body").to_bytes().len();
+    let len = res
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .len();
     assert_eq!(len, 4 * 1024 * 1024);
 }
