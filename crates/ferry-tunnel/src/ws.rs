@@ -297,10 +297,11 @@ mod tests {
         let big = vec![7u8; 300_000];
         let writer = async {
             client.write_all(b"hello ").await.expect("write");
-            client
+            let n = client
                 .write_vectored(&[io::IoSlice::new(b"wor"), io::IoSlice::new(b"ld")])
                 .await
                 .expect("vectored");
+            assert_eq!(n, 5, "one message for all the slices");
             client.write_all(&big).await.expect("big");
             client.flush().await.expect("flush");
             client.shutdown().await.expect("close");

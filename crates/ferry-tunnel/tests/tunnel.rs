@@ -181,10 +181,6 @@ struct Connector {
     control: Arc<Control>,
 }
 
-async fn start_connector(server: &str) -> Result<(Connector, String), DialError> {
-    start_connector_over(server, Transport::Upgrade).await
-}
-
 async fn start_connector_over(
     server: &str,
     transport: Transport,
