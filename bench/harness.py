@@ -29,8 +29,8 @@ MiB = 1 << 20
 ROOT = os.geteuid() == 0
 # The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
 # (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "floor-relay", "xnats", "xamqp", "xbus", "gateway", "floor",
-         "nginx-fwd")
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-ws", "floor-relay", "xnats", "xamqp", "xbus",
+         "gateway", "floor", "nginx-fwd")
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
 # broker; these say where (the same variables as the tests).
 PG_URL = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -396,7 +396,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- ferry relay, one node; and the same with one worker thread per process (FERRY_WORKER_THREADS=1,
     # docs/operations.md)
-    def start_relay(name, env=None):
+    def start_relay(name, env=None, extra=()):
         port, data = free_port(), os.path.join(work, name + "-data")
         secret = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", data], capture_output=True,
                                 text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
@@ -405,7 +405,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         wait_for(lambda: file_in(os.path.join(work, name + "-serve.out"), "ferry listening"), 20, name + " serve")
         connector = P.start(name + "-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{port}",
                                                   "--tenant", "bench", "--secret", secret,
-                                                  "--target", f"origin={direct}"], env=env)
+                                                  "--target", f"origin={direct}", *extra], env=env)
         wait_for(lambda: file_in(os.path.join(work, name + "-connector.err"), "tunnel established"), 30,
                  name + " tunnel")
         url = f"http://127.0.0.1:{port}/relay/bench/origin"
@@ -417,6 +417,12 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     fs1, fc1, ferry1_url = start_relay("ferry1", dict(os.environ, FERRY_WORKER_THREADS="1"))
     systems["ferry1"] = {"label": "ferry relay, 1 thread each", "base": ferry1_url,
                          "pids": lambda: [fs1.pid, fc1.pid]}
+    # The same relay with the tunnel carried in WebSocket messages (connector --transport websocket): the cost of
+    # the transport for proxies that pass only WebSockets (docs/operations.md).
+    if "ferry-ws" in a.paths:
+        fsw, fcw, ferryws_url = start_relay("ferry-ws", extra=("--transport", "websocket"))
+        systems["ferry-ws"] = {"label": "ferry relay, websocket transport", "base": ferryws_url,
+                               "pids": lambda: [fsw.pid, fcw.pid]}
 
     # --- ferry relay across nodes: a gateway node and a relay node (with the connector) on one PostgreSQL
     # database, over NATS and over RabbitMQ. CPU counts both nodes, the connector and the broker.
@@ -555,7 +561,8 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         s["peak_rss"] = {str(p): mem_kib([p], "VmHWM") for p in s["pids"]()}
 
     ferry_log_issues = {}
-    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-gateway",
+    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-ws-serve",
+              "ferry-ws-connector", "ferry-gateway",
               "xnats-relay", "xnats-gw", "xnats-connector", "xamqp-relay", "xamqp-gw", "xamqp-connector",
               "xbus-relay", "xbus-gw", "xbus-connector"):
         try:
@@ -701,7 +708,8 @@ FLOOR_NOTE = ("The hyper floors are bench/floor: a bare hyper pass-through on th
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
     cols = order
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
-             "ferry1": "Ferry relay, 1 thread each", "floor-relay": "hyper floor relay (node + connector)",
+             "ferry1": "Ferry relay, 1 thread each", "ferry-ws": "Ferry relay, websocket transport",
+             "floor-relay": "hyper floor relay (node + connector)",
              "gateway": "Ferry gateway", "floor": "hyper floor proxy",
              "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
              "xamqp": "Ferry relay across nodes (RabbitMQ)", "xbus": "Ferry relay across nodes (NATS, links off)"}

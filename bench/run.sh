@@ -3,7 +3,7 @@
 #   bench/run.sh            full run (< 10 min): every path, every load 5 s, 1,000 and 10,000 idle connectors
 #   bench/run.sh --quick    smoke run (~2 min): loads of 2 s, 1,000 idle connectors
 #   bench/run.sh --no-build use target/release/ferry as it is (FERRY_BIN=... to point elsewhere)
-#   --paths direct,nginx,rathole,ferry,ferry1,floor-relay,xnats,xamqp,xbus,gateway,floor,nginx-fwd /
+#   --paths direct,nginx,rathole,ferry,ferry1,ferry-ws,floor-relay,xnats,xamqp,xbus,gateway,floor,nginx-fwd /
 #   --loads small_c64,k1_c64,small_c1,get10m,post10m / --secs N / --no-idle: a subset, for profiling runs
 # floor-relay and floor are the hyper floors (bench/floor: bare hyper pass-throughs, a relay node + connector and a
 # proxy), references beside rathole and the Ferry relay, and beside nginx and the Ferry gateway. bench/floor is built

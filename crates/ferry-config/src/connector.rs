@@ -25,8 +25,18 @@ pub struct ConnectorConfig {
     pub resource: Option<String>,
     /// The scope requested; default `tunnel`. Empty: no `scope` parameter.
     pub scope: String,
-    /// Extra CA certificates (PEM) trusted for the server and https targets, beside the system's.
+    /// Extra CA certificates (PEM) trusted for the server, https targets and the proxy (an `https://` proxy, or
+    /// one that inspects TLS), beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// The HTTP proxy to reach the server (and the token endpoint) through, `http://[user:password@]host:port`;
+    /// `none`: no proxy, whatever the environment says. Unset: `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` as
+    /// curl reads them; `NO_PROXY` applies either way.
+    pub proxy: Option<String>,
+    /// A file holding the proxy's credentials as one line `user:password` (instead of putting them in the URL).
+    pub proxy_auth_file: Option<PathBuf>,
+    /// How the tunnel is carried: `auto` (the default: the `ferry-tunnel/1` upgrade, and a WebSocket when that
+    /// upgrade is refused or stripped on the way), `upgrade` (never a WebSocket) or `websocket` (always).
+    pub transport: TransportMode,
     /// This connector's id; default: a random UUID per start.
     pub connector_id: Option<String>,
     pub targets: Vec<TargetConfig>,
@@ -63,6 +73,9 @@ impl Default for ConnectorConfig {
             resource: None,
             scope: "tunnel".to_owned(),
             ca_file: None,
+            proxy: None,
+            proxy_auth_file: None,
+            transport: TransportMode::Auto,
             connector_id: None,
             targets: Vec::new(),
             reconnect_min_delay: Duration::from_millis(500),
@@ -73,6 +86,30 @@ impl Default for ConnectorConfig {
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 1000,
+        }
+    }
+}
+
+/// How the connector carries its tunnel (`connector.transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportMode {
+    /// The `ferry-tunnel/1` upgrade; the WebSocket transport when that upgrade is refused or stripped.
+    #[default]
+    Auto,
+    /// The `ferry-tunnel/1` upgrade only.
+    Upgrade,
+    /// The WebSocket transport only.
+    Websocket,
+}
+
+impl TransportMode {
+    /// `auto`, `upgrade` or `websocket`, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Upgrade => "upgrade",
+            Self::Websocket => "websocket",
         }
     }
 }

@@ -174,6 +174,17 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_TOKEN_SCOPE", "connector.scope", EnvKind::Text),
     ("FERRY_TOKEN_RESOURCE", "connector.resource", EnvKind::Text),
     ("FERRY_CA_FILE", "connector.ca_file", EnvKind::Text),
+    ("FERRY_PROXY", "connector.proxy", EnvKind::Text),
+    (
+        "FERRY_PROXY_AUTH_FILE",
+        "connector.proxy_auth_file",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_TUNNEL_TRANSPORT",
+        "connector.transport",
+        EnvKind::Text,
+    ),
     (
         "FERRY_CONNECTOR_ID",
         "connector.connector_id",

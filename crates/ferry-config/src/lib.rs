@@ -18,7 +18,7 @@ mod server;
 
 pub use admin::AdminSettings;
 pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
-pub use connector::{ConnectorConfig, HostMode, TargetConfig};
+pub use connector::{ConnectorConfig, HostMode, TargetConfig, TransportMode};
 pub use gateway::{
     AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HealthConfig,
     RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate, UpstreamConfig,

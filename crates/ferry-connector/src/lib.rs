@@ -12,11 +12,12 @@ mod token;
 
 use token::TokenError;
 
-use ferry_config::ConnectorConfig;
+use ferry_config::{ConnectorConfig, TransportMode};
 use ferry_proto::{TargetName, TenantSettings};
 use ferry_tunnel::backoff::Backoff;
-use ferry_tunnel::client::{self, DialError, DialOptions};
-use ferry_tunnel::{TunnelError, TunnelOptions};
+use ferry_tunnel::client::{self, DialError, DialOptions, ProxyMode};
+use ferry_tunnel::proxy::{Proxy, ProxyConfigError, ProxyError, ProxySettings};
+use ferry_tunnel::{Transport, TunnelError, TunnelIo, TunnelOptions};
 use relay::{Relay, Target, Timeouts};
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +38,9 @@ pub enum ConnectorError {
     /// The TLS configuration (system roots, `ca_file`) could not be built.
     #[error("connector.ca_file: {0}")]
     Tls(#[source] TunnelError),
+    /// The proxy settings (`proxy`, `proxy_auth_file`, `HTTPS_PROXY`, …) are not usable.
+    #[error("connector.proxy: {0}")]
+    Proxy(#[source] ProxyConfigError),
 }
 
 fn config_error(setting: impl Into<String>, message: impl Into<String>) -> ConnectorError {
@@ -175,6 +179,18 @@ pub async fn run(
     let mut tunnel_tls = plain_tls.clone();
     tunnel_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tunnel_tls = Arc::new(tunnel_tls);
+    let proxies = ProxySettings::resolve(
+        config.proxy.as_deref(),
+        config.proxy_auth_file.as_deref(),
+        |name| std::env::var(name).ok(),
+    )
+    .map_err(ConnectorError::Proxy)?;
+    let server_proxy = proxies
+        .for_url(&settings.server)
+        .map_err(ConnectorError::Proxy)?;
+    let token_proxy = proxies
+        .for_url(&settings.token_url)
+        .map_err(ConnectorError::Proxy)?;
 
     let relay = Arc::new(Relay::new(
         settings.tenant.clone(),
@@ -195,7 +211,8 @@ pub async fn run(
         plain_tls,
         config.connect_timeout,
     )
-    .with_request(token_request);
+    .with_request(token_request)
+    .via_proxy(token_proxy);
     let base_tunnel_opts = TunnelOptions {
         keepalive_interval: config.keepalive_interval,
         keepalive_timeout: config.keepalive_timeout,
@@ -205,11 +222,23 @@ pub async fn run(
     let mut backoff = Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay);
     let server = settings.server.as_str();
     let connector_id = settings.connector_id.as_str();
+    let proxy_name = server_proxy
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), Proxy::to_string);
     tracing::info!(
         server, tenant = %settings.tenant, connector_id,
         targets = ?settings.target_names.iter().map(TargetName::as_str).collect::<Vec<_>>(),
+        proxy = %proxy_name, transport = config.transport.as_str(),
         "connector starting"
     );
+    // The way to the node that worked last (or that is known to be needed): kept across reconnects.
+    let mut way = Way {
+        transport: match config.transport {
+            TransportMode::Websocket => Transport::WebSocket,
+            TransportMode::Auto | TransportMode::Upgrade => Transport::Upgrade,
+        },
+        proxy_mode: ProxyMode::Connect,
+    };
     tokio::pin!(shutdown);
 
     loop {
@@ -223,17 +252,50 @@ pub async fn run(
         };
         let attempt = async {
             let token = tokens.token().await.map_err(AttemptError::Token)?;
-            let opts = DialOptions {
+            let mut opts = DialOptions {
                 server: settings.server.clone(),
                 token,
                 connector_id: settings.connector_id.clone(),
                 targets: settings.target_names.clone(),
                 tls: tunnel_tls.clone(),
+                transport: way.transport,
+                proxy: server_proxy.clone().map(|p| (p, way.proxy_mode)),
             };
-            match tokio::time::timeout(config.connect_timeout, client::dial(&opts)).await {
-                Ok(result) => result.map_err(AttemptError::Dial),
-                Err(_) => Err(AttemptError::DialTimeout(config.connect_timeout)),
+            // At most: CONNECT refused → the request in absolute form → its upgrade stripped → a WebSocket.
+            for _ in 0..3 {
+                let error =
+                    match tokio::time::timeout(config.connect_timeout, client::dial(&opts)).await {
+                        Ok(Ok(dialed)) => return Ok((dialed, opts.transport, opts.proxy)),
+                        Ok(Err(error)) => error,
+                        Err(_) => return Err(AttemptError::DialTimeout(config.connect_timeout)),
+                    };
+                if let Some((proxy, mode @ ProxyMode::Connect)) = &mut opts.proxy {
+                    if error.connect_refused() && settings.server.starts_with("http://") {
+                        tracing::warn!(
+                            server, proxy = %proxy, %error,
+                            "the proxy refused CONNECT; sending the tunnel request through it as plain http"
+                        );
+                        *mode = ProxyMode::Forward;
+                        continue;
+                    }
+                }
+                if config.transport == TransportMode::Auto
+                    && opts.transport == Transport::Upgrade
+                    && error.suggests_websocket()
+                {
+                    tracing::warn!(
+                        server, %error,
+                        "the tunnel upgrade was refused or stripped on the way; trying the websocket transport"
+                    );
+                    opts.transport = Transport::WebSocket;
+                    continue;
+                }
+                return Err(AttemptError::Dial(error));
             }
+            Err(AttemptError::Dial(DialError::InvalidServer {
+                url: settings.server.clone(),
+                reason: "no way to the node worked".to_owned(),
+            }))
         };
         let attempt = tokio::select! {
             result = attempt => result,
@@ -243,8 +305,20 @@ pub async fn run(
             }
         };
         let delay = match attempt {
-            Ok((io, node_id)) => {
-                tracing::info!(server, node_id = %node_id, connector_id, "tunnel established");
+            Ok(((io, node_id), transport, proxy)) => {
+                way.transport = transport;
+                let via = match &proxy {
+                    Some((proxy, mode)) => {
+                        way.proxy_mode = *mode;
+                        format!("{proxy} ({})", mode.as_str())
+                    }
+                    None => "direct".to_owned(),
+                };
+                tracing::info!(
+                    server, node_id = %node_id, connector_id, transport = %transport, via = %via,
+                    "tunnel established"
+                );
+                let io: TunnelIo = io;
                 let up_since = Instant::now();
                 let (drain_tx, drain_rx) = oneshot::channel::<()>();
                 let stream_relay = relay.clone();
@@ -316,6 +390,24 @@ pub async fn run(
                             "token request refused"
                         )
                     }
+                    AttemptError::Token(TokenError::Proxy {
+                        url,
+                        status,
+                        what,
+                        message,
+                    }) => {
+                        tracing::warn!(
+                            server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
+                            error = %message, ?delay, "{what} (token request)"
+                        )
+                    }
+                    AttemptError::Dial(DialError::Proxy(error)) => {
+                        let what = proxy_failure(error);
+                        tracing::warn!(
+                            server, connector_id, status = error.status().map_or(0, |s| s.as_u16()),
+                            error = %error, ?delay, "{what}"
+                        )
+                    }
                     other => tracing::warn!(
                         server, connector_id, error = %other, ?delay, "tunnel attempt failed"
                     ),
@@ -331,6 +423,24 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The log message for a proxy's failure.
+fn proxy_failure(error: &ProxyError) -> &'static str {
+    match error {
+        ProxyError::AuthRequired { .. } => "proxy requires authentication",
+        ProxyError::Refused { .. } => "proxy refused the connection to the node",
+        ProxyError::Unreachable { .. } => "proxy cannot reach the node",
+        ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Http { .. } => {
+            "proxy unreachable or failed"
+        }
+    }
+}
+
+/// Which transport and proxy mode to dial with.
+struct Way {
+    transport: Transport,
+    proxy_mode: ProxyMode,
 }
 
 /// Use the reconnect delays pushed by the node, or the configured ones where it pushed none.

@@ -5,11 +5,11 @@
 
 use bytes::Bytes;
 use ferry_config::{ConnectorConfig, Secret};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use ferry_tunnel::proxy::{ConnectError, Proxy, ProxyConnector, ProxyError};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::{Duration, Instant};
@@ -36,6 +36,16 @@ pub enum TokenError {
     },
     #[error("token endpoint {url} answered an invalid token response: {message}")]
     Invalid { url: String, message: String },
+    /// The proxy refused the way to the token endpoint or failed.
+    #[error("token request to {url}: {message}")]
+    Proxy {
+        url: String,
+        /// The proxy's status, when it answered (407, 403, 502, …).
+        status: Option<StatusCode>,
+        /// What happened, for the log line (`proxy requires authentication`, …).
+        what: &'static str,
+        message: String,
+    },
 }
 
 /// What a token request asks for, beside the secret.
@@ -156,8 +166,47 @@ pub(crate) struct TokenSource {
     request: TokenRequest,
     secret: Secret,
     timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    tls: rustls::ClientConfig,
+    client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    /// The proxy the token request goes through, if any, and whether it is sent to it in absolute form (after
+    /// the proxy refused `CONNECT`).
+    proxy: Option<Proxy>,
+    forward: bool,
     cached: Option<(String, Instant)>,
+}
+
+/// The pooled client of the token request: directly or through `proxy` (`CONNECT`).
+fn token_client(
+    tls: &rustls::ClientConfig,
+    proxy: Option<Proxy>,
+    forward: bool,
+) -> Client<HttpsConnector<ProxyConnector>, Full<Bytes>> {
+    let mut connector = ProxyConnector::new(proxy, std::sync::Arc::new(tls.clone()));
+    if forward {
+        connector = connector.forward();
+    }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// The proxy's error somewhere in the chain of a client error.
+fn proxy_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProxyError> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(p) = e.downcast_ref::<ProxyError>() {
+            return Some(p);
+        }
+        // `ConnectError::Proxy` is transparent: its source is the proxy error's source, not the proxy error.
+        if let Some(ConnectError::Proxy(p)) = e.downcast_ref::<ConnectError>() {
+            return Some(p);
+        }
+        current = e.source();
+    }
+    None
 }
 
 impl TokenSource {
@@ -169,22 +218,26 @@ impl TokenSource {
         tls: rustls::ClientConfig,
         timeout: Duration,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Self {
             url,
             request: TokenRequest::for_tenant(&tenant),
             secret,
             timeout,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: token_client(&tls, None, false),
+            tls,
+            proxy: None,
+            forward: false,
             cached: None,
         }
+    }
+
+    /// Send the token request through `proxy` (`CONNECT`), when set.
+    pub(crate) fn via_proxy(mut self, proxy: Option<Proxy>) -> Self {
+        if proxy.is_some() {
+            self.client = token_client(&self.tls, proxy.clone(), false);
+        }
+        self.proxy = proxy;
+        self
     }
 
     /// Ask for `request` (client id, scope, audience, resource from the configuration) instead of the tenant's
@@ -203,12 +256,34 @@ impl TokenSource {
         }
         self.cached = None;
         let url = self.url.clone();
-        let (token, expires_in) = tokio::time::timeout(self.timeout, self.fetch())
+        let mut fetched = tokio::time::timeout(self.timeout, self.fetch())
             .await
             .map_err(|_| TokenError::Timeout {
                 url: url.clone(),
                 timeout: self.timeout,
-            })??;
+            })?;
+        if let Err(TokenError::Proxy {
+            status: Some(StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED),
+            message,
+            ..
+        }) = &fetched
+        {
+            if !self.forward && self.url.starts_with("http://") {
+                tracing::warn!(
+                    token_url = %self.url, error = %message,
+                    "the proxy refused CONNECT; sending the token request through it as plain http"
+                );
+                self.forward = true;
+                self.client = token_client(&self.tls, self.proxy.clone(), true);
+                fetched = tokio::time::timeout(self.timeout, self.fetch())
+                    .await
+                    .map_err(|_| TokenError::Timeout {
+                        url: url.clone(),
+                        timeout: self.timeout,
+                    })?;
+            }
+        }
+        let (token, expires_in) = fetched?;
         if let Some(secs) = expires_in {
             self.cached = Some((token.clone(), Instant::now() + Duration::from_secs(secs)));
         }
@@ -238,7 +313,13 @@ impl TokenSource {
         }
         let form =
             serde_urlencoded::to_string(&params).map_err(|e| request_error(e.to_string()))?;
-        let req = Request::post(url.as_str())
+        let mut req = Request::post(url.as_str());
+        if self.forward {
+            if let Some(auth) = self.proxy.as_ref().and_then(Proxy::authorization) {
+                req = req.header(PROXY_AUTHORIZATION, auth.clone());
+            }
+        }
+        let req = req
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .header(
@@ -251,7 +332,15 @@ impl TokenSource {
             .client
             .request(req)
             .await
-            .map_err(|e| request_error(chain(&e)))?;
+            .map_err(|e| match proxy_error(&e) {
+                Some(p) => TokenError::Proxy {
+                    url: url.clone(),
+                    status: p.status(),
+                    what: crate::proxy_failure(p),
+                    message: p.to_string(),
+                },
+                None => request_error(chain(&e)),
+            })?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_RESPONSE)
             .collect()

@@ -11,6 +11,9 @@ use http::HeaderName;
 pub const TUNNEL_PATH: &str = "/_ferry/tunnel";
 /// The `Upgrade` token of the tunnel protocol, versioned.
 pub const UPGRADE_PROTOCOL: &str = "ferry-tunnel/1";
+/// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) of the tunnel's WebSocket transport: the same stream as
+/// after `Upgrade: ferry-tunnel/1`, carried in binary WebSocket messages.
+pub const WEBSOCKET_PROTOCOL: &str = "ferry-tunnel.v1";
 /// Path of Ferry's built-in OAuth 2 token endpoint (client credentials).
 pub const TOKEN_PATH: &str = "/oauth/token";
 

@@ -82,6 +82,8 @@ impl Hub {
     }
 
     /// Handle `GET /_ferry/tunnel`: authenticate the connector, answer 101 and attach the tunnel once upgraded.
+    /// Either transport is accepted: `Upgrade: ferry-tunnel/1`, or `Upgrade: websocket` with the same stream in
+    /// binary messages (docs/protocol.md, "The WebSocket transport").
     pub async fn handle_tunnel(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
         let request_id = ferry_http::request_id(&req);
         let remote_addr = req
@@ -147,6 +149,8 @@ impl Hub {
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let hub = self.clone();
+        let accept = ferry_tunnel::server::accept_headers(&handshake, &self.node_id);
+        let transport = handshake.transport;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -155,11 +159,9 @@ impl Hub {
                     return;
                 }
             };
-            let (sender, connection) = match ferry_tunnel::server::open(
-                upgraded,
-                &hub.tunnel_options,
-            )
-            .await
+            let io = ferry_tunnel::TunnelIo::new(upgraded, transport, false).await;
+            let (sender, connection) = match ferry_tunnel::server::open(io, &hub.tunnel_options)
+                .await
             {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -183,7 +185,7 @@ impl Hub {
             let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
             let targets = targets.join(",");
             let version = handshake.version.as_deref().unwrap_or("unknown");
-            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, "tunnel attached");
+            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, "tunnel attached");
             hub.record_connection(&tunnel);
             hub.push_settings_to(&tunnel);
             let result = tokio::select! {
@@ -200,7 +202,7 @@ impl Hub {
         });
         let mut resp = Response::new(ferry_http::empty());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *resp.headers_mut() = ferry_tunnel::server::switching_protocols_headers(&self.node_id);
+        *resp.headers_mut() = accept;
         resp
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: starting `ferry` processes (server, tenant creation, connector) with captured output that a test can
 //! wait on with a bounded timeout; in-process HTTP targets (echo, download, upload sink, slow stream, SSE,
-//! trailers, WebSocket echo, hang, fixed status); test certificates; a raw HTTP/1.1 client for requests no
+//! trailers, WebSocket echo, hang, fixed status); test certificates; real forward proxies (tinyproxy, squid); a raw HTTP/1.1 client for requests no
 //! well-behaved client would send; memory probes from `/proc`. Does not own: any of Ferry's behaviour, and no
 //! test lives here.
 //!
@@ -14,6 +14,7 @@ pub mod mem;
 pub mod pattern;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod raw;
 pub mod target;
 
@@ -25,6 +26,7 @@ pub use process::{
     create_tenant, Connector, ConnectorOptions, FerryServer, Output, ServerOptions, Stack,
     StackOptions,
 };
+pub use proxy::{ForwardProxy, ProxyKind};
 pub use raw::{RawConn, RawResponse};
 pub use target::{EchoReply, TargetKind, TargetServer};
 

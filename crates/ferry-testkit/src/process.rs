@@ -23,6 +23,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// An output no process writes to (yet).
+    pub(crate) fn detached(name: &str) -> Self {
+        Self::new(name)
+    }
+
     fn new(name: &str) -> Self {
         Self {
             name: name.into(),
@@ -158,16 +163,32 @@ impl Output {
     }
 }
 
-fn spawn(
+/// The standard proxy variables (curl's), upper and lower case.
+const PROXY_VARIABLES: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+pub(crate) fn spawn(
     bin: &Path,
     args: &[String],
     env: &[(String, String)],
     name: &str,
 ) -> anyhow::Result<(Child, Output)> {
     let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    cmd.args(args).env_remove("RUST_LOG");
+    // A proxy set in the environment running the tests must not reroute the processes' loopback traffic; the
+    // proxy tests set their own (tests/proxy.rs).
+    for var in PROXY_VARIABLES {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,10 +1,12 @@
-//! The connector's end of the tunnel: dialling the node (TCP, TLS with SNI, HTTP/1.1 upgrade; docs/protocol.md
-//! §2), serving the reversed HTTP/2 on the upgraded connection (the connector is the HTTP/2 server; §3, §5, §8),
+//! The connector's end of the tunnel: dialling the node (TCP or through a proxy, TLS with SNI, HTTP/1.1 upgrade
+//! to `ferry-tunnel/1` or to a WebSocket; docs/protocol.md §2), serving the reversed HTTP/2 on the upgraded connection (the connector is the HTTP/2 server; §3, §5, §8),
 //! and the TLS client configuration (system roots plus an optional CA file).
 //!
 //! Does not own: tokens (the caller fetches one and passes it in), reconnecting, or what a stream does with its
 //! request (the caller's service).
 
+use crate::proxy::{self, Proxy, ProxyError};
+use crate::ws::{self, Transport, TunnelIo};
 use crate::{
     server::non_zero, BoxError, TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE,
     MAX_HEADER_LIST_SIZE,
@@ -15,11 +17,13 @@ use ferry_proto::tunnel::{
     CONNECTOR_ID, CONNECTOR_VERSION, NODE_ID, TARGETS, TUNNEL_PATH, UPGRADE_PROTOCOL,
 };
 use ferry_proto::TargetName;
-use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use http::header::{
+    AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHORIZATION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -41,8 +45,32 @@ pub struct DialOptions {
     pub connector_id: String,
     /// The targets this connector serves.
     pub targets: Vec<TargetName>,
-    /// TLS settings for `https://` servers (see [`tls_config`]).
+    /// TLS settings for `https://` servers and `https://` proxies (see [`tls_config`]).
     pub tls: Arc<rustls::ClientConfig>,
+    /// Which upgrade to ask for.
+    pub transport: Transport,
+    /// The proxy to go through, if any, and how.
+    pub proxy: Option<(Proxy, ProxyMode)>,
+}
+
+/// How the tunnel goes through a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// `CONNECT host:port`, then everything (TLS included) inside that tunnel. The usual way.
+    Connect,
+    /// The upgrade request sent to the proxy in absolute form (`GET http://node/_ferry/tunnel`), for proxies that
+    /// refuse `CONNECT` to the node's port but forward plain HTTP (and, for some, WebSocket upgrades). `http://`
+    /// servers only.
+    Forward,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Forward => "forward",
+        }
+    }
 }
 
 impl std::fmt::Debug for DialOptions {
@@ -52,6 +80,8 @@ impl std::fmt::Debug for DialOptions {
             .field("token", &"***")
             .field("connector_id", &self.connector_id)
             .field("targets", &self.targets)
+            .field("transport", &self.transport)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -69,8 +99,9 @@ pub enum DialError {
         #[source]
         source: std::io::Error,
     },
-    /// TLS handshake failed (certificate not trusted, wrong name, …).
-    #[error("tls handshake with {host}: {source}")]
+    /// TLS handshake failed (certificate not trusted, wrong name, …); a refused certificate is named by its
+    /// issuer and subject ([`crate::tls::CertificateRefused`]).
+    #[error("tls handshake with {host}: {}", crate::tls::describe_io(source))]
     Tls {
         host: String,
         #[source]
@@ -91,9 +122,15 @@ pub enum DialError {
         /// The response body as text (first line, at most 1 KiB).
         body: String,
     },
-    /// The node answered `101` but not with the tunnel protocol.
-    #[error("node answered 101 with Upgrade {0:?}, not {UPGRADE_PROTOCOL}")]
-    WrongProtocol(String),
+    /// The node answered `101` but not with the protocol asked for.
+    #[error("node answered 101 with Upgrade {got:?}, not {asked}")]
+    WrongProtocol { asked: &'static str, got: String },
+    /// The WebSocket handshake's answer did not match its key.
+    #[error("node answered the websocket upgrade with a wrong Sec-WebSocket-Accept")]
+    BadWebSocketAccept,
+    /// Going through the proxy failed.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 impl DialError {
@@ -103,6 +140,30 @@ impl DialError {
             Self::Refused { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// Whether the default transport's upgrade looks refused or stripped on the way (an answer that is not
+    /// Ferry's, a `400` because the `Upgrade` header did not arrive, a `101` to something else, a connection cut
+    /// during the upgrade), so that the WebSocket transport is worth a try. Not for Ferry's own refusals
+    /// (`401`, draining, …) nor for failures before the request (TCP, TLS, the proxy's `CONNECT`).
+    pub fn suggests_websocket(&self) -> bool {
+        match self {
+            Self::Refused { code, .. } => match code.as_deref() {
+                None => true,
+                Some(code) => code == ferry_proto::ErrorCode::BadRequest.as_str(),
+            },
+            Self::WrongProtocol { .. } | Self::Http(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the proxy refused `CONNECT` (`403`, `405`), so that a request in absolute form may still pass.
+    pub fn connect_refused(&self) -> bool {
+        matches!(
+            self,
+            Self::Proxy(ProxyError::Refused { status, .. })
+                if *status == StatusCode::FORBIDDEN || *status == StatusCode::METHOD_NOT_ALLOWED
+        )
     }
 }
 
@@ -155,46 +216,79 @@ impl ServerUrl {
     }
 }
 
-/// Dial a node: TCP, TLS (with SNI) for an `https://` server, then the HTTP/1.1 upgrade of docs/protocol.md §2.
+/// Dial a node: TCP (directly, or through a proxy's `CONNECT`), TLS (with SNI) for an `https://` server, then the
+/// HTTP/1.1 upgrade of docs/protocol.md §2 to `ferry-tunnel/1` or to a WebSocket (`opts.transport`).
 ///
 /// Returns the upgraded connection, on which the caller runs [`serve`], and the node's id (`ferry-node-id`,
 /// empty if the node sent none). An answer other than `101` is [`DialError::Refused`] with its status and body.
 /// Has no timeout of its own: wrap it in one.
-pub async fn dial(opts: &DialOptions) -> Result<(Upgraded, String), DialError> {
+pub async fn dial(opts: &DialOptions) -> Result<(TunnelIo, String), DialError> {
     let url = ServerUrl::parse(&opts.server)?;
-    let addr = format!("{}:{}", url.host, url.port);
-    let tcp = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|source| DialError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    // Small frames (PINGs, headers) must not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-    if url.tls {
-        let name =
-            ServerName::try_from(url.host.clone()).map_err(|_| DialError::InvalidServer {
-                url: opts.server.clone(),
-                reason: "host is not a valid TLS server name".to_owned(),
-            })?;
-        let tls = tokio_rustls::TlsConnector::from(opts.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|source| DialError::Tls {
-                host: url.host.clone(),
-                source,
-            })?;
-        upgrade(tls, opts, &url).await
-    } else {
-        upgrade(tcp, opts, &url).await
+    match &opts.proxy {
+        None => {
+            let addr = format!("{}:{}", url.host, url.port);
+            let tcp = TcpStream::connect((url.host.as_str(), url.port))
+                .await
+                .map_err(|source| DialError::Connect { addr, source })?;
+            // Small frames (PINGs, headers) must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+            if url.tls {
+                upgrade(tls_to_node(tcp, opts, &url).await?, opts, &url, None).await
+            } else {
+                upgrade(tcp, opts, &url, None).await
+            }
+        }
+        Some((proxy, ProxyMode::Connect)) => {
+            let tunnel = TokioIo::new(proxy::connect(proxy, &url.host, url.port, &opts.tls).await?);
+            if url.tls {
+                upgrade(tls_to_node(tunnel, opts, &url).await?, opts, &url, None).await
+            } else {
+                upgrade(tunnel, opts, &url, None).await
+            }
+        }
+        Some((proxy, ProxyMode::Forward)) => {
+            if url.tls {
+                return Err(DialError::InvalidServer {
+                    url: opts.server.clone(),
+                    reason: "an https server is reached through a proxy with CONNECT only"
+                        .to_owned(),
+                });
+            }
+            let io = proxy::connect_forward(proxy, &opts.tls).await?;
+            upgrade(io, opts, &url, Some(proxy)).await
+        }
     }
 }
 
+async fn tls_to_node<T>(
+    io: T,
+    opts: &DialOptions,
+    url: &ServerUrl,
+) -> Result<tokio_rustls::client::TlsStream<T>, DialError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(url.host.clone()).map_err(|_| DialError::InvalidServer {
+        url: opts.server.clone(),
+        reason: "host is not a valid TLS server name".to_owned(),
+    })?;
+    tokio_rustls::TlsConnector::from(opts.tls.clone())
+        .connect(name, io)
+        .await
+        .map_err(|source| DialError::Tls {
+            host: url.host.clone(),
+            source,
+        })
+}
+
+/// Send the upgrade request on `io` and take the `101`. `forward`: `io` is a connection to this proxy, and the
+/// request goes in absolute form with the proxy's credentials.
 async fn upgrade<T>(
     io: T,
     opts: &DialOptions,
     url: &ServerUrl,
-) -> Result<(Upgraded, String), DialError>
+    forward: Option<&Proxy>,
+) -> Result<(TunnelIo, String), DialError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -204,10 +298,33 @@ where
         .map(TargetName::as_str)
         .collect::<Vec<_>>()
         .join(",");
-    let req = Request::get(ferry_proto::path::join_base(&url.base_path, TUNNEL_PATH))
+    let path = ferry_proto::path::join_base(&url.base_path, TUNNEL_PATH);
+    let target = match forward {
+        Some(_) => format!("http://{}{path}", url.authority),
+        None => path,
+    };
+    let mut req = Request::get(target)
         .header(HOST, &url.authority)
-        .header(CONNECTION, "Upgrade")
-        .header(UPGRADE, UPGRADE_PROTOCOL)
+        .header(CONNECTION, "Upgrade");
+    let ws_key = match opts.transport {
+        Transport::Upgrade => {
+            req = req.header(UPGRADE, UPGRADE_PROTOCOL);
+            None
+        }
+        Transport::WebSocket => {
+            let key = ws::new_key();
+            req = req
+                .header(UPGRADE, "websocket")
+                .header(SEC_WEBSOCKET_VERSION, "13")
+                .header(SEC_WEBSOCKET_KEY, &key)
+                .header(SEC_WEBSOCKET_PROTOCOL, ws::SUBPROTOCOL);
+            Some(key)
+        }
+    };
+    if let Some(auth) = forward.and_then(Proxy::authorization) {
+        req = req.header(PROXY_AUTHORIZATION, auth.clone());
+    }
+    let req = req
         .header(AUTHORIZATION, format!("Bearer {}", opts.token))
         .header(CONNECTOR_ID, &opts.connector_id)
         .header(TARGETS, targets)
@@ -224,6 +341,15 @@ where
         }
     });
     let mut res = sender.send_request(req).await.map_err(DialError::Http)?;
+    if let Some(proxy) = forward {
+        if res.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            let target = url.authority.clone();
+            let status = res.status();
+            return Err(proxy::refusal(proxy, &target, status, res.into_body())
+                .await
+                .into());
+        }
+    }
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = res.status();
         let code = res
@@ -240,8 +366,25 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    if !protocol.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
-        return Err(DialError::WrongProtocol(protocol));
+    let asked = match opts.transport {
+        Transport::Upgrade => UPGRADE_PROTOCOL,
+        Transport::WebSocket => "websocket",
+    };
+    if !protocol.eq_ignore_ascii_case(asked) {
+        return Err(DialError::WrongProtocol {
+            asked,
+            got: protocol,
+        });
+    }
+    if let Some(key) = &ws_key {
+        let accept = res
+            .headers()
+            .get(SEC_WEBSOCKET_ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if accept != ws::accept_key(key) {
+            return Err(DialError::BadWebSocketAccept);
+        }
     }
     let node_id = res
         .headers()
@@ -252,7 +395,7 @@ where
     let upgraded = hyper::upgrade::on(&mut res)
         .await
         .map_err(DialError::Http)?;
-    Ok((upgraded, node_id))
+    Ok((TunnelIo::new(upgraded, opts.transport, true).await, node_id))
 }
 
 /// Most bytes of a refusal's body kept for the log.
@@ -284,13 +427,14 @@ async fn read_text(mut body: Incoming) -> String {
 /// new stream here), the streams in flight finish, then this returns. Bound the drain with a timeout around the
 /// returned future. Returns `Ok(())` when the connection closed cleanly, the error otherwise (broken connection,
 /// keep-alive timeout, protocol error).
-pub async fn serve<S, D>(
-    io: Upgraded,
+pub async fn serve<I, S, D>(
+    io: I,
     service: S,
     opts: &TunnelOptions,
     drain: D,
 ) -> Result<(), hyper::Error>
 where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
     S: hyper::service::Service<Request<Incoming>, Response = Response<TunnelBody>>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
@@ -358,13 +502,30 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Tunne
 }
 
 /// A rustls client configuration (ring provider, safe default protocol versions) trusting `roots`, without
-/// ALPN: callers set the protocols they offer.
+/// ALPN: callers set the protocols they offer. Certificates are verified by rustls' WebPKI verifier; its refusals
+/// name the certificate's issuer ([`crate::tls::CertificateRefused`]).
 pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TunnelError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    if roots.is_empty() {
+        // No anchors (no system certificates, no CA file): nothing will verify, and rustls' verifier refuses
+        // to be built without anchors; keep the plain configuration so that plain-HTTP use still works.
+        return Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TunnelError::Tls)?
+            .with_root_certificates(roots)
+            .with_no_client_auth());
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TunnelError::Tls(rustls::Error::General(e.to_string())))?;
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TunnelError::Tls)?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::tls::NamingVerifier::new(verifier)))
         .with_no_client_auth())
 }
 

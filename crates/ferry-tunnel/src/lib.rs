@@ -1,16 +1,23 @@
 //! The connector tunnel, both ends (see `docs/protocol.md`).
 //!
-//! Owns: the connector's dial and HTTP/1.1 upgrade ([`client::dial`]), the node's handshake checks and its 101
-//! answer ([`server::parse_handshake`], [`server::switching_protocols_headers`]), the reversed HTTP/2 on the
-//! upgraded connection with its settings, windows and keep-alive pings (the node is the HTTP/2 client,
-//! [`server::open`]; the connector the HTTP/2 server, [`client::serve`]), the TLS client configuration, and the
-//! reconnect [`backoff`].
+//! Owns: the connector's dial and HTTP/1.1 upgrade ([`client::dial`]), directly or through an HTTP proxy
+//! ([`proxy`]: `CONNECT`, proxy credentials, `HTTPS_PROXY`/`NO_PROXY`), the two transports ([`ws`]: the default
+//! `Upgrade: ferry-tunnel/1`, and the same stream in WebSocket messages), the node's handshake checks and its
+//! 101 answer ([`server::parse_handshake`], [`server::accept_headers`]), the reversed HTTP/2 on the upgraded
+//! connection with its settings, windows and keep-alive pings (the node is the HTTP/2 client, [`server::open`];
+//! the connector the HTTP/2 server, [`client::serve`]), the TLS client configuration (whose certificate errors
+//! name the issuer, [`tls`]), and the reconnect [`backoff`].
 //! Does not own: tokens (issuing or checking), tenants, targets, routing, or what a stream carries.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod client;
+pub mod proxy;
 pub mod server;
+pub mod tls;
+pub mod ws;
+
+pub use ws::{Transport, TunnelIo};
 
 use std::time::Duration;
 

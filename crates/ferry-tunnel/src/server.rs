@@ -39,10 +39,14 @@
 //!
 //! [`SendRequest::is_closed`]: hyper::client::conn::http2::SendRequest::is_closed
 
+use crate::ws::{self, Transport};
 use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
 use ferry_proto::tunnel::{CONNECTOR_ID, CONNECTOR_VERSION, NODE_ID, TARGETS, UPGRADE_PROTOCOL};
 use ferry_proto::{ErrorCode, ErrorReply, TargetName};
-use http::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
@@ -57,6 +61,10 @@ pub struct Handshake {
     pub targets: Vec<TargetName>,
     /// The connector's version, when it sent one.
     pub version: Option<String>,
+    /// The transport asked for: `Upgrade: ferry-tunnel/1` or `Upgrade: websocket`.
+    pub transport: Transport,
+    /// For a WebSocket: its `Sec-WebSocket-Key`, and whether the `ferry-tunnel.v1` subprotocol was offered.
+    pub websocket: Option<(String, bool)>,
 }
 
 /// Longest connector id accepted.
@@ -75,16 +83,33 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Check a `GET /_ferry/tunnel` upgrade request's headers: `Connection: Upgrade`, `Upgrade: ferry-tunnel/1`, a
+/// Check a `GET /_ferry/tunnel` upgrade request's headers: `Connection: Upgrade`, `Upgrade: ferry-tunnel/1` (or
+/// `Upgrade: websocket` with `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`: the WebSocket transport), a
 /// well-formed `ferry-connector-id` and at least one valid target in `ferry-targets`.
 ///
 /// Every refusal is `400 bad_request` with a message naming the header. The bearer token is not checked here.
 pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
-    if !has_token(headers, UPGRADE, UPGRADE_PROTOCOL) {
+    let (transport, websocket) = if has_token(headers, UPGRADE, UPGRADE_PROTOCOL) {
+        (Transport::Upgrade, None)
+    } else if has_token(headers, UPGRADE, "websocket") {
+        if !has_token(headers, SEC_WEBSOCKET_VERSION, "13") {
+            return Err(bad_request(
+                "the websocket tunnel needs Sec-WebSocket-Version: 13",
+            ));
+        }
+        let key = headers
+            .get(SEC_WEBSOCKET_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 64)
+            .ok_or_else(|| bad_request("the websocket tunnel needs a Sec-WebSocket-Key"))?;
+        let offered = has_token(headers, SEC_WEBSOCKET_PROTOCOL, ws::SUBPROTOCOL);
+        (Transport::WebSocket, Some((key.to_owned(), offered)))
+    } else {
         return Err(bad_request(format!(
-            "the tunnel needs Upgrade: {UPGRADE_PROTOCOL}"
+            "the tunnel needs Upgrade: {UPGRADE_PROTOCOL} (or websocket)"
         )));
-    }
+    };
     if !has_token(headers, CONNECTION, "upgrade") {
         return Err(bad_request("the tunnel needs Connection: Upgrade"));
     }
@@ -123,7 +148,34 @@ pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
         connector_id: connector_id.to_owned(),
         targets,
         version,
+        transport,
+        websocket,
     })
+}
+
+/// Headers of the `101 Switching Protocols` answering `handshake`: those of
+/// [`switching_protocols_headers`] for the default transport; for a WebSocket, `Upgrade: websocket`, its
+/// `Sec-WebSocket-Accept`, the subprotocol when offered, and `Ferry-Node-Id`.
+pub fn accept_headers(handshake: &Handshake, node_id: &str) -> HeaderMap {
+    let Some((key, offered)) = &handshake.websocket else {
+        return switching_protocols_headers(node_id);
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&ws::accept_key(key)) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if *offered {
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(ws::SUBPROTOCOL),
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(node_id) {
+        headers.insert(NODE_ID, value);
+    }
+    headers
 }
 
 /// Headers of the `101 Switching Protocols` answer: `Connection: Upgrade`, `Upgrade: ferry-tunnel/1` and
@@ -150,8 +202,8 @@ pub fn switching_protocols_headers(node_id: &str) -> HeaderMap {
 /// GOAWAY (noticed when the sender is next used), or every sender was dropped. Streams in flight at that point
 /// carry on until they end. See the module docs for how to
 /// send requests so that one the tunnel never took can be re-routed.
-pub async fn open(
-    io: hyper::upgrade::Upgraded,
+pub async fn open<I>(
+    io: I,
     opts: &TunnelOptions,
 ) -> Result<
     (
@@ -159,7 +211,10 @@ pub async fn open(
         impl Future<Output = Result<(), hyper::Error>> + Send + 'static,
     ),
     TunnelError,
-> {
+>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -221,6 +276,7 @@ mod tests {
     #[test]
     fn accepts_a_valid_handshake() {
         let hs = parse_handshake(&valid()).expect("valid");
+        assert_eq!(hs.transport, Transport::Upgrade);
         assert_eq!(hs.connector_id, "0d5c6f1e-1b2a-4c3d-9e8f-0a1b2c3d4e5f");
         let names: Vec<&str> = hs.targets.iter().map(|t| t.as_str()).collect();
         assert_eq!(names, ["app", "api"]);
@@ -284,6 +340,40 @@ mod tests {
             assert_eq!(err.code, ErrorCode::BadRequest, "{what}");
             assert_eq!(err.code.status(), 400, "{what}");
         }
+    }
+
+    #[test]
+    fn websocket_handshakes() {
+        let mut h = valid();
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        h.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        h.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("ferry-tunnel.v1"),
+        );
+        let hs = parse_handshake(&h).expect("valid");
+        assert_eq!(hs.transport, Transport::WebSocket);
+        let answer = accept_headers(&hs, "node-1");
+        assert_eq!(answer[UPGRADE], "websocket");
+        assert_eq!(answer[SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(answer[SEC_WEBSOCKET_PROTOCOL], "ferry-tunnel.v1");
+        assert_eq!(answer[NODE_ID], "node-1");
+        let mut no_key = h.clone();
+        no_key.remove(SEC_WEBSOCKET_KEY);
+        assert_eq!(
+            parse_handshake(&no_key).expect_err("no key").code,
+            ErrorCode::BadRequest
+        );
+        let mut old = h.clone();
+        old.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert!(parse_handshake(&old).is_err());
+        h.remove(SEC_WEBSOCKET_PROTOCOL);
+        let hs = parse_handshake(&h).expect("no subprotocol");
+        assert!(!accept_headers(&hs, "n").contains_key(SEC_WEBSOCKET_PROTOCOL));
     }
 
     #[test]

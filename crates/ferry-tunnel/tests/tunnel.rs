@@ -5,7 +5,7 @@ use bytes::Bytes;
 use ferry_proto::TargetName;
 use ferry_tunnel::client::{self, DialError, DialOptions};
 use ferry_tunnel::server;
-use ferry_tunnel::{BoxError, TunnelBody, TunnelOptions};
+use ferry_tunnel::{BoxError, Transport, TunnelBody, TunnelIo, TunnelOptions};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -66,15 +66,18 @@ async fn start_node_with(opts: TunnelOptions) -> (String, mpsc::Receiver<SendReq
                         };
                         assert!(!hs.targets.is_empty());
                         let on_upgrade = hyper::upgrade::on(&mut req);
+                        let headers = server::accept_headers(&hs, "node-1");
+                        let transport = hs.transport;
                         tokio::spawn(async move {
                             let io = on_upgrade.await.expect("upgrade");
+                            let io = TunnelIo::new(io, transport, false).await;
                             let (sender, conn) = server::open(io, &opts).await.expect("open");
                             tokio::spawn(conn);
                             let _ = tx.send(sender).await;
                         });
                         let mut res = Response::new(Full::new(Bytes::new()));
                         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                        *res.headers_mut() = server::switching_protocols_headers("node-1");
+                        *res.headers_mut() = headers;
                         Ok(res)
                     }
                 });
@@ -178,13 +181,18 @@ struct Connector {
     control: Arc<Control>,
 }
 
-async fn start_connector(server: &str) -> Result<(Connector, String), DialError> {
+async fn start_connector_over(
+    server: &str,
+    transport: Transport,
+) -> Result<(Connector, String), DialError> {
     let opts = DialOptions {
         server: server.to_owned(),
         token: "tok".to_owned(),
         connector_id: "0d5c6f1e-1b2a-4c3d-9e8f-0a1b2c3d4e5f".to_owned(),
         targets: vec![TargetName::new("app").expect("name")],
         tls: client::tls_config(None).expect("tls"),
+        transport,
+        proxy: None,
     };
     start_connector_with(opts, TunnelOptions::default()).await
 }
@@ -215,8 +223,14 @@ async fn start_connector_with(
 }
 
 async fn tunnel() -> (SendRequest<TunnelBody>, Connector) {
+    tunnel_over(Transport::Upgrade).await
+}
+
+async fn tunnel_over(transport: Transport) -> (SendRequest<TunnelBody>, Connector) {
     let (server, mut tunnels) = start_node().await;
-    let (connector, node_id) = start_connector(&server).await.expect("dial");
+    let (connector, node_id) = start_connector_over(&server, transport)
+        .await
+        .expect("dial");
     assert_eq!(node_id, "node-1");
     let sender = tokio::time::timeout(Duration::from_secs(5), tunnels.recv())
         .await
@@ -403,6 +417,8 @@ async fn refusals_carry_status_code_and_body() {
         connector_id: "c1".to_owned(),
         targets: Vec::new(),
         tls: client::tls_config(None).expect("tls"),
+        transport: Transport::Upgrade,
+        proxy: None,
     };
     let Err(err) = start_connector_with(opts, TunnelOptions::default()).await else {
         panic!("dial without targets succeeded");
@@ -430,6 +446,8 @@ async fn dial_errors() {
         connector_id: "c1".to_owned(),
         targets: vec![TargetName::new("app").expect("name")],
         tls: client::tls_config(None).expect("tls"),
+        transport: Transport::Upgrade,
+        proxy: None,
     };
     assert!(matches!(
         client::dial(&opts).await,
@@ -532,6 +550,8 @@ async fn keepalive_detects_a_silently_dropped_connection_on_both_ends() {
         connector_id: "c1".to_owned(),
         targets: vec![TargetName::new("app").expect("name")],
         tls: client::tls_config(None).expect("tls"),
+        transport: Transport::Upgrade,
+        proxy: None,
     };
     let (connector, _) = start_connector_with(dial, opts).await.expect("dial");
     let mut sender = tokio::time::timeout(Duration::from_secs(5), tunnels.recv())
@@ -567,4 +587,39 @@ async fn keepalive_detects_a_silently_dropped_connection_on_both_ends() {
     })
     .await
     .expect("node noticed the dead tunnel");
+}
+
+#[tokio::test]
+async fn the_websocket_transport_carries_the_same_tunnel() {
+    let (mut sender, _connector) = tunnel_over(Transport::WebSocket).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut s = sender.clone();
+        tasks.push(tokio::spawn(async move {
+            s.ready().await.expect("ready");
+            let res = s
+                .send_request(get(&format!("/r{i}"), body(format!("body {i}"))))
+                .await
+                .expect("response");
+            assert_eq!(res.headers()["x-path"], format!("/r{i}"));
+            assert_eq!(text(res).await, format!("body {i}"));
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // More than a stream window, in frames larger than one WebSocket write.
+    sender.ready().await.expect("ready");
+    let res = sender
+        .send_request(get("/big", empty()))
+        .await
+        .expect("big");
+    let len = res
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .len();
+    assert_eq!(len, 4 * 1024 * 1024);
 }

@@ -118,9 +118,20 @@ struct ConnectorArgs {
     /// Send the client's Host to this target instead of the target's own; repeat for more.
     #[arg(long = "preserve-host", value_name = "NAME")]
     preserve_host: Vec<String>,
-    /// Extra PEM CA certificates to trust for the server and https targets.
+    /// Extra PEM CA certificates to trust for the server, https targets and a TLS-inspecting proxy.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// HTTP proxy to reach the server through, http://[user:password@]host:port (default: HTTPS_PROXY /
+    /// HTTP_PROXY, with NO_PROXY); `none` for no proxy.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// File with the proxy's credentials as one line user:password.
+    #[arg(long, value_name = "PATH")]
+    proxy_auth_file: Option<PathBuf>,
+    /// How the tunnel is carried: auto (default; a WebSocket when the tunnel upgrade is refused on the way),
+    /// upgrade, or websocket.
+    #[arg(long, value_name = "auto|upgrade|websocket")]
+    transport: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -207,6 +218,8 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
                 ("connector.server", &a.server),
                 ("connector.tenant", &a.tenant),
                 ("connector.secret", &a.secret),
+                ("connector.proxy", &a.proxy),
+                ("connector.transport", &a.transport),
             ] {
                 if let Some(v) = value {
                     overrides.push(Override::new(path, v.as_str()));
@@ -214,6 +227,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
             }
             if let Some(v) = &a.ca_file {
                 overrides.push(Override::new("connector.ca_file", v.display().to_string()));
+            }
+            if let Some(v) = &a.proxy_auth_file {
+                overrides.push(Override::new(
+                    "connector.proxy_auth_file",
+                    v.display().to_string(),
+                ));
             }
             if !a.targets.is_empty() {
                 overrides.push(Override::targets(&a.targets)?);
