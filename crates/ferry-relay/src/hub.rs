@@ -188,6 +188,11 @@ impl Hub {
             tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, "tunnel attached");
             hub.record_connection(&tunnel);
             hub.push_settings_to(&tunnel);
+            // A deletion or revocation applied between the checks above and the attach found no tunnel to cut.
+            // Changes are written to the store before they are announced, so a second look now sees them, and
+            // the tunnel is cut as if it had been there (the kill is a stored permit: the wait below sees it).
+            hub.recheck_after_attach(&tenant, tunnel.secret_id.as_deref())
+                .await;
             let result = tokio::select! {
                 result = connection => Some(result),
                 () = tunnel.kill.notified() => None,
@@ -234,6 +239,31 @@ impl Hub {
             .kill_where(tenant, |t| t.secret_id.as_deref() == Some(secret_id));
         if cut > 0 {
             tracing::info!(tenant = %tenant, secret_id, tunnels = cut, "secret revoked: its tunnels were cut");
+        }
+    }
+
+    /// After a tunnel of `tenant` attached: cut the tenant's tunnels if it is gone from the store by now, or
+    /// those of `secret_id` if that secret was revoked meanwhile. A store that cannot answer leaves them (the
+    /// periodic check catches up).
+    async fn recheck_after_attach(&self, tenant: &TenantName, secret_id: Option<&str>) {
+        match self.tenants.refresh(&*self.store, tenant).await {
+            Ok((_, None)) => {
+                self.tenants.forget(tenant);
+                self.cut_tenant(tenant);
+                return;
+            }
+            Ok((_, Some(_))) => {}
+            Err(error) => {
+                tracing::debug!(tenant = %tenant, %error, "re-check after attach failed");
+                return;
+            }
+        }
+        if let Some(id) = secret_id {
+            if let Ok(active) = self.store.active_secrets(tenant, unix_now()).await {
+                if !active.iter().any(|s| s.id == id) {
+                    self.secret_revoked(tenant, id);
+                }
+            }
         }
     }
 
