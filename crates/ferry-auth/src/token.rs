@@ -560,23 +560,7 @@ impl TokenIssuer {
         let subject = TenantName::new(node_id).map_err(|_| {
             AuthError::Key(format!("node id {node_id:?} cannot name a token's subject"))
         })?;
-        let now = now_secs();
-        let ttl = NODE_TOKEN_TTL.as_secs();
-        let id = uuid::Uuid::new_v4().to_string();
-        let access_token = self.verifier.snapshot().issue(&NewToken {
-            issuer: &self.settings.issuer,
-            audience: &self.settings.audience,
-            tenant: &subject,
-            scope: NODE_SCOPE,
-            secret_id: None,
-            issued_at: now,
-            expires_at: now.saturating_add(ttl),
-            id: &id,
-        })?;
-        Ok(IssuedToken {
-            access_token,
-            expires_in: ttl,
-        })
+        self.issue_for(&subject, None, NODE_SCOPE, now_secs(), NODE_TOKEN_TTL)
     }
 
     /// Issue a token as if the clock said `now` (unix seconds).
@@ -587,12 +571,24 @@ impl TokenIssuer {
         scope: &str,
         now: u64,
     ) -> Result<IssuedToken, AuthError> {
-        let ttl = self.settings.ttl.as_secs();
+        self.issue_for(tenant, secret_id, scope, now, self.settings.ttl)
+    }
+
+    /// Sign a token for `subject` valid from `now` (unix seconds) for `ttl`.
+    fn issue_for(
+        &self,
+        subject: &TenantName,
+        secret_id: Option<&str>,
+        scope: &str,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<IssuedToken, AuthError> {
+        let ttl = ttl.as_secs();
         let id = uuid::Uuid::new_v4().to_string();
         let access_token = self.verifier.snapshot().issue(&NewToken {
             issuer: &self.settings.issuer,
             audience: &self.settings.audience,
-            tenant,
+            tenant: subject,
             scope,
             secret_id,
             issued_at: now,

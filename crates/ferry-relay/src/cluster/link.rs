@@ -44,6 +44,14 @@ const LINK_AUTHORITY: HeaderName = HeaderName::from_static("ferry-link-authority
 const LINK_PATH_HEADER: HeaderName = HeaderName::from_static("ferry-link-path");
 /// The request's expiration, unix milliseconds: past it the other node does not run it.
 const LINK_DEADLINE: HeaderName = HeaderName::from_static("ferry-link-deadline");
+/// Every header the link adds to a request, taken off again before the request runs (or goes by the bus).
+const LINK_HEADERS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    LINK_TENANT,
+    LINK_AUTHORITY,
+    LINK_PATH_HEADER,
+    LINK_DEADLINE,
+];
 /// How long a TCP connect to another node's link may take before the request goes by the bus.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed connect, requests for that node go by the bus for this long before the link is tried again.
@@ -348,13 +356,7 @@ impl Links {
 fn restore(mut req: Request<Body>, original: Uri) -> Request<Body> {
     *req.uri_mut() = original;
     let headers = req.headers_mut();
-    for name in [
-        header::AUTHORIZATION,
-        LINK_TENANT,
-        LINK_AUTHORITY,
-        LINK_PATH_HEADER,
-        LINK_DEADLINE,
-    ] {
+    for name in LINK_HEADERS {
         headers.remove(name);
     }
     req
@@ -483,13 +485,7 @@ impl Cluster {
         }
         let expiration = Duration::from_millis(left);
         let deadline = Instant::now() + expiration;
-        for name in [
-            header::AUTHORIZATION,
-            LINK_TENANT,
-            LINK_AUTHORITY,
-            LINK_PATH_HEADER,
-            LINK_DEADLINE,
-        ] {
+        for name in LINK_HEADERS {
             head.headers.remove(name);
         }
         head.uri = uri;
