@@ -268,3 +268,189 @@ async fn websockets_through_a_gateway_route() -> anyhow::Result<()> {
     sock.close(None).await?;
     Ok(())
 }
+
+/// What an HTTP/1.1 upstream receives must be HTTP/1.1: an HTTP/2 client's cookie crumbs arrive joined into one
+/// `Cookie` (RFC 9113 §8.2.3), and the `Host` sent upstream is the host the request was routed by: the
+/// absolute-form target's, not a `Host` header that disagrees with it (RFC 9112 §3.2.2).
+#[tokio::test]
+async fn upstreams_get_one_cookie_and_the_host_routing_used() -> anyhow::Result<()> {
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let other = TargetServer::start(TargetKind::Echo).await?;
+    let dir = TempDir::new("ferry-gw-h1-upstream-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+[[gateway.routes]]
+hosts = ["a.example.test"]
+upstream = "a"
+
+[[gateway.routes]]
+upstream = "other"
+
+[gateway.upstreams.a]
+servers = [{{ url = "{}" }}]
+
+[gateway.upstreams.other]
+servers = [{{ url = "{}" }}]
+"#,
+            echo.url(),
+            other.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("a.example.test", server.addr())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let resp = h2
+        .get(format!(
+            "http://a.example.test:{}/crumbs",
+            server.addr().port()
+        ))
+        .header("cookie", "session=s1")
+        .header("cookie", "theme=dark")
+        .send()
+        .await?;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let e: EchoReply = resp.json().await?;
+    let cookies: Vec<&str> = e
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["session=s1; theme=dark"], "{:?}", e.headers);
+
+    let resp = ferry_testkit::raw::request(
+        server.addr(),
+        b"GET http://a.example.test/absolute HTTP/1.1\r\nHost: b.example.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let e: EchoReply = serde_json::from_slice(&resp.body)?;
+    assert_eq!(e.uri, "/absolute");
+    assert_eq!(e.header("host"), Some("a.example.test"), "{:?}", e.headers);
+    Ok(())
+}
+
+/// A WebSocket through a gateway route lives within the pool's timeouts: traffic keeps it open past
+/// `idle_timeout`, silence for `idle_timeout` closes it, and so does `total_timeout` however busy it is.
+#[tokio::test]
+async fn websockets_close_after_the_pools_idle_and_total_timeouts() -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = TargetServer::start(TargetKind::WebSocketEcho).await?;
+    let dir = TempDir::new("ferry-gw-ws-timeouts-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+[[gateway.routes]]
+path = "/idle"
+upstream = "idle"
+
+[[gateway.routes]]
+path = "/total"
+upstream = "total"
+
+[gateway.upstreams.idle]
+servers = [{{ url = "{0}" }}]
+idle_timeout = "1s"
+
+[gateway.upstreams.total]
+servers = [{{ url = "{0}" }}]
+total_timeout = "2s"
+"#,
+            ws.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let base = server.url().replace("http://", "ws://");
+    let connect = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            let (sock, _) = tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await??;
+            anyhow::Ok(sock)
+        }
+    };
+    // Waits for the socket to end; how long it took.
+    async fn closed_after<S>(sock: &mut S) -> anyhow::Result<Duration>
+    where
+        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + Unpin,
+    {
+        let start = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), sock.next()).await? {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(start.elapsed()),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    // messages every 400 ms keep it open for 2 s, past the 1 s idle timeout; then silence closes it
+    let mut sock = connect("/idle/a").await?;
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        sock.send(Message::text(format!("m{i}"))).await?;
+        let echoed = tokio::time::timeout(Duration::from_secs(5), sock.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed while busy"))??;
+        assert_eq!(echoed.into_text()?.as_str(), format!("m{i}"));
+    }
+    let quiet = closed_after(&mut sock).await?;
+    assert!(quiet < Duration::from_secs(3), "closed after {quiet:?}");
+    server
+        .output()
+        .wait_stderr("upgraded connection idle", Duration::from_secs(5))
+        .await?;
+
+    // busy all the time, still closed at the 2 s total timeout
+    let mut sock = connect("/total/b").await?;
+    let start = std::time::Instant::now();
+    let mut cut = false;
+    for i in 0..40 {
+        if sock.send(Message::text(format!("t{i}"))).await.is_err() {
+            cut = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), sock.next()).await? {
+            Some(Ok(Message::Text(_))) => {}
+            _ => {
+                cut = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = start.elapsed();
+    assert!(cut, "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "cut after {took:?}"
+    );
+    Ok(())
+}

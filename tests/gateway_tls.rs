@@ -296,3 +296,46 @@ servers = [{{ url = "{}" }}]
     );
     Ok(())
 }
+
+/// Plain HTTP sent to the TLS listener gets a plain-HTTP `400` that says to use https (nginx's "plain HTTP
+/// request was sent to HTTPS port"), not a TLS alert that a client would read as an HTTP/0.9 response; TLS on the
+/// same port still works.
+#[tokio::test]
+async fn plain_http_to_the_tls_listener_gets_a_400_that_says_so() -> anyhow::Result<()> {
+    let pki = ferry_testkit::TestPki::new()?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default().tls(pki.cert_path(), pki.key_path()),
+    )
+    .await?;
+    let resp = ferry_testkit::raw::request(
+        server.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(resp.status, 400);
+    let body = String::from_utf8_lossy(&resp.body);
+    assert!(body.contains("https://"), "{body}");
+    assert!(
+        resp.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("ferry-error") && v == "bad_request"),
+        "{:?}",
+        resp.headers
+    );
+    server
+        .output()
+        .wait_stderr("plain HTTP on a TLS listener", Duration::from_secs(10))
+        .await?;
+    let client = ferry_testkit::client::client_builder()
+        .add_root_certificate(pki.reqwest_ca()?)
+        .build()?;
+    let ok = client
+        .get(format!("{}/healthz", server.url()))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await?;
+    assert_eq!(ok.status(), 200);
+    Ok(())
+}

@@ -308,3 +308,155 @@ async fn keepalive_keeps_an_idle_tunnel_through_a_proxy_idle_timeout() -> anyhow
     );
     Ok(())
 }
+
+/// A TLS-inspecting corporate proxy (squid with `ssl_bump`): it ends the connector's TLS with certificates of
+/// its own CA. Trusting only the node's CA, the connector says whose certificate it saw (the inspecting CA's);
+/// with that CA in `--ca-file` the tunnel runs through the inspection (the proxy strips the `ferry-tunnel/1`
+/// upgrade inside, so the connector falls back to the WebSocket transport), bodies both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_tls_inspecting_proxy_with_its_ca_in_ca_file() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let node_pki = TestPki::new()?;
+    let corp_pki = TestPki::named("corp inspecting ca")?;
+    let Some(proxy) = ForwardProxy::start(ProxyKind::SquidTlsInspecting {
+        ca_cert: corp_pki.ca_path(),
+        ca_key: corp_pki.ca_key_path(),
+        site_ca: node_pki.ca_path(),
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default().tls(node_pki.cert_path(), node_pki.key_path()),
+    )
+    .await?;
+    let secret = server.create_tenant("demo").await?;
+    // The node by name, as a connector reaches a real one: for a site addressed by IP, squid's made-up
+    // certificate names the address as a DNS name, which no TLS client accepts.
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+
+    let mut node_ca_only = Connector::start(
+        BIN,
+        &by_name,
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        quick(ConnectorOptions {
+            no_wait: true,
+            ..ConnectorOptions::default()
+        })
+        .arg("--proxy")
+        .arg(&proxy.url())
+        .arg("--ca-file")
+        .arg(&node_pki.ca_path().display().to_string()),
+    )
+    .await?;
+    node_ca_only
+        .output()
+        .wait_stderr("issued by \"CN=corp inspecting ca\"", T)
+        .await?;
+    node_ca_only.kill().await?;
+
+    let connector = Connector::start(
+        BIN,
+        &by_name,
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        quick(ConnectorOptions::default())
+            .arg("--proxy")
+            .arg(&proxy.url())
+            .arg("--ca-file")
+            .arg(&corp_pki.ca_path().display().to_string()),
+    )
+    .await?;
+    let log = connector.output().stderr();
+    assert!(log.contains("transport=websocket"), "{log}");
+    let client = client_builder()
+        .add_root_certificate(node_pki.reqwest_ca()?)
+        .build()?;
+    relay_get(&client, server.url(), "/inspected").await?;
+    let body = vec![b'i'; 256 * 1024];
+    let resp = client
+        .post(format!("{}/relay/demo/app/upload", server.url()))
+        .body(body.clone())
+        .timeout(T)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let reply: EchoReply = resp.json().await?;
+    assert_eq!(reply.body_len, body.len() as u64);
+    // The proxy saw inside the TLS: its log names the tunnel's path, not only a CONNECT.
+    let access = proxy.log();
+    assert!(access.contains("/_ferry/tunnel"), "{access}");
+    Ok(())
+}
+
+/// A proxy reached over TLS itself (`--proxy https://…`, squid's `https_port`): the proxy's certificate is
+/// checked against `--ca-file` too, and an untrusted one is named by its issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_reached_over_tls_with_its_ca_in_ca_file() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let proxy_pki = TestPki::named("corp proxy ca")?;
+    let Some(proxy) = ForwardProxy::start(ProxyKind::SquidOverTls {
+        cert: proxy_pki.cert_path(),
+        key: proxy_pki.key_path(),
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    assert!(proxy.url().starts_with("https://"), "{}", proxy.url());
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    let secret = server.create_tenant("demo").await?;
+
+    let mut untrusted = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        quick(ConnectorOptions {
+            no_wait: true,
+            ..ConnectorOptions::default()
+        })
+        .arg("--proxy")
+        .arg(&proxy.url()),
+    )
+    .await?;
+    untrusted
+        .output()
+        .wait_stderr("issued by \"CN=corp proxy ca\"", T)
+        .await?;
+    untrusted.kill().await?;
+
+    let connector = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        quick(ConnectorOptions::default())
+            .arg("--proxy")
+            .arg(&proxy.url())
+            .arg("--ca-file")
+            .arg(&proxy_pki.ca_path().display().to_string()),
+    )
+    .await?;
+    assert!(
+        connector.stderr_contains("transport=upgrade"),
+        "{}",
+        connector.output().tail(10)
+    );
+    assert!(
+        connector.stderr_contains(&format!("via={}", proxy.url())),
+        "{}",
+        connector.output().tail(10)
+    );
+    relay_get(&http_client(), server.url(), "/through/tls/proxy").await?;
+    Ok(())
+}

@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# Make sure the forward proxies the connector's proxy tests use are installed: tinyproxy and squid, from
-# Debian's packages. The tests (tests/proxy.rs, through ferry-testkit's `proxy` module) run this before they
-# start a proxy of their own; it installs nothing when both are there.
+# Make sure the forward proxies the connector's proxy tests use are installed: tinyproxy and squid built with
+# OpenSSL (Debian's `squid-openssl`, which can inspect TLS: `ssl_bump`, and serve `https_port`), from Debian's
+# packages. The tests (tests/proxy.rs, through ferry-testkit's `proxy` module) run this before they start a
+# proxy of their own; it installs nothing when all are there. A plain `squid` package is replaced by
+# `squid-openssl` (the two conflict; both install /usr/sbin/squid).
 #
 #   scripts/forward-proxy/ensure.sh            install what is missing, print the paths found
 #
-# Exit codes: 0 both found (printed as `tinyproxy=PATH` and `squid=PATH`), 3 one is missing and cannot be
-# installed here (not root, no apt-get, or the install failed; the reason goes to stderr).
+# Exit codes: 0 all found (printed as `tinyproxy=PATH`, `squid=PATH` and `certgen=PATH`, squid's helper that
+# makes the certificates of inspected sites), 3 one is missing and cannot be installed here (not root, no
+# apt-get, or the install failed; the reason goes to stderr).
 set -euo pipefail
 
 find_tool() {
     command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || { [ -x "/usr/bin/$1" ] && echo "/usr/bin/$1"; } || true
 }
 
-missing=()
-for tool in tinyproxy squid; do
-    [ -n "$(find_tool "$tool")" ] || missing+=("$tool")
-done
+certgen=/usr/lib/squid/security_file_certgen
+
+# The Debian packages still missing, by what each provides.
+missing_packages() {
+    [ -n "$(find_tool tinyproxy)" ] || echo tinyproxy
+    local squid
+    squid="$(find_tool squid)"
+    # Built with OpenSSL: `squid -v` lists `--with-openssl` among its configure options.
+    if [ -z "$squid" ] || [ ! -x "$certgen" ]; then
+        echo squid-openssl
+    else
+        case "$("$squid" -v 2>/dev/null)" in
+            *--with-openssl*) ;;
+            *) echo squid-openssl ;;
+        esac
+    fi
+}
+
+mapfile -t missing < <(missing_packages)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -26,10 +44,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     # One installer at a time: several tests may ask at once.
     exec 9>/tmp/ferry-forward-proxy-install.lock
     flock 9
-    still=()
-    for tool in "${missing[@]}"; do
-        [ -n "$(find_tool "$tool")" ] || still+=("$tool")
-    done
+    mapfile -t still < <(missing_packages)
     if [ ${#still[@]} -gt 0 ]; then
         echo "forward-proxy: installing ${still[*]} with apt-get" >&2
         export DEBIAN_FRONTEND=noninteractive
@@ -49,11 +64,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     flock -u 9
 fi
 
-for tool in tinyproxy squid; do
-    path="$(find_tool "$tool")"
-    if [ -z "$path" ]; then
-        echo "forward-proxy: $tool still not found after installing" >&2
-        exit 3
-    fi
-    echo "$tool=$path"
-done
+mapfile -t still < <(missing_packages)
+if [ ${#still[@]} -gt 0 ]; then
+    echo "forward-proxy: ${still[*]} still missing after installing" >&2
+    exit 3
+fi
+echo "tinyproxy=$(find_tool tinyproxy)"
+echo "squid=$(find_tool squid)"
+echo "certgen=$certgen"

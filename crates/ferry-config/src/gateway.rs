@@ -242,10 +242,11 @@ pub struct UpstreamConfig {
     /// Time from sending the request until the response head arrives.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
-    /// Longest pause between two pieces of the response body.
+    /// Longest pause between two pieces of the response body (or the client's request body), and longest a
+    /// WebSocket may stay silent both ways.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Longest a whole exchange (head and body) may take; unset: no limit.
+    /// Longest a whole exchange (head and body, or a WebSocket's life) may take; unset: no limit.
     #[serde(with = "humantime_serde")]
     pub total_timeout: Option<Duration>,
     /// Consecutive transport failures (connect errors, broken connections, response-head timeouts) that eject a

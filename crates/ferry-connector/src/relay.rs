@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ferry_config::{HostMode, TargetConfig};
 use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
 use ferry_proto::headers::{
-    remove_where, strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID,
+    join_cookie_crumbs, remove_where, strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID,
 };
 use ferry_proto::tunnel::{
     CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
@@ -549,12 +549,13 @@ fn host_for(target: &Target, parts: &http::request::Parts) -> HeaderValue {
 }
 
 /// Remove hop-by-hop headers (keeping `TE: trailers` and `Trailer`, which HTTP/1.1 needs to carry trailers), every
-/// `ferry-*` header, and `Host` (set afterwards).
+/// `ferry-*` header, and `Host` (set afterwards); join an HTTP/2 client's cookie crumbs into one `Cookie`.
 pub(crate) fn clean_request_headers(headers: &mut HeaderMap) {
     let trailer: Vec<HeaderValue> = headers.get_all(TRAILER).iter().cloned().collect();
     let wants_trailers = strip_hop_by_hop(headers);
     remove_ferry_headers(headers);
     headers.remove(HOST);
+    join_cookie_crumbs(headers);
     if wants_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }

@@ -198,6 +198,14 @@ fn cleans_request_headers() {
     h.insert(TE, HeaderValue::from_static("gzip"));
     clean_request_headers(&mut h);
     assert!(h.is_empty());
+
+    // an HTTP/2 client's cookie crumbs reach the HTTP/1.1 target as one field (RFC 9113 §8.2.3)
+    let mut h = HeaderMap::new();
+    h.append(http::header::COOKIE, HeaderValue::from_static("a=1"));
+    h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+    clean_request_headers(&mut h);
+    let cookies: Vec<_> = h.get_all(http::header::COOKIE).iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
 }
 
 #[tokio::test]

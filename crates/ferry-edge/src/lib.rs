@@ -19,6 +19,7 @@ mod proxy;
 mod ratelimit;
 mod reload;
 pub mod route;
+mod splice;
 mod timed;
 
 pub use access_log::{AccessEntry, Upstream};

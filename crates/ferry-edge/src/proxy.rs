@@ -6,10 +6,11 @@ use crate::forwarded::{set_forwarding, strip_client_cert_headers};
 use crate::gateway::Table;
 use crate::pool::{cookie_value, HashOn, InflightGuard, Pool};
 use crate::route::Route;
+use crate::splice::SpliceEnd;
 use crate::timed::TimedBody;
 use ferry_http::client::ResponseBody;
 use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited, TlsInfo};
-use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
+use ferry_proto::headers::{join_cookie_crumbs, strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -209,13 +210,13 @@ pub(crate) async fn forward(
     let upgrade = ferry_http::checks::allowed_upgrade(&req, &route.upgrades)
         .and_then(|_| req.headers().get(header::UPGRADE).cloned());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    // the Host value shares the request's buffer: a copy of it costs no allocation
-    let host = match req.headers().get(header::HOST) {
-        Some(v) => Some(v.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    // The host the request names, as routing saw it (RFC 9110 §7.2, RFC 9112 §3.2.2): the URI's authority
+    // (HTTP/2's `:authority`, an HTTP/1.1 absolute-form target) wins over a `Host` header that disagrees. The
+    // header value shares the request's buffer: a copy of it costs no allocation.
+    let host = match req.uri().authority() {
+        // user info in an absolute-form target is not a host (RFC 9110 §4.2.4): the header then, if any
+        Some(a) if !a.as_str().contains('@') => HeaderValue::from_str(a.as_str()).ok(),
+        _ => req.headers().get(header::HOST).cloned(),
     };
     let hash_key: Option<Vec<u8>> = match &pool.hash_on {
         Some(HashOn::Header(n)) => req.headers().get(n).map(|v| v.as_bytes().to_vec()),
@@ -257,11 +258,10 @@ pub(crate) async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
-    if !headers.contains_key(header::HOST) {
-        if let Some(v) = &host {
-            headers.insert(header::HOST, v.clone());
-        }
+    if let Some(v) = &host {
+        headers.insert(header::HOST, v.clone());
     }
+    join_cookie_crumbs(&mut headers);
     let from_trusted = trusted.contains(client.remote_addr.ip());
     if !from_trusted {
         strip_client_cert_headers(&mut headers, &table.cert_family);
@@ -460,10 +460,24 @@ fn respond(
                         return;
                     }
                 };
-                let mut client = hyper_util::rt::TokioIo::new(client);
-                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(request_id, "upgraded connection ended: {e}");
+                let client = hyper_util::rt::TokioIo::new(client);
+                let upstream = hyper_util::rt::TokioIo::new(upstream);
+                let deadline = deadline.map(|(d, at)| (d, tokio::time::Instant::from_std(at)));
+                match crate::splice::splice(client, upstream, idle, deadline).await {
+                    SpliceEnd::Closed(Ok(_)) => {}
+                    SpliceEnd::Closed(Err(e)) => {
+                        tracing::debug!(request_id, "upgraded connection ended: {e}");
+                    }
+                    SpliceEnd::Idle(after) => tracing::info!(
+                        request_id,
+                        idle_timeout = ?after,
+                        "upgraded connection idle for the pool's idle_timeout: closed"
+                    ),
+                    SpliceEnd::Total(after) => tracing::info!(
+                        request_id,
+                        total_timeout = ?after,
+                        "upgraded connection reached the pool's total_timeout: closed"
+                    ),
                 }
             });
             let (parts, _) = resp.into_parts();

@@ -239,12 +239,17 @@ pub async fn serve(
             match tls {
                 None => conn.run(stream, None, permit).await,
                 Some(acceptor) => {
+                    let handshake = async {
+                        if sends_plain_http(&stream).await {
+                            return Err(PlainHttp);
+                        }
+                        Ok(acceptor.accept(stream).await)
+                    };
                     let tls_stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                            Ok(Err(PlainHttp)) => return,
+                            Ok(Ok(Ok(s))) => s,
+                            Ok(Ok(Err(e))) => {
                                 tracing::debug!(%remote_addr, "tls handshake failed: {e}");
                                 return;
                             }
@@ -271,6 +276,61 @@ pub async fn serve(
             tracing::warn!(timeout = ?options.drain_timeout, "drain deadline reached, cutting remaining connections");
         }
     }
+}
+
+/// A connection on a TLS listener that began with plain HTTP (answered by [`sends_plain_http`]).
+struct PlainHttp;
+
+/// The answer to plain HTTP on a TLS listener, like nginx's "plain HTTP request was sent to HTTPS port": without
+/// it the client reads the TLS alert as an HTTP/0.9 response, or sees the connection cut.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+ferry-error: bad_request\r\n\
+connection: close\r\n\
+content-length: 68\r\n\
+\r\n\
+bad_request: plain HTTP was sent to a TLS port; use an https:// URL\n";
+
+/// Whether a client on a TLS listener speaks plain HTTP: its first byte is an upper-case letter (a method)
+/// where TLS begins with a handshake record (`0x16`). Such a client is answered `400` in plain HTTP, logged (at
+/// most every 5 s), and closed; `true` then. Costs one `peek` per TLS connection.
+async fn sends_plain_http(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0].is_ascii_uppercase() => {}
+        _ => return false,
+    }
+    let remote_addr = stream.peer_addr().ok();
+    // Read what the client sent (the request head, typically in one segment) so that closing does not reset
+    // the connection before the answer is read; then answer and close our side.
+    let mut head = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        let _ = stream.readable().await;
+        let _ = stream.try_read(&mut head);
+    })
+    .await;
+    let _ = write_all(stream, PLAIN_HTTP_ANSWER).await;
+    if let Some(left_out) = REFUSED.admit() {
+        tracing::info!(
+            remote_addr = remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+            left_out,
+            "plain HTTP on a TLS listener: answered 400"
+        );
+    }
+    true
+}
+
+/// Write `bytes` to a stream we hold by reference only (the TLS handshake would own it).
+async fn write_all(stream: &tokio::net::TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One accepted connection and what serving it needs.

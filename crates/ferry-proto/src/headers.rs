@@ -55,6 +55,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     wants_trailers
 }
 
+/// Join the `Cookie` fields of a request into one, separated by `; ` (RFC 9113 §8.2.3): HTTP/2 clients may send
+/// each cookie as a field of its own ("crumbs"), which an HTTP/1.1 origin must receive as one header. Returns
+/// whether anything was joined. A request with one `Cookie` field or none is left as it is, without allocating.
+pub fn join_cookie_crumbs(headers: &mut HeaderMap) -> bool {
+    use http::header::{HeaderValue, COOKIE};
+    let mut crumbs = headers.get_all(COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return false;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for crumb in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Each crumb was a valid field value, and so is their join with "; ".
+    match HeaderValue::from_bytes(&joined) {
+        Ok(value) => {
+            headers.insert(COOKIE, value);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Whether every `Connection` token is `keep-alive` or `close`, the options that name no header of the message
 /// (a `Keep-Alive` header would be hop-by-hop itself).
 fn connection_names_no_header(headers: &HeaderMap) -> bool {
@@ -163,5 +189,18 @@ mod tests {
         assert!(is_internal(&HeaderName::from_static("ferry-target")));
         assert!(!is_internal(&HeaderName::from_static("ferry-error")));
         assert!(!is_internal(&HeaderName::from_static("x-ferry")));
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_into_one_field() {
+        let mut h = HeaderMap::new();
+        assert!(!join_cookie_crumbs(&mut h));
+        h.append(http::header::COOKIE, "a=1".parse().expect("value"));
+        assert!(!join_cookie_crumbs(&mut h), "one field stays as it is");
+        h.append(http::header::COOKIE, "b=2".parse().expect("value"));
+        h.append(http::header::COOKIE, "c=3".parse().expect("value"));
+        assert!(join_cookie_crumbs(&mut h));
+        let all: Vec<_> = h.get_all(http::header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
     }
 }

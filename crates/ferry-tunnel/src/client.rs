@@ -195,11 +195,7 @@ impl ServerUrl {
             return Err(invalid("user info is not allowed"));
         }
         let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_owned();
+        let host = crate::unbracketed_host(host).to_owned();
         if host.is_empty() {
             return Err(invalid("no host"));
         }

@@ -103,6 +103,13 @@ pub enum TunnelError {
     Tls(#[source] rustls::Error),
 }
 
+/// A URL's host as a socket address or TLS name wants it: an IPv6 literal without its brackets.
+pub(crate) fn unbracketed_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,8 +26,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 /// Most bytes of a proxy's refusal kept for the log.
 const MAX_REFUSAL_BODY: usize = 512;
@@ -106,11 +106,7 @@ impl Proxy {
         let tls = uri.scheme_str() == Some("https");
         let authority = uri.authority().ok_or("no host")?;
         let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_owned();
+        let host = crate::unbracketed_host(host).to_owned();
         if host.is_empty() {
             return Err("no host".to_owned());
         }
@@ -374,7 +370,7 @@ async fn open(proxy: &Proxy, tls: &Arc<rustls::ClientConfig>) -> Result<ProxyIo,
         })?;
     let _ = tcp.set_nodelay(true);
     if !proxy.tls {
-        return Ok(ProxyIo::Plain(tcp));
+        return Ok(Either::Left(tcp));
     }
     let name = ServerName::try_from(proxy.host.clone()).map_err(|_| ProxyError::Tls {
         proxy: proxy.display.clone(),
@@ -392,54 +388,11 @@ async fn open(proxy: &Proxy, tls: &Arc<rustls::ClientConfig>) -> Result<ProxyIo,
             proxy: proxy.display.clone(),
             source,
         })?;
-    Ok(ProxyIo::Tls(Box::new(stream)))
+    Ok(Either::Right(Box::new(stream)))
 }
 
-/// A connection to the proxy: plain or TLS.
-pub enum ProxyIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for ProxyIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ProxyIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection to the proxy: plain or TLS (tokio-util's `Either` reads and writes whichever it holds).
+pub type ProxyIo = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection to the proxy on which requests are sent in absolute form (`GET http://node/…`), for proxies
 /// that refuse `CONNECT` but forward plain HTTP. The caller adds [`Proxy::authorization`] to each request.
@@ -685,11 +638,7 @@ impl tower_service::Service<Uri> for ProxyConnector {
             let host = dst
                 .host()
                 .ok_or_else(|| ConnectError::NoHost(dst.clone()))?;
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host)
-                .to_owned();
+            let host = crate::unbracketed_host(host).to_owned();
             let port = dst
                 .port_u16()
                 .unwrap_or(if dst.scheme_str() == Some("https") {
