@@ -291,9 +291,17 @@ async fn local_commands_refuse_a_missing_store_and_name_the_one_they_use() -> an
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no store at"), "{}", stderr(&out));
     assert!(stderr(&out).contains("--create"), "{}", stderr(&out));
-    assert!(!data.exists(), "a refused command must not create the directory");
+    assert!(
+        !data.exists(),
+        "a refused command must not create the directory"
+    );
 
-    let out = run_ferry(BIN, &["tenant", "create", "demo", "--data-dir", &d, "--create"], &[]).await?;
+    let out = run_ferry(
+        BIN,
+        &["tenant", "create", "demo", "--data-dir", &d, "--create"],
+        &[],
+    )
+    .await?;
     assert!(out.status.success(), "{}", stderr(&out));
     single_line(&stdout(&out))?;
     let used = format!("using store sqlite://{}", data.join("ferry.db").display());
@@ -334,7 +342,16 @@ async fn explicit_flags_win_over_the_environment_and_do_not_mix() -> anyhow::Res
     // Both kinds of flags: a usage error that says why.
     let out = run_ferry(
         BIN,
-        &["tenant", "list", "--api", &url, "--api-key", &key, "--data-dir", &d],
+        &[
+            "tenant",
+            "list",
+            "--api",
+            &url,
+            "--api-key",
+            &key,
+            "--data-dir",
+            &d,
+        ],
         &[],
     )
     .await?;
@@ -373,7 +390,10 @@ async fn explicit_flags_win_over_the_environment_and_do_not_mix() -> anyhow::Res
 async fn config_check_and_warnings_about_the_environment() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[connector]\nserver = \"http://127.0.0.1:1\"\nsecret = \"fsec_hunter2\"\n")?;
+    std::fs::write(
+        &good,
+        "[connector]\nserver = \"http://127.0.0.1:1\"\nsecret = \"fsec_hunter2\"\n",
+    )?;
     let g = good.display().to_string();
     let out = run_ferry(
         BIN,
@@ -382,13 +402,28 @@ async fn config_check_and_warnings_about_the_environment() -> anyhow::Result<()>
     )
     .await?;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("secret = \"***\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("secret = \"***\""),
+        "{}",
+        stdout(&out)
+    );
     assert!(!stdout(&out).contains("hunter2"), "{}", stdout(&out));
-    assert!(stderr(&out).contains("did you mean FERRY_LISTEN?"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("read as version 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean FERRY_LISTEN?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("read as version 1"),
+        "{}",
+        stderr(&out)
+    );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "version = 1\n[server.relay]\nconnector_wiat = \"2s\"\n")?;
+    std::fs::write(
+        &bad,
+        "version = 1\n[server.relay]\nconnector_wiat = \"2s\"\n",
+    )?;
     let b = bad.display().to_string();
     let out = run_ferry(BIN, &["--config", &b, "config", "check"], &[]).await?;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -402,7 +437,10 @@ async fn config_check_and_warnings_about_the_environment() -> anyhow::Result<()>
 async fn completions_and_man_page() -> anyhow::Result<()> {
     for shell in ["bash", "zsh", "fish"] {
         let text = ok(&["completions", shell], &[]).await?;
-        assert!(text.contains("admin-key") && text.contains("connector"), "{shell}: {text}");
+        assert!(
+            text.contains("admin-key") && text.contains("connector"),
+            "{shell}: {text}"
+        );
     }
     let man = ok(&["man"], &[]).await?;
     assert!(man.contains(".TH ferry"), "{man}");

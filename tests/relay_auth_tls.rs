@@ -573,11 +573,16 @@ async fn a_connector_whose_secret_is_refused_exits_3_when_asked_to() -> anyhow::
 }
 
 /// A self-signed certificate that is its own CA, as `openssl req -x509` makes it, for 127.0.0.1.
-fn openssl_style_self_signed(dir: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, String)> {
+fn openssl_style_self_signed(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, String)> {
     let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
     let cert = params.self_signed(&key)?;
     let cert_path = dir.join("self.pem");
     let key_path = dir.join("self-key.pem");
@@ -621,7 +626,10 @@ async fn a_ca_certificate_as_the_nodes_says_what_to_do_and_can_be_pinned() -> an
         .wait_stderr("a CA certificate used as a server certificate", T)
         .await?;
     let log = refused.output().stderr();
-    assert!(log.contains("ferry cert dev") && log.contains("--pin-sha256"), "{log}");
+    assert!(
+        log.contains("ferry cert dev") && log.contains("--pin-sha256"),
+        "{log}"
+    );
     drop(refused);
     // Pinned by its SHA-256, it is trusted.
     let _pinned = Connector::start(
@@ -630,12 +638,12 @@ async fn a_ca_certificate_as_the_nodes_says_what_to_do_and_can_be_pinned() -> an
         "demo",
         &secret,
         &[("app", &echo.url())],
-        ConnectorOptions::default().arg("--pin-sha256").arg(&fingerprint),
+        ConnectorOptions::default()
+            .arg("--pin-sha256")
+            .arg(&fingerprint),
     )
     .await?;
-    let client = client_builder()
-        .danger_accept_invalid_certs(true)
-        .build()?;
+    let client = client_builder().danger_accept_invalid_certs(true).build()?;
     let resp = client
         .get(format!("{}/relay/demo/app/pinned", server.url()))
         .timeout(T)
@@ -654,12 +662,24 @@ async fn certificates_from_ferry_cert_dev_serve_a_tls_node() -> anyhow::Result<(
         T,
         "ferry cert dev",
         tokio::process::Command::new(BIN)
-            .args(["cert", "dev", "--name", "localhost", "--name", "127.0.0.1", "--out"])
+            .args([
+                "cert",
+                "dev",
+                "--name",
+                "localhost",
+                "--name",
+                "127.0.0.1",
+                "--out",
+            ])
             .arg(&out)
             .output(),
     )
     .await??;
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let echo = TargetServer::start(TargetKind::Echo).await?;
     let server = FerryServer::start(
         BIN,

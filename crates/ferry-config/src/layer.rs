@@ -276,7 +276,9 @@ pub fn unknown_env_warnings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec
             .min_by_key(|(distance, _)| *distance)
             .filter(|(distance, _)| *distance <= 3);
         warnings.push(match closest {
-            Some((_, k)) => format!("{name} is not a Ferry variable and is ignored; did you mean {k}?"),
+            Some((_, k)) => {
+                format!("{name} is not a Ferry variable and is ignored; did you mean {k}?")
+            }
             None => format!(
                 "{name} is not a Ferry variable and is ignored (docs/configuration.md lists them)"
             ),

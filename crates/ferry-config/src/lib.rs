@@ -96,7 +96,10 @@ mod effective_tests {
                     "postgres://u:pw@h/db".to_owned(),
                 ),
                 ("FERRY_ROLES".to_owned(), "gateway,management".to_owned()),
-                ("FERRY_TRANSPORT".to_owned(), "nats://127.0.0.1:4222".to_owned()),
+                (
+                    "FERRY_TRANSPORT".to_owned(),
+                    "nats://127.0.0.1:4222".to_owned(),
+                ),
             ],
             vec![],
         )

@@ -421,41 +421,43 @@ pub async fn run(
                          expired secret); retrying will not help until the secret is fixed: next attempt in \
                          {}", humantime::format_duration(delay)
                     );
-                } else { match &error {
-                    AttemptError::Dial(DialError::Refused { status, code, body }) => {
-                        tracing::warn!(
-                            server, connector_id, status = status.as_u16(), code = code.as_deref().unwrap_or(""),
-                            body = %body, ?delay, "node refused the tunnel"
-                        )
+                } else {
+                    match &error {
+                        AttemptError::Dial(DialError::Refused { status, code, body }) => {
+                            tracing::warn!(
+                                server, connector_id, status = status.as_u16(), code = code.as_deref().unwrap_or(""),
+                                body = %body, ?delay, "node refused the tunnel"
+                            )
+                        }
+                        AttemptError::Token(TokenError::Refused { url, status, body }) => {
+                            tracing::warn!(
+                                server, connector_id, token_url = %url, status = status.as_u16(), body = %body, ?delay,
+                                "token request refused"
+                            )
+                        }
+                        AttemptError::Token(TokenError::Proxy {
+                            url,
+                            status,
+                            what,
+                            message,
+                        }) => {
+                            tracing::warn!(
+                                server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
+                                error = %message, ?delay, "{what} (token request)"
+                            )
+                        }
+                        AttemptError::Dial(DialError::Proxy(error)) => {
+                            let what = proxy_failure(error);
+                            tracing::warn!(
+                                server, connector_id, status = error.status().map_or(0, |s| s.as_u16()),
+                                error = %error, ?delay, "{what}"
+                            )
+                        }
+                        other => tracing::warn!(
+                            server, connector_id, error = %other, ?delay, "tunnel attempt failed"
+                        ),
                     }
-                    AttemptError::Token(TokenError::Refused { url, status, body }) => {
-                        tracing::warn!(
-                            server, connector_id, token_url = %url, status = status.as_u16(), body = %body, ?delay,
-                            "token request refused"
-                        )
-                    }
-                    AttemptError::Token(TokenError::Proxy {
-                        url,
-                        status,
-                        what,
-                        message,
-                    }) => {
-                        tracing::warn!(
-                            server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
-                            error = %message, ?delay, "{what} (token request)"
-                        )
-                    }
-                    AttemptError::Dial(DialError::Proxy(error)) => {
-                        let what = proxy_failure(error);
-                        tracing::warn!(
-                            server, connector_id, status = error.status().map_or(0, |s| s.as_u16()),
-                            error = %error, ?delay, "{what}"
-                        )
-                    }
-                    other => tracing::warn!(
-                        server, connector_id, error = %other, ?delay, "tunnel attempt failed"
-                    ),
-                } }
+                }
                 delay
             }
         };

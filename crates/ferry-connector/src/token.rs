@@ -593,7 +593,10 @@ mod tests {
         .credentials_refused()
         .expect("invalid_client");
         assert_eq!(r.error, "invalid_client");
-        assert_eq!(r.description.as_deref(), Some("client authentication failed"));
+        assert_eq!(
+            r.description.as_deref(),
+            Some("client authentication failed")
+        );
         assert!(refused(400, r#"{"error":"unauthorized_client"}"#)
             .credentials_refused()
             .is_some());

@@ -96,7 +96,10 @@ impl Hub {
             .headers()
             .get(ferry_proto::tunnel::CONNECTOR_ID)
             .and_then(|v| v.to_str().ok())
-            .map_or_else(|| "none given".to_owned(), |v| v.chars().take(128).collect());
+            .map_or_else(
+                || "none given".to_owned(),
+                |v| v.chars().take(128).collect(),
+            );
         let refuse = |reply: ErrorReply| {
             tracing::warn!(
                 %remote_addr, connector_id = %connector_id, code = %reply.code,

@@ -281,7 +281,10 @@ mod tests {
             fingerprint: Pin([1; 32]).to_string(),
         };
         let text = refused.to_string();
-        assert!(text.contains("a CA certificate used as a server certificate"), "{text}");
+        assert!(
+            text.contains("a CA certificate used as a server certificate"),
+            "{text}"
+        );
         assert!(text.contains("ferry cert dev"), "{text}");
         assert!(text.contains("--pin-sha256 01:01"), "{text}");
     }

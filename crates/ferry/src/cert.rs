@@ -135,11 +135,9 @@ mod tests {
         )
         .build()
         .expect("verifier");
-        let pem = std::fs::read(out.join(SERVER_CERT)).expect("server.pem");
-        let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-            .next()
-            .expect("a certificate")
-            .expect("pem");
+        use rustls::pki_types::pem::PemObject as _;
+        let der = rustls::pki_types::CertificateDer::from_pem_file(out.join(SERVER_CERT))
+            .expect("server.pem");
         use rustls::client::danger::ServerCertVerifier as _;
         for name in ["localhost", "127.0.0.1"] {
             let server_name = rustls::pki_types::ServerName::try_from(name).expect("name");

@@ -472,11 +472,31 @@ fn cert_dev(names: &[String], out: &std::path::Path, days: u32, force: bool) -> 
     match cert::dev(names, out, days, force) {
         Ok(made) => {
             let dir = made.dir.display();
-            println!("wrote {dir}/{{{},{},{},{}}}", cert::CA_CERT, cert::CA_KEY, cert::SERVER_CERT, cert::SERVER_KEY);
-            println!("node:      ferry serve --tls-cert {dir}/{} --tls-key {dir}/{}", cert::SERVER_CERT, cert::SERVER_KEY);
-            println!("connector: ferry connector --ca-file {dir}/{} …", cert::CA_CERT);
-            println!("   or pin: ferry connector --pin-sha256 {} …", made.server_fingerprint);
-            println!("curl:      curl --cacert {dir}/{} https://{}:8080/healthz", cert::CA_CERT, names[0]);
+            println!(
+                "wrote {dir}/{{{},{},{},{}}}",
+                cert::CA_CERT,
+                cert::CA_KEY,
+                cert::SERVER_CERT,
+                cert::SERVER_KEY
+            );
+            println!(
+                "node:      ferry serve --tls-cert {dir}/{} --tls-key {dir}/{}",
+                cert::SERVER_CERT,
+                cert::SERVER_KEY
+            );
+            println!(
+                "connector: ferry connector --ca-file {dir}/{} …",
+                cert::CA_CERT
+            );
+            println!(
+                "   or pin: ferry connector --pin-sha256 {} …",
+                made.server_fingerprint
+            );
+            println!(
+                "curl:      curl --cacert {dir}/{} https://{}:8080/healthz",
+                cert::CA_CERT,
+                names[0]
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -250,10 +250,7 @@ async fn backend(target: &Target, config: &Config) -> anyhow::Result<Box<dyn Man
 
 /// Open the local store for a management command: refuse a SQLite store that does not exist unless `create`,
 /// and say on stderr which store is used.
-async fn open_local(
-    config: &Config,
-    create: bool,
-) -> anyhow::Result<Arc<dyn ferry_store::Store>> {
+async fn open_local(config: &Config, create: bool) -> anyhow::Result<Arc<dyn ferry_store::Store>> {
     let url = config.server.database_url.as_ref().map(|u| u.expose());
     let data_dir = &config.server.data_dir;
     let described = match ferry_store::sqlite_file(url, data_dir) {
