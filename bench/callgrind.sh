@@ -53,7 +53,7 @@ upstream = "origin"
 [gateway.upstreams.origin]
 servers = [{ url = "http://127.0.0.1:$PO" }]
 EOF
-SECRET=$("$FERRY" tenant create bench --data-dir "$WORK/relay-data" 2>/dev/null | tail -1)
+SECRET=$("$FERRY" tenant create bench --create --data-dir "$WORK/relay-data" 2>/dev/null | tail -1)
 VG=(valgrind --tool=callgrind --dump-instr=no)
 "${VG[@]}" --callgrind-out-file="$OUT/gateway.out" "$FERRY" --config "$WORK/gateway.toml" serve \
   --admin-listen 127.0.0.1:0 >"$WORK/gateway.log" 2>&1 & PIDS+=($!)

@@ -398,7 +398,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     # docs/operations.md)
     def start_relay(name, env=None, extra=()):
         port, data = free_port(), os.path.join(work, name + "-data")
-        secret = subprocess.run([a.ferry, "tenant", "create", "bench", "--data-dir", data], capture_output=True,
+        secret = subprocess.run([a.ferry, "tenant", "create", "bench", "--create", "--data-dir", data], capture_output=True,
                                 text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
         serve = P.start(name + "-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
                                           "--admin-listen", "127.0.0.1:0"], env=env)
@@ -653,7 +653,7 @@ def start_cross_node(a, work, P, key, direct):
 def idle_connectors(a, work, P, n):
     pf = free_port()
     fd = os.path.join(work, f"ferry-idle-{n}")
-    sec = subprocess.run([a.ferry, "tenant", "create", "idle", "--data-dir", fd], capture_output=True, text=True,
+    sec = subprocess.run([a.ferry, "tenant", "create", "idle", "--create", "--data-dir", fd], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip().splitlines()[-1]
     name = f"ferry-idle-{n}"
     # every tunnel comes from 127.0.0.1: lift the per-address connection cap (docs/security.md)

@@ -37,7 +37,7 @@ upstream = "origin"
 [gateway.upstreams.origin]
 servers = [{ url = "http://127.0.0.1:$PO" }]
 CONF
-SECRET=$("$FERRY" tenant create bench --data-dir "$WORK/data" 2>/dev/null | tail -1)
+SECRET=$("$FERRY" tenant create bench --create --data-dir "$WORK/data" 2>/dev/null | tail -1)
 VG=(valgrind --tool=callgrind --dump-instr=yes)
 "${VG[@]}" --callgrind-out-file="$WORK/node.out" "$FERRY" --config "$WORK/ferry.toml" serve \
   --admin-listen 127.0.0.1:0 >"$WORK/node.log" 2>&1 & PIDS+=($!)

@@ -310,6 +310,9 @@ async fn crud_round_trips(admin: Admin) -> anyhow::Result<()> {
         let (status, body) = admin.call(Method::GET, path, None).await?;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
+    // The request log is off by default, and its page says so rather than being empty without a word.
+    let (_, body) = admin.call(Method::GET, "/request-log", None).await?;
+    assert_eq!(body["recording"], false, "{body}");
 
     // Admin keys: a second key works until revoked.
     let (status, key) = admin
@@ -410,4 +413,54 @@ async fn schemathesis(database_url: Option<&str>) -> anyhow::Result<()> {
     );
     eprintln!("{}", tail.join("\n"));
     Ok(())
+}
+
+/// A store outage answers 503 `store_unavailable` (as docs/management-api.md says), not 500 `internal`, and the
+/// API answers again once the store is back. The outage: the node's PostgreSQL database stops accepting
+/// connections and its connections are terminated (`pg_terminate_backend`), as in a failover or a maintenance.
+#[tokio::test]
+async fn a_store_outage_answers_503_store_unavailable() -> anyhow::Result<()> {
+    use sqlx::{Connection as _, Executor as _};
+    let Some(db) = PgDatabase::create().await? else {
+        return Ok(());
+    };
+    let result = async {
+        let admin = start_on(Some(&db.url)).await?;
+        let (status, _) = admin.call(reqwest::Method::GET, "/tenants", None).await?;
+        assert_eq!(status, StatusCode::OK);
+        let mut conn = sqlx::PgConnection::connect(db.server_url()).await?;
+        let name = db.name().to_owned();
+        conn.execute(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false").as_str())
+            .await?;
+        conn.execute(
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+            .as_str(),
+        )
+        .await?;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (status, body) = admin.call(reqwest::Method::GET, "/tenants", None).await?;
+            seen.push((status, body));
+        }
+        for (status, body) in &seen {
+            assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{seen:?}");
+            assert_eq!(body["code"], "store_unavailable", "{seen:?}");
+        }
+        conn.execute(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true").as_str())
+            .await?;
+        let _ = conn.close().await;
+        ferry_testkit::eventually(T, || async {
+            let (status, body) = admin.call(reqwest::Method::GET, "/tenants", None).await?;
+            anyhow::ensure!(status == StatusCode::OK, "{status} {body}");
+            Ok(())
+        })
+        .await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    db.drop_now().await?;
+    result
 }

@@ -279,3 +279,170 @@ async fn a_second_node_on_one_sqlite_store_is_refused() -> anyhow::Result<()> {
     drop(again);
     Ok(())
 }
+
+/// Local commands refuse a store that does not exist (first-hour issue: run from another directory, they made a
+/// second, empty store without a word), make one with `--create`, and say on stderr which store they used.
+#[tokio::test]
+async fn local_commands_refuse_a_missing_store_and_name_the_one_they_use() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let d = data.display().to_string();
+    let out = run_ferry(BIN, &["tenant", "list", "--data-dir", &d], &[]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no store at"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--create"), "{}", stderr(&out));
+    assert!(
+        !data.exists(),
+        "a refused command must not create the directory"
+    );
+
+    let out = run_ferry(
+        BIN,
+        &["tenant", "create", "demo", "--data-dir", &d, "--create"],
+        &[],
+    )
+    .await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    single_line(&stdout(&out))?;
+    let used = format!("using store sqlite://{}", data.join("ferry.db").display());
+    assert!(stderr(&out).contains(&used), "{}", stderr(&out));
+    // Quiet: what the command did, no log lines (admin-key create printed INFO lines, tenant create none).
+    let out = run_ferry(BIN, &["admin-key", "create", "ops", "--data-dir", &d], &[]).await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(" INFO "), "{}", stderr(&out));
+    let out = run_ferry(BIN, &["tenant", "list", "--data-dir", &d], &[]).await?;
+    assert!(stdout(&out).contains("demo"), "{}", stdout(&out));
+    assert!(stderr(&out).contains(&used), "{}", stderr(&out));
+    // A local error is not dressed as HTTP.
+    let out = run_ferry(BIN, &["tenant", "show", "nosuch", "--data-dir", &d], &[]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("HTTP"), "{}", stderr(&out));
+    Ok(())
+}
+
+/// An explicit flag wins over `FERRY_API_URL`; local and remote flags together are refused; the first-admin-key
+/// snippet of docs/management-api.md works as written.
+#[tokio::test]
+async fn explicit_flags_win_over_the_environment_and_do_not_mix() -> anyhow::Result<()> {
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    let url = server
+        .admin_url()
+        .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+        .to_owned();
+    let d = server.data_dir().display().to_string();
+    // --data-dir with FERRY_API_URL set (and no key): local, as asked.
+    let key = single_line(
+        &ok(
+            &["admin-key", "create", "ops", "--data-dir", &d],
+            &[("FERRY_API_URL", "http://127.0.0.1:9")],
+        )
+        .await?,
+    )?;
+    assert!(key.starts_with("fadm_"), "{key}");
+    // Both kinds of flags: a usage error that says why.
+    let out = run_ferry(
+        BIN,
+        &[
+            "tenant",
+            "list",
+            "--api",
+            &url,
+            "--api-key",
+            &key,
+            "--data-dir",
+            &d,
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--api works on a remote node and --data-dir on the local store"),
+        "{}",
+        stderr(&out)
+    );
+    // The snippet, in a shell.
+    let snippet = format!(
+        "set -e\nexport FERRY_API_URL={url}\nexport FERRY_API_KEY=$(\"$FERRY\" admin-key create ops2 --data-dir {d})\n\
+         \"$FERRY\" tenant create snippet >/dev/null\n\"$FERRY\" tenant list\n"
+    );
+    let out = ferry_testkit::within(
+        std::time::Duration::from_secs(30),
+        "the docs snippet",
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&snippet)
+            .env("FERRY", BIN)
+            .env_remove("FERRY_API_URL")
+            .env_remove("FERRY_API_KEY")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("snippet"), "{}", stdout(&out));
+    Ok(())
+}
+
+/// `ferry config check` prints the effective configuration with secrets masked, fails with the key's path on an
+/// invalid one, and unknown `FERRY_*` variables or a file without `version` are warned about.
+#[tokio::test]
+async fn config_check_and_warnings_about_the_environment() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[connector]\nserver = \"http://127.0.0.1:1\"\nsecret = \"fsec_hunter2\"\n",
+    )?;
+    let g = good.display().to_string();
+    let out = run_ferry(
+        BIN,
+        &["--config", &g, "config", "check"],
+        &[("FERRY_LISTN", "127.0.0.1:9")],
+    )
+    .await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("secret = \"***\""),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("hunter2"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("did you mean FERRY_LISTEN?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("read as version 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[server.relay]\nconnector_wiat = \"2s\"\n",
+    )?;
+    let b = bad.display().to_string();
+    let out = run_ferry(BIN, &["--config", &b, "config", "check"], &[]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("server.relay"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("connector_wiat"), "{}", stderr(&out));
+    Ok(())
+}
+
+/// Shell completions and the man page come from the same command tree.
+#[tokio::test]
+async fn completions_and_man_page() -> anyhow::Result<()> {
+    for shell in ["bash", "zsh", "fish"] {
+        let text = ok(&["completions", shell], &[]).await?;
+        assert!(
+            text.contains("admin-key") && text.contains("connector"),
+            "{shell}: {text}"
+        );
+    }
+    let man = ok(&["man"], &[]).await?;
+    assert!(man.contains(".TH ferry"), "{man}");
+    Ok(())
+}

@@ -93,14 +93,22 @@ async fn connector_with_wrong_secret_never_gets_a_tunnel() -> anyhow::Result<()>
             ..Default::default()
         }
         .env("FERRY_RECONNECT_MIN_DELAY", "100ms")
-        .env("FERRY_RECONNECT_MAX_DELAY", "400ms"),
+        .env("FERRY_RECONNECT_MAX_DELAY", "400ms")
+        .env("FERRY_AUTH_FAILURE_DELAY", "200ms"),
     )
     .await?;
-    // it keeps trying (with backoff) and keeps being refused
+    // it keeps trying (at the auth-failure delay) and keeps being refused, saying so as an error
     connector
         .output()
-        .wait_stderr_count("token request refused", 3, T)
+        .wait_stderr_count("refused this connector's credentials", 3, T)
         .await?;
+    let log = connector.output().stderr();
+    assert!(
+        log.lines().any(|l| l.contains(" ERROR ")
+            && l.contains("client_id=demo")
+            && l.contains("retrying will not help")),
+        "{log}"
+    );
     server
         .output()
         .wait_stderr("token request refused", T)
@@ -526,5 +534,177 @@ async fn connector_without_the_ca_never_connects_to_a_tls_server() -> anyhow::Re
         .await?;
     expect_ferry_error(resp, 503, "no_connector").await?;
     assert_eq!(echo.requests(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_whose_secret_is_refused_exits_3_when_asked_to() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    server.create_tenant("demo").await?;
+    let out = within(
+        T,
+        "ferry connector --exit-on-auth-failure",
+        tokio::process::Command::new(BIN)
+            .args([
+                "connector",
+                "--server",
+                server.url(),
+                "--tenant",
+                "nosuchtenant",
+                "--target",
+                &format!("app={}", echo.url()),
+                "--exit-on-auth-failure",
+            ])
+            .env("FERRY_SECRET", "fsec_wrong")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(" ERROR ") && stderr.contains("client_id=nosuchtenant"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    Ok(())
+}
+
+/// A self-signed certificate that is its own CA, as `openssl req -x509` makes it, for 127.0.0.1.
+fn openssl_style_self_signed(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = params.self_signed(&key)?;
+    let cert_path = dir.join("self.pem");
+    let key_path = dir.join("self-key.pem");
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(cert.der().as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((cert_path, key_path, hex))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_certificate_as_the_nodes_says_what_to_do_and_can_be_pinned() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let dir = tempfile::tempdir()?;
+    let (cert, key, fingerprint) = openssl_style_self_signed(dir.path())?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().tls(&cert, &key)).await?;
+    let secret = server.create_tenant("demo").await?;
+    // Trusted as a CA, it is still refused as the server's own certificate: the log says what to do instead.
+    let refused = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions {
+            no_wait: true,
+            ..Default::default()
+        }
+        .arg("--ca-file")
+        .arg(&cert.display().to_string())
+        .env("FERRY_RECONNECT_MIN_DELAY", "100ms")
+        .env("FERRY_RECONNECT_MAX_DELAY", "400ms"),
+    )
+    .await?;
+    refused
+        .output()
+        .wait_stderr("a CA certificate used as a server certificate", T)
+        .await?;
+    let log = refused.output().stderr();
+    assert!(
+        log.contains("ferry cert dev") && log.contains("--pin-sha256"),
+        "{log}"
+    );
+    drop(refused);
+    // Pinned by its SHA-256, it is trusted.
+    let _pinned = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions::default()
+            .arg("--pin-sha256")
+            .arg(&fingerprint),
+    )
+    .await?;
+    let client = client_builder().danger_accept_invalid_certs(true).build()?;
+    let resp = client
+        .get(format!("{}/relay/demo/app/pinned", server.url()))
+        .timeout(T)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_ferry_cert_dev_serve_a_tls_node() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("tls");
+    let made = within(
+        T,
+        "ferry cert dev",
+        tokio::process::Command::new(BIN)
+            .args([
+                "cert",
+                "dev",
+                "--name",
+                "localhost",
+                "--name",
+                "127.0.0.1",
+                "--out",
+            ])
+            .arg(&out)
+            .output(),
+    )
+    .await??;
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default().tls(out.join("server.pem"), out.join("server-key.pem")),
+    )
+    .await?;
+    let secret = server.create_tenant("demo").await?;
+    let _connector = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions::default()
+            .arg("--ca-file")
+            .arg(&out.join("ca.pem").display().to_string()),
+    )
+    .await?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(out.join("ca.pem"))?)?;
+    let client = client_builder().add_root_certificate(ca).build()?;
+    let resp = client
+        .get(format!("{}/relay/demo/app/dev", server.url()))
+        .timeout(T)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
     Ok(())
 }

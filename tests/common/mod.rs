@@ -738,6 +738,16 @@ impl PgDatabase {
         Ok(None)
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL of the server's maintenance database (where this one was created from).
+    pub fn server_url(&self) -> &str {
+        &self.server
+    }
+
     pub async fn drop_now(self) -> anyhow::Result<()> {
         let mut conn = sqlx::PgConnection::connect(&self.server).await?;
         conn.execute(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).as_str())

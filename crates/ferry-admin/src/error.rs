@@ -19,7 +19,7 @@ pub struct ErrorBody {
 
 /// A failed management operation, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message} ({code}, HTTP {})", status.as_u16())]
+#[error("{message} ({code})")]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: String,

@@ -91,6 +91,12 @@ impl AdminApi {
         self
     }
 
+    /// Say in request log pages whether this node records requests (`server.relay.request_log`).
+    pub fn request_log(mut self, recording: bool) -> Self {
+        self.admin = self.admin.with_request_log(recording);
+        self
+    }
+
     /// Accept bearer tokens that are not admin keys when `check` grants them.
     pub fn token_check(mut self, check: Arc<dyn AdminTokenCheck>) -> Self {
         self.token_check = Some(check);

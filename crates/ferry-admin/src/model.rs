@@ -530,6 +530,10 @@ impl From<RequestLogEntry> for RequestLogView {
 pub struct RequestLogPage {
     pub items: Vec<RequestLogView>,
     pub next: Option<i64>,
+    /// Whether the node that answered records requests (`server.relay.request_log`, off by default): `false`
+    /// says why the list stays empty. Absent when not known (the CLI on a local store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<bool>,
 }
 
 /// Which request log entries to list.

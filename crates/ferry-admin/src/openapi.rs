@@ -37,6 +37,14 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ("413", "The body is larger than the admin listener accepts"),
     ("415", "The body is not JSON"),
     ("422", "A value is not acceptable"),
+    (
+        "500",
+        "An unexpected failure (code `internal`); the node's log says more",
+    ),
+    (
+        "503",
+        "The store is unavailable for now (code `store_unavailable`); retry later",
+    ),
 ];
 
 /// The base document (info, tags, shared schemas, security) before the routes add their paths.

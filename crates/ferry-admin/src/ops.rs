@@ -17,6 +17,8 @@ pub struct Admin {
     store: Arc<dyn Store>,
     notifier: Arc<dyn ChangeNotifier>,
     cluster: Option<Arc<dyn ClusterView>>,
+    /// Whether this node records requests (`server.relay.request_log`), when known.
+    request_log: Option<bool>,
 }
 
 impl Admin {
@@ -26,7 +28,14 @@ impl Admin {
             store,
             notifier: Arc::new(NoopNotifier),
             cluster: None,
+            request_log: None,
         }
+    }
+
+    /// Say in request log pages whether this node records requests (`recording`).
+    pub fn with_request_log(mut self, recording: bool) -> Self {
+        self.request_log = Some(recording);
+        self
     }
 
     /// Answer the nodes endpoint and live connections from `view` (presence) instead of the store.
@@ -376,7 +385,11 @@ impl Admin {
         } else {
             None
         };
-        Ok(RequestLogPage { items, next })
+        Ok(RequestLogPage {
+            items,
+            next,
+            recording: self.request_log,
+        })
     }
 
     pub async fn create_admin_key(

@@ -452,6 +452,13 @@ async fn the_openapi_document_is_public_and_complete() {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     assert!(doc["paths"]["/api/v1/tenants"]["get"]["responses"]["401"].is_object());
+    // The 500 and 503 the docs describe are in the document too.
+    for status in ["500", "503"] {
+        assert!(
+            doc["paths"]["/api/v1/tenants"]["get"]["responses"][status].is_object(),
+            "{status}"
+        );
+    }
     assert_eq!(openapi().paths.paths.len(), 11);
 }
 

@@ -487,6 +487,7 @@ pub async fn run_with_source(
                 }))
                 .cluster_view(Arc::new(bridge::PresenceView(cluster.clone())))
                 .metrics(metrics)
+                .request_log(s.relay.request_log)
                 .max_body_size(s.admin.max_body_size);
             if let Some(check) = admin_check {
                 api = api.token_check(Arc::new(bridge::AdminTokens(check)));

@@ -14,7 +14,7 @@ impl TokenIssuer {
     /// (relying parties compare it with the tokens' `iss`).
     pub fn openid_configuration(&self, base_url: &str) -> serde_json::Value {
         let base = base_url.trim_end_matches('/');
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "issuer": self.settings().issuer,
             "token_endpoint": format!("{base}{}", ferry_proto::tunnel::TOKEN_PATH),
             "jwks_uri": format!("{base}{JWKS_PATH}"),
@@ -26,7 +26,21 @@ impl TokenIssuer {
             "id_token_signing_alg_values_supported": ["EdDSA"],
             "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "jti", "scope", "tenant", "sid"],
-        })
+        });
+        if !self.settings().endpoint_enabled {
+            // The token endpoint is off: advertising it would send clients to a 400.
+            if let Some(fields) = doc.as_object_mut() {
+                for key in [
+                    "token_endpoint",
+                    "grant_types_supported",
+                    "token_endpoint_auth_methods_supported",
+                    "token_endpoint_auth_signing_alg_values_supported",
+                ] {
+                    fields.remove(key);
+                }
+            }
+        }
+        doc
     }
 }
 
@@ -121,5 +135,24 @@ mod tests {
             .expect("discovery");
         assert_eq!(doc.status, 404);
         assert!(issuer.well_known("/other", None).is_none());
+    }
+
+    #[tokio::test]
+    async fn with_the_token_endpoint_off_discovery_does_not_advertise_it() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
+        let settings = IssuerSettings {
+            endpoint_enabled: false,
+            ..IssuerSettings::default()
+        };
+        let issuer = TokenIssuer::load_or_create(store, settings)
+            .await
+            .expect("issuer");
+        let doc = issuer.openid_configuration("https://ferry.example.com");
+        assert!(doc.get("token_endpoint").is_none(), "{doc}");
+        assert!(doc.get("grant_types_supported").is_none(), "{doc}");
+        assert_eq!(
+            doc["jwks_uri"],
+            "https://ferry.example.com/.well-known/jwks.json"
+        );
     }
 }

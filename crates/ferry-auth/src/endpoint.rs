@@ -286,10 +286,12 @@ impl TokenIssuer {
                 "the built-in token endpoint is turned off: get a token from the identity provider",
             );
         }
+        let parsed = parse_request(authorization, content_type, body);
         if let Err(limited) = self.limiter.check_ip(client_ip, Instant::now()) {
-            return self.refuse_limited(client_ip, None, limited);
+            let client_id = parsed.as_ref().ok().map(|c| c.client_id.as_str());
+            return self.refuse_limited(client_ip, client_id, limited);
         }
-        let credentials = match parse_request(authorization, content_type, body) {
+        let credentials = match parsed {
             Ok(credentials) => credentials,
             Err(reply) => {
                 // Failed client authentication counts; malformed requests (400) cost nothing to answer and
@@ -323,7 +325,11 @@ impl TokenIssuer {
                     Some(&credentials.client_id),
                     Instant::now(),
                 );
-                tracing::info!(client_ip = ?client_ip, "token request refused: invalid client credentials");
+                tracing::info!(
+                    client_ip = %client_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".into()),
+                    client_id = %credentials.client_id.chars().take(64).collect::<String>(),
+                    "token request refused: invalid client credentials (unknown tenant, or a wrong, revoked or expired secret)"
+                );
                 return TokenReply::invalid_client("client authentication failed");
             }
             Err(error) => {

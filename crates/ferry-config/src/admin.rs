@@ -1,11 +1,11 @@
 //! The `[server.admin]` section: the management API's own listener.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// The admin listener, serving the management API (`/api/v1/…`). Kept apart from the public listener; bind it
 /// to loopback or a private interface.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     /// Serve the management API at all. Default `true`.

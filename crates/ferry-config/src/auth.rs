@@ -1,11 +1,11 @@
 //! The `[server.auth]` section: the built-in token issuer (token lifetime, signing key rotation, limits on
 //! failed token requests) and an optional external OpenID Connect provider (`[server.auth.oidc]`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How nodes authenticate connectors (and, with OIDC, admins).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Lifetime of issued connector tokens.
@@ -43,7 +43,7 @@ impl Default for AuthSettings {
 
 /// `[server.auth.rotation]`: how the built-in issuer's signing keys are kept. Tokens are signed by the newest
 /// key; a rotated-out key stays (in the JWKS and accepted) for token_ttl + 30 s leeway + `key_refresh`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RotationSettings {
     /// Rotate automatically when the newest key is this old (`30d`). Default: never (rotate on demand).
@@ -65,7 +65,7 @@ impl Default for RotationSettings {
 }
 
 /// `[server.auth.rate_limit]`: failed token requests tolerated before 429 with `Retry-After`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Failures allowed per client IP per `window`; 0 turns this limit off. Default 10.
@@ -89,7 +89,7 @@ impl Default for RateLimitSettings {
 }
 
 /// `[server.auth.oidc]`: an external OpenID Connect provider (Keycloak, Auth0, Okta, Entra ID, …).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OidcSettings {
     /// The issuer URL exactly as the provider writes it into `iss` (`https://sso.example.com/realms/ferry`);

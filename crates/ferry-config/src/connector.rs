@@ -2,12 +2,12 @@
 
 use crate::Secret;
 use ferry_proto::{TargetName, TenantName};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of `ferry connector`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectorConfig {
     /// Ferry's base URL, `http://…` or `https://…`.
@@ -59,6 +59,17 @@ pub struct ConnectorConfig {
     pub drain_timeout: Duration,
     /// Most relayed requests in flight on this connector's tunnel.
     pub max_concurrent_streams: u32,
+    /// After the token endpoint refuses the credentials (`invalid_client`: unknown tenant, wrong, revoked or
+    /// expired secret), wait this long before asking again: retrying at once will not help.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    /// Exit (code 3) when the token endpoint refuses the credentials, instead of retrying: for supervisors that
+    /// should see the failure.
+    pub exit_on_auth_failure: bool,
+    /// Trust the node's certificate when its SHA-256 fingerprint (of the DER certificate, hex, colons allowed)
+    /// is one of these, whatever its issuer, names or CA flag: for self-signed setups. Other certificates are
+    /// still verified as usual.
+    pub pin_sha256: Vec<String>,
 }
 
 impl Default for ConnectorConfig {
@@ -86,12 +97,15 @@ impl Default for ConnectorConfig {
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 1000,
+            auth_failure_delay: Duration::from_secs(300),
+            exit_on_auth_failure: false,
+            pin_sha256: Vec::new(),
         }
     }
 }
 
 /// How the connector carries its tunnel (`connector.transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportMode {
     /// The `ferry-tunnel/1` upgrade; the WebSocket transport when that upgrade is refused or stripped.
@@ -115,7 +129,7 @@ impl TransportMode {
 }
 
 /// One target a connector serves.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub name: TargetName,
@@ -127,7 +141,7 @@ pub struct TargetConfig {
 }
 
 /// Which `Host` header a target receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HostMode {
     /// The target's own host and port, from its URL (the default).

@@ -4,13 +4,13 @@
 //! to each other, parsing URLs and CIDRs, or matching requests; `ferry-edge` compiles this into a route table and
 //! reports every problem with its key path (`gateway.routes[2].upstream: …`), at start and on every reload.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The edge gateway. Empty (no routes): the public listener serves the relay only, as before.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// A separate TOML file holding this section's other keys (`trusted_proxies`, `[[routes]]`,
@@ -37,7 +37,7 @@ pub struct GatewayConfig {
 }
 
 /// The access log's format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLog {
     #[default]
@@ -49,7 +49,7 @@ pub enum AccessLog {
 }
 
 /// Extra TLS settings of the public listener: certificates by SNI, client certificates, reloading.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayTls {
     /// More certificates, chosen by the SNI name the client sends; other names get the default certificate.
@@ -76,7 +76,7 @@ impl Default for GatewayTls {
 }
 
 /// A certificate served for some SNI names.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertificate {
     /// Names (`api.example.com`) or wildcards (`*.example.com`) this certificate is served for.
@@ -88,7 +88,7 @@ pub struct SniCertificate {
 }
 
 /// Whether the listener asks for client certificates.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     #[default]
@@ -105,7 +105,7 @@ impl GatewayConfig {
 }
 
 /// One route: what it matches and what it does. Exactly one action (`upstream`, `relay`, `redirect`, `respond`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouteConfig {
     /// A name for logs and metrics; default `route-N` (N its index).
@@ -152,7 +152,7 @@ pub struct RouteConfig {
 }
 
 /// A token-bucket rate limit of a route.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests allowed per `per`, on average.
@@ -176,7 +176,7 @@ fn default_rate_by() -> String {
 }
 
 /// The client-certificate header formats.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientCertHeaders {
     #[default]
@@ -187,7 +187,7 @@ pub enum ClientCertHeaders {
 }
 
 /// A redirect answered by the gateway itself.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectConfig {
     /// Where to: an absolute URL (`https://example.com`) or a path.
@@ -209,7 +209,7 @@ fn default_true() -> bool {
 }
 
 /// A fixed response answered by the gateway itself.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RespondConfig {
     #[serde(default = "default_respond_status")]
@@ -225,7 +225,7 @@ fn default_respond_status() -> u16 {
 }
 
 /// An upstream pool: static servers, a balancing rule and timeouts.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The servers; all of one scheme: `http://`, `https://` (TLS, verified) or `h2c://` (HTTP/2 without TLS).
@@ -262,7 +262,7 @@ pub struct UpstreamConfig {
 }
 
 /// Active health checks of every server of a pool.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// The path requested with `GET`; a status below 400 is healthy.
@@ -309,7 +309,7 @@ impl Default for UpstreamConfig {
 }
 
 /// One server of a pool.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamServer {
     /// `http://host:port`, `https://host:port` or `h2c://host:port` (no path).
@@ -324,7 +324,7 @@ fn default_weight() -> u32 {
 }
 
 /// How a pool picks a server.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]

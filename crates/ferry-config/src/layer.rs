@@ -15,6 +15,8 @@ pub enum EnvKind {
     Boolean,
     /// Comma-separated `NAME=URL` pairs, for `connector.targets`.
     Targets,
+    /// Comma-separated strings, for a list of text values.
+    List,
 }
 
 /// Every `FERRY_*` override: variable, key path, kind. This table is the one place they are listed.
@@ -211,6 +213,17 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "connector.response_timeout",
         EnvKind::Text,
     ),
+    (
+        "FERRY_AUTH_FAILURE_DELAY",
+        "connector.auth_failure_delay",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_EXIT_ON_AUTH_FAILURE",
+        "connector.exit_on_auth_failure",
+        EnvKind::Boolean,
+    ),
+    ("FERRY_PIN_SHA256", "connector.pin_sha256", EnvKind::List),
     ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
     ("FERRY_LOG", "log.level", EnvKind::Text),
     (
@@ -220,6 +233,60 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ),
     ("FERRY_ACCESS_LOG", "gateway.access_log", EnvKind::Text),
 ];
+
+/// `FERRY_*` variables read outside the configuration: the management commands' remote API and its key.
+pub const OTHER_ENV: &[&str] = &["FERRY_API_URL", "FERRY_API_KEY"];
+
+/// Prefixes and names of `FERRY_*` variables that Ferry's own tests, benchmarks and scripts set; never warned about.
+const TOOL_ENV_PREFIXES: &[&str] = &[
+    "FERRY_TEST_",
+    "FERRY_STORE_TEST_",
+    "FERRY_SCHEMATHESIS_",
+    "FERRY_SOAK_",
+];
+const TOOL_ENV: &[&str] = &[
+    "FERRY_BIN",
+    "FERRY_BINARY",
+    "FERRY_IMAGE",
+    "FERRY_TOOLS_DIR",
+    "FERRY_DEPLOY_TOOLS",
+    "FERRY_LINK_ORDER",
+];
+
+/// A warning for every `FERRY_*` variable among `names` that Ferry does not read (a typo such as `FERRY_LISTN`
+/// would otherwise be ignored silently), naming the closest known variable when one is near.
+pub fn unknown_env_warnings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let known = || {
+        ENV_OVERRIDES
+            .iter()
+            .map(|(var, _, _)| *var)
+            .chain(OTHER_ENV.iter().copied())
+    };
+    let mut warnings = Vec::new();
+    for name in names {
+        if !name.starts_with("FERRY_")
+            || known().any(|k| k == name)
+            || TOOL_ENV.contains(&name)
+            || TOOL_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        let closest = known()
+            .map(|k| (strsim::levenshtein(k, name), k))
+            .min_by_key(|(distance, _)| *distance)
+            .filter(|(distance, _)| *distance <= 3);
+        warnings.push(match closest {
+            Some((_, k)) => {
+                format!("{name} is not a Ferry variable and is ignored; did you mean {k}?")
+            }
+            None => format!(
+                "{name} is not a Ferry variable and is ignored (docs/configuration.md lists them)"
+            ),
+        });
+    }
+    warnings.sort();
+    warnings
+}
 
 /// One value set from the command line, at a key path like `server.listen`.
 #[derive(Debug, Clone)]
@@ -309,6 +376,26 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
+    /// What is worth a warning about this source though it loads: unknown `FERRY_*` variables
+    /// ([`unknown_env_warnings`]) and a file without `version` (read as the current version).
+    pub fn notices(&self) -> Vec<String> {
+        let mut notices = unknown_env_warnings(self.env.iter().map(|(k, _)| k.as_str()));
+        if let Some(path) = &self.file {
+            let unversioned = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .is_some_and(|table| !table.contains_key("version"));
+            if unversioned {
+                notices.push(format!(
+                    "config file {} has no `version`; read as version {CONFIG_VERSION} (add `version = {CONFIG_VERSION}` \
+                     to say so)",
+                    path.display()
+                ));
+            }
+        }
+        notices
+    }
+
     /// Read the configuration again as [`load`] did at start.
     pub fn load(&self) -> Result<Config, ConfigError> {
         load(
@@ -361,6 +448,13 @@ pub fn load(
                     })
                 }
             }),
+            EnvKind::List => Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
             EnvKind::Targets => targets_value(raw.split(',')).map_err(|e| ConfigError::Env {
                 var,
                 message: e.to_string(),
@@ -556,6 +650,40 @@ mod tests {
                 let _ = std::fs::remove_file(&self.0);
             }
         }
+    }
+
+    #[test]
+    fn unknown_ferry_variables_are_named_with_the_closest_known_one() {
+        let w = unknown_env_warnings(["FERRY_LISTN", "PATH", "FERRY_LISTEN", "FERRY_API_URL"]);
+        assert_eq!(
+            w,
+            vec!["FERRY_LISTN is not a Ferry variable and is ignored; did you mean FERRY_LISTEN?"]
+        );
+        let w = unknown_env_warnings(["FERRY_SOMETHING_ELSE_ENTIRELY", "FERRY_TEST_POSTGRES_URL"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("docs/configuration.md"), "{w:?}");
+    }
+
+    #[test]
+    fn a_file_without_version_is_read_as_the_current_one_and_said_so() {
+        let f = file("[server]\nlisten = \"127.0.0.1:1\"\n");
+        let source = ConfigSource {
+            file: Some(f.0.clone()),
+            env: vec![("FERRY_LISTN".to_owned(), "x".to_owned())],
+            overrides: vec![],
+        };
+        source.load().expect("loads");
+        let notices = source.notices();
+        assert_eq!(notices.len(), 2, "{notices:?}");
+        assert!(notices[1].contains("read as version 1"), "{notices:?}");
+        drop(f);
+        let f = file("version = 1\n");
+        let source = ConfigSource {
+            file: Some(f.0.clone()),
+            env: vec![],
+            overrides: vec![],
+        };
+        assert!(source.notices().is_empty());
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub use gateway::{
     RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate, UpstreamConfig,
     UpstreamServer,
 };
-pub use layer::{load, ConfigError, ConfigSource, Override, ENV_OVERRIDES};
+pub use layer::{
+    load, unknown_env_warnings, ConfigError, ConfigSource, Override, ENV_OVERRIDES, OTHER_ENV,
+};
 pub use node::{
     check_node_id, BusSettings, ClusterSettings, NodeConfig, Role, Roles, WorkerSettings,
 };
@@ -34,13 +36,13 @@ pub use server::{
     HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The current config format version; a file with another `version` is refused.
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Format version; must be 1.
@@ -67,5 +69,47 @@ impl Default for Config {
             log: LogSettings::default(),
             runtime: RuntimeSettings::default(),
         }
+    }
+}
+
+/// The effective configuration as TOML, every secret (`Secret`: connector secret, database and transport URLs, …)
+/// masked as `***`: what `ferry config check` prints.
+pub fn effective_toml(config: &Config) -> Result<String, ConfigError> {
+    toml::to_string(config).map_err(|e| ConfigError::Invalid {
+        path: String::new(),
+        message: format!("cannot print the configuration: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod effective_tests {
+    use super::*;
+
+    #[test]
+    fn the_effective_configuration_prints_with_secrets_masked_and_reads_back() {
+        let config = load(
+            None,
+            vec![
+                ("FERRY_SECRET".to_owned(), "fsec_hunter2".to_owned()),
+                (
+                    "FERRY_DATABASE_URL".to_owned(),
+                    "postgres://u:pw@h/db".to_owned(),
+                ),
+                ("FERRY_ROLES".to_owned(), "gateway,management".to_owned()),
+                (
+                    "FERRY_TRANSPORT".to_owned(),
+                    "nats://127.0.0.1:4222".to_owned(),
+                ),
+            ],
+            vec![],
+        )
+        .expect("valid");
+        let text = effective_toml(&config).expect("prints");
+        assert!(!text.contains("hunter2") && !text.contains("pw@"), "{text}");
+        assert!(text.contains("secret = \"***\""), "{text}");
+        assert!(text.contains("roles = \"gateway,management\""), "{text}");
+        assert!(text.contains("connect_timeout = \"10s\""), "{text}");
+        // What it prints is itself a configuration file (the masked values aside).
+        let _: toml::Table = text.parse().expect("TOML");
     }
 }

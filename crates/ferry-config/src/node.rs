@@ -1,7 +1,7 @@
 //! The `[node]` section: which roles this process runs, its id, and the bus that joins it to the other nodes of
 //! its cluster, with the cluster's timings.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,9 +102,15 @@ impl std::fmt::Display for Roles {
     }
 }
 
+impl Serialize for Roles {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Roles {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize)]
         #[serde(untagged)]
         enum Form {
             Text(String),
@@ -119,7 +125,7 @@ impl<'de> Deserialize<'de> for Roles {
 }
 
 /// Settings of `[node]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id in logs, presence and the bus (`[A-Za-z0-9_-]`, at most 63). Default: generated on the first
@@ -161,7 +167,7 @@ impl NodeConfig {
 }
 
 /// How to authenticate to the broker, beyond the URL (`[node.bus]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusSettings {
     /// NATS credentials file (`.creds`).
@@ -174,7 +180,7 @@ pub struct BusSettings {
 }
 
 /// Timings of the cluster protocol (`[node.cluster]`); the defaults suit nodes on one network.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
     /// The cluster's name: the first word of every bus subject, so that clusters sharing a broker (production and
@@ -217,7 +223,7 @@ impl Default for ClusterSettings {
 }
 
 /// The worker's lease (`[node.worker]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
     /// How long the active worker's lease lasts without renewal; a standby takes over within this (plus one retry

@@ -1,6 +1,6 @@
-//! A string that never prints: `Debug` and `Display` show `***`.
+//! A string that never prints: `Debug`, `Display` and `Serialize` show `***`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A secret value (connector secret, key material). Read it with [`Secret::expose`].
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -19,6 +19,13 @@ impl Secret {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Masked: `***`, or an empty string when empty (so that `ferry config check` shows whether one is set).
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
     }
 }
 

@@ -1,13 +1,13 @@
 //! The `[server]` section: listeners, data directory, relay and tunnel settings.
 
 use crate::{AuthSettings, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of `ferry serve`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Public listener (relay, token endpoint, tunnel, health). Default `127.0.0.1:8080`.
@@ -56,7 +56,7 @@ impl Default for ServerConfig {
 }
 
 /// Limits of the client-facing HTTP server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     /// Largest request head (request line and headers) accepted; larger gets 431.
@@ -89,7 +89,7 @@ impl Default for HttpSettings {
 }
 
 /// How the relay treats requests (the same for every tenant in this release).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelaySettings {
     /// With no connector of the tenant online, how long a request waits for one before 503.
@@ -134,7 +134,7 @@ impl Default for RelaySettings {
 }
 
 /// The server side of connector tunnels.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TunnelSettings {
     /// Interval of HTTP/2 PINGs on each tunnel.
@@ -155,7 +155,7 @@ impl Default for TunnelSettings {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
@@ -172,7 +172,7 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

@@ -41,6 +41,13 @@ pub enum ConnectorError {
     /// The proxy settings (`proxy`, `proxy_auth_file`, `HTTPS_PROXY`, …) are not usable.
     #[error("connector.proxy: {0}")]
     Proxy(#[source] ProxyConfigError),
+    /// The token endpoint refused the credentials and `exit_on_auth_failure` is set.
+    #[error("the token endpoint refused client {client_id} ({error}: {reason}); check the tenant and its secret")]
+    AuthFailed {
+        client_id: String,
+        error: String,
+        reason: String,
+    },
 }
 
 fn config_error(setting: impl Into<String>, message: impl Into<String>) -> ConnectorError {
@@ -174,8 +181,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ConnectorError> {
     let settings = validate(&config)?;
+    let mut pins = Vec::new();
+    for (i, pin) in config.pin_sha256.iter().enumerate() {
+        pins.push(
+            pin.parse::<ferry_tunnel::tls::Pin>()
+                .map_err(|e| config_error(format!("connector.pin_sha256[{i}]"), e.to_string()))?,
+        );
+    }
     let roots = client::root_store(config.ca_file.as_deref()).map_err(ConnectorError::Tls)?;
-    let plain_tls = client::client_config(roots).map_err(ConnectorError::Tls)?;
+    let plain_tls = client::client_config_pinned(roots, pins).map_err(ConnectorError::Tls)?;
     let mut tunnel_tls = plain_tls.clone();
     tunnel_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tunnel_tls = Arc::new(tunnel_tls);
@@ -376,41 +390,73 @@ pub async fn run(
                     }
                 }
                 apply_reconnect_bounds(&relay.pushed_settings(), &config, &mut backoff);
-                let delay = backoff.next_delay();
-                match &error {
-                    AttemptError::Dial(DialError::Refused { status, code, body }) => {
-                        tracing::warn!(
-                            server, connector_id, status = status.as_u16(), code = code.as_deref().unwrap_or(""),
-                            body = %body, ?delay, "node refused the tunnel"
-                        )
+                let mut delay = backoff.next_delay();
+                let refused = match &error {
+                    AttemptError::Token(e) => e.credentials_refused(),
+                    _ => None,
+                };
+                if let Some(refused) = refused {
+                    let client_id = tokens.client_id().to_owned();
+                    let reason = refused
+                        .description
+                        .unwrap_or_else(|| "no reason given".to_owned());
+                    if config.exit_on_auth_failure {
+                        tracing::error!(
+                            server, connector_id, client_id = %client_id, error = %refused.error,
+                            reason = %reason,
+                            "the node refused this connector's credentials (unknown tenant, or a wrong, revoked \
+                             or expired secret); exiting (exit_on_auth_failure)"
+                        );
+                        return Err(ConnectorError::AuthFailed {
+                            client_id,
+                            error: refused.error,
+                            reason,
+                        });
                     }
-                    AttemptError::Token(TokenError::Refused { url, status, body }) => {
-                        tracing::warn!(
-                            server, connector_id, token_url = %url, status = status.as_u16(), body = %body, ?delay,
-                            "token request refused"
-                        )
+                    delay = delay.max(config.auth_failure_delay);
+                    tracing::error!(
+                        server, connector_id, client_id = %client_id, error = %refused.error, reason = %reason,
+                        ?delay,
+                        "the node refused this connector's credentials (unknown tenant, or a wrong, revoked or \
+                         expired secret); retrying will not help until the secret is fixed: next attempt in \
+                         {}", humantime::format_duration(delay)
+                    );
+                } else {
+                    match &error {
+                        AttemptError::Dial(DialError::Refused { status, code, body }) => {
+                            tracing::warn!(
+                                server, connector_id, status = status.as_u16(), code = code.as_deref().unwrap_or(""),
+                                body = %body, ?delay, "node refused the tunnel"
+                            )
+                        }
+                        AttemptError::Token(TokenError::Refused { url, status, body }) => {
+                            tracing::warn!(
+                                server, connector_id, token_url = %url, status = status.as_u16(), body = %body, ?delay,
+                                "token request refused"
+                            )
+                        }
+                        AttemptError::Token(TokenError::Proxy {
+                            url,
+                            status,
+                            what,
+                            message,
+                        }) => {
+                            tracing::warn!(
+                                server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
+                                error = %message, ?delay, "{what} (token request)"
+                            )
+                        }
+                        AttemptError::Dial(DialError::Proxy(error)) => {
+                            let what = proxy_failure(error);
+                            tracing::warn!(
+                                server, connector_id, status = error.status().map_or(0, |s| s.as_u16()),
+                                error = %error, ?delay, "{what}"
+                            )
+                        }
+                        other => tracing::warn!(
+                            server, connector_id, error = %other, ?delay, "tunnel attempt failed"
+                        ),
                     }
-                    AttemptError::Token(TokenError::Proxy {
-                        url,
-                        status,
-                        what,
-                        message,
-                    }) => {
-                        tracing::warn!(
-                            server, connector_id, token_url = %url, status = status.map_or(0, |s| s.as_u16()),
-                            error = %message, ?delay, "{what} (token request)"
-                        )
-                    }
-                    AttemptError::Dial(DialError::Proxy(error)) => {
-                        let what = proxy_failure(error);
-                        tracing::warn!(
-                            server, connector_id, status = error.status().map_or(0, |s| s.as_u16()),
-                            error = %error, ?delay, "{what}"
-                        )
-                    }
-                    other => tracing::warn!(
-                        server, connector_id, error = %other, ?delay, "tunnel attempt failed"
-                    ),
                 }
                 delay
             }

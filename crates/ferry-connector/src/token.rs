@@ -48,6 +48,40 @@ pub enum TokenError {
     },
 }
 
+/// The token endpoint's refusal of the client itself (RFC 6749 §5.2): its `error` code and `error_description`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsRefused {
+    /// `invalid_client` (unknown client, wrong, revoked or expired secret) or `unauthorized_client`.
+    pub error: String,
+    /// The node's reason, when it gave one.
+    pub description: Option<String>,
+}
+
+impl TokenError {
+    /// Whether the token endpoint refused the credentials themselves (`invalid_client`, `unauthorized_client`),
+    /// which asking again with the same secret will not change; `None` for any other failure.
+    pub fn credentials_refused(&self) -> Option<CredentialsRefused> {
+        let TokenError::Refused { status, body, .. } = self else {
+            return None;
+        };
+        if !matches!(status.as_u16(), 400 | 401) {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        let error = json.get("error")?.as_str()?;
+        if !matches!(error, "invalid_client" | "unauthorized_client") {
+            return None;
+        }
+        Some(CredentialsRefused {
+            error: error.to_owned(),
+            description: json
+                .get("error_description")
+                .and_then(|d| d.as_str())
+                .map(str::to_owned),
+        })
+    }
+}
+
 /// What a token request asks for, beside the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TokenRequest {
@@ -242,6 +276,11 @@ impl TokenSource {
 
     /// Ask for `request` (client id, scope, audience, resource from the configuration) instead of the tenant's
     /// defaults. `run` calls `TokenSource::new(…).with_request(TokenRequest::from_config(&config, tenant)?)`.
+    /// The OAuth 2 client id this source authenticates as.
+    pub(crate) fn client_id(&self) -> &str {
+        &self.request.client_id
+    }
+
     pub(crate) fn with_request(mut self, request: TokenRequest) -> Self {
         self.request = request;
         self
@@ -538,5 +577,35 @@ mod tests {
             "grant_type=client_credentials&scope=tunnel&audience=ferry-tunnel&resource=urn%3Aferry%3Atunnel"
         );
         assert!(!body.contains("s3cret"), "the secret is not in the body");
+    }
+
+    #[test]
+    fn refused_credentials_are_told_from_other_failures() {
+        let refused = |status: u16, body: &str| TokenError::Refused {
+            url: "http://n/oauth/token".to_owned(),
+            status: StatusCode::from_u16(status).expect("status"),
+            body: body.to_owned(),
+        };
+        let r = refused(
+            401,
+            r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+        )
+        .credentials_refused()
+        .expect("invalid_client");
+        assert_eq!(r.error, "invalid_client");
+        assert_eq!(
+            r.description.as_deref(),
+            Some("client authentication failed")
+        );
+        assert!(refused(400, r#"{"error":"unauthorized_client"}"#)
+            .credentials_refused()
+            .is_some());
+        assert!(refused(429, r#"{"error":"invalid_client"}"#)
+            .credentials_refused()
+            .is_none());
+        assert!(refused(400, r#"{"error":"invalid_request"}"#)
+            .credentials_refused()
+            .is_none());
+        assert!(refused(401, "not json").credentials_refused().is_none());
     }
 }

@@ -91,8 +91,20 @@ impl Hub {
             .get::<ClientInfo>()
             .map(|c| c.remote_addr)
             .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        // For the log only: which connector was refused (the header it sent, bounded).
+        let connector_id: String = req
+            .headers()
+            .get(ferry_proto::tunnel::CONNECTOR_ID)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(
+                || "none given".to_owned(),
+                |v| v.chars().take(128).collect(),
+            );
         let refuse = |reply: ErrorReply| {
-            tracing::warn!(%remote_addr, code = %reply.code, "tunnel refused: {}", reply.message);
+            tracing::warn!(
+                %remote_addr, connector_id = %connector_id, code = %reply.code,
+                "tunnel refused: {}", reply.message
+            );
             error_response(&reply, &request_id)
         };
         if self.draining.load(Ordering::SeqCst) {

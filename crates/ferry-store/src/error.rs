@@ -78,10 +78,14 @@ fn is_transient_sqlx(error: &sqlx::Error) -> bool {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                 is_transient_pg_code(pg.code())
+                    // 55000 is broad (object_not_in_prerequisite_state); only its "database … is not currently
+                    // accepting connections" (ALTER DATABASE … ALLOW_CONNECTIONS false, a maintenance) is an outage.
+                    || (pg.code() == "55000" && pg.message().contains("accepting connections"))
             } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 db.code()
                     .and_then(|code| code.parse::<i64>().ok())
@@ -112,6 +116,9 @@ fn is_transient_pg_code(code: &str) -> bool {
                 | "57P01" // admin_shutdown
                 | "57P02" // crash_shutdown
                 | "57P03" // cannot_connect_now (starting up, in recovery)
+                | "57P04" // database_dropped
+                | "57P05" // idle_session_timeout
+                | "3D000" // invalid_catalog_name: the database is gone (dropped, being restored)
         )
 }
 

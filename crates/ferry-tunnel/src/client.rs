@@ -501,8 +501,17 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Tunne
 /// ALPN: callers set the protocols they offer. Certificates are verified by rustls' WebPKI verifier; its refusals
 /// name the certificate's issuer ([`crate::tls::CertificateRefused`]).
 pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TunnelError> {
+    client_config_pinned(roots, Vec::new())
+}
+
+/// [`client_config`], and a server certificate whose SHA-256 is one of `pins` is trusted whatever its issuer,
+/// names or CA flag (a self-signed node; docs/configuration.md, "TLS").
+pub fn client_config_pinned(
+    roots: rustls::RootCertStore,
+    pins: Vec<crate::tls::Pin>,
+) -> Result<rustls::ClientConfig, TunnelError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    if roots.is_empty() {
+    if roots.is_empty() && pins.is_empty() {
         // No anchors (no system certificates, no CA file): nothing will verify, and rustls' verifier refuses
         // to be built without anchors; keep the plain configuration so that plain-HTTP use still works.
         return Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -511,17 +520,24 @@ pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfi
             .with_root_certificates(roots)
             .with_no_client_auth());
     }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| TunnelError::Tls(rustls::Error::General(e.to_string())))?;
+    let verifier = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| TunnelError::Tls(rustls::Error::General(e.to_string())))?,
+        )
+    };
+    let verifier = crate::tls::NamingVerifier::new(verifier, pins, &provider);
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TunnelError::Tls)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(crate::tls::NamingVerifier::new(verifier)))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth())
 }
 

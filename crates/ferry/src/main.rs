@@ -2,9 +2,11 @@
 //! handlers and maps failures to exit codes. Everything else is a library call (`ferry_app::run`,
 //! `ferry_connector::run`, `ferry_admin::Management` for the management commands in [`cli`]).
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad command line or configuration.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad command line or configuration, 3 the connector's credentials
+//! were refused (`--exit-on-auth-failure`).
 #![forbid(unsafe_code)]
 
+mod cert;
 mod cli;
 
 /// jemalloc instead of glibc's malloc: 5 to 12% fewer instructions per relayed or proxied request, for about
@@ -21,6 +23,9 @@ use ferry_config::{Config, ConfigSource, HostMode, Override};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `ferry connector --exit-on-auth-failure`: the node refused the tenant's credentials.
+const EXIT_AUTH_FAILURE: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +67,62 @@ enum Command {
     },
     /// Run a connector: dial a Ferry node and serve its targets.
     Connector(ConnectorArgs),
+    /// Certificates for TLS without a PKI: `ferry cert dev` makes a CA and a server certificate.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Check the configuration (file, FERRY_* variables) and print it as it would be used, secrets masked.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `ferry man > ferry.1 && man ./ferry.1`.
+    Man,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a development CA (ca.pem, ca-key.pem) and a server certificate signed by it for the given names
+    /// (server.pem, server-key.pem; keys mode 0600): serve with --tls-cert/--tls-key, trust with --ca-file.
+    Dev {
+        /// A DNS name or IP address the server certificate is for; repeat for more (e.g. --name localhost
+        /// --name 127.0.0.1).
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        /// The directory to write the four files to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// How many days the certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (--config FILE, FERRY_* variables) and print the effective settings as TOML
+    /// with secrets masked; an invalid one exits with 2 and names the key.
+    Check,
+}
+
+impl Command {
+    /// `tenant`, `secret`, `admin-key`: the commands that print their own outcome.
+    fn is_management(&self) -> bool {
+        matches!(
+            self,
+            Self::Tenant { .. } | Self::Secret { .. } | Self::AdminKey { .. }
+        )
+    }
 }
 
 #[derive(Args)]
@@ -96,9 +157,13 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct DataDirArg {
-    /// Directory of the embedded store (default ./ferry-data).
-    #[arg(long)]
+    /// Directory of the embedded store (default ./ferry-data), created if missing.
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The store's database URL (postgres://… or sqlite://…) instead of the data directory's SQLite file
+    /// (FERRY_DATABASE_URL; prefer the variable when the URL has a password).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -132,20 +197,88 @@ struct ConnectorArgs {
     /// upgrade, or websocket.
     #[arg(long, value_name = "auto|upgrade|websocket")]
     transport: Option<String>,
+    /// Trust the node's certificate if its SHA-256 fingerprint is this (hex, colons allowed; as `openssl x509
+    /// -noout -fingerprint -sha256` prints it), whatever its issuer: for self-signed nodes; repeat for more.
+    #[arg(long = "pin-sha256", value_name = "HEX")]
+    pin_sha256: Vec<String>,
+    /// Exit with code 3 when the node refuses the tenant's credentials, instead of retrying every
+    /// connector.auth_failure_delay (5 min): for supervisors that should see it.
+    #[arg(long)]
+    exit_on_auth_failure: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that need neither the configuration nor the runtime.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "ferry",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferry: man: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Cert {
+            command:
+                CertCommand::Dev {
+                    names,
+                    out,
+                    days,
+                    force,
+                },
+        } => return cert_dev(names, out, *days, *force),
+        _ => {}
+    }
     let (config, source) = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ferry: configuration: {e:#}");
+            eprintln!("ferry: configuration: {}", chain(&e));
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ferry_telemetry::init(&config.log) {
+    if let Command::Config {
+        command: ConfigCommand::Check,
+    } = &cli.command
+    {
+        for notice in source.notices() {
+            eprintln!("ferry: warning: {notice}");
+        }
+        return match ferry_config::effective_toml(&config) {
+            Ok(text) => {
+                eprintln!("configuration is valid; the effective settings follow, secrets masked");
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferry: configuration: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut log = config.log.clone();
+    if cli.command.is_management() && log.level == ferry_config::LogSettings::default().level {
+        // A management command prints what it did on stderr itself; the store's and the API's info lines
+        // (the audit lines a node logs) would only repeat it. FERRY_LOG / RUST_LOG still show them.
+        log.level = "warn".to_owned();
+    }
+    if let Err(e) = ferry_telemetry::init(&log) {
         eprintln!("ferry: logging: {e}");
         return ExitCode::from(2);
+    }
+    for notice in source.notices() {
+        tracing::warn!("{notice}");
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -174,8 +307,9 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("ferry: {e:#}");
+            let text = chain(&e);
+            tracing::error!("{text}");
+            eprintln!("ferry: {text}");
             ExitCode::FAILURE
         }
     }
@@ -213,6 +347,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
         Command::Secret { command } => target_data_dir(command.target(), &mut overrides),
         Command::AdminKey { command } => target_data_dir(command.target(), &mut overrides),
         Command::Migrate { data } => data_dir_override(data, &mut overrides),
+        Command::Cert { .. }
+        | Command::Config { .. }
+        | Command::Completions { .. }
+        | Command::Man => {}
         Command::Connector(a) => {
             for (path, value) in [
                 ("connector.server", &a.server),
@@ -237,6 +375,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
             if !a.targets.is_empty() {
                 overrides.push(Override::targets(&a.targets)?);
             }
+            if !a.pin_sha256.is_empty() {
+                overrides.push(Override::new("connector.pin_sha256", a.pin_sha256.clone()));
+            }
+            if a.exit_on_auth_failure {
+                overrides.push(Override::new("connector.exit_on_auth_failure", true));
+            }
             preserve_host.clone_from(&a.preserve_host);
         }
     }
@@ -259,14 +403,27 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
 }
 
 fn target_data_dir(target: &cli::Target, overrides: &mut Vec<Override>) {
-    if let Some(v) = &target.data_dir {
-        overrides.push(Override::new("server.data_dir", v.display().to_string()));
-    }
+    store_overrides(
+        target.data_dir.as_ref(),
+        target.database_url.as_ref(),
+        overrides,
+    );
 }
 
 fn data_dir_override(arg: &DataDirArg, overrides: &mut Vec<Override>) {
-    if let Some(v) = &arg.data_dir {
+    store_overrides(arg.data_dir.as_ref(), arg.database_url.as_ref(), overrides);
+}
+
+fn store_overrides(
+    data_dir: Option<&PathBuf>,
+    database_url: Option<&String>,
+    overrides: &mut Vec<Override>,
+) {
+    if let Some(v) = data_dir {
         overrides.push(Override::new("server.data_dir", v.display().to_string()));
+    }
+    if let Some(v) = database_url {
+        overrides.push(Override::new("server.database_url", v.as_str()));
     }
 }
 
@@ -291,12 +448,79 @@ async fn execute(
         Command::Secret { command } => return managed(cli::secret(command, &config).await),
         Command::AdminKey { command } => return managed(cli::admin_key(command, &config).await),
         Command::Migrate { .. } => cli::migrate(&config).await?,
+        Command::Cert { .. }
+        | Command::Config { .. }
+        | Command::Completions { .. }
+        | Command::Man => anyhow::bail!("answered before the runtime starts"),
         Command::Connector(_) => {
             raise_open_files();
-            ferry_connector::run(config.connector, shutdown_signal()).await?;
+            match ferry_connector::run(config.connector, shutdown_signal()).await {
+                Ok(()) => {}
+                Err(e @ ferry_connector::ConnectorError::AuthFailed { .. }) => {
+                    eprintln!("ferry: {e}");
+                    return Ok(ExitCode::from(EXIT_AUTH_FAILURE));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry cert dev`: write the files, say what they are for.
+fn cert_dev(names: &[String], out: &std::path::Path, days: u32, force: bool) -> ExitCode {
+    match cert::dev(names, out, days, force) {
+        Ok(made) => {
+            let dir = made.dir.display();
+            println!(
+                "wrote {dir}/{{{},{},{},{}}}",
+                cert::CA_CERT,
+                cert::CA_KEY,
+                cert::SERVER_CERT,
+                cert::SERVER_KEY
+            );
+            println!(
+                "node:      ferry serve --tls-cert {dir}/{} --tls-key {dir}/{}",
+                cert::SERVER_CERT,
+                cert::SERVER_KEY
+            );
+            println!(
+                "connector: ferry connector --ca-file {dir}/{} …",
+                cert::CA_CERT
+            );
+            println!(
+                "   or pin: ferry connector --pin-sha256 {} …",
+                made.server_fingerprint
+            );
+            println!(
+                "curl:      curl --cacert {dir}/{} https://{}:8080/healthz",
+                cert::CA_CERT,
+                names[0]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferry: cert dev: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error with its causes on one line, `a: b: c`, leaving out a cause whose text the line already holds (many
+/// errors print their source in their own message: "bind 0.0.0.0:80: Address already in use (os error 98)"
+/// would otherwise end with the same cause twice).
+fn chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Raise the soft open-file limit to the hard one (a node holds a file per connection; many systems start
@@ -316,7 +540,7 @@ fn managed(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("ferry: {e:#}");
+            eprintln!("ferry: {}", chain(&e));
             Ok(cli::exit_code(&e))
         }
     }
@@ -353,5 +577,57 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("bind 127.0.0.1:80: {source}")]
+        struct Bind {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Bind {
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use"),
+        })
+        .context("public listener");
+        assert_eq!(
+            super::chain(&e),
+            "public listener: bind 127.0.0.1:80: Address already in use"
+        );
+    }
+
+    /// Every command and every argument of the command tree says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&command, "ferry", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} <{id}>"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(sub_path.clone());
+            }
+            walk(sub, &sub_path, missing);
+        }
     }
 }

@@ -15,13 +15,25 @@ use ferry_admin::{Management, ManagementError};
 use ferry_config::Config;
 
 /// Where a management command works: the local store, or a remote node's API.
+///
+/// Flags choose: `--api` goes remote, `--data-dir`/`--database-url`/`--create` stay local, and both kinds at once
+/// are refused. Without either, `FERRY_API_URL` in the environment goes remote, else the local store.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// Directory of the embedded store (default ./ferry-data); local mode only.
-    #[arg(long)]
+    /// Directory of the embedded store (default ./ferry-data); local mode only. It must exist (see --create).
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Work on a remote node through its management API at this URL (the admin listener's).
-    #[arg(long, env = "FERRY_API_URL")]
+    /// The store's database URL (postgres://… or sqlite://…) instead of the data directory; local mode only
+    /// (FERRY_DATABASE_URL; prefer the variable when the URL has a password).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Create the local store if it does not exist yet (without it, a missing store is an error, so that a
+    /// command run from another directory does not make a second, empty store).
+    #[arg(long)]
+    pub create: bool,
+    /// Work on a remote node through its management API at this URL (the admin listener's); default
+    /// FERRY_API_URL when no local flag is given.
+    #[arg(long, value_name = "URL")]
     pub api: Option<String>,
     /// The admin key (or token) for --api; prefer FERRY_API_KEY, which stays out of the process list.
     #[arg(long, env = "FERRY_API_KEY", hide_env_values = true)]
@@ -31,13 +43,51 @@ pub struct Target {
     pub json: bool,
 }
 
+/// Where a management command goes, once flags and environment are weighed ([`Target::mode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The local store (data directory or database URL).
+    Local,
+    /// A remote node's management API at this URL.
+    Remote(String),
+}
+
+impl Target {
+    /// Local or remote: an explicit flag wins over the environment (`FERRY_API_URL`, read with `env`); local and
+    /// remote flags together are a usage error.
+    pub fn mode(&self, env: impl Fn(&str) -> Option<String>) -> Result<Mode, Usage> {
+        let local_flag = [
+            self.data_dir.is_some().then_some("--data-dir"),
+            self.database_url.is_some().then_some("--database-url"),
+            self.create.then_some("--create"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        match (&self.api, local_flag.first()) {
+            (Some(_), Some(flag)) => Err(Usage(format!(
+                "--api works on a remote node and {flag} on the local store; give one of them"
+            ))),
+            (Some(url), None) => Ok(Mode::Remote(url.clone())),
+            (None, Some(_)) => Ok(Mode::Local),
+            (None, None) => match env("FERRY_API_URL").filter(|u| !u.trim().is_empty()) {
+                Some(url) => Ok(Mode::Remote(url)),
+                None => Ok(Mode::Local),
+            },
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
     /// Create a tenant; prints its first connector secret (once) on stdout.
     Create {
+        /// The tenant's name: the first segment after /relay/ (lowercase letters, digits and '-').
         name: String,
+        /// A name for people, shown in lists (default: the name).
         #[arg(long)]
         display_name: Option<String>,
+        /// Free text about the tenant.
         #[arg(long)]
         description: Option<String>,
         /// A setting as KEY=VALUE, e.g. max_body_size=1048576; repeat for more.
@@ -51,6 +101,7 @@ pub enum TenantCommand {
         /// Only names or display names containing this (case-insensitive).
         #[arg(long)]
         filter: Option<String>,
+        /// At most this many tenants (default 100).
         #[arg(long)]
         limit: Option<u32>,
         /// The `next` cursor of the previous page.
@@ -61,15 +112,19 @@ pub enum TenantCommand {
     },
     /// Show one tenant with its settings.
     Show {
+        /// The tenant's name.
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Change a tenant's display name, description or settings (merged; others stay).
     Update {
+        /// The tenant's name.
         name: String,
+        /// A new name for people.
         #[arg(long)]
         display_name: Option<String>,
+        /// A new description.
         #[arg(long)]
         description: Option<String>,
         /// A setting as KEY=VALUE; repeat for more.
@@ -80,6 +135,7 @@ pub enum TenantCommand {
     },
     /// Delete a tenant and all its secrets.
     Delete {
+        /// The tenant's name.
         name: String,
         #[command(flatten)]
         target: Target,
@@ -90,6 +146,7 @@ pub enum TenantCommand {
 pub enum SecretCommand {
     /// Give a tenant another connector secret; prints it (once) on stdout.
     Create {
+        /// The tenant's name.
         tenant: String,
         /// The secret is refused after this long, e.g. 30d.
         #[arg(long, conflicts_with = "expires_at")]
@@ -102,13 +159,16 @@ pub enum SecretCommand {
     },
     /// List a tenant's secrets (metadata only).
     List {
+        /// The tenant's name.
         tenant: String,
         #[command(flatten)]
         target: Target,
     },
     /// Revoke one of a tenant's secrets.
     Revoke {
+        /// The tenant's name.
         tenant: String,
+        /// The secret's id (from `ferry secret list`).
         id: String,
         #[command(flatten)]
         target: Target,
@@ -131,6 +191,7 @@ pub enum AdminKeyCommand {
     },
     /// Revoke an admin key.
     Revoke {
+        /// The key's id (from `ferry admin-key list`).
         id: String,
         #[command(flatten)]
         target: Target,
@@ -171,14 +232,46 @@ impl AdminKeyCommand {
 
 /// The operations for `target`: a client of the remote API, or the local store.
 async fn backend(target: &Target, config: &Config) -> anyhow::Result<Box<dyn Management>> {
-    match (&target.api, &target.api_key) {
-        (Some(url), Some(key)) => Ok(Box::new(ferry_admin::Client::new(url, key)?)),
-        (Some(_), None) => Err(Usage("--api needs --api-key (or FERRY_API_KEY)".into()).into()),
-        (None, _) => {
-            let store = ferry_app::open_store(config).await?;
+    match target.mode(|name| std::env::var(name).ok())? {
+        Mode::Remote(url) => match &target.api_key {
+            Some(key) => Ok(Box::new(ferry_admin::Client::new(&url, key)?)),
+            None => Err(Usage(format!(
+                "the management API at {url} (--api or FERRY_API_URL) needs --api-key or FERRY_API_KEY; \
+                 for the local store give --data-dir"
+            ))
+            .into()),
+        },
+        Mode::Local => {
+            let store = open_local(config, target.create).await?;
             Ok(Box::new(ferry_admin::Admin::new(store)))
         }
     }
+}
+
+/// Open the local store for a management command: refuse a SQLite store that does not exist unless `create`,
+/// and say on stderr which store is used.
+async fn open_local(config: &Config, create: bool) -> anyhow::Result<Arc<dyn ferry_store::Store>> {
+    let url = config.server.database_url.as_ref().map(|u| u.expose());
+    let data_dir = &config.server.data_dir;
+    let described = match ferry_store::sqlite_file(url, data_dir) {
+        Some(file) => {
+            let file = std::path::absolute(&file).unwrap_or(file);
+            if !create && !file.exists() {
+                return Err(Usage(format!(
+                    "no store at {} (data directory {}); give the --data-dir that `ferry serve` uses, \
+                     or --create to make a new store there",
+                    file.display(),
+                    file.parent().map_or_else(String::new, |d| d.display().to_string()),
+                ))
+                .into());
+            }
+            format!("sqlite://{}", file.display())
+        }
+        None => ferry_store::describe_url(url, data_dir).unwrap_or_else(|| "?".to_owned()),
+    };
+    let store = ferry_app::open_store(config).await?;
+    eprintln!("using store {described}");
+    Ok(store)
 }
 
 /// A command-line mistake: exit code 2.
