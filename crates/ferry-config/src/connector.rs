@@ -59,6 +59,8 @@ pub struct ConnectorConfig {
     pub drain_timeout: Duration,
     /// Most relayed requests in flight on this connector's tunnel.
     pub max_concurrent_streams: u32,
+    /// Serve the connector's Prometheus metrics at `http://ADDR/metrics` (docs/metrics.md). Default: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ConnectorConfig {
@@ -86,6 +88,7 @@ impl Default for ConnectorConfig {
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 1000,
+            metrics_listen: None,
         }
     }
 }

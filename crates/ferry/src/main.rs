@@ -132,6 +132,9 @@ struct ConnectorArgs {
     /// upgrade, or websocket.
     #[arg(long, value_name = "auto|upgrade|websocket")]
     transport: Option<String>,
+    /// Serve the connector's Prometheus metrics at http://ADDR/metrics (default: off).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +223,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
                 ("connector.secret", &a.secret),
                 ("connector.proxy", &a.proxy),
                 ("connector.transport", &a.transport),
+                ("connector.metrics_listen", &a.metrics_listen),
             ] {
                 if let Some(v) = value {
                     overrides.push(Override::new(path, v.as_str()));
