@@ -8,7 +8,9 @@
 //! Without Prometheus (not root, no apt-get) the test prints `skipped: …`; with `CI` set it fails.
 
 use crate::common::{write_file, TempDir, BIN};
-use ferry_testkit::{http_client, Connector, ConnectorOptions, FerryServer, ServerOptions, TargetKind, TargetServer};
+use ferry_testkit::{
+    http_client, Connector, ConnectorOptions, FerryServer, ServerOptions, TargetKind, TargetServer,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,7 +65,9 @@ async fn ensure_prometheus() -> anyhow::Result<Option<(String, String)>> {
 
 /// A port the OS chose, free right now (Prometheus takes its listen address as a flag and logs no chosen port).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Every `expr` of the dashboard's panels.
@@ -152,7 +156,10 @@ async fn query(base: &str, q: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         .json()
         .await?;
     anyhow::ensure!(resp["status"] == "success", "{q}: {resp}");
-    Ok(resp["data"]["result"].as_array().cloned().unwrap_or_default())
+    Ok(resp["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 #[test]
@@ -226,7 +233,9 @@ servers = [{{ url = "{}" }}]
         "demo",
         &secret,
         &[("app", &echo.url())],
-        ConnectorOptions::default().arg("--metrics-listen").arg("127.0.0.1:0"),
+        ConnectorOptions::default()
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0"),
     )
     .await?;
     let connector_metrics = connector
@@ -268,7 +277,10 @@ scrape_configs:
     let base = format!("http://127.0.0.1:{port}");
     let mut prom = tokio::process::Command::new(&prometheus)
         .arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=warn")
         .stdout(std::process::Stdio::null())
@@ -300,7 +312,11 @@ scrape_configs:
         .timeout(T)
         .send()
         .await?;
-    anyhow::ensure!(r.status().is_client_error(), "unknown target: {}", r.status());
+    anyhow::ensure!(
+        r.status().is_client_error(),
+        "unknown target: {}",
+        r.status()
+    );
     let refused = client
         .post(format!("{}/oauth/token", server.url()))
         .basic_auth("demo", Some("wrong"))
@@ -308,13 +324,21 @@ scrape_configs:
         .timeout(T)
         .send()
         .await?;
-    anyhow::ensure!(refused.status() == 401, "wrong secret: {}", refused.status());
+    anyhow::ensure!(
+        refused.status() == 401,
+        "wrong secret: {}",
+        refused.status()
+    );
     let tunnel = client
         .get(format!("{}/_ferry/tunnel", server.url()))
         .timeout(T)
         .send()
         .await?;
-    anyhow::ensure!(tunnel.status() == 401, "tunnel without token: {}", tunnel.status());
+    anyhow::ensure!(
+        tunnel.status() == 401,
+        "tunnel without token: {}",
+        tunnel.status()
+    );
 
     // wait until Prometheus has both targets up and a few samples of the load
     let ready_by = Instant::now() + T;
@@ -360,7 +384,11 @@ scrape_configs:
 
     let mut failures = Vec::new();
     let dashboard = dashboard_queries()?;
-    anyhow::ensure!(dashboard.len() >= 20, "dashboard queries: {}", dashboard.len());
+    anyhow::ensure!(
+        dashboard.len() >= 20,
+        "dashboard queries: {}",
+        dashboard.len()
+    );
     for q in &dashboard {
         match query(&base, q).await {
             Ok(r) if !r.is_empty() => {}

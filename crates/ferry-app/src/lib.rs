@@ -331,7 +331,8 @@ pub async fn run_with_source(
     // what this node knows of tenants, shared by both sides of the relay: a change seen by either is seen by both
     let relay_metrics = Arc::new(ferry_relay::RelayMetrics::new(s.admin.metrics_max_tenants));
     let tenants = Arc::new(
-        ferry_relay::TenantCache::new(n.cluster.store_poll_interval).with_metrics(relay_metrics.clone()),
+        ferry_relay::TenantCache::new(n.cluster.store_poll_interval)
+            .with_metrics(relay_metrics.clone()),
     );
     let hub = roles.has(Role::Relay).then(|| {
         let tunnel_options = TunnelOptions {

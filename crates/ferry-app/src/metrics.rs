@@ -69,10 +69,25 @@ mod tests {
         let mut r = Registry::default();
         t.register(&mut r);
         let text = ferry_metrics::render(&r);
-        assert!(text.contains("ferry_token_requests_total{result=\"issued\"} 1"), "{text}");
-        assert!(text.contains("ferry_token_requests_total{result=\"invalid_client\"} 1"), "{text}");
-        assert!(text.contains("ferry_token_requests_total{result=\"invalid_request\"} 1"), "{text}");
-        assert!(text.contains("ferry_token_requests_total{result=\"error\"} 1"), "{text}");
-        assert!(text.contains("ferry_token_requests_total{result=\"rate_limited\"} 0"), "{text}");
+        assert!(
+            text.contains("ferry_token_requests_total{result=\"issued\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry_token_requests_total{result=\"invalid_client\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry_token_requests_total{result=\"invalid_request\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry_token_requests_total{result=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry_token_requests_total{result=\"rate_limited\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -225,6 +225,9 @@ mod tests {
             text.contains("ferry_bus_connected{transport=\"memory\"} 1"),
             "{text}"
         );
-        assert!(text.contains("ferry_bus_publish_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("ferry_bus_publish_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }

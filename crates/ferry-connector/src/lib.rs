@@ -211,7 +211,12 @@ pub async fn run(
         Some(addr) => {
             let (bound, task) = metrics::spawn(addr, metrics.registry())
                 .await
-                .map_err(|e| config_error("connector.metrics_listen", format!("cannot listen on {addr}: {e}")))?;
+                .map_err(|e| {
+                    config_error(
+                        "connector.metrics_listen",
+                        format!("cannot listen on {addr}: {e}"),
+                    )
+                })?;
             tracing::info!(addr = %bound, "metrics listener started");
             Some(AbortOnDrop(task))
         }

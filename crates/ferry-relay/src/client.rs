@@ -76,7 +76,10 @@ impl Relay {
     /// Register the client side's metrics: the tenant families (shared with the tunnel side through the tenant
     /// cache) are registered by [`crate::metrics::RelayMetrics::register`]; this adds the gauge of requests in
     /// flight from this node, per tenant.
-    pub fn register_metrics(self: &Arc<Self>, registry: &mut ferry_metrics::prometheus_client::registry::Registry) {
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut ferry_metrics::prometheus_client::registry::Registry,
+    ) {
         let tenants = self.tenants.clone();
         ferry_metrics::Snapshot::new(
             "ferry_relay_requests_in_flight",
@@ -549,7 +552,13 @@ impl Drop for Recorder {
             }
         }
         if let Some(remote) = self.remote {
-            if let Some(h) = self.relay.tenants.metrics().dispatch.get(usize::from(remote)) {
+            if let Some(h) = self
+                .relay
+                .tenants
+                .metrics()
+                .dispatch
+                .get(usize::from(remote))
+            {
                 h.observe(self.latency);
             }
         }

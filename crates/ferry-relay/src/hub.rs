@@ -113,24 +113,27 @@ impl Hub {
             error_response(&reply, &request_id)
         };
         if self.draining.load(Ordering::SeqCst) {
-            return refuse(Refusal::Draining, ErrorReply::new(
-                ErrorCode::Draining,
-                "the node is draining and takes no new tunnels",
-            ));
+            return refuse(
+                Refusal::Draining,
+                ErrorReply::new(
+                    ErrorCode::Draining,
+                    "the node is draining and takes no new tunnels",
+                ),
+            );
         }
         let Some(token) = crate::client::bearer_token(req.headers()) else {
-            return refuse(Refusal::Token, ErrorReply::new(
-                ErrorCode::Unauthorized,
-                "a bearer token is required",
-            ));
+            return refuse(
+                Refusal::Token,
+                ErrorReply::new(ErrorCode::Unauthorized, "a bearer token is required"),
+            );
         };
         let claims = match self.verifier.verify_async(token).await {
             Ok(c) => c,
             Err(e) => {
-                return refuse(Refusal::Token, ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("token refused: {e}"),
-                ))
+                return refuse(
+                    Refusal::Token,
+                    ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}")),
+                )
             }
         };
         let tenant = claims.tenant;
@@ -138,25 +141,39 @@ impl Hub {
         match self.tenants.refresh(&*self.store, &tenant).await {
             Ok((_, Some(_))) => {}
             Ok((_, None)) => {
-                return refuse(Refusal::UnknownTenant, ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("tenant {tenant} no longer exists"),
-                ))
+                return refuse(
+                    Refusal::UnknownTenant,
+                    ErrorReply::new(
+                        ErrorCode::Unauthorized,
+                        format!("tenant {tenant} no longer exists"),
+                    ),
+                )
             }
-            Err(e) => return refuse(Refusal::Store, ErrorReply::new(ErrorCode::Internal, format!("store: {e}"))),
+            Err(e) => {
+                return refuse(
+                    Refusal::Store,
+                    ErrorReply::new(ErrorCode::Internal, format!("store: {e}")),
+                )
+            }
         }
         // A token outlives its secret by up to its lifetime: a revoked or expired secret opens no new tunnel.
         if let Some(id) = &secret_id {
             match self.store.active_secrets(&tenant, unix_now()).await {
                 Ok(active) if active.iter().any(|s| &s.id == id) => {}
                 Ok(_) => {
-                    return refuse(Refusal::SecretRevoked, ErrorReply::new(
-                        ErrorCode::Unauthorized,
-                        format!("the secret {id} of the token was revoked or expired"),
-                    ))
+                    return refuse(
+                        Refusal::SecretRevoked,
+                        ErrorReply::new(
+                            ErrorCode::Unauthorized,
+                            format!("the secret {id} of the token was revoked or expired"),
+                        ),
+                    )
                 }
                 Err(e) => {
-                    return refuse(Refusal::Store, ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))
+                    return refuse(
+                        Refusal::Store,
+                        ErrorReply::new(ErrorCode::Internal, format!("store: {e}")),
+                    )
                 }
             }
         }

@@ -87,11 +87,11 @@ impl RelayMetrics {
     /// Families whose per-tenant series stop at `max_tenants` tenants.
     pub fn new(max_tenants: usize) -> Self {
         let refusal_family = Family::<Labels, Counter>::default();
-        let refusals =
-            Refusal::ALL.map(|r| refusal_family.get_or_create_owned(&vec![("reason", r.label().to_owned())]));
+        let refusals = Refusal::ALL
+            .map(|r| refusal_family.get_or_create_owned(&vec![("reason", r.label().to_owned())]));
         let dispatch_family = Family::<Labels, Histogram>::default();
-        let dispatch =
-            ["local", "remote"].map(|via| dispatch_family.get_or_create_owned(&vec![("via", via.to_owned())]));
+        let dispatch = ["local", "remote"]
+            .map(|via| dispatch_family.get_or_create_owned(&vec![("via", via.to_owned())]));
         Self {
             dispatch,
             dispatch_family,
@@ -124,10 +124,11 @@ impl RelayMetrics {
         })
     }
 
-    /// A tunnel of `tenant` attached.
+    /// A tunnel of `tenant` attached (its detach counter appears too, at 0, so that rates of it have data).
     pub(crate) fn attached(&self, tenant: &str) {
         let labels = vec![("tenant", self.cap.lookup(tenant).to_string())];
         self.attaches.get_or_create(&labels).inc();
+        self.detaches.get_or_create(&labels);
     }
 
     /// A tunnel of `tenant` detached (closed, lost or cut).
@@ -310,6 +311,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ferry_relay_failovers_total"), "{text}");
+        assert!(
+            text.contains("ferry_relay_tunnel_detaches_total{tenant=\"acme\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

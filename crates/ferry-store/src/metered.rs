@@ -67,7 +67,8 @@ pub struct MeteredStore {
 impl MeteredStore {
     /// Measure the calls of `inner`.
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        let durations = Family::<Labels, Histogram>::new_with_constructor(Histogram::fast as fn() -> Histogram);
+        let durations =
+            Family::<Labels, Histogram>::new_with_constructor(Histogram::fast as fn() -> Histogram);
         let errors = Family::<Labels, Counter>::default();
         let ops = OPS
             .iter()
@@ -122,7 +123,11 @@ impl MeteredStore {
 
 #[async_trait::async_trait]
 impl Store for MeteredStore {
-    async fn create_tenant(&self, name: &TenantName, fields: &TenantFields) -> Result<Tenant, StoreError> {
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        fields: &TenantFields,
+    ) -> Result<Tenant, StoreError> {
         let started = Instant::now();
         let r = self.inner.create_tenant(name, fields).await;
         self.done(0, started, r.as_ref().err());
@@ -134,7 +139,11 @@ impl Store for MeteredStore {
         self.done(1, started, r.as_ref().err());
         r
     }
-    async fn update_tenant(&self, name: &TenantName, fields: &TenantFields) -> Result<Option<Tenant>, StoreError> {
+    async fn update_tenant(
+        &self,
+        name: &TenantName,
+        fields: &TenantFields,
+    ) -> Result<Option<Tenant>, StoreError> {
         let started = Instant::now();
         let r = self.inner.update_tenant(name, fields).await;
         self.done(2, started, r.as_ref().err());
@@ -152,13 +161,22 @@ impl Store for MeteredStore {
         self.done(4, started, r.as_ref().err());
         r
     }
-    async fn add_secret(&self, tenant: &TenantName, hash: &str, expires_at: Option<i64>) -> Result<SecretRecord, StoreError> {
+    async fn add_secret(
+        &self,
+        tenant: &TenantName,
+        hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<SecretRecord, StoreError> {
         let started = Instant::now();
         let r = self.inner.add_secret(tenant, hash, expires_at).await;
         self.done(5, started, r.as_ref().err());
         r
     }
-    async fn active_secrets(&self, tenant: &TenantName, now: i64) -> Result<Vec<SecretRecord>, StoreError> {
+    async fn active_secrets(
+        &self,
+        tenant: &TenantName,
+        now: i64,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
         let started = Instant::now();
         let r = self.inner.active_secrets(tenant, now).await;
         self.done(6, started, r.as_ref().err());
@@ -176,7 +194,10 @@ impl Store for MeteredStore {
         self.done(8, started, r.as_ref().err());
         r
     }
-    async fn secrets_revoked_since(&self, since: i64) -> Result<Vec<(TenantName, String)>, StoreError> {
+    async fn secrets_revoked_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(TenantName, String)>, StoreError> {
         let started = Instant::now();
         let r = self.inner.secrets_revoked_since(since).await;
         self.done(9, started, r.as_ref().err());
@@ -200,7 +221,11 @@ impl Store for MeteredStore {
         self.done(12, started, r.as_ref().err());
         r
     }
-    async fn add_signing_key_after(&self, newest: Option<&str>, key: &SigningKey) -> Result<bool, StoreError> {
+    async fn add_signing_key_after(
+        &self,
+        newest: Option<&str>,
+        key: &SigningKey,
+    ) -> Result<bool, StoreError> {
         let started = Instant::now();
         let r = self.inner.add_signing_key_after(newest, key).await;
         self.done(13, started, r.as_ref().err());
@@ -248,7 +273,10 @@ impl Store for MeteredStore {
         self.done(20, started, r.as_ref().err());
         r
     }
-    async fn list_connections(&self, query: &ConnectionQuery) -> Result<Page<ConnectionRecord>, StoreError> {
+    async fn list_connections(
+        &self,
+        query: &ConnectionQuery,
+    ) -> Result<Page<ConnectionRecord>, StoreError> {
         let started = Instant::now();
         let r = self.inner.list_connections(query).await;
         self.done(21, started, r.as_ref().err());
@@ -284,13 +312,22 @@ impl Store for MeteredStore {
         self.done(26, started, r.as_ref().err());
         r
     }
-    async fn stats(&self, tenant: Option<&TenantName>, from: i64, to: i64) -> Result<Vec<StatsRecord>, StoreError> {
+    async fn stats(
+        &self,
+        tenant: Option<&TenantName>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<StatsRecord>, StoreError> {
         let started = Instant::now();
         let r = self.inner.stats(tenant, from, to).await;
         self.done(27, started, r.as_ref().err());
         r
     }
-    async fn roll_up_stats(&self, before: i64, max_minutes: u32) -> Result<StatsRollUp, StoreError> {
+    async fn roll_up_stats(
+        &self,
+        before: i64,
+        max_minutes: u32,
+    ) -> Result<StatsRollUp, StoreError> {
         let started = Instant::now();
         let r = self.inner.roll_up_stats(before, max_minutes).await;
         self.done(28, started, r.as_ref().err());
@@ -302,7 +339,12 @@ impl Store for MeteredStore {
         self.done(29, started, r.as_ref().err());
         r
     }
-    async fn request_log(&self, tenant: Option<&TenantName>, before_id: Option<i64>, limit: u32) -> Result<Vec<RequestLogEntry>, StoreError> {
+    async fn request_log(
+        &self,
+        tenant: Option<&TenantName>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RequestLogEntry>, StoreError> {
         let started = Instant::now();
         let r = self.inner.request_log(tenant, before_id, limit).await;
         self.done(30, started, r.as_ref().err());
@@ -320,7 +362,12 @@ impl Store for MeteredStore {
         self.done(32, started, r.as_ref().err());
         r
     }
-    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Lease, StoreError> {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
         let started = Instant::now();
         let r = self.inner.acquire_lease(name, holder, ttl).await;
         self.done(33, started, r.as_ref().err());
@@ -355,7 +402,10 @@ mod tests {
             .await
             .expect("create");
         // a caller's error is an answer, not a failure
-        assert!(store.create_tenant(&name, &TenantFields::default()).await.is_err());
+        assert!(store
+            .create_tenant(&name, &TenantFields::default())
+            .await
+            .is_err());
         let mut r = Registry::default();
         store.register(&mut r);
         let text = ferry_metrics::render(&r);
