@@ -128,7 +128,7 @@ impl RelayMetrics {
     pub(crate) fn attached(&self, tenant: &str) {
         let labels = vec![("tenant", self.cap.lookup(tenant).to_string())];
         self.attaches.get_or_create(&labels).inc();
-        self.detaches.get_or_create(&labels);
+        drop(self.detaches.get_or_create(&labels));
     }
 
     /// A tunnel of `tenant` detached (closed, lost or cut).
