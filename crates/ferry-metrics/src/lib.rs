@@ -289,9 +289,13 @@ impl Collector for Snapshot {
         let mut metric = encoder.encode_descriptor(self.name, self.help, None, kind)?;
         for (labels, v) in values {
             let family = metric.encode_family(&labels)?;
-            match self.kind {
-                Kind::Gauge => ConstGauge::new(v).encode(family)?,
-                Kind::Counter => ConstCounter::new(v).encode(family)?,
+            // whole numbers (counts) are written as integers, as before prometheus-client: `3`, not `3.0`
+            let whole = v.fract() == 0.0 && v.abs() < 9.0e15;
+            match (self.kind, whole) {
+                (Kind::Gauge, true) => ConstGauge::new(v as i64).encode(family)?,
+                (Kind::Gauge, false) => ConstGauge::new(v).encode(family)?,
+                (Kind::Counter, true) => ConstCounter::new(v.max(0.0) as u64).encode(family)?,
+                (Kind::Counter, false) => ConstCounter::new(v).encode(family)?,
             }
         }
         Ok(())
@@ -495,7 +499,7 @@ mod tests {
         by.inc(503);
         by.inc(999);
         let text = render(&r);
-        assert!(text.contains("x_open{tenant=\"acme\"} 3"), "{text}");
+        assert!(text.contains("x_open{tenant=\"acme\"} 3\n"), "{text}");
         assert!(
             text.contains("x_requests_total{tenant=\"acme\",class=\"2xx\"} 1"),
             "{text}"
