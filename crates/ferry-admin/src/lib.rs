@@ -47,7 +47,7 @@ pub(crate) struct State {
     pub token_check: Option<Arc<dyn AdminTokenCheck>>,
 }
 
-/// Renders the node's metrics in the Prometheus text format, for `GET /metrics`.
+/// Renders the node's metrics in the OpenMetrics text format, for `GET /metrics`.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The path of the Prometheus metrics.
@@ -135,7 +135,7 @@ impl AdminApi {
                         (
                             [(
                                 http::header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4; charset=utf-8",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
                             )],
                             render(),
                         )

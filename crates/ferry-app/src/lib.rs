@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod bridge;
+mod metrics;
 mod routes;
 mod supervise;
 
@@ -167,6 +168,8 @@ pub(crate) struct Node {
     pub token_checks: tokio::sync::Semaphore,
     /// The edge gateway's route table (`[gateway]`, `gateway` role); without routes it claims no request.
     pub edge: Option<Arc<ferry_edge::Gateway>>,
+    /// The token endpoint's results, for `/metrics`.
+    pub token_metrics: metrics::TokenMetrics,
     /// The public listener's URL when it names a specific address: the discovery document's base without
     /// `public_url`.
     pub listener_url: Option<String>,
@@ -291,7 +294,9 @@ pub async fn run_with_source(
         Some(file) => lock_sqlite_store(&file)?,
         None => None,
     };
-    let store = open_store(&config).await?;
+    // every store call and bus message is measured for /metrics (docs/metrics.md)
+    let metered_store = Arc::new(ferry_store::MeteredStore::new(open_store(&config).await?));
+    let store: Arc<dyn Store> = metered_store.clone();
     if let Some(store) = ferry_store::describe_url(database_url, &s.data_dir) {
         tracing::info!(%store, "store opened");
     }
@@ -310,7 +315,7 @@ pub async fn run_with_source(
     let _auth_tasks = auth.tasks;
     let issuer = Arc::new(auth.issuer);
     let admin_check = auth.admin_check;
-    let bus = ferry_bus::connect(
+    let bus_unmetered = ferry_bus::connect(
         n.transport.expose(),
         &ferry_bus::BusOptions {
             connection_name: node_id.clone(),
@@ -321,8 +326,14 @@ pub async fn run_with_source(
         },
     )
     .await?;
+    let metered_bus = Arc::new(ferry_bus::MeteredBus::new(bus_unmetered));
+    let bus: Arc<dyn ferry_bus::Bus> = metered_bus.clone();
     // what this node knows of tenants, shared by both sides of the relay: a change seen by either is seen by both
-    let tenants = Arc::new(ferry_relay::TenantCache::new(n.cluster.store_poll_interval));
+    let relay_metrics = Arc::new(ferry_relay::RelayMetrics::new(s.admin.metrics_max_tenants));
+    let tenants = Arc::new(
+        ferry_relay::TenantCache::new(n.cluster.store_poll_interval)
+            .with_metrics(relay_metrics.clone()),
+    );
     let hub = roles.has(Role::Relay).then(|| {
         let tunnel_options = TunnelOptions {
             keepalive_interval: s.tunnel.keepalive_interval,
@@ -412,6 +423,7 @@ pub async fn run_with_source(
         ready: AtomicBool::new(true),
         max_header_size: s.http.max_header_size,
         token_checks: tokio::sync::Semaphore::new(TOKEN_CHECKS_AT_ONCE),
+        token_metrics: metrics::TokenMetrics::default(),
         listener_url: (!listeners.public.local_addr().ip().is_unspecified())
             .then(|| listeners.public.url()),
     });
@@ -463,22 +475,23 @@ pub async fn run_with_source(
     let admin = match (roles.has(Role::Management), listeners.admin) {
         (true, Some(listener)) => {
             let metrics = {
-                let relay = relay.clone();
-                let hub = hub.clone();
-                let edge = node.edge.clone();
-                Arc::new(move || {
-                    let mut out = String::new();
-                    if let Some(hub) = &hub {
-                        out.push_str(&hub.render_metrics());
-                    }
-                    if let Some(relay) = &relay {
-                        out.push_str(&relay.render_metrics());
-                    }
-                    if let Some(edge) = &edge {
-                        out.push_str(&edge.render_metrics());
-                    }
-                    out
-                })
+                let mut registry = ferry_metrics::prometheus_client::registry::Registry::default();
+                ferry_metrics::ProcessCollector::register(&mut registry);
+                relay_metrics.register(&mut registry);
+                if let Some(hub) = &hub {
+                    hub.register_metrics(&mut registry);
+                }
+                if let Some(relay) = &relay {
+                    relay.register_metrics(&mut registry);
+                }
+                if let Some(edge) = &node.edge {
+                    edge.register_metrics(&mut registry);
+                }
+                node.token_metrics.register(&mut registry);
+                metered_bus.register(&mut registry);
+                metered_store.register(&mut registry);
+                let registry = Arc::new(registry);
+                Arc::new(move || ferry_metrics::render(&registry))
             };
             let mut api = ferry_admin::AdminApi::new(store.clone())
                 .notifier(Arc::new(bridge::ClusterNotifier {

@@ -279,6 +279,7 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
         )
         .await;
     drop(permit);
+    node.token_metrics.answered(reply.status);
     if reply.status != 200 {
         tracing::info!(remote, status = reply.status, "token request refused");
     }

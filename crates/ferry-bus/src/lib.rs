@@ -38,6 +38,7 @@ pub mod amqp;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod memory;
+pub mod metered;
 pub mod nats;
 
 use bytes::Bytes;
@@ -48,6 +49,7 @@ use std::task::{Context, Poll};
 
 pub use amqp::AmqpBus;
 pub use memory::MemoryBus;
+pub use metered::MeteredBus;
 pub use nats::NatsBus;
 
 /// Why a bus operation failed.

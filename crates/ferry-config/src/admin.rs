@@ -14,6 +14,9 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Largest request body accepted by the management API, in bytes. Default 1 MiB.
     pub max_body_size: usize,
+    /// Most tenants with metric series of their own at `/metrics` (docs/metrics.md); later tenants are counted
+    /// under `tenant="_other"`. Default 1000.
+    pub metrics_max_tenants: usize,
 }
 
 impl Default for AdminSettings {
@@ -22,6 +25,7 @@ impl Default for AdminSettings {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             max_body_size: 1024 * 1024,
+            metrics_max_tenants: 1000,
         }
     }
 }
@@ -36,12 +40,15 @@ mod tests {
         assert!(c.server.admin.enabled);
         assert_eq!(c.server.admin.listen.to_string(), "127.0.0.1:8081");
         assert_eq!(c.server.admin.max_body_size, 1024 * 1024);
+        assert_eq!(c.server.admin.metrics_max_tenants, 1000);
 
         let env = vec![
             ("FERRY_ADMIN_LISTEN".to_owned(), "127.0.0.1:9".to_owned()),
             ("FERRY_ADMIN_ENABLED".to_owned(), "false".to_owned()),
+            ("FERRY_METRICS_MAX_TENANTS".to_owned(), "5".to_owned()),
         ];
         let c = load(None, env, vec![]).expect("env");
+        assert_eq!(c.server.admin.metrics_max_tenants, 5);
         assert_eq!(c.server.admin.listen.to_string(), "127.0.0.1:9");
         assert!(!c.server.admin.enabled);
 

@@ -70,6 +70,8 @@ pub struct ConnectorConfig {
     /// is one of these, whatever its issuer, names or CA flag: for self-signed setups. Other certificates are
     /// still verified as usual.
     pub pin_sha256: Vec<String>,
+    /// Serve the connector's Prometheus metrics at `http://ADDR/metrics` (docs/metrics.md). Default: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ConnectorConfig {
@@ -100,6 +102,7 @@ impl Default for ConnectorConfig {
             auth_failure_delay: Duration::from_secs(300),
             exit_on_auth_failure: false,
             pin_sha256: Vec::new(),
+            metrics_listen: None,
         }
     }
 }

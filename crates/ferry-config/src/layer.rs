@@ -28,6 +28,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "server.admin.enabled",
         EnvKind::Boolean,
     ),
+    (
+        "FERRY_METRICS_MAX_TENANTS",
+        "server.admin.metrics_max_tenants",
+        EnvKind::Integer,
+    ),
     ("FERRY_DATA_DIR", "server.data_dir", EnvKind::Text),
     ("FERRY_DATABASE_URL", "server.database_url", EnvKind::Text),
     ("FERRY_NODE_ID", "node.id", EnvKind::Text),
@@ -193,6 +198,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         EnvKind::Text,
     ),
     ("FERRY_TARGETS", "connector.targets", EnvKind::Targets),
+    (
+        "FERRY_CONNECTOR_METRICS_LISTEN",
+        "connector.metrics_listen",
+        EnvKind::Text,
+    ),
     (
         "FERRY_RECONNECT_MIN_DELAY",
         "connector.reconnect_min_delay",

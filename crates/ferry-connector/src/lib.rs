@@ -7,6 +7,7 @@
 //! configuration or signals (the binary).
 #![forbid(unsafe_code)]
 
+mod metrics;
 mod relay;
 mod token;
 
@@ -206,15 +207,35 @@ pub async fn run(
         .for_url(&settings.token_url)
         .map_err(ConnectorError::Proxy)?;
 
-    let relay = Arc::new(Relay::new(
-        settings.tenant.clone(),
-        settings.targets,
-        plain_tls.clone(),
-        Timeouts {
-            connect: config.connect_timeout,
-            response: config.response_timeout,
-        },
-    ));
+    let metrics = metrics::ConnectorMetrics::default();
+    let relay = Arc::new(
+        Relay::new(
+            settings.tenant.clone(),
+            settings.targets,
+            plain_tls.clone(),
+            Timeouts {
+                connect: config.connect_timeout,
+                response: config.response_timeout,
+            },
+        )
+        .with_metrics(&metrics),
+    );
+    // the metrics listener, when asked for: stopped when this function returns
+    let _metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let (bound, task) = metrics::spawn(addr, metrics.registry())
+                .await
+                .map_err(|e| {
+                    config_error(
+                        "connector.metrics_listen",
+                        format!("cannot listen on {addr}: {e}"),
+                    )
+                })?;
+            tracing::info!(addr = %bound, "metrics listener started");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     let secret = config.secret.clone().unwrap_or_default();
     let token_request = token::TokenRequest::from_config(&config, &settings.tenant)
         .map_err(|(setting, message)| config_error(setting, message))?;
@@ -334,6 +355,8 @@ pub async fn run(
                 );
                 let io: TunnelIo = io;
                 let up_since = Instant::now();
+                metrics.connects.inc();
+                metrics.tunnel_up.set(1);
                 let (drain_tx, drain_rx) = oneshot::channel::<()>();
                 let stream_relay = relay.clone();
                 let service = hyper::service::service_fn(move |req| {
@@ -368,6 +391,7 @@ pub async fn run(
                         return Ok(());
                     }
                 };
+                metrics.tunnel_up.set(0);
                 apply_reconnect_bounds(&relay.pushed_settings(), &config, &mut backoff);
                 if up_since.elapsed() >= STABLE_AFTER {
                     backoff.reset();
@@ -461,6 +485,7 @@ pub async fn run(
                 delay
             }
         };
+        metrics.reconnects.inc();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = &mut shutdown => {
@@ -480,6 +505,15 @@ fn proxy_failure(error: &ProxyError) -> &'static str {
         ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Http { .. } => {
             "proxy unreachable or failed"
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

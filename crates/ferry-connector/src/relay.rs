@@ -44,6 +44,8 @@ pub(crate) struct Target {
     /// The client of an `http://` target, set by [`Relay::new`] (`https://` targets use the relay's shared
     /// client, for TLS and ALPN).
     origin: Option<Arc<OriginClient>>,
+    /// The target's metric handles, set by [`Relay::with_metrics`].
+    metrics: Option<crate::metrics::TargetMetrics>,
 }
 
 impl Target {
@@ -83,6 +85,7 @@ impl Target {
             base_path: uri.path().to_owned(),
             host_mode: config.host,
             origin: None,
+            metrics: None,
         })
     }
 
@@ -170,6 +173,14 @@ impl Relay {
             timeouts,
             pushed: Mutex::new(TenantSettings::default()),
         }
+    }
+
+    /// Count every target's requests into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: &crate::metrics::ConnectorMetrics) -> Self {
+        for t in self.targets.values_mut() {
+            t.metrics = Some(metrics.target(&t.name));
+        }
+        self
     }
 
     /// The tenant's settings as last pushed by the node.
@@ -287,7 +298,13 @@ impl Relay {
             }
         };
         let target_name = match &found {
-            Ok(target) => target.name.as_str(),
+            Ok(target) => {
+                if let Some(m) = &target.metrics {
+                    m.classes.inc(response.status().as_u16());
+                    m.duration.observe(started.elapsed());
+                }
+                target.name.as_str()
+            }
             Err(unknown) => unknown.as_str(),
         };
         tracing::debug!(

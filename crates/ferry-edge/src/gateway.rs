@@ -7,12 +7,16 @@ use crate::route::{Action, RouteTable};
 use crate::{proxy, EdgeError};
 use ferry_config::{AccessLog, GatewayConfig, UpstreamConfig};
 use ferry_http::{full, Body};
+use ferry_metrics::prometheus_client::metrics::counter::Counter;
+use ferry_metrics::prometheus_client::metrics::family::Family;
+use ferry_metrics::prometheus_client::registry::Registry;
+use ferry_metrics::{ByClass, Histogram, Kind, Labels, Snapshot};
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The future a [`RelayBackend`] answers with.
@@ -38,8 +42,22 @@ pub(crate) struct Table {
     stats: Vec<RouteStats>,
 }
 
-/// Responses of one route per status class (1xx…5xx).
-type RouteStats = Arc<[AtomicU64; 5]>;
+/// One route's metric handles: responses per status class (1xx…5xx) and the time to the response head. Made
+/// once per route name (a reload keeps them), so a request only bumps atomics.
+#[derive(Debug)]
+struct RouteMetrics {
+    classes: ByClass,
+    duration: Histogram,
+}
+
+type RouteStats = Arc<RouteMetrics>;
+
+/// The gateway's per-route families, kept across reloads.
+#[derive(Default)]
+struct RouteFamilies {
+    responses: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram>,
+}
 
 impl Table {
     /// Compile `config`; pools whose config did not change are taken over from `previous` with their
@@ -101,8 +119,9 @@ impl Matched {
 pub struct Gateway {
     table: RwLock<Arc<Table>>,
     relay: Arc<dyn RelayBackend>,
-    /// Responses per route name and status class (1xx…5xx), kept across reloads.
+    /// Each route name's metric handles, kept across reloads.
     route_stats: RwLock<HashMap<String, RouteStats>>,
+    families: RouteFamilies,
     /// The access log's format (`gateway.access_log` of the main config), swapped by a reload of that file.
     access_log: AtomicU8,
 }
@@ -124,11 +143,13 @@ impl Gateway {
             "gateway route table loaded"
         );
         let route_stats = RwLock::default();
-        attach_stats(&mut table, &route_stats);
+        let families = RouteFamilies::default();
+        attach_stats(&mut table, &route_stats, &families);
         Ok(Arc::new(Self {
             table: RwLock::new(Arc::new(table)),
             relay,
             route_stats,
+            families,
             access_log: AtomicU8::new(access_log_code(config_access_log)),
         }))
     }
@@ -157,7 +178,7 @@ impl Gateway {
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), EdgeError> {
         let current = self.current();
         let (mut table, fresh) = Table::compile(config, Some(&current))?;
-        attach_stats(&mut table, &self.route_stats);
+        attach_stats(&mut table, &self.route_stats, &self.families);
         fresh.iter().for_each(Pool::spawn_health_checks);
         let (routes, upstreams) = (table.routes.len(), table.pools.len());
         if let Ok(mut t) = self.table.write() {
@@ -253,87 +274,86 @@ impl Gateway {
 
     /// Answer `req` by the action of its route.
     pub async fn handle(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
+        let started = std::time::Instant::now();
         let stats = matched.table.stats.get(matched.index).cloned();
         let resp = self.answer(matched, req).await;
         if let Some(stats) = stats {
-            let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
-            stats[class].fetch_add(1, Ordering::Relaxed);
+            stats.classes.inc(resp.status().as_u16());
+            stats.duration.observe(started.elapsed());
         }
         resp
     }
 
-    /// The gateway's metrics in the Prometheus text format: responses per route and status class; requests,
-    /// transport failures, requests in flight and liveness per upstream server.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP ferry_gateway_responses_total Responses per gateway route and status class."
+    /// Register the gateway's metrics with `registry`: responses and response time per route (kept across
+    /// reloads); requests, transport failures, requests in flight and liveness per upstream server, read from the
+    /// table in force at scrape time.
+    pub fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        registry.register(
+            "ferry_gateway_responses",
+            "Responses per gateway route and status class.",
+            self.families.responses.clone(),
         );
-        let _ = writeln!(out, "# TYPE ferry_gateway_responses_total counter");
-        if let Ok(m) = self.route_stats.read() {
-            let mut routes: Vec<_> = m.iter().collect();
-            routes.sort_by(|a, b| a.0.cmp(b.0));
-            for (route, stats) in routes {
-                for (i, n) in stats.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "ferry_gateway_responses_total{{route=\"{}\",class=\"{}xx\"}} {}",
-                        label(route),
-                        i + 1,
-                        n.load(Ordering::Relaxed)
-                    );
-                }
-            }
-        }
-        let table = self.current();
-        let mut pools: Vec<_> = table.pools.iter().collect();
-        pools.sort_by(|a, b| a.0.cmp(b.0));
-        let families = [
+        registry.register(
+            "ferry_gateway_request_duration_seconds",
+            "Time from a routed request's arrival to its response head, per gateway route.",
+            self.families.durations.clone(),
+        );
+        let families: [(&'static str, Kind, &'static str); 4] = [
             (
-                "ferry_gateway_upstream_requests_total",
-                "counter",
+                "ferry_gateway_upstream_requests",
+                Kind::Counter,
                 "Requests sent to an upstream server (each try).",
             ),
             (
-                "ferry_gateway_upstream_failures_total",
-                "counter",
+                "ferry_gateway_upstream_failures",
+                Kind::Counter,
                 "Transport failures (connect, broken connection, head timeout).",
             ),
             (
                 "ferry_gateway_upstream_in_flight",
-                "gauge",
+                Kind::Gauge,
                 "Requests in flight on an upstream server.",
             ),
             (
                 "ferry_gateway_upstream_up",
-                "gauge",
+                Kind::Gauge,
                 "1 when the server takes requests, 0 when ejected or unhealthy.",
             ),
         ];
-        let now = std::time::Instant::now();
-        for (k, (family, kind, help)) in families.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {family} {help}");
-            let _ = writeln!(out, "# TYPE {family} {kind}");
-            for (name, (_, pool)) in &pools {
-                for s in pool.servers() {
-                    let v = match k {
-                        0 => s.requests.load(Ordering::Relaxed),
-                        1 => s.failures.load(Ordering::Relaxed),
-                        2 => s.inflight() as u64,
-                        _ => u64::from(s.is_live(now)),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{family}{{upstream=\"{}\",server=\"{}\"}} {v}",
-                        label(name),
-                        label(s.authority.as_str())
-                    );
+        for (k, (name, kind, help)) in families.into_iter().enumerate() {
+            let gateway = self.clone();
+            Snapshot::new(name, help, kind, move || {
+                let table = gateway.current();
+                let mut pools: Vec<_> = table.pools.iter().collect();
+                pools.sort_by(|a, b| a.0.cmp(b.0));
+                let now = std::time::Instant::now();
+                let mut out = Vec::new();
+                for (pool_name, (_, pool)) in pools {
+                    for s in pool.servers() {
+                        let v = match k {
+                            0 => s.requests.load(Ordering::Relaxed) as f64,
+                            1 => s.failures.load(Ordering::Relaxed) as f64,
+                            2 => s.inflight() as f64,
+                            _ => f64::from(u8::from(s.is_live(now))),
+                        };
+                        let labels = vec![
+                            ("upstream", ferry_metrics::escape(pool_name)),
+                            ("server", ferry_metrics::escape(s.authority.as_str())),
+                        ];
+                        out.push((labels, v));
+                    }
                 }
-            }
+                out
+            })
+            .register(registry);
         }
-        out
+    }
+
+    /// The gateway's metrics alone, in the OpenMetrics text format (for tests and tools).
+    pub fn render_metrics(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        self.register_metrics(&mut registry);
+        ferry_metrics::render(&registry)
     }
 
     async fn answer(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
@@ -452,8 +472,13 @@ impl Gateway {
     }
 }
 
-/// Give each route of `table` its counters: the ones its name had before (a reload keeps them), else new ones.
-fn attach_stats(table: &mut Table, all: &RwLock<HashMap<String, RouteStats>>) {
+/// Give each route of `table` its metric handles: the ones its name had before (a reload keeps them), else new
+/// ones from `families`.
+fn attach_stats(
+    table: &mut Table,
+    all: &RwLock<HashMap<String, RouteStats>>,
+    families: &RouteFamilies,
+) {
     let mut all = match all.write() {
         Ok(m) => m,
         Err(poisoned) => poisoned.into_inner(),
@@ -461,7 +486,17 @@ fn attach_stats(table: &mut Table, all: &RwLock<HashMap<String, RouteStats>>) {
     table.stats = table
         .routes
         .iter()
-        .map(|r| all.entry(r.name.clone()).or_default().clone())
+        .map(|r| {
+            all.entry(r.name.clone())
+                .or_insert_with(|| {
+                    let labels: Labels = vec![("route", ferry_metrics::escape(&r.name))];
+                    Arc::new(RouteMetrics {
+                        classes: ByClass::of(&families.responses, &labels),
+                        duration: families.durations.get_or_create_owned(&labels),
+                    })
+                })
+                .clone()
+        })
         .collect();
 }
 
@@ -471,11 +506,4 @@ fn access_log_code(format: AccessLog) -> u8 {
         AccessLog::Combined => 1,
         AccessLog::Json => 2,
     }
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -7,6 +7,7 @@
 
 use crate::cluster::origin::RemoteUpgrade;
 use crate::dispatch::{Answer, Dispatcher, Outbound, RelayError};
+use crate::metrics::Metered;
 use crate::registry::TunnelSlot;
 use crate::stats::{LogDetails, Outcome, Stats};
 use crate::tenants::{Effective, TenantCache, TenantSlot};
@@ -72,19 +73,27 @@ impl Relay {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// The client side's gauge in the Prometheus text format: requests in flight from this node, per tenant.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::from(
-            "# HELP ferry_relay_requests_in_flight Relayed requests in flight from this node.\n# TYPE ferry_relay_requests_in_flight gauge\n",
-        );
-        for (tenant, inflight) in self.tenants.inflight() {
-            let _ = writeln!(
-                out,
-                "ferry_relay_requests_in_flight{{tenant=\"{tenant}\"}} {inflight}"
-            );
-        }
-        out
+    /// Register the client side's metrics: the tenant families (shared with the tunnel side through the tenant
+    /// cache) are registered by [`crate::metrics::RelayMetrics::register`]; this adds the gauge of requests in
+    /// flight from this node, per tenant.
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut ferry_metrics::prometheus_client::registry::Registry,
+    ) {
+        let tenants = self.tenants.clone();
+        ferry_metrics::Snapshot::new(
+            "ferry_relay_requests_in_flight",
+            "Relayed requests in flight from this node, per tenant.",
+            ferry_metrics::Kind::Gauge,
+            move || {
+                tenants
+                    .inflight_by_label()
+                    .into_iter()
+                    .map(|(tenant, n)| (vec![("tenant", tenant)], n as f64))
+                    .collect()
+            },
+        )
+        .register(registry);
     }
 
     /// Requests in flight from this node, over all tenants.
@@ -103,14 +112,19 @@ impl Relay {
         self.secrets.forget(tenant);
     }
 
-    /// The settings in force for the tenant's requests; `None` when the tenant does not exist.
-    async fn tenant_settings(&self, tenant: &TenantName) -> Result<Option<Effective>, RelayError> {
+    /// The settings in force for the tenant's requests, with the metric handles of the tenant and the target;
+    /// `None` when the tenant does not exist.
+    async fn tenant_settings(
+        &self,
+        tenant: &TenantName,
+        target: &TargetName,
+    ) -> Result<Option<(Effective, Metered)>, RelayError> {
         let found = self
             .tenants
-            .get(&*self.store, tenant)
+            .get_metered(&*self.store, tenant, target)
             .await
             .map_err(|e| RelayError::Store(e.to_string()))?;
-        Ok(found.map(|t| Effective::of(&self.settings, &t)))
+        Ok(found.map(|(t, metered)| (Effective::of(&self.settings, &t), metered)))
     }
 
     /// Handle `/relay/{tenant}/{target}/…`.
@@ -135,6 +149,9 @@ impl Relay {
             Recorder {
                 relay: self.clone(),
                 tenant,
+                metered: meter.metered.take(),
+                expired: meter.expired,
+                remote: meter.remote,
                 bytes_in: meter.bytes_in.clone(),
                 bytes_out: Arc::new(AtomicU64::new(0)),
                 latency: started.elapsed(),
@@ -204,8 +221,15 @@ impl Relay {
                 "Content-Length with Transfer-Encoding, or conflicting Content-Length values",
             ));
         }
-        let effective = match self.tenant_settings(&tenant).await.map_err(|e| e.reply())? {
-            Some(effective) => effective,
+        let effective = match self
+            .tenant_settings(&tenant, &target)
+            .await
+            .map_err(|e| e.reply())?
+        {
+            Some((effective, metered)) => {
+                meter.metered = Some(metered);
+                effective
+            }
             None => return Err(RelayError::UnknownTenant(tenant.to_string()).reply()),
         };
         meter.tenant = Some(tenant.clone());
@@ -344,7 +368,10 @@ impl Relay {
         )
         .await;
         let answer = match sent {
-            Err(_) => return Err(RelayError::Expired(expiration).reply()),
+            Err(_) => {
+                meter.expired = true;
+                return Err(RelayError::Expired(expiration).reply());
+            }
             Ok(Err(e)) => {
                 if exceeded.is_some_and(|f| f.load(Ordering::Acquire)) {
                     return Err(RelayError::PayloadTooLarge(limit).reply());
@@ -356,13 +383,17 @@ impl Relay {
                     ));
                 }
                 return Err(match e {
-                    RelayError::Expired(_) => RelayError::Expired(expiration),
+                    RelayError::Expired(_) => {
+                        meter.expired = true;
+                        RelayError::Expired(expiration)
+                    }
                     other => other,
                 }
                 .reply());
             }
             Ok(Ok(answer)) => answer,
         };
+        meter.remote = Some(matches!(answer, Answer::Remote(_)));
         match answer {
             Answer::Local(resp, tunnel_slot) => {
                 if let Some(code) = resp.headers().get(ferry_proto::headers::FERRY_ERROR) {
@@ -479,6 +510,12 @@ struct Meter {
     target: String,
     path: String,
     bytes_in: Arc<AtomicU64>,
+    /// The metric handles of the tenant and target, once the tenant is known.
+    metered: Option<Metered>,
+    /// The request expired (504 request_expired).
+    expired: bool,
+    /// Where the connector that answered was: `Some(false)` this node, `Some(true)` another.
+    remote: Option<bool>,
 }
 
 /// Counts a request into the node's statistics (and request log) when dropped: at the end of the response body,
@@ -486,6 +523,9 @@ struct Meter {
 struct Recorder {
     relay: Arc<Relay>,
     tenant: TenantName,
+    metered: Option<Metered>,
+    expired: bool,
+    remote: Option<bool>,
     bytes_in: Arc<AtomicU64>,
     bytes_out: Arc<AtomicU64>,
     latency: std::time::Duration,
@@ -502,6 +542,26 @@ impl Drop for Recorder {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             latency: self.latency,
         };
+        if let Some(m) = &self.metered {
+            m.target.inc(self.status);
+            m.tenant.duration.observe(self.latency);
+            m.tenant.received.inc_by(outcome.bytes_in);
+            m.tenant.sent.inc_by(outcome.bytes_out);
+            if self.expired {
+                m.tenant.expirations.inc();
+            }
+        }
+        if let Some(remote) = self.remote {
+            if let Some(h) = self
+                .relay
+                .tenants
+                .metrics()
+                .dispatch
+                .get(usize::from(remote))
+            {
+                h.observe(self.latency);
+            }
+        }
         self.relay
             .stats
             .record(&outcome, unix_now(), self.details.take());

@@ -6,6 +6,7 @@
 //! or from other nodes through the bus (`crate::cluster`). Every attach and detach goes to the registry's event
 //! sink, which drives presence and the dispatch-queue subscriptions.
 
+use crate::metrics::Refusal;
 use crate::registry::{NewTunnel, Registry, Tunnel};
 use crate::tenants::TenantCache;
 use ferry_auth::TokenVerifier;
@@ -68,17 +69,31 @@ impl Hub {
         self.registry.close_all()
     }
 
-    /// The hub's gauge in the Prometheus text format: open tunnels per tenant.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::from(
-            "# HELP ferry_relay_tunnels Open connector tunnels on this node.\n# TYPE ferry_relay_tunnels gauge\n",
-        );
-        for tenant in self.registry.tenants_with_tunnels() {
-            let open = self.registry.get(&tenant).map_or(0, |e| e.tunnels().len());
-            let _ = writeln!(out, "ferry_relay_tunnels{{tenant=\"{tenant}\"}} {open}");
-        }
-        out
+    /// Register the hub's gauge: open tunnels per tenant (tenants past the metrics cap summed under `_other`).
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut ferry_metrics::prometheus_client::registry::Registry,
+    ) {
+        let hub = self.clone();
+        ferry_metrics::Snapshot::new(
+            "ferry_relay_tunnels",
+            "Open connector tunnels on this node, per tenant.",
+            ferry_metrics::Kind::Gauge,
+            move || {
+                let cap = &hub.tenants.metrics().cap;
+                let mut by_label: std::collections::HashMap<Arc<str>, f64> =
+                    std::collections::HashMap::new();
+                for tenant in hub.registry.tenants_with_tunnels() {
+                    let open = hub.registry.get(&tenant).map_or(0, |e| e.tunnels().len()) as f64;
+                    *by_label.entry(cap.lookup(tenant.as_str())).or_default() += open;
+                }
+                by_label
+                    .into_iter()
+                    .map(|(tenant, n)| (vec![("tenant", tenant.to_string())], n))
+                    .collect()
+            },
+        )
+        .register(registry);
     }
 
     /// Handle `GET /_ferry/tunnel`: authenticate the connector, answer 101 and attach the tunnel once upgraded.
@@ -100,7 +115,9 @@ impl Hub {
                 || "none given".to_owned(),
                 |v| v.chars().take(128).collect(),
             );
-        let refuse = |reply: ErrorReply| {
+        let metrics = self.tenants.metrics().clone();
+        let refuse = |why: Refusal, reply: ErrorReply| {
+            metrics.refused(why);
             tracing::warn!(
                 %remote_addr, connector_id = %connector_id, code = %reply.code,
                 "tunnel refused: {}", reply.message
@@ -108,24 +125,27 @@ impl Hub {
             error_response(&reply, &request_id)
         };
         if self.draining.load(Ordering::SeqCst) {
-            return refuse(ErrorReply::new(
-                ErrorCode::Draining,
-                "the node is draining and takes no new tunnels",
-            ));
+            return refuse(
+                Refusal::Draining,
+                ErrorReply::new(
+                    ErrorCode::Draining,
+                    "the node is draining and takes no new tunnels",
+                ),
+            );
         }
         let Some(token) = crate::client::bearer_token(req.headers()) else {
-            return refuse(ErrorReply::new(
-                ErrorCode::Unauthorized,
-                "a bearer token is required",
-            ));
+            return refuse(
+                Refusal::Token,
+                ErrorReply::new(ErrorCode::Unauthorized, "a bearer token is required"),
+            );
         };
         let claims = match self.verifier.verify_async(token).await {
             Ok(c) => c,
             Err(e) => {
-                return refuse(ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("token refused: {e}"),
-                ))
+                return refuse(
+                    Refusal::Token,
+                    ErrorReply::new(ErrorCode::Unauthorized, format!("token refused: {e}")),
+                )
             }
         };
         let tenant = claims.tenant;
@@ -133,31 +153,45 @@ impl Hub {
         match self.tenants.refresh(&*self.store, &tenant).await {
             Ok((_, Some(_))) => {}
             Ok((_, None)) => {
-                return refuse(ErrorReply::new(
-                    ErrorCode::Unauthorized,
-                    format!("tenant {tenant} no longer exists"),
-                ))
+                return refuse(
+                    Refusal::UnknownTenant,
+                    ErrorReply::new(
+                        ErrorCode::Unauthorized,
+                        format!("tenant {tenant} no longer exists"),
+                    ),
+                )
             }
-            Err(e) => return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}"))),
+            Err(e) => {
+                return refuse(
+                    Refusal::Store,
+                    ErrorReply::new(ErrorCode::Internal, format!("store: {e}")),
+                )
+            }
         }
         // A token outlives its secret by up to its lifetime: a revoked or expired secret opens no new tunnel.
         if let Some(id) = &secret_id {
             match self.store.active_secrets(&tenant, unix_now()).await {
                 Ok(active) if active.iter().any(|s| &s.id == id) => {}
                 Ok(_) => {
-                    return refuse(ErrorReply::new(
-                        ErrorCode::Unauthorized,
-                        format!("the secret {id} of the token was revoked or expired"),
-                    ))
+                    return refuse(
+                        Refusal::SecretRevoked,
+                        ErrorReply::new(
+                            ErrorCode::Unauthorized,
+                            format!("the secret {id} of the token was revoked or expired"),
+                        ),
+                    )
                 }
                 Err(e) => {
-                    return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))
+                    return refuse(
+                        Refusal::Store,
+                        ErrorReply::new(ErrorCode::Internal, format!("store: {e}")),
+                    )
                 }
             }
         }
         let handshake = match ferry_tunnel::server::parse_handshake(req.headers()) {
             Ok(h) => h,
-            Err(reply) => return refuse(reply),
+            Err(reply) => return refuse(Refusal::Handshake, reply),
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let hub = self.clone();
@@ -177,6 +211,7 @@ impl Hub {
             {
                 Ok(pair) => pair,
                 Err(e) => {
+                    hub.tenants.metrics().refused(Refusal::Handshake);
                     tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
                     return;
                 }
@@ -199,6 +234,7 @@ impl Hub {
             let version = handshake.version.as_deref().unwrap_or("unknown");
             tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, "tunnel attached");
             hub.record_connection(&tunnel);
+            hub.tenants.metrics().attached(tenant.as_str());
             hub.push_settings_to(&tunnel);
             // A deletion or revocation applied between the checks above and the attach found no tunnel to cut.
             // Changes are written to the store before they are announced, so a second look now sees them, and
@@ -210,6 +246,7 @@ impl Hub {
                 () = tunnel.kill.notified() => None,
             };
             hub.registry.detach(&tunnel);
+            hub.tenants.metrics().detached(tenant.as_str());
             hub.record_disconnection(&tunnel);
             match result {
                 Some(Ok(())) => tracing::info!(tenant = %tenant, connector_id, "tunnel closed"),

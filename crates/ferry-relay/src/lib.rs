@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod dispatch;
 pub mod hub;
 pub mod local;
+pub mod metrics;
 pub mod registry;
 mod secrets;
 pub mod stats;
@@ -24,6 +25,7 @@ pub use client::Relay;
 pub use cluster::{Cluster, NodeIdentity};
 pub use dispatch::{Dispatcher, RelayError};
 pub use hub::Hub;
+pub use metrics::RelayMetrics;
 pub use tenants::TenantCache;
 
 /// A map by tenant that every relayed request looks up. Its keys are only tenants that exist (unknown names are

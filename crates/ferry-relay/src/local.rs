@@ -46,6 +46,7 @@ pub async fn try_send(
         if sender.ready().await.is_err() {
             tracing::debug!(connector_id = %tunnel.connector_id, "tunnel closed before use, trying another");
             tunnel.mark_closing();
+            crate::metrics::FAILOVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
         match sender.try_send_request(req).await {
@@ -54,6 +55,7 @@ pub async fn try_send(
                 Some(unsent) => {
                     tracing::debug!(connector_id = %tunnel.connector_id, error = %e.error(), "request not sent on a closing tunnel, trying another");
                     tunnel.mark_closing();
+                    crate::metrics::FAILOVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     req = unsent;
                 }
                 None => return LocalOutcome::Lost(e.into_error()),

@@ -6,9 +6,10 @@
 //! names in `/relay/…` cost no store query each; both maps are bounded. The cache also holds each tenant's count
 //! of requests in flight from this node, for the tenant's cap.
 
+use crate::metrics::{Metered, RelayMetrics, Targets, TenantMetrics};
 use crate::TenantMap;
 use ferry_config::RelaySettings;
-use ferry_proto::{TenantName, TenantSettings};
+use ferry_proto::{TargetName, TenantName, TenantSettings};
 use ferry_store::{Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -61,6 +62,10 @@ pub struct Known {
     fetched: Instant,
     /// Requests of the tenant in flight from this node (its cap), shared by every copy of the entry.
     inflight: Arc<AtomicUsize>,
+    /// The tenant's metric handles, made when it was first read, kept across re-reads.
+    metrics: Arc<TenantMetrics>,
+    /// The request counters of each target asked for so far.
+    targets: Targets,
 }
 
 /// A request counted under its tenant's cap until dropped.
@@ -78,6 +83,8 @@ pub struct TenantCache {
     entries: Mutex<TenantMap<Known>>,
     /// Keys chosen by clients (made-up names): the default SipHash, which resists keys chosen to collide.
     unknown: Mutex<std::collections::HashMap<TenantName, Instant>>,
+    /// The relay's metric families (and the cap on tenants with series of their own).
+    metrics: Arc<RelayMetrics>,
 }
 
 /// What a refresh found for one tenant.
@@ -101,7 +108,62 @@ impl TenantCache {
             fresh_for,
             entries: Mutex::default(),
             unknown: Mutex::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count into `metrics` (by default, families of its own with the default cap on tenants).
+    pub fn with_metrics(mut self, metrics: Arc<RelayMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The relay's metric families.
+    pub fn metrics(&self) -> &Arc<RelayMetrics> {
+        &self.metrics
+    }
+
+    /// As [`TenantCache::get`], with the metric handles of the tenant and of `target`: resolved under the same
+    /// lookup, made only on a tenant's or target's first request.
+    pub(crate) async fn get_metered(
+        &self,
+        store: &dyn Store,
+        name: &TenantName,
+        target: &TargetName,
+    ) -> Result<Option<(TenantSettings, Metered)>, StoreError> {
+        if let Some(known) = self.lock().get_mut(name) {
+            if known.fetched.elapsed() < self.fresh_for {
+                let target = known.targets.get(&known.metrics, target);
+                let metered = Metered {
+                    tenant: known.metrics.clone(),
+                    target,
+                };
+                return Ok(Some((known.settings.clone(), metered)));
+            }
+        }
+        if let Some(at) = lock(&self.unknown).get(name) {
+            if at.elapsed() < UNKNOWN_FOR {
+                return Ok(None);
+            }
+        }
+        let Some(settings) = self.refresh(store, name).await?.1 else {
+            return Ok(None);
+        };
+        let metered = match self.lock().get_mut(name) {
+            Some(known) => Metered {
+                target: known.targets.get(&known.metrics, target),
+                tenant: known.metrics.clone(),
+            },
+            // evicted in between: handles of their own (the families give back the same series)
+            None => {
+                let tenant = self.metrics.tenant(name.as_str());
+                Metered {
+                    target: tenant.target(target.as_str()),
+                    tenant,
+                }
+            }
+        };
+        Ok(Some((settings, metered)))
     }
 
     /// The tenant's settings, from the cache when fresh, else from the store; `None` when it does not exist.
@@ -148,6 +210,17 @@ impl TenantCache {
             .collect()
     }
 
+    /// Requests in flight from this node by tenant label (tenants past the metrics cap summed under `_other`),
+    /// every known tenant included (0 when idle), for the gauge; read at scrape time.
+    pub fn inflight_by_label(&self) -> Vec<(String, usize)> {
+        let mut out: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let entries = self.lock();
+        for k in entries.values() {
+            *out.entry(k.metrics.label()).or_default() += k.inflight.load(Ordering::Relaxed);
+        }
+        out.into_iter().map(|(l, n)| (l.to_owned(), n)).collect()
+    }
+
     /// Ask the store now and update the cache; says what changed and the settings in force.
     pub async fn refresh(
         &self,
@@ -178,10 +251,14 @@ impl TenantCache {
                 if entries.len() >= MAX_KNOWN && !entries.contains_key(name) {
                     evict_stalest(&mut entries);
                 }
-                let inflight = entries
-                    .get(name)
-                    .map(|k| k.inflight.clone())
-                    .unwrap_or_default();
+                let (inflight, metrics, targets) = match entries.get(name) {
+                    Some(k) => (k.inflight.clone(), k.metrics.clone(), k.targets.clone()),
+                    None => (
+                        Arc::default(),
+                        self.metrics.tenant(name.as_str()),
+                        Targets::default(),
+                    ),
+                };
                 let previous = entries.insert(
                     name.clone(),
                     Known {
@@ -189,6 +266,8 @@ impl TenantCache {
                         updated_at: tenant.updated_at,
                         fetched: Instant::now(),
                         inflight,
+                        metrics,
+                        targets,
                     },
                 );
                 let changed = previous.is_some_and(|p| {

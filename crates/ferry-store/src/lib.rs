@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod metered;
 mod postgres;
 mod private_files;
 mod resolve;
@@ -32,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferry_proto::{TenantName, TenantSettings};
 
 pub use error::StoreError;
+pub use metered::MeteredStore;
 pub use postgres::PostgresStore;
 pub use resolve::{describe_url, open_url, sqlite_file, ACCEPTED_SCHEMES};
 pub use rows::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};

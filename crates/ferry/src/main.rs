@@ -205,6 +205,9 @@ struct ConnectorArgs {
     /// connector.auth_failure_delay (5 min): for supervisors that should see it.
     #[arg(long)]
     exit_on_auth_failure: bool,
+    /// Serve the connector's Prometheus metrics at http://ADDR/metrics (default: off).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -358,6 +361,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
                 ("connector.secret", &a.secret),
                 ("connector.proxy", &a.proxy),
                 ("connector.transport", &a.transport),
+                ("connector.metrics_listen", &a.metrics_listen),
             ] {
                 if let Some(v) = value {
                     overrides.push(Override::new(path, v.as_str()));
