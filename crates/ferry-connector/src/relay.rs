@@ -8,15 +8,13 @@
 use bytes::Bytes;
 use ferry_config::{HostMode, TargetConfig};
 use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
-use ferry_proto::headers::{
-    remove_where, strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID,
-};
+use ferry_proto::headers::{remove_where, strip_hop_by_hop, X_FORWARDED_HOST, X_REQUEST_ID};
 use ferry_proto::tunnel::{
     CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
 };
 use ferry_proto::{ErrorCode, ErrorReply, TenantSettings};
 use ferry_tunnel::{BoxError, TunnelBody};
-use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, UPGRADE};
+use http::header::{HeaderMap, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
@@ -619,23 +617,13 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         .join(": ")
 }
 
-/// An error response: the code's status, `ferry-error`, `x-request-id`, and the one-line text body.
+/// An error response on a tunnel stream: `ferry-http`'s one renderer, with the tunnel's body type.
 pub(crate) fn error_response(reply: &ErrorReply, request_id: &str) -> Response<TunnelBody> {
-    let body = Full::new(Bytes::from(reply.body(request_id)))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut res = Response::new(body);
-    *res.status_mut() = reply.code.status();
-    let headers = res.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(FERRY_ERROR, HeaderValue::from_static(reply.code.as_str()));
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID, value);
-    }
-    res
+    ferry_http::error_response_with(reply, request_id, |text| {
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    })
 }
 
 /// A body that drops its `done` sender once the inner body has ended (or is dropped), so a receiver learns when

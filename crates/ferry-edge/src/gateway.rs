@@ -373,16 +373,13 @@ impl Gateway {
                 .map(|c| c.remote_addr.ip())
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
             if let Err(wait) = limiter.check(ip, req.headers()) {
-                let mut r = proxy::error(
-                    ferry_proto::ErrorCode::TenantBusy,
-                    format!("rate limit of route {} reached", route.name),
-                    &ferry_http::request_id(&req),
-                );
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                return r;
+                let reply = ferry_proto::ErrorReply::new(
+                    ferry_proto::ErrorCode::RouteRateLimited,
+                    format!("rate limit of route {} reached", route.name),
+                )
+                .with_retry_after(secs);
+                return ferry_http::error_response(&reply, &ferry_http::request_id(&req));
             }
         }
         match &route.action {

@@ -163,9 +163,9 @@ impl Relay {
                     drop(record);
                 }
                 if reply.code.is_client_error() {
-                    tracing::info!(request_id, %method, path, code = %reply.code, "relay request refused: {}", reply.message);
+                    tracing::info!(request_id, %method, path, code = %reply.code, "relay request refused: {}", reply.log_text());
                 } else {
-                    tracing::warn!(request_id, %method, path, code = %reply.code, elapsed_ms = started.elapsed().as_millis() as u64, "relay request failed: {}", reply.message);
+                    tracing::warn!(request_id, %method, path, code = %reply.code, elapsed_ms = started.elapsed().as_millis() as u64, "relay request failed: {}", reply.log_text());
                 }
                 error_response(&reply, &request_id)
             }
@@ -453,7 +453,10 @@ impl Relay {
                 .secrets
                 .is_active(&*self.store, tenant, id, unix_now())
                 .await
-                .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))?;
+                .map_err(|e| {
+                    ErrorReply::new(ErrorCode::Internal, "the store could not be read")
+                        .with_detail(format!("store: {e}"))
+                })?;
             if !active {
                 return Err(ErrorReply::new(
                     ErrorCode::Unauthorized,

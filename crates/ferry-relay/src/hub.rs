@@ -92,7 +92,7 @@ impl Hub {
             .map(|c| c.remote_addr)
             .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let refuse = |reply: ErrorReply| {
-            tracing::warn!(%remote_addr, code = %reply.code, "tunnel refused: {}", reply.message);
+            tracing::warn!(%remote_addr, code = %reply.code, "tunnel refused: {}", reply.log_text());
             error_response(&reply, &request_id)
         };
         if self.draining.load(Ordering::SeqCst) {
@@ -126,7 +126,12 @@ impl Hub {
                     format!("tenant {tenant} no longer exists"),
                 ))
             }
-            Err(e) => return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}"))),
+            Err(e) => {
+                return refuse(
+                    ErrorReply::new(ErrorCode::Internal, "the store could not be read")
+                        .with_detail(format!("store: {e}")),
+                )
+            }
         }
         // A token outlives its secret by up to its lifetime: a revoked or expired secret opens no new tunnel.
         if let Some(id) = &secret_id {
@@ -139,7 +144,10 @@ impl Hub {
                     ))
                 }
                 Err(e) => {
-                    return refuse(ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))
+                    return refuse(
+                        ErrorReply::new(ErrorCode::Internal, "the store could not be read")
+                            .with_detail(format!("store: {e}")),
+                    )
                 }
             }
         }
