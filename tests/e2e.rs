@@ -16,6 +16,7 @@ mod gateway_reload;
 mod gateway_routing;
 mod gateway_tls;
 mod hardening;
+mod otel_tracing;
 mod probe;
 mod proxy;
 mod relay_auth_tls;

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// One target, parsed from its configuration.
 #[derive(Debug, Clone)]
@@ -249,13 +250,43 @@ impl Relay {
     }
 
     /// Relay one stream's request to its target and return the response to send back on the stream.
-    pub(crate) async fn handle<B>(&self, mut req: Request<B>) -> Response<TunnelBody>
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<TunnelBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request_id = request_id(req.headers());
+        if ferry_telemetry::trace::enabled() && !req.headers().contains_key(CONTROL) {
+            // a child of the node's span (the `traceparent` the node sent), the parent of the target's
+            let span = ferry_telemetry::request_span!(
+                "connector.request",
+                otel.kind = "server",
+                request_id = %request_id,
+                tenant = %self.tenant,
+                target = tracing::field::Empty,
+                http.request.method = %req.method(),
+                http.response.status_code = tracing::field::Empty,
+            );
+            ferry_telemetry::trace::continue_from(&span, req.headers());
+            if let Some(name) = req.headers().get(TARGET).and_then(|v| v.to_str().ok()) {
+                span.record("target", name);
+            }
+            let response = self
+                .handle_in(req, request_id)
+                .instrument(span.clone())
+                .await;
+            span.record("http.response.status_code", response.status().as_u16());
+            return response;
+        }
+        self.handle_in(req, request_id).await
+    }
+
+    async fn handle_in<B>(&self, mut req: Request<B>, request_id: String) -> Response<TunnelBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let request_id = request_id(req.headers());
         if req.headers().contains_key(CONTROL) && !req.headers().contains_key(TARGET) {
             return self.control(req, &request_id).await;
         }
@@ -501,6 +532,10 @@ fn target_request(
         if let Ok(value) = HeaderValue::from_str(request_id) {
             headers.insert(X_REQUEST_ID, value);
         }
+    }
+    if ferry_telemetry::trace::enabled() {
+        // the target continues the connector's span
+        ferry_telemetry::trace::inject(&tracing::Span::current(), &mut headers);
     }
     let mut out = Request::new(());
     *out.method_mut() = parts.method;

@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The client side of the relay on one node.
 pub struct Relay {
@@ -116,6 +117,32 @@ impl Relay {
     /// Handle `/relay/{tenant}/{target}/…`.
     pub async fn handle_relay(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let request_id = ferry_http::request_id(&req);
+        if ferry_telemetry::trace::enabled() {
+            let span = ferry_telemetry::request_span!(
+                "relay.request",
+                otel.kind = "server",
+                request_id = %request_id,
+                http.request.method = %req.method(),
+                tenant = tracing::field::Empty,
+                target = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            );
+            ferry_telemetry::trace::continue_from(&span, req.headers());
+            let resp = self
+                .handle_relay_in(req, request_id)
+                .instrument(span.clone())
+                .await;
+            span.record("http.response.status_code", resp.status().as_u16());
+            return resp;
+        }
+        self.handle_relay_in(req, request_id).await
+    }
+
+    async fn handle_relay_in(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        request_id: String,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -281,6 +308,13 @@ impl Relay {
         }
         if let Ok(v) = HeaderValue::from_str(target.as_str()) {
             headers.insert(tunnel::TARGET, v);
+        }
+        // the connector's span continues this request's span (nothing happens while tracing is off)
+        if ferry_telemetry::trace::enabled() {
+            let span = tracing::Span::current();
+            span.record("tenant", tenant.as_str());
+            span.record("target", target.as_str());
+            ferry_telemetry::trace::inject(&span, &mut headers);
         }
 
         let exceeded;

@@ -143,10 +143,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ferry_telemetry::init(&config.log) {
-        eprintln!("ferry: logging: {e}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match ferry_telemetry::init(&config.log, &config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ferry: logging: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     // 0: tokio's default, one worker per CPU the process may use (cgroup quotas included).
@@ -171,6 +174,8 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome,
         Err(e) => Err(anyhow::anyhow!("the main task failed: {e}")),
     };
+    // the spans not yet exported go out before the process ends (the exporter has its own thread)
+    telemetry.shutdown();
     match outcome {
         Ok(code) => code,
         Err(e) => {
