@@ -3,7 +3,9 @@
 //! on first use); a request with a known `traceparent` must come out as one trace: client → node → connector →
 //! target, each span the parent of the next.
 
-use ferry_testkit::{http_client, light_slot, EchoReply, Stack};
+use ferry_testkit::{
+    http_client, light_slot, EchoReply, FerryServer, ServerOptions, Stack, TargetKind, TargetServer,
+};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -191,5 +193,54 @@ async fn one_trace_from_client_through_node_and_connector_to_target() -> anyhow:
             assert!(l.contains(&line), "{who}: a line without the trace id: {l}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_route_continues_the_trace_to_its_upstream() -> anyhow::Result<()> {
+    let Some(python) = python()? else {
+        return Ok(());
+    };
+    let _slot = light_slot().await;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("spans.jsonl");
+    let (_receiver, port) = receiver(&python, &out).await?;
+    let upstream = TargetServer::start(TargetKind::Echo).await?;
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[gateway.routes]]\nname = \"web\"\nupstream = \"web\"\n\n[gateway.upstreams.web]\nservers = [{{ url = \"{}\" }}]\n",
+            upstream.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string())
+            .env("FERRY_OTLP_ENDPOINT", &format!("http://127.0.0.1:{port}"))
+            .env("FERRY_OTLP_SERVICE_NAME", "ferry-gateway")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    )
+    .await?;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let resp = http_client()
+        .get(format!("{}/page", server.url()))
+        .header("traceparent", format!("00-{trace_id}-{CLIENT_SPAN}-01"))
+        .timeout(T)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let echo: EchoReply = resp.json().await?;
+    let at_upstream = echo.header("traceparent").unwrap_or_default().to_owned();
+    let parts: Vec<&str> = at_upstream.split('-').collect();
+    assert_eq!(parts.len(), 4, "{:?}", echo.headers);
+    assert_eq!(parts[1], trace_id);
+    let spans = spans_of(&out, trace_id, &[("ferry-gateway", "gateway.request")]).await?;
+    let gateway = find(&spans, "ferry-gateway", "gateway.request");
+    assert_eq!(gateway["parent_span_id"], CLIENT_SPAN, "{gateway}");
+    assert_eq!(parts[2], gateway["span_id"], "upstream ← gateway");
+    assert_eq!(gateway["attributes"]["route"], "web", "{gateway}");
     Ok(())
 }
