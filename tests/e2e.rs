@@ -17,6 +17,7 @@ mod gateway_routing;
 mod gateway_tls;
 mod hardening;
 mod metrics;
+mod otel_tracing;
 mod probe;
 mod proxy;
 mod relay_auth_tls;

@@ -77,7 +77,7 @@ header_timeout = "30s"
     assert!(
         reply
             .to_ascii_lowercase()
-            .contains("ferry-error: bad_request"),
+            .contains("ferry-error: request_timeout"),
         "{reply}"
     );
     assert!(reply.contains("request body"), "{reply}");

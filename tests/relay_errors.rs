@@ -55,6 +55,19 @@ async fn unknown_route_is_404_not_found() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_on_the_token_endpoint_is_405_method_not_allowed_with_allow() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let server = FerryServer::start(BIN, ServerOptions::default()).await?;
+    let resp = get(&format!("{}/oauth/token", server.url())).await?;
+    assert_eq!(
+        resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    expect_ferry_error(resp, 405, "method_not_allowed").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_names_are_400_bad_request() -> anyhow::Result<()> {
     let _slot = light_slot().await;
     let (echo, stack) = echo_stack(|o| o).await?;

@@ -43,9 +43,8 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             "unsupported_media_type",
             "expected a body with Content-Type: application/json",
         ),
-        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::from_code(
+            ferry_proto::ErrorCode::PayloadTooLarge,
             "the request body is larger than the admin listener accepts",
         ),
         _ => ApiError::bad_request(text),

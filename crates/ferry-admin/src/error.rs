@@ -1,7 +1,12 @@
 //! The management API's error: a status, a stable machine-readable `code` and a message for people, rendered as
 //! the JSON body `{"code","message"}`; and the mapping of store and auth errors onto it (classified once, here).
+//! A code the relay also has (`bad_request`, `unauthorized`, `not_found`, `payload_too_large`, `internal`) takes
+//! its status and headers from `ferry_proto::ErrorCode`, the one mapping; the API's own codes (`invalid`,
+//! `forbidden`, `conflict`, `unsupported_media_type`, `store_unavailable`) describe resources, not relayed requests,
+//! so they stay here (docs/operations.md, "Errors of the management API").
 
 use axum::response::{IntoResponse, Response};
+use ferry_proto::ErrorCode;
 use ferry_store::StoreError;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -35,9 +40,14 @@ impl ApiError {
         }
     }
 
+    /// An error whose code the relay shares: status and code string from `ErrorCode`.
+    pub fn from_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code.status(), code.as_str(), message)
+    }
+
     /// 400: the request cannot be read (syntax, types of query parameters, path segments).
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::from_code(ErrorCode::BadRequest, message)
     }
 
     /// 422: the request is well-formed but a value is not acceptable.
@@ -46,7 +56,7 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::from_code(ErrorCode::NotFound, message)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -54,7 +64,7 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::from_code(ErrorCode::Unauthorized, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -64,11 +74,7 @@ impl ApiError {
     /// 500, logged here; the client sees no detail.
     pub fn internal(context: &str, error: &dyn std::error::Error) -> Self {
         tracing::error!(error = %DisplayChain(error), "management api: {context}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the node's log",
-        )
+        Self::from_code(ErrorCode::Internal, "internal error; see the node's log")
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -131,11 +137,17 @@ impl From<ferry_auth::AuthError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let shared = ErrorCode::parse(&self.code).filter(|c| c.status() == self.status);
+        if let Some(challenge) = shared.and_then(ErrorCode::www_authenticate) {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
+                http::HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(secs) = shared.and_then(ErrorCode::retry_after) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
     }

@@ -220,14 +220,8 @@ fn well_known(node: &Node, req: &Request<Incoming>) -> Response<Body> {
 async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
     let request_id = ferry_http::request_id(&req);
     if req.method() != Method::POST {
-        let mut r = error_response(
-            &ErrorReply::new(ErrorCode::BadRequest, "the token endpoint takes POST"),
-            &request_id,
-        );
-        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
+        let reply = ErrorReply::method_not_allowed("POST", "the token endpoint takes POST");
+        return error_response(&reply, &request_id);
     }
     let header_str = |name| {
         req.headers()
@@ -263,10 +257,11 @@ async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
     let permit = match tokio::time::timeout(TOKEN_QUEUE_WAIT, node.token_checks.acquire()).await {
         Ok(Ok(p)) => p,
         _ => {
-            let reply = ErrorReply::new(ErrorCode::TenantBusy, "too many token requests at once");
-            let mut r = error_response(&reply, &request_id);
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            return r;
+            let reply = ErrorReply::new(
+                ErrorCode::TokenEndpointBusy,
+                "too many token requests at once",
+            );
+            return error_response(&reply, &request_id);
         }
     };
     let reply = node

@@ -17,6 +17,8 @@ pub enum EnvKind {
     Targets,
     /// Comma-separated strings, for a list of text values.
     List,
+    /// A number with a fraction (`0.25`).
+    Float,
 }
 
 /// Every `FERRY_*` override: variable, key path, kind. This table is the one place they are listed.
@@ -236,6 +238,21 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_PIN_SHA256", "connector.pin_sha256", EnvKind::List),
     ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
     ("FERRY_LOG", "log.level", EnvKind::Text),
+    (
+        "FERRY_OTLP_ENDPOINT",
+        "telemetry.otlp_endpoint",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OTLP_SERVICE_NAME",
+        "telemetry.service_name",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_TRACE_SAMPLING_RATIO",
+        "telemetry.sampling_ratio",
+        EnvKind::Float,
+    ),
     (
         "FERRY_WORKER_THREADS",
         "runtime.worker_threads",
@@ -465,6 +482,10 @@ pub fn load(
                     .map(|s| Value::String(s.to_owned()))
                     .collect(),
             ),
+            EnvKind::Float => Value::Float(raw.trim().parse().map_err(|_| ConfigError::Env {
+                var,
+                message: format!("{raw:?} is not a number"),
+            })?),
             EnvKind::Targets => targets_value(raw.split(',')).map_err(|e| ConfigError::Env {
                 var,
                 message: e.to_string(),
@@ -481,10 +502,17 @@ pub fn load(
             "moved to node.id (FERRY_NODE_ID sets it as before)",
         ));
     }
-    let config: Config = serde_path_to_error::deserialize(root.clone()).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(root.clone()).map_err(|e| {
         let path = e.path().to_string();
         invalid(path, e.into_inner().to_string())
     })?;
+    // the standard OpenTelemetry variable, when neither the file nor FERRY_OTLP_ENDPOINT names a collector
+    if config.telemetry.otlp_endpoint.is_none() {
+        config.telemetry.otlp_endpoint = env
+            .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .filter(|v| !v.trim().is_empty())
+            .cloned();
+    }
     validate(&config, &root)?;
     Ok(config)
 }
@@ -521,6 +549,10 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             ),
         ));
     }
+    config
+        .telemetry
+        .validate()
+        .map_err(|(path, message)| invalid(path, message))?;
     validate_node(config)?;
     crate::auth::validate(&server.auth).map_err(|(path, message)| invalid(path, message))?;
     let c = &config.connector;
@@ -810,6 +842,57 @@ mod tests {
 
         let e = load(None, env(&[("FERRY_TLS_CERT", "a.pem")]), vec![]).expect_err("half tls");
         assert!(e.to_string().starts_with("server.tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_set_by_file_or_env() {
+        let c = load(None, env(&[]), vec![]).expect("defaults load");
+        assert!(!c.telemetry.enabled());
+        assert_eq!(c.telemetry.service_name, "ferry");
+        assert!((c.telemetry.sampling_ratio - 1.0).abs() < f64::EPSILON);
+        let f =
+            file("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 0.5\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("loads");
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert!((c.telemetry.sampling_ratio - 0.5).abs() < f64::EPSILON);
+        let c = load(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
+                ("FERRY_TRACE_SAMPLING_RATIO", "0.25"),
+                ("FERRY_OTLP_SERVICE_NAME", "edge"),
+            ]),
+            vec![],
+        )
+        .expect("loads");
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://otel:4318")
+        );
+        assert_eq!(c.telemetry.service_name, "edge");
+        let c = load(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
+                ("FERRY_OTLP_ENDPOINT", "http://mine:4318"),
+            ]),
+            vec![],
+        )
+        .expect("loads");
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://mine:4318"),
+            "FERRY_OTLP_ENDPOINT wins"
+        );
+        let e = load(None, env(&[("FERRY_TRACE_SAMPLING_RATIO", "2")]), vec![])
+            .expect_err("ratio above 1");
+        assert!(e.to_string().starts_with("telemetry.sampling_ratio"), "{e}");
+        let e = load(None, env(&[("FERRY_OTLP_ENDPOINT", "otel:4318")]), vec![])
+            .expect_err("not a URL");
+        assert!(e.to_string().starts_with("telemetry.otlp_endpoint"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod node;
 mod runtime;
 mod secret;
 mod server;
+mod telemetry;
 
 pub use admin::AdminSettings;
 pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
@@ -35,6 +36,7 @@ pub use secret::Secret;
 pub use server::{
     HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
 };
+pub use telemetry::TelemetrySettings;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +56,8 @@ pub struct Config {
     /// The edge gateway's routes and upstream pools (`[gateway]`); empty by default.
     pub gateway: GatewayConfig,
     pub log: LogSettings,
+    /// OpenTelemetry trace export (`[telemetry]`), off by default; for `serve` and `connector` alike.
+    pub telemetry: TelemetrySettings,
     /// The async runtime (`[runtime]`), for `serve` and `connector` alike.
     pub runtime: RuntimeSettings,
 }
@@ -67,6 +71,7 @@ impl Default for Config {
             connector: ConnectorConfig::default(),
             gateway: GatewayConfig::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             runtime: RuntimeSettings::default(),
         }
     }

@@ -9,14 +9,14 @@ use bytes::Bytes;
 use ferry_config::{HostMode, TargetConfig};
 use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
 use ferry_proto::headers::{
-    join_cookie_crumbs, remove_where, strip_hop_by_hop, FERRY_ERROR, X_FORWARDED_HOST, X_REQUEST_ID,
+    join_cookie_crumbs, remove_where, strip_hop_by_hop, X_FORWARDED_HOST, X_REQUEST_ID,
 };
 use ferry_proto::tunnel::{
     CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
 };
 use ferry_proto::{ErrorCode, ErrorReply, TenantSettings};
 use ferry_tunnel::{BoxError, TunnelBody};
-use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TE, TRAILER, UPGRADE};
+use http::header::{HeaderMap, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// One target, parsed from its configuration.
 #[derive(Debug, Clone)]
@@ -262,13 +263,43 @@ impl Relay {
     }
 
     /// Relay one stream's request to its target and return the response to send back on the stream.
-    pub(crate) async fn handle<B>(&self, mut req: Request<B>) -> Response<TunnelBody>
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<TunnelBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request_id = request_id(req.headers());
+        if ferry_telemetry::trace::enabled() && !req.headers().contains_key(CONTROL) {
+            // a child of the node's span (the `traceparent` the node sent), the parent of the target's
+            let span = ferry_telemetry::request_span!(
+                "connector.request",
+                otel.kind = "server",
+                request_id = %request_id,
+                tenant = %self.tenant,
+                target = tracing::field::Empty,
+                http.request.method = %req.method(),
+                http.response.status_code = tracing::field::Empty,
+            );
+            ferry_telemetry::trace::continue_from(&span, req.headers());
+            if let Some(name) = req.headers().get(TARGET).and_then(|v| v.to_str().ok()) {
+                span.record("target", name);
+            }
+            let response = self
+                .handle_in(req, request_id)
+                .instrument(span.clone())
+                .await;
+            span.record("http.response.status_code", response.status().as_u16());
+            return response;
+        }
+        self.handle_in(req, request_id).await
+    }
+
+    async fn handle_in<B>(&self, mut req: Request<B>, request_id: String) -> Response<TunnelBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let request_id = request_id(req.headers());
         if req.headers().contains_key(CONTROL) && !req.headers().contains_key(TARGET) {
             return self.control(req, &request_id).await;
         }
@@ -521,6 +552,10 @@ fn target_request(
             headers.insert(X_REQUEST_ID, value);
         }
     }
+    if ferry_telemetry::trace::enabled() {
+        // the target continues the connector's span
+        ferry_telemetry::trace::inject(&tracing::Span::current(), &mut headers);
+    }
     let mut out = Request::new(());
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
@@ -637,23 +672,13 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         .join(": ")
 }
 
-/// An error response: the code's status, `ferry-error`, `x-request-id`, and the one-line text body.
+/// An error response on a tunnel stream: `ferry-http`'s one renderer, with the tunnel's body type.
 pub(crate) fn error_response(reply: &ErrorReply, request_id: &str) -> Response<TunnelBody> {
-    let body = Full::new(Bytes::from(reply.body(request_id)))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut res = Response::new(body);
-    *res.status_mut() = reply.code.status();
-    let headers = res.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(FERRY_ERROR, HeaderValue::from_static(reply.code.as_str()));
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID, value);
-    }
-    res
+    ferry_http::error_response_with(reply, request_id, |text| {
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    })
 }
 
 /// A body that drops its `done` sender once the inner body has ended (or is dropped), so a receiver learns when

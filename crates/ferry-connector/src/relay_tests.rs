@@ -2,6 +2,8 @@
 
 use super::*;
 use ferry_config::TargetConfig;
+use ferry_proto::headers::FERRY_ERROR;
+use http::header::CONTENT_TYPE;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use std::convert::Infallible;

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
+use tracing::Instrument;
 
 /// The future a [`RelayBackend`] answers with.
 pub type RelayFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -356,7 +357,39 @@ impl Gateway {
         ferry_metrics::render(&registry)
     }
 
-    async fn answer(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, matched: Matched, mut req: Request<Incoming>) -> Response<Body> {
+        if ferry_telemetry::trace::enabled() {
+            // the gateway's span: continues the client's `traceparent`; the upstream server (or the relay's span,
+            // for a relay route) gets this span's instead
+            let route = matched
+                .table
+                .routes
+                .get(matched.index)
+                .map_or("", |r| &*r.name);
+            // one id for the span and the proxy's log lines and headers
+            let request_id = ferry_http::request_id(&req);
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                req.headers_mut()
+                    .insert(ferry_proto::headers::X_REQUEST_ID, v);
+            }
+            let span = ferry_telemetry::request_span!(
+                "gateway.request",
+                otel.kind = "server",
+                request_id = %request_id,
+                route = route,
+                http.request.method = %req.method(),
+                http.response.status_code = tracing::field::Empty,
+            );
+            ferry_telemetry::trace::continue_from(&span, req.headers());
+            ferry_telemetry::trace::inject(&span, req.headers_mut());
+            let resp = self.answer_in(matched, req).instrument(span.clone()).await;
+            span.record("http.response.status_code", resp.status().as_u16());
+            return resp;
+        }
+        self.answer_in(matched, req).await
+    }
+
+    async fn answer_in(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
         let Matched { table, index } = matched;
         let logged = self.access_log() != AccessLog::Off;
         let Some(route) = table.routes.get(index) else {
@@ -393,16 +426,13 @@ impl Gateway {
                 .map(|c| c.remote_addr.ip())
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
             if let Err(wait) = limiter.check(ip, req.headers()) {
-                let mut r = proxy::error(
-                    ferry_proto::ErrorCode::TenantBusy,
-                    format!("rate limit of route {} reached", route.name),
-                    &ferry_http::request_id(&req),
-                );
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                return r;
+                let reply = ferry_proto::ErrorReply::new(
+                    ferry_proto::ErrorCode::RouteRateLimited,
+                    format!("rate limit of route {} reached", route.name),
+                )
+                .with_retry_after(secs);
+                return ferry_http::error_response(&reply, &ferry_http::request_id(&req));
             }
         }
         match &route.action {

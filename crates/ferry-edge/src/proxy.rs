@@ -368,16 +368,14 @@ pub(crate) async fn forward(
                     .is_some_and(|f| f.load(Ordering::Acquire))
                 {
                     tracing::info!(request_id, pool = pool.name, idle = ?timeouts.idle, "request body idle: cut");
-                    let mut r = error(
-                        ErrorCode::BadRequest,
+                    return error(
+                        ErrorCode::RequestTimeout,
                         format!(
                             "the client sent nothing of its request body for {:?}",
                             timeouts.idle
                         ),
                         &request_id,
                     );
-                    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
-                    return r;
                 }
                 if client_failed
                     .as_ref()
@@ -387,7 +385,7 @@ pub(crate) async fn forward(
                     tracing::info!(request_id, pool = pool.name, "request refused: the client's request body was malformed or broke off: {why}");
                     return error(
                         ErrorCode::BadRequest,
-                        format!("the request body was malformed or broke off: {why}"),
+                        "the request body was malformed or broke off",
                         &request_id,
                     );
                 }
@@ -407,11 +405,15 @@ pub(crate) async fn forward(
                     ErrorCode::TargetUnreachable
                 };
                 tracing::warn!(request_id, pool = pool.name, server = %server.authority, code = %code, "upstream request failed: {why}");
-                let mut resp = error(
-                    code,
-                    format!("upstream {} ({}): {why}", pool.name, server.authority),
-                    &request_id,
-                );
+                // the cause names the server's address: the log line above has it, the client gets none
+                let what = if code == ErrorCode::TargetConnectTimeout {
+                    "connecting took too long"
+                } else if connect {
+                    "cannot connect"
+                } else {
+                    "failed before answering"
+                };
+                let mut resp = error(code, format!("upstream {}: {what}", pool.name), &request_id);
                 tag_upstream(&mut resp, logged, &server.authority);
                 return resp;
             }

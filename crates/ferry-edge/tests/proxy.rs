@@ -335,6 +335,47 @@ async fn a_put_with_a_body_is_retried_whole_after_a_connect_failure() {
     assert_eq!(good.requests(), 4);
 }
 
+/// Regression: the error body of a failed upstream named the server's address and the connect error
+/// (`upstream p (127.0.0.1:47099): connect ... refused`); the address belongs in the log line only.
+#[tokio::test]
+async fn upstream_errors_never_show_the_server_address() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        upstream = "p"
+        [upstreams.p]
+        servers = [{{ url = "http://{dead_addr}" }}]
+        "#
+    ))
+    .await;
+    let c = client();
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let r = c
+            .request(method.clone(), format!("{url}/x"))
+            .body("b")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 502, "{method}");
+        assert_eq!(r.headers()["ferry-error"], "target_unreachable");
+        let body = r.text().await.expect("body");
+        assert!(body.starts_with("target_unreachable: "), "{body}");
+        // the request id is hex and could hold the port's digits by chance
+        let text = body.split(" (request id").next().unwrap_or_default();
+        for leak in [
+            dead_addr.to_string(),
+            dead_addr.port().to_string(),
+            "127.0.0.1".to_owned(),
+            "refused".to_owned(),
+        ] {
+            assert!(!text.contains(&leak), "{method}: {leak:?} in {body:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn post_to_a_dead_server_is_not_retried() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -930,6 +971,7 @@ async fn rate_limited_routes_answer_429_with_retry_after() {
     }
     let r = c.get(format!("{url}/limited")).send().await.expect("send");
     assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ferry-error"], "route_rate_limited");
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
         .expect("ascii")

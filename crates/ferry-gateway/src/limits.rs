@@ -144,17 +144,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The `503` a refused connection gets, before any request was read: Ferry's error format, `Retry-After`, and
-/// `Connection: close`.
+/// The `503` a refused connection gets, before any request was read: Ferry's error response, with `Connection:
+/// close`.
 fn refusal_bytes(reply: &ErrorReply) -> Bytes {
-    let request_id = ferry_proto::new_request_id();
-    let body = reply.body(&request_id);
-    Bytes::from(format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nferry-error: {}\r\n\
-         x-request-id: {request_id}\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        reply.code.as_str(),
-        body.len()
-    ))
+    ferry_http::error_response_bytes(reply, &ferry_proto::new_request_id())
 }
 
 /// A log line that a flood would repeat: written at most once per `every`, saying how many were left out since.

@@ -15,7 +15,7 @@ pub mod forwarded;
 pub use body::{empty, full, Body, BoxError, ClientBody, Counted, Guarded, SizeLimited};
 
 use ferry_proto::headers::{FERRY_ERROR, X_REQUEST_ID};
-use ferry_proto::{ErrorCode, ErrorReply};
+use ferry_proto::ErrorReply;
 use http::{header, HeaderValue, Request, Response};
 use std::net::SocketAddr;
 
@@ -68,9 +68,20 @@ pub fn request_id<B>(req: &Request<B>) -> String {
         .unwrap_or_else(ferry_proto::new_request_id)
 }
 
-/// Ferry's error response: the code's status, `ferry-error`, `x-request-id`, a one-line text body.
+/// Ferry's error response: the code's status, `ferry-error`, `x-request-id`, a one-line text body, and the headers
+/// the code or the reply carries (`Retry-After`, `WWW-Authenticate`, `Allow`).
 pub fn error_response(reply: &ErrorReply, request_id: &str) -> Response<Body> {
-    let mut resp = Response::new(full(reply.body(request_id)));
+    error_response_with(reply, request_id, full)
+}
+
+/// [`error_response`] with a body type of the caller's (the connector answers on a tunnel stream): the one place an
+/// [`ErrorReply`] becomes a response.
+pub fn error_response_with<B>(
+    reply: &ErrorReply,
+    request_id: &str,
+    body: impl FnOnce(String) -> B,
+) -> Response<B> {
+    let mut resp = Response::new(body(reply.body(request_id)));
     *resp.status_mut() = reply.code.status();
     let h = resp.headers_mut();
     h.insert(
@@ -81,13 +92,42 @@ pub fn error_response(reply: &ErrorReply, request_id: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID, v);
     }
-    if reply.code == ErrorCode::TenantBusy || reply.code == ErrorCode::Draining {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(secs) = reply.retry_after_secs() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if reply.code == ErrorCode::Unauthorized {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    if let Some(challenge) = reply.code.www_authenticate() {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    if let Some(allow) = reply.allow {
+        h.insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     resp
+}
+
+/// A whole HTTP/1.1 error response as bytes, for a connection refused before any request was read: the
+/// [`error_response`] of `reply`, with `Connection: close` and `Content-Length`.
+pub fn error_response_bytes(reply: &ErrorReply, request_id: &str) -> bytes::Bytes {
+    let resp = error_response_with(reply, request_id, |b| b);
+    let status = resp.status();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in resp.headers() {
+        if let Ok(v) = value.to_str() {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let body = resp.into_body();
+    out.push_str(&format!(
+        "connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    bytes::Bytes::from(out)
 }
 
 /// The size of a request head as it arrived, near enough for a limit: request line plus `name: value\r\n` lines.
@@ -142,6 +182,7 @@ pub fn has_ambiguous_framing<B>(req: &Request<B>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_proto::ErrorCode;
 
     #[test]
     fn uri_len_is_the_displayed_length() {
@@ -165,6 +206,43 @@ mod tests {
         assert_eq!(r.headers()[FERRY_ERROR], "tenant_busy");
         assert_eq!(r.headers()[X_REQUEST_ID], "rid1");
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn error_response_carries_the_headers_of_its_code_and_reply() {
+        let r = error_response(&ErrorReply::new(ErrorCode::Unauthorized, "no"), "rid");
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        let r = error_response(&ErrorReply::method_not_allowed("POST", "post"), "rid");
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[header::ALLOW], "POST");
+        assert_eq!(r.headers()[FERRY_ERROR], "method_not_allowed");
+        let reply = ErrorReply::new(ErrorCode::RouteRateLimited, "slow down").with_retry_after(9);
+        let r = error_response(&reply, "rid");
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "9");
+        let r = error_response(&ErrorReply::new(ErrorCode::RequestTimeout, "idle"), "rid");
+        assert_eq!(r.status(), 408);
+    }
+
+    #[test]
+    fn error_response_bytes_is_the_same_response_closed() {
+        let reply = ErrorReply::new(ErrorCode::TooManyConnections, "full");
+        let bytes = error_response_bytes(&reply, "rid9");
+        let text = std::str::from_utf8(&bytes).expect("utf-8");
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry-error: too_many_connections\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("retry-after: 1\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        let body = reply.body("rid9");
+        assert!(text.ends_with(&format!("content-length: {}\r\n\r\n{body}", body.len())));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The client side of the relay on one node.
 pub struct Relay {
@@ -130,6 +131,32 @@ impl Relay {
     /// Handle `/relay/{tenant}/{target}/…`.
     pub async fn handle_relay(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let request_id = ferry_http::request_id(&req);
+        if ferry_telemetry::trace::enabled() {
+            let span = ferry_telemetry::request_span!(
+                "relay.request",
+                otel.kind = "server",
+                request_id = %request_id,
+                http.request.method = %req.method(),
+                tenant = tracing::field::Empty,
+                target = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            );
+            ferry_telemetry::trace::continue_from(&span, req.headers());
+            let resp = self
+                .handle_relay_in(req, request_id)
+                .instrument(span.clone())
+                .await;
+            span.record("http.response.status_code", resp.status().as_u16());
+            return resp;
+        }
+        self.handle_relay_in(req, request_id).await
+    }
+
+    async fn handle_relay_in(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        request_id: String,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -180,9 +207,9 @@ impl Relay {
                     drop(record);
                 }
                 if reply.code.is_client_error() {
-                    tracing::info!(request_id, %method, path, code = %reply.code, "relay request refused: {}", reply.message);
+                    tracing::info!(request_id, %method, path, code = %reply.code, "relay request refused: {}", reply.log_text());
                 } else {
-                    tracing::warn!(request_id, %method, path, code = %reply.code, elapsed_ms = started.elapsed().as_millis() as u64, "relay request failed: {}", reply.message);
+                    tracing::warn!(request_id, %method, path, code = %reply.code, elapsed_ms = started.elapsed().as_millis() as u64, "relay request failed: {}", reply.log_text());
                 }
                 error_response(&reply, &request_id)
             }
@@ -305,6 +332,13 @@ impl Relay {
         }
         if let Ok(v) = HeaderValue::from_str(target.as_str()) {
             headers.insert(tunnel::TARGET, v);
+        }
+        // the connector's span continues this request's span (nothing happens while tracing is off)
+        if ferry_telemetry::trace::enabled() {
+            let span = tracing::Span::current();
+            span.record("tenant", tenant.as_str());
+            span.record("target", target.as_str());
+            ferry_telemetry::trace::inject(&span, &mut headers);
         }
 
         let exceeded;
@@ -484,7 +518,10 @@ impl Relay {
                 .secrets
                 .is_active(&*self.store, tenant, id, unix_now())
                 .await
-                .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("store: {e}")))?;
+                .map_err(|e| {
+                    ErrorReply::new(ErrorCode::Internal, "the store could not be read")
+                        .with_detail(format!("store: {e}"))
+                })?;
             if !active {
                 return Err(ErrorReply::new(
                     ErrorCode::Unauthorized,

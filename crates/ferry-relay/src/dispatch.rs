@@ -65,8 +65,24 @@ impl RelayError {
         }
     }
 
+    /// The client's reply: the causes that may name a node, a broker or the store's address are for the log line
+    /// only ([`ErrorReply::detail`]).
     pub fn reply(&self) -> ErrorReply {
-        ErrorReply::new(self.code(), self.to_string())
+        match self {
+            Self::ConnectorLost(why) => {
+                ErrorReply::new(self.code(), "the connector carrying the request went away")
+                    .with_detail(why.clone())
+            }
+            Self::ClusterUnavailable(why) => ErrorReply::new(
+                self.code(),
+                "the tenant's connectors are on other nodes and the bus is unavailable",
+            )
+            .with_detail(why.clone()),
+            Self::Store(why) => {
+                ErrorReply::new(self.code(), "the store could not be read").with_detail(why.clone())
+            }
+            _ => ErrorReply::new(self.code(), self.to_string()),
+        }
     }
 }
 

@@ -120,7 +120,7 @@ impl Hub {
             metrics.refused(why);
             tracing::warn!(
                 %remote_addr, connector_id = %connector_id, code = %reply.code,
-                "tunnel refused: {}", reply.message
+                "tunnel refused: {}", reply.log_text()
             );
             error_response(&reply, &request_id)
         };
@@ -164,7 +164,8 @@ impl Hub {
             Err(e) => {
                 return refuse(
                     Refusal::Store,
-                    ErrorReply::new(ErrorCode::Internal, format!("store: {e}")),
+                    ErrorReply::new(ErrorCode::Internal, "the store could not be read")
+                        .with_detail(format!("store: {e}")),
                 )
             }
         }
@@ -184,7 +185,8 @@ impl Hub {
                 Err(e) => {
                     return refuse(
                         Refusal::Store,
-                        ErrorReply::new(ErrorCode::Internal, format!("store: {e}")),
+                        ErrorReply::new(ErrorCode::Internal, "the store could not be read")
+                            .with_detail(format!("store: {e}")),
                     )
                 }
             }

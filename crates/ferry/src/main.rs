@@ -276,10 +276,13 @@ fn main() -> ExitCode {
         // (the audit lines a node logs) would only repeat it. FERRY_LOG / RUST_LOG still show them.
         log.level = "warn".to_owned();
     }
-    if let Err(e) = ferry_telemetry::init(&log) {
-        eprintln!("ferry: logging: {e}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match ferry_telemetry::init(&log, &config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ferry: logging: {e}");
+            return ExitCode::from(2);
+        }
+    };
     for notice in source.notices() {
         tracing::warn!("{notice}");
     }
@@ -307,6 +310,8 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome,
         Err(e) => Err(anyhow::anyhow!("the main task failed: {e}")),
     };
+    // the spans not yet exported go out before the process ends (the exporter has its own thread)
+    telemetry.shutdown();
     match outcome {
         Ok(code) => code,
         Err(e) => {

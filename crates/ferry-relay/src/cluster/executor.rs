@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// A request another node sent to this node's inbox: its stream here, opened and registered under the origin's
 /// stream before the inbox reads its next message (so that a cancel right behind it finds it).
@@ -67,6 +68,23 @@ impl Direct {
 /// Run one request: taken from a dispatch queue (`direct` is `None`: claim it, run it once granted), or sent to
 /// this node's inbox (run it at once; every way out tells the origin, which has no claim timeout to fall back on).
 pub(crate) async fn execute(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direct>) {
+    if ferry_telemetry::trace::enabled() {
+        // the cluster hop's span: a child of the origin node's request span, the parent of the connector's
+        let span = ferry_telemetry::request_span!(
+            "cluster.execute",
+            otel.kind = "server",
+            request_id = %msg.request_id,
+            tenant = %msg.tenant,
+            target = %msg.target,
+            node_id = %msg.origin,
+        );
+        ferry_telemetry::trace::continue_from(&span, &flow::from_wire(msg.headers.clone()));
+        return execute_in(cluster, msg, direct).instrument(span).await;
+    }
+    execute_in(cluster, msg, direct).await
+}
+
+async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direct>) {
     let origin = Peer {
         bus: cluster.bus.clone(),
         inbox: cluster.subjects.inbox(&msg.origin),
@@ -311,6 +329,9 @@ fn build_request(msg: &RequestMsg, body: Body) -> Result<Request<Body>, String> 
     let mut req = Request::new(body);
     *req.uri_mut() = uri;
     *req.headers_mut() = flow::from_wire(msg.headers.clone());
+    if ferry_telemetry::trace::enabled() {
+        ferry_telemetry::trace::inject(&tracing::Span::current(), req.headers_mut());
+    }
     if let Some(protocol) = &msg.upgrade {
         *req.method_mut() = Method::CONNECT;
         req.extensions_mut()

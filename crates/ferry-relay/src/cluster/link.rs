@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The path of the node link on every node's public listener.
 pub const LINK_PATH: &str = "/_ferry/link";
@@ -489,6 +490,17 @@ impl Cluster {
             head.headers.remove(name);
         }
         head.uri = uri;
+        // the cluster hop's span: a child of the origin node's request span, the parent of the connector's
+        let span = ferry_telemetry::request_span!(
+            "cluster.link",
+            otel.kind = "server",
+            request_id = %request_id,
+            tenant = %tenant,
+            target = %target,
+            node_id = %caller,
+        );
+        ferry_telemetry::trace::continue_from(&span, &head.headers);
+        ferry_telemetry::trace::inject(&span, &mut head.headers);
         let req = Request::from_parts(head, body.map_err(Into::into).boxed_unsync());
         let request_id = req
             .headers()
@@ -515,6 +527,7 @@ impl Cluster {
                 req,
             ),
         )
+        .instrument(span)
         .await;
         match sent {
             Ok(Ok(Answer::Local(resp, slot))) => {
