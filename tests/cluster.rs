@@ -1546,3 +1546,102 @@ async fn nats_soak_while_nodes_and_the_broker_die() -> anyhow::Result<()> {
     drop((g, connectors));
     rig.finish().await
 }
+
+/// One trace across the cluster: a client asks node `a` for a connector on node `b`; the request crosses the node
+/// link, and node `a`'s `relay.request`, node `b`'s `cluster.link` and the connector's `connector.request` come out
+/// as one trace, each the parent of the next (docs/operations.md, "Tracing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_one_trace_across_a_node_link() -> anyhow::Result<()> {
+    use crate::otel_tracing::{find, python, receiver, spans_of};
+    const TRACE_ID: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    const CLIENT_SPAN: &str = "10f067aa0ba902b8";
+    let Some(python) = python()? else {
+        return Ok(());
+    };
+    let _shared = Bus::Nats.lock().read().await;
+    let Some(mut rig) = Rig::new(Bus::Nats).await? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("spans.jsonl");
+    let (_receiver, port) = receiver(&python, &out).await?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    rig.env
+        .push(("FERRY_OTLP_ENDPOINT".into(), endpoint.clone()));
+    rig.env
+        .push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+    rig.env
+        .push(("FERRY_OTLP_SERVICE_NAME".into(), "ferry-node-a".into()));
+    let a = rig.node("a", "all").await?;
+    rig.env.pop();
+    rig.env
+        .push(("FERRY_OTLP_SERVICE_NAME".into(), "ferry-node-b".into()));
+    let b = rig.node("b", "relay").await?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let secret = rig.tenant("demo").await?;
+    let _connector = Connector::start(
+        BIN,
+        b.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions::default()
+            .env("FERRY_RECONNECT_MAX_DELAY", "500ms")
+            .env("FERRY_OTLP_ENDPOINT", &endpoint)
+            .env("FERRY_OTLP_SERVICE_NAME", "ferry-connector")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    )
+    .await?;
+    let client = http_client();
+    let url = relay_url(a.url(), "demo", "app", "/traced");
+    // node a learns of b's connector from presence
+    eventually(
+        Duration::from_secs(20),
+        "node a relays to b's connector",
+        || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        },
+    )
+    .await?;
+    let resp = client
+        .get(&url)
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let spans = spans_of(
+        &out,
+        TRACE_ID,
+        &[
+            ("ferry-node-a", "relay.request"),
+            ("ferry-node-b", "cluster.link"),
+            ("ferry-connector", "connector.request"),
+        ],
+    )
+    .await?;
+    let origin = find(&spans, "ferry-node-a", "relay.request");
+    let link = find(&spans, "ferry-node-b", "cluster.link");
+    let connector = find(&spans, "ferry-connector", "connector.request");
+    assert_eq!(
+        origin["parent_span_id"], CLIENT_SPAN,
+        "a ← client: {origin}"
+    );
+    assert_eq!(
+        link["parent_span_id"], origin["span_id"],
+        "b ← a: {link} {origin}"
+    );
+    assert_eq!(
+        connector["parent_span_id"], link["span_id"],
+        "connector ← b: {connector} {link}"
+    );
+    drop((a, b));
+    rig.finish().await
+}

@@ -17,7 +17,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 /// Python with venv, or `None` after saying `skipped: …` (an error under CI).
-fn python() -> anyhow::Result<Option<String>> {
+pub(crate) fn python() -> anyhow::Result<Option<String>> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let ok = std::process::Command::new(&python)
         .args(["-c", "import venv, ensurepip"])
@@ -36,7 +36,7 @@ fn python() -> anyhow::Result<Option<String>> {
 }
 
 /// The receiver, killed on drop, and the port it listens on.
-async fn receiver(
+pub(crate) async fn receiver(
     python: &str,
     out: &std::path::Path,
 ) -> anyhow::Result<(tokio::process::Child, u16)> {
@@ -70,7 +70,7 @@ async fn receiver(
 }
 
 /// The spans of `trace_id` in `out`, once one of `service` `name` has come for each pair in `wanted`.
-async fn spans_of(
+pub(crate) async fn spans_of(
     out: &std::path::Path,
     trace_id: &str,
     wanted: &[(&str, &str)],
@@ -98,7 +98,7 @@ async fn spans_of(
     }
 }
 
-fn find<'a>(spans: &'a [Value], service: &str, name: &str) -> &'a Value {
+pub(crate) fn find<'a>(spans: &'a [Value], service: &str, name: &str) -> &'a Value {
     spans
         .iter()
         .find(|s| s["service"] == service && s["name"] == name)

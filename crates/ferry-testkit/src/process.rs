@@ -415,7 +415,14 @@ impl FerryServer {
         let data_dir = self.data_dir.display().to_string();
         let out = run_ferry(
             &self.bin,
-            &["admin-key", "create", name, "--data-dir", &data_dir],
+            &[
+                "admin-key",
+                "create",
+                name,
+                "--create",
+                "--data-dir",
+                &data_dir,
+            ],
             &[],
         )
         .await?;
@@ -491,7 +498,9 @@ pub async fn create_tenant_in(
     name: &str,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(bin.as_ref());
-    cmd.args(["tenant", "create", name, "--data-dir"])
+    // `--create`: a node started a moment ago may be listening before its store file exists (the tests start
+    // the CLI as soon as the port answers); the CLI and the node then both create it, as SQLite allows.
+    cmd.args(["tenant", "create", name, "--create", "--data-dir"])
         .arg(data_dir)
         .env_remove("FERRY_DATABASE_URL")
         .env_remove("RUST_LOG")
