@@ -355,6 +355,20 @@ impl FerryServer {
                 anyhow::bail!("{e:#}\n{}", output.tail(40));
             }
         };
+        // A node prints its listening lines before it opens its store: on SQLite, wait (at most 5 s) for the
+        // store file too, so that a test's CLI command right after finds it.
+        let database_url = opts
+            .env
+            .iter()
+            .find(|(k, _)| k == "FERRY_DATABASE_URL")
+            .map(|(_, v)| v.clone());
+        if database_url.is_none() {
+            let file = data_dir.join("ferry.db");
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            while !file.exists() && std::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         Ok(Self {
             child,
             output,
@@ -362,11 +376,7 @@ impl FerryServer {
             admin_url,
             pid,
             data_dir,
-            database_url: opts
-                .env
-                .iter()
-                .find(|(k, _)| k == "FERRY_DATABASE_URL")
-                .map(|(_, v)| v.clone()),
+            database_url,
             bin,
             _tempdir: tempdir,
         })
