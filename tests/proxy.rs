@@ -33,6 +33,29 @@ async fn relay_get(client: &reqwest::Client, server: &str, path: &str) -> anyhow
     Ok(())
 }
 
+/// POST `len` bytes to the echo target `app` of tenant `demo`; the target must have received them all.
+async fn relay_upload(
+    client: &reqwest::Client,
+    server: &str,
+    fill: u8,
+    len: usize,
+) -> anyhow::Result<()> {
+    let resp = client
+        .post(format!("{server}/relay/demo/app/upload"))
+        .body(vec![fill; len])
+        .timeout(T)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "upload: {}", resp.status());
+    let reply: EchoReply = resp.json().await?;
+    anyhow::ensure!(
+        reply.body_len == len as u64,
+        "the target got {} of {len} bytes",
+        reply.body_len
+    );
+    Ok(())
+}
+
 /// tinyproxy with Basic authentication: without credentials the connector says the proxy requires
 /// authentication (407); with them from a file, and the proxy from `HTTP_PROXY`, the tunnel is up through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,16 +167,7 @@ async fn falls_back_to_websocket_through_a_proxy_that_refuses_connect() -> anyho
 
     let client = http_client();
     relay_get(&client, server.url(), "/over/websocket").await?;
-    let body = vec![b'w'; 512 * 1024];
-    let resp = client
-        .post(format!("{}/relay/demo/app/upload", server.url()))
-        .body(body.clone())
-        .timeout(T)
-        .send()
-        .await?;
-    assert_eq!(resp.status(), 200);
-    let reply: EchoReply = resp.json().await?;
-    assert_eq!(reply.body_len, body.len() as u64);
+    relay_upload(&client, server.url(), b'w', 512 * 1024).await?;
     let access = proxy.log();
     assert!(access.contains("TCP_DENIED/403"), "{access}");
     assert!(access.contains("/_ferry/tunnel"), "{access}");
@@ -379,16 +393,7 @@ async fn through_a_tls_inspecting_proxy_with_its_ca_in_ca_file() -> anyhow::Resu
         .add_root_certificate(node_pki.reqwest_ca()?)
         .build()?;
     relay_get(&client, server.url(), "/inspected").await?;
-    let body = vec![b'i'; 256 * 1024];
-    let resp = client
-        .post(format!("{}/relay/demo/app/upload", server.url()))
-        .body(body.clone())
-        .timeout(T)
-        .send()
-        .await?;
-    assert_eq!(resp.status(), 200);
-    let reply: EchoReply = resp.json().await?;
-    assert_eq!(reply.body_len, body.len() as u64);
+    relay_upload(&client, server.url(), b'i', 256 * 1024).await?;
     // The proxy saw inside the TLS: its log names the tunnel's path, not only a CONNECT.
     let access = proxy.log();
     assert!(access.contains("/_ferry/tunnel"), "{access}");
