@@ -45,14 +45,7 @@ async fn start_on(database_url: Option<&str>) -> anyhow::Result<Admin> {
     let data_dir = server.data_dir().display().to_string();
     let out = run_ferry(
         BIN,
-        &[
-            "admin-key",
-            "create",
-            "e2e",
-            "--create",
-            "--data-dir",
-            &data_dir,
-        ],
+        &["admin-key", "create", "e2e", "--data-dir", &data_dir],
         &env,
     )
     .await?;

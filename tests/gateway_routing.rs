@@ -454,3 +454,111 @@ total_timeout = "2s"
     );
     Ok(())
 }
+
+/// nginx's `location` rules (`=`, `~`, the longest prefix), rewrites with captures, and header control: set,
+/// remove and add with variables, the `Host` sent upstream (the upstream's, `$host`, a fixed value), and no
+/// HSTS on plain HTTP.
+#[tokio::test]
+async fn location_rules_rewrites_and_header_control() -> anyhow::Result<()> {
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let dir = TempDir::new("ferry-gw-locations-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+[[gateway.routes]]
+name = "users-by-id"
+path_regex = '^/users/(?<id>\d+)$'
+rewrite = "/api/v2/users/${{id}}"
+upstream = "echo"
+upstream_host = "upstream"
+hsts = "max-age=63072000"
+request_headers = {{ set = {{ "X-Real-IP" = "$remote_addr", "X-Route" = "$route", "X-Who" = "$http_x_user" }}, remove = ["X-Debug"] }}
+response_headers = {{ set = {{ "X-Frame-Options" = "DENY" }}, remove = ["Content-Type"] }}
+
+[[gateway.routes]]
+name = "me"
+path_exact = "/users/me"
+respond = {{ status = 200, body = "me\n" }}
+response_headers = {{ add = {{ "X-Exact" = "yes" }} }}
+
+[[gateway.routes]]
+name = "users"
+path = "/users"
+replace_prefix = "/people"
+upstream = "echo"
+upstream_host = "$host"
+
+[[gateway.routes]]
+name = "fixed-host"
+path = "/fixed"
+upstream = "echo"
+upstream_host = "internal.example"
+
+[gateway.upstreams.echo]
+servers = [{{ url = "{}" }}]
+"#,
+            echo.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let client = ferry_testkit::http_client();
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", server.url()))
+            .timeout(Duration::from_secs(10))
+    };
+
+    let resp = get("/users/42")
+        .header("x-user", "ann")
+        .header("x-debug", "1")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert!(
+        resp.headers().get("content-type").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    assert!(
+        resp.headers().get("strict-transport-security").is_none(),
+        "no HSTS on plain HTTP"
+    );
+    let e: EchoReply = resp.json().await?;
+    assert_eq!(e.uri, "/api/v2/users/42");
+    let upstream = echo.url().trim_start_matches("http://").to_owned();
+    assert_eq!(e.header("host"), Some(upstream.as_str()), "{:?}", e.headers);
+    assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(e.header("x-route"), Some("users-by-id"));
+    assert_eq!(e.header("x-who"), Some("ann"));
+    assert_eq!(e.header("x-debug"), None);
+
+    let resp = get("/users/me").send().await?;
+    assert_eq!(resp.headers()["x-exact"], "yes");
+    assert_eq!(resp.text().await?, "me\n");
+    // normalised before any rule looks at it: `/users/7/../me` is the exact route's
+    let raw = ferry_testkit::raw::request(
+        server.addr(),
+        b"GET /users/7/../me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(String::from_utf8_lossy(&raw.body), "me\n");
+
+    let e: EchoReply = get("/users/ann?x=1").send().await?.json().await?;
+    assert_eq!(e.uri, "/people/ann?x=1");
+    assert_eq!(e.header("host"), Some("127.0.0.1"), "$host has no port");
+
+    let e: EchoReply = get("/fixed/a").send().await?.json().await?;
+    assert_eq!(e.header("host"), Some("internal.example"));
+    assert_eq!(e.uri, "/fixed/a");
+    Ok(())
+}

@@ -223,6 +223,8 @@ upstream = "echo"
 [[gateway.routes]]
 name = "public"
 upstream = "echo"
+hsts = "max-age=63072000; includeSubDomains"
+request_headers = {{ set = {{ "X-Client-DN" = "$ssl_client_s_dn", "X-Proto" = "$scheme $ssl_protocol" }} }}
 
 [gateway.upstreams.echo]
 servers = [{{ url = "{}" }}]
@@ -244,6 +246,25 @@ servers = [{{ url = "{}" }}]
     let body = curl("localhost", port, "/public", &main_ca.path, None, &[]).await?;
     let e: EchoReply = serde_json::from_str(&body)?;
     assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"));
+    // header control: TLS variables in request headers (none without a certificate), HSTS over TLS
+    assert_eq!(e.header("x-client-dn"), None, "{:?}", e.headers);
+    assert_eq!(e.header("x-proto"), Some("https TLSv1.3"));
+    let tls_client = ferry_testkit::client::client_builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+            &main_ca.path,
+        )?)?)
+        .resolve("localhost", server.addr())
+        .build()?;
+    let resp = tls_client
+        .get(format!("https://localhost:{port}/public"))
+        .send()
+        .await?;
+    assert_eq!(
+        resp.headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=63072000; includeSubDomains")
+    );
 
     let refused = curl("localhost", port, "/admin/x", &main_ca.path, None, &[]).await;
     let why = format!("{refused:?}");
@@ -278,6 +299,9 @@ servers = [{{ url = "{}" }}]
     let e: EchoReply = serde_json::from_str(&body)?;
     let verify = e.header("x-ssl-client-verify").unwrap_or_default();
     assert_eq!(verify, "FAILED:unable to get local issuer certificate");
+    assert!(e
+        .header("x-client-dn")
+        .is_some_and(|v| v.contains("CN=stranger")));
     assert!(e
         .header("x-ssl-client-s-dn")
         .is_some_and(|v| v.contains("stranger")));

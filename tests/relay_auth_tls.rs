@@ -708,3 +708,54 @@ async fn certificates_from_ferry_cert_dev_serve_a_tls_node() -> anyhow::Result<(
     assert_eq!(resp.status(), 200);
     Ok(())
 }
+
+/// The first hour: the default issuer `ferry` is not a URL, and OpenID Connect libraries refuse a discovery
+/// document whose `issuer` is not the address it came from. With `public_url` set and no issuer of its own, the
+/// issuer is the public URL; tokens issued before under the old default still open tunnels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuer_follows_the_public_url_and_earlier_tokens_stay_good() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let dir = tempfile::tempdir()?;
+    let on_dir = || ServerOptions {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..ServerOptions::default()
+    };
+    let mut before = FerryServer::start(BIN, on_dir()).await?;
+    let secret = before.create_tenant("demo").await?;
+    let earlier = token(before.url(), "demo", &secret).await?;
+    assert_eq!(jwt_parts(&earlier)?.1["iss"], "ferry");
+    before.kill().await?;
+
+    let public = "https://ferry.example.test";
+    let server =
+        FerryServer::start(BIN, on_dir().env("FERRY_PUBLIC_URL", &format!("{public}/"))).await?;
+    let doc: serde_json::Value = http_client()
+        .get(format!("{}/.well-known/openid-configuration", server.url()))
+        .timeout(T)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(doc["issuer"], public, "{doc}");
+    assert_eq!(
+        doc["token_endpoint"],
+        format!("{public}/oauth/token"),
+        "{doc}"
+    );
+    let current = token(server.url(), "demo", &secret).await?;
+    assert_eq!(jwt_parts(&current)?.1["iss"], public);
+    for (what, token) in [
+        ("a token of the old issuer", &earlier),
+        ("a new token", &current),
+    ] {
+        let (_conn, head) = upgrade(
+            server.addr(),
+            Some(token),
+            "0d5c6f1e-1b2a-4c3d-9e8f-0a1b2c3d4e5f",
+            "",
+        )
+        .await?;
+        assert_eq!(head.status, 101, "{what}: {head:?}");
+    }
+    Ok(())
+}

@@ -70,6 +70,10 @@ pub struct Listeners {
     pub public: Listener,
     /// The management API's listener (`[server.admin]`); `None` when disabled.
     pub admin: Option<tokio::net::TcpListener>,
+    /// Called once the node is ready to serve (store open, signing keys loaded, bus connected), just before it
+    /// accepts: the binary prints its `ferry listening on` lines here, so that whoever waits for them can use
+    /// the node's store and API at once.
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Listeners {
@@ -96,7 +100,17 @@ impl Listeners {
             ),
             false => None,
         };
-        Ok(Self { public, admin })
+        Ok(Self {
+            public,
+            admin,
+            on_ready: None,
+        })
+    }
+
+    /// Call `announce` once the node is ready to serve on these listeners (see [`Listeners`]).
+    pub fn when_ready(mut self, announce: impl FnOnce() + Send + 'static) -> Self {
+        self.on_ready = Some(Box::new(announce));
+        self
     }
 
     /// `http://ADDR` of the admin listener, if there is one.
@@ -510,6 +524,9 @@ pub async fn run_with_source(
         _ => None,
     };
     tracing::info!(node_id, roles = %roles, bus = bus.kind(), addr = %listeners.public.local_addr(), "node started");
+    if let Some(announce) = listeners.on_ready {
+        announce();
+    }
     let grace = s.shutdown_grace;
     let mut supervisor = supervise::Supervisor::default();
     supervisor.watch(cluster.take_tasks());

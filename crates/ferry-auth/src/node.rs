@@ -61,6 +61,7 @@ pub fn issuer_settings(auth: &ferry_config::AuthSettings, audience: &str) -> Iss
         },
         endpoint_enabled: auth.builtin,
         public_url: auth.public_url.clone(),
+        accepted_issuers: auth.accepted_issuers.clone(),
     }
 }
 
@@ -118,11 +119,15 @@ impl NodeAuth {
         let verifier: Arc<dyn TokenVerifier> = match (&oidc, auth.builtin) {
             (None, _) => issuer.verifier(),
             (Some(external), false) => external.clone(),
-            (Some(external), true) => Arc::new(
-                CombinedVerifier::new()
-                    .with(auth.issuer.clone(), issuer.verifier())
-                    .with(external.settings().issuer.clone(), external.clone()),
-            ),
+            (Some(external), true) => {
+                let builtin = issuer.verifier();
+                let mut combined =
+                    CombinedVerifier::new().with(auth.issuer.clone(), builtin.clone());
+                for earlier in &auth.accepted_issuers {
+                    combined = combined.with(earlier.clone(), builtin.clone());
+                }
+                Arc::new(combined.with(external.settings().issuer.clone(), external.clone()))
+            }
         };
         let admin_check = oidc.as_ref().and_then(OidcVerifier::admin_check);
         Ok(NodeAuth {

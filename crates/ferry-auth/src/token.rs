@@ -55,6 +55,9 @@ pub struct IssuerSettings {
     pub endpoint_enabled: bool,
     /// The base URL clients reach this node at, for the discovery document; `None`: from the request's `Host`.
     pub public_url: Option<String>,
+    /// Issuers the cluster used before (`iss` values still accepted, never issued): the old default `ferry`
+    /// once the issuer follows `public_url`.
+    pub accepted_issuers: Vec<String>,
 }
 
 impl Default for IssuerSettings {
@@ -68,6 +71,7 @@ impl Default for IssuerSettings {
             rate_limit: RateLimitSettings::default(),
             endpoint_enabled: true,
             public_url: None,
+            accepted_issuers: Vec::new(),
         }
     }
 }
@@ -191,17 +195,19 @@ impl BuiltinVerifier {
         audience: &str,
     ) -> Result<Arc<Self>, AuthError> {
         let keys = store.signing_keys().await?;
-        Ok(Self::shared(issuer, audience, &keys, store))
+        Ok(Self::shared(issuer, &[], audience, &keys, store))
     }
 
     fn shared(
         issuer: &str,
+        earlier_issuers: &[String],
         audience: &str,
         keys: &[SigningKey],
         store: Arc<dyn Store>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| {
             let mut verifier = Self::new(issuer, audience, keys);
+            verifier.rules = TokenRules::new(issuer, audience).also_accepting(earlier_issuers);
             verifier.store = Some(store);
             verifier.me = me.clone();
             verifier
@@ -427,8 +433,13 @@ impl TokenIssuer {
             AuthError::Key("the store holds no signing key after adding one".to_owned())
         })?;
         ferry_token::check_key_pair(key_ref(newest))?;
-        let verifier =
-            BuiltinVerifier::shared(&settings.issuer, &settings.audience, &keys, store.clone());
+        let verifier = BuiltinVerifier::shared(
+            &settings.issuer,
+            &settings.accepted_issuers,
+            &settings.audience,
+            &keys,
+            store.clone(),
+        );
         Ok(TokenIssuer {
             store,
             limiter: FailureLimiter::new(settings.rate_limit.clone()),

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The issuer of built-in tokens when neither `issuer` nor `public_url` is set.
+pub const DEFAULT_ISSUER: &str = "ferry";
+
 /// How nodes authenticate connectors (and, with OIDC, admins).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -11,8 +14,13 @@ pub struct AuthSettings {
     /// Lifetime of issued connector tokens.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
-    /// The `iss` of issued tokens; default `ferry`.
+    /// The `iss` of issued tokens. Default: `public_url` when that is set (what OpenID Connect libraries
+    /// expect of a discovery document), else `ferry`. One value for the whole cluster.
     pub issuer: String,
+    /// Further `iss` values still accepted on tokens of the built-in issuer (never issued): issuers the cluster
+    /// used before a change. When `issuer` follows `public_url`, the old default `ferry` is added, so tokens
+    /// issued before the upgrade stay good until they expire.
+    pub accepted_issuers: Vec<String>,
     /// Whether tokens of the built-in issuer are accepted on the tunnel. Set `false` to accept only tokens of
     /// the external provider (`[server.auth.oidc]`, then required). Default `true`.
     pub builtin: bool,
@@ -31,7 +39,8 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             token_ttl: Duration::from_secs(600),
-            issuer: "ferry".to_owned(),
+            issuer: DEFAULT_ISSUER.to_owned(),
+            accepted_issuers: Vec::new(),
             builtin: true,
             public_url: None,
             rotation: RotationSettings::default(),
@@ -135,6 +144,22 @@ impl Default for OidcSettings {
     }
 }
 
+impl AuthSettings {
+    /// Without an `issuer` of its own (`issuer_given` false), the issuer follows `public_url` (without a trailing
+    /// slash), and the old default stays accepted.
+    pub(crate) fn default_issuer_to_public_url(&mut self, issuer_given: bool) {
+        if issuer_given {
+            return;
+        }
+        if let Some(url) = &self.public_url {
+            self.issuer = url.trim_end_matches('/').to_owned();
+            if !self.accepted_issuers.iter().any(|i| i == DEFAULT_ISSUER) {
+                self.accepted_issuers.push(DEFAULT_ISSUER.to_owned());
+            }
+        }
+    }
+}
+
 /// Checks that need more than one field; errors name the key.
 pub(crate) fn validate(auth: &AuthSettings) -> Result<(), (String, String)> {
     let bad = |path: &str, message: &str| Err((format!("server.auth.{path}"), message.to_owned()));
@@ -143,6 +168,9 @@ pub(crate) fn validate(auth: &AuthSettings) -> Result<(), (String, String)> {
     }
     if auth.issuer.trim().is_empty() {
         return bad("issuer", "must not be empty");
+    }
+    if auth.accepted_issuers.iter().any(|i| i.trim().is_empty()) {
+        return bad("accepted_issuers", "must not hold an empty issuer");
     }
     if let Some(url) = &auth.public_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -170,10 +198,13 @@ pub(crate) fn validate(auth: &AuthSettings) -> Result<(), (String, String)> {
             if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://")) {
                 return bad("oidc.issuer", "is required and must be an http(s) URL");
             }
-            if oidc.issuer.trim_end_matches('/') == auth.issuer.trim_end_matches('/') {
+            if std::iter::once(&auth.issuer)
+                .chain(&auth.accepted_issuers)
+                .any(|i| oidc.issuer.trim_end_matches('/') == i.trim_end_matches('/'))
+            {
                 return bad(
                     "oidc.issuer",
-                    "must differ from server.auth.issuer (tokens are told apart by iss)",
+                    "must differ from server.auth.issuer and accepted_issuers (tokens are told apart by iss)",
                 );
             }
             if oidc.audience.trim().is_empty() {
@@ -226,6 +257,31 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_issuer_follows_the_public_url_unless_set() {
+        let load = |pairs: &[(&str, &str)]| crate::load(None, env(pairs), vec![]).expect("loads");
+        let plain = load(&[]).server.auth;
+        assert_eq!(plain.issuer, DEFAULT_ISSUER);
+        assert!(plain.accepted_issuers.is_empty());
+        let public = load(&[("FERRY_PUBLIC_URL", "https://ferry.example.com/")])
+            .server
+            .auth;
+        assert_eq!(public.issuer, "https://ferry.example.com");
+        assert_eq!(public.accepted_issuers, vec![DEFAULT_ISSUER.to_owned()]);
+        let pinned = load(&[
+            ("FERRY_PUBLIC_URL", "https://ferry.example.com"),
+            ("FERRY_TOKEN_ISSUER", "ferry"),
+        ])
+        .server
+        .auth;
+        assert_eq!(pinned.issuer, "ferry");
+        assert!(pinned.accepted_issuers.is_empty());
+        let listed = load(&[("FERRY_ACCEPTED_ISSUERS", "old-a, old-b")])
+            .server
+            .auth;
+        assert_eq!(listed.accepted_issuers, vec!["old-a", "old-b"]);
     }
 
     #[test]

@@ -115,6 +115,29 @@ pub struct RouteConfig {
     /// Path prefix, matched on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`; `/` (default)
     /// matches everything.
     pub path: Option<String>,
+    /// An exact path instead of a prefix (nginx `location = /login`): only this normalised path matches.
+    pub path_exact: Option<String>,
+    /// A regular expression on the normalised path instead of a prefix (nginx `location ~`; `(?i)` in front for
+    /// `~*`). Its captures are usable in `rewrite`.
+    pub path_regex: Option<String>,
+    /// With `path_regex`: the path sent upstream, `$1` or `${name}` replaced by the captures (`$$`: a `$`). The
+    /// query goes on as it came.
+    pub rewrite: Option<String>,
+    /// With a prefix `path`: the matched prefix is replaced by this before forwarding (`path = "/api"`,
+    /// `replace_prefix = "/v2"`: `/api/x` goes upstream as `/v2/x`), as nginx's `proxy_pass` with a URI does.
+    pub replace_prefix: Option<String>,
+    /// Headers changed on the request before it goes on (nginx `proxy_set_header`, values with variables).
+    pub request_headers: HeaderEdits,
+    /// Headers changed on every response of the route, Ferry's own errors included (nginx `add_header … always`,
+    /// `proxy_hide_header`).
+    pub response_headers: HeaderEdits,
+    /// The `Host` sent upstream: `client` (default: as the client sent it, port included, nginx's `$http_host`),
+    /// `upstream` (the server's own host and port from its URL, nginx's `$proxy_host`), or a value of its own
+    /// (variables allowed: `"$host"` is the client's host without its port).
+    pub upstream_host: Option<String>,
+    /// `Strict-Transport-Security` on responses to clients that came over TLS (`"max-age=31536000;
+    /// includeSubDomains"`); never on plain HTTP, where browsers ignore it.
+    pub hsts: Option<String>,
     /// Methods (`GET`, `POST`…). Empty: any.
     pub methods: Vec<String>,
     /// Headers that must be present with exactly this value (`"*"`: present with any value). Names are
@@ -149,6 +172,24 @@ pub struct RouteConfig {
     /// another is handled as an ordinary request without its `Upgrade`. Default `["websocket"]`; `h2c` is
     /// refused.
     pub upgrades: Option<Vec<String>>,
+}
+
+/// Changes to a message's headers, applied in this order: `remove`, then `set` (replaces every value), then `add`
+/// (one more value). Values may hold variables (`$remote_addr`, `$host`, `$request_id`, `$ssl_client_s_dn`,
+/// `$http_NAME`, … in docs/gateway.md); a value that comes out empty sets or adds nothing.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderEdits {
+    pub set: BTreeMap<String, String>,
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    /// Whether nothing is changed.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// A token-bucket rate limit of a route.

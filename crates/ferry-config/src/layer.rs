@@ -138,6 +138,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_TOKEN_TTL", "server.auth.token_ttl", EnvKind::Text),
     ("FERRY_TOKEN_ISSUER", "server.auth.issuer", EnvKind::Text),
     (
+        "FERRY_ACCEPTED_ISSUERS",
+        "server.auth.accepted_issuers",
+        EnvKind::List,
+    ),
+    (
         "FERRY_AUTH_BUILTIN",
         "server.auth.builtin",
         EnvKind::Boolean,
@@ -506,6 +511,10 @@ pub fn load(
         let path = e.path().to_string();
         invalid(path, e.into_inner().to_string())
     })?;
+    config
+        .server
+        .auth
+        .default_issuer_to_public_url(get(&root, "server.auth.issuer").is_some());
     // the standard OpenTelemetry variable, when neither the file nor FERRY_OTLP_ENDPOINT names a collector
     if config.telemetry.otlp_endpoint.is_none() {
         config.telemetry.otlp_endpoint = env

@@ -21,9 +21,9 @@ pub use admin::AdminSettings;
 pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
 pub use connector::{ConnectorConfig, HostMode, TargetConfig, TransportMode};
 pub use gateway::{
-    AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HealthConfig,
-    RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate, UpstreamConfig,
-    UpstreamServer,
+    AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HeaderEdits,
+    HealthConfig, RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate,
+    UpstreamConfig, UpstreamServer,
 };
 pub use layer::{
     load, unknown_env_warnings, ConfigError, ConfigSource, Override, ENV_OVERRIDES, OTHER_ENV,

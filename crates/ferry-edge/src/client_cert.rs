@@ -80,38 +80,11 @@ impl CertHeaders {
         let leaf = tls.client_chain.first();
         let parsed = leaf.and_then(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c));
         if nginx {
-            let mut set = |i: usize, v: String| {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    headers.insert(self.names[i].clone(), v);
+            let values = nginx_values_of(tls, leaf.map(Vec::as_slice), parsed.as_ref());
+            for (name, value) in self.names.iter().zip(values) {
+                if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    headers.insert(name.clone(), v);
                 }
-            };
-            if let Some(p) = tls.protocol {
-                set(7, p.to_owned());
-            }
-            match (leaf, &parsed) {
-                (Some(der), Some(cert)) => {
-                    set(
-                        0,
-                        match &tls.client_verify_error {
-                            None => "SUCCESS".into(),
-                            Some(reason) => format!("FAILED:{reason}"),
-                        },
-                    );
-                    set(1, rfc2253(cert.subject()));
-                    set(2, rfc2253(cert.issuer()));
-                    set(
-                        3,
-                        cert.raw_serial_as_string()
-                            .replace(':', "")
-                            .to_ascii_uppercase(),
-                    );
-                    set(4, nginx_time(&cert.validity().not_before));
-                    set(5, nginx_time(&cert.validity().not_after));
-                    set(6, hex(&Sha256::digest(der)));
-                    set(8, escaped_pem(der));
-                }
-                (Some(_), None) => set(0, "FAILED:unparsable certificate".into()),
-                (None, _) => set(0, "NONE".into()),
             }
         }
         // Envoy's header has no way to say "failed": it names verified certificates only.
@@ -138,6 +111,59 @@ impl CertHeaders {
             }
         }
     }
+}
+
+/// Which of the nginx-style values: indexes into [`nginx_values`]'s answer, in the order of the keys of
+/// `client_cert_header_names`.
+pub(crate) mod field {
+    pub const VERIFY: usize = 0;
+    pub const S_DN: usize = 1;
+    pub const I_DN: usize = 2;
+    pub const SERIAL: usize = 3;
+    pub const V_START: usize = 4;
+    pub const V_END: usize = 5;
+    pub const FINGERPRINT: usize = 6;
+    pub const PROTOCOL: usize = 7;
+    pub const CERT: usize = 8;
+}
+
+/// The nginx-style values of a TLS connection's client certificate (`None`: nothing to say), indexed by
+/// [`field`]: what the `X-SSL-Client-*` headers carry and what the `$ssl_*` variables of header templates read.
+pub(crate) fn nginx_values(tls: &TlsInfo) -> [Option<String>; 9] {
+    let leaf = tls.client_chain.first();
+    let parsed = leaf.and_then(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c));
+    nginx_values_of(tls, leaf.map(Vec::as_slice), parsed.as_ref())
+}
+
+fn nginx_values_of(
+    tls: &TlsInfo,
+    leaf: Option<&[u8]>,
+    parsed: Option<&X509Certificate<'_>>,
+) -> [Option<String>; 9] {
+    let mut values: [Option<String>; 9] = Default::default();
+    values[field::PROTOCOL] = tls.protocol.map(str::to_owned);
+    match (leaf, parsed) {
+        (Some(der), Some(cert)) => {
+            values[field::VERIFY] = Some(match &tls.client_verify_error {
+                None => "SUCCESS".into(),
+                Some(reason) => format!("FAILED:{reason}"),
+            });
+            values[field::S_DN] = Some(rfc2253(cert.subject()));
+            values[field::I_DN] = Some(rfc2253(cert.issuer()));
+            values[field::SERIAL] = Some(
+                cert.raw_serial_as_string()
+                    .replace(':', "")
+                    .to_ascii_uppercase(),
+            );
+            values[field::V_START] = Some(nginx_time(&cert.validity().not_before));
+            values[field::V_END] = Some(nginx_time(&cert.validity().not_after));
+            values[field::FINGERPRINT] = Some(hex(&Sha256::digest(der)));
+            values[field::CERT] = Some(escaped_pem(der));
+        }
+        (Some(_), None) => values[field::VERIFY] = Some("FAILED:unparsable certificate".into()),
+        (None, _) => values[field::VERIFY] = Some("NONE".into()),
+    }
+    values
 }
 
 /// Whether `name` is of the client-certificate family by default (`X-SSL-Client-*`, `X-SSL-Protocol`,

@@ -389,9 +389,8 @@ impl Gateway {
         self.answer_in(matched, req).await
     }
 
-    async fn answer_in(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
+    async fn answer_in(&self, matched: Matched, mut req: Request<Incoming>) -> Response<Body> {
         let Matched { table, index } = matched;
-        let logged = self.access_log() != AccessLog::Off;
         let Some(route) = table.routes.get(index) else {
             return proxy::error(
                 ferry_proto::ErrorCode::Internal,
@@ -399,6 +398,34 @@ impl Gateway {
                 &ferry_http::request_id(&req),
             );
         };
+        let control = &route.extra.headers;
+        if control.response.is_empty() && control.hsts.is_none() {
+            return self.answer_route(route, &table, req).await;
+        }
+        // The response edits are rendered from the request; they apply to every answer of the route, Ferry's
+        // own errors included (nginx's `add_header … always`). The request keeps the id `$request_id` names.
+        let request_id = ferry_http::request_id(&req);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            req.headers_mut()
+                .insert(ferry_proto::headers::X_REQUEST_ID, v);
+        }
+        let edits = crate::headers::with_vars(&req, &route.name, &request_id, |vars| {
+            control.response_for(vars)
+        });
+        let mut resp = self.answer_route(route, &table, req).await;
+        if let Some(edits) = edits {
+            edits.apply(resp.headers_mut());
+        }
+        resp
+    }
+
+    async fn answer_route(
+        &self,
+        route: &crate::route::Route,
+        table: &Arc<Table>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let logged = self.access_log() != AccessLog::Off;
         if route.require_client_cert {
             let verified = req
                 .extensions()
@@ -479,7 +506,7 @@ impl Gateway {
                 }
             }
             Action::Relay { tenant, target } => {
-                let req = match proxy::prepare_relay(route, &table, req) {
+                let req = match proxy::prepare_relay(route, table, req) {
                     Ok(r) => r,
                     Err(resp) => return *resp,
                 };
@@ -491,7 +518,7 @@ impl Gateway {
                 resp
             }
             Action::Upstream(name) => match table.pools.get(name) {
-                Some((_, pool)) => proxy::forward(pool.clone(), route, &table, req, logged).await,
+                Some((_, pool)) => proxy::forward(pool.clone(), route, table, req, logged).await,
                 None => proxy::error(
                     ferry_proto::ErrorCode::Internal,
                     "upstream pool vanished",

@@ -4,6 +4,7 @@
 //! matching rule and actions are `ferry-route`'s, see [`route`]), answering redirects and fixed responses, proxying to upstream pools with pooled
 //! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection and active health checks, sticky
 //! sessions, retrying idempotent requests whose connection failed, forwarding and client-certificate headers,
+//! header control per route (edits with variables, the `Host` sent upstream, HSTS; `headers`),
 //! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, the access log, and swapping
 //! the whole table atomically on reload (the routes file or the main config's `[gateway]` section; SIGHUP, change). Does not own: listeners and TLS termination
 //! (`ferry-gateway`), the relay (reached through [`RelayBackend`], which the app implements), the config file
@@ -14,6 +15,7 @@ pub mod access_log;
 mod client_cert;
 mod forwarded;
 mod gateway;
+mod headers;
 mod pool;
 mod proxy;
 mod ratelimit;

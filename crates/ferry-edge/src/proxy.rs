@@ -72,11 +72,26 @@ pub(crate) fn prepare_relay(
             return Err(Box::new(too_large(limit, &ferry_http::request_id(&req))));
         }
     }
-    if route.strip_prefix {
-        let path = route.forward_path(req.uri().path()).into_owned();
+    let control = &route.extra.headers;
+    if !control.request.is_empty() {
+        // one id for `$request_id` and the relay, which keeps a valid incoming one
+        let request_id = ferry_http::request_id(&req);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            req.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        let edits = crate::headers::with_vars(&req, &route.name, &request_id, |vars| {
+            control.request.render(vars)
+        });
+        edits.apply(req.headers_mut());
+    }
+    let path = match route.upstream_path(req.uri().path(), table.routes.allow_encoded_slashes()) {
+        Ok(path) => path,
+        Err(problem) => return Err(Box::new(rewrite_refused(route, &problem, &req))),
+    };
+    if *path != *req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
-            None => path,
+            None => path.into_owned(),
         };
         let mut parts = req.uri().clone().into_parts();
         parts.path_and_query = pq.parse().ok();
@@ -85,6 +100,29 @@ pub(crate) fn prepare_relay(
         }
     }
     Ok(req)
+}
+
+/// A rewrite whose result climbs above the root (captures put together into `..`): `400 path_escape`.
+fn rewrite_refused<B>(
+    route: &Route,
+    problem: &ferry_proto::normalize::PathProblem,
+    req: &Request<B>,
+) -> Response<Body> {
+    let request_id = ferry_http::request_id(req);
+    tracing::info!(
+        request_id,
+        route = route.name,
+        path = req.uri().path(),
+        "request refused: the route's rewrite gave a bad path: {problem}"
+    );
+    error(
+        ErrorCode::PathEscape,
+        format!(
+            "the path rewritten by route {} is not usable: {problem}",
+            route.name
+        ),
+        &request_id,
+    )
 }
 
 /// A request body handed to one upstream attempt: it takes the client's body out of the shared slot only when
@@ -231,7 +269,11 @@ pub(crate) async fn forward(
         .and_then(|name| cookie_value(req.headers(), name))
         .and_then(|token| pool.sticky_server(token));
     let target = {
-        let path = route.forward_path(req.uri().path());
+        let path = match route.upstream_path(req.uri().path(), table.routes.allow_encoded_slashes())
+        {
+            Ok(path) => path,
+            Err(problem) => return rewrite_refused(route, &problem, &req),
+        };
         let pq = match (req.uri().path_and_query(), req.uri().query()) {
             // an unchanged path: the request's own, shared rather than copied and parsed again
             (Some(pq), _) if *path == *req.uri().path() => Ok(pq.clone()),
@@ -249,6 +291,20 @@ pub(crate) async fn forward(
             }
         }
     };
+    // the route's header edits and Host, rendered while the request is whole (`$http_NAME` reads what the client
+    // sent); nothing is done for a route without them
+    let control = &route.extra.headers;
+    let (request_edits, own_host) =
+        if control.request.is_empty() && control.host_template().is_none() {
+            (None, None)
+        } else {
+            crate::headers::with_vars(&req, &route.name, &request_id, |vars| {
+                (
+                    Some(control.request.render(vars)).filter(|_| !control.request.is_empty()),
+                    control.host_template().and_then(|t| t.render(vars)),
+                )
+            })
+        };
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     if strip_hop_by_hop(&mut headers) {
@@ -271,6 +327,13 @@ pub(crate) async fn forward(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
+    if let Some(edits) = request_edits {
+        edits.apply(&mut headers);
+    }
+    if let Some(v) = own_host {
+        headers.insert(header::HOST, v);
+    }
+    let host_is_upstream = control.host_is_upstream();
     let idempotent = is_idempotent(&parts.method);
     let timeouts = pool.timeouts;
     // A request without a body (nearly every GET) needs no limit, no idle timer and nothing to hand over to a
@@ -328,6 +391,11 @@ pub(crate) async fn forward(
         } else {
             std::mem::take(&mut headers)
         };
+        if host_is_upstream {
+            if let Ok(v) = HeaderValue::from_str(server.authority.as_str()) {
+                out.headers_mut().insert(header::HOST, v);
+            }
+        }
         let guard = pool.start(i);
         match tokio::time::timeout(head_wait, pool.send(i, out)).await {
             Ok(Ok(resp)) => {

@@ -1,8 +1,9 @@
 //! The route table as the edge uses it: `ferry-route`'s table (compiling `[[gateway.routes]]`, the matching rule
 //! of docs/gateway.md, actions, prefix stripping) with what the edge attaches to each route: the
-//! client-certificate headers it sends upstream and its rate limiter.
+//! client-certificate headers it sends upstream, its rate limiter and its header control.
 
 use crate::client_cert::CertHeaders;
+use crate::headers::HeaderControl;
 use crate::ratelimit::RateLimiter;
 use crate::EdgeError;
 use ferry_config::GatewayConfig;
@@ -17,6 +18,8 @@ pub struct RouteExtras {
     /// The client-certificate headers this route sends upstream.
     pub cert_headers: CertHeaders,
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Request and response header edits, the `Host` sent upstream, HSTS.
+    pub(crate) headers: HeaderControl,
 }
 
 /// The compiled routes, in file order, each with its [`RouteExtras`].
@@ -34,9 +37,11 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
             .as_ref()
             .map(|c| RateLimiter::new(key, c).map(Arc::new))
             .transpose()?;
+        let headers = HeaderControl::compile(key, r)?;
         Ok(RouteExtras {
             cert_headers,
             rate_limit,
+            headers,
         })
     })
 }

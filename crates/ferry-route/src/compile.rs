@@ -7,7 +7,7 @@ use ferry_config::{GatewayConfig, RouteConfig};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::host::normalize_host;
-use crate::table::HostPattern;
+use crate::table::{HostPattern, PathMatch, PathRewrite, Piece};
 use crate::{Action, Route, RouteError, RouteTable};
 
 impl RouteTable {
@@ -33,6 +33,8 @@ impl<X> RouteTable<X> {
                 name: route.name,
                 hosts: route.hosts,
                 path: route.path,
+                path_match: route.path_match,
+                rewrite: route.rewrite,
                 methods: route.methods,
                 headers: route.headers,
                 action: route.action,
@@ -86,9 +88,84 @@ fn compile_route(
         };
         hosts.push(pattern);
     }
-    let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
-    if !path.starts_with('/') {
-        return Err(invalid("path", format!("{path:?} must start with /")));
+    let (path, path_match) = match (&r.path, &r.path_exact, &r.path_regex) {
+        (None, None, None) => ("/".to_owned(), PathMatch::Prefix),
+        (Some(p), None, None) => (p.clone(), PathMatch::Prefix),
+        (None, Some(p), None) => (p.clone(), PathMatch::Exact),
+        (None, None, Some(source)) => {
+            let re = regex::RegexBuilder::new(source)
+                // a pattern is config, but a huge one would cost every request: keep it small
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| invalid("path_regex", format!("{source:?}: {e}")))?;
+            (source.clone(), PathMatch::Regex(re))
+        }
+        _ => {
+            return Err(invalid(
+                "",
+                "a route has at most one of path, path_exact, path_regex".to_owned(),
+            ))
+        }
+    };
+    if !matches!(path_match, PathMatch::Regex(_)) && !path.starts_with('/') {
+        let field = if r.path_exact.is_some() {
+            "path_exact"
+        } else {
+            "path"
+        };
+        return Err(invalid(field, format!("{path:?} must start with /")));
+    }
+    let rewrite = match (&r.rewrite, &r.replace_prefix, &path_match) {
+        (None, None, _) => PathRewrite::Keep,
+        (Some(_), Some(_), _) => {
+            return Err(invalid(
+                "",
+                "a route has at most one of rewrite, replace_prefix".to_owned(),
+            ))
+        }
+        (Some(template), None, PathMatch::Regex(re)) => PathRewrite::Template(
+            template_pieces(template, re).map_err(|message| invalid("rewrite", message))?,
+        ),
+        (Some(_), None, _) => {
+            return Err(invalid(
+                "rewrite",
+                "needs path_regex (its captures fill the template); with a prefix path use replace_prefix"
+                    .to_owned(),
+            ))
+        }
+        (None, Some(with), PathMatch::Prefix) => {
+            if !with.is_empty() && !with.starts_with('/') {
+                return Err(invalid(
+                    "replace_prefix",
+                    format!("{with:?} must start with / (or be empty)"),
+                ));
+            }
+            if with.contains(['?', '#']) {
+                return Err(invalid(
+                    "replace_prefix",
+                    format!("{with:?}: only the path is replaced; the query goes on as it came"),
+                ));
+            }
+            PathRewrite::ReplacePrefix(with.clone())
+        }
+        (None, Some(_), _) => {
+            return Err(invalid(
+                "replace_prefix",
+                "needs a prefix path (with path_regex use rewrite)".to_owned(),
+            ))
+        }
+    };
+    if r.strip_prefix && !matches!(rewrite, PathRewrite::Keep) {
+        return Err(invalid(
+            "strip_prefix",
+            "cannot be combined with replace_prefix or rewrite".to_owned(),
+        ));
+    }
+    if r.strip_prefix && !matches!(path_match, PathMatch::Prefix) {
+        return Err(invalid(
+            "strip_prefix",
+            "needs a prefix path (with path_regex use rewrite)".to_owned(),
+        ));
     }
     let methods = r
         .methods
@@ -201,6 +278,8 @@ fn compile_route(
         name,
         hosts,
         path,
+        path_match,
+        rewrite,
         methods,
         headers,
         action,
@@ -210,6 +289,74 @@ fn compile_route(
         upgrades,
         extra: (),
     })
+}
+
+/// The pieces of a `rewrite` template: text, `$N` or `${N}` (a group by number), `${name}` (a named group),
+/// `$$` (a `$`). Written by hand rather than with `Captures::expand`, which reads `$1a` as a group named `1a` and
+/// puts nothing in for a group that does not exist: here every reference is checked against the expression when
+/// the config is read, and the error names the key.
+fn template_pieces(template: &str, re: &regex::Regex) -> Result<Vec<Piece>, String> {
+    if template.contains(['?', '#']) {
+        return Err(format!(
+            "{template:?}: a rewrite changes the path only; the query goes on as it came"
+        ));
+    }
+    if !template.starts_with('/') && !template.starts_with('$') {
+        return Err(format!("{template:?} must start with / (or a capture)"));
+    }
+    let group = |reference: &str| -> Result<usize, String> {
+        let index = match reference.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => re
+                .capture_names()
+                .position(|n| n == Some(reference))
+                .ok_or_else(|| {
+                    format!("{template:?}: path_regex has no group named {reference:?}")
+                })?,
+        };
+        if index >= re.captures_len() {
+            return Err(format!(
+                "{template:?}: path_regex has no group {index} (it has {})",
+                re.captures_len() - 1
+            ));
+        }
+        Ok(index)
+    };
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (reference, next) = if let Some(inner) = after.strip_prefix('{') {
+            let end = inner
+                .find('}')
+                .ok_or_else(|| format!("{template:?}: `${{` without its `}}`"))?;
+            (&inner[..end], &inner[end + 1..])
+        } else if let Some(next) = after.strip_prefix('$') {
+            text.push('$');
+            rest = next;
+            continue;
+        } else {
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(format!(
+                    "{template:?}: `$` starts $N, ${{N}} or ${{name}} (`$$` for a `$`)"
+                ));
+            }
+            (&after[..digits], &after[digits..])
+        };
+        if !text.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(&mut text)));
+        }
+        pieces.push(Piece::Group(group(reference)?));
+        rest = next;
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(pieces)
 }
 
 #[cfg(test)]
@@ -490,5 +637,206 @@ mod tests {
             ..respond("x")
         }]);
         assert!(e.contains("routes[0].hosts"), "{e}");
+    }
+
+    /// nginx's `location` order: `=` beats `~` beats the longest prefix; among regexes the first in the file.
+    #[test]
+    fn exact_beats_regex_beats_prefix_and_regexes_go_by_file_order() {
+        let t = table(vec![
+            RouteConfig {
+                path: Some("/users".into()),
+                ..respond("prefix")
+            },
+            RouteConfig {
+                path_regex: Some(r"^/users/(\d+)$".into()),
+                ..respond("regex-id")
+            },
+            RouteConfig {
+                path_regex: Some(r"^/users/".into()),
+                ..respond("regex-any")
+            },
+            RouteConfig {
+                path_exact: Some("/users/me".into()),
+                ..respond("exact")
+            },
+            RouteConfig {
+                path_regex: Some(r"(?i)\.PNG$".into()),
+                ..respond("images")
+            },
+        ]);
+        let get = |p| pick(&t, None, p, Method::GET, &[]);
+        assert_eq!(get("/users").as_deref(), Some("prefix"));
+        assert_eq!(get("/users/42").as_deref(), Some("regex-id"));
+        assert_eq!(get("/users/ann").as_deref(), Some("regex-any"));
+        assert_eq!(get("/users/me").as_deref(), Some("exact"));
+        assert_eq!(get("/users/me/x").as_deref(), Some("regex-any"));
+        assert_eq!(get("/img/a.png").as_deref(), Some("images"));
+        assert_eq!(get("/users/a.png").as_deref(), Some("regex-any"));
+        assert_eq!(get("/other"), None);
+        // an exact path is exact: no trailing slash, no more segments
+        let t = table(vec![RouteConfig {
+            path_exact: Some("/login".into()),
+            ..respond("login")
+        }]);
+        assert_eq!(
+            pick(&t, None, "/login", Method::GET, &[]).as_deref(),
+            Some("login")
+        );
+        assert_eq!(pick(&t, None, "/login/", Method::GET, &[]), None);
+        assert_eq!(pick(&t, None, "/login/x", Method::GET, &[]), None);
+    }
+
+    #[test]
+    fn rewrites_fill_captures_and_cannot_climb_out() {
+        let t = table(vec![
+            RouteConfig {
+                path_regex: Some(r"^/u/(?<id>\d+)/(.*)$".into()),
+                rewrite: Some("/users/${id}/$2$$".into()),
+                ..respond("regex")
+            },
+            RouteConfig {
+                path_regex: Some(r"^/join/([^/]*)/([^/]*)$".into()),
+                rewrite: Some("/$1$2/x".into()),
+                ..respond("join")
+            },
+            RouteConfig {
+                path: Some("/api".into()),
+                replace_prefix: Some("/v2/".into()),
+                ..respond("replace")
+            },
+            RouteConfig {
+                path: Some("/docs/".into()),
+                replace_prefix: Some("/static".into()),
+                ..respond("replace-slash")
+            },
+        ]);
+        let path = |i: usize, p: &'static str| {
+            t.get(i)
+                .expect("route")
+                .upstream_path(p, false)
+                .map(|c| c.into_owned())
+        };
+        assert_eq!(path(0, "/u/7/a/b").as_deref(), Ok("/users/7/a/b$"));
+        assert_eq!(path(1, "/join/a/b").as_deref(), Ok("/ab/x"));
+        // captures of a normalised path put together into `..`: resolved, and above the root refused
+        let dots = table(vec![
+            RouteConfig {
+                path_regex: Some(r"^/p/(\.)a$".into()),
+                rewrite: Some("/q/$1$1/x".into()),
+                ..respond("inside")
+            },
+            RouteConfig {
+                path_regex: Some(r"^/p/(\.)b$".into()),
+                rewrite: Some("/$1$1/x".into()),
+                ..respond("above")
+            },
+        ]);
+        let dot = |i: usize, p: &'static str| {
+            dots.get(i)
+                .expect("route")
+                .upstream_path(p, false)
+                .map(|c| c.into_owned())
+        };
+        assert_eq!(dot(0, "/p/.a").as_deref(), Ok("/x"));
+        assert!(dot(1, "/p/.b").is_err());
+        assert_eq!(path(2, "/api/x/y").as_deref(), Ok("/v2/x/y"));
+        assert_eq!(path(2, "/api").as_deref(), Ok("/v2/"));
+        assert_eq!(path(3, "/docs/a.html").as_deref(), Ok("/static/a.html"));
+    }
+
+    #[test]
+    fn path_kinds_and_rewrites_are_checked_with_their_key() {
+        let err = |r: RouteConfig| {
+            RouteTable::compile(&GatewayConfig {
+                routes: vec![r],
+                ..GatewayConfig::default()
+            })
+            .expect_err("refused")
+            .to_string()
+        };
+        for (route, want) in [
+            (
+                RouteConfig {
+                    path: Some("/a".into()),
+                    path_exact: Some("/a".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0]: a route has at most one of path",
+            ),
+            (
+                RouteConfig {
+                    path_regex: Some("([".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0].path_regex",
+            ),
+            (
+                RouteConfig {
+                    path_exact: Some("login".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0].path_exact",
+            ),
+            (
+                RouteConfig {
+                    path_regex: Some("^/(a)$".into()),
+                    rewrite: Some("/$2".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0].rewrite: \"/$2\": path_regex has no group 2",
+            ),
+            (
+                RouteConfig {
+                    path_regex: Some("^/(a)$".into()),
+                    rewrite: Some("/${nope}".into()),
+                    ..respond("x")
+                },
+                "no group named \"nope\"",
+            ),
+            (
+                RouteConfig {
+                    path_regex: Some("^/(a)$".into()),
+                    rewrite: Some("/$x".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0].rewrite",
+            ),
+            (
+                RouteConfig {
+                    path_regex: Some("^/(a)$".into()),
+                    rewrite: Some("/b?x=$1".into()),
+                    ..respond("x")
+                },
+                "the query goes on as it came",
+            ),
+            (
+                RouteConfig {
+                    path: Some("/a".into()),
+                    rewrite: Some("/b".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0].rewrite: needs path_regex",
+            ),
+            (
+                RouteConfig {
+                    path_regex: Some("^/a".into()),
+                    replace_prefix: Some("/b".into()),
+                    ..respond("x")
+                },
+                "gateway.routes[0].replace_prefix: needs a prefix path",
+            ),
+            (
+                RouteConfig {
+                    path: Some("/a".into()),
+                    replace_prefix: Some("/b".into()),
+                    strip_prefix: true,
+                    ..respond("x")
+                },
+                "gateway.routes[0].strip_prefix",
+            ),
+        ] {
+            let e = err(route);
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
     }
 }

@@ -42,13 +42,46 @@ pub(crate) enum HostPattern {
     Wildcard(String),
 }
 
+/// How a route matches the normalised path.
+#[derive(Debug, Clone)]
+pub(crate) enum PathMatch {
+    /// On segment boundaries ([`path_matches`]); `/` matches everything.
+    Prefix,
+    /// This path and no other.
+    Exact,
+    /// The expression matches somewhere in the path (anchor it with `^…$` to match the whole path).
+    Regex(regex::Regex),
+}
+
+/// A piece of a `rewrite` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    Text(String),
+    /// A capture group of the route's `path_regex`, by index.
+    Group(usize),
+}
+
+/// What the path sent upstream becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PathRewrite {
+    /// As it is, or without the prefix when `strip_prefix` is set.
+    Keep,
+    /// The matched prefix replaced by this (`replace_prefix`).
+    ReplacePrefix(String),
+    /// The `rewrite` template of a regex route.
+    Template(Vec<Piece>),
+}
+
 /// One compiled route; `extra` is what the caller attached to it ([`RouteTable::compile_with`]).
 #[derive(Debug, Clone)]
 pub struct Route<X = ()> {
     pub name: String,
     pub(crate) hosts: Vec<HostPattern>,
-    /// Normalised prefix: starts with `/`; `/` matches everything.
+    /// The path as configured: a prefix (starts with `/`; `/` matches everything), an exact path, or the source
+    /// of a regular expression, as [`Self::path_match`] says.
     pub(crate) path: String,
+    pub(crate) path_match: PathMatch,
+    pub(crate) rewrite: PathRewrite,
     pub(crate) methods: Vec<Method>,
     pub(crate) headers: Vec<(HeaderName, Option<HeaderValue>)>,
     pub action: Action,
@@ -68,6 +101,9 @@ struct Specificity {
     host_rank: u8,
     /// Length of the wildcard suffix (0 otherwise).
     host_len: usize,
+    /// 3 exact path, 2 regular expression, 1 prefix (nginx: `=`, then `~`, then the longest prefix).
+    path_rank: u8,
+    /// Length of the prefix (0 for `/`, an exact path and a regular expression: regexes go by file order).
     path_len: usize,
     constraints: usize,
 }
@@ -194,9 +230,47 @@ impl<X> RouteTable<X> {
 }
 
 impl<X> Route<X> {
-    /// The path prefix the route matches.
+    /// The path the route matches, as configured: its prefix, its exact path, or its regular expression.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Whether the route matches by prefix (`path`), rather than an exact path or a regular expression.
+    pub fn matches_by_prefix(&self) -> bool {
+        matches!(self.path_match, PathMatch::Prefix)
+    }
+
+    /// The path to send on for the normalised request `path`: [`Self::forward_path`], or a regex route's
+    /// `rewrite` filled in with the captures and normalised again (`allow_encoded_slashes` as the table's), so
+    /// that captures put together cannot climb out of the root.
+    pub fn upstream_path<'a>(
+        &self,
+        path: &'a str,
+        allow_encoded_slashes: bool,
+    ) -> Result<Cow<'a, str>, PathProblem> {
+        let (PathRewrite::Template(pieces), PathMatch::Regex(re)) =
+            (&self.rewrite, &self.path_match)
+        else {
+            return Ok(self.forward_path(path));
+        };
+        let Some(captures) = re.captures(path) else {
+            // not this route's path (the caller routed it elsewhere): unchanged
+            return Ok(path.into());
+        };
+        let mut out = String::with_capacity(path.len() + 16);
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Group(g) => out.push_str(captures.get(*g).map_or("", |m| m.as_str())),
+            }
+        }
+        if !out.starts_with('/') {
+            out.insert(0, '/');
+        }
+        Ok(match normalize_path(&out, allow_encoded_slashes)? {
+            Cow::Borrowed(_) => out.into(),
+            Cow::Owned(normalised) => normalised.into(),
+        })
     }
 
     /// Whether the route matches `input`, and how specifically.
@@ -217,9 +291,14 @@ impl<X> Route<X> {
         };
         // exact hosts compare by rank only: two exact matches of the same host tie
         let host_len = if host_rank == 2 { 0 } else { host_len };
-        if !path_matches(&self.path, input.path) {
-            return None;
-        }
+        let (path_rank, path_len) = match &self.path_match {
+            PathMatch::Prefix if path_matches(&self.path, input.path) => {
+                (1, if self.path == "/" { 0 } else { self.path.len() })
+            }
+            PathMatch::Exact if self.path == input.path => (3, 0),
+            PathMatch::Regex(re) if re.is_match(input.path) => (2, 0),
+            _ => return None,
+        };
         if !self.methods.is_empty() && !self.methods.contains(input.method) {
             return None;
         }
@@ -236,23 +315,38 @@ impl<X> Route<X> {
         Some(Specificity {
             host_rank,
             host_len,
-            path_len: if self.path == "/" { 0 } else { self.path.len() },
+            path_rank,
+            path_len,
             constraints: usize::from(!self.methods.is_empty()) + self.headers.len(),
         })
     }
 
-    /// The path to forward: the request path, without the matched prefix when `strip_prefix` is set.
+    /// The path to forward for a prefix route: the request path, without the matched prefix when
+    /// `strip_prefix` is set, or with it replaced by `replace_prefix`. Other routes' paths go on unchanged here
+    /// ([`Self::upstream_path`] rewrites them).
     pub fn forward_path<'a>(&self, path: &'a str) -> Cow<'a, str> {
-        if !self.strip_prefix || self.path == "/" {
+        let replacement = match &self.rewrite {
+            PathRewrite::ReplacePrefix(r) => r.as_str(),
+            PathRewrite::Keep if self.strip_prefix => "",
+            _ => return path.into(),
+        };
+        if !matches!(self.path_match, PathMatch::Prefix) || !path_matches(&self.path, path) {
             return path.into();
         }
+        // `/api` and `/api/` both leave `/x` of `/api/x`
         let prefix = self.path.trim_end_matches('/');
         let rest = path.get(prefix.len()..).unwrap_or("");
         if rest.is_empty() {
-            "/".into()
-        } else {
-            rest.into()
+            return if replacement.is_empty() {
+                "/".into()
+            } else {
+                replacement.to_owned().into()
+            };
         }
+        let mut out = String::with_capacity(replacement.len() + rest.len());
+        out.push_str(replacement.trim_end_matches('/'));
+        out.push_str(rest);
+        out.into()
     }
 }
 

@@ -355,20 +355,11 @@ impl FerryServer {
                 anyhow::bail!("{e:#}\n{}", output.tail(40));
             }
         };
-        // A node prints its listening lines before it opens its store: on SQLite, wait (at most 5 s) for the
-        // store file too, so that a test's CLI command right after finds it.
         let database_url = opts
             .env
             .iter()
             .find(|(k, _)| k == "FERRY_DATABASE_URL")
             .map(|(_, v)| v.clone());
-        if database_url.is_none() {
-            let file = data_dir.join("ferry.db");
-            let until = std::time::Instant::now() + Duration::from_secs(5);
-            while !file.exists() && std::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
         Ok(Self {
             child,
             output,
@@ -425,14 +416,7 @@ impl FerryServer {
         let data_dir = self.data_dir.display().to_string();
         let out = run_ferry(
             &self.bin,
-            &[
-                "admin-key",
-                "create",
-                name,
-                "--create",
-                "--data-dir",
-                &data_dir,
-            ],
+            &["admin-key", "create", name, "--data-dir", &data_dir],
             &[],
         )
         .await?;
@@ -508,8 +492,7 @@ pub async fn create_tenant_in(
     name: &str,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(bin.as_ref());
-    // `--create`: a node started a moment ago may be listening before its store file exists (the tests start
-    // the CLI as soon as the port answers); the CLI and the node then both create it, as SQLite allows.
+    // `--create`: this helper also makes tenants in a data directory no node has opened yet
     cmd.args(["tenant", "create", name, "--create", "--data-dir"])
         .arg(data_dir)
         .env_remove("FERRY_DATABASE_URL")

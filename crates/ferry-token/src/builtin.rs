@@ -220,6 +220,8 @@ struct IncomingClaims {
 /// the only one when it names none), `iss` the issuer, `aud` the audience (or a list holding it), `exp` not past
 /// and `nbf` not ahead (both with [`LEEWAY`]), a `sub`, a valid `tenant`, and the scope its [`Purpose`] needs.
 pub struct TokenRules {
+    /// The issuer of new tokens (the first of the accepted ones).
+    issuer: String,
     validation: Validation,
 }
 
@@ -242,16 +244,24 @@ impl TokenRules {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        TokenRules { validation }
+        TokenRules {
+            issuer: issuer.to_owned(),
+            validation,
+        }
     }
 
-    /// The issuer these rules accept.
+    /// These rules, accepting tokens whose `iss` is one of `earlier` too (an issuer the cluster used before,
+    /// e.g. the old default `ferry` once the issuer follows the public URL).
+    pub fn also_accepting(mut self, earlier: &[String]) -> Self {
+        let mut all: Vec<&str> = vec![self.issuer.as_str()];
+        all.extend(earlier.iter().map(String::as_str));
+        self.validation.set_issuer(&all);
+        self
+    }
+
+    /// The issuer of new tokens these rules were made for.
     pub fn issuer(&self) -> Option<&str> {
-        self.validation
-            .iss
-            .as_ref()
-            .and_then(|set| set.iter().next())
-            .map(String::as_str)
+        Some(self.issuer.as_str())
     }
 
     /// Check `token` with `keys` for `purpose`; what it says when it passes.
@@ -402,6 +412,38 @@ mod tests {
         ));
         assert_eq!(keys.jwks()["keys"][0]["kid"], "k1");
         assert_eq!(keys.signer_kid(), Some("k1"));
+    }
+
+    #[test]
+    fn earlier_issuers_are_accepted_only_when_named() {
+        let keys = set("k1", 1);
+        let tenant = TenantName::new("demo").expect("name");
+        let issue = |issuer| {
+            keys.issue(&NewToken {
+                issuer,
+                audience: DEFAULT_AUDIENCE,
+                tenant: &tenant,
+                scope: TUNNEL_SCOPE,
+                secret_id: None,
+                issued_at: now(),
+                expires_at: now() + 60,
+                id: "j",
+            })
+            .expect("issue")
+        };
+        let url = "https://ferry.example.com";
+        let strict = TokenRules::new(url, DEFAULT_AUDIENCE);
+        let moving = TokenRules::new(url, DEFAULT_AUDIENCE).also_accepting(&["ferry".to_owned()]);
+        let (new, old, other) = (issue(url), issue("ferry"), issue("someone-else"));
+        assert!(strict.check(&keys, &new, Purpose::Tunnel).is_ok());
+        assert!(matches!(
+            strict.check(&keys, &old, Purpose::Tunnel),
+            Err(TokenError::WrongIssuer)
+        ));
+        assert!(moving.check(&keys, &new, Purpose::Tunnel).is_ok());
+        assert!(moving.check(&keys, &old, Purpose::Tunnel).is_ok());
+        assert!(moving.check(&keys, &other, Purpose::Tunnel).is_err());
+        assert_eq!(moving.issuer(), Some(url));
     }
 
     /// A token of raw `payload` bytes signed with the key of `seed` under `kid`.

@@ -445,12 +445,21 @@ async fn execute(
         Command::Serve(_) => {
             raise_open_files();
             let listeners = ferry_app::Listeners::bind(&config).await?;
-            println!("ferry listening on {}", listeners.public.url());
-            match listeners.admin_url() {
-                Some(url) => println!("ferry admin listening on {url}"),
-                None => tracing::info!("management api disabled (server.admin.enabled = false)"),
+            let (public, admin) = (listeners.public.url(), listeners.admin_url());
+            if admin.is_none() {
+                tracing::info!("management api disabled (server.admin.enabled = false)");
             }
-            std::io::stdout().flush().context("stdout")?;
+            // printed once the store is open and the node serves: a script (or `ferry tenant create`) that waits
+            // for these lines finds the store and the API ready
+            let listeners = listeners.when_ready(move || {
+                println!("ferry listening on {public}");
+                if let Some(url) = admin {
+                    println!("ferry admin listening on {url}");
+                }
+                if let Err(error) = std::io::stdout().flush() {
+                    tracing::warn!(%error, "cannot write the listening lines to stdout");
+                }
+            });
             ferry_app::run_with_source(config, Some(source), listeners, shutdown_signal()).await?;
         }
         Command::Tenant { command } => return managed(cli::tenant(command, &config).await),
