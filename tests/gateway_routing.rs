@@ -562,3 +562,89 @@ servers = [{{ url = "{}" }}]
     assert_eq!(e.uri, "/fixed/a");
     Ok(())
 }
+
+/// Gateway routes have a request body limit by default (`[gateway] max_body_size`, 100 MiB unless set; a route's
+/// own wins, `0` lifts it), counted on streamed bodies too, relay routes included (there the relay counts).
+#[tokio::test]
+async fn request_bodies_have_a_default_limit_on_every_kind_of_route() -> anyhow::Result<()> {
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let dir = TempDir::new("ferry-gw-body-limit-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+[gateway]
+max_body_size = 1000
+
+[[gateway.routes]]
+path = "/up"
+upstream = "echo"
+
+[[gateway.routes]]
+path = "/big"
+upstream = "echo"
+max_body_size = 0
+
+[[gateway.routes]]
+path = "/rel"
+strip_prefix = true
+relay = "acme/app"
+
+[gateway.upstreams.echo]
+servers = [{{ url = "{}" }}]
+"#,
+            echo.url()
+        ),
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let secret = server.create_tenant("acme").await?;
+    let _connector = ferry_testkit::Connector::start(
+        BIN,
+        server.url(),
+        "acme",
+        &secret,
+        &[("app", &echo.url())],
+        Default::default(),
+    )
+    .await?;
+    let client = ferry_testkit::http_client();
+    // a body of `len` bytes, sent with a declared length or streamed (chunked)
+    let post = |path: &str, len: usize, streamed: bool| {
+        let body = vec![b'x'; len];
+        let body = if streamed {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                body.chunks(300).map(|c| Ok(c.to_vec())).collect();
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+        } else {
+            reqwest::Body::from(body)
+        };
+        client
+            .post(format!("{}{path}", server.url()))
+            .timeout(Duration::from_secs(10))
+            .body(body)
+            .send()
+    };
+    for path in ["/up/x", "/rel/x"] {
+        for streamed in [false, true] {
+            let ok = post(path, 1000, streamed).await?;
+            assert_eq!(ok.status(), 200, "{path} streamed={streamed}");
+            let refused = post(path, 1001, streamed).await?;
+            assert_eq!(refused.status(), 413, "{path} streamed={streamed}");
+            assert_eq!(
+                refused.headers()["ferry-error"],
+                "payload_too_large",
+                "{path} streamed={streamed}"
+            );
+        }
+    }
+    let free = post("/big/x", 200_000, true).await?;
+    assert_eq!(free.status(), 200);
+    Ok(())
+}

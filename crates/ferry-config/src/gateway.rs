@@ -34,6 +34,25 @@ pub struct GatewayConfig {
     /// Let `%2F`, `%5C` and `\` through in paths of gateway routes (kept encoded, not splitting segments);
     /// default false: refused with 400 `path_escape` (docs/gateway.md, "Paths").
     pub allow_encoded_slashes: bool,
+    /// The largest request body of a route without a `max_body_size` of its own, in bytes; beyond it 413. Unset:
+    /// [`DEFAULT_MAX_BODY_SIZE`] (100 MiB); `0`: no limit.
+    pub max_body_size: Option<u64>,
+}
+
+/// The request body limit of gateway routes when neither the route nor `[gateway]` sets one: 100 MiB, what
+/// Cloudflare takes on its smaller plans (nginx's 1 MiB turns away ordinary uploads). Bodies stream, so the limit
+/// protects upstreams, not Ferry's memory.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 100 * 1024 * 1024;
+
+impl GatewayConfig {
+    /// The body limit of routes without their own: `None` for no limit.
+    pub fn default_max_body_size(&self) -> Option<u64> {
+        match self.max_body_size {
+            None => Some(DEFAULT_MAX_BODY_SIZE),
+            Some(0) => None,
+            Some(n) => Some(n),
+        }
+    }
 }
 
 /// The access log's format.
@@ -153,7 +172,8 @@ pub struct RouteConfig {
     pub respond: Option<RespondConfig>,
     /// Remove the matched path prefix before forwarding (`/api/x` → `/x`). Default false.
     pub strip_prefix: bool,
-    /// Largest request body, in bytes; larger gets 413. Unset: no limit beyond the relay's own.
+    /// Largest request body, in bytes; larger gets 413. Unset: `[gateway] max_body_size` (100 MiB by default);
+    /// `0`: no limit beyond the relay's own.
     pub max_body_size: Option<u64>,
     /// Requests per client (or per header value) this route accepts; beyond it, 429 with `Retry-After`.
     pub rate_limit: Option<RateLimitConfig>,

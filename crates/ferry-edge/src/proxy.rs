@@ -71,6 +71,8 @@ pub(crate) fn prepare_relay(
         if declared_length(&req).is_some_and(|n| n > limit) {
             return Err(Box::new(too_large(limit, &ferry_http::request_id(&req))));
         }
+        // a streamed body is counted by the relay, against this limit if it is the stricter
+        req.extensions_mut().insert(ferry_http::BodyLimit(limit));
     }
     let control = &route.extra.headers;
     if !control.request.is_empty() {

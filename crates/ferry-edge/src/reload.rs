@@ -20,11 +20,13 @@ pub fn effective(config: &GatewayConfig) -> Result<GatewayConfig, EdgeError> {
     if !config.routes.is_empty()
         || !config.upstreams.is_empty()
         || !config.trusted_proxies.is_empty()
+        || config.max_body_size.is_some()
     {
         return Err(EdgeError::Config {
             path: "gateway.file".into(),
-            message: "with a routes file, routes, upstreams and trusted_proxies go in that file"
-                .into(),
+            message:
+                "with a routes file, routes, upstreams, trusted_proxies and max_body_size go in that file"
+                    .into(),
         });
     }
     load_file(path).map(|(c, _)| c)

@@ -58,6 +58,12 @@ impl TlsInfo {
     }
 }
 
+/// A request body limit set by whoever routed the request before its handler (a gateway route's
+/// `max_body_size`), in bytes, as a request extension: the relay applies the smaller of it and its own, to bodies
+/// that declare their length and to streamed ones alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub u64);
+
 /// The request id of a request: a well-formed incoming `x-request-id`, else a new one.
 pub fn request_id<B>(req: &Request<B>) -> String {
     req.headers()

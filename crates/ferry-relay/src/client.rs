@@ -269,7 +269,13 @@ impl Relay {
             // Ferry's own token is for Ferry: the target never sees it (nor could replay it here)
             req.headers_mut().remove(header::AUTHORIZATION);
         }
-        let limit = effective.max_body_size;
+        // the tenant's limit, or a gateway route's if that is stricter (0: none)
+        let limit = match req.extensions().get::<ferry_http::BodyLimit>() {
+            Some(route) if effective.max_body_size == 0 || route.0 < effective.max_body_size => {
+                route.0
+            }
+            _ => effective.max_body_size,
+        };
         if limit > 0 {
             let declared = req
                 .headers()

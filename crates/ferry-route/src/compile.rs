@@ -284,7 +284,11 @@ fn compile_route(
         headers,
         action,
         strip_prefix: r.strip_prefix,
-        max_body_size: r.max_body_size,
+        max_body_size: match r.max_body_size {
+            None => config.default_max_body_size(),
+            Some(0) => None,
+            Some(n) => Some(n),
+        },
         require_client_cert: r.require_client_cert,
         upgrades,
         extra: (),
