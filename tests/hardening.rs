@@ -835,3 +835,60 @@ async fn the_node_link_takes_only_a_nodes_token() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An over-long header block on HTTP/2 is answered `431`, never `REFUSED_STREAM` (which tells a client the request
+/// was not processed and may be retried as it is): up to twice `max_header_size` by Ferry itself (its error body
+/// and `ferry-error: headers_too_large`), beyond that by the HTTP/2 layer's own `431`; a block so large that it
+/// can only be an attack ends the connection with `ENHANCE_YOUR_CALM`. Driven with curl (nghttp2), which sends
+/// whatever it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_http2_header_blocks_get_431_not_refused_stream() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default().env("FERRY_MAX_HEADER_SIZE", "4096"),
+    )
+    .await?;
+    let dir = TempDir::new("ferry-h2-431-")?;
+    let curl = |len: usize| {
+        let file = dir.path().join(format!("h-{len}.txt"));
+        let url = format!("{}/healthz", server.url());
+        async move {
+            std::fs::write(&file, format!("X-Big: {}\n", "a".repeat(len)))?;
+            let out = tokio::time::timeout(
+                T,
+                tokio::process::Command::new("curl")
+                    .args(["-sv", "--http2-prior-knowledge", "--max-time", "10", "-H"])
+                    .arg(format!("@{}", file.display()))
+                    .args(["-o", "/dev/null", "-w", "code=%{http_code}", &url])
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await??;
+            Ok::<_, anyhow::Error>((
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    };
+    let (out, _) = curl(3000).await?;
+    assert_eq!(out, "code=200");
+    // within twice the limit: Ferry's own answer
+    let (out, err) = curl(6000).await?;
+    assert_eq!(out, "code=431", "{err}");
+    assert!(err.contains("ferry-error: headers_too_large"), "{err}");
+    // beyond: the HTTP/2 layer's 431
+    let (out, err) = curl(20_000).await?;
+    assert_eq!(out, "code=431", "{err}");
+    // far beyond: the connection ends, and still no stream is refused
+    let (out, err) = curl(60_000).await?;
+    assert!(
+        !err.contains("REFUSED_STREAM") && !err.contains("error=7"),
+        "{err}"
+    );
+    assert!(
+        out == "code=431" || err.contains("GOAWAY, error=11"),
+        "{out} {err}"
+    );
+    Ok(())
+}
