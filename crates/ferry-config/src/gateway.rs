@@ -318,8 +318,88 @@ pub struct UpstreamConfig {
     pub fail_timeout: Duration,
     /// Active health checks; unset: none (passive ejection only).
     pub health: Option<HealthConfig>,
-    /// Sticky sessions: the name of the cookie that pins a client to its server (set by the gateway).
-    pub sticky_cookie: Option<String>,
+    /// Sticky sessions: the cookie that pins a client to its server (set by the gateway): its name, or a table
+    /// with its name and attributes (`{ name = "SRV", max_age = "8h", same_site = "lax", path = "/app" }`).
+    pub sticky_cookie: Option<StickyCookieConfig>,
+    /// Also retry an idempotent request without a body on the next server when the first gave no response head
+    /// within `header_timeout` (nginx's `proxy_next_upstream timeout`), within `retry_budget`. Default true.
+    pub retry_timeouts: bool,
+    /// How many retries may be under way at once, as Envoy's retry budgets: `percent` of the requests in flight
+    /// to the pool, but never fewer than `min_retries`. Retries beyond it are not made (the error goes to the
+    /// client), so that retries cannot multiply the load on a pool that is already failing.
+    pub retry_budget: RetryBudget,
+}
+
+/// See [`UpstreamConfig::retry_budget`].
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryBudget {
+    pub percent: u32,
+    pub min_retries: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            min_retries: 3,
+        }
+    }
+}
+
+/// The sticky-session cookie: a name alone, or a name with attributes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum StickyCookieConfig {
+    Name(String),
+    Full(StickyCookie),
+}
+
+impl StickyCookieConfig {
+    /// The cookie with every attribute spelled out.
+    pub fn full(&self) -> StickyCookie {
+        match self {
+            StickyCookieConfig::Name(name) => StickyCookie {
+                name: name.clone(),
+                ..StickyCookie::default()
+            },
+            StickyCookieConfig::Full(c) => c.clone(),
+        }
+    }
+}
+
+/// The sticky-session cookie's name and attributes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StickyCookie {
+    pub name: String,
+    /// `Path` (default `/`).
+    pub path: String,
+    /// `Max-Age`; unset: a session cookie, gone when the browser closes.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// `SameSite`: `lax` (default), `strict` or `none` (`none` needs `Secure`, so it is only sent over TLS).
+    pub same_site: String,
+    /// `Secure`: `auto` (default: when the client came over TLS), `always` or `never`.
+    pub secure: String,
+    /// `HttpOnly` (default true).
+    pub http_only: bool,
+    /// `Domain`; unset: the host only.
+    pub domain: Option<String>,
+}
+
+impl Default for StickyCookie {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            path: "/".to_owned(),
+            max_age: None,
+            same_site: "lax".to_owned(),
+            secure: "auto".to_owned(),
+            http_only: true,
+            domain: None,
+        }
+    }
 }
 
 /// Active health checks of every server of a pool.
@@ -365,6 +445,8 @@ impl Default for UpstreamConfig {
             fail_timeout: Duration::from_secs(10),
             health: None,
             sticky_cookie: None,
+            retry_timeouts: true,
+            retry_budget: RetryBudget::default(),
         }
     }
 }
@@ -378,6 +460,13 @@ pub struct UpstreamServer {
     /// Relative weight for `weighted` and `hash` (default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// A backup server takes requests only while no other server of the pool is live (nginx's `backup`).
+    #[serde(default)]
+    pub backup: bool,
+    /// The most requests in flight to this server at once (nginx's `max_conns`); a full server is passed over,
+    /// and when every server is full the request is answered `503 upstream_busy`. Unset: no limit.
+    #[serde(default)]
+    pub max_conns: Option<u32>,
 }
 
 fn default_weight() -> u32 {

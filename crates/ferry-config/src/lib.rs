@@ -22,8 +22,8 @@ pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
 pub use connector::{ConnectorConfig, HostMode, TargetConfig, TransportMode};
 pub use gateway::{
     AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HeaderEdits,
-    HealthConfig, RateLimitConfig, RedirectConfig, RespondConfig, RouteConfig, SniCertificate,
-    UpstreamConfig, UpstreamServer,
+    HealthConfig, RateLimitConfig, RedirectConfig, RespondConfig, RetryBudget, RouteConfig,
+    SniCertificate, StickyCookie, StickyCookieConfig, UpstreamConfig, UpstreamServer,
 };
 pub use layer::{
     load, unknown_env_warnings, ConfigError, ConfigSource, Override, ENV_OVERRIDES, OTHER_ENV,

@@ -47,6 +47,10 @@ pub struct Server {
     pub scheme: Scheme,
     pub authority: Authority,
     pub weight: u32,
+    /// Takes requests only while no other server is live.
+    pub backup: bool,
+    /// The most requests in flight at once; `usize::MAX` without a limit.
+    max_conns: usize,
     /// The sticky-session cookie value that names this server: a hash of its address, stable across reloads.
     pub token: String,
     inflight: AtomicUsize,
@@ -86,12 +90,45 @@ impl Server {
         self.inflight.load(Ordering::Relaxed)
     }
 
+    /// Whether it is below its `max_conns`.
+    pub fn has_room(&self) -> bool {
+        self.inflight() < self.max_conns
+    }
+
     /// Whether passive ejection currently keeps this server out.
     pub fn is_ejected(&self, now: Instant) -> bool {
         self.ejected_until
             .lock()
             .map(|g| g.is_some_and(|t| now < t))
             .unwrap_or(false)
+    }
+}
+
+/// When the sticky cookie carries `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecureWhen {
+    /// When the client came over TLS.
+    Tls,
+    Always,
+    Never,
+}
+
+/// Why no server was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// Every server was tried already.
+    AllTried,
+    /// Every server not yet tried has its `max_conns` requests in flight.
+    AllFull,
+}
+
+/// A retry counted against the pool's retry budget until dropped.
+#[derive(Debug)]
+pub struct RetryGuard(Arc<AtomicUsize>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -103,6 +140,75 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The attributes of the sticky cookie after its value, and when it is `Secure`; an error names the field
+/// (`.same_site`) and what is wrong.
+fn sticky_cookie_attributes(
+    c: &ferry_config::StickyCookie,
+) -> Result<(String, SecureWhen), (String, String)> {
+    let token = |v: &str| {
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !token(&c.name) {
+        return Err((String::new(), format!("{:?} is not a cookie name", c.name)));
+    }
+    let mut attributes = String::new();
+    if !c.path.starts_with('/') || c.path.contains([';', ' ', ',']) {
+        return Err((
+            ".path".into(),
+            format!("{:?} must be a path starting with /", c.path),
+        ));
+    }
+    attributes.push_str("; Path=");
+    attributes.push_str(&c.path);
+    if let Some(domain) = &c.domain {
+        if !token(domain) {
+            return Err((".domain".into(), format!("{domain:?} is not a domain")));
+        }
+        attributes.push_str("; Domain=");
+        attributes.push_str(domain);
+    }
+    if let Some(age) = c.max_age {
+        attributes.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+        "lax" => "Lax",
+        "strict" => "Strict",
+        "none" => "None",
+        other => {
+            return Err((
+                ".same_site".into(),
+                format!("{other:?}: lax, strict or none"),
+            ))
+        }
+    };
+    attributes.push_str("; SameSite=");
+    attributes.push_str(same_site);
+    if c.http_only {
+        attributes.push_str("; HttpOnly");
+    }
+    let secure = match c.secure.to_ascii_lowercase().as_str() {
+        "auto" => SecureWhen::Tls,
+        "always" => SecureWhen::Always,
+        "never" => SecureWhen::Never,
+        other => {
+            return Err((
+                ".secure".into(),
+                format!("{other:?}: auto, always or never"),
+            ))
+        }
+    };
+    if same_site == "None" && secure != SecureWhen::Always {
+        return Err((
+            ".same_site".into(),
+            "none needs secure = \"always\" (browsers drop SameSite=None cookies without Secure)"
+                .into(),
+        ));
+    }
+    Ok((attributes, secure))
 }
 
 /// What the hash balancer hashes.
@@ -133,7 +239,16 @@ pub struct Pool {
     max_fails: u32,
     fail_timeout: Duration,
     pub health: Option<HealthConfig>,
+    /// The sticky-session cookie's name.
     pub sticky_cookie: Option<String>,
+    /// Its attributes after the value (`; Path=/; SameSite=Lax; HttpOnly`), and when it is `Secure`.
+    sticky_attributes: String,
+    sticky_secure: SecureWhen,
+    /// Retry an idempotent bodiless request after a response-head timeout.
+    pub retry_timeouts: bool,
+    budget: ferry_config::RetryBudget,
+    /// Retries under way, against the budget.
+    retries: Arc<AtomicUsize>,
     rr: AtomicUsize,
     /// Current weights of smooth weighted round robin.
     swrr: Mutex<Vec<i64>>,
@@ -219,6 +334,12 @@ impl Pool {
                     ServerClient::Shared(client)
                 }
             };
+            if s.max_conns == Some(0) {
+                return Err(invalid(
+                    &format!("servers[{i}].max_conns"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
             servers.push(Arc::new(Server {
                 scheme: if p == Protocol::Https {
                     Scheme::HTTPS
@@ -227,6 +348,10 @@ impl Pool {
                 },
                 authority,
                 weight: s.weight,
+                backup: s.backup,
+                max_conns: s
+                    .max_conns
+                    .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
                 token,
                 inflight: AtomicUsize::new(0),
                 fails: AtomicU32::new(0),
@@ -284,17 +409,20 @@ impl Pool {
                 return Err(invalid("health", "thresholds must be at least 1".into()));
             }
         }
-        if let Some(name) = &c.sticky_cookie {
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if !ok {
-                return Err(invalid(
-                    "sticky_cookie",
-                    format!("{name:?} is not a cookie name"),
-                ));
-            }
+        if servers.iter().all(|s| s.backup) {
+            return Err(invalid(
+                "servers",
+                "every server is a backup: at least one must not be".into(),
+            ));
+        }
+        let sticky = c.sticky_cookie.as_ref().map(|s| s.full());
+        let (sticky_attributes, sticky_secure) = match &sticky {
+            Some(cookie) => sticky_cookie_attributes(cookie)
+                .map_err(|(field, m)| invalid(&format!("sticky_cookie{field}"), m))?,
+            None => (String::new(), SecureWhen::Tls),
+        };
+        if c.retry_budget.percent > 100 {
+            return Err(invalid("retry_budget.percent", "at most 100".into()));
         }
         let n = servers.len();
         Ok(Self {
@@ -307,7 +435,12 @@ impl Pool {
             max_fails: c.max_fails,
             fail_timeout: c.fail_timeout,
             health: c.health.clone(),
-            sticky_cookie: c.sticky_cookie.clone(),
+            sticky_cookie: sticky.map(|c| c.name),
+            sticky_attributes,
+            sticky_secure,
+            retry_timeouts: c.retry_timeouts,
+            budget: c.retry_budget.clone(),
+            retries: Arc::default(),
             rr: AtomicUsize::new(0),
             swrr: Mutex::new(vec![0; n]),
         })
@@ -317,34 +450,77 @@ impl Pool {
         &self.servers
     }
 
-    /// The server a sticky-session cookie value names, if it is in the pool and live.
+    /// The server a sticky-session cookie value names, if it is in the pool, live and not full.
     pub fn sticky_server(&self, token: &str) -> Option<usize> {
         let now = Instant::now();
         self.servers
             .iter()
             .position(|s| s.token == token)
-            .filter(|&i| self.servers[i].is_live(now))
+            .filter(|&i| self.servers[i].is_live(now) && self.servers[i].has_room())
+    }
+
+    /// The `Set-Cookie` value that pins a client (over TLS or not) to the server of `token`.
+    pub fn sticky_set_cookie(&self, token: &str, tls: bool) -> Option<http::HeaderValue> {
+        let name = self.sticky_cookie.as_deref()?;
+        let secure = match self.sticky_secure {
+            SecureWhen::Always => true,
+            SecureWhen::Never => false,
+            SecureWhen::Tls => tls,
+        };
+        let secure = if secure { "; Secure" } else { "" };
+        http::HeaderValue::from_str(&format!("{name}={token}{}{secure}", self.sticky_attributes))
+            .ok()
+    }
+
+    /// A retry, if the pool's retry budget has room: `percent` of the requests in flight to the pool, at least
+    /// `min_retries`, may be retries at once.
+    pub fn try_retry(&self) -> Option<RetryGuard> {
+        let inflight: usize = self.servers.iter().map(|s| s.inflight()).sum();
+        let percent = usize::try_from(self.budget.percent).unwrap_or(100);
+        let min = usize::try_from(self.budget.min_retries).unwrap_or(usize::MAX);
+        let allowed = (inflight * percent / 100).max(min);
+        let before = self.retries.fetch_add(1, Ordering::Relaxed);
+        let guard = RetryGuard(self.retries.clone());
+        (before < allowed).then_some(guard)
     }
 
     /// Choose a server, skipping `exclude` (indexes already tried). Ejected and unhealthy servers are skipped
     /// while any other is available; when every candidate is out, they are used anyway (better a try than a
     /// certain 502).
     /// `hash_key`: the value to hash with `balance = "hash"` (none: round robin).
-    pub fn pick(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
+    pub fn pick(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Result<usize, NoServer> {
         let now = Instant::now();
-        let candidates: Candidates = (0..self.servers.len())
+        let untried: Candidates = (0..self.servers.len())
             .filter(|i| !exclude.contains(i))
             .collect();
-        if candidates.is_empty() {
-            return None;
+        if untried.is_empty() {
+            return Err(NoServer::AllTried);
         }
-        let live: Candidates = candidates
+        // a server at its max_conns takes nothing, not even as a last resort
+        let open: Candidates = untried
             .iter()
             .copied()
-            .filter(|&i| self.servers[i].is_live(now))
+            .filter(|&i| self.servers[i].has_room())
             .collect();
-        let set = if live.is_empty() { candidates } else { live };
-        Some(match self.balance {
+        if open.is_empty() {
+            return Err(NoServer::AllFull);
+        }
+        // live primaries; else live backups; else (nothing live) primaries anyway, else backups anyway
+        let subset = |backup: bool, live: bool| -> Candidates {
+            open.iter()
+                .copied()
+                .filter(|&i| {
+                    let s = &self.servers[i];
+                    s.backup == backup && (!live || s.is_live(now))
+                })
+                .collect()
+        };
+        let set = [(false, true), (true, true), (false, false), (true, false)]
+            .into_iter()
+            .map(|(backup, live)| subset(backup, live))
+            .find(|set| !set.is_empty())
+            .unwrap_or(open);
+        Ok(match self.balance {
             Balance::RoundRobin => self.round_robin(&set),
             Balance::Weighted => self.weighted(&set),
             Balance::LeastRequests => {
@@ -633,6 +809,8 @@ mod tests {
             .map(|(i, w)| UpstreamServer {
                 url: format!("http://127.0.0.1:{}", 10000 + i),
                 weight: *w,
+                backup: false,
+                max_conns: None,
             })
             .collect();
         let hash_on = (balance == Balance::Hash).then(|| "client_ip".to_owned());
@@ -675,11 +853,11 @@ mod tests {
         let p = pool(Balance::LeastRequests, &[1, 1, 1]);
         let _busy = (p.start(0), p.start(0), p.start(1));
         for _ in 0..5 {
-            assert_eq!(p.pick(None, &[]), Some(2));
+            assert_eq!(p.pick(None, &[]), Ok(2));
         }
         let _g = p.start(2);
         let _g2 = p.start(2);
-        assert_eq!(p.pick(None, &[]), Some(1));
+        assert_eq!(p.pick(None, &[]), Ok(1));
     }
 
     #[tokio::test]
@@ -713,10 +891,10 @@ mod tests {
         p.record_failure(0);
         assert!(p.servers()[0].is_ejected(Instant::now()));
         for _ in 0..4 {
-            assert_eq!(p.pick(None, &[]), Some(1));
+            assert_eq!(p.pick(None, &[]), Ok(1));
         }
         // every candidate ejected: used anyway
-        assert_eq!(p.pick(None, &[1]), Some(0));
+        assert_eq!(p.pick(None, &[1]), Ok(0));
         // after fail_timeout it is tried again; a success clears it
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(!p.servers()[0].is_ejected(Instant::now()));
@@ -735,10 +913,14 @@ mod tests {
                 UpstreamServer {
                     url: "http://a:1".into(),
                     weight: 1,
+                    backup: false,
+                    max_conns: None,
                 },
                 UpstreamServer {
                     url: "h2c://b:1".into(),
                     weight: 1,
+                    backup: false,
+                    max_conns: None,
                 },
             ],
             ..UpstreamConfig::default()
@@ -748,6 +930,8 @@ mod tests {
             servers: vec![UpstreamServer {
                 url: "http://a:1".into(),
                 weight: 1,
+                backup: false,
+                max_conns: None,
             }],
             balance: Balance::Hash,
             hash_on: Some("body".into()),
@@ -764,6 +948,132 @@ mod tests {
         assert_eq!(cookie_value(&h, "sid"), Some("xyz"));
         assert_eq!(cookie_value(&h, "b"), Some("2"));
         assert_eq!(cookie_value(&h, "c"), None);
+    }
+
+    #[test]
+    fn backups_wait_for_the_primaries_and_full_servers_are_passed_over() {
+        let server = |port: u16, backup: bool, max_conns: Option<u32>| UpstreamServer {
+            url: format!("http://127.0.0.1:{port}"),
+            weight: 1,
+            backup,
+            max_conns,
+        };
+        let p = Pool::new(
+            "p",
+            &UpstreamConfig {
+                servers: vec![
+                    server(1, false, Some(1)),
+                    server(2, false, None),
+                    server(3, true, None),
+                ],
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(60),
+                ..UpstreamConfig::default()
+            },
+        )
+        .expect("pool");
+        // the backup takes nothing while a primary is live
+        for _ in 0..6 {
+            assert_ne!(p.pick(None, &[]), Ok(2));
+        }
+        // server 0 full: passed over
+        let _busy = p.start(0);
+        for _ in 0..4 {
+            assert_eq!(p.pick(None, &[]), Ok(1));
+        }
+        // both primaries out of the running: the backup
+        p.record_failure(1);
+        assert_eq!(p.pick(None, &[]), Ok(2));
+        assert_eq!(p.pick(None, &[2]), Ok(1), "nothing live: a primary anyway");
+        assert_eq!(p.pick(None, &[1, 2]), Err(NoServer::AllFull));
+        assert_eq!(p.pick(None, &[0, 1, 2]), Err(NoServer::AllTried));
+        // every server a backup: refused
+        let e = Pool::new(
+            "q",
+            &UpstreamConfig {
+                servers: vec![server(1, true, None)],
+                ..UpstreamConfig::default()
+            },
+        )
+        .expect_err("all backups")
+        .to_string();
+        assert!(e.starts_with("gateway.upstreams.q.servers"), "{e}");
+    }
+
+    #[test]
+    fn the_retry_budget_caps_retries_under_way() {
+        let p = pool(Balance::RoundRobin, &[1, 1]);
+        // nothing in flight: min_retries (3) at once
+        let held: Vec<_> = (0..3).filter_map(|_| p.try_retry()).collect();
+        assert_eq!(held.len(), 3);
+        assert!(p.try_retry().is_none());
+        drop(held);
+        assert!(p.try_retry().is_some());
+        // 20 in flight: 20% is 4
+        let _inflight: Vec<_> = (0..20).map(|k| p.start(k % 2)).collect();
+        let held: Vec<_> = (0..10).filter_map(|_| p.try_retry()).collect();
+        assert_eq!(held.len(), 4);
+    }
+
+    #[test]
+    fn sticky_cookie_attributes() {
+        let cookie = |c: ferry_config::StickyCookieConfig| {
+            Pool::new(
+                "s",
+                &UpstreamConfig {
+                    servers: vec![UpstreamServer {
+                        url: "http://a:1".into(),
+                        weight: 1,
+                        backup: false,
+                        max_conns: None,
+                    }],
+                    sticky_cookie: Some(c),
+                    ..UpstreamConfig::default()
+                },
+            )
+        };
+        let plain = cookie(ferry_config::StickyCookieConfig::Name("SRV".into())).expect("pool");
+        let v = |p: &Pool, tls| {
+            p.sticky_set_cookie("t1", tls)
+                .map(|v| v.to_str().unwrap_or("").to_owned())
+        };
+        assert_eq!(
+            v(&plain, false).as_deref(),
+            Some("SRV=t1; Path=/; SameSite=Lax; HttpOnly")
+        );
+        assert_eq!(
+            v(&plain, true).as_deref(),
+            Some("SRV=t1; Path=/; SameSite=Lax; HttpOnly; Secure")
+        );
+        let full = cookie(ferry_config::StickyCookieConfig::Full(
+            ferry_config::StickyCookie {
+                name: "SRV".into(),
+                path: "/app".into(),
+                max_age: Some(Duration::from_secs(8 * 3600)),
+                same_site: "none".into(),
+                secure: "always".into(),
+                http_only: false,
+                domain: Some("example.com".into()),
+            },
+        ))
+        .expect("pool");
+        assert_eq!(
+            v(&full, false).as_deref(),
+            Some("SRV=t1; Path=/app; Domain=example.com; Max-Age=28800; SameSite=None; Secure")
+        );
+        let e = cookie(ferry_config::StickyCookieConfig::Full(
+            ferry_config::StickyCookie {
+                name: "SRV".into(),
+                same_site: "none".into(),
+                ..ferry_config::StickyCookie::default()
+            },
+        ))
+        .expect_err("none without secure")
+        .to_string();
+        assert!(
+            e.starts_with("gateway.upstreams.s.sticky_cookie.same_site"),
+            "{e}"
+        );
     }
 }
 

@@ -367,17 +367,34 @@ pub(crate) async fn forward(
     let max_attempts = pool.servers().len().min(3);
     // at most three attempts: on the stack
     let mut tried = smallvec::SmallVec::<[usize; 4]>::new();
+    // the retry under way, counted against the pool's retry budget until the answer is in
+    let mut _retry: Option<crate::pool::RetryGuard> = None;
     loop {
         let choice = match pinned {
-            Some(p) if tried.is_empty() => Some(p),
+            Some(p) if tried.is_empty() => Ok(p),
             _ => pool.pick(hash_key.as_deref(), &tried),
         };
-        let Some(i) = choice else {
-            return error(
-                ErrorCode::TargetUnreachable,
-                format!("no server of upstream {} left to try", pool.name),
-                &request_id,
-            );
+        let i = match choice {
+            Ok(i) => i,
+            Err(crate::pool::NoServer::AllFull) => {
+                tracing::warn!(
+                    request_id,
+                    pool = pool.name,
+                    "every server of the upstream is at its max_conns"
+                );
+                return error(
+                    ErrorCode::UpstreamBusy,
+                    format!("every server of upstream {} is busy", pool.name),
+                    &request_id,
+                );
+            }
+            Err(crate::pool::NoServer::AllTried) => {
+                return error(
+                    ErrorCode::TargetUnreachable,
+                    format!("no server of upstream {} left to try", pool.name),
+                    &request_id,
+                )
+            }
         };
         tried.push(i);
         let server = pool.servers()[i].clone();
@@ -404,16 +421,9 @@ pub(crate) async fn forward(
                 pool.record_success(i);
                 tracing::debug!(request_id, pool = pool.name, server = %server.authority, status = resp.status().as_u16(), "proxied");
                 // pin (or re-pin, after a fail-over) the session to the server that answered
-                let set_cookie = match &pool.sticky_cookie {
-                    Some(name) if pinned != Some(i) => {
-                        let secure = if client.tls { "; Secure" } else { "" };
-                        HeaderValue::from_str(&format!(
-                            "{name}={}; Path=/; HttpOnly{secure}",
-                            server.token
-                        ))
-                        .ok()
-                    }
-                    _ => None,
+                let set_cookie = match pinned {
+                    Some(p) if p == i => None,
+                    _ => pool.sticky_set_cookie(&server.token, client.tls),
                 };
                 let mut resp = respond(
                     resp,
@@ -466,8 +476,18 @@ pub(crate) async fn forward(
                     .as_ref()
                     .is_none_or(|body| body.lock().is_ok_and(|slot| slot.is_some()));
                 if connect && idempotent && unsent && tried.len() < max_attempts {
-                    tracing::info!(request_id, pool = pool.name, server = %server.authority, "upstream connect failed, retrying on another server: {why}");
-                    continue;
+                    match pool.try_retry() {
+                        Some(retry) => {
+                            tracing::info!(request_id, pool = pool.name, server = %server.authority, "upstream connect failed, retrying on another server: {why}");
+                            _retry = Some(retry);
+                            continue;
+                        }
+                        None => tracing::info!(
+                            request_id,
+                            pool = pool.name,
+                            "retry budget spent: not retrying"
+                        ),
+                    }
                 }
                 let code = if connect && timed_out(&e) {
                     ErrorCode::TargetConnectTimeout
@@ -490,6 +510,32 @@ pub(crate) async fn forward(
             Err(_) => {
                 pool.record_failure(i);
                 tracing::warn!(request_id, pool = pool.name, server = %server.authority, timeout = ?head_wait, "upstream response head timed out");
+                // nginx's `proxy_next_upstream timeout`, for requests that can be sent again as they were: idempotent
+                // and without a body; never past the exchange's total_timeout
+                let time_left = deadline.is_none_or(|(_, at)| Instant::now() + head_wait <= at);
+                if pool.retry_timeouts
+                    && idempotent
+                    && body.is_none()
+                    && tried.len() < max_attempts
+                    && time_left
+                {
+                    match pool.try_retry() {
+                        Some(retry) => {
+                            tracing::info!(
+                                request_id,
+                                pool = pool.name,
+                                "retrying on another server after the timeout"
+                            );
+                            _retry = Some(retry);
+                            continue;
+                        }
+                        None => tracing::info!(
+                            request_id,
+                            pool = pool.name,
+                            "retry budget spent: not retrying"
+                        ),
+                    }
+                }
                 let mut resp = error(
                     ErrorCode::TargetTimeout,
                     format!("upstream {} did not answer within {head_wait:?}", pool.name),

@@ -432,6 +432,84 @@ async fn slow_heads_time_out_with_504() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// nginx's `proxy_next_upstream timeout`: a bodiless idempotent request whose server gave no head in time goes to
+/// the next server; one with a body does not (it cannot be sent again as it was); `max_conns` passes a full server
+/// over, and a pool whose servers are all full answers `503 upstream_busy`; a backup waits for the primaries.
+#[tokio::test]
+async fn timeouts_retry_within_the_budget_and_full_servers_are_passed_over() {
+    let hang = TargetServer::start(TargetKind::Hang).await.expect("hang");
+    let good = TargetServer::start(TargetKind::Echo).await.expect("good");
+    let spare = TargetServer::start(TargetKind::Echo).await.expect("spare");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/retry"
+        upstream = "p"
+        [[routes]]
+        path = "/full"
+        upstream = "full"
+        [upstreams.p]
+        servers = [{{ url = "{hang}" }}, {{ url = "{good}" }}, {{ url = "{spare}", backup = true }}]
+        header_timeout = "300ms"
+        max_fails = 0
+        [upstreams.full]
+        servers = [{{ url = "{hang}", max_conns = 1 }}]
+        header_timeout = "2s"
+        "#,
+        hang = hang.url(),
+        good = good.url(),
+        spare = spare.url()
+    ))
+    .await;
+    for _ in 0..4 {
+        let r = client()
+            .get(format!("{url}/retry/x"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "a GET is retried on the next server");
+    }
+    assert_eq!(
+        spare.requests(),
+        0,
+        "the backup took nothing while a primary was live"
+    );
+    let mut refused = 0;
+    for _ in 0..4 {
+        let r = client()
+            .post(format!("{url}/retry/x"))
+            .body("once")
+            .send()
+            .await
+            .expect("send");
+        match r.status().as_u16() {
+            200 => {}
+            504 => refused += 1,
+            other => panic!("POST: {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "a POST that met the hanging server is not retried"
+    );
+    // one request in flight fills the only server; the next is refused at once
+    let first = tokio::spawn(client().get(format!("{url}/full/a")).send());
+    let until = std::time::Instant::now() + T;
+    while hang.requests() == 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = client()
+        .get(format!("{url}/full/b"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["ferry-error"], "upstream_busy");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let first = first.await.expect("join").expect("send");
+    assert_eq!(first.status(), 504);
+}
+
 #[tokio::test]
 async fn h2c_and_https_upstreams_and_http2_clients() {
     let pki = TestPki::new().expect("pki");

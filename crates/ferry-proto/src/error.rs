@@ -63,6 +63,8 @@ pub enum ErrorCode {
     RouteRateLimited,
     /// The token endpoint has its cap of token checks running and the request waited too long for one (503).
     TokenEndpointBusy,
+    /// Every server of a gateway upstream has its `max_conns` requests in flight (503, with `Retry-After`).
+    UpstreamBusy,
 }
 
 impl ErrorCode {
@@ -93,6 +95,7 @@ impl ErrorCode {
         Self::RequestTimeout,
         Self::RouteRateLimited,
         Self::TokenEndpointBusy,
+        Self::UpstreamBusy,
     ];
 
     /// The stable code string, sent in the `ferry-error` header.
@@ -123,6 +126,7 @@ impl ErrorCode {
             Self::RequestTimeout => "request_timeout",
             Self::RouteRateLimited => "route_rate_limited",
             Self::TokenEndpointBusy => "token_endpoint_busy",
+            Self::UpstreamBusy => "upstream_busy",
         }
     }
 
@@ -140,7 +144,8 @@ impl ErrorCode {
             | Self::Draining
             | Self::TooManyConnections
             | Self::ClusterUnavailable
-            | Self::TokenEndpointBusy => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::TokenEndpointBusy
+            | Self::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::TargetUnreachable | Self::ConnectorLost => StatusCode::BAD_GATEWAY,
             Self::TargetConnectTimeout | Self::TargetTimeout | Self::RequestExpired => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -168,7 +173,8 @@ impl ErrorCode {
             | Self::Draining
             | Self::TooManyConnections
             | Self::RouteRateLimited
-            | Self::TokenEndpointBusy => Some(1),
+            | Self::TokenEndpointBusy
+            | Self::UpstreamBusy => Some(1),
             _ => None,
         }
     }
