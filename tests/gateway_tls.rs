@@ -3,7 +3,7 @@
 //! client-certificate headers stripped before the upstream sees them.
 
 use crate::common::{write_file, TempDir, BIN};
-use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer};
+use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer, TestPki};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -361,5 +361,86 @@ async fn plain_http_to_the_tls_listener_gets_a_400_that_says_so() -> anyhow::Res
         .send()
         .await?;
     assert_eq!(ok.status(), 200);
+    Ok(())
+}
+
+/// Several public listeners (`[[server.listeners]]`): a plain-HTTP one that redirects everything to HTTPS with
+/// `308` (method and body kept), and a second TLS one serving what the main listener serves; all of them stop on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_listeners_redirect_to_https_and_serve_alike() -> anyhow::Result<()> {
+    let pki = TestPki::new()?;
+    let dir = TempDir::new("ferry-gw-listeners-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        r#"
+[[server.listeners]]
+listen = "127.0.0.1:0"
+redirect_to_https = true
+https_port = 8443
+
+[[server.listeners]]
+listen = "127.0.0.1:0"
+tls = true
+
+[[gateway.routes]]
+path = "/hello"
+respond = { body = "hello\n" }
+"#,
+    )?;
+    let mut server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(pki.cert_path(), pki.key_path())
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let extra: Vec<String> = server
+        .output()
+        .stdout()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ferry also listening on "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(extra.len(), 2, "{}", server.output().stdout());
+    assert!(extra[0].starts_with("http://") && extra[1].starts_with("https://"));
+    let plain = extra[0].trim_start_matches("http://").parse()?;
+    let resp = ferry_testkit::raw::request(
+        plain,
+        b"POST /some/path?q=1 HTTP/1.1\r\nHost: Shop.Example.test:80\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(resp.status, 308, "{resp:?}");
+    assert_eq!(
+        resp.header("location"),
+        Some("https://shop.example.test:8443/some/path?q=1")
+    );
+    let resp = ferry_testkit::raw::request(
+        plain,
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(resp.status, 400, "no host, no redirect: {resp:?}");
+
+    for base in [server.url().to_owned(), extra[1].clone()] {
+        let addr: std::net::SocketAddr = base.trim_start_matches("https://").parse()?;
+        let client = ferry_testkit::client::client_builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                pki.ca_path(),
+            )?)?)
+            .resolve("localhost", addr)
+            .build()?;
+        let url = format!("https://localhost:{}", addr.port());
+        let resp = client.get(format!("{url}/hello")).send().await?;
+        assert_eq!(resp.status(), 200, "{url}");
+        assert_eq!(resp.text().await?, "hello\n");
+    }
+    server.sigterm()?;
+    let status = server.wait_exit(Duration::from_secs(20)).await?;
+    assert!(status.success(), "{status:?}");
     Ok(())
 }

@@ -65,9 +65,20 @@ pub enum AppError {
     },
 }
 
+/// What one of the `[[server.listeners]]` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerRole {
+    /// Everything the main public listener serves.
+    Serve,
+    /// `308` to the same host and path over `https://` on this port.
+    RedirectToHttps { port: u16 },
+}
+
 /// Every socket of a node, bound before serving.
 pub struct Listeners {
     pub public: Listener,
+    /// `[[server.listeners]]`, in order: each serves what `public` serves, or redirects to HTTPS.
+    pub extra: Vec<(Listener, ListenerRole)>,
     /// The management API's listener (`[server.admin]`); `None` when disabled.
     pub admin: Option<tokio::net::TcpListener>,
     /// Called once the node is ready to serve (store open, signing keys loaded, bus connected), just before it
@@ -88,7 +99,18 @@ impl Listeners {
             }),
             _ => None,
         };
-        let public = Listener::bind_with(s.listen, tls_options(config, tls)?).await?;
+        let public = Listener::bind_with(s.listen, tls_options(config, tls.clone())?).await?;
+        let mut extra = Vec::with_capacity(s.listeners.len());
+        for l in &s.listeners {
+            let files = if l.tls { tls.clone() } else { None };
+            let listener = Listener::bind_with(l.listen, tls_options(config, files)?).await?;
+            let role = if l.redirect_to_https {
+                ListenerRole::RedirectToHttps { port: l.https_port }
+            } else {
+                ListenerRole::Serve
+            };
+            extra.push((listener, role));
+        }
         let admin = match s.admin.enabled && config.node.roles.has(Role::Management) {
             true => Some(
                 tokio::net::TcpListener::bind(s.admin.listen)
@@ -102,6 +124,7 @@ impl Listeners {
         };
         Ok(Self {
             public,
+            extra,
             admin,
             on_ready: None,
         })
@@ -111,6 +134,11 @@ impl Listeners {
     pub fn when_ready(mut self, announce: impl FnOnce() + Send + 'static) -> Self {
         self.on_ready = Some(Box::new(announce));
         self
+    }
+
+    /// The URLs of the `[[server.listeners]]`, in order.
+    pub fn extra_urls(&self) -> Vec<String> {
+        self.extra.iter().map(|(l, _)| l.url()).collect()
     }
 
     /// `http://ADDR` of the admin listener, if there is one.
@@ -560,13 +588,35 @@ pub async fn run_with_source(
             }
         }
     };
-    ferry_gateway::serve(
+    // every public listener stops accepting when the drain starts
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let handler = routes::handler(node);
+    let mut serving = vec![ferry_gateway::serve(
         listeners.public,
-        routes::handler(node),
-        options,
-        drain_started,
-    )
-    .await;
+        handler.clone(),
+        options.clone(),
+        stopped(stop_rx.clone()),
+    )];
+    for (listener, role) in listeners.extra {
+        let handler = match role {
+            ListenerRole::Serve => handler.clone(),
+            ListenerRole::RedirectToHttps { port } => routes::redirect_to_https(port),
+        };
+        serving.push(ferry_gateway::serve(
+            listener,
+            handler,
+            options.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    let drain = async move {
+        drain_started.await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(drain, futures_util::future::join_all(serving));
     if let Some(admin) = admin {
         admin.shutdown(s.drain_timeout).await;
     }

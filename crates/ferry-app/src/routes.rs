@@ -24,6 +24,47 @@ pub(crate) fn handler(node: Arc<Node>) -> Handler {
     Arc::new(move |req| Box::pin(route(node.clone(), req)))
 }
 
+/// The handler of a plain-HTTP listener that sends everyone to HTTPS: `308` to `https://HOST[:port]/path?query`
+/// (the method and body are kept by a 308). A request without a usable host gets `400`.
+pub(crate) fn redirect_to_https(port: u16) -> Handler {
+    Arc::new(move |req| {
+        let resp = https_redirect(&req, port);
+        Box::pin(async move { resp })
+    })
+}
+
+fn https_redirect<B>(req: &Request<B>, port: u16) -> Response<Body> {
+    // the host as routing reads it: lowercased, without its port, checked to be a host
+    let Some(host) = ferry_edge::route::request_host(req) else {
+        let reply = ErrorReply::new(
+            ErrorCode::BadRequest,
+            "this listener redirects to https and needs the request's host",
+        );
+        return error_response(&reply, &ferry_http::request_id(req));
+    };
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut resp = Response::new(ferry_http::empty());
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    match http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(http::header::LOCATION, v);
+            resp
+        }
+        Err(_) => error_response(
+            &ErrorReply::new(
+                ErrorCode::BadRequest,
+                "the request target cannot be redirected",
+            ),
+            &ferry_http::request_id(req),
+        ),
+    }
+}
+
 async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     if let Some(refused) = ferry_http::checks::refuse_head(&req) {
         return refused;

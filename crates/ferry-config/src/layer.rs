@@ -543,6 +543,29 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             "tls_cert and tls_key go together",
         ));
     }
+    for (i, l) in server.listeners.iter().enumerate() {
+        let key = |field: &str| format!("server.listeners[{i}].{field}");
+        if l.tls && server.tls_cert.is_none() {
+            return Err(invalid(
+                key("tls"),
+                "needs server.tls_cert and server.tls_key (the certificates every TLS listener serves)",
+            ));
+        }
+        if l.tls && l.redirect_to_https {
+            return Err(invalid(
+                key("redirect_to_https"),
+                "is for plain-HTTP listeners (this one has tls = true)",
+            ));
+        }
+        // port 0 (the OS picks one, as in tests) never clashes
+        let clash = |other: &std::net::SocketAddr| l.listen.port() != 0 && *other == l.listen;
+        if clash(&server.listen) || server.listeners[..i].iter().any(|o| clash(&o.listen)) {
+            return Err(invalid(
+                key("listen"),
+                format!("{} is already a listener", l.listen),
+            ));
+        }
+    }
     if server.http.max_header_size < 1024 {
         return Err(invalid(
             "server.http.max_header_size",
@@ -701,6 +724,25 @@ mod tests {
                 let _ = std::fs::remove_file(&self.0);
             }
         }
+    }
+
+    #[test]
+    fn extra_listeners_are_checked_with_their_key() {
+        let refused = |text: &str| {
+            let f = file(text);
+            load(Some(&f.0), env(&[]), vec![])
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = refused("[[server.listeners]]\nlisten = \"127.0.0.1:9443\"\ntls = true\n");
+        assert!(e.starts_with("server.listeners[0].tls"), "{e}");
+        let e = refused("[server]\nlisten = \"127.0.0.1:9080\"\n[[server.listeners]]\nlisten = \"127.0.0.1:9080\"\n");
+        assert!(e.starts_with("server.listeners[0].listen"), "{e}");
+        let f = file("[[server.listeners]]\nlisten = \"127.0.0.1:0\"\nredirect_to_https = true\n[[server.listeners]]\nlisten = \"127.0.0.1:0\"\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("two port-0 listeners");
+        assert_eq!(c.server.listeners.len(), 2);
+        assert!(c.server.listeners[0].redirect_to_https);
+        assert_eq!(c.server.listeners[0].https_port, 443);
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub use node::{
 pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
 pub use secret::Secret;
 pub use server::{
-    HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig, TunnelSettings,
+    ExtraListener, HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig,
+    TunnelSettings,
 };
 pub use telemetry::TelemetrySettings;
 

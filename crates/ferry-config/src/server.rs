@@ -12,6 +12,9 @@ use std::time::Duration;
 pub struct ServerConfig {
     /// Public listener (relay, token endpoint, tunnel, health). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// More public listeners beside `listen` (`[[server.listeners]]`): plain HTTP on port 80 that redirects to
+    /// HTTPS, an IPv6 address beside an IPv4 one. Each serves what `listen` serves, unless it redirects.
+    pub listeners: Vec<ExtraListener>,
     /// Where the embedded store keeps its files. Default `./ferry-data`.
     pub data_dir: PathBuf,
     /// The store's database: `sqlite://PATH`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. Default
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listeners: Vec::new(),
             data_dir: PathBuf::from("ferry-data"),
             database_url: None,
             tls_cert: None,
@@ -53,6 +57,28 @@ impl Default for ServerConfig {
             admin: crate::AdminSettings::default(),
         }
     }
+}
+
+/// One more public listener (`[[server.listeners]]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraListener {
+    /// Its address: `0.0.0.0:80`, `[::]:443`.
+    pub listen: SocketAddr,
+    /// Speak TLS with the certificates of `tls_cert`/`tls_key` and `[gateway.tls]`. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// Answer every request with `308 Permanent Redirect` to the same host and path over `https://` (nginx's
+    /// `return 308 https://$host$request_uri`). Default false.
+    #[serde(default)]
+    pub redirect_to_https: bool,
+    /// The port of that `https://` URL (left out when 443). Default 443.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+}
+
+fn default_https_port() -> u16 {
+    443
 }
 
 /// Limits of the client-facing HTTP server.

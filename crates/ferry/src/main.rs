@@ -445,7 +445,11 @@ async fn execute(
         Command::Serve(_) => {
             raise_open_files();
             let listeners = ferry_app::Listeners::bind(&config).await?;
-            let (public, admin) = (listeners.public.url(), listeners.admin_url());
+            let (public, extra, admin) = (
+                listeners.public.url(),
+                listeners.extra_urls(),
+                listeners.admin_url(),
+            );
             if admin.is_none() {
                 tracing::info!("management api disabled (server.admin.enabled = false)");
             }
@@ -453,6 +457,9 @@ async fn execute(
             // for these lines finds the store and the API ready
             let listeners = listeners.when_ready(move || {
                 println!("ferry listening on {public}");
+                for url in extra {
+                    println!("ferry also listening on {url}");
+                }
                 if let Some(url) = admin {
                     println!("ferry admin listening on {url}");
                 }
