@@ -412,6 +412,8 @@ impl Admin {
             sha256: hash_admin_key(&key),
             created_at: unix_now(),
             revoked_at: None,
+            role: ferry_store::Role::Admin,
+            tenants: Vec::new(),
         };
         self.store.add_admin_key(&record).await?;
         tracing::info!(id = %record.id, name = %record.name, "admin key created");
