@@ -11,6 +11,7 @@
 //! relay, through [`ChangeNotifier`]), secret hashing (`ferry-auth`).
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod api;
 pub mod auth;
 pub mod client;
@@ -19,6 +20,7 @@ pub mod model;
 mod notify;
 mod openapi;
 mod ops;
+mod session;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,14 +28,16 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use ferry_store::Store;
 
+pub use accounts::generate_password;
 pub use auth::{
     generate_admin_key, hash_admin_key, AdminTokenCheck, AdminTokenOutcome, Caller,
-    ADMIN_KEY_PREFIX,
+    ADMIN_KEY_PREFIX, CSRF_HEADER, SESSION_COOKIE,
 };
 pub use client::{Client, ManagementError};
 pub use error::{ApiError, ErrorBody};
 pub use notify::{ChangeNotifier, ClusterView, NoopNotifier, RecordingNotifier};
 pub use ops::{percentile, validate_settings, Admin};
+pub use session::SessionSettings;
 
 /// Default largest request body of the admin listener.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
@@ -41,10 +45,15 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 /// The path of the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// The path of the session endpoint (sign in, who am I, sign out).
+pub const SESSION_PATH: &str = "/api/v1/session";
+
 /// Shared state of the routes.
 pub(crate) struct State {
     pub admin: Admin,
     pub token_check: Option<Arc<dyn AdminTokenCheck>>,
+    pub sessions: SessionSettings,
+    pub limiter: session::SignInLimiter,
 }
 
 /// Renders the node's metrics in the OpenMetrics text format, for `GET /metrics`.
@@ -59,6 +68,7 @@ pub struct AdminApi {
     token_check: Option<Arc<dyn AdminTokenCheck>>,
     max_body_size: usize,
     metrics: Option<MetricsRenderer>,
+    sessions: SessionSettings,
 }
 
 impl AdminApi {
@@ -69,7 +79,14 @@ impl AdminApi {
             token_check: None,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             metrics: None,
+            sessions: SessionSettings::default(),
         }
+    }
+
+    /// How long sessions last and how many sign-in attempts are taken.
+    pub fn sessions(mut self, settings: SessionSettings) -> Self {
+        self.sessions = settings;
+        self
     }
 
     /// Serve the node's metrics at [`METRICS_PATH`] (without authentication, like the OpenAPI document: the
@@ -115,6 +132,8 @@ impl AdminApi {
         let state = Arc::new(State {
             admin: self.admin,
             token_check: self.token_check,
+            limiter: session::SignInLimiter::new(&self.sessions),
+            sessions: self.sessions,
         });
         let (routes, doc) = api::routes().split_for_parts();
         let doc = openapi_with(doc);
@@ -186,9 +205,13 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The client's address keys the sign-in limits.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }
 
@@ -317,3 +340,5 @@ delegate! {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_accounts;

@@ -63,6 +63,9 @@ pub enum ErrorCode {
     RouteRateLimited,
     /// The token endpoint has its cap of token checks running and the request waited too long for one (503).
     TokenEndpointBusy,
+    /// Too many sign-in attempts to the management API for one account or from one address (429, with
+    /// `Retry-After`).
+    SignInRateLimited,
 }
 
 impl ErrorCode {
@@ -93,6 +96,7 @@ impl ErrorCode {
         Self::RequestTimeout,
         Self::RouteRateLimited,
         Self::TokenEndpointBusy,
+        Self::SignInRateLimited,
     ];
 
     /// The stable code string, sent in the `ferry-error` header.
@@ -123,6 +127,7 @@ impl ErrorCode {
             Self::RequestTimeout => "request_timeout",
             Self::RouteRateLimited => "route_rate_limited",
             Self::TokenEndpointBusy => "token_endpoint_busy",
+            Self::SignInRateLimited => "sign_in_rate_limited",
         }
     }
 
@@ -145,7 +150,9 @@ impl ErrorCode {
             Self::TargetConnectTimeout | Self::TargetTimeout | Self::RequestExpired => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::TenantBusy | Self::RouteRateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::TenantBusy | Self::RouteRateLimited | Self::SignInRateLimited => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -168,7 +175,8 @@ impl ErrorCode {
             | Self::Draining
             | Self::TooManyConnections
             | Self::RouteRateLimited
-            | Self::TokenEndpointBusy => Some(1),
+            | Self::TokenEndpointBusy
+            | Self::SignInRateLimited => Some(1),
             _ => None,
         }
     }

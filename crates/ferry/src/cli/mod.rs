@@ -486,7 +486,12 @@ pub async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Res
     let api = backend(command.target(), config).await?;
     match command {
         AdminKeyCommand::Create { name, .. } => {
-            let created = api.create_admin_key(&AdminKeyCreate { name }).await?;
+            let created = api
+                .create_admin_key(&AdminKeyCreate {
+                    name,
+                    ..Default::default()
+                })
+                .await?;
             if json {
                 output::json(&created)?;
             } else {
