@@ -4,6 +4,7 @@
 
 mod common;
 
+mod accounts;
 mod admin_api;
 mod auth_oidc;
 mod cli;

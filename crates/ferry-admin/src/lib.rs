@@ -302,6 +302,26 @@ pub trait Management: Send + Sync {
     ) -> Result<model::AdminKeyCreated, ManagementError>;
     async fn list_admin_keys(&self) -> Result<model::AdminKeyList, ManagementError>;
     async fn revoke_admin_key(&self, id: &str) -> Result<(), ManagementError>;
+    async fn create_user(
+        &self,
+        request: &model::UserCreate,
+    ) -> Result<model::UserCreated, ManagementError>;
+    async fn list_users(&self) -> Result<model::UserList, ManagementError>;
+    async fn set_user_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+    ) -> Result<model::UserView, ManagementError>;
+    async fn delete_user(&self, name: &str) -> Result<(), ManagementError>;
+    async fn set_password(
+        &self,
+        name: &str,
+        request: &model::PasswordChange,
+    ) -> Result<model::PasswordChanged, ManagementError>;
+    async fn audit_log(
+        &self,
+        query: &model::AuditLogQuery,
+    ) -> Result<model::AuditPage, ManagementError>;
 }
 
 macro_rules! delegate {
@@ -336,6 +356,12 @@ delegate! {
     create_admin_key(request: &model::AdminKeyCreate) -> model::AdminKeyCreated;
     list_admin_keys() -> model::AdminKeyList;
     revoke_admin_key(id: &str) -> ();
+    create_user(request: &model::UserCreate) -> model::UserCreated;
+    list_users() -> model::UserList;
+    set_user_disabled(name: &str, disabled: bool) -> model::UserView;
+    delete_user(name: &str) -> ();
+    set_password(name: &str, request: &model::PasswordChange) -> model::PasswordChanged;
+    audit_log(query: &model::AuditLogQuery) -> model::AuditPage;
 }
 
 #[cfg(test)]
