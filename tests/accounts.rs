@@ -15,7 +15,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 const T: Duration = Duration::from_secs(30);
 
 /// `ferry ARGS` with `stdin` written to its standard input; stdout, and stderr as text.
-async fn ferry_with_stdin(args: &[&str], stdin: &str) -> anyhow::Result<(bool, String, String)> {
+pub(crate) async fn ferry_with_stdin(
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<(bool, String, String)> {
     let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .env_remove("RUST_LOG")

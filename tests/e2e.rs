@@ -9,6 +9,7 @@ mod admin_api;
 mod auth_oidc;
 mod cli;
 mod cluster;
+mod dashboard;
 mod gateway_access_log;
 mod gateway_body_timeout;
 mod gateway_failover;

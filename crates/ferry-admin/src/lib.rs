@@ -45,6 +45,32 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 /// The path of the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// The dashboard: one page, its script and its style sheet, in the binary.
+mod dashboard {
+    pub const INDEX: &str = include_str!("../dashboard/index.html");
+    pub const SCRIPT: &str = include_str!("../dashboard/app.js");
+    pub const STYLE: &str = include_str!("../dashboard/app.css");
+    /// Everything from this origin, nothing inline, no framing.
+    pub const CSP: &str =
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+    pub fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        (
+            [
+                (http::header::CONTENT_TYPE, content_type),
+                (http::header::CONTENT_SECURITY_POLICY, CSP),
+                (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (http::header::CACHE_CONTROL, "no-cache"),
+                (http::header::REFERRER_POLICY, "no-referrer"),
+            ],
+            body,
+        )
+            .into_response()
+    }
+}
+
 /// The path of the session endpoint (sign in, who am I, sign out).
 pub const SESSION_PATH: &str = "/api/v1/session";
 
@@ -163,6 +189,24 @@ impl AdminApi {
             );
         }
         routes
+            .route(
+                "/",
+                axum::routing::get(|| async {
+                    dashboard::asset("text/html; charset=utf-8", dashboard::INDEX)
+                }),
+            )
+            .route(
+                "/dashboard/app.js",
+                axum::routing::get(|| async {
+                    dashboard::asset("text/javascript; charset=utf-8", dashboard::SCRIPT)
+                }),
+            )
+            .route(
+                "/dashboard/app.css",
+                axum::routing::get(|| async {
+                    dashboard::asset("text/css; charset=utf-8", dashboard::STYLE)
+                }),
+            )
             .route(
                 OPENAPI_PATH,
                 axum::routing::get(move || {

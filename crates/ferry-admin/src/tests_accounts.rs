@@ -896,3 +896,40 @@ async fn users_are_managed_by_admins_and_every_change_is_audited() {
     let r = f.send(k, "GET", "/api/v1/audit?from=0&to=1", None).await;
     assert!(r.body["items"].as_array().expect("items").is_empty());
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
+    let f = fx().await;
+    for (path, kind, needle) in [
+        ("/", "text/html", "sign-in-form"),
+        ("/dashboard/app.js", "text/javascript", "lineChart"),
+        ("/dashboard/app.css", "text/css", "svg.chart"),
+    ] {
+        let request = Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = f.router.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with(kind),
+            "{path}"
+        );
+        let csp = headers["content-security-policy"].to_str().expect("ascii");
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains(needle), "{path}");
+    }
+}
