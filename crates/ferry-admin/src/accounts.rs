@@ -317,8 +317,8 @@ pub(crate) fn tenant_scope(
     Ok(names)
 }
 
-/// A user name from a request: 400 from the path would be kinder for a path, but one rule (422) keeps it simple
-/// for both: 1 to 64 of letters, digits, `.`, `_`, `@`, `-`, starting with a letter or digit.
+/// A user name from a body or a path (one rule, 422 for both): 1 to 64 of letters, digits, `.`, `_`, `@`, `-`,
+/// starting with a letter or digit.
 pub(crate) fn user_name(name: &str) -> Result<&str, ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64

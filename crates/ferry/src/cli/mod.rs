@@ -232,6 +232,7 @@ pub enum UserCommand {
     Create {
         /// The name to sign in with.
         name: String,
+        /// What the account may do.
         #[arg(long, value_enum)]
         role: RoleArg,
         /// A tenant an operator may see; repeat for more (operators only).
@@ -250,24 +251,28 @@ pub enum UserCommand {
     },
     /// Disable an account: it cannot sign in and its sessions end.
     Disable {
+        /// The account's name.
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Enable a disabled account.
     Enable {
+        /// The account's name.
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Delete an account and end its sessions.
     Delete {
+        /// The account's name.
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Set a new password (its sessions end); without --password-stdin one is generated and printed once.
     Passwd {
+        /// The account's name.
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
