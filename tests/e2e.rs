@@ -4,10 +4,12 @@
 
 mod common;
 
+mod accounts;
 mod admin_api;
 mod auth_oidc;
 mod cli;
 mod cluster;
+mod dashboard;
 mod gateway_access_log;
 mod gateway_body_timeout;
 mod gateway_failover;

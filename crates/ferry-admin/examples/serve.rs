@@ -16,6 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = ferry_admin::Admin::new(store.clone())
         .create_admin_key(&ferry_admin::model::AdminKeyCreate {
             name: "example".into(),
+            ..Default::default()
         })
         .await?
         .key;

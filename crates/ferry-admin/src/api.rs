@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request, State as AxumState};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::request::Parts;
@@ -13,12 +13,29 @@ use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::*;
-use crate::State;
+use crate::{Admin, State};
 
-type AppState = AxumState<Arc<State>>;
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The operations acting for the authenticated caller (see `auth.rs`): what its role and tenant scope allow.
+pub(crate) struct Acting(pub Admin);
+
+impl FromRequestParts<Arc<State>> for Acting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => Ok(Self(state.admin.acting_as(caller.clone()))),
+            None => Err(ApiError::unauthorized("not signed in")),
+        }
+    }
+}
 
 /// A JSON body whose rejections are Ferry errors: 400 unreadable, 422 wrong shape, 413 too large, 415 not JSON.
 pub(crate) struct ApiJson<T>(pub T);
@@ -87,10 +104,10 @@ fn created<T: serde::Serialize>(value: T) -> Response {
     params(TenantListQuery),
     responses((status = 200, description = "One page of tenants, by name", body = TenantPage)))]
 async fn list_tenants(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiQuery(q): ApiQuery<TenantListQuery>,
 ) -> ApiResult<Json<TenantPage>> {
-    s.admin.list_tenants(&q).await.map(Json)
+    admin.list_tenants(&q).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", operation_id = "createTenant",
@@ -99,10 +116,10 @@ async fn list_tenants(
         (status = 201, description = "Created, with its first connector secret (shown only now)", body = TenantCreated),
         (status = 409, description = "The tenant exists", body = ErrorBody)))]
 async fn create_tenant(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiJson(body): ApiJson<TenantCreate>,
 ) -> ApiResult<Response> {
-    s.admin.create_tenant(&body).await.map(created)
+    admin.create_tenant(&body).await.map(created)
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{name}", tag = "tenants", operation_id = "getTenant",
@@ -111,10 +128,10 @@ async fn create_tenant(
         (status = 200, description = "The tenant", body = TenantView),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn get_tenant(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<TenantView>> {
-    s.admin.get_tenant(&name).await.map(Json)
+    admin.get_tenant(&name).await.map(Json)
 }
 
 #[utoipa::path(patch, path = "/api/v1/tenants/{name}", tag = "tenants", operation_id = "updateTenant",
@@ -124,11 +141,11 @@ async fn get_tenant(
         (status = 200, description = "The updated tenant", body = TenantView),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn update_tenant(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<TenantUpdate>,
 ) -> ApiResult<Json<TenantView>> {
-    s.admin.update_tenant(&name, &body).await.map(Json)
+    admin.update_tenant(&name, &body).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{name}", tag = "tenants", operation_id = "deleteTenant",
@@ -137,10 +154,10 @@ async fn update_tenant(
         (status = 204, description = "Deleted with all its secrets; its connectors are disconnected"),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn delete_tenant(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    s.admin
+    admin
         .delete_tenant(&name)
         .await
         .map(|()| StatusCode::NO_CONTENT)
@@ -152,10 +169,10 @@ async fn delete_tenant(
         (status = 200, description = "The tenant's settings (unset: the node's default)", body = Settings),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn get_settings(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Settings>> {
-    s.admin.get_settings(&name).await.map(Json)
+    admin.get_settings(&name).await.map(Json)
 }
 
 #[utoipa::path(put, path = "/api/v1/tenants/{name}/settings", tag = "settings", operation_id = "replaceSettings",
@@ -165,11 +182,11 @@ async fn get_settings(
         (status = 200, description = "The settings now in force", body = Settings),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn put_settings(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<Settings>,
 ) -> ApiResult<Json<Settings>> {
-    s.admin.put_settings(&name, &body).await.map(Json)
+    admin.put_settings(&name, &body).await.map(Json)
 }
 
 #[utoipa::path(patch, path = "/api/v1/tenants/{name}/settings", tag = "settings", operation_id = "mergeSettings",
@@ -179,11 +196,11 @@ async fn put_settings(
         (status = 200, description = "The settings now in force", body = Settings),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn patch_settings(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<Settings>,
 ) -> ApiResult<Json<Settings>> {
-    s.admin.patch_settings(&name, &body).await.map(Json)
+    admin.patch_settings(&name, &body).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants/{name}/secrets", tag = "secrets", operation_id = "createSecret",
@@ -193,11 +210,11 @@ async fn patch_settings(
         (status = 201, description = "Created; the secret is shown only now", body = SecretCreated),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn create_secret(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<SecretCreate>,
 ) -> ApiResult<Response> {
-    s.admin.create_secret(&name, &body).await.map(created)
+    admin.create_secret(&name, &body).await.map(created)
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{name}/secrets", tag = "secrets", operation_id = "listSecrets",
@@ -206,10 +223,10 @@ async fn create_secret(
         (status = 200, description = "Every secret's metadata, newest first", body = SecretList),
         (status = 404, description = "No such tenant", body = ErrorBody)))]
 async fn list_secrets(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<SecretList>> {
-    s.admin.list_secrets(&name).await.map(Json)
+    admin.list_secrets(&name).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{name}/secrets/{id}", tag = "secrets", operation_id = "revokeSecret",
@@ -220,10 +237,10 @@ async fn list_secrets(
         (status = 204, description = "Revoked; connectors that used it are disconnected"),
         (status = 404, description = "No such tenant or unrevoked secret", body = ErrorBody)))]
 async fn revoke_secret(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    s.admin
+    admin
         .revoke_secret(&name, &id)
         .await
         .map(|()| StatusCode::NO_CONTENT)
@@ -233,52 +250,52 @@ async fn revoke_secret(
     params(ConnectionQuery),
     responses((status = 200, description = "Connections, newest first", body = ConnectionPage)))]
 async fn list_connections(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiQuery(q): ApiQuery<ConnectionQuery>,
 ) -> ApiResult<Json<ConnectionPage>> {
-    s.admin.list_connections(&q).await.map(Json)
+    admin.list_connections(&q).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "observe", operation_id = "listNodes",
     responses((status = 200, description = "Known nodes", body = NodeList)))]
-async fn list_nodes(AxumState(s): AppState) -> ApiResult<Json<NodeList>> {
-    s.admin.list_nodes().await.map(Json)
+async fn list_nodes(Acting(admin): Acting) -> ApiResult<Json<NodeList>> {
+    admin.list_nodes().await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "observe", operation_id = "getStats",
     params(StatsQuery),
     responses((status = 200, description = "Request statistics per minute", body = StatsReport)))]
 async fn stats(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<StatsReport>> {
-    s.admin.stats(&q).await.map(Json)
+    admin.stats(&q).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/request-log", tag = "observe", operation_id = "getRequestLog",
     params(RequestLogQuery),
     responses((status = 200, description = "Request log entries, newest first", body = RequestLogPage)))]
 async fn request_log(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiQuery(q): ApiQuery<RequestLogQuery>,
 ) -> ApiResult<Json<RequestLogPage>> {
-    s.admin.request_log(&q).await.map(Json)
+    admin.request_log(&q).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/admin-keys", tag = "admin-keys", operation_id = "createAdminKey",
     request_body = AdminKeyCreate,
     responses((status = 201, description = "Created; the key is shown only now", body = AdminKeyCreated)))]
 async fn create_admin_key(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiJson(body): ApiJson<AdminKeyCreate>,
 ) -> ApiResult<Response> {
-    s.admin.create_admin_key(&body).await.map(created)
+    admin.create_admin_key(&body).await.map(created)
 }
 
 #[utoipa::path(get, path = "/api/v1/admin-keys", tag = "admin-keys", operation_id = "listAdminKeys",
     responses((status = 200, description = "Every admin key's metadata, newest first", body = AdminKeyList)))]
-async fn list_admin_keys(AxumState(s): AppState) -> ApiResult<Json<AdminKeyList>> {
-    s.admin.list_admin_keys().await.map(Json)
+async fn list_admin_keys(Acting(admin): Acting) -> ApiResult<Json<AdminKeyList>> {
+    admin.list_admin_keys().await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin-keys/{id}", tag = "admin-keys", operation_id = "revokeAdminKey",
@@ -287,13 +304,111 @@ async fn list_admin_keys(AxumState(s): AppState) -> ApiResult<Json<AdminKeyList>
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such unrevoked key", body = ErrorBody)))]
 async fn revoke_admin_key(
-    AxumState(s): AppState,
+    Acting(admin): Acting,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    s.admin
+    admin
         .revoke_admin_key(&id)
         .await
         .map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", operation_id = "createUser",
+    request_body = UserCreate,
+    responses(
+        (status = 201, description = "Created; a generated password is shown only now", body = UserCreated),
+        (status = 403, description = "Only an admin manages users", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody)))]
+async fn create_user(
+    Acting(admin): Acting,
+    ApiJson(body): ApiJson<UserCreate>,
+) -> ApiResult<Response> {
+    admin.create_user(&body).await.map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", operation_id = "listUsers",
+    responses(
+        (status = 200, description = "Every account, by name", body = UserList),
+        (status = 403, description = "Only an admin sees users", body = ErrorBody)))]
+async fn list_users(Acting(admin): Acting) -> ApiResult<Json<UserList>> {
+    admin.list_users().await.map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{name}", tag = "users", operation_id = "getUser",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")),
+    responses(
+        (status = 200, description = "The account", body = UserView),
+        (status = 404, description = "No such account", body = ErrorBody)))]
+async fn get_user(
+    Acting(admin): Acting,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    admin.get_user(&name).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users", operation_id = "deleteUser",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")),
+    responses(
+        (status = 204, description = "Deleted; its sessions have ended"),
+        (status = 404, description = "No such account", body = ErrorBody)))]
+async fn delete_user(
+    Acting(admin): Acting,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    admin
+        .delete_user(&name)
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{name}/disable", tag = "users", operation_id = "disableUser",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")),
+    responses(
+        (status = 200, description = "Disabled; its sessions have ended", body = UserView),
+        (status = 404, description = "No such account", body = ErrorBody)))]
+async fn disable_user(
+    Acting(admin): Acting,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    admin.set_user_disabled(&name, true).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{name}/enable", tag = "users", operation_id = "enableUser",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")),
+    responses(
+        (status = 200, description = "Enabled", body = UserView),
+        (status = 404, description = "No such account", body = ErrorBody)))]
+async fn enable_user(
+    Acting(admin): Acting,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    admin.set_user_disabled(&name, false).await.map(Json)
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{name}/password", tag = "users", operation_id = "setPassword",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")),
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "Changed; its sessions have ended; a generated password is shown only now", body = PasswordChanged),
+        (status = 404, description = "No such account", body = ErrorBody)))]
+async fn set_password(
+    Acting(admin): Acting,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> ApiResult<Json<PasswordChanged>> {
+    admin.set_password(&name, &body).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", operation_id = "getAuditLog",
+    params(AuditLogQuery),
+    responses(
+        (status = 200, description = "Audit entries, newest first", body = AuditPage),
+        (status = 403, description = "Only an admin reads the audit log", body = ErrorBody)))]
+async fn audit_log(
+    Acting(admin): Acting,
+    ApiQuery(q): ApiQuery<AuditLogQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    admin.audit_log(&q).await.map(Json)
 }
 
 /// Every documented route, with its part of the OpenAPI document.
@@ -310,4 +425,15 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(request_log))
         .routes(routes!(create_admin_key, list_admin_keys))
         .routes(routes!(revoke_admin_key))
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(get_user, delete_user))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(set_password))
+        .routes(routes!(audit_log))
+        .routes(routes!(
+            crate::session::sign_in,
+            crate::session::who_am_i,
+            crate::session::sign_out
+        ))
 }

@@ -332,4 +332,46 @@ impl Management for Client {
     async fn revoke_admin_key(&self, id: &str) -> Result<(), ManagementError> {
         self.no_content(Method::DELETE, &["admin-keys", id]).await
     }
+
+    async fn create_user(&self, request: &UserCreate) -> Result<UserCreated, ManagementError> {
+        self.expect(Method::POST, &["users"], None, Some(request))
+            .await
+    }
+
+    async fn list_users(&self) -> Result<UserList, ManagementError> {
+        self.expect(Method::GET, &["users"], None, None).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+    ) -> Result<UserView, ManagementError> {
+        let verb = if disabled { "disable" } else { "enable" };
+        self.expect(Method::POST, &["users", name, verb], None, None)
+            .await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<(), ManagementError> {
+        self.no_content(Method::DELETE, &["users", name]).await
+    }
+
+    async fn set_password(
+        &self,
+        name: &str,
+        request: &PasswordChange,
+    ) -> Result<PasswordChanged, ManagementError> {
+        self.expect(
+            Method::PUT,
+            &["users", name, "password"],
+            None,
+            Some(request),
+        )
+        .await
+    }
+
+    async fn audit_log(&self, query: &AuditLogQuery) -> Result<AuditPage, ManagementError> {
+        self.expect(Method::GET, &["audit"], Some(query), None)
+            .await
+    }
 }

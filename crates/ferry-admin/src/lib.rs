@@ -11,6 +11,7 @@
 //! relay, through [`ChangeNotifier`]), secret hashing (`ferry-auth`).
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod api;
 pub mod auth;
 pub mod client;
@@ -19,6 +20,7 @@ pub mod model;
 mod notify;
 mod openapi;
 mod ops;
+mod session;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,14 +28,16 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use ferry_store::Store;
 
+pub use accounts::generate_password;
 pub use auth::{
     generate_admin_key, hash_admin_key, AdminTokenCheck, AdminTokenOutcome, Caller,
-    ADMIN_KEY_PREFIX,
+    ADMIN_KEY_PREFIX, CSRF_HEADER, SESSION_COOKIE,
 };
 pub use client::{Client, ManagementError};
 pub use error::{ApiError, ErrorBody};
 pub use notify::{ChangeNotifier, ClusterView, NoopNotifier, RecordingNotifier};
 pub use ops::{percentile, validate_settings, Admin};
+pub use session::SessionSettings;
 
 /// Default largest request body of the admin listener.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
@@ -41,10 +45,41 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 /// The path of the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// The dashboard: one page, its script and its style sheet, in the binary.
+mod dashboard {
+    pub const INDEX: &str = include_str!("../dashboard/index.html");
+    pub const SCRIPT: &str = include_str!("../dashboard/app.js");
+    pub const STYLE: &str = include_str!("../dashboard/app.css");
+    /// Everything from this origin, nothing inline, no framing.
+    pub const CSP: &str =
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+    pub fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        (
+            [
+                (http::header::CONTENT_TYPE, content_type),
+                (http::header::CONTENT_SECURITY_POLICY, CSP),
+                (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (http::header::CACHE_CONTROL, "no-cache"),
+                (http::header::REFERRER_POLICY, "no-referrer"),
+            ],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The path of the session endpoint (sign in, who am I, sign out).
+pub const SESSION_PATH: &str = "/api/v1/session";
+
 /// Shared state of the routes.
 pub(crate) struct State {
     pub admin: Admin,
     pub token_check: Option<Arc<dyn AdminTokenCheck>>,
+    pub sessions: SessionSettings,
+    pub limiter: session::SignInLimiter,
 }
 
 /// Renders the node's metrics in the OpenMetrics text format, for `GET /metrics`.
@@ -59,6 +94,7 @@ pub struct AdminApi {
     token_check: Option<Arc<dyn AdminTokenCheck>>,
     max_body_size: usize,
     metrics: Option<MetricsRenderer>,
+    sessions: SessionSettings,
 }
 
 impl AdminApi {
@@ -69,7 +105,14 @@ impl AdminApi {
             token_check: None,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             metrics: None,
+            sessions: SessionSettings::default(),
         }
+    }
+
+    /// How long sessions last and how many sign-in attempts are taken.
+    pub fn sessions(mut self, settings: SessionSettings) -> Self {
+        self.sessions = settings;
+        self
     }
 
     /// Serve the node's metrics at [`METRICS_PATH`] (without authentication, like the OpenAPI document: the
@@ -115,6 +158,8 @@ impl AdminApi {
         let state = Arc::new(State {
             admin: self.admin,
             token_check: self.token_check,
+            limiter: session::SignInLimiter::new(&self.sessions),
+            sessions: self.sessions,
         });
         let (routes, doc) = api::routes().split_for_parts();
         let doc = openapi_with(doc);
@@ -144,6 +189,24 @@ impl AdminApi {
             );
         }
         routes
+            .route(
+                "/",
+                axum::routing::get(|| async {
+                    dashboard::asset("text/html; charset=utf-8", dashboard::INDEX)
+                }),
+            )
+            .route(
+                "/dashboard/app.js",
+                axum::routing::get(|| async {
+                    dashboard::asset("text/javascript; charset=utf-8", dashboard::SCRIPT)
+                }),
+            )
+            .route(
+                "/dashboard/app.css",
+                axum::routing::get(|| async {
+                    dashboard::asset("text/css; charset=utf-8", dashboard::STYLE)
+                }),
+            )
             .route(
                 OPENAPI_PATH,
                 axum::routing::get(move || {
@@ -186,9 +249,13 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The client's address keys the sign-in limits.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }
 
@@ -279,6 +346,26 @@ pub trait Management: Send + Sync {
     ) -> Result<model::AdminKeyCreated, ManagementError>;
     async fn list_admin_keys(&self) -> Result<model::AdminKeyList, ManagementError>;
     async fn revoke_admin_key(&self, id: &str) -> Result<(), ManagementError>;
+    async fn create_user(
+        &self,
+        request: &model::UserCreate,
+    ) -> Result<model::UserCreated, ManagementError>;
+    async fn list_users(&self) -> Result<model::UserList, ManagementError>;
+    async fn set_user_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+    ) -> Result<model::UserView, ManagementError>;
+    async fn delete_user(&self, name: &str) -> Result<(), ManagementError>;
+    async fn set_password(
+        &self,
+        name: &str,
+        request: &model::PasswordChange,
+    ) -> Result<model::PasswordChanged, ManagementError>;
+    async fn audit_log(
+        &self,
+        query: &model::AuditLogQuery,
+    ) -> Result<model::AuditPage, ManagementError>;
 }
 
 macro_rules! delegate {
@@ -313,7 +400,15 @@ delegate! {
     create_admin_key(request: &model::AdminKeyCreate) -> model::AdminKeyCreated;
     list_admin_keys() -> model::AdminKeyList;
     revoke_admin_key(id: &str) -> ();
+    create_user(request: &model::UserCreate) -> model::UserCreated;
+    list_users() -> model::UserList;
+    set_user_disabled(name: &str, disabled: bool) -> model::UserView;
+    delete_user(name: &str) -> ();
+    set_password(name: &str, request: &model::PasswordChange) -> model::PasswordChanged;
+    audit_log(query: &model::AuditLogQuery) -> model::AuditPage;
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_accounts;

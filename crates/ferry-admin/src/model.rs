@@ -3,8 +3,8 @@
 
 use ferry_proto::TenantSettings;
 use ferry_store::{
-    AdminKey, ConnectionRecord, NodeRecord, RequestLogEntry, SecretRecord, Tenant,
-    LATENCY_BUCKETS_MS,
+    AdminKey, AuditEntry, ConnectionRecord, NodeRecord, RequestLogEntry, Role, SecretRecord,
+    Tenant, UserRecord, LATENCY_BUCKETS_MS,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -260,7 +260,7 @@ pub struct SecretList {
 }
 
 /// A new admin key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminKeyCreate {
     /// Who holds the key or what it is for.
@@ -270,6 +270,13 @@ pub struct AdminKeyCreate {
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     pub name: String,
+    /// What the key may do. Default `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleName>,
+    /// The tenants an `operator` key may see (only for that role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 1000)]
+    pub tenants: Option<Vec<String>>,
 }
 
 /// A created admin key: `key` (`fadm_…`) is shown only in this response.
@@ -279,6 +286,8 @@ pub struct AdminKeyCreated {
     pub name: String,
     pub key: String,
     pub created_at: i64,
+    pub role: RoleName,
+    pub tenants: Vec<String>,
 }
 
 /// An admin key's metadata (never the key or its hash).
@@ -288,6 +297,8 @@ pub struct AdminKeyView {
     pub name: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    pub role: RoleName,
+    pub tenants: Vec<String>,
 }
 
 impl From<AdminKey> for AdminKeyView {
@@ -297,8 +308,259 @@ impl From<AdminKey> for AdminKeyView {
             name: k.name,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
+            role: k.role.into(),
+            tenants: k.tenants.iter().map(ToString::to_string).collect(),
         }
     }
+}
+
+/// What a caller may do: `admin` everything (users and admin keys too); `operator` read and change only the
+/// tenants of its scope (others answer 404); `viewer` read everything but secrets, change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl From<Role> for RoleName {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Admin => RoleName::Admin,
+            Role::Operator => RoleName::Operator,
+            Role::Viewer => RoleName::Viewer,
+        }
+    }
+}
+
+impl From<RoleName> for Role {
+    fn from(r: RoleName) -> Self {
+        match r {
+            RoleName::Admin => Role::Admin,
+            RoleName::Operator => Role::Operator,
+            RoleName::Viewer => Role::Viewer,
+        }
+    }
+}
+
+impl std::fmt::Display for RoleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Role::from(*self).as_str())
+    }
+}
+
+/// The pattern of user names: 1 to 64 of letters, digits and `.`, `_`, `@`, `-`, starting with a letter or digit.
+pub const USER_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$";
+/// Shortest and longest password, in characters.
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 1024;
+
+/// A new operator account.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+    pub name: String,
+    pub role: RoleName,
+    /// The tenants an `operator` may see (only for that role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 1000)]
+    pub tenants: Option<Vec<String>>,
+    /// 8 to 1024 characters. Unset: a password is generated and shown once in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for UserCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreate")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("tenants", &self.tenants)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// An operator account (never its password or hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub role: RoleName,
+    pub tenants: Vec<String>,
+    pub disabled: bool,
+    /// Whether the account can sign in with a password (else only through OpenID Connect).
+    pub has_password: bool,
+    pub created_at: i64,
+    pub last_sign_in_at: Option<i64>,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        Self {
+            name: u.name,
+            role: u.role.into(),
+            tenants: u.tenants.iter().map(ToString::to_string).collect(),
+            disabled: u.disabled,
+            has_password: u.password_hash.is_some(),
+            created_at: u.created_at,
+            last_sign_in_at: u.last_sign_in_at,
+        }
+    }
+}
+
+/// A created account; `password` is set only when it was generated, and shown only now.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserCreated {
+    pub user: UserView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for UserCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreated")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Every account, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserList {
+    pub items: Vec<UserView>,
+}
+
+/// A new password for an account (its sessions end). Unset: one is generated and shown once.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange { *** }")
+    }
+}
+
+/// The answer to a password change: the generated password, shown only now (unset when one was given).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChanged {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChanged { *** }")
+    }
+}
+
+/// Signing in with a name and password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    #[schema(max_length = 64)]
+    pub name: String,
+    #[schema(max_length = 1024)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("name", &self.name)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Who is calling: the answer to `GET /api/v1/session` and to a sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// `user:NAME`, `admin-key:ID` or a token's subject.
+    pub subject: String,
+    /// The account's name when signed in with a session.
+    pub user: Option<String>,
+    pub role: RoleName,
+    /// The tenants an operator may see (empty for the other roles: they see every tenant).
+    pub tenants: Vec<String>,
+    /// With a session: what every change must carry in `X-CSRF-Token`.
+    pub csrf_token: Option<String>,
+    /// With a session: unix seconds when it ends however much it is used.
+    pub expires_at: Option<i64>,
+    /// With a session: unix seconds when it ends unless used before.
+    pub idle_expires_at: Option<i64>,
+}
+
+/// Filtering and paging of the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditLogQuery {
+    /// Entries at or after this time (unix seconds).
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    /// Entries before this time (unix seconds).
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+    /// Only this actor's (`user:alice`, `admin-key:ID`, …).
+    #[param(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Only this action (`tenant.create`, …).
+    #[param(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The `next` cursor of the previous page: entries with a smaller id.
+    #[param(minimum = 0)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    /// Further detail; never a secret.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+impl From<AuditEntry> for AuditView {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            object: e.object,
+            detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A page of the audit log, newest first; `next` goes into `before`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditView>,
+    pub next: Option<i64>,
 }
 
 /// Every admin key, newest first.

@@ -1,5 +1,5 @@
 //! The OpenAPI 3 document: the operations come from the handlers' `#[utoipa::path]` attributes; this module adds
-//! the title, the two security schemes (bearer, `X-Api-Key`) required by every operation, and the error
+//! the title, the three security schemes (bearer, `X-Api-Key`, the session cookie) one of which is required by every operation, and the error
 //! responses every operation may give.
 
 use utoipa::openapi::path::Operation;
@@ -13,7 +13,7 @@ use crate::error::ErrorBody;
 #[openapi(
     info(
         title = "Ferry management API",
-        description = "Tenants, connector secrets, settings, connections, nodes, statistics, request log and admin keys of a Ferry node. Authenticate with an admin key (`Authorization: Bearer fadm_…` or `X-Api-Key: fadm_…`) or an OIDC token carrying the admin role."
+        description = "Tenants, connector secrets, settings, connections, nodes, statistics, request log and admin keys of a Ferry node. Authenticate with an admin key (`Authorization: Bearer fadm_…` or `X-Api-Key: fadm_…`), an OIDC token carrying the admin role, or a session cookie from `POST /api/v1/session` (changes made with it carry its CSRF token in `X-CSRF-Token`). Each caller has a role: `admin` (everything), `operator` (only the tenants of its scope; others answer 404), `viewer` (read only)."
     ),
     components(schemas(ErrorBody)),
     tags(
@@ -21,7 +21,10 @@ use crate::error::ErrorBody;
         (name = "secrets", description = "A tenant's connector secrets"),
         (name = "settings", description = "A tenant's settings, pushed to its connectors"),
         (name = "observe", description = "Connections, nodes, statistics and the request log"),
-        (name = "admin-keys", description = "Keys of this API")
+        (name = "admin-keys", description = "Keys of this API"),
+        (name = "users", description = "Operator accounts (admins only)"),
+        (name = "audit", description = "Who changed what, when (admins only)"),
+        (name = "session", description = "Signing in with a name and password, who am I, signing out")
     )
 )]
 struct ApiDoc;
@@ -33,7 +36,10 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
         "The request cannot be read (query, path or JSON syntax)",
     ),
     ("401", "No credential, or not a valid admin key or token"),
-    ("403", "A valid token without the admin role"),
+    (
+        "403",
+        "A valid token without the admin role, a role that may not do this, or a change made with a session without its CSRF token",
+    ),
     ("413", "The body is larger than the admin listener accepts"),
     ("415", "The body is not JSON"),
     ("422", "A value is not acceptable"),
@@ -70,10 +76,18 @@ pub(crate) fn base() -> OpenApi {
             "An admin key (fadm_…)",
         ))),
     );
-    // Either scheme will do.
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            "ferry_session",
+            "The session cookie set by POST /api/v1/session; changes need X-CSRF-Token too",
+        ))),
+    );
+    // Any scheme will do.
     doc.security = Some(vec![
         SecurityRequirement::new("bearer", Vec::<String>::new()),
         SecurityRequirement::new("api_key", Vec::<String>::new()),
+        SecurityRequirement::new("session", Vec::<String>::new()),
     ]);
     doc
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use ferry_proto::{TenantName, TenantSettings};
 use ferry_store::{unix_now, AdminKey, Store, StoreError, TenantFields, LATENCY_BUCKETS_MS};
 
-use crate::auth::{generate_admin_key, hash_admin_key};
+use crate::accounts::tenant_scope;
+use crate::auth::{generate_admin_key, hash_admin_key, Caller};
 use crate::error::ApiError;
 use crate::model::*;
 use crate::notify::{ChangeNotifier, ClusterView, NoopNotifier};
@@ -19,6 +20,8 @@ pub struct Admin {
     cluster: Option<Arc<dyn ClusterView>>,
     /// Whether this node records requests (`server.relay.request_log`), when known.
     request_log: Option<bool>,
+    /// Who the operations act for: what they may see and change, and the actor of the audit log.
+    pub(crate) caller: Caller,
 }
 
 impl Admin {
@@ -29,7 +32,22 @@ impl Admin {
             notifier: Arc::new(NoopNotifier),
             cluster: None,
             request_log: None,
+            caller: Caller::local(),
         }
+    }
+
+    /// The same operations acting for `caller`: only what its role and tenant scope allow, audited under its
+    /// subject. [`Admin::new`] acts as [`Caller::local`] (an admin: the command line on the store).
+    pub fn acting_as(&self, caller: Caller) -> Self {
+        Self {
+            caller,
+            ..self.clone()
+        }
+    }
+
+    /// Who the operations act for.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 
     /// Say in request log pages whether this node records requests (`recording`).
@@ -58,6 +76,9 @@ impl Admin {
         let limit = limit(query.limit)?;
         let after = cursor("after", query.after.as_deref())?;
         let filter = cursor("filter", query.filter.as_deref())?;
+        if let Some(scope) = self.scope() {
+            return self.scoped_tenants(scope, after, filter, limit).await;
+        }
         let page = self
             .store
             .list_tenants(&ferry_store::TenantQuery {
@@ -74,12 +95,19 @@ impl Admin {
 
     pub async fn get_tenant(&self, name: &str) -> Result<TenantView, ApiError> {
         let name = path_tenant(name)?;
+        self.see(&name)?;
         Ok(self.load_tenant(&name).await?.into())
     }
 
     pub async fn create_tenant(&self, request: &TenantCreate) -> Result<TenantCreated, ApiError> {
+        self.may_change()?;
         let name = TenantName::new(request.name.as_str())
             .map_err(|e| ApiError::invalid(format!("name: {e}")))?;
+        if !self.caller.sees_tenant(&name) {
+            return Err(ApiError::forbidden(
+                "an operator may create only the tenants of its scope",
+            ));
+        }
         let display_name = display_name(request.display_name.as_deref())?.unwrap_or_default();
         let description = description(request.description.as_deref())?.unwrap_or_default();
         let settings = match &request.settings {
@@ -114,6 +142,16 @@ impl Admin {
             }
         };
         self.notifier.tenant_changed(&name);
+        self.audit(
+            "tenant.create",
+            name.as_str(),
+            serde_json::json!({
+                "display_name": tenant.display_name,
+                "settings": Settings::from(tenant.settings.clone()),
+                "secret_id": record.id,
+            }),
+        )
+        .await;
         Ok(TenantCreated {
             tenant: tenant.into(),
             secret: SecretCreated {
@@ -131,7 +169,9 @@ impl Admin {
         name: &str,
         request: &TenantUpdate,
     ) -> Result<TenantView, ApiError> {
+        self.may_change()?;
         let name = path_tenant(name)?;
+        self.see(&name)?;
         let display_name = display_name(request.display_name.as_deref())?;
         let description = description(request.description.as_deref())?;
         let patch = request
@@ -148,20 +188,36 @@ impl Admin {
             description: description.map_or(current.description, str::to_owned),
             settings,
         };
-        self.replace(&name, &fields).await.map(TenantView::from)
+        let tenant = self.replace(&name, &fields).await?;
+        self.audit(
+            "tenant.update",
+            name.as_str(),
+            serde_json::json!({
+                "display_name": request.display_name,
+                "description": request.description.as_ref().map(|_| "(changed)"),
+                "settings": request.settings,
+            }),
+        )
+        .await;
+        Ok(tenant.into())
     }
 
     pub async fn delete_tenant(&self, name: &str) -> Result<(), ApiError> {
+        self.may_change()?;
         let name = path_tenant(name)?;
+        self.see(&name)?;
         if !self.store.delete_tenant(&name).await? {
             return Err(unknown_tenant(&name));
         }
         self.notifier.tenant_deleted(&name);
+        self.audit("tenant.delete", name.as_str(), serde_json::json!({}))
+            .await;
         Ok(())
     }
 
     pub async fn get_settings(&self, name: &str) -> Result<Settings, ApiError> {
         let name = path_tenant(name)?;
+        self.see(&name)?;
         Ok(self.load_tenant(&name).await?.settings.into())
     }
 
@@ -171,7 +227,9 @@ impl Admin {
         name: &str,
         settings: &Settings,
     ) -> Result<Settings, ApiError> {
+        self.may_change()?;
         let name = path_tenant(name)?;
+        self.see(&name)?;
         let settings = validate_settings(settings)?;
         let current = self.load_tenant(&name).await?;
         let fields = TenantFields {
@@ -179,12 +237,17 @@ impl Admin {
             description: current.description,
             settings,
         };
-        Ok(self.replace(&name, &fields).await?.settings.into())
+        let now: Settings = self.replace(&name, &fields).await?.settings.into();
+        self.audit("settings.replace", name.as_str(), serde_json::json!(now))
+            .await;
+        Ok(now)
     }
 
     /// Merge: the fields `patch` sets replace the tenant's, the others stay.
     pub async fn patch_settings(&self, name: &str, patch: &Settings) -> Result<Settings, ApiError> {
+        self.may_change()?;
         let name = path_tenant(name)?;
+        self.see(&name)?;
         let current = self.load_tenant(&name).await?;
         let merged = current
             .settings
@@ -195,7 +258,10 @@ impl Admin {
             description: current.description,
             settings,
         };
-        Ok(self.replace(&name, &fields).await?.settings.into())
+        let now: Settings = self.replace(&name, &fields).await?.settings.into();
+        self.audit("settings.update", name.as_str(), serde_json::json!(patch))
+            .await;
+        Ok(now)
     }
 
     pub async fn create_secret(
@@ -203,7 +269,9 @@ impl Admin {
         tenant: &str,
         request: &SecretCreate,
     ) -> Result<SecretCreated, ApiError> {
+        self.may_change()?;
         let name = path_tenant(tenant)?;
+        self.see(&name)?;
         if let Some(at) = request.expires_at {
             if at <= unix_now() || at > MAX_TIMESTAMP {
                 return Err(ApiError::invalid(
@@ -222,6 +290,12 @@ impl Admin {
                     }
                     other => other.into(),
                 })?;
+        self.audit(
+            "secret.create",
+            &format!("{name}/{}", record.id),
+            serde_json::json!({ "expires_at": record.expires_at }),
+        )
+        .await;
         Ok(SecretCreated {
             id: record.id,
             tenant: name.to_string(),
@@ -233,6 +307,7 @@ impl Admin {
 
     pub async fn list_secrets(&self, tenant: &str) -> Result<SecretList, ApiError> {
         let name = path_tenant(tenant)?;
+        self.see(&name)?;
         self.load_tenant(&name).await?;
         let now = unix_now();
         let items = self
@@ -246,7 +321,9 @@ impl Admin {
     }
 
     pub async fn revoke_secret(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+        self.may_change()?;
         let name = path_tenant(tenant)?;
+        self.see(&name)?;
         let id = path_id("secret id", id)?;
         self.load_tenant(&name).await?;
         if !self.store.revoke_secret(&name, id).await? {
@@ -255,6 +332,12 @@ impl Admin {
             )));
         }
         self.notifier.secret_revoked(&name, id);
+        self.audit(
+            "secret.revoke",
+            &format!("{name}/{id}"),
+            serde_json::json!({}),
+        )
+        .await;
         Ok(())
     }
 
@@ -266,7 +349,19 @@ impl Admin {
         let tenant = query_tenant(query.tenant.as_deref())?;
         let before = cursor("before", query.before.as_deref())?;
         if let (Some(view), true) = (&self.cluster, query.live.unwrap_or(false)) {
-            return live_page(view.live_connections(), tenant.as_ref(), before, limit);
+            let mut all = view.live_connections();
+            all.retain(|c| self.sees_tenant_named(&c.tenant));
+            return live_page(all, tenant.as_ref(), before, limit);
+        }
+        if let Some(scope) = self.scope() {
+            let tenants = match &tenant {
+                Some(t) if scope.contains(t) => vec![t.clone()],
+                Some(_) => Vec::new(),
+                None => scope.to_vec(),
+            };
+            return self
+                .scoped_connections(tenants, query.live.unwrap_or(false), before, limit)
+                .await;
         }
         let page = self
             .store
@@ -315,7 +410,19 @@ impl Admin {
                 "from..to: from must not be after to, and the window at most {MAX_STATS_WINDOW} seconds"
             )));
         }
-        let rows = self.store.stats(tenant.as_ref(), from, to).await?;
+        let rows = match (self.scope(), &tenant) {
+            (None, _) => self.store.stats(tenant.as_ref(), from, to).await?,
+            (Some(scope), Some(t)) if !scope.contains(t) => Vec::new(),
+            (Some(_), Some(t)) => self.store.stats(Some(t), from, to).await?,
+            (Some(scope), None) => {
+                let mut rows = Vec::new();
+                for t in scope {
+                    rows.extend(self.store.stats(Some(t), from, to).await?);
+                }
+                rows.sort_by(|a, b| (a.minute, &a.tenant).cmp(&(b.minute, &b.tenant)));
+                rows
+            }
+        };
         let mut minutes: Vec<StatsBucket> = Vec::new();
         let mut totals = StatsBucket {
             minute: from,
@@ -373,13 +480,25 @@ impl Admin {
         if query.before.is_some_and(|b| b < 0) {
             return Err(ApiError::bad_request("before: must not be negative"));
         }
-        let items: Vec<RequestLogView> = self
-            .store
-            .request_log(tenant.as_ref(), query.before, limit)
-            .await?
-            .into_iter()
-            .map(RequestLogView::from)
-            .collect();
+        let entries = match (self.scope(), &tenant) {
+            (None, _) => {
+                self.store
+                    .request_log(tenant.as_ref(), query.before, limit)
+                    .await?
+            }
+            (Some(scope), Some(t)) if !scope.contains(t) => Vec::new(),
+            (Some(_), Some(t)) => self.store.request_log(Some(t), query.before, limit).await?,
+            (Some(scope), None) => {
+                let mut entries = Vec::new();
+                for t in scope {
+                    entries.extend(self.store.request_log(Some(t), query.before, limit).await?);
+                }
+                entries.sort_by_key(|e| std::cmp::Reverse(e.id));
+                entries.truncate(limit as usize);
+                entries
+            }
+        };
+        let items: Vec<RequestLogView> = entries.into_iter().map(RequestLogView::from).collect();
         let next = if items.len() >= limit as usize {
             items.last().map(|e| e.id)
         } else {
@@ -396,6 +515,7 @@ impl Admin {
         &self,
         request: &AdminKeyCreate,
     ) -> Result<AdminKeyCreated, ApiError> {
+        self.only_admin("manage admin keys")?;
         let name = request.name.trim();
         if name.is_empty()
             || name.chars().count() > MAX_KEY_NAME
@@ -405,6 +525,8 @@ impl Admin {
                 "name: 1 to {MAX_KEY_NAME} characters without control characters"
             )));
         }
+        let role = request.role.unwrap_or(RoleName::Admin);
+        let tenants = tenant_scope(role, request.tenants.as_deref())?;
         let key = generate_admin_key();
         let record = AdminKey {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -412,18 +534,30 @@ impl Admin {
             sha256: hash_admin_key(&key),
             created_at: unix_now(),
             revoked_at: None,
+            role: role.into(),
+            tenants,
         };
         self.store.add_admin_key(&record).await?;
-        tracing::info!(id = %record.id, name = %record.name, "admin key created");
+        tracing::info!(id = %record.id, name = %record.name, role = %role, "admin key created");
+        let tenants: Vec<String> = record.tenants.iter().map(ToString::to_string).collect();
+        self.audit(
+            "admin_key.create",
+            &record.id,
+            serde_json::json!({ "name": record.name, "role": role, "tenants": tenants }),
+        )
+        .await;
         Ok(AdminKeyCreated {
             id: record.id,
             name: record.name,
             key,
             created_at: record.created_at,
+            role,
+            tenants,
         })
     }
 
     pub async fn list_admin_keys(&self) -> Result<AdminKeyList, ApiError> {
+        self.only_admin("see admin keys")?;
         let items = self
             .store
             .list_admin_keys()
@@ -435,11 +569,14 @@ impl Admin {
     }
 
     pub async fn revoke_admin_key(&self, id: &str) -> Result<(), ApiError> {
+        self.only_admin("manage admin keys")?;
         let id = path_id("admin key id", id)?;
         if !self.store.revoke_admin_key(id).await? {
             return Err(ApiError::not_found(format!("no unrevoked admin key {id}")));
         }
         tracing::info!(id, "admin key revoked");
+        self.audit("admin_key.revoke", id, serde_json::json!({}))
+            .await;
         Ok(())
     }
 
@@ -500,7 +637,7 @@ fn live_page(
     Ok(ConnectionPage { items: all, next })
 }
 
-fn unknown_tenant(name: &TenantName) -> ApiError {
+pub(crate) fn unknown_tenant(name: &TenantName) -> ApiError {
     ApiError::not_found(format!("no tenant {name}"))
 }
 
@@ -516,7 +653,7 @@ fn query_tenant(name: Option<&str>) -> Result<Option<TenantName>, ApiError> {
 }
 
 /// An opaque id from the path: printable ASCII, at most 128 long.
-fn path_id<'a>(what: &str, id: &'a str) -> Result<&'a str, ApiError> {
+pub(crate) fn path_id<'a>(what: &str, id: &'a str) -> Result<&'a str, ApiError> {
     if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(format!(
             "{what}: 1 to 128 printable ASCII characters"
@@ -526,7 +663,7 @@ fn path_id<'a>(what: &str, id: &'a str) -> Result<&'a str, ApiError> {
 }
 
 /// A page size: default [`DEFAULT_LIMIT`], 1 to [`MAX_LIMIT`].
-fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(crate) fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -537,7 +674,7 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
 }
 
 /// A cursor or filter from the query string: at most 256 bytes, no control characters.
-fn cursor<'a>(key: &str, value: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn cursor<'a>(key: &str, value: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
     match value {
         Some(v) if v.len() > 256 || v.chars().any(char::is_control) => Err(ApiError::bad_request(
             format!("{key}: at most 256 bytes without control characters"),

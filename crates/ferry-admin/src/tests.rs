@@ -42,6 +42,7 @@ async fn fixture() -> Fixture {
     let key = Admin::new(store.clone())
         .create_admin_key(&AdminKeyCreate {
             name: "test".into(),
+            ..Default::default()
         })
         .await
         .expect("admin key")
@@ -448,9 +449,22 @@ async fn the_openapi_document_is_public_and_complete() {
         "/api/v1/request-log",
         "/api/v1/admin-keys",
         "/api/v1/admin-keys/{id}",
+        "/api/v1/users",
+        "/api/v1/users/{name}",
+        "/api/v1/users/{name}/disable",
+        "/api/v1/users/{name}/enable",
+        "/api/v1/users/{name}/password",
+        "/api/v1/audit",
+        "/api/v1/session",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    assert!(doc["components"]["securitySchemes"]["session"].is_object());
+    // Signing in needs no credential.
+    assert_eq!(
+        doc["paths"]["/api/v1/session"]["post"]["security"],
+        json!([{}])
+    );
     assert!(doc["paths"]["/api/v1/tenants"]["get"]["responses"]["401"].is_object());
     // The 500 and 503 the docs describe are in the document too.
     for status in ["500", "503"] {
@@ -459,7 +473,7 @@ async fn the_openapi_document_is_public_and_complete() {
             "{status}"
         );
     }
-    assert_eq!(openapi().paths.paths.len(), 11);
+    assert_eq!(openapi().paths.paths.len(), 18);
 }
 
 #[tokio::test]
@@ -471,7 +485,10 @@ async fn stats_are_summed_per_minute_with_percentiles() {
     );
     let admin = Admin::new(store.clone());
     let key = admin
-        .create_admin_key(&AdminKeyCreate { name: "t".into() })
+        .create_admin_key(&AdminKeyCreate {
+            name: "t".into(),
+            ..Default::default()
+        })
         .await
         .expect("key")
         .key;
@@ -554,7 +571,10 @@ async fn connections_page_with_their_cursor() {
             .expect("store"),
     );
     let key = Admin::new(store.clone())
-        .create_admin_key(&AdminKeyCreate { name: "t".into() })
+        .create_admin_key(&AdminKeyCreate {
+            name: "t".into(),
+            ..Default::default()
+        })
         .await
         .expect("key")
         .key;
@@ -619,7 +639,10 @@ async fn the_client_speaks_the_api() {
             .expect("store"),
     );
     let key = Admin::new(store.clone())
-        .create_admin_key(&AdminKeyCreate { name: "t".into() })
+        .create_admin_key(&AdminKeyCreate {
+            name: "t".into(),
+            ..Default::default()
+        })
         .await
         .expect("key")
         .key;

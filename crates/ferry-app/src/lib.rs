@@ -493,6 +493,7 @@ pub async fn run_with_source(
         let chores = ferry_worker::chores(&ferry_worker::ChoreSettings {
             request_log_retention: s.relay.request_log_retention,
             history_retention: s.relay.history_retention,
+            audit_retention: s.admin.audit_retention,
             signing_keys: Some(ferry_auth::issuer_settings(&s.auth, TUNNEL_AUDIENCE)),
             ..Default::default()
         });
@@ -543,7 +544,13 @@ pub async fn run_with_source(
                 .cluster_view(Arc::new(bridge::PresenceView(cluster.clone())))
                 .metrics(metrics)
                 .request_log(s.relay.request_log)
-                .max_body_size(s.admin.max_body_size);
+                .max_body_size(s.admin.max_body_size)
+                .sessions(ferry_admin::SessionSettings {
+                    idle_timeout: s.admin.session_idle_timeout,
+                    max_age: s.admin.session_max_age,
+                    attempts_per_account: s.admin.sign_in_attempts_per_account,
+                    attempts_per_address: s.admin.sign_in_attempts_per_address,
+                });
             if let Some(check) = admin_check {
                 api = api.token_check(Arc::new(bridge::AdminTokens(check)));
             }

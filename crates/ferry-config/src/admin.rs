@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The admin listener, serving the management API (`/api/v1/…`). Kept apart from the public listener; bind it
 /// to loopback or a private interface.
@@ -17,6 +18,19 @@ pub struct AdminSettings {
     /// Most tenants with metric series of their own at `/metrics` (docs/metrics.md); later tenants are counted
     /// under `tenant="_other"`. Default 1000.
     pub metrics_max_tenants: usize,
+    /// A dashboard session ends after this long without a request. Default `30m`.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// A dashboard session ends this long after sign-in, however much it is used. Default `12h`.
+    #[serde(with = "humantime_serde")]
+    pub session_max_age: Duration,
+    /// Sign-in attempts allowed per account per minute (any address), then 429; at least 1. Default 5.
+    pub sign_in_attempts_per_account: u32,
+    /// Sign-in attempts allowed per client address per minute (any account), then 429; at least 1. Default 20.
+    pub sign_in_attempts_per_address: u32,
+    /// How long the audit log keeps an entry; the worker deletes older ones. Default `90d`.
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Duration,
 }
 
 impl Default for AdminSettings {
@@ -26,7 +40,39 @@ impl Default for AdminSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             max_body_size: 1024 * 1024,
             metrics_max_tenants: 1000,
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            session_max_age: Duration::from_secs(12 * 3600),
+            sign_in_attempts_per_account: 5,
+            sign_in_attempts_per_address: 20,
+            audit_retention: Duration::from_secs(90 * 86_400),
         }
+    }
+}
+
+impl AdminSettings {
+    /// Checks that need more than one field; errors name the key.
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        let bad =
+            |key: &str, message: &str| Err((format!("server.admin.{key}"), message.to_owned()));
+        if self.session_idle_timeout < Duration::from_secs(1) {
+            return bad("session_idle_timeout", "must be at least 1s");
+        }
+        if self.session_max_age < self.session_idle_timeout {
+            return bad(
+                "session_max_age",
+                "must not be shorter than session_idle_timeout",
+            );
+        }
+        if self.sign_in_attempts_per_account == 0 {
+            return bad("sign_in_attempts_per_account", "must be at least 1");
+        }
+        if self.sign_in_attempts_per_address == 0 {
+            return bad("sign_in_attempts_per_address", "must be at least 1");
+        }
+        if self.audit_retention < Duration::from_secs(3600) {
+            return bad("audit_retention", "must be at least 1h");
+        }
+        Ok(())
     }
 }
 
@@ -41,6 +87,9 @@ mod tests {
         assert_eq!(c.server.admin.listen.to_string(), "127.0.0.1:8081");
         assert_eq!(c.server.admin.max_body_size, 1024 * 1024);
         assert_eq!(c.server.admin.metrics_max_tenants, 1000);
+        assert_eq!(c.server.admin.session_idle_timeout.as_secs(), 1800);
+        assert_eq!(c.server.admin.session_max_age.as_secs(), 12 * 3600);
+        assert_eq!(c.server.admin.audit_retention.as_secs(), 90 * 86_400);
 
         let env = vec![
             ("FERRY_ADMIN_LISTEN".to_owned(), "127.0.0.1:9".to_owned()),
@@ -67,5 +116,36 @@ mod tests {
         )
         .expect_err("bad address");
         assert!(e.to_string().contains("server.admin.listen"), "{e}");
+    }
+
+    #[test]
+    fn session_keys_are_checked() {
+        let e = load(
+            None,
+            vec![],
+            vec![
+                Override::new("server.admin.session_idle_timeout", "2h"),
+                Override::new("server.admin.session_max_age", "1h"),
+            ],
+        )
+        .expect_err("max age below idle");
+        assert!(
+            e.to_string().contains("server.admin.session_max_age"),
+            "{e}"
+        );
+        let e = load(
+            None,
+            vec![],
+            vec![Override::new(
+                "server.admin.sign_in_attempts_per_account",
+                0i64,
+            )],
+        )
+        .expect_err("zero attempts");
+        assert!(
+            e.to_string()
+                .contains("server.admin.sign_in_attempts_per_account"),
+            "{e}"
+        );
     }
 }

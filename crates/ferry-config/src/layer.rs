@@ -587,6 +587,10 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
         .map_err(|(path, message)| invalid(path, message))?;
     validate_node(config)?;
     crate::auth::validate(&server.auth).map_err(|(path, message)| invalid(path, message))?;
+    server
+        .admin
+        .validate()
+        .map_err(|(path, message)| invalid(path, message))?;
     let c = &config.connector;
     if c.reconnect_min_delay.is_zero() || c.reconnect_min_delay > c.reconnect_max_delay {
         return Err(invalid(

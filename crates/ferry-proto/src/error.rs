@@ -65,6 +65,9 @@ pub enum ErrorCode {
     TokenEndpointBusy,
     /// Every server of a gateway upstream has its `max_conns` requests in flight (503, with `Retry-After`).
     UpstreamBusy,
+    /// Too many sign-in attempts to the management API for one account or from one address (429, with
+    /// `Retry-After`).
+    SignInRateLimited,
 }
 
 impl ErrorCode {
@@ -96,6 +99,7 @@ impl ErrorCode {
         Self::RouteRateLimited,
         Self::TokenEndpointBusy,
         Self::UpstreamBusy,
+        Self::SignInRateLimited,
     ];
 
     /// The stable code string, sent in the `ferry-error` header.
@@ -127,6 +131,7 @@ impl ErrorCode {
             Self::RouteRateLimited => "route_rate_limited",
             Self::TokenEndpointBusy => "token_endpoint_busy",
             Self::UpstreamBusy => "upstream_busy",
+            Self::SignInRateLimited => "sign_in_rate_limited",
         }
     }
 
@@ -150,7 +155,9 @@ impl ErrorCode {
             Self::TargetConnectTimeout | Self::TargetTimeout | Self::RequestExpired => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::TenantBusy | Self::RouteRateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::TenantBusy | Self::RouteRateLimited | Self::SignInRateLimited => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,7 +181,8 @@ impl ErrorCode {
             | Self::TooManyConnections
             | Self::RouteRateLimited
             | Self::TokenEndpointBusy
-            | Self::UpstreamBusy => Some(1),
+            | Self::UpstreamBusy
+            | Self::SignInRateLimited => Some(1),
             _ => None,
         }
     }

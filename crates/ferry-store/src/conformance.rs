@@ -14,9 +14,10 @@ use ferry_proto::TenantName;
 use ferry_proto::TenantSettings;
 
 use crate::{
-    unix_now, AdminKey, ConnectionQuery, ConnectionRecord, NodeRecord, Page, RequestLogEntry,
-    SecretRecord, SigningKey, StatsRecord, StatsRollUp, Store, StoreError, Tenant, TenantFields,
-    TenantQuery, DEFAULT_PAGE_LIMIT, LATENCY_BUCKETS_MS,
+    unix_now, AdminKey, AuditEntry, AuditQuery, ConnectionQuery, ConnectionRecord, NodeRecord,
+    Page, RequestLogEntry, Role, SecretRecord, SessionRecord, SigningKey, StatsRecord, StatsRollUp,
+    Store, StoreError, Tenant, TenantFields, TenantQuery, UserRecord, DEFAULT_PAGE_LIMIT,
+    LATENCY_BUCKETS_MS,
 };
 
 /// Run every check of the suite on `store`.
@@ -40,6 +41,349 @@ pub async fn run_suite(store: &dyn Store) {
     pruning_history(store).await;
     stats_rollup(store).await;
     leases(store).await;
+    users(store).await;
+    sessions(store).await;
+    audit_log(store).await;
+}
+
+fn user(name: &str, role: Role) -> UserRecord {
+    UserRecord {
+        name: name.to_owned(),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()),
+        role,
+        tenants: Vec::new(),
+        disabled: false,
+        created_at: unix_now(),
+        last_sign_in_at: None,
+    }
+}
+
+fn session_for(user: &str, now: i64) -> SessionRecord {
+    SessionRecord {
+        id_sha256: sha256_like(),
+        user: user.to_owned(),
+        csrf_token: token(),
+        created_at: now,
+        last_seen_at: now,
+        idle_expires_at: now + 60,
+        expires_at: now + 3600,
+    }
+}
+
+/// Users: unique names, every field kept, listed by name, disabled and enabled, password replaced (or removed),
+/// sign-ins noted, deleted.
+pub async fn users(store: &dyn Store) {
+    let op = UserRecord {
+        tenants: vec![TenantName::new("scope-a").expect("name")],
+        ..user(&unique("cf-user-b"), Role::Operator)
+    };
+    let viewer = UserRecord {
+        password_hash: None,
+        ..user(&unique("cf-user-a"), Role::Viewer)
+    };
+    store.create_user(&op).await.expect("create");
+    store.create_user(&viewer).await.expect("create viewer");
+    let err = store.create_user(&op).await.expect_err("duplicate");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(
+        store.get_user(&op.name).await.expect("get"),
+        Some(op.clone())
+    );
+    assert_eq!(
+        store.get_user(&viewer.name).await.expect("get"),
+        Some(viewer.clone())
+    );
+    assert_eq!(store.get_user(&unique("cf-none")).await.expect("get"), None);
+    let listed = store.list_users().await.expect("list");
+    let pos = |name: &str| listed.iter().position(|u| u.name == name).expect("listed");
+    assert!(pos(&viewer.name) < pos(&op.name), "by name");
+
+    assert!(store
+        .set_user_disabled(&op.name, true)
+        .await
+        .expect("disable"));
+    assert!(
+        store
+            .get_user(&op.name)
+            .await
+            .expect("get")
+            .expect("present")
+            .disabled
+    );
+    assert!(store
+        .set_user_disabled(&op.name, false)
+        .await
+        .expect("enable"));
+    assert!(
+        !store
+            .get_user(&op.name)
+            .await
+            .expect("get")
+            .expect("present")
+            .disabled
+    );
+    assert!(!store
+        .set_user_disabled(&unique("cf-none"), true)
+        .await
+        .expect("missing"));
+
+    assert!(store
+        .set_user_password(&op.name, Some("new-hash"))
+        .await
+        .expect("passwd"));
+    let got = store
+        .get_user(&op.name)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.password_hash.as_deref(), Some("new-hash"));
+    assert!(store
+        .set_user_password(&op.name, None)
+        .await
+        .expect("no password"));
+    assert_eq!(
+        store
+            .get_user(&op.name)
+            .await
+            .expect("get")
+            .expect("present")
+            .password_hash,
+        None
+    );
+    assert!(!store
+        .set_user_password(&unique("cf-none"), Some("x"))
+        .await
+        .expect("missing"));
+
+    assert!(store
+        .record_sign_in(&op.name, 12345)
+        .await
+        .expect("sign in"));
+    assert_eq!(
+        store
+            .get_user(&op.name)
+            .await
+            .expect("get")
+            .expect("present")
+            .last_sign_in_at,
+        Some(12345)
+    );
+
+    assert!(store.delete_user(&op.name).await.expect("delete"));
+    assert!(!store.delete_user(&op.name).await.expect("delete twice"));
+    assert_eq!(store.get_user(&op.name).await.expect("get"), None);
+    assert!(store.delete_user(&viewer.name).await.expect("cleanup"));
+}
+
+/// Sessions: found by hash while valid (idle and absolute expiry), touched forward but never past the absolute
+/// expiry, ended by sign-out, by disabling, a new password or deleting the user, and swept when expired.
+pub async fn sessions(store: &dyn Store) {
+    let now = unix_now();
+    let name = unique("cf-sess");
+    store
+        .create_user(&user(&name, Role::Admin))
+        .await
+        .expect("user");
+    let s = session_for(&name, now);
+    store.create_session(&s).await.expect("create");
+    let err = store.create_session(&s).await.expect_err("same hash");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    let orphan = session_for(&unique("cf-none"), now);
+    let err = store.create_session(&orphan).await.expect_err("no user");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    assert_eq!(
+        store.session(&s.id_sha256, now).await.expect("get"),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.session(&s.id_sha256, now + 60).await.expect("idle"),
+        None
+    );
+    assert_eq!(
+        store.session(&sha256_like(), now).await.expect("unknown"),
+        None
+    );
+
+    // Touching moves the idle expiry, but never past the absolute one.
+    assert!(store
+        .touch_session(&s.id_sha256, now + 30, now + 90)
+        .await
+        .expect("touch"));
+    let touched = store
+        .session(&s.id_sha256, now + 60)
+        .await
+        .expect("get")
+        .expect("valid");
+    assert_eq!(
+        (touched.last_seen_at, touched.idle_expires_at),
+        (now + 30, now + 90)
+    );
+    assert!(store
+        .touch_session(&s.id_sha256, now + 31, now + 99_999)
+        .await
+        .expect("touch"));
+    let capped = store
+        .session(&s.id_sha256, now + 31)
+        .await
+        .expect("get")
+        .expect("valid");
+    assert_eq!(capped.idle_expires_at, s.expires_at);
+    assert_eq!(
+        store
+            .session(&s.id_sha256, s.expires_at)
+            .await
+            .expect("absolute"),
+        None
+    );
+    assert!(!store
+        .touch_session(&s.id_sha256, s.expires_at, s.expires_at + 60)
+        .await
+        .expect("expired touch"));
+
+    assert!(store.delete_session(&s.id_sha256).await.expect("sign out"));
+    assert!(!store.delete_session(&s.id_sha256).await.expect("twice"));
+    assert_eq!(store.session(&s.id_sha256, now).await.expect("gone"), None);
+
+    for end in ["disable", "passwd", "delete"] {
+        let s = session_for(&name, now);
+        store.create_session(&s).await.expect("create");
+        match end {
+            "disable" => {
+                assert!(store.set_user_disabled(&name, true).await.expect("disable"));
+                assert!(store.set_user_disabled(&name, false).await.expect("enable"));
+            }
+            "passwd" => assert!(store
+                .set_user_password(&name, Some("h2"))
+                .await
+                .expect("pw")),
+            _ => assert!(store.delete_user(&name).await.expect("delete")),
+        }
+        assert_eq!(
+            store.session(&s.id_sha256, now).await.expect("get"),
+            None,
+            "{end}"
+        );
+    }
+
+    store
+        .create_user(&user(&name, Role::Viewer))
+        .await
+        .expect("user again");
+    let old = SessionRecord {
+        idle_expires_at: 20,
+        expires_at: 30,
+        created_at: 10,
+        last_seen_at: 10,
+        ..session_for(&name, now)
+    };
+    let live = session_for(&name, now);
+    store.create_session(&old).await.expect("old");
+    store.create_session(&live).await.expect("live");
+    assert!(store.delete_expired_sessions(now).await.expect("sweep") >= 1);
+    assert!(!store.delete_session(&old.id_sha256).await.expect("swept"));
+    assert_eq!(
+        store.session(&live.id_sha256, now).await.expect("kept"),
+        Some(live)
+    );
+    assert!(store.delete_user(&name).await.expect("cleanup"));
+}
+
+/// The audit log: ids grow, newest first, filters by time, actor and action, paging by id, pruning by time.
+/// Uses times in the first hours of 1970 and actors of its own.
+pub async fn audit_log(store: &dyn Store) {
+    let actor = unique("cf-actor");
+    let other = unique("cf-actor2");
+    let entry = |at: i64, actor: &str, action: &str| AuditEntry {
+        id: 0,
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        object: "acme".to_owned(),
+        detail: "{\"role\":\"viewer\"}".to_owned(),
+    };
+    let a = store
+        .append_audit(&entry(100, &actor, "tenant.create"))
+        .await
+        .expect("a");
+    let b = store
+        .append_audit(&entry(200, &actor, "secret.create"))
+        .await
+        .expect("b");
+    let c = store
+        .append_audit(&entry(300, &other, "tenant.create"))
+        .await
+        .expect("c");
+    assert!(a < b && b < c, "{a} {b} {c}");
+
+    let mine = store
+        .audit_log(&AuditQuery {
+            actor: Some(actor.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("by actor");
+    assert_eq!(mine.iter().map(|e| e.id).collect::<Vec<_>>(), vec![b, a]);
+    assert_eq!(
+        mine[1],
+        AuditEntry {
+            id: a,
+            ..entry(100, &actor, "tenant.create")
+        }
+    );
+
+    let creates = store
+        .audit_log(&AuditQuery {
+            action: Some("tenant.create".to_owned()),
+            from: Some(50),
+            to: Some(1000),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("by action");
+    let ids: Vec<i64> = creates.iter().map(|e| e.id).collect();
+    assert!(
+        ids.contains(&a) && ids.contains(&c) && !ids.contains(&b),
+        "{ids:?}"
+    );
+
+    let window = store
+        .audit_log(&AuditQuery {
+            actor: Some(actor.clone()),
+            from: Some(150),
+            to: Some(250),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("window");
+    assert_eq!(window.iter().map(|e| e.id).collect::<Vec<_>>(), vec![b]);
+
+    let page = store
+        .audit_log(&AuditQuery {
+            actor: Some(actor.clone()),
+            before_id: Some(b),
+            limit: 1,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("page");
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a]);
+
+    assert!(store.prune_audit(250).await.expect("prune") >= 2);
+    let left = store
+        .audit_log(&AuditQuery {
+            from: Some(0),
+            to: Some(1000),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("left");
+    let ids: Vec<i64> = left.iter().map(|e| e.id).collect();
+    assert!(
+        ids.contains(&c) && !ids.contains(&a) && !ids.contains(&b),
+        "{ids:?}"
+    );
+    store.prune_audit(1000).await.expect("cleanup");
 }
 
 /// Old closed connections and old statistics go; live connections and newer minutes stay. Uses times in the
@@ -713,6 +1057,8 @@ pub async fn admin_keys(store: &dyn Store) {
         sha256: sha256_like(),
         created_at: now,
         revoked_at: None,
+        role: Role::Admin,
+        tenants: Vec::new(),
     };
     let second = AdminKey {
         id: unique("cf-ak2"),
@@ -720,6 +1066,11 @@ pub async fn admin_keys(store: &dyn Store) {
         sha256: sha256_like(),
         created_at: now + 1,
         revoked_at: None,
+        role: Role::Operator,
+        tenants: vec![
+            TenantName::new("scope-a").expect("name"),
+            TenantName::new("scope-b").expect("name"),
+        ],
     };
     store.add_admin_key(&first).await.expect("add");
     store.add_admin_key(&second).await.expect("add second");
@@ -2063,4 +2414,23 @@ pub async fn check_upgraded_from_version_1(store: &dyn Store) {
         .expect("present");
     assert!(updated.updated_at > 1000);
     run_suite(store).await;
+}
+
+/// Rows a version 3 database may hold (an admin key), checked by [`check_upgraded_from_version_3`].
+pub const VERSION_3_ROWS: &str = "INSERT INTO admin_keys (id, name, sha256, created_at) \
+     VALUES ('old-key', 'ops', 'abc123', 1000);";
+
+/// What a database holds after the upgrade from version 3 in which [`VERSION_3_ROWS`] were written: the key is an
+/// admin's with no tenant scope, and accounts, sessions and the audit log work.
+pub async fn check_upgraded_from_version_3(store: &dyn Store) {
+    let key = store
+        .admin_key_by_hash("abc123")
+        .await
+        .expect("by hash")
+        .expect("kept");
+    assert_eq!((key.id.as_str(), key.role), ("old-key", Role::Admin));
+    assert!(key.tenants.is_empty());
+    users(store).await;
+    sessions(store).await;
+    audit_log(store).await;
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: the `Store` trait and its record types (tenants with their settings, connector secret hashes, token
 //! signing keys, admin API keys, connections, nodes with their roles, request statistics and their roll-up, the
-//! request log, named leases), the
+//! request log, named leases, operator accounts with their sessions, the audit log), the
 //! SQLite implementation ([`SqliteStore`], the embedded default), the PostgreSQL implementation
 //! ([`PostgresStore`], shared by a cluster), what the two share (the SQL both accept, written once in `sql.rs`;
 //! reading records out of rows, stored forms of settings and histograms, paging, in `rows.rs`), the one resolver from a database URL to a store ([`open_url`]), the
@@ -101,6 +101,147 @@ pub struct AdminKey {
     pub created_at: i64,
     /// Unix seconds; set once when revoked.
     pub revoked_at: Option<i64>,
+    /// What the key may do (keys made before roles existed are admins).
+    pub role: Role,
+    /// The tenants an operator key may see; empty for the other roles.
+    pub tenants: Vec<TenantName>,
+}
+
+/// What a caller of the management API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Everything, users and admin keys included.
+    Admin,
+    /// Read and change only the tenants of its scope.
+    Operator,
+    /// Read everything but secrets; change nothing.
+    Viewer,
+}
+
+impl Role {
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Viewer];
+
+    /// The stored (and API) name: `admin`, `operator`, `viewer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (admin, operator or viewer)"))
+    }
+}
+
+/// An operator account of the management API and the dashboard.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Unique; what the person types to sign in.
+    pub name: String,
+    /// argon2 PHC string; `None` for an account that signs in only through OpenID Connect.
+    pub password_hash: Option<String>,
+    pub role: Role,
+    /// The tenants an operator may see; empty for the other roles.
+    pub tenants: Vec<TenantName>,
+    /// A disabled account cannot sign in and its sessions are ended.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last successful sign-in.
+    pub last_sign_in_at: Option<i64>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .field("role", &self.role)
+            .field("tenants", &self.tenants)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .field("last_sign_in_at", &self.last_sign_in_at)
+            .finish()
+    }
+}
+
+/// A signed-in user's session. The cookie carries a random value; the store keeps only its SHA-256, so that
+/// reading the database does not give anyone a session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Lowercase hex SHA-256 of the cookie value.
+    pub id_sha256: String,
+    /// The user's name.
+    pub user: String,
+    /// What a change made with this session must carry in `X-CSRF-Token`.
+    pub csrf_token: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last request made with it.
+    pub last_seen_at: i64,
+    /// Unix seconds: the session ends here unless used before (each use moves it on).
+    pub idle_expires_at: i64,
+    /// Unix seconds: the session ends here however much it is used.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id_sha256", &"***")
+            .field("user", &self.user)
+            .field("csrf_token", &"***")
+            .field("created_at", &self.created_at)
+            .field("last_seen_at", &self.last_seen_at)
+            .field("idle_expires_at", &self.idle_expires_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// One entry of the audit log: who changed what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Assigned by the store on append; ignored when appending.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// `user:NAME`, `admin-key:ID`, a token's subject, or `local` (the command line on the store).
+    pub actor: String,
+    /// `object.verb`, e.g. `tenant.create`.
+    pub action: String,
+    /// What was changed: a tenant name, `tenant/secret-id`, a user name, a key id.
+    pub object: String,
+    /// A JSON object (text) with further detail; never a secret.
+    pub detail: String,
+}
+
+/// Which audit entries to read: newest first (by id), optionally in `[from, to)` (unix seconds), by one actor, of
+/// one action, with `id` below `before_id`, at most `limit` ([`DEFAULT_PAGE_LIMIT`] for 0, capped at
+/// [`MAX_PAGE_LIMIT`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
 }
 
 /// One tunnel of a connector on a node, current (`disconnected_at` unset) or past.
@@ -452,6 +593,54 @@ pub trait Store: Send + Sync + 'static {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
     /// The lease `name` while someone holds it; `None` when free (never taken, released or expired).
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
+
+    /// Create a user; [`StoreError::AlreadyExists`] if the name is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// The user with this name, disabled or not.
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Every user, ordered by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Disable (ending every session of the user, in the same transaction) or enable a user; `false` if there
+    /// is no such user.
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+    /// Replace a user's password hash (`None`: no password sign-in) and end every session of the user, in one
+    /// transaction; `false` if there is no such user.
+    async fn set_user_password(
+        &self,
+        name: &str,
+        password_hash: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Note a successful sign-in at `at` (unix seconds); `false` if there is no such user.
+    async fn record_sign_in(&self, name: &str, at: i64) -> Result<bool, StoreError>;
+    /// Delete a user with every session of it; `false` if there was none.
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Store a new session; [`StoreError::NotFound`] if its user does not exist, [`StoreError::AlreadyExists`]
+    /// if its hash is taken.
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// The session with this hash if it is still valid at `now` (unix seconds): neither idle nor past its
+    /// absolute expiry.
+    async fn session(&self, id_sha256: &str, now: i64)
+        -> Result<Option<SessionRecord>, StoreError>;
+    /// Note a use of a valid session at `now`, moving its idle expiry to `idle_expires_at` (never past its
+    /// absolute expiry); `false` if no session valid at `now` has this hash.
+    async fn touch_session(
+        &self,
+        id_sha256: &str,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<bool, StoreError>;
+    /// End a session (sign-out); `false` if there was none.
+    async fn delete_session(&self, id_sha256: &str) -> Result<bool, StoreError>;
+    /// Delete every session no longer valid at `now`; returns how many.
+    async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Append an audit entry (its `id` is ignored); returns the id it got. Ids are never reused.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError>;
+    /// Audit entries, newest first, as `query` selects.
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Delete audit entries from before `before` (unix seconds); returns how many.
+    async fn prune_audit(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 /// The current time in unix seconds, as every store timestamp is written.

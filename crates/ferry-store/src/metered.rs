@@ -49,6 +49,21 @@ pub const OPS: &[&str] = &[
     "acquire_lease",
     "release_lease",
     "lease",
+    "create_user",
+    "get_user",
+    "list_users",
+    "set_user_disabled",
+    "set_user_password",
+    "record_sign_in",
+    "delete_user",
+    "create_session",
+    "session",
+    "touch_session",
+    "delete_session",
+    "delete_expired_sessions",
+    "append_audit",
+    "audit_log",
+    "prune_audit",
 ];
 
 struct Op {
@@ -383,6 +398,112 @@ impl Store for MeteredStore {
         let started = Instant::now();
         let r = self.inner.lease(name).await;
         self.done(35, started, r.as_ref().err());
+        r
+    }
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let r = self.inner.create_user(user).await;
+        self.done(36, started, r.as_ref().err());
+        r
+    }
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.get_user(name).await;
+        self.done(37, started, r.as_ref().err());
+        r
+    }
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.list_users().await;
+        self.done(38, started, r.as_ref().err());
+        r
+    }
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.set_user_disabled(name, disabled).await;
+        self.done(39, started, r.as_ref().err());
+        r
+    }
+    async fn set_user_password(
+        &self,
+        name: &str,
+        password_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.set_user_password(name, password_hash).await;
+        self.done(40, started, r.as_ref().err());
+        r
+    }
+    async fn record_sign_in(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.record_sign_in(name, at).await;
+        self.done(41, started, r.as_ref().err());
+        r
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.delete_user(name).await;
+        self.done(42, started, r.as_ref().err());
+        r
+    }
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let r = self.inner.create_session(session).await;
+        self.done(43, started, r.as_ref().err());
+        r
+    }
+    async fn session(
+        &self,
+        id_sha256: &str,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.session(id_sha256, now).await;
+        self.done(44, started, r.as_ref().err());
+        r
+    }
+    async fn touch_session(
+        &self,
+        id_sha256: &str,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self
+            .inner
+            .touch_session(id_sha256, now, idle_expires_at)
+            .await;
+        self.done(45, started, r.as_ref().err());
+        r
+    }
+    async fn delete_session(&self, id_sha256: &str) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.delete_session(id_sha256).await;
+        self.done(46, started, r.as_ref().err());
+        r
+    }
+    async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.delete_expired_sessions(now).await;
+        self.done(47, started, r.as_ref().err());
+        r
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.append_audit(entry).await;
+        self.done(48, started, r.as_ref().err());
+        r
+    }
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.audit_log(query).await;
+        self.done(49, started, r.as_ref().err());
+        r
+    }
+    async fn prune_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.prune_audit(before).await;
+        self.done(50, started, r.as_ref().err());
         r
     }
 }

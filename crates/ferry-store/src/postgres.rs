@@ -384,6 +384,31 @@ mod tests {
         .await;
     }
 
+    /// A database written by version 3 of the schema opens with its admin keys as admins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn upgrade_from_version_3() {
+        with_database(|options| async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .expect("connect");
+            conformance::up_to_version(&MIGRATOR, 3)
+                .run(&pool)
+                .await
+                .expect("version 3");
+            sqlx::raw_sql(conformance::VERSION_3_ROWS)
+                .execute(&pool)
+                .await
+                .expect("rows");
+            pool.close().await;
+            let store = PostgresStore::connect_with(options).await.expect("upgrade");
+            conformance::check_upgraded_from_version_3(&store).await;
+            store.close().await;
+        })
+        .await;
+    }
+
     /// Separate pools behave like separate nodes: racing lease acquisitions have one winner, and a roll-up racing
     /// statistics writers never counts a write twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -12,8 +12,9 @@ use ferry_proto::{TenantName, TenantSettings};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use crate::{
-    AdminKey, ConnectionQuery, ConnectionRecord, Lease, NodeRecord, Page, RequestLogEntry,
-    SecretRecord, SigningKey, StatsRecord, StoreError, Tenant, TenantQuery, LATENCY_BUCKETS_MS,
+    AdminKey, AuditEntry, AuditQuery, ConnectionQuery, ConnectionRecord, Lease, NodeRecord, Page,
+    RequestLogEntry, Role, SecretRecord, SessionRecord, SigningKey, StatsRecord, StoreError,
+    Tenant, TenantQuery, UserRecord, LATENCY_BUCKETS_MS,
 };
 
 /// Page size when a query asks for `limit` 0.
@@ -36,6 +37,7 @@ pub(crate) trait Columns {
     fn text(&self, table: &'static str, name: &str) -> Result<String, StoreError>;
     fn int(&self, table: &'static str, name: &str) -> Result<i64, StoreError>;
     fn opt_int(&self, table: &'static str, name: &str) -> Result<Option<i64>, StoreError>;
+    fn opt_text(&self, table: &'static str, name: &str) -> Result<Option<String>, StoreError>;
     fn bytes(&self, table: &'static str, name: &str) -> Result<Vec<u8>, StoreError>;
 
     /// A counter, stored as a signed integer that must not be negative.
@@ -69,6 +71,9 @@ where
         get(self, table, name)
     }
     fn opt_int(&self, table: &'static str, name: &str) -> Result<Option<i64>, StoreError> {
+        get(self, table, name)
+    }
+    fn opt_text(&self, table: &'static str, name: &str) -> Result<Option<String>, StoreError> {
         get(self, table, name)
     }
     fn bytes(&self, table: &'static str, name: &str) -> Result<Vec<u8>, StoreError> {
@@ -173,6 +178,66 @@ pub(crate) fn admin_key_from_row(row: &impl Columns) -> Result<AdminKey, StoreEr
         sha256: row.text(T, "sha256")?,
         created_at: row.int(T, "created_at")?,
         revoked_at: row.opt_int(T, "revoked_at")?,
+        role: parse_role(T, &row.text(T, "role")?)?,
+        tenants: parse_tenant_list(T, &row.text(T, "tenants")?)?,
+    })
+}
+
+/// The stored form of a tenant scope: a JSON array of names.
+pub(crate) fn tenant_list_text(tenants: &[TenantName]) -> String {
+    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_tenant_list(table: &'static str, text: &str) -> Result<Vec<TenantName>, StoreError> {
+    let names: Vec<String> =
+        serde_json::from_str(text).map_err(|e| corrupt(table, format!("column tenants: {e}")))?;
+    names
+        .into_iter()
+        .map(|n| TenantName::new(n).map_err(|e| corrupt(table, format!("column tenants: {e}"))))
+        .collect()
+}
+
+fn parse_role(table: &'static str, text: &str) -> Result<Role, StoreError> {
+    text.parse::<Role>()
+        .map_err(|e| corrupt(table, format!("column role: {e}")))
+}
+
+pub(crate) fn user_from_row(row: &impl Columns) -> Result<UserRecord, StoreError> {
+    const T: &str = "users";
+    Ok(UserRecord {
+        name: row.text(T, "name")?,
+        password_hash: row.opt_text(T, "password_hash")?,
+        role: parse_role(T, &row.text(T, "role")?)?,
+        tenants: parse_tenant_list(T, &row.text(T, "tenants")?)?,
+        disabled: row.int(T, "disabled")? != 0,
+        created_at: row.int(T, "created_at")?,
+        last_sign_in_at: row.opt_int(T, "last_sign_in_at")?,
+    })
+}
+
+pub(crate) fn session_from_row(row: &impl Columns) -> Result<SessionRecord, StoreError> {
+    const T: &str = "sessions";
+    Ok(SessionRecord {
+        id_sha256: row.text(T, "id_sha256")?,
+        user: row.text(T, "user_name")?,
+        csrf_token: row.text(T, "csrf_token")?,
+        created_at: row.int(T, "created_at")?,
+        last_seen_at: row.int(T, "last_seen_at")?,
+        idle_expires_at: row.int(T, "idle_expires_at")?,
+        expires_at: row.int(T, "expires_at")?,
+    })
+}
+
+pub(crate) fn audit_from_row(row: &impl Columns) -> Result<AuditEntry, StoreError> {
+    const T: &str = "audit_log";
+    Ok(AuditEntry {
+        id: row.int(T, "id")?,
+        at: row.int(T, "at")?,
+        actor: row.text(T, "actor")?,
+        action: row.text(T, "action")?,
+        object: row.text(T, "object")?,
+        detail: row.text(T, "detail")?,
     })
 }
 
@@ -337,7 +402,16 @@ pub(crate) const TENANT_COLUMNS: &str =
 /// The columns every secret query selects.
 pub(crate) const SECRET_COLUMNS: &str = "id, tenant, hash, created_at, expires_at, revoked_at";
 /// The columns every admin key query selects.
-pub(crate) const ADMIN_KEY_COLUMNS: &str = "id, name, sha256, created_at, revoked_at";
+pub(crate) const ADMIN_KEY_COLUMNS: &str =
+    "id, name, sha256, created_at, revoked_at, role, tenants";
+/// The columns of `users`.
+pub(crate) const USER_COLUMNS: &str =
+    "name, password_hash, role, tenants, disabled, created_at, last_sign_in_at";
+/// The columns of `sessions`.
+pub(crate) const SESSION_COLUMNS: &str =
+    "id_sha256, user_name, csrf_token, created_at, last_seen_at, idle_expires_at, expires_at";
+/// The columns of `audit_log`.
+pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor, action, object, detail";
 /// The columns of `nodes`.
 pub(crate) const NODE_COLUMNS: &str = "id, address, version, started_at, heartbeat_at, roles";
 /// The columns of `leases`.
@@ -471,6 +545,36 @@ where
     builder
         .push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(page_limit(limit)));
+    builder
+}
+
+/// `SELECT` audit entries (see [`AuditQuery`]), newest first.
+pub(crate) fn audit_query<'a, DB>(query: &'a AuditQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut builder =
+        QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+    if let Some(from) = query.from {
+        builder.push(" AND at >= ").push_bind(from);
+    }
+    if let Some(to) = query.to {
+        builder.push(" AND at < ").push_bind(to);
+    }
+    if let Some(actor) = query.actor.as_deref() {
+        builder.push(" AND actor = ").push_bind(actor);
+    }
+    if let Some(action) = query.action.as_deref() {
+        builder.push(" AND action = ").push_bind(action);
+    }
+    if let Some(before) = query.before_id {
+        builder.push(" AND id < ").push_bind(before);
+    }
+    builder
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page_limit(query.limit)));
     builder
 }
 

@@ -127,14 +127,19 @@ macro_rules! impl_store {
                 tenants_query, Columns, ADMIN_KEY_COLUMNS, CONNECTION_COLUMNS, LEASE_COLUMNS,
                 NODE_COLUMNS, SECRET_COLUMNS, STATUS_COLUMNS, TENANT_COLUMNS,
             };
+            use $crate::rows::{
+                audit_from_row, audit_query, session_from_row, tenant_list_text, user_from_row,
+                SESSION_COLUMNS, USER_COLUMNS,
+            };
             use $crate::sql::{
                 bind_signing_key, check_lease_names, lease_ttl_ms, LOG_INSERT, SIGNING_KEY_INSERT,
                 SIGNING_KEY_INSERT_AFTER, STATS_INSERT, STATS_OLDEST_UNROLLED, STATS_UPSERT,
             };
             use $crate::{
-                unix_now, AdminKey, ConnectionQuery, ConnectionRecord, ExpiredNodes, Lease,
-                NodeRecord, Page, RequestLogEntry, SecretRecord, SigningKey, StatsRecord,
-                StatsRollUp, StoreError, Tenant, TenantFields, TenantQuery, ROLLUP_NODE,
+                unix_now, AdminKey, AuditEntry, AuditQuery, ConnectionQuery, ConnectionRecord,
+                ExpiredNodes, Lease, NodeRecord, Page, RequestLogEntry, SecretRecord,
+                SessionRecord, SigningKey, StatsRecord, StatsRollUp, StoreError, Tenant,
+                TenantFields, TenantQuery, UserRecord, ROLLUP_NODE,
             };
             use ferry_proto::TenantName;
 
@@ -453,14 +458,17 @@ macro_rules! impl_store {
 
                 async fn add_admin_key(&self, key: &AdminKey) -> Result<(), StoreError> {
                     let result = sqlx::query(
-                        "INSERT INTO admin_keys (id, name, sha256, created_at, revoked_at) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO admin_keys \
+                         (id, name, sha256, created_at, revoked_at, role, tenants) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(&key.id)
                     .bind(&key.name)
                     .bind(&key.sha256)
                     .bind(key.created_at)
                     .bind(key.revoked_at)
+                    .bind(key.role.as_str())
+                    .bind(tenant_list_text(&key.tenants))
                     .execute(&self.pool)
                     .await;
                     match result {
@@ -839,6 +847,240 @@ macro_rules! impl_store {
                     .as_ref()
                     .map(lease_from_row)
                     .transpose()
+                }
+                async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+                    let result = sqlx::query(&format!(
+                        "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ))
+                    .bind(&user.name)
+                    .bind(user.password_hash.as_deref())
+                    .bind(user.role.as_str())
+                    .bind(tenant_list_text(&user.tenants))
+                    .bind(i64::from(user.disabled))
+                    .bind(user.created_at)
+                    .bind(user.last_sign_in_at)
+                    .execute(&self.pool)
+                    .await;
+                    match result {
+                        Ok(_) => Ok(()),
+                        Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                            kind: "user",
+                            name: user.name.clone(),
+                        }),
+                        Err(e) => Err(StoreError::db("creating a user")(e)),
+                    }
+                }
+
+                async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+                    sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(StoreError::db("reading a user"))?
+                        .as_ref()
+                        .map(user_from_row)
+                        .transpose()
+                }
+
+                async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+                    let found =
+                        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(StoreError::db("listing users"))?;
+                    rows(found, user_from_row)
+                }
+
+                async fn set_user_disabled(
+                    &self,
+                    name: &str,
+                    disabled: bool,
+                ) -> Result<bool, StoreError> {
+                    const CONTEXT: &str = "disabling or enabling a user";
+                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+                        .bind(i64::from(disabled))
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    if disabled {
+                        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(StoreError::db(CONTEXT))?;
+                    }
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn set_user_password(
+                    &self,
+                    name: &str,
+                    password_hash: Option<&str>,
+                ) -> Result<bool, StoreError> {
+                    const CONTEXT: &str = "changing a user's password";
+                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+                        .bind(password_hash)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn record_sign_in(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+                    let done = sqlx::query("UPDATE users SET last_sign_in_at = $1 WHERE name = $2")
+                        .bind(at)
+                        .bind(name)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("recording a sign-in"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+                    const CONTEXT: &str = "deleting a user";
+                    let mut tx = self.write_transaction(CONTEXT).await?;
+                    sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    let done = sqlx::query("DELETE FROM users WHERE name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+                    let result = sqlx::query(&format!(
+                        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ))
+                    .bind(&session.id_sha256)
+                    .bind(&session.user)
+                    .bind(&session.csrf_token)
+                    .bind(session.created_at)
+                    .bind(session.last_seen_at)
+                    .bind(session.idle_expires_at)
+                    .bind(session.expires_at)
+                    .execute(&self.pool)
+                    .await;
+                    match result {
+                        Ok(_) => Ok(()),
+                        Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                            kind: "session",
+                            name: "(hash)".to_owned(),
+                        }),
+                        Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound {
+                            kind: "user",
+                            name: session.user.clone(),
+                        }),
+                        Err(e) => Err(StoreError::db("creating a session")(e)),
+                    }
+                }
+
+                async fn session(
+                    &self,
+                    id_sha256: &str,
+                    now: i64,
+                ) -> Result<Option<SessionRecord>, StoreError> {
+                    sqlx::query(&format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions \
+                         WHERE id_sha256 = $1 AND idle_expires_at > $2 AND expires_at > $2"
+                    ))
+                    .bind(id_sha256)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db("reading a session"))?
+                    .as_ref()
+                    .map(session_from_row)
+                    .transpose()
+                }
+
+                async fn touch_session(
+                    &self,
+                    id_sha256: &str,
+                    now: i64,
+                    idle_expires_at: i64,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "UPDATE sessions SET last_seen_at = $1, idle_expires_at = \
+                         CASE WHEN $2 < expires_at THEN $2 ELSE expires_at END \
+                         WHERE id_sha256 = $3 AND idle_expires_at > $1 AND expires_at > $1",
+                    )
+                    .bind(now)
+                    .bind(idle_expires_at)
+                    .bind(id_sha256)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("refreshing a session"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn delete_session(&self, id_sha256: &str) -> Result<bool, StoreError> {
+                    let done = sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1")
+                        .bind(id_sha256)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("ending a session"))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+                    let done = sqlx::query(
+                        "DELETE FROM sessions WHERE idle_expires_at <= $1 OR expires_at <= $1",
+                    )
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db("deleting expired sessions"))?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+                    sqlx::query_scalar::<$db, i64>(
+                        "INSERT INTO audit_log (at, actor, action, object, detail) \
+                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    )
+                    .bind(entry.at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(&entry.object)
+                    .bind(&entry.detail)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::db("appending to the audit log"))
+                }
+
+                async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+                    let found = audit_query::<$db>(query)
+                        .build()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::db("reading the audit log"))?;
+                    rows(found, audit_from_row)
+                }
+
+                async fn prune_audit(&self, before: i64) -> Result<u64, StoreError> {
+                    let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("pruning the audit log"))?;
+                    Ok(done.rows_affected())
                 }
             }
         };

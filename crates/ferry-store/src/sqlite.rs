@@ -364,6 +364,35 @@ mod tests {
         store.close().await;
     }
 
+    /// A database written by version 3 of the schema opens with its admin keys as admins.
+    #[tokio::test]
+    async fn upgrade_from_version_3() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v3.db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .expect("open v3");
+            conformance::up_to_version(&MIGRATOR, 3)
+                .run(&pool)
+                .await
+                .expect("version 3");
+            sqlx::raw_sql(conformance::VERSION_3_ROWS)
+                .execute(&pool)
+                .await
+                .expect("rows");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("upgrade");
+        conformance::check_upgraded_from_version_3(&store).await;
+        store.close().await;
+    }
+
     /// Pools on one file behave like processes: racing lease acquisitions have one winner, and a roll-up racing
     /// statistics writers never counts a write twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -67,6 +67,8 @@ pub struct ChoreSettings {
     pub history_retention: Duration,
     /// How often retention runs. Default 10 min.
     pub prune_every: Duration,
+    /// How long the audit log keeps an entry (expired sign-in sessions go with the same job).
+    pub audit_retention: Duration,
     /// The built-in issuer's settings (`rotate_every`, token ttl and `key_refresh` make the overlap); `None`: no
     /// signing key job. Default `None`.
     pub signing_keys: Option<IssuerSettings>,
@@ -89,6 +91,7 @@ impl Default for ChoreSettings {
             request_log_retention: Duration::from_secs(7 * 86_400),
             history_retention: Duration::from_secs(30 * 86_400),
             prune_every: Duration::from_secs(600),
+            audit_retention: Duration::from_secs(90 * 86_400),
             signing_keys: None,
             signing_keys_every: Duration::from_secs(60),
         }
@@ -111,6 +114,7 @@ pub fn chores(settings: &ChoreSettings) -> Vec<Arc<dyn Job>> {
         Arc::new(RetentionJob {
             request_log: settings.request_log_retention,
             history: settings.history_retention,
+            audit: settings.audit_retention,
             every: settings.prune_every,
         }),
     ];
@@ -186,6 +190,32 @@ pub async fn prune(
     Ok(Pruned {
         log_entries,
         history_rows,
+    })
+}
+
+/// What [`prune_accounts`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrunedAccounts {
+    /// Audit log entries.
+    pub audit_entries: u64,
+    /// Sign-in sessions past their idle or absolute expiry.
+    pub sessions: u64,
+}
+
+/// Retention of the accounts' records at `now` (unix seconds): audit entries older than `audit_retention`, and
+/// sessions no longer valid.
+pub async fn prune_accounts(
+    store: &dyn Store,
+    audit_retention: Duration,
+    now: i64,
+) -> Result<PrunedAccounts, StoreError> {
+    let audit_entries = store
+        .prune_audit(now.saturating_sub(secs(audit_retention)))
+        .await?;
+    let sessions = store.delete_expired_sessions(now).await?;
+    Ok(PrunedAccounts {
+        audit_entries,
+        sessions,
     })
 }
 
@@ -268,6 +298,7 @@ impl Job for StatsRollUpJob {
 pub struct RetentionJob {
     pub request_log: Duration,
     pub history: Duration,
+    pub audit: Duration,
     pub every: Duration,
 }
 
@@ -288,6 +319,16 @@ impl Job for RetentionJob {
             tracing::info!(
                 rows = pruned.history_rows,
                 "old connections and statistics pruned"
+            );
+        }
+        let accounts = prune_accounts(store, self.audit, unix_now()).await?;
+        if accounts.audit_entries > 0 {
+            tracing::info!(entries = accounts.audit_entries, "audit log pruned");
+        }
+        if accounts.sessions > 0 {
+            tracing::info!(
+                sessions = accounts.sessions,
+                "expired sign-in sessions deleted"
             );
         }
         Ok(())
@@ -573,6 +614,60 @@ mod tests {
             Some(Some(now - 120))
         );
         assert!(store.stats(Some(&t), 0, old).await.expect("old").is_empty());
+        // ... and the audit log's old entries and expired sessions.
+        let audit = |at: i64| ferry_store::AuditEntry {
+            id: 0,
+            at,
+            actor: "user:chore".to_owned(),
+            action: "tenant.create".to_owned(),
+            object: "t".to_owned(),
+            detail: "{}".to_owned(),
+        };
+        store
+            .append_audit(&audit(now - 91 * 86_400))
+            .await
+            .expect("old audit");
+        store.append_audit(&audit(now)).await.expect("new audit");
+        store
+            .create_user(&ferry_store::UserRecord {
+                name: "chore".to_owned(),
+                password_hash: None,
+                role: ferry_store::Role::Viewer,
+                tenants: Vec::new(),
+                disabled: false,
+                created_at: now,
+                last_sign_in_at: None,
+            })
+            .await
+            .expect("user");
+        let session = |id: &str, idle_expires_at: i64| ferry_store::SessionRecord {
+            id_sha256: id.to_owned(),
+            user: "chore".to_owned(),
+            csrf_token: "c".to_owned(),
+            created_at: now - 100,
+            last_seen_at: now - 100,
+            idle_expires_at,
+            expires_at: now + 3600,
+        };
+        store
+            .create_session(&session("idle", now - 1))
+            .await
+            .expect("idle");
+        store
+            .create_session(&session("live", now + 60))
+            .await
+            .expect("live");
+        job("retention").run(store).await.expect("retention");
+        let left = store
+            .audit_log(&ferry_store::AuditQuery {
+                actor: Some("user:chore".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        assert_eq!(left.iter().map(|e| e.at).collect::<Vec<_>>(), vec![now]);
+        assert!(!store.delete_session("idle").await.expect("swept"));
+        assert!(store.delete_session("live").await.expect("kept"));
 
         // Signing keys: a key ten days old is rotated (and kept for the overlap).
         let stale = SigningKey {

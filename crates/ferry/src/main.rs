@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::AdminKeyCommand,
     },
+    /// Manage operator accounts of the management API and the dashboard, locally or with --api.
+    User {
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
     /// Apply the store's pending migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -120,7 +125,7 @@ impl Command {
     fn is_management(&self) -> bool {
         matches!(
             self,
-            Self::Tenant { .. } | Self::Secret { .. } | Self::AdminKey { .. }
+            Self::Tenant { .. } | Self::Secret { .. } | Self::AdminKey { .. } | Self::User { .. }
         )
     }
 }
@@ -354,6 +359,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
         Command::Tenant { command } => target_data_dir(command.target(), &mut overrides),
         Command::Secret { command } => target_data_dir(command.target(), &mut overrides),
         Command::AdminKey { command } => target_data_dir(command.target(), &mut overrides),
+        Command::User { command } => target_data_dir(command.target(), &mut overrides),
         Command::Migrate { data } => data_dir_override(data, &mut overrides),
         Command::Cert { .. }
         | Command::Config { .. }
@@ -472,6 +478,7 @@ async fn execute(
         Command::Tenant { command } => return managed(cli::tenant(command, &config).await),
         Command::Secret { command } => return managed(cli::secret(command, &config).await),
         Command::AdminKey { command } => return managed(cli::admin_key(command, &config).await),
+        Command::User { command } => return managed(cli::user(command, &config).await),
         Command::Migrate { .. } => cli::migrate(&config).await?,
         Command::Cert { .. }
         | Command::Config { .. }

@@ -1,4 +1,4 @@
-//! The management commands (`ferry tenant|secret|admin-key …`, `ferry migrate`): on the local store, or with
+//! The management commands (`ferry tenant|secret|admin-key|user …`, `ferry migrate`): on the local store, or with
 //! `--api URL --api-key KEY` on a remote node through its management API. Both go through
 //! [`ferry_admin::Management`], so they validate and answer alike.
 
@@ -181,6 +181,12 @@ pub enum AdminKeyCommand {
     Create {
         /// Who holds the key or what it is for.
         name: String,
+        /// What the key may do (default admin).
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// A tenant an operator key may see; repeat for more (operators only).
+        #[arg(long = "tenant", value_name = "TENANT")]
+        tenants: Vec<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -196,6 +202,217 @@ pub enum AdminKeyCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// A role of the management API.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    /// Everything, users and admin keys included.
+    Admin,
+    /// Only the tenants given with --tenant.
+    Operator,
+    /// Read everything but secrets; change nothing.
+    Viewer,
+}
+
+impl From<RoleArg> for RoleName {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => RoleName::Admin,
+            RoleArg::Operator => RoleName::Operator,
+            RoleArg::Viewer => RoleName::Viewer,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an operator account; without --password-stdin a password is generated and printed (once) on
+    /// stdout.
+    Create {
+        /// The name to sign in with.
+        name: String,
+        /// What the account may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// A tenant an operator may see; repeat for more (operators only).
+        #[arg(long = "tenant", value_name = "TENANT")]
+        tenants: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Disable an account: it cannot sign in and its sessions end.
+    Disable {
+        /// The account's name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// The account's name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete an account and end its sessions.
+    Delete {
+        /// The account's name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set a new password (its sessions end); without --password-stdin one is generated and printed once.
+    Passwd {
+        /// The account's name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+impl UserCommand {
+    pub fn target(&self) -> &Target {
+        match self {
+            Self::Create { target, .. }
+            | Self::List { target }
+            | Self::Disable { target, .. }
+            | Self::Enable { target, .. }
+            | Self::Delete { target, .. }
+            | Self::Passwd { target, .. } => target,
+        }
+    }
+}
+
+/// The first line of standard input, without its line ending: a password never given on the command line.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(Usage("--password-stdin: standard input has no password".to_owned()).into());
+    }
+    Ok(password)
+}
+
+pub async fn user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
+    let json = command.target().json;
+    let api = backend(command.target(), config).await?;
+    match command {
+        UserCommand::Create {
+            name,
+            role,
+            tenants,
+            password_stdin,
+            ..
+        } => {
+            let password = if password_stdin {
+                Some(password_from_stdin()?)
+            } else {
+                None
+            };
+            let created = api
+                .create_user(&UserCreate {
+                    name,
+                    role: role.into(),
+                    tenants: (!tenants.is_empty()).then_some(tenants),
+                    password,
+                })
+                .await?;
+            if json {
+                output::json(&created)?;
+            } else {
+                eprintln!("created user {} ({})", created.user.name, created.user.role);
+                if let Some(p) = &created.password {
+                    eprintln!("its generated password follows and is shown only now");
+                    println!("{p}");
+                }
+            }
+        }
+        UserCommand::List { .. } => {
+            let list = api.list_users().await?;
+            if json {
+                output::json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .items
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.name.clone(),
+                            u.role.to_string(),
+                            u.tenants.join(","),
+                            if u.disabled { "yes" } else { "no" }.to_owned(),
+                            output::time(Some(u.created_at)),
+                            output::time(u.last_sign_in_at),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "NAME",
+                        "ROLE",
+                        "TENANTS",
+                        "DISABLED",
+                        "CREATED",
+                        "LAST SIGN-IN",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        UserCommand::Disable { name, .. } => {
+            let user = api.set_user_disabled(&name, true).await?;
+            if json {
+                output::json(&user)?;
+            }
+            eprintln!("disabled user {name}; its sessions have ended");
+        }
+        UserCommand::Enable { name, .. } => {
+            let user = api.set_user_disabled(&name, false).await?;
+            if json {
+                output::json(&user)?;
+            }
+            eprintln!("enabled user {name}");
+        }
+        UserCommand::Delete { name, .. } => {
+            api.delete_user(&name).await?;
+            eprintln!("deleted user {name}; its sessions have ended");
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+            ..
+        } => {
+            let password = if password_stdin {
+                Some(password_from_stdin()?)
+            } else {
+                None
+            };
+            let changed = api
+                .set_password(&name, &PasswordChange { password })
+                .await?;
+            eprintln!("set a new password for {name}; its sessions have ended");
+            if let Some(p) = &changed.password {
+                eprintln!("the generated password follows and is shown only now");
+                println!("{p}");
+            }
+        }
+    }
+    Ok(())
 }
 
 impl TenantCommand {
@@ -485,8 +702,19 @@ pub async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Res
     let json = command.target().json;
     let api = backend(command.target(), config).await?;
     match command {
-        AdminKeyCommand::Create { name, .. } => {
-            let created = api.create_admin_key(&AdminKeyCreate { name }).await?;
+        AdminKeyCommand::Create {
+            name,
+            role,
+            tenants,
+            ..
+        } => {
+            let created = api
+                .create_admin_key(&AdminKeyCreate {
+                    name,
+                    role: role.map(RoleName::from),
+                    tenants: (!tenants.is_empty()).then_some(tenants),
+                })
+                .await?;
             if json {
                 output::json(&created)?;
             } else {
@@ -509,12 +737,17 @@ pub async fn admin_key(command: AdminKeyCommand, config: &Config) -> anyhow::Res
                         vec![
                             k.id.clone(),
                             k.name.clone(),
+                            k.role.to_string(),
+                            k.tenants.join(","),
                             output::time(Some(k.created_at)),
                             output::time(k.revoked_at),
                         ]
                     })
                     .collect();
-                output::table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+                output::table(
+                    &["ID", "NAME", "ROLE", "TENANTS", "CREATED", "REVOKED"],
+                    &rows,
+                );
             }
         }
         AdminKeyCommand::Revoke { id, .. } => {

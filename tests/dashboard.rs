@@ -1,0 +1,117 @@
+//! End to end in a real headless browser: the dashboard at the admin listener's root, driven by
+//! `scripts/browser/dashboard.mjs` (npm `playwright-core` driving Debian's `chromium`, both installed by
+//! `scripts/browser/ensure.sh`). One node and one browser run every check: sign in, a connector appears live, a
+//! new tenant's secret is shown once, a chart is drawn after traffic, the request log, users and audit for an
+//! admin, signing out, a viewer who cannot change anything (the API refusing the same change), an operator who
+//! sees only its tenants. With `FERRY_SCREENSHOTS=1` the script saves docs/dashboard-*.png.
+//!
+//! Without chromium or node (and no way to install them) the test fails under `CI` and prints `skipped: …`
+//! otherwise.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_testkit::{FerryServer, ServerOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The browser's path, once installed; `None` (after saying why) when it cannot be had here.
+async fn ensure_browser() -> anyhow::Result<Option<String>> {
+    let out = tokio::process::Command::new(repo().join("scripts/browser/ensure.sh"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), out).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let chromium = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chromium="))
+        .map(str::to_owned);
+    match (out.status.success(), chromium) {
+        (true, Some(c)) => Ok(Some(c)),
+        _ => {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            if std::env::var_os("CI").is_some() {
+                anyhow::bail!("the browser is required under CI: {why}");
+            }
+            eprintln!("skipped: no headless browser ({why})");
+            Ok(None)
+        }
+    }
+}
+
+async fn user(
+    dir: &str,
+    name: &str,
+    role: &str,
+    tenant: Option<&str>,
+    password: &str,
+) -> anyhow::Result<()> {
+    let mut args = vec![
+        "user",
+        "create",
+        name,
+        "--role",
+        role,
+        "--password-stdin",
+        "--data-dir",
+        dir,
+    ];
+    if let Some(t) = tenant {
+        args.extend(["--tenant", t]);
+    }
+    let (ok, _, stderr) =
+        crate::accounts::ferry_with_stdin(&args, &format!("{password}\n")).await?;
+    anyhow::ensure!(ok, "user create {name}: {stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_dashboard_in_a_real_browser() -> anyhow::Result<()> {
+    let Some(chromium) = ensure_browser().await? else {
+        return Ok(());
+    };
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default().env("FERRY_REQUEST_LOG", "true"),
+    )
+    .await?;
+    let admin_url = server
+        .admin_url()
+        .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+        .to_owned();
+    let acme_secret = server.create_tenant("acme").await?;
+    server.create_tenant("globex").await?;
+    let dir = server.data_dir().display().to_string();
+    user(&dir, "alice", "admin", None, "alice password").await?;
+    user(&dir, "vic", "viewer", None, "viewer password").await?;
+    user(&dir, "olga", "operator", Some("acme"), "operator password").await?;
+
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo().join("scripts/browser/dashboard.mjs"))
+        .env("ADMIN_URL", &admin_url)
+        .env("PUBLIC_URL", server.url())
+        .env("FERRY_BIN", BIN)
+        .env("ACME_SECRET", &acme_secret)
+        .env("ADMIN_PW", "alice password")
+        .env("VIEWER_PW", "viewer password")
+        .env("OPERATOR_PW", "operator password")
+        .env("CHROMIUM", &chromium)
+        .env_remove("SCREENSHOTS")
+        .kill_on_drop(true);
+    if std::env::var("FERRY_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        cmd.env("SCREENSHOTS", repo().join("docs"));
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output()).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "dashboard checks failed:\n{stdout}\n{stderr}"
+    );
+    Ok(())
+}
