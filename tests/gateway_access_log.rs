@@ -313,3 +313,84 @@ async fn json_lines_over_http2_and_the_format_follows_a_reload() -> anyhow::Resu
     assert_eq!(j["bytes_sent"], 9);
     Ok(())
 }
+
+/// The access log to a file of its own in a format of the operator's own, reopened on SIGUSR1 after logrotate
+/// moved it away (as nginx's `kill -USR1`): the old file keeps the old lines, the new one gets the new ones.
+#[tokio::test]
+async fn a_file_of_its_own_in_a_custom_format_reopened_on_sigusr1() -> anyhow::Result<()> {
+    let dir = TempDir::new("ferry-gw-access-file-")?;
+    let file = dir.path().join("access.log");
+    let extra = format!(
+        "access_log = \"custom\"\naccess_log_file = \"{}\"\naccess_log_format = '$remote_addr \"$request\" $status $body_bytes_sent ut=$upstream_response_time route=$route id=$request_id'",
+        file.display()
+    );
+    let (server, _connector, _download, _echo) = start(&dir, &extra, &[]).await?;
+    let client = ferry_testkit::http_client();
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let wait_for = |path: std::path::PathBuf, needle: String| async move {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains(&needle) {
+                return Ok::<String, anyhow::Error>(text);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {needle:?} in {}:\n{text}",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let resp = client
+        .get(format!("{}/files/first", server.url()))
+        .header("x-request-id", "0123456789abcdef0123456789abcdef")
+        .send()
+        .await?;
+    assert_eq!(resp.bytes().await?.len() as u64, DOWNLOAD);
+    let text = wait_for(file.clone(), "id=0123456789abcdef0123456789abcdef".into()).await?;
+    let line = text.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with(&format!(
+            "127.0.0.1 \"GET /files/first HTTP/1.1\" 200 {DOWNLOAD} ut=0."
+        )),
+        "{line}"
+    );
+    assert!(line.contains(" route=files "), "{line}");
+    assert!(
+        !server.output().stderr().contains("ferry::access:"),
+        "the lines go to the file, not the log"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{mode:o}");
+    }
+
+    // logrotate: move the file away, then SIGUSR1
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&file, &rotated)?;
+    let kill = tokio::process::Command::new("kill")
+        .args(["-USR1", &server.pid().to_string()])
+        .status()
+        .await?;
+    assert!(kill.success());
+    server
+        .output()
+        .wait_stderr("access log reopened", T)
+        .await?;
+    let resp = client.get(format!("{}/hello", server.url())).send().await?;
+    assert_eq!(resp.text().await?, "hello\n");
+    let text = wait_for(
+        file.clone(),
+        "\"GET /hello HTTP/1.1\" 200 6 ut=- route=hello".into(),
+    )
+    .await?;
+    assert!(!text.contains("/files/first"), "{text}");
+    assert!(
+        !read(&rotated).contains("/hello"),
+        "the old file keeps only the old lines"
+    );
+    Ok(())
+}

@@ -76,7 +76,7 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
         return not_this_role(&req, "gateway");
     };
     // everything else is a gateway route's, the relay's or a 404, and gets an access-log line
-    let entry = AccessEntry::begin(edge.access_log(), &mut req);
+    let entry = AccessEntry::begin(edge.access_logger(), &mut req);
     let (route, resp) = answer(&node, &edge, req, entry.is_some()).await;
     match entry {
         Some(entry) => entry.finish(route.as_deref(), resp),

@@ -31,6 +31,13 @@ pub struct GatewayConfig {
     /// `off` (default), `combined` (nginx's format plus duration, request id, route and upstream) or `json`.
     /// Only in the main config file, not in a routes file.
     pub access_log: AccessLog,
+    /// Write the access log to this file instead of the log (created `0640`; reopened on SIGUSR1 and on SIGHUP,
+    /// so that logrotate can move it away). Only in the main config file.
+    pub access_log_file: Option<PathBuf>,
+    /// With `access_log = "custom"`: the line, with variables (`$remote_addr`, `$time_local`, `$request`,
+    /// `$status`, `$body_bytes_sent`, `$request_time`, `$upstream_response_time`, `$ssl_client_s_dn`, …; the
+    /// list is in docs/gateway.md). Only in the main config file.
+    pub access_log_format: Option<String>,
     /// Let `%2F`, `%5C` and `\` through in paths of gateway routes (kept encoded, not splitting segments);
     /// default false: refused with 400 `path_escape` (docs/gateway.md, "Paths").
     pub allow_encoded_slashes: bool,
@@ -65,6 +72,8 @@ pub enum AccessLog {
     Combined,
     /// One JSON object per request.
     Json,
+    /// The line of `access_log_format`, with variables.
+    Custom,
 }
 
 /// Extra TLS settings of the public listener: certificates by SNI, client certificates, reloading.

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use tracing::Instrument;
 
@@ -123,8 +123,8 @@ pub struct Gateway {
     /// Each route name's metric handles, kept across reloads.
     route_stats: RwLock<HashMap<String, RouteStats>>,
     families: RouteFamilies,
-    /// The access log's format (`gateway.access_log` of the main config), swapped by a reload of that file.
-    access_log: AtomicU8,
+    /// The access log (`gateway.access_log*` of the main config), swapped by a reload of that file; `None`: off.
+    access: RwLock<Option<Arc<crate::access_log::AccessLogger>>>,
 }
 
 impl Gateway {
@@ -134,7 +134,7 @@ impl Gateway {
         config: &GatewayConfig,
         relay: Arc<dyn RelayBackend>,
     ) -> Result<Arc<Self>, EdgeError> {
-        let config_access_log = config.access_log;
+        let access = crate::access_log::AccessLogger::from_config(config)?;
         let config = crate::reload::effective(config)?;
         let (mut table, fresh) = Table::compile(&config, None)?;
         fresh.iter().for_each(Pool::spawn_health_checks);
@@ -151,22 +151,76 @@ impl Gateway {
             relay,
             route_stats,
             families,
-            access_log: AtomicU8::new(access_log_code(config_access_log)),
+            access: RwLock::new(access),
         }))
+        .inspect(|gateway| gateway.spawn_reopen_on_sigusr1())
     }
 
     /// The access log's format in force.
     pub fn access_log(&self) -> AccessLog {
-        match self.access_log.load(Ordering::Relaxed) {
-            1 => AccessLog::Combined,
-            2 => AccessLog::Json,
-            _ => AccessLog::Off,
+        self.access_logger()
+            .map_or(AccessLog::Off, |logger| logger.kind())
+    }
+
+    /// The access log in force, `None` when off.
+    pub fn access_logger(&self) -> Option<Arc<crate::access_log::AccessLogger>> {
+        match self.access.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub(crate) fn set_access_log(&self, format: AccessLog) {
-        self.access_log
-            .store(access_log_code(format), Ordering::Relaxed);
+    /// Apply the access-log settings of `config` (a reload): the same log is kept (its file reopened), another
+    /// replaces it. On error nothing changes.
+    pub(crate) fn set_access_log(&self, config: &GatewayConfig) -> Result<(), EdgeError> {
+        if let Some(current) = self.access_logger() {
+            if current.same_as(config) {
+                current.reopen();
+                return Ok(());
+            }
+        }
+        let fresh = crate::access_log::AccessLogger::from_config(config)?;
+        match self.access.write() {
+            Ok(mut a) => *a = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// Reopen the access log's file (logrotate moved it away).
+    pub fn reopen_access_log(&self) {
+        if let Some(logger) = self.access_logger() {
+            logger.reopen();
+        }
+    }
+
+    /// Reopen the access log's file on SIGUSR1 (nginx's `kill -USR1`), until the gateway is dropped.
+    fn spawn_reopen_on_sigusr1(self: &Arc<Self>) {
+        #[cfg(unix)]
+        {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let mut usr1 = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::user_defined1(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGUSR1 ({e}); the access log is reopened on SIGHUP only");
+                    return;
+                }
+            };
+            let weak = Arc::downgrade(self);
+            handle.spawn(async move {
+                while usr1.recv().await.is_some() {
+                    let Some(gateway) = weak.upgrade() else {
+                        return;
+                    };
+                    tracing::info!("SIGUSR1: reopening the access log");
+                    gateway.reopen_access_log();
+                }
+            });
+        }
     }
 
     /// Check `config` as [`Gateway::new`] would, without keeping anything: for validating before binding.
@@ -555,12 +609,4 @@ fn attach_stats(
                 .clone()
         })
         .collect();
-}
-
-fn access_log_code(format: AccessLog) -> u8 {
-    match format {
-        AccessLog::Off => 0,
-        AccessLog::Combined => 1,
-        AccessLog::Json => 2,
-    }
 }

@@ -24,7 +24,7 @@ pub mod route;
 mod splice;
 mod timed;
 
-pub use access_log::{AccessEntry, Upstream};
+pub use access_log::{AccessEntry, AccessLogger, Upstream, UpstreamTime};
 pub use forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
 pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
 pub use pool::{Pool, Protocol};

@@ -416,8 +416,10 @@ pub(crate) async fn forward(
             }
         }
         let guard = pool.start(i);
+        let sent = Instant::now();
         match tokio::time::timeout(head_wait, pool.send(i, out)).await {
             Ok(Ok(resp)) => {
+                let upstream_time = sent.elapsed();
                 pool.record_success(i);
                 tracing::debug!(request_id, pool = pool.name, server = %server.authority, status = resp.status().as_u16(), "proxied");
                 // pin (or re-pin, after a fail-over) the session to the server that answered
@@ -437,6 +439,10 @@ pub(crate) async fn forward(
                     resp.headers_mut().append(header::SET_COOKIE, v);
                 }
                 tag_upstream(&mut resp, logged, &server.authority);
+                if logged {
+                    resp.extensions_mut()
+                        .insert(crate::access_log::UpstreamTime(upstream_time));
+                }
                 return resp;
             }
             Ok(Err(e)) => {

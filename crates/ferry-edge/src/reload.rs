@@ -47,8 +47,14 @@ fn load_file(path: &Path) -> Result<(GatewayConfig, Vec<u8>), EdgeError> {
     if config.tls != GatewayTls::default() {
         return Err(err("tls settings belong in the main config file".into()));
     }
-    if config.access_log != AccessLog::Off {
-        return Err(err("access_log belongs in the main config file".into()));
+    if config.access_log != AccessLog::Off
+        || config.access_log_file.is_some()
+        || config.access_log_format.is_some()
+    {
+        return Err(err(
+            "access_log, access_log_file and access_log_format belong in the main config file"
+                .into(),
+        ));
     }
     Ok((config, bytes))
 }
@@ -68,6 +74,9 @@ struct MainFile {
     tls: GatewayTls,
     /// The section in use: a change elsewhere in the file leaves the table (and its rate-limit buckets) alone.
     applied: std::sync::Mutex<GatewayConfig>,
+    /// `[log]` as the node started with it (or as last reported): a change is not applied by a reload, and
+    /// says so once.
+    log: std::sync::Mutex<Option<ferry_config::LogSettings>>,
 }
 
 impl Watched {
@@ -91,8 +100,19 @@ impl Watched {
                     source,
                     tls,
                     applied,
+                    log,
                 } = &**main;
-                let config = source.load().map_err(|e| e.to_string())?.gateway;
+                let full = source.load().map_err(|e| e.to_string())?;
+                if let Ok(mut known) = log.lock() {
+                    if known.as_ref().is_some_and(|k| *k != full.log) {
+                        tracing::error!(
+                            file = %path.display(),
+                            "[log] changed: its level and format are not applied by a reload, only at the next start"
+                        );
+                        *known = Some(full.log.clone());
+                    }
+                }
+                let config = full.gateway;
                 if config.file.is_some() {
                     return Err(
                         "gateway.file: moving the routes to a routes file needs a restart".into(),
@@ -105,8 +125,9 @@ impl Watched {
                 if *applied == config {
                     return Ok(false);
                 }
+                // the access log first: a bad access-log setting refuses the whole reload, table included
+                gateway.set_access_log(&config).map_err(|e| e.to_string())?;
                 gateway.reload(&config).map_err(|e| e.to_string())?;
-                gateway.set_access_log(config.access_log);
                 *applied = config;
                 Ok(true)
             }
@@ -125,6 +146,7 @@ impl Gateway {
                 Some(path) => (
                     path,
                     Watched::MainConfig(Box::new(MainFile {
+                        log: std::sync::Mutex::new(source.load().ok().map(|c| c.log)),
                         source,
                         tls: config.tls.clone(),
                         applied: std::sync::Mutex::new(config.clone()),
@@ -177,6 +199,8 @@ async fn watch(gateway: Weak<Gateway>, path: PathBuf, watched: Watched, mut load
         let now = std::fs::read(&path);
         if signalled {
             tracing::info!(file = %path.display(), "SIGHUP: reloading the {what}");
+            // a reload also reopens the access log's file, as logrotate's postrotate expects
+            gateway.reopen_access_log();
         } else {
             match &now {
                 Ok(now) if *now != loaded => {}
