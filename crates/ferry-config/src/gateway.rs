@@ -163,6 +163,13 @@ pub struct RouteConfig {
     /// `upstream` (the server's own host and port from its URL, nginx's `$proxy_host`), or a value of its own
     /// (variables allowed: `"$host"` is the client's host without its port).
     pub upstream_host: Option<String>,
+    /// Pages of its own for error statuses (nginx's `error_page`): `{ 502 = "/etc/ferry/502.html" }`. They replace
+    /// the body of Ferry's own errors (status, `ferry-error` and `x-request-id` stay); with `intercept_errors`, of
+    /// the upstream's responses with those statuses too. Read at start and on reload (at most 1 MiB each).
+    pub error_pages: BTreeMap<String, PathBuf>,
+    /// Also replace upstream responses whose status has an `error_pages` entry (nginx's `proxy_intercept_errors`).
+    /// Default false.
+    pub intercept_errors: bool,
     /// `Strict-Transport-Security` on responses to clients that came over TLS (`"max-age=31536000;
     /// includeSubDomains"`); never on plain HTTP, where browsers ignore it.
     pub hsts: Option<String>,

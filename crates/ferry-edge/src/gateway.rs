@@ -454,7 +454,9 @@ impl Gateway {
         };
         let control = &route.extra.headers;
         if control.response.is_empty() && control.hsts.is_none() {
-            return self.answer_route(route, &table, req).await;
+            let mut resp = self.answer_route(route, &table, req).await;
+            control.error_page(&mut resp);
+            return resp;
         }
         // The response edits are rendered from the request; they apply to every answer of the route, Ferry's
         // own errors included (nginx's `add_header … always`). The request keeps the id `$request_id` names.
@@ -467,6 +469,7 @@ impl Gateway {
             control.response_for(vars)
         });
         let mut resp = self.answer_route(route, &table, req).await;
+        control.error_page(&mut resp);
         if let Some(edits) = edits {
             edits.apply(resp.headers_mut());
         }

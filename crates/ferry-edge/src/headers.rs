@@ -399,6 +399,79 @@ pub(crate) struct HeaderControl {
     pub upstream_host: UpstreamHost,
     /// `Strict-Transport-Security`, for responses to TLS clients.
     pub hsts: Option<HeaderValue>,
+    /// `error_pages`, read: status → (content type, body).
+    pub error_pages: Vec<(u16, HeaderValue, bytes::Bytes)>,
+    pub intercept_errors: bool,
+}
+
+/// The largest error page read.
+const MAX_ERROR_PAGE: u64 = 1024 * 1024;
+
+impl HeaderControl {
+    /// Give `resp` the route's page for its status, if it has one: for Ferry's own errors (they carry
+    /// `ferry-error`), and with `intercept_errors` for the upstream's too. Status, `ferry-error`, `x-request-id`,
+    /// `Retry-After` and the other headers stay; the body, its type and length are the page's.
+    pub fn error_page(&self, resp: &mut http::Response<ferry_http::Body>) {
+        if self.error_pages.is_empty() {
+            return;
+        }
+        let status = resp.status().as_u16();
+        let Some((_, content_type, page)) = self.error_pages.iter().find(|(s, _, _)| *s == status)
+        else {
+            return;
+        };
+        let ours = resp
+            .headers()
+            .contains_key(ferry_proto::headers::FERRY_ERROR);
+        if !ours && !self.intercept_errors {
+            return;
+        }
+        resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+        resp.headers_mut().remove(http::header::CONTENT_ENCODING);
+        resp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, content_type.clone());
+        // the upstream's own body is dropped unread (its connection is not reused)
+        *resp.body_mut() = ferry_http::full(page.clone());
+    }
+}
+
+fn error_pages(
+    key: &str,
+    r: &RouteConfig,
+) -> Result<Vec<(u16, HeaderValue, bytes::Bytes)>, EdgeError> {
+    let mut pages = Vec::new();
+    for (status, path) in &r.error_pages {
+        let bad = |message: String| EdgeError::Config {
+            path: format!("{key}.error_pages.{status}"),
+            message,
+        };
+        let code = status
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (400..600).contains(c))
+            .ok_or_else(|| bad(format!("{status:?} is not an error status (400-599)")))?;
+        let size = std::fs::metadata(path)
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?
+            .len();
+        if size > MAX_ERROR_PAGE {
+            return Err(bad(format!(
+                "{}: {size} bytes, more than the 1 MiB an error page may have",
+                path.display()
+            )));
+        }
+        let body = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let content_type = match path.extension().and_then(|e| e.to_str()) {
+            Some("html" | "htm") => "text/html; charset=utf-8",
+            Some("json") => "application/json",
+            _ => "text/plain; charset=utf-8",
+        };
+        pages.push((
+            code,
+            HeaderValue::from_static(content_type),
+            bytes::Bytes::from(body),
+        ));
+    }
+    Ok(pages)
 }
 
 impl HeaderControl {
@@ -454,6 +527,8 @@ impl HeaderControl {
             response,
             upstream_host,
             hsts,
+            error_pages: error_pages(key, r)?,
+            intercept_errors: r.intercept_errors,
         })
     }
 

@@ -510,6 +510,87 @@ async fn timeouts_retry_within_the_budget_and_full_servers_are_passed_over() {
     assert_eq!(first.status(), 504);
 }
 
+/// nginx's `error_page`: a page of the route's own for Ferry's errors (status, `ferry-error`, request id kept),
+/// and with `intercept_errors` for the upstream's error responses too; other statuses pass untouched.
+#[tokio::test]
+async fn error_pages_replace_error_bodies() {
+    let missing = TargetServer::start(TargetKind::Status(404))
+        .await
+        .expect("404");
+    let dir = tempfile_dir();
+    let page = dir.join("502.html");
+    std::fs::write(&page, "<h1>we will be right back</h1>\n").expect("page");
+    let nf = dir.join("404.txt");
+    std::fs::write(&nf, "nothing here\n").expect("page");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/down"
+        upstream = "dead"
+        error_pages = {{ 502 = "{page}" }}
+        [[routes]]
+        path = "/missing"
+        upstream = "missing"
+        error_pages = {{ 404 = "{nf}" }}
+        intercept_errors = true
+        [[routes]]
+        path = "/plain"
+        upstream = "missing"
+        error_pages = {{ 404 = "{nf}" }}
+        [upstreams.dead]
+        servers = [{{ url = "http://127.0.0.1:9" }}]
+        [upstreams.missing]
+        servers = [{{ url = "{missing}" }}]
+        "#,
+        page = page.display(),
+        nf = nf.display(),
+        missing = missing.url()
+    ))
+    .await;
+    let r = client()
+        .get(format!("{url}/down/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["ferry-error"], "target_unreachable");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(
+        r.text().await.expect("body"),
+        "<h1>we will be right back</h1>\n"
+    );
+    let r = client()
+        .get(format!("{url}/missing/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.expect("body"), "nothing here\n");
+    // without intercept_errors the upstream's own 404 goes through
+    let r = client()
+        .get(format!("{url}/plain/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.expect("body"), "status 404\n");
+    // a page that cannot be read stops the config with its key
+    let bad: GatewayConfig = toml::from_str(
+        r#"
+        [[routes]]
+        respond = { body = "x" }
+        error_pages = { 502 = "/nonexistent/502.html" }
+        "#,
+    )
+    .expect("toml");
+    let e = Gateway::new(&bad, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.starts_with("gateway.routes[0].error_pages.502"), "{e}");
+}
+
 #[tokio::test]
 async fn h2c_and_https_upstreams_and_http2_clients() {
     let pki = TestPki::new().expect("pki");
