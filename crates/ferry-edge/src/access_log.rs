@@ -53,12 +53,7 @@ enum LineFormat {
     Custom(Vec<Piece>),
 }
 
-/// A piece of an `access_log_format`.
-#[derive(Debug, Clone, PartialEq)]
-enum Piece {
-    Text(String),
-    Var(Var),
-}
+type Piece = crate::template::Part<Var>;
 
 /// The variables of `access_log_format`, nginx's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,48 +106,20 @@ const VARS: [(&str, Var); 21] = [
 ];
 
 fn parse_format(text: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut literal = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        literal.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let (name, next) = if let Some(inner) = after.strip_prefix('{') {
-            let end = inner
-                .find('}')
-                .ok_or_else(|| format!("{text:?}: `${{` without its `}}`"))?;
-            (&inner[..end], &inner[end + 1..])
-        } else if let Some(next) = after.strip_prefix('$') {
-            literal.push('$');
-            rest = next;
-            continue;
-        } else {
-            let len = after
-                .bytes()
-                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                .count();
-            (&after[..len], &after[len..])
-        };
-        let Some((_, var)) = VARS.iter().find(|(n, _)| *n == name) else {
-            return Err(format!(
-                "unknown variable ${name}; known: {}",
-                VARS.iter()
-                    .map(|(n, _)| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        };
-        if !literal.is_empty() {
-            pieces.push(Piece::Text(std::mem::take(&mut literal)));
-        }
-        pieces.push(Piece::Var(*var));
-        rest = next;
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        pieces.push(Piece::Text(literal));
-    }
-    Ok(pieces)
+    crate::template::parse(text, |name| {
+        VARS.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                format!(
+                    "unknown variable ${name}; known: {}",
+                    VARS.iter()
+                        .map(|(n, _)| format!("${n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    })
 }
 
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! rendered against the request before it is taken apart, so that `$http_NAME` reads what the client sent.
 
 use crate::client_cert::{field, nginx_values};
+use crate::template::Part;
 use crate::EdgeError;
 use ferry_config::{HeaderEdits, RouteConfig};
 use ferry_http::{ClientInfo, TlsInfo};
@@ -59,69 +60,30 @@ const NAMED: [(&str, Var); 19] = [
     ("ssl_client_escaped_cert", Var::Cert(field::CERT)),
 ];
 
-#[derive(Debug, Clone)]
-enum Part {
-    Text(String),
-    Var(Var),
-}
-
 /// A header value with variables, compiled.
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
-    parts: Vec<Part>,
+    parts: Vec<Part<Var>>,
     /// The value, when the template names no variable.
     fixed: Option<HeaderValue>,
 }
 
 impl Template {
-    /// Compile `text`: `$name` (letters, digits, `_`), `${name}`, `$$` for a `$`.
+    /// Compile `text`: `$name` (letters, digits, `_`), `${name}`, `$$` for a `$` ([`crate::template`]).
     fn compile(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut rest = text;
-        while let Some(at) = rest.find('$') {
-            literal.push_str(&rest[..at]);
-            let after = &rest[at + 1..];
-            let (name, next) = if let Some(inner) = after.strip_prefix('{') {
-                let end = inner
-                    .find('}')
-                    .ok_or_else(|| format!("{text:?}: `${{` without its `}}`"))?;
-                (&inner[..end], &inner[end + 1..])
-            } else if let Some(next) = after.strip_prefix('$') {
-                literal.push('$');
-                rest = next;
-                continue;
-            } else {
-                let len = after
-                    .bytes()
-                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                    .count();
-                (&after[..len], &after[len..])
-            };
-            let var = variable(name).map_err(|e| format!("{text:?}: {e}"))?;
-            if !literal.is_empty() {
-                parts.push(Part::Text(std::mem::take(&mut literal)));
+        let parts = crate::template::parse(text, variable)?;
+        let value = |t: &str| {
+            HeaderValue::from_str(t).map_err(|_| format!("{text:?} is not a header value"))
+        };
+        for p in &parts {
+            if let Part::Text(t) = p {
+                value(t)?;
             }
-            parts.push(Part::Var(var));
-            rest = next;
         }
-        literal.push_str(rest);
-        let fixed = if parts.is_empty() {
-            Some(
-                HeaderValue::from_str(&literal)
-                    .map_err(|_| format!("{text:?} is not a header value"))?,
-            )
-        } else {
-            if !literal.is_empty() {
-                parts.push(Part::Text(literal));
-            }
-            for p in &parts {
-                if let Part::Text(t) = p {
-                    HeaderValue::from_str(t)
-                        .map_err(|_| format!("{text:?} is not a header value"))?;
-                }
-            }
-            None
+        let fixed = match parts.as_slice() {
+            [] => Some(HeaderValue::from_static("")),
+            [Part::Text(t)] => Some(value(t)?),
+            _ => None,
         };
         Ok(Template { parts, fixed })
     }
@@ -154,9 +116,6 @@ fn variable(name: &str) -> Result<Var, String> {
         return HeaderName::from_bytes(header.replace('_', "-").as_bytes())
             .map(Var::Header)
             .map_err(|_| format!("${name}: not a header name"));
-    }
-    if name.is_empty() {
-        return Err("`$` starts a variable ($name or ${name}; `$$` for a `$`)".into());
     }
     Err(format!(
         "unknown variable ${name}; known: {}, and $http_NAME for a request header",

@@ -22,6 +22,7 @@ mod ratelimit;
 mod reload;
 pub mod route;
 mod splice;
+mod template;
 mod timed;
 
 pub use access_log::{AccessEntry, AccessLogger, Upstream, UpstreamTime};
