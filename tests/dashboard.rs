@@ -2,7 +2,8 @@
 //! `scripts/browser/dashboard.mjs` (npm `playwright-core` driving Debian's `chromium`, both installed by
 //! `scripts/browser/ensure.sh`). One node and one browser run every check: sign in, a connector appears live, a
 //! new tenant's secret is shown once, a chart is drawn after traffic, the request log, users and audit for an
-//! admin, signing out, a viewer who cannot change anything (the API refusing the same change), an operator who
+//! admin, the gateway page (a route, and an upstream server shown live, then down once the test stops it), signing
+//! out, a viewer who cannot change anything (the API refusing the same change), an operator who
 //! sees only its tenants. With `FERRY_SCREENSHOTS=1` the script saves docs/dashboard-*.png.
 //!
 //! Without chromium or node (and no way to install them) the test fails under `CI` and prints `skipped: …`
@@ -11,7 +12,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_testkit::{FerryServer, ServerOptions};
+use ferry_testkit::{FerryServer, ServerOptions, TargetKind, TargetServer};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::common::{write_file, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -74,9 +78,39 @@ async fn the_dashboard_in_a_real_browser() -> anyhow::Result<()> {
     let Some(chromium) = ensure_browser().await? else {
         return Ok(());
     };
+    // The gateway page's upstream server: checked every 200 ms, so that it shows down soon after it stops.
+    let mut upstream = Some(TargetServer::start(TargetKind::Echo).await?);
+    let upstream_url = upstream.as_ref().map(|u| u.url()).unwrap_or_default();
+    let dir = TempDir::new("ferry-dashboard-")?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+[[gateway.routes]]
+name = "shop"
+path = "/shop"
+methods = ["GET", "HEAD"]
+upstream = "web"
+
+[gateway.upstreams.web]
+servers = [{{ url = "{upstream_url}" }}]
+
+[gateway.upstreams.web.health]
+path = "/healthz"
+interval = "200ms"
+timeout = "500ms"
+healthy_threshold = 1
+unhealthy_threshold = 1
+"#
+        ),
+    )?;
     let server = FerryServer::start(
         BIN,
-        ServerOptions::default().env("FERRY_REQUEST_LOG", "true"),
+        ServerOptions::default()
+            .env("FERRY_REQUEST_LOG", "true")
+            .arg("--config")
+            .arg(&config.display().to_string()),
     )
     .await?;
     let admin_url = server
@@ -100,17 +134,55 @@ async fn the_dashboard_in_a_real_browser() -> anyhow::Result<()> {
         .env("VIEWER_PW", "viewer password")
         .env("OPERATOR_PW", "operator password")
         .env("CHROMIUM", &chromium)
+        .env("UPSTREAM_URL", &upstream_url)
         .env_remove("SCREENSHOTS")
         .kill_on_drop(true);
     if std::env::var("FERRY_SCREENSHOTS").is_ok_and(|v| v == "1") {
         cmd.env("SCREENSHOTS", repo().join("docs"));
     }
-    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output()).await??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    let mut lines = tokio::io::BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .lines();
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    // The script asks for the upstream server to be stopped (`stop-upstream`) and waits for `upstream-stopped`.
+    let run = async {
+        let mut stdout = String::new();
+        while let Some(line) = lines.next_line().await? {
+            println!("{line}");
+            if line == "stop-upstream" {
+                upstream.take();
+                stdin.write_all(b"upstream-stopped\n").await?;
+                stdin.flush().await?;
+            }
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        anyhow::Ok((child.wait().await?, stdout))
+    };
+    let (status, stdout) = tokio::time::timeout(Duration::from_secs(180), run).await??;
+    let stderr = stderr.await.unwrap_or_default();
     assert!(
-        out.status.success(),
+        status.success(),
         "dashboard checks failed:\n{stdout}\n{stderr}"
     );
     Ok(())

@@ -1,14 +1,18 @@
 // Drives Ferry's dashboard in a real headless chromium (playwright-core), against a running node that
 // tests/dashboard.rs started: sign in, a connector appears live, a tenant's secret is shown once, a chart is drawn
-// after traffic, a viewer cannot change anything (and the API refuses it too), an operator sees only its
+// after traffic, the gateway page shows a route and its upstream server live, then down once the test stopped it,
+// a viewer cannot change anything (and the API refuses it too), an operator sees only its
 // tenants, signing out. Prints `ok: …` per check; exits 1 on the first failure.
 //
-// Environment: ADMIN_URL, PUBLIC_URL, FERRY_BIN, ACME_SECRET, ADMIN_PW, VIEWER_PW, OPERATOR_PW, CHROMIUM, and
-// SCREENSHOTS (a directory: docs/dashboard-*.png are written there; unset: none).
+// Environment: ADMIN_URL, PUBLIC_URL, FERRY_BIN, ACME_SECRET, ADMIN_PW, VIEWER_PW, OPERATOR_PW, CHROMIUM,
+// UPSTREAM_URL (the server of the node's upstream `web`, behind route `shop` at /shop), and SCREENSHOTS (a
+// directory: docs/dashboard-*.png are written there; unset: none). To have the upstream server stopped, the
+// script prints `stop-upstream` and waits for `upstream-stopped` on its standard input.
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
 import http from "node:http";
 import path from "node:path";
+import readline from "node:readline";
 
 const env = (k) => {
   const v = process.env[k];
@@ -43,6 +47,23 @@ async function signIn(browser, name, password) {
   await page.keyboard.press("Enter");
   await page.locator("#who").filter({ hasText: name }).waitFor();
   return page;
+}
+
+// Ask the test for something on standard output and wait (bounded) for its answer line on standard input.
+async function askTheTest(request, answer, ms = 10000) {
+  const rl = readline.createInterface({ input: process.stdin });
+  let timer;
+  const answered = new Promise((resolve) => rl.on("line", (l) => { if (l.trim() === answer) resolve(); }));
+  console.log(request);
+  try {
+    await Promise.race([
+      answered,
+      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no ${answer} within ${ms} ms`)), ms); }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    rl.close();
+  }
 }
 
 // What the page's own fetch answers (the session cookie, and the CSRF token when asked for).
@@ -126,6 +147,24 @@ async function main() {
     await page.locator("#audit td", { hasText: "tenant.create" }).first().waitFor();
     ok("users and the audit log are shown to an admin");
     await shot(page, "audit");
+
+    // The gateway page: the route, and the upstream's server live; stopped, it shows down within seconds.
+    const upstream = env("UPSTREAM_URL");
+    const shop = await fetch(`${PUBLIC}/shop/item`);
+    await shop.text();
+    check(shop.status === 200, `the gateway route answers through its upstream (${shop.status})`);
+    await page.goto(ADMIN + "/#/gateway");
+    const route = page.locator('#routes tr[data-route="shop"]');
+    await route.filter({ hasText: "/shop" }).filter({ hasText: "web" }).waitFor();
+    ok("the gateway page lists the route with its path and upstream");
+    const health = (state) => page.locator(`[data-upstream="web"] tr[data-server="${upstream}"] td.health[data-health="${state}"]`);
+    await health("live").waitFor({ timeout: 10000 });
+    ok("the upstream server is shown live");
+    await shot(page, "gateway");
+    await askTheTest("stop-upstream", "upstream-stopped");
+    const stopped = Date.now();
+    await health("unhealthy").filter({ hasText: "down" }).waitFor({ timeout: 10000 });
+    ok(`the stopped server is shown down after ${Date.now() - stopped} ms, without a reload`);
 
     // Signing out ends the session: the page is back at the sign-in form and the API refuses the old cookie.
     await page.click("#sign-out");

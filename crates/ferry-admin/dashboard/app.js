@@ -427,11 +427,58 @@ async function auditPage(page) {
   load();
 }
 
+const count = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
+async function gatewayPage(page) {
+  page.append(h("h1", {}, "Gateway"));
+  const note = h("p", { class: "muted" });
+  const routes = h("div", { class: "card" });
+  const pools = h("div", { id: "upstreams" });
+  page.append(note, routes, pools);
+  const HEALTH = {
+    live: ["dot", "live"], ejected: ["dot warn", "ejected (failing)"], unhealthy: ["dot bad", "down (health checks fail)"],
+  };
+  every(1000, async () => {
+    const g = await api("GET", "/gateway");
+    note.textContent = g.enabled
+      ? `The gateway of node ${g.node}: ${count(g.routes.length, "route")}, ${count(g.upstreams.length, "upstream pool")}; refreshed every second.`
+      : `Node ${g.node || "here"} runs no gateway (the gateway role is off).`;
+    routes.replaceChildren(h("h2", {}, "Routes"), g.routes.length === 0 ? h("p", { class: "muted" }, "No routes.") :
+      h("table", { id: "routes" },
+        h("thead", {}, h("tr", {}, ["Route", "Hosts", "Path", "Methods", "Action"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, g.routes.map((r) => h("tr", { "data-route": r.name },
+          h("td", {}, r.name),
+          h("td", {}, r.hosts.length ? r.hosts.join(", ") : h("span", { class: "muted" }, "any")),
+          h("td", {}, h("code", {}, r.path), h("span", { class: "muted" }, ` ${r.path_kind}`)),
+          h("td", {}, r.methods.length ? r.methods.join(", ") : h("span", { class: "muted" }, "any")),
+          h("td", {}, `${r.action} `, h("code", {}, r.target)))))));
+    pools.replaceChildren(...g.upstreams.map((p) => {
+      const live = p.servers.filter((s) => s.health === "live").length;
+      return h("div", { class: "card", "data-upstream": p.name },
+        h("h2", {}, `Upstream ${p.name} `, h("span", { class: live ? (live === p.servers.length ? "ok" : "warn") : "bad" },
+          `${live} of ${p.servers.length} live`),
+          h("span", { class: "muted" }, ` · ${p.protocol}${p.health_checks ? " · health checks" : " · passive checks only"}`)),
+        h("table", {},
+          h("thead", {}, h("tr", {}, ["Server", "Health", "In flight", "Requests", "Failures", "Weight", "Max conns"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, p.servers.map((s) => {
+            const [dot, label] = HEALTH[s.health] || ["dot off", s.health];
+            return h("tr", { "data-server": s.url },
+              h("td", {}, s.url, s.backup ? h("span", { class: "muted" }, " (backup)") : null),
+              h("td", { class: "health", "data-health": s.health }, h("span", { class: dot }), label),
+              h("td", {}, String(s.in_flight)), h("td", {}, String(s.requests)),
+              h("td", { class: s.failures ? "warn" : null }, String(s.failures)),
+              h("td", {}, String(s.weight)), h("td", {}, s.max_conns == null ? "—" : String(s.max_conns)));
+          }))));
+    }));
+  });
+}
+
 // ---- shell: sign-in, navigation, routing -------------------------------------------------------------------
 
 const PAGES = [
   ["overview", "Overview", overview, () => true],
   ["requests", "Request log", requestsPage, () => true],
+  ["gateway", "Gateway", gatewayPage, () => true],
   ["users", "Users", usersPage, isAdmin],
   ["keys", "Admin keys", keysPage, isAdmin],
   ["audit", "Audit log", auditPage, isAdmin],

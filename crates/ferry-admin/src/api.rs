@@ -262,6 +262,12 @@ async fn list_nodes(Acting(admin): Acting) -> ApiResult<Json<NodeList>> {
     admin.list_nodes().await.map(Json)
 }
 
+#[utoipa::path(get, path = "/api/v1/gateway", tag = "observe", operation_id = "getGateway",
+    responses((status = 200, description = "This node's gateway routes and upstream servers with their health", body = GatewayReport)))]
+async fn get_gateway(Acting(admin): Acting) -> ApiResult<Json<GatewayReport>> {
+    Ok(Json(admin.gateway()))
+}
+
 #[utoipa::path(get, path = "/api/v1/stats", tag = "observe", operation_id = "getStats",
     params(StatsQuery),
     responses((status = 200, description = "Request statistics per minute", body = StatsReport)))]
@@ -421,6 +427,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(revoke_secret))
         .routes(routes!(list_connections))
         .routes(routes!(list_nodes))
+        .routes(routes!(get_gateway))
         .routes(routes!(stats))
         .routes(routes!(request_log))
         .routes(routes!(create_admin_key, list_admin_keys))

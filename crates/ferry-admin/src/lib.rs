@@ -1,7 +1,7 @@
 //! Ferry's management API: JSON over HTTP under `/api/v1/`, served on the node's admin listener.
 //!
 //! Owns: the operations on tenants, secrets, settings, connections, nodes, statistics, the request log and admin
-//! keys with their validation ([`Admin`]); their HTTP routes and the OpenAPI document generated from them
+//! keys with their validation ([`Admin`]); the node's gateway routes and upstream health (through [`GatewayView`]); their HTTP routes and the OpenAPI document generated from them
 //! ([`AdminApi::router`], `/api/v1/openapi.json`); authentication of callers (admin keys hashed with SHA-256 in
 //! the store, or bearer tokens judged by an [`AdminTokenCheck`]); the change hooks the node implements
 //! ([`ChangeNotifier`]); and an HTTP client of the same API ([`client::Client`]), which with [`Admin`] implements
@@ -35,7 +35,7 @@ pub use auth::{
 };
 pub use client::{Client, ManagementError};
 pub use error::{ApiError, ErrorBody};
-pub use notify::{ChangeNotifier, ClusterView, NoopNotifier, RecordingNotifier};
+pub use notify::{ChangeNotifier, ClusterView, GatewayView, NoopNotifier, RecordingNotifier};
 pub use ops::{percentile, validate_settings, Admin};
 pub use session::SessionSettings;
 
@@ -131,6 +131,12 @@ impl AdminApi {
     /// Answer the nodes endpoint and live connections from the cluster's presence.
     pub fn cluster_view(mut self, view: Arc<dyn ClusterView>) -> Self {
         self.admin = self.admin.with_cluster_view(view);
+        self
+    }
+
+    /// Answer the gateway endpoint from this node's edge gateway.
+    pub fn gateway_view(mut self, view: Arc<dyn GatewayView>) -> Self {
+        self.admin = self.admin.with_gateway_view(view);
         self
     }
 

@@ -815,3 +815,65 @@ pub struct RequestLogQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
+
+/// The edge gateway of the node that answered: its routes in file order and its upstream pools with each
+/// server's health. It holds no secrets: every role may read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayReport {
+    /// The node that answered; the gateway shown is its own (every gateway node loads the same config).
+    pub node: String,
+    /// Whether this node runs the edge gateway (the `gateway` role); its routes may still be none.
+    pub enabled: bool,
+    pub routes: Vec<GatewayRouteView>,
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// One route: what it matches and what it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayRouteView {
+    pub name: String,
+    /// Hosts it matches (`*.example.com` for subdomains); empty: any host.
+    pub hosts: Vec<String>,
+    /// `prefix` (`path`), `exact` (`path_exact`) or `regex` (`path_regex`).
+    pub path_kind: String,
+    /// The prefix, exact path or regular expression.
+    pub path: String,
+    /// Methods it matches; empty: any.
+    pub methods: Vec<String>,
+    /// `upstream`, `relay`, `redirect` or `respond`.
+    pub action: String,
+    /// The upstream pool's name, `tenant/target`, the redirect's status and location, or the fixed response's
+    /// status.
+    pub target: String,
+}
+
+/// One upstream pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpstreamView {
+    pub name: String,
+    /// `http`, `https` or `h2c`.
+    pub protocol: String,
+    /// Whether active health checks run; otherwise only transport failures eject a server.
+    pub health_checks: bool,
+    pub servers: Vec<UpstreamServerView>,
+}
+
+/// One server of a pool, with its health and counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpstreamServerView {
+    /// `scheme://host:port`.
+    pub url: String,
+    pub weight: u32,
+    /// Takes requests only while no other server of the pool is live.
+    pub backup: bool,
+    /// The most requests in flight at once; absent: no limit.
+    pub max_conns: Option<u64>,
+    /// `live` (takes requests), `ejected` (after transport failures, for `fail_timeout`) or `unhealthy`
+    /// (failing its active health checks).
+    pub health: String,
+    pub in_flight: u64,
+    /// Requests sent (each try counts) since the pool was loaded.
+    pub requests: u64,
+    /// Transport failures (connect, broken connection, head timeout) since the pool was loaded.
+    pub failures: u64,
+}

@@ -24,6 +24,13 @@ pub trait ClusterView: Send + Sync + 'static {
     fn live_connections(&self) -> Vec<crate::model::ConnectionView>;
 }
 
+/// The node's edge gateway, for the gateway endpoint. Without one (a node without the gateway role, or the
+/// command line), the endpoint says the gateway is not enabled here.
+pub trait GatewayView: Send + Sync + 'static {
+    /// The node's id, and the routes and pools in force now with each server's health.
+    fn gateway(&self) -> crate::model::GatewayReport;
+}
+
 /// A notifier that does nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopNotifier;

@@ -20,7 +20,7 @@ use crate::error::ErrorBody;
         (name = "tenants", description = "Tenants and their first secret"),
         (name = "secrets", description = "A tenant's connector secrets"),
         (name = "settings", description = "A tenant's settings, pushed to its connectors"),
-        (name = "observe", description = "Connections, nodes, statistics and the request log"),
+        (name = "observe", description = "Connections, nodes, the gateway, statistics and the request log"),
         (name = "admin-keys", description = "Keys of this API"),
         (name = "users", description = "Operator accounts (admins only)"),
         (name = "audit", description = "Who changed what, when (admins only)"),

@@ -10,7 +10,7 @@ use crate::accounts::tenant_scope;
 use crate::auth::{generate_admin_key, hash_admin_key, Caller};
 use crate::error::ApiError;
 use crate::model::*;
-use crate::notify::{ChangeNotifier, ClusterView, NoopNotifier};
+use crate::notify::{ChangeNotifier, ClusterView, GatewayView, NoopNotifier};
 
 /// The management operations on one store.
 #[derive(Clone)]
@@ -18,6 +18,7 @@ pub struct Admin {
     store: Arc<dyn Store>,
     notifier: Arc<dyn ChangeNotifier>,
     cluster: Option<Arc<dyn ClusterView>>,
+    gateway: Option<Arc<dyn GatewayView>>,
     /// Whether this node records requests (`server.relay.request_log`), when known.
     request_log: Option<bool>,
     /// Who the operations act for: what they may see and change, and the actor of the audit log.
@@ -31,6 +32,7 @@ impl Admin {
             store,
             notifier: Arc::new(NoopNotifier),
             cluster: None,
+            gateway: None,
             request_log: None,
             caller: Caller::local(),
         }
@@ -59,6 +61,12 @@ impl Admin {
     /// Answer the nodes endpoint and live connections from `view` (presence) instead of the store.
     pub fn with_cluster_view(mut self, view: Arc<dyn ClusterView>) -> Self {
         self.cluster = Some(view);
+        self
+    }
+
+    /// Answer the gateway endpoint from `view` (this node's edge gateway).
+    pub fn with_gateway_view(mut self, view: Arc<dyn GatewayView>) -> Self {
+        self.gateway = Some(view);
         self
     }
 
@@ -392,6 +400,15 @@ impl Admin {
             .map(NodeView::from)
             .collect();
         Ok(NodeList { items })
+    }
+
+    /// This node's gateway: routes and upstream pools with their servers' health. Every role may read it (it
+    /// holds no tenant's data beyond the names routes send to, and no secrets).
+    pub fn gateway(&self) -> GatewayReport {
+        match &self.gateway {
+            Some(view) => view.gateway(),
+            None => GatewayReport::default(),
+        }
     }
 
     pub async fn stats(&self, query: &StatsQuery) -> Result<StatsReport, ApiError> {

@@ -456,6 +456,7 @@ async fn the_openapi_document_is_public_and_complete() {
         "/api/v1/users/{name}/password",
         "/api/v1/audit",
         "/api/v1/session",
+        "/api/v1/gateway",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
@@ -473,7 +474,7 @@ async fn the_openapi_document_is_public_and_complete() {
             "{status}"
         );
     }
-    assert_eq!(openapi().paths.paths.len(), 18);
+    assert_eq!(openapi().paths.paths.len(), 19);
 }
 
 #[tokio::test]

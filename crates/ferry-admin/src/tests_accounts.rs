@@ -933,3 +933,69 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
         assert!(String::from_utf8_lossy(&body).contains(needle), "{path}");
     }
 }
+
+/// A gateway with one route and one pool whose server is down.
+struct FakeGateway;
+
+impl GatewayView for FakeGateway {
+    fn gateway(&self) -> crate::model::GatewayReport {
+        use crate::model::*;
+        GatewayReport {
+            node: "n1".into(),
+            enabled: true,
+            routes: vec![GatewayRouteView {
+                name: "shop".into(),
+                hosts: vec!["shop.example.com".into()],
+                path_kind: "prefix".into(),
+                path: "/".into(),
+                methods: vec![],
+                action: "upstream".into(),
+                target: "web".into(),
+            }],
+            upstreams: vec![UpstreamView {
+                name: "web".into(),
+                protocol: "http".into(),
+                health_checks: true,
+                servers: vec![UpstreamServerView {
+                    url: "http://10.0.0.1:80".into(),
+                    weight: 1,
+                    backup: false,
+                    max_conns: None,
+                    health: "unhealthy".into(),
+                    in_flight: 0,
+                    requests: 3,
+                    failures: 1,
+                }],
+            }],
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_role_reads_the_gateway_and_without_one_it_is_not_enabled() {
+    let f = fx().await;
+    let r = f
+        .send(As::Key(&f.admin_key), "GET", "/api/v1/gateway", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["enabled"], json!(false));
+    assert_eq!(r.body["routes"], json!([]));
+    let router = AdminApi::new(f.store.clone())
+        .gateway_view(Arc::new(FakeGateway))
+        .router();
+    let f = Fx { router, ..f };
+    let viewer = f.key("viewer", &[]).await;
+    let operator = f.key("operator", &["acme"]).await;
+    for key in [f.admin_key.clone(), viewer, operator] {
+        let r = f.send(As::Key(&key), "GET", "/api/v1/gateway", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.body["enabled"], json!(true));
+        assert_eq!(r.body["routes"][0]["target"], json!("web"));
+        assert_eq!(
+            r.body["upstreams"][0]["servers"][0]["health"],
+            json!("unhealthy")
+        );
+    }
+    let r = f.send(As::Nobody, "GET", "/api/v1/gateway", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

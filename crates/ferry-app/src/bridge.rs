@@ -1,10 +1,13 @@
 //! Adapters between the management API and the rest of the node: changes made through the API are applied here
 //! at once and announced to the other nodes on the bus ([`ClusterNotifier`]), the nodes endpoint and live
-//! connections come from presence ([`PresenceView`]), and bearer tokens that are not admin keys are judged by the
+//! connections come from presence ([`PresenceView`]), the gateway endpoint from this node's edge gateway
+//! ([`EdgeView`]), and bearer tokens that are not admin keys are judged by the
 //! node's token verifiers ([`AdminTokens`]).
 
-use ferry_admin::model::{ConnectionView, NodeView};
-use ferry_admin::{ChangeNotifier, ClusterView};
+use ferry_admin::model::{
+    ConnectionView, GatewayReport, GatewayRouteView, NodeView, UpstreamServerView, UpstreamView,
+};
+use ferry_admin::{ChangeNotifier, ClusterView, GatewayView};
 use ferry_proto::cluster::EventMsg;
 use ferry_proto::TenantName;
 use ferry_relay::watch::Changes;
@@ -93,6 +96,58 @@ impl ClusterView for PresenceView {
                 live: true,
             })
             .collect()
+    }
+}
+
+/// This node's edge gateway as the management API shows it: routes, pools, each server's health.
+pub(crate) struct EdgeView {
+    pub node_id: String,
+    pub edge: Arc<ferry_edge::Gateway>,
+}
+
+impl GatewayView for EdgeView {
+    fn gateway(&self) -> GatewayReport {
+        let snapshot = self.edge.snapshot();
+        GatewayReport {
+            node: self.node_id.clone(),
+            enabled: true,
+            routes: snapshot
+                .routes
+                .into_iter()
+                .map(|r| GatewayRouteView {
+                    name: r.name,
+                    hosts: r.hosts,
+                    path_kind: r.path_kind.as_str().to_owned(),
+                    path: r.path,
+                    methods: r.methods,
+                    action: r.action.to_owned(),
+                    target: r.target,
+                })
+                .collect(),
+            upstreams: snapshot
+                .upstreams
+                .into_iter()
+                .map(|p| UpstreamView {
+                    name: p.name,
+                    protocol: p.protocol.to_owned(),
+                    health_checks: p.health_checks,
+                    servers: p
+                        .servers
+                        .into_iter()
+                        .map(|s| UpstreamServerView {
+                            url: s.url,
+                            weight: s.weight,
+                            backup: s.backup,
+                            max_conns: s.max_conns.map(|n| n as u64),
+                            health: s.health.as_str().to_owned(),
+                            in_flight: s.in_flight as u64,
+                            requests: s.requests,
+                            failures: s.failures,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
     }
 }
 

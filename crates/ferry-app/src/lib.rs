@@ -551,6 +551,12 @@ pub async fn run_with_source(
                     attempts_per_account: s.admin.sign_in_attempts_per_account,
                     attempts_per_address: s.admin.sign_in_attempts_per_address,
                 });
+            if let Some(edge) = &node.edge {
+                api = api.gateway_view(Arc::new(bridge::EdgeView {
+                    node_id: node_id.clone(),
+                    edge: edge.clone(),
+                }));
+            }
             if let Some(check) = admin_check {
                 api = api.token_check(Arc::new(bridge::AdminTokens(check)));
             }

@@ -243,7 +243,7 @@ impl Gateway {
         Ok(())
     }
 
-    fn current(&self) -> Arc<Table> {
+    pub(crate) fn current(&self) -> Arc<Table> {
         match self.table.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

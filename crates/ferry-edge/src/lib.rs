@@ -5,7 +5,7 @@
 //! hyper clients (HTTP/1.1, HTTP/2 over TLS, h2c), balancing, passive ejection and active health checks, sticky
 //! sessions, retrying idempotent requests whose connection failed, forwarding and client-certificate headers,
 //! header control per route (edits with variables, the `Host` sent upstream, HSTS; `headers`),
-//! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, the access log, and swapping
+//! timeouts and body limits, WebSocket upgrades, per-route and per-server metrics, the access log, a read-only snapshot of routes and pools with their servers' health (`snapshot`), and swapping
 //! the whole table atomically on reload (the routes file or the main config's `[gateway]` section; SIGHUP, change). Does not own: listeners and TLS termination
 //! (`ferry-gateway`), the relay (reached through [`RelayBackend`], which the app implements), the config file
 //! format (`ferry-config`).
@@ -21,6 +21,7 @@ mod proxy;
 mod ratelimit;
 mod reload;
 pub mod route;
+mod snapshot;
 mod splice;
 mod template;
 mod timed;
@@ -31,6 +32,9 @@ pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
 pub use pool::{Pool, Protocol};
 pub use reload::effective;
 pub use route::{Action, RouteTable};
+pub use snapshot::{
+    GatewaySnapshot, PathKind, PoolSnapshot, RouteSnapshot, ServerHealth, ServerSnapshot,
+};
 
 /// Why a gateway config was refused.
 #[derive(Debug, thiserror::Error)]

@@ -95,6 +95,21 @@ impl Server {
         self.inflight() < self.max_conns
     }
 
+    /// The most requests in flight at once, when limited (`max_conns`).
+    pub fn max_conns(&self) -> Option<usize> {
+        (self.max_conns != usize::MAX).then_some(self.max_conns)
+    }
+
+    /// Requests sent to it (each try counts).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Transport failures (connect, broken connection, head timeout).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     /// Whether passive ejection currently keeps this server out.
     pub fn is_ejected(&self, now: Instant) -> bool {
         self.ejected_until

@@ -20,6 +20,16 @@ pub struct RouteExtras {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Request and response header edits, the `Host` sent upstream, HSTS.
     pub(crate) headers: HeaderControl,
+    /// What the route matches, as configured, for [`crate::GatewaySnapshot`].
+    pub(crate) summary: MatchSummary,
+}
+
+/// What a route matches, as configured: kept for the snapshot the management API shows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MatchSummary {
+    pub hosts: Vec<String>,
+    pub methods: Vec<String>,
+    pub path_kind: crate::PathKind,
 }
 
 /// The compiled routes, in file order, each with its [`RouteExtras`].
@@ -38,10 +48,22 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
             .map(|c| RateLimiter::new(key, c).map(Arc::new))
             .transpose()?;
         let headers = HeaderControl::compile(key, r)?;
+        let path_kind = if r.path_exact.is_some() {
+            crate::PathKind::Exact
+        } else if r.path_regex.is_some() {
+            crate::PathKind::Regex
+        } else {
+            crate::PathKind::Prefix
+        };
         Ok(RouteExtras {
             cert_headers,
             rate_limit,
             headers,
+            summary: MatchSummary {
+                hosts: r.hosts.clone(),
+                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                path_kind,
+            },
         })
     })
 }
