@@ -3,7 +3,7 @@
 //! round robin, redirects, forwarding headers, and the relay and Ferry's own paths still answering when no route
 //! claims them.
 
-use crate::common::{write_file, TempDir, BIN};
+use crate::common::{start_with_config, write_file, TempDir, BIN};
 use ferry_testkit::{EchoReply, FerryServer, ServerOptions, TargetKind, TargetServer, TestPki};
 use std::path::Path;
 use std::time::Duration;
@@ -462,9 +462,8 @@ total_timeout = "2s"
 async fn location_rules_rewrites_and_header_control() -> anyhow::Result<()> {
     let echo = TargetServer::start(TargetKind::Echo).await?;
     let dir = TempDir::new("ferry-gw-locations-")?;
-    let config = write_file(
+    let server = start_with_config(
         dir.path(),
-        "ferry.toml",
         &format!(
             r#"
 [[gateway.routes]]
@@ -501,12 +500,6 @@ servers = [{{ url = "{}" }}]
 "#,
             echo.url()
         ),
-    )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
     )
     .await?;
     let client = ferry_testkit::http_client();
@@ -569,9 +562,8 @@ servers = [{{ url = "{}" }}]
 async fn request_bodies_have_a_default_limit_on_every_kind_of_route() -> anyhow::Result<()> {
     let echo = TargetServer::start(TargetKind::Echo).await?;
     let dir = TempDir::new("ferry-gw-body-limit-")?;
-    let config = write_file(
+    let server = start_with_config(
         dir.path(),
-        "ferry.toml",
         &format!(
             r#"
 [gateway]
@@ -596,12 +588,6 @@ servers = [{{ url = "{}" }}]
 "#,
             echo.url()
         ),
-    )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
     )
     .await?;
     let secret = server.create_tenant("acme").await?;

@@ -215,6 +215,21 @@ pub async fn serve_on(
     }
 }
 
+/// Start a node whose config file is `text`, written to `dir/ferry.toml` (`ferry serve --config …`).
+pub async fn start_with_config(
+    dir: &Path,
+    text: &str,
+) -> anyhow::Result<ferry_testkit::FerryServer> {
+    let config = write_file(dir, "ferry.toml", text)?;
+    ferry_testkit::FerryServer::start(
+        BIN,
+        ferry_testkit::ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await
+}
+
 /// Write `text` to `dir/name` and return the path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
