@@ -359,24 +359,26 @@ mod tests {
         .await;
     }
 
+    /// Write version `version` of the schema into the database of `options`, holding `rows`.
+    async fn database_at_version(options: &PgConnectOptions, version: usize, rows: &str) {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .expect("connect");
+        conformance::up_to_version(&MIGRATOR, version)
+            .run(&pool)
+            .await
+            .expect("the old schema");
+        sqlx::raw_sql(rows).execute(&pool).await.expect("rows");
+        pool.close().await;
+    }
+
     /// A database written by version 2 of the schema opens with its nodes (without roles) and statistics.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn upgrade_from_version_2() {
         with_database(|options| async move {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone())
-                .await
-                .expect("connect");
-            conformance::up_to_version(&MIGRATOR, 2)
-                .run(&pool)
-                .await
-                .expect("version 2");
-            sqlx::raw_sql(conformance::VERSION_2_ROWS)
-                .execute(&pool)
-                .await
-                .expect("rows");
-            pool.close().await;
+            database_at_version(&options, 2, conformance::VERSION_2_ROWS).await;
             let store = PostgresStore::connect_with(options).await.expect("upgrade");
             conformance::check_upgraded_from_version_2(&store).await;
             store.close().await;
@@ -388,20 +390,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn upgrade_from_version_3() {
         with_database(|options| async move {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone())
-                .await
-                .expect("connect");
-            conformance::up_to_version(&MIGRATOR, 3)
-                .run(&pool)
-                .await
-                .expect("version 3");
-            sqlx::raw_sql(conformance::VERSION_3_ROWS)
-                .execute(&pool)
-                .await
-                .expect("rows");
-            pool.close().await;
+            database_at_version(&options, 3, conformance::VERSION_3_ROWS).await;
             let store = PostgresStore::connect_with(options).await.expect("upgrade");
             conformance::check_upgraded_from_version_3(&store).await;
             store.close().await;

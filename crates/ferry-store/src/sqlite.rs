@@ -335,30 +335,30 @@ mod tests {
         store.close().await;
     }
 
+    /// A SQLite file at `path` written by version `version` of the schema, holding `rows`.
+    async fn database_at_version(path: &std::path::Path, version: usize, rows: &str) {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("open the old database");
+        conformance::up_to_version(&MIGRATOR, version)
+            .run(&pool)
+            .await
+            .expect("the old schema");
+        sqlx::raw_sql(rows).execute(&pool).await.expect("rows");
+        pool.close().await;
+    }
+
     /// A database written by version 2 of the schema opens with its nodes (without roles) and statistics.
     #[tokio::test]
     async fn upgrade_from_version_2() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("v2.db");
-        {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .expect("open v2");
-            conformance::up_to_version(&MIGRATOR, 2)
-                .run(&pool)
-                .await
-                .expect("version 2");
-            sqlx::raw_sql(conformance::VERSION_2_ROWS)
-                .execute(&pool)
-                .await
-                .expect("rows");
-            pool.close().await;
-        }
+        database_at_version(&path, 2, conformance::VERSION_2_ROWS).await;
         let store = SqliteStore::open(&path).await.expect("upgrade");
         conformance::check_upgraded_from_version_2(&store).await;
         store.close().await;
@@ -369,25 +369,7 @@ mod tests {
     async fn upgrade_from_version_3() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("v3.db");
-        {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .expect("open v3");
-            conformance::up_to_version(&MIGRATOR, 3)
-                .run(&pool)
-                .await
-                .expect("version 3");
-            sqlx::raw_sql(conformance::VERSION_3_ROWS)
-                .execute(&pool)
-                .await
-                .expect("rows");
-            pool.close().await;
-        }
+        database_at_version(&path, 3, conformance::VERSION_3_ROWS).await;
         let store = SqliteStore::open(&path).await.expect("upgrade");
         conformance::check_upgraded_from_version_3(&store).await;
         store.close().await;
