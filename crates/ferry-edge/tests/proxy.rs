@@ -666,6 +666,86 @@ async fn https_upstream_with_an_unknown_ca_is_refused() {
     assert_eq!(r.status(), 502);
 }
 
+/// Mutual TLS towards an upstream (nginx's `proxy_ssl_certificate`): an upstream that requires client
+/// certificates is reached with the pool's `client_cert`/`client_key`, and refuses the pool without them (502).
+#[tokio::test]
+async fn https_upstreams_that_require_client_certificates() {
+    let pki = TestPki::new().expect("pki");
+    // a client certificate signed by the test CA, for the gateway
+    let ca_key = rcgen::KeyPair::from_pem(&pki.ca_key_pem).expect("ca key");
+    // the test CA as an issuer: its name and key are what signing needs
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ferry test ca");
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ferry gateway");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+    let client_cert = pki.dir().join("gateway-client.pem");
+    let client_key = pki.dir().join("gateway-client-key.pem");
+    std::fs::write(&client_cert, cert.pem()).expect("write");
+    std::fs::write(&client_key, key.serialize_pem()).expect("write");
+
+    let mut tls = ferry_gateway::TlsOptions::single(TlsFiles {
+        cert: pki.cert_path(),
+        key: pki.key_path(),
+    });
+    tls.client_auth = ferry_gateway::ClientAuth::Required;
+    tls.client_ca = Some(pki.ca_path());
+    let upstream = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(tls))
+        .await
+        .expect("bind");
+    let port = upstream.local_addr().port();
+    let handler: Handler = Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            let verified = req
+                .extensions()
+                .get::<Arc<ferry_http::TlsInfo>>()
+                .is_some_and(|t| t.client_verified());
+            Response::new(full(format!("verified={verified}")))
+        })
+    });
+    let _up = AbortOnDrop(tokio::spawn(ferry_gateway::serve(
+        upstream,
+        handler,
+        options(),
+        std::future::pending(),
+    )));
+    let pool = |identity: &str| {
+        format!(
+            "[[routes]]\nupstream = \"t\"\n[upstreams.t]\nservers = [{{ url = \"https://localhost:{port}\" }}]\nca_file = \"{}\"\n{identity}",
+            pki.ca_path().display()
+        )
+    };
+    let (url, _gw, _g) = front(&pool(&format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        client_cert.display(),
+        client_key.display()
+    )))
+    .await;
+    let r = client().get(format!("{url}/x")).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "verified=true");
+    let (url, _gw2, _g2) = front(&pool("")).await;
+    let r = client().get(format!("{url}/x")).send().await.expect("send");
+    assert_eq!(r.status(), 502, "no client certificate, no upstream");
+    // a key without its certificate is refused at load, naming the key
+    let config: GatewayConfig = toml::from_str(&pool(&format!(
+        "client_key = \"{}\"\n",
+        client_key.display()
+    )))
+    .expect("toml");
+    let e = Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("client_cert"), "{e}");
+}
+
 #[tokio::test]
 async fn websockets_pass_through() {
     let ws = TargetServer::start(TargetKind::WebSocketEcho)

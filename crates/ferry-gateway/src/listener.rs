@@ -149,6 +149,11 @@ mod tests {
             let ca_key = rcgen::KeyPair::generate().expect("key");
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, format!("{tag} ca"));
@@ -159,11 +164,22 @@ mod tests {
 
         /// A leaf for `names`, written as `{file}.pem` and `{file}-key.pem`; returns the files and the DER.
         fn leaf(&self, file: &str, names: &[&str]) -> (TlsFiles, Vec<u8>) {
+            self.leaf_numbered(file, names, None)
+        }
+
+        /// [`Pki::leaf`] with a serial number.
+        fn leaf_numbered(
+            &self,
+            file: &str,
+            names: &[&str],
+            serial: Option<u64>,
+        ) -> (TlsFiles, Vec<u8>) {
             let key = rcgen::KeyPair::generate().expect("key");
-            let params = rcgen::CertificateParams::new(
+            let mut params = rcgen::CertificateParams::new(
                 names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
             )
             .expect("params");
+            params.serial_number = serial.map(rcgen::SerialNumber::from);
             let cert = params
                 .signed_by(&key, &self.ca, &self.ca_key)
                 .expect("sign");
@@ -174,6 +190,59 @@ mod tests {
             std::fs::write(&files.cert, cert.pem()).expect("write");
             std::fs::write(&files.key, key.serialize_pem()).expect("write");
             (files, cert.der().to_vec())
+        }
+    }
+
+    impl Pki {
+        /// A CRL of the CA revoking `serials`, written as `{file}.pem`.
+        fn crl(&self, file: &str, serials: &[u64]) -> PathBuf {
+            let crl = rcgen::CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2024, 1, 1),
+                next_update: rcgen::date_time_ymd(2100, 1, 1),
+                crl_number: rcgen::SerialNumber::from(1),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|s| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from(*s),
+                        revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            }
+            .signed_by(&self.ca, &self.ca_key)
+            .expect("crl");
+            let path = self.dir.join(format!("{file}.pem"));
+            std::fs::write(&path, crl.pem().expect("pem")).expect("write");
+            path
+        }
+
+        /// A leaf signed by an intermediate CA the root signed; its file holds the leaf and the intermediate.
+        fn chained_leaf(&self, file: &str, names: &[&str]) -> TlsFiles {
+            let mid_key = rcgen::KeyPair::generate().expect("key");
+            let mut mid = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            mid.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            mid.distinguished_name
+                .push(rcgen::DnType::CommonName, "intermediate");
+            let mid = mid
+                .signed_by(&mid_key, &self.ca, &self.ca_key)
+                .expect("sign");
+            let key = rcgen::KeyPair::generate().expect("key");
+            let leaf = rcgen::CertificateParams::new(
+                names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+            )
+            .expect("params")
+            .signed_by(&key, &mid, &mid_key)
+            .expect("sign");
+            let files = TlsFiles {
+                cert: self.dir.join(format!("{file}.pem")),
+                key: self.dir.join(format!("{file}-key.pem")),
+            };
+            std::fs::write(&files.cert, format!("{}{}", leaf.pem(), mid.pem())).expect("write");
+            std::fs::write(&files.key, key.serialize_pem()).expect("write");
+            files
         }
     }
 
@@ -411,5 +480,271 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         task.abort();
+    }
+
+    /// Revoked certificates (CRL) and chains longer than `verify_depth` do not verify: refused by `required`,
+    /// counted as none by `optional`.
+    #[tokio::test]
+    async fn revoked_and_too_long_client_chains() {
+        let pki = Pki::new("crl");
+        let (server, _) = pki.leaf("server", &["localhost"]);
+        let (good, _) = pki.leaf_numbered("good", &["c.example.test"], Some(11));
+        let (revoked, _) = pki.leaf_numbered("revoked", &["c.example.test"], Some(12));
+        let chained = pki.chained_leaf("chained", &["c.example.test"]);
+        let ca = pki.dir.join("ca.pem");
+        let crl = pki.crl("crl", &[12]);
+        for mode in [ClientAuth::Required, ClientAuth::Optional] {
+            let options = TlsOptions {
+                client_auth: mode,
+                client_ca: Some(ca.clone()),
+                client_crl: vec![crl.clone()],
+                ..TlsOptions::single(server.clone())
+            };
+            let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+                .await
+                .expect("bind");
+            let addr = l.local_addr();
+            let seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>> = Arc::default();
+            let task = accept_recording(l, seen.clone());
+            let last = || seen.lock().expect("lock").last().cloned().expect("conn");
+            handshake(addr, &ca, "localhost", Some(&good))
+                .await
+                .expect("a certificate the CRL does not name");
+            assert!(last().client_verified());
+            let r = handshake(addr, &ca, "localhost", Some(&revoked)).await;
+            if mode == ClientAuth::Required {
+                assert!(r.is_err(), "revoked: refused");
+            } else {
+                assert!(r.is_ok());
+                assert!(last().client_chain.is_empty(), "revoked: counted as none");
+            }
+            task.abort();
+        }
+        for (depth, fits) in [(1, false), (2, true)] {
+            let options = TlsOptions {
+                client_auth: ClientAuth::OptionalNoCa,
+                client_ca: Some(ca.clone()),
+                verify_depth: Some(depth),
+                ..TlsOptions::single(server.clone())
+            };
+            let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+                .await
+                .expect("bind");
+            let addr = l.local_addr();
+            let seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>> = Arc::default();
+            let task = accept_recording(l, seen.clone());
+            for (files, direct) in [(&good, true), (&chained, false)] {
+                handshake(addr, &ca, "localhost", Some(files))
+                    .await
+                    .expect("optional_no_ca lets it in");
+                let info = seen.lock().expect("lock").last().cloned().expect("conn");
+                let expected = direct || fits;
+                assert_eq!(info.client_verified(), expected, "depth {depth}: {info:?}");
+                if !expected {
+                    assert_eq!(
+                        info.client_verify_error.as_deref(),
+                        Some("certificate chain too long")
+                    );
+                }
+            }
+            task.abort();
+        }
+    }
+
+    /// Records the OCSP response a server staples.
+    #[derive(Debug)]
+    struct RecordOcsp {
+        inner: Arc<rustls::client::WebPkiServerVerifier>,
+        stapled: std::sync::Mutex<Vec<u8>>,
+    }
+
+    impl rustls::client::danger::ServerCertVerifier for RecordOcsp {
+        fn verify_server_cert(
+            &self,
+            end_entity: &rustls_pki_types::CertificateDer<'_>,
+            intermediates: &[rustls_pki_types::CertificateDer<'_>],
+            server_name: &rustls_pki_types::ServerName<'_>,
+            ocsp_response: &[u8],
+            now: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            if let Ok(mut s) = self.stapled.lock() {
+                *s = ocsp_response.to_vec();
+            }
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    }
+
+    static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+    /// Versions and cipher suites as configured, and the OCSP response file stapled.
+    #[tokio::test]
+    async fn versions_cipher_suites_and_stapling() {
+        let pki = Pki::new("suites");
+        let (server, _) = pki.leaf("server", &["localhost"]);
+        let ocsp = pki.dir.join("ocsp.der");
+        std::fs::write(&ocsp, b"\x30\x03\x0a\x01\x00").expect("write");
+        let options = TlsOptions {
+            protocols: vec!["TLSv1.2".into()],
+            cipher_suites: vec!["ECDHE-ECDSA-CHACHA20-POLY1305".into()],
+            ocsp_response: Some(ocsp),
+            ..TlsOptions::single(server.clone())
+        };
+        let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+            .await
+            .expect("bind");
+        let addr = l.local_addr();
+        let task = accept_loop(l);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certs(&pki.dir.join("ca.pem")).expect("ca") {
+            roots.add(c).expect("root");
+        }
+        let roots = Arc::new(roots);
+        let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+            let verifier = Arc::new(RecordOcsp {
+                inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider(),
+                )
+                .build()
+                .expect("verifier"),
+                stapled: Default::default(),
+            });
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(versions)
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let conn = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(
+                        rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+                        tcp,
+                    )
+                    .await?;
+                let c = conn.get_ref().1;
+                let stapled = verifier.stapled.lock().expect("lock").clone();
+                Ok::<_, std::io::Error>((
+                    c.protocol_version(),
+                    c.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())),
+                    stapled,
+                ))
+            }
+        };
+        let (version, suite, stapled) = connect(rustls::ALL_VERSIONS).await.expect("tls 1.2");
+        assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_2));
+        assert_eq!(
+            suite.as_deref(),
+            Some("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256")
+        );
+        assert_eq!(stapled, b"\x30\x03\x0a\x01\x00");
+        assert!(
+            connect(TLS13_ONLY).await.is_err(),
+            "TLS 1.3 is not offered"
+        );
+        task.abort();
+        // names that are not versions or suites are refused with the list of what there is
+        let bad = TlsOptions {
+            protocols: vec!["TLSv1.1".into()],
+            ..TlsOptions::single(server.clone())
+        };
+        let e = bad.check().err().expect("refused").to_string();
+        assert!(e.contains("gateway.tls.protocols") && e.contains("insecure"), "{e}");
+        let bad = TlsOptions {
+            cipher_suites: vec!["RC4-MD5".into()],
+            ..TlsOptions::single(server)
+        };
+        let e = bad.check().err().expect("refused").to_string();
+        assert!(e.contains("TLS13_AES_128_GCM_SHA256"), "{e}");
+    }
+
+    /// A reload adds a host with its certificate for new connections; one naming a missing file is refused
+    /// whole, before anything changes. A host with client-certificate settings of its own cannot be asked for
+    /// on a connection made for another name.
+    #[tokio::test]
+    async fn a_reload_adds_a_host_and_hosts_keep_their_client_settings() {
+        let pki = Pki::new("reload-sni");
+        let (default, default_der) = pki.leaf("default", &["localhost"]);
+        let (api, api_der) = pki.leaf("api", &["api.example.test"]);
+        let l = Listener::bind_with(
+            ([127, 0, 0, 1], 0).into(),
+            Some(TlsOptions::single(default.clone())),
+        )
+        .await
+        .expect("bind");
+        let addr = l.local_addr();
+        let reloader = l.tls_reloader().expect("a TLS listener");
+        let task = accept_loop(l);
+        let ca = pki.dir.join("ca.pem");
+        assert!(handshake(addr, &ca, "api.example.test", None).await.is_err());
+        let mut with_api = TlsOptions::single(default.clone());
+        with_api.sni = vec![SniSite {
+            client_auth: Some(ClientAuth::Required),
+            client_ca: Some(ca.clone()),
+            ..SniSite::new(vec!["api.example.test".into()], api)
+        }];
+        reloader.prepare(with_api.clone()).expect("loads").commit();
+        let (client, _) = pki.leaf("client", &["c.example.test"]);
+        assert_eq!(
+            handshake(addr, &ca, "api.example.test", Some(&client))
+                .await
+                .expect("the new host"),
+            api_der
+        );
+        assert!(
+            handshake(addr, &ca, "api.example.test", None).await.is_err(),
+            "the new host requires client certificates"
+        );
+        assert_eq!(
+            handshake(addr, &ca, "localhost", None).await.expect("hs"),
+            default_der
+        );
+        let mut broken = with_api.clone();
+        broken.sni.push(SniSite::new(
+            vec!["gone.example.test".into()],
+            TlsFiles {
+                cert: pki.dir.join("gone.pem"),
+                key: pki.dir.join("gone-key.pem"),
+            },
+        ));
+        let e = reloader.prepare(broken).err().expect("refused").to_string();
+        assert!(e.contains("gone.pem"), "{e}");
+        assert!(handshake(addr, &ca, "api.example.test", Some(&client))
+            .await
+            .is_ok());
+        task.abort();
+
+        let sites = crate::tls::Sites::load(&with_api).expect("sites");
+        let plain = sites.pick(Some("localhost")).clone();
+        let strict = sites.pick(Some("API.example.test.")).clone();
+        assert!(sites.host_fits(&plain, Some("localhost:8443")));
+        assert!(sites.host_fits(&plain, Some("other.example.test")));
+        assert!(!sites.host_fits(&plain, Some("api.example.test:443")));
+        assert!(sites.host_fits(&strict, Some("api.example.test")));
+        assert!(!sites.host_fits(&strict, Some("localhost")));
     }
 }

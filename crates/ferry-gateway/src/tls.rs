@@ -207,7 +207,7 @@ pub(crate) struct Sites {
 }
 
 impl Sites {
-    fn load(options: &TlsOptions) -> Result<Self, GatewayError> {
+    pub(crate) fn load(options: &TlsOptions) -> Result<Self, GatewayError> {
         options.check()?;
         let mut fingerprint = Vec::new();
         let provider = Arc::new(provider(options)?);
