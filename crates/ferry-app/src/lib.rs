@@ -148,6 +148,24 @@ impl Listeners {
     }
 }
 
+/// What `ferry config check` adds to parsing: everything a start checks before it binds, nothing bound or
+/// served. The gateway's routes and upstreams are compiled (names, URLs, templates, upstream CA and client
+/// certificate files) and the listener's TLS settings built with every file read.
+pub fn check_config(config: &Config) -> Result<(), AppError> {
+    ferry_edge::Gateway::validate(&config.gateway)?;
+    let default = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(options) = tls_options(config, default)? {
+        options.load_files()?;
+    }
+    Ok(())
+}
+
 /// The public listener's TLS: `server.tls_cert`/`tls_key` as the default certificate, plus `[gateway.tls]`
 /// (certificates by SNI, client certificates, versions and suites, reloading).
 fn tls_options(

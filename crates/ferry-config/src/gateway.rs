@@ -222,6 +222,15 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
     /// Action: answer with a fixed response.
     pub respond: Option<RespondConfig>,
+    /// Action: serve the files of this directory (GET and HEAD; `index.html` for a directory; a `.br` or `.gz`
+    /// file next to one is sent to clients that accept it; ranges and conditional requests). The file's path is
+    /// the request's path after `strip_prefix`/`replace_prefix`/`rewrite`, as nginx's `alias` (with
+    /// `strip_prefix`) or `root` (without).
+    pub static_dir: Option<PathBuf>,
+    /// Compress responses (gzip or brotli, as the client's `Accept-Encoding` prefers) unless already
+    /// compressed, too small (under 32 bytes), an image, gRPC or an event stream (nginx's `gzip on`). Default
+    /// false.
+    pub compress: bool,
     /// Remove the matched path prefix before forwarding (`/api/x` → `/x`). Default false.
     pub strip_prefix: bool,
     /// Largest request body, in bytes; larger gets 413. Unset: `[gateway] max_body_size` (100 MiB by default);

@@ -13,6 +13,7 @@
 
 pub mod access_log;
 mod client_cert;
+mod content;
 mod forwarded;
 mod gateway;
 mod headers;

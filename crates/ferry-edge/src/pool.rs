@@ -342,9 +342,10 @@ impl Pool {
                     // a `ca_file` on a pool that is not https is refused below, with its own message
                     let ca_file = c.ca_file.as_deref().filter(|_| p == Protocol::Https);
                     let identity = match (&c.client_cert, &c.client_key) {
-                        (Some(cert), Some(key)) if p == Protocol::Https => {
-                            Some(load_client_identity(cert, key).map_err(|m| invalid("client_cert", m))?)
-                        }
+                        (Some(cert), Some(key)) if p == Protocol::Https => Some(
+                            load_client_identity(cert, key)
+                                .map_err(|m| invalid("client_cert", m))?,
+                        ),
                         _ => None,
                     };
                     let client = Arc::new(

@@ -22,6 +22,8 @@ pub struct RouteExtras {
     pub(crate) headers: HeaderControl,
     /// What the route matches, as configured, for [`crate::GatewaySnapshot`].
     pub(crate) summary: MatchSummary,
+    /// Compress responses for clients that accept it.
+    pub(crate) compress: bool,
 }
 
 /// What a route matches, as configured: kept for the snapshot the management API shows.
@@ -59,6 +61,7 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
             cert_headers,
             rate_limit,
             headers,
+            compress: r.compress,
             summary: MatchSummary {
                 hosts: r.hosts.clone(),
                 methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),

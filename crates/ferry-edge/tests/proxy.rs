@@ -746,6 +746,130 @@ async fn https_upstreams_that_require_client_certificates() {
     assert!(e.contains("client_cert"), "{e}");
 }
 
+/// `static_dir` serves files (index, precompressed siblings, 404, 405, no way out of the directory), and
+/// `compress` gzips an upstream's response for a client that accepts it, and only then.
+#[tokio::test]
+async fn static_files_and_compression() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("dir");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).expect("dir");
+    std::fs::write(site.join("index.html"), "<h1>home</h1>").expect("write");
+    std::fs::write(site.join("docs/index.html"), "<h1>docs</h1>").expect("write");
+    let script = "console.log('hello');\n".repeat(50);
+    std::fs::write(site.join("app.js"), &script).expect("write");
+    std::fs::write(site.join("app.js.gz"), b"not really gzip").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), "outside").expect("write");
+    let echo = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/site"
+        strip_prefix = true
+        static_dir = "{}"
+        [[routes]]
+        path = "/api"
+        upstream = "e"
+        compress = true
+        [upstreams.e]
+        servers = [{{ url = "{}" }}]
+        "#,
+        site.display(),
+        echo.url()
+    ))
+    .await;
+    let c = client();
+    let get = |path: &str, accept: Option<&str>| {
+        let mut r = c.get(format!("{url}{path}"));
+        if let Some(a) = accept {
+            r = r.header("accept-encoding", a);
+        }
+        r.send()
+    };
+    let r = get("/site/", None).await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "<h1>home</h1>");
+    let r = get("/site/docs/", None).await.expect("send");
+    assert_eq!(r.text().await.expect("body"), "<h1>docs</h1>");
+    let r = get("/site/app.js", None).await.expect("send");
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/javascript")
+    );
+    assert_eq!(r.text().await.expect("body"), script);
+    // the precompressed sibling goes to a client that accepts gzip
+    let r = get("/site/app.js", Some("gzip")).await.expect("send");
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    assert_eq!(r.text().await.expect("body"), "not really gzip");
+    assert_eq!(
+        get("/site/missing.js", None).await.expect("send").status(),
+        404
+    );
+    // normalised before any rule: `..` cannot leave the directory
+    assert_eq!(
+        get("/site/../secret.txt", None)
+            .await
+            .expect("send")
+            .status(),
+        404
+    );
+    assert_eq!(
+        get("/site/%2e%2e/secret.txt", None)
+            .await
+            .expect("send")
+            .status(),
+        404
+    );
+    let r = c
+        .post(format!("{url}/site/app.js"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 405);
+
+    let r = get(
+        "/api/x?pad=0123456789012345678901234567890123456789",
+        Some("gzip"),
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let zipped = r.bytes().await.expect("body");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut text)
+        .expect("gzip");
+    let e: EchoReply = serde_json::from_str(&text).expect("echo json");
+    assert!(e.uri.starts_with("/api/x?pad="), "{}", e.uri);
+    let r = get("/api/x", None).await.expect("send");
+    assert!(r.headers().get("content-encoding").is_none());
+    serde_json::from_slice::<EchoReply>(&r.bytes().await.expect("body")).expect("plain json");
+
+    // a static_dir that is not a directory is refused at load, naming the key
+    let config: GatewayConfig = toml::from_str(&format!(
+        "[[routes]]\nstatic_dir = \"{}\"\n",
+        dir.path().join("secret.txt").display()
+    ))
+    .expect("toml");
+    let e = Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("static_dir"), "{e}");
+}
+
 #[tokio::test]
 async fn websockets_pass_through() {
     let ws = TargetServer::start(TargetKind::WebSocketEcho)

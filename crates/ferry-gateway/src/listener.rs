@@ -570,8 +570,13 @@ mod tests {
             if let Ok(mut s) = self.stapled.lock() {
                 *s = ocsp_response.to_vec();
             }
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )
         }
 
         fn verify_tls12_signature(
@@ -650,7 +655,8 @@ mod tests {
                 let stapled = verifier.stapled.lock().expect("lock").clone();
                 Ok::<_, std::io::Error>((
                     c.protocol_version(),
-                    c.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())),
+                    c.negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite())),
                     stapled,
                 ))
             }
@@ -662,23 +668,23 @@ mod tests {
             Some("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256")
         );
         assert_eq!(stapled, b"\x30\x03\x0a\x01\x00");
-        assert!(
-            connect(TLS13_ONLY).await.is_err(),
-            "TLS 1.3 is not offered"
-        );
+        assert!(connect(TLS13_ONLY).await.is_err(), "TLS 1.3 is not offered");
         task.abort();
         // names that are not versions or suites are refused with the list of what there is
         let bad = TlsOptions {
             protocols: vec!["TLSv1.1".into()],
             ..TlsOptions::single(server.clone())
         };
-        let e = bad.check().err().expect("refused").to_string();
-        assert!(e.contains("gateway.tls.protocols") && e.contains("insecure"), "{e}");
+        let e = bad.check().expect_err("refused").to_string();
+        assert!(
+            e.contains("gateway.tls.protocols") && e.contains("insecure"),
+            "{e}"
+        );
         let bad = TlsOptions {
             cipher_suites: vec!["RC4-MD5".into()],
             ..TlsOptions::single(server)
         };
-        let e = bad.check().err().expect("refused").to_string();
+        let e = bad.check().expect_err("refused").to_string();
         assert!(e.contains("TLS13_AES_128_GCM_SHA256"), "{e}");
     }
 
@@ -700,7 +706,9 @@ mod tests {
         let reloader = l.tls_reloader().expect("a TLS listener");
         let task = accept_loop(l);
         let ca = pki.dir.join("ca.pem");
-        assert!(handshake(addr, &ca, "api.example.test", None).await.is_err());
+        assert!(handshake(addr, &ca, "api.example.test", None)
+            .await
+            .is_err());
         let mut with_api = TlsOptions::single(default.clone());
         with_api.sni = vec![SniSite {
             client_auth: Some(ClientAuth::Required),
@@ -716,7 +724,9 @@ mod tests {
             api_der
         );
         assert!(
-            handshake(addr, &ca, "api.example.test", None).await.is_err(),
+            handshake(addr, &ca, "api.example.test", None)
+                .await
+                .is_err(),
             "the new host requires client certificates"
         );
         assert_eq!(
@@ -731,7 +741,10 @@ mod tests {
                 key: pki.dir.join("gone-key.pem"),
             },
         ));
-        let e = reloader.prepare(broken).err().expect("refused").to_string();
+        let Err(e) = reloader.prepare(broken) else {
+            panic!("a missing file is refused")
+        };
+        let e = e.to_string();
         assert!(e.contains("gone.pem"), "{e}");
         assert!(handshake(addr, &ca, "api.example.test", Some(&client))
             .await

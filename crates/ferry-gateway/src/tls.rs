@@ -108,6 +108,11 @@ impl TlsOptions {
         }
     }
 
+    /// Read every file and build the settings, as binding would, without binding (`ferry config check`).
+    pub fn load_files(&self) -> Result<(), GatewayError> {
+        Sites::load(self).map(|_| ())
+    }
+
     /// Check the settings without reading a file (names of versions and suites, client-certificate needs), for
     /// `ferry config check` and before binding.
     pub fn check(&self) -> Result<(), GatewayError> {

@@ -250,10 +250,26 @@ fn compile_route(
             content_type,
         });
     }
+    if let Some(dir) = &r.static_dir {
+        if !dir.is_absolute() {
+            return Err(invalid(
+                "static_dir",
+                format!("{} must be an absolute path", dir.display()),
+            ));
+        }
+        if !dir.is_dir() {
+            return Err(invalid(
+                "static_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        actions.push(Action::Static(dir.clone()));
+    }
     if actions.len() != 1 {
         return Err(invalid(
             "",
-            "a route needs exactly one of upstream, relay, redirect, respond".to_owned(),
+            "a route needs exactly one of upstream, relay, redirect, respond, static_dir"
+                .to_owned(),
         ));
     }
     let action = actions.remove(0);
