@@ -99,11 +99,15 @@ impl Listeners {
             }),
             _ => None,
         };
-        let public = Listener::bind_with(s.listen, tls_options(config, tls.clone())?).await?;
+        let public = Listener::bind_with(s.listen, tls_options(config, tls.clone())?)
+            .await?
+            .with_proxy_protocol(s.proxy_protocol);
         let mut extra = Vec::with_capacity(s.listeners.len());
         for l in &s.listeners {
             let files = if l.tls { tls.clone() } else { None };
-            let listener = Listener::bind_with(l.listen, tls_options(config, files)?).await?;
+            let listener = Listener::bind_with(l.listen, tls_options(config, files)?)
+                .await?
+                .with_proxy_protocol(l.proxy_protocol);
             let role = if l.redirect_to_https {
                 ListenerRole::RedirectToHttps { port: l.https_port }
             } else {

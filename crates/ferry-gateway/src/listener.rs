@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 pub struct Listener {
     pub(crate) tcp: TcpListener,
     pub(crate) tls: Option<Arc<TlsSwitch>>,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    pub(crate) proxy_protocol: bool,
     local_addr: SocketAddr,
 }
 
@@ -35,8 +37,16 @@ impl Listener {
         Ok(Self {
             tcp,
             tls,
+            proxy_protocol: false,
             local_addr,
         })
+    }
+
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every connection and take the client's address
+    /// from it: for a listener behind an L4 load balancer that sends one. A connection without one is closed.
+    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
     }
 
     /// Changes this listener's TLS settings for new connections; `None` for a plain listener.

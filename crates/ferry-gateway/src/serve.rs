@@ -205,7 +205,12 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let permit = match limits.admit(remote_addr.ip()) {
+        // behind a PROXY protocol balancer the peer is the balancer: the client's own cap waits for its header
+        let admitted = match listener.proxy_protocol {
+            true => limits.admit_unattributed(),
+            false => limits.admit(remote_addr.ip()),
+        };
+        let permit = match admitted {
             Ok(p) => p,
             Err(refusal) => {
                 let reply = refusal.reply(remote_addr.ip());
@@ -234,7 +239,37 @@ pub async fn serve(
             serving: serving.enter(),
         };
         let sites = listener.tls_sites();
+        let proxy_protocol = listener.proxy_protocol;
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let (mut conn, mut stream, mut permit) = (conn, stream, permit);
+            if proxy_protocol {
+                let client = match crate::proxy_protocol::read_header(
+                    &mut stream,
+                    conn.first_deadline,
+                )
+                .await
+                {
+                    Ok(client) => client.unwrap_or(remote_addr),
+                    Err(e) => {
+                        tracing::debug!(%remote_addr, "connection closed: {e}");
+                        return;
+                    }
+                };
+                if let Err(refusal) = permit.attribute(client.ip()) {
+                    let reply = refusal.reply(client.ip());
+                    if let Some(left_out) = REFUSED.admit() {
+                        tracing::warn!(remote_addr = %client, left_out, "connection refused: {}", reply.message);
+                    }
+                    drop(permit);
+                    if sites.is_none() {
+                        limits.refuse(stream, &reply);
+                    }
+                    return;
+                }
+                conn.info.remote_addr = client;
+            }
+            let remote_addr = conn.info.remote_addr;
             match sites {
                 None => conn.run(stream, None, permit).await,
                 Some(sites) => {
