@@ -513,12 +513,15 @@ fn service(
         req.extensions_mut().insert(info);
         let mut misdirected = None;
         if let Some(tls) = &tls {
-            let host = req.uri().host().or_else(|| {
-                req.headers()
-                    .get(hyper::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            });
+            let host = || {
+                req.uri().host().or_else(|| {
+                    req.headers()
+                        .get(hyper::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+            };
             if !tls.sites.host_fits(&tls.site, host) {
+                let host = host();
                 tracing::info!(
                     remote_addr = %info.remote_addr,
                     host = host.unwrap_or(""),

@@ -295,11 +295,16 @@ impl Sites {
 
     /// Whether a request for `host` may be served on a connection made with `site`: always, unless the host's
     /// site asks for client certificates differently.
-    pub(crate) fn host_fits(&self, site: &Site, host: Option<&str>) -> bool {
+    /// `host` is only asked for when some site's settings differ (the common case costs nothing per request).
+    pub(crate) fn host_fits<'h>(
+        &self,
+        site: &Site,
+        host: impl FnOnce() -> Option<&'h str>,
+    ) -> bool {
         if !self.mixed_client_settings {
             return true;
         }
-        let host = host.map(strip_port);
+        let host = host().map(strip_port);
         self.pick(host).client_settings == site.client_settings
     }
 }
