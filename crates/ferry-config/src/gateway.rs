@@ -231,6 +231,11 @@ pub struct RouteConfig {
     /// compressed, too small (under 32 bytes), an image, gRPC or an event stream (nginx's `gzip on`). Default
     /// false.
     pub compress: bool,
+    /// Read the whole request body before sending the request upstream, and send it with `Content-Length`
+    /// (nginx's `proxy_request_buffering on`), for upstreams that cannot take chunked bodies. The body is held
+    /// in memory, so the route's body limit must be set and at most 64 MiB; an idempotent request with a
+    /// buffered body is retried like one without a body. Upstream routes only. Default false.
+    pub buffer_request_body: bool,
     /// Remove the matched path prefix before forwarding (`/api/x` → `/x`). Default false.
     pub strip_prefix: bool,
     /// Largest request body, in bytes; larger gets 413. Unset: `[gateway] max_body_size` (100 MiB by default);

@@ -870,6 +870,88 @@ async fn static_files_and_compression() {
     assert!(e.contains("static_dir"), "{e}");
 }
 
+/// `buffer_request_body`: a chunked upload reaches the upstream whole, with `Content-Length` and no
+/// `Transfer-Encoding`; a PUT whose first server hangs is sent again, body and all, to the next; the route's
+/// limit still holds; a route without a small enough limit is refused at load.
+#[tokio::test]
+async fn buffered_request_bodies() {
+    let hang = TargetServer::start(TargetKind::Hang).await.expect("hang");
+    let echo = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/plain"
+        upstream = "e"
+        buffer_request_body = true
+        max_body_size = 1048576
+        [[routes]]
+        path = "/retry"
+        upstream = "p"
+        buffer_request_body = true
+        max_body_size = 1048576
+        [upstreams.e]
+        servers = [{{ url = "{echo}" }}]
+        [upstreams.p]
+        servers = [{{ url = "{hang}" }}, {{ url = "{echo}" }}]
+        header_timeout = "300ms"
+        max_fails = 0
+        "#,
+        hang = hang.url(),
+        echo = echo.url(),
+    ))
+    .await;
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..8)
+        .map(|i| Ok(Bytes::from(vec![b'a' + i; 1000])))
+        .collect();
+    let r = client()
+        .post(format!("{url}/plain/up"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let e: EchoReply = r.json().await.expect("echo");
+    assert_eq!(e.body_len, 8000);
+    assert_eq!(e.header("content-length"), Some("8000"));
+    assert_eq!(e.header("transfer-encoding"), None);
+
+    for _ in 0..4 {
+        let r = client()
+            .put(format!("{url}/retry/doc"))
+            .body("the same body, every attempt")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            r.status(),
+            200,
+            "a buffered PUT is retried after the timeout"
+        );
+        let e: EchoReply = r.json().await.expect("echo");
+        assert_eq!(e.body_len, 28);
+    }
+    let r = client()
+        .post(format!("{url}/plain/big"))
+        .body(vec![0u8; 2 * 1024 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413);
+
+    let config: GatewayConfig = toml::from_str(&format!(
+        "[[routes]]\nupstream = \"e\"\nbuffer_request_body = true\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
+        echo.url()
+    ))
+    .expect("toml");
+    let e = Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("buffer_request_body"), "{e}");
+}
+
 #[tokio::test]
 async fn websockets_pass_through() {
     let ws = TargetServer::start(TargetKind::WebSocketEcho)
