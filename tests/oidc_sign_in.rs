@@ -4,7 +4,7 @@
 //! consent form → Ferry's callback → a session cookie that works on `/api/v1/…` with the role the ID token's
 //! claims map to. Also what must be refused: a forged or missing state, an ID token with another nonce, an
 //! account whose claims map to no role (403, a log line, an audit entry); and the provider's bearer tokens
-//! mapped to roles by the same rules.
+//! mapped to roles by the same rules; a callback finished by another node; an account losing its role.
 //!
 //! Needs `node` and `npm` like `auth_oidc.rs`: without them the tests print `skipped: …`; with `CI` set they fail.
 
@@ -205,6 +205,25 @@ impl Browser {
 /// A node trusting `provider` for tokens and sign-in: `ferry-admin` → admin, `ferry-operator` → operator with
 /// the tenants of `ferry_tenants`, `ferry-viewer` → viewer. Tenants `acme` and `other`.
 async fn ferry_for(provider: &OidcProvider, dir: &std::path::Path) -> anyhow::Result<FerryServer> {
+    let server = node_for(provider, dir, true, None).await?;
+    server.create_tenant("acme").await?;
+    server.create_tenant("other").await?;
+    Ok(server)
+}
+
+/// A node trusting `provider`; `viewers`: whether `ferry-viewer` maps to viewer; `database_url`: a PostgreSQL
+/// store to share with other nodes (else its own SQLite store).
+async fn node_for(
+    provider: &OidcProvider,
+    dir: &std::path::Path,
+    viewers: bool,
+    database_url: Option<&str>,
+) -> anyhow::Result<FerryServer> {
+    let viewer_mapping = if viewers {
+        "[[server.auth.oidc.role_mapping]]\nvalue = \"ferry-viewer\"\nrole = \"viewer\"\n"
+    } else {
+        ""
+    };
     let config = format!(
         r#"
 [server.auth.oidc]
@@ -216,28 +235,27 @@ tenants_claim = "ferry_tenants"
 value = "ferry-operator"
 role = "operator"
 
-[[server.auth.oidc.role_mapping]]
-value = "ferry-viewer"
-role = "viewer"
-
+{viewer_mapping}
 [server.auth.oidc.sign_in]
 client_id = "ferry-dashboard"
 provider_name = "Test SSO"
 "#,
         issuer = provider.issuer
     );
-    let path = crate::common::write_file(dir, "ferry.toml", &config)?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&path.display().to_string())
-            .env("FERRY_OIDC_CLIENT_SECRET", SIGN_IN_SECRET),
-    )
-    .await?;
-    server.create_tenant("acme").await?;
-    server.create_tenant("other").await?;
-    Ok(server)
+    let name = if viewers {
+        "ferry.toml"
+    } else {
+        "ferry-b.toml"
+    };
+    let path = crate::common::write_file(dir, name, &config)?;
+    let mut options = ServerOptions::default()
+        .arg("--config")
+        .arg(&path.display().to_string())
+        .env("FERRY_OIDC_CLIENT_SECRET", SIGN_IN_SECRET);
+    if let Some(url) = database_url {
+        options = options.env("FERRY_DATABASE_URL", url);
+    }
+    FerryServer::start(BIN, options).await
 }
 
 fn admin_url(server: &FerryServer) -> anyhow::Result<String> {
@@ -557,6 +575,86 @@ async fn provider_tokens_get_the_mapped_role() -> anyhow::Result<()> {
     assert_eq!(
         call(provider.token(None).await?, "GET", "/tenants").await?,
         403
+    );
+    Ok(())
+}
+
+/// The callback may land on another node (the state rides in the signed cookie, the session is in the store), and
+/// an account whose claims no longer map to a role loses it: a later sign-in deletes it with its sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_finishes_the_sign_in_and_a_lost_role_ends_the_account() -> anyhow::Result<()>
+{
+    let _slot = light_slot().await;
+    let Some(provider) = OidcProvider::start("RS256").await? else {
+        return Ok(());
+    };
+    let Some(db) = crate::common::PgDatabase::create().await? else {
+        return Ok(());
+    };
+    let result = across_nodes(&provider, &db.url).await;
+    db.drop_now().await?;
+    result
+}
+
+async fn across_nodes(provider: &OidcProvider, database_url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = node_for(provider, dir.path(), true, Some(database_url)).await?;
+    // Node B shares A's store (PostgreSQL) but maps no role to ferry-viewer.
+    let b = node_for(provider, dir.path(), false, Some(database_url)).await?;
+    let (admin_a, admin_b) = (admin_url(&a)?, admin_url(&b)?);
+
+    // Started on A, finished on B: browsers send a host's cookies whatever the port, so B gets the state cookie.
+    let mut browser = Browser::new()?;
+    let started = browser
+        .get(&format!("{admin_a}/api/v1/session/oidc"))
+        .await?;
+    let state = browser
+        .cookie(&admin_a, ferry_admin::STATE_COOKIE)
+        .ok_or_else(|| anyhow::anyhow!("no state cookie"))?;
+    let callback = browser
+        .through_provider(started.location.as_deref().unwrap_or(""), "ada")
+        .await?;
+    let mut on_b = Url::parse(&callback)?;
+    let b_port = Url::parse(&admin_b)?.port();
+    on_b.set_port(b_port)
+        .map_err(|()| anyhow::anyhow!("port"))?;
+    browser
+        .jar
+        .entry(origin(&Url::parse(&admin_b)?))
+        .or_default()
+        .insert(ferry_admin::STATE_COOKIE.to_owned(), state);
+    let finished = browser.get(on_b.as_str()).await?;
+    assert_eq!(finished.status, 303, "{}", finished.body);
+    let session = browser
+        .cookie(&admin_b, ferry_admin::SESSION_COOKIE)
+        .ok_or_else(|| anyhow::anyhow!("no session cookie from B"))?;
+    // The session B started serves on A too.
+    browser
+        .jar
+        .entry(origin(&Url::parse(&admin_a)?))
+        .or_default()
+        .insert(ferry_admin::SESSION_COOKIE.to_owned(), session);
+    let (status, me) = browser.api(&admin_a, "GET", "/session", None, None).await?;
+    assert_eq!((status, me["role"].as_str()), (200, Some("admin")), "{me}");
+
+    // vera is a viewer on A; signing in on B, where her claims map to nothing, ends her account and sessions.
+    let (mut vera, session) = signed_in(&admin_a, "vera").await?;
+    assert_eq!(session["role"], "viewer");
+    let mut again = Browser::new()?;
+    let refused = again.sign_in(&admin_b, "vera").await?;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(
+        vera.api(&admin_a, "GET", "/session", None, None).await?.0,
+        401
+    );
+    let (_, users) = browser.api(&admin_a, "GET", "/users", None, None).await?;
+    let names: Vec<&str> = users["items"]
+        .as_array()
+        .map(|u| u.iter().filter_map(|u| u["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"ada") && !names.contains(&"vera"),
+        "{names:?}"
     );
     Ok(())
 }

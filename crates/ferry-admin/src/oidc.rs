@@ -300,6 +300,30 @@ async fn finish(
                 serde_json::json!({ "address": address, "via": "oidc", "reason": "no role" }),
             )
             .await;
+        // An account kept from earlier sign-ins no longer has what its claims gave: deleted, with its sessions.
+        // A disabled one stays (so that it stays locked out), and a password account is not the provider's.
+        let store = s.admin.store();
+        if let Ok(Some(user)) = store.get_user(&name).await {
+            if user.password_hash.is_none() && !user.disabled {
+                match store.delete_user(&name).await {
+                    Ok(true) => {
+                        tracing::info!(user = %name, "management api: the account of the provider lost its role; deleted with its sessions");
+                        s.admin
+                            .acting_as(Caller::admin(format!("oidc:{name}")))
+                            .audit(
+                                "user.delete",
+                                &name,
+                                serde_json::json!({ "via": "oidc", "reason": "no role" }),
+                            )
+                            .await;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::error!(%error, user = %name, "management api: deleting the account that lost its role failed");
+                    }
+                }
+            }
+        }
         return refusal(
             StatusCode::FORBIDDEN,
             &format!(
