@@ -368,7 +368,9 @@ async fn finish(
                     .set_user_role(&name, mapped.role, &mapped.tenants)
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(true) => {}
+                    // Deleted meanwhile: starting its session fails below, as for any vanished account.
+                    Ok(false) => {}
                     Err(error) => return store_failed(&error),
                 }
                 s.admin
