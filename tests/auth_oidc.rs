@@ -3,7 +3,8 @@
 //! configured with the provider as external issuer (discovery → JWKS); a connector gets its token from the
 //! provider's token endpoint and a request is relayed through its tunnel; a token of the same provider for
 //! another audience is refused at the tunnel; RS256, PS256, ES256 and EdDSA provider keys are all accepted.
-//! Also the built-in issuer's discovery document, JWKS and failure limit, which need no provider.
+//! Also the built-in issuer's discovery document, JWKS and failure limit, which need no provider. Dashboard
+//! sign-in through the provider is `oidc_sign_in.rs`, which starts the provider with [`OidcProvider`].
 //!
 //! Needs `node` and `npm` (and the npm registry the first time). Without them the tests print `skipped: …`;
 //! with `CI` set they fail.
@@ -86,15 +87,15 @@ async fn prepare() -> Result<(), String> {
 }
 
 /// A running `node server.js`, killed on drop.
-struct OidcProvider {
+pub(crate) struct OidcProvider {
     _child: Child,
-    issuer: String,
+    pub(crate) issuer: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl OidcProvider {
     /// Start the provider signing with `alg`; `None` (skipped) when node or the packages are missing.
-    async fn start(alg: &str) -> anyhow::Result<Option<Self>> {
+    pub(crate) async fn start(alg: &str) -> anyhow::Result<Option<Self>> {
         if let Err(why) = prepare().await {
             return unavailable(why);
         }
@@ -157,12 +158,12 @@ impl OidcProvider {
     }
 
     /// A client-credentials token straight from the provider, for `resource` (the default one: Ferry's).
-    async fn token(&self, resource: Option<&str>) -> anyhow::Result<String> {
+    pub(crate) async fn token(&self, resource: Option<&str>) -> anyhow::Result<String> {
         self.token_of(CLIENT_ID, CLIENT_SECRET, resource).await
     }
 
     /// A client-credentials token of the client `id`.
-    async fn token_of(
+    pub(crate) async fn token_of(
         &self,
         id: &str,
         secret: &str,

@@ -4,7 +4,9 @@
 //! new tenant's secret is shown once, a chart is drawn after traffic, the request log, users and audit for an
 //! admin, the gateway page (a route, and an upstream server shown live, then down once the test stops it), signing
 //! out, a viewer who cannot change anything (the API refusing the same change), an operator who
-//! sees only its tenants. With `FERRY_SCREENSHOTS=1` the script saves docs/dashboard-*.png.
+//! sees only its tenants, and signing in through the OpenID Connect provider of `auth_oidc.rs` ("Sign in with
+//! Test SSO", its login and consent forms, back as a viewer). With `FERRY_SCREENSHOTS=1` the script saves
+//! docs/dashboard-*.png.
 //!
 //! Without chromium or node (and no way to install them) the test fails under `CI` and prints `skipped: …`
 //! otherwise.
@@ -81,12 +83,31 @@ async fn the_dashboard_in_a_real_browser() -> anyhow::Result<()> {
     // The gateway page's upstream server: checked every 200 ms, so that it shows down soon after it stops.
     let mut upstream = Some(TargetServer::start(TargetKind::Echo).await?);
     let upstream_url = upstream.as_ref().map(|u| u.url()).unwrap_or_default();
+    // Signing in through an OpenID Connect provider too, when one can run here (required under CI).
+    let provider = crate::auth_oidc::OidcProvider::start("RS256").await?;
+    let oidc = match &provider {
+        Some(p) => format!(
+            r#"
+[server.auth.oidc]
+issuer = "{}"
+[[server.auth.oidc.role_mapping]]
+value = "ferry-viewer"
+role = "viewer"
+[server.auth.oidc.sign_in]
+client_id = "ferry-dashboard"
+client_secret = "dashboard-secret"
+provider_name = "Test SSO"
+"#,
+            p.issuer
+        ),
+        None => String::new(),
+    };
     let dir = TempDir::new("ferry-dashboard-")?;
     let config = write_file(
         dir.path(),
         "ferry.toml",
         &format!(
-            r#"
+            r#"{oidc}
 [[gateway.routes]]
 name = "shop"
 path = "/shop"
@@ -137,6 +158,9 @@ unhealthy_threshold = 1
         .env("UPSTREAM_URL", &upstream_url)
         .env_remove("SCREENSHOTS")
         .kill_on_drop(true);
+    if provider.is_some() {
+        cmd.env("OIDC_PROVIDER", "Test SSO");
+    }
     if std::env::var("FERRY_SCREENSHOTS").is_ok_and(|v| v == "1") {
         cmd.env("SCREENSHOTS", repo().join("docs"));
     }

@@ -19,6 +19,7 @@ mod gateway_routing;
 mod gateway_tls;
 mod hardening;
 mod metrics;
+mod oidc_sign_in;
 mod otel_tracing;
 mod probe;
 mod proxy;

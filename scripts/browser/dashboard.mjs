@@ -2,12 +2,14 @@
 // tests/dashboard.rs started: sign in, a connector appears live, a tenant's secret is shown once, a chart is drawn
 // after traffic, the gateway page shows a route and its upstream server live, then down once the test stopped it,
 // a viewer cannot change anything (and the API refuses it too), an operator sees only its
-// tenants, signing out. Prints `ok: …` per check; exits 1 on the first failure.
+// tenants, signing out, and (with OIDC_PROVIDER set) signing in through the test's OpenID Connect provider.
+// Prints `ok: …` per check; exits 1 on the first failure.
 //
 // Environment: ADMIN_URL, PUBLIC_URL, FERRY_BIN, ACME_SECRET, ADMIN_PW, VIEWER_PW, OPERATOR_PW, CHROMIUM,
 // UPSTREAM_URL (the server of the node's upstream `web`, behind route `shop` at /shop), and SCREENSHOTS (a
 // directory: docs/dashboard-*.png are written there; unset: none). To have the upstream server stopped, the
-// script prints `stop-upstream` and waits for `upstream-stopped` on its standard input.
+// script prints `stop-upstream` and waits for `upstream-stopped` on its standard input. OIDC_PROVIDER (optional):
+// the provider's name on the sign-in button; its account `vera` must map to a viewer.
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
 import http from "node:http";
@@ -195,6 +197,32 @@ async function main() {
     await op.locator(".error", { hasText: "no tenant globex" }).waitFor();
     ok("another tenant does not exist for the operator");
     await op.context().close();
+
+    // Through the OpenID Connect provider (when the test started one): the button, its login and consent forms,
+    // back on the dashboard with the role of the ID token's claims.
+    if (process.env.OIDC_PROVIDER) {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+      // The provider's development pages import a web font; nothing leaves the machine.
+      await context.route(/fonts\.googleapis\.com/, (route) => route.abort());
+      const page = await context.newPage();
+      page.setDefaultTimeout(T);
+      await page.goto(ADMIN + "/");
+      const button = page.locator("#sign-in-oidc-link", { hasText: `Sign in with ${process.env.OIDC_PROVIDER}` });
+      await button.waitFor();
+      ok(`the sign-in page offers "Sign in with ${process.env.OIDC_PROVIDER}"`);
+      await shot(page, "sign-in");
+      await button.click();
+      await page.locator("input[name=login]").waitFor();
+      await page.fill("input[name=login]", "vera");
+      await page.fill("input[name=password]", "any password");
+      await page.locator("button[type=submit]").click();
+      await page.locator("button", { hasText: "Continue" }).click();
+      await page.locator("#who").filter({ hasText: "vera" }).waitFor();
+      const who = await page.locator("#who").textContent();
+      check(who.includes("viewer"), `signed in through the provider with the mapped role (${who})`);
+      check((await page.locator("#create-tenant").count()) === 0, "the provider's viewer gets no form to create a tenant");
+      await context.close();
+    }
   } finally {
     if (connector) connector.kill();
     await browser.close();

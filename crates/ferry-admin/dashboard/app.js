@@ -492,6 +492,21 @@ function showSignIn(message) {
   $("#sign-in").hidden = false;
   $("#sign-in-error").textContent = message || "";
   $("#sign-in-form input[name=name]").focus();
+  showSignInMethods();
+}
+
+// "Sign in with …" when the node signs in through an OpenID Connect provider.
+async function showSignInMethods() {
+  try {
+    const r = await fetch("/api/v1/session/methods", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    const methods = r.ok ? await r.json() : {};
+    const link = $("#sign-in-oidc-link");
+    if (methods.oidc) {
+      link.textContent = `Sign in with ${methods.oidc.provider_name}`;
+      link.setAttribute("href", methods.oidc.url);
+    }
+    $("#sign-in-oidc").hidden = !methods.oidc;
+  } catch (e) { /* password only */ }
 }
 
 async function route() {

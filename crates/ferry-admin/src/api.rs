@@ -443,4 +443,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<State>> {
             crate::session::who_am_i,
             crate::session::sign_out
         ))
+        .routes(routes!(crate::oidc::methods))
+        .routes(routes!(crate::oidc::start))
+        .routes(routes!(crate::oidc::callback))
 }

@@ -1,8 +1,8 @@
 //! Who may call the management API: admin API keys (`fadm_…`, kept in the store as SHA-256 hex) in
 //! `Authorization: Bearer` or `X-Api-Key`, a bearer token (OIDC) judged by an [`AdminTokenCheck`] the node
-//! plugs in, or a session cookie ([`SESSION_COOKIE`], kept in the store as SHA-256 hex) whose changes carry the
+//! plugs in (which maps the token's claims to a role), or a session cookie ([`SESSION_COOKIE`], kept in the store as SHA-256 hex) whose changes carry the
 //! session's CSRF token in [`CSRF_HEADER`]. No credential or a bad one: 401 with `WWW-Authenticate: Bearer`; a
-//! valid token without the admin role, or a change without the CSRF token: 403. Each [`Caller`] has a role and,
+//! valid token whose claims map to no role, or a change without the CSRF token: 403. Each [`Caller`] has a role and,
 //! for operators, a tenant scope; the operations enforce them (`access.rs`).
 
 use std::sync::Arc;
@@ -28,16 +28,21 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 /// What an [`AdminTokenCheck`] decided about a bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminTokenOutcome {
-    /// A valid token carrying the admin role; `subject` names the caller in logs.
-    Granted { subject: String },
-    /// A valid token without the admin role (403).
+    /// A valid token whose claims map to `role` (an operator: of `tenants`); `subject` names the caller in logs
+    /// and the audit log.
+    Granted {
+        subject: String,
+        role: Role,
+        tenants: Vec<TenantName>,
+    },
+    /// A valid token whose claims map to no role (403).
     NoRole,
     /// Not a token this node accepts (401).
     Invalid,
 }
 
-/// Judges bearer tokens that are not admin keys (e.g. OIDC access tokens). The node bridges it to its token
-/// verifiers.
+/// Judges bearer tokens that are not admin keys (e.g. OIDC access tokens) and says their role. The node bridges
+/// it to its token verifiers.
 #[async_trait::async_trait]
 pub trait AdminTokenCheck: Send + Sync + 'static {
     async fn check(&self, token: &str) -> AdminTokenOutcome;
@@ -167,9 +172,22 @@ pub async fn authenticate(
     }
     match token_check {
         Some(check) => match check.check(credential).await {
-            AdminTokenOutcome::Granted { subject } => Ok(Caller::admin(subject)),
+            AdminTokenOutcome::Granted {
+                subject,
+                role,
+                tenants,
+            } => Ok(Caller {
+                subject,
+                tenants: if role == Role::Operator {
+                    tenants
+                } else {
+                    Vec::new()
+                },
+                role,
+                session: None,
+            }),
             AdminTokenOutcome::NoRole => Err(ApiError::forbidden(
-                "the token does not carry the admin role",
+                "the token carries no role that maps to a management API role",
             )),
             AdminTokenOutcome::Invalid => Err(ApiError::unauthorized("the token is not accepted")),
         },
@@ -245,7 +263,9 @@ pub(crate) async fn require_admin(
     next: Next,
 ) -> Response {
     // Signing in is how a caller without a credential gets one.
-    if request.method() == http::Method::POST && request.uri().path() == crate::SESSION_PATH {
+    if (request.method() == http::Method::POST && request.uri().path() == crate::SESSION_PATH)
+        || crate::oidc::is_public(request.method(), request.uri().path())
+    {
         return next.run(request).await;
     }
     let caller = match (

@@ -18,6 +18,7 @@ pub mod client;
 mod error;
 pub mod model;
 mod notify;
+mod oidc;
 mod openapi;
 mod ops;
 mod session;
@@ -36,6 +37,7 @@ pub use auth::{
 pub use client::{Client, ManagementError};
 pub use error::{ApiError, ErrorBody};
 pub use notify::{ChangeNotifier, ClusterView, GatewayView, NoopNotifier, RecordingNotifier};
+pub use oidc::{METHODS_PATH, OIDC_CALLBACK_PATH, OIDC_START_PATH, STATE_COOKIE};
 pub use ops::{percentile, validate_settings, Admin};
 pub use session::SessionSettings;
 
@@ -46,7 +48,7 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 /// The dashboard: one page, its script and its style sheet, in the binary.
-mod dashboard {
+pub(crate) mod dashboard {
     pub const INDEX: &str = include_str!("../dashboard/index.html");
     pub const SCRIPT: &str = include_str!("../dashboard/app.js");
     pub const STYLE: &str = include_str!("../dashboard/app.css");
@@ -80,6 +82,7 @@ pub(crate) struct State {
     pub token_check: Option<Arc<dyn AdminTokenCheck>>,
     pub sessions: SessionSettings,
     pub limiter: session::SignInLimiter,
+    pub sign_in: Option<Arc<ferry_auth::OidcSignIn>>,
 }
 
 /// Renders the node's metrics in the OpenMetrics text format, for `GET /metrics`.
@@ -95,6 +98,7 @@ pub struct AdminApi {
     max_body_size: usize,
     metrics: Option<MetricsRenderer>,
     sessions: SessionSettings,
+    sign_in: Option<Arc<ferry_auth::OidcSignIn>>,
 }
 
 impl AdminApi {
@@ -106,6 +110,7 @@ impl AdminApi {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             metrics: None,
             sessions: SessionSettings::default(),
+            sign_in: None,
         }
     }
 
@@ -152,6 +157,12 @@ impl AdminApi {
         self
     }
 
+    /// Offer signing in through the OpenID Connect provider (`/api/v1/session/oidc`).
+    pub fn oidc_sign_in(mut self, sign_in: Arc<ferry_auth::OidcSignIn>) -> Self {
+        self.sign_in = Some(sign_in);
+        self
+    }
+
     /// Refuse request bodies larger than `bytes` (413).
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = bytes;
@@ -166,6 +177,7 @@ impl AdminApi {
             token_check: self.token_check,
             limiter: session::SignInLimiter::new(&self.sessions),
             sessions: self.sessions,
+            sign_in: self.sign_in,
         });
         let (routes, doc) = api::routes().split_for_parts();
         let doc = openapi_with(doc);

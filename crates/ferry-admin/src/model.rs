@@ -481,6 +481,25 @@ impl std::fmt::Debug for SignIn {
     }
 }
 
+/// How one may sign in: the answer to `GET /api/v1/session/methods`, for the sign-in page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignInMethods {
+    /// With a name and password (`POST /api/v1/session`): always.
+    pub password: bool,
+    /// Through an OpenID Connect provider, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcMethod>,
+}
+
+/// Signing in through the OpenID Connect provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OidcMethod {
+    /// The provider's name, for "Sign in with …".
+    pub provider_name: String,
+    /// Where the browser goes to start (`/api/v1/session/oidc`).
+    pub url: String,
+}
+
 /// Who is calling: the answer to `GET /api/v1/session` and to a sign-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {

@@ -13,7 +13,7 @@ use crate::error::ErrorBody;
 #[openapi(
     info(
         title = "Ferry management API",
-        description = "Tenants, connector secrets, settings, connections, nodes, statistics, request log and admin keys of a Ferry node. Authenticate with an admin key (`Authorization: Bearer fadm_…` or `X-Api-Key: fadm_…`), an OIDC token carrying the admin role, or a session cookie from `POST /api/v1/session` (changes made with it carry its CSRF token in `X-CSRF-Token`). Each caller has a role: `admin` (everything), `operator` (only the tenants of its scope; others answer 404), `viewer` (read only)."
+        description = "Tenants, connector secrets, settings, connections, nodes, statistics, request log and admin keys of a Ferry node. Authenticate with an admin key (`Authorization: Bearer fadm_…` or `X-Api-Key: fadm_…`), an OIDC token of the configured provider (its claims map to a role), or a session cookie from `POST /api/v1/session` or from signing in through the provider (`GET /api/v1/session/oidc`) (changes made with it carry its CSRF token in `X-CSRF-Token`). Each caller has a role: `admin` (everything), `operator` (only the tenants of its scope; others answer 404), `viewer` (read only)."
     ),
     components(schemas(ErrorBody)),
     tags(
@@ -24,7 +24,7 @@ use crate::error::ErrorBody;
         (name = "admin-keys", description = "Keys of this API"),
         (name = "users", description = "Operator accounts (admins only)"),
         (name = "audit", description = "Who changed what, when (admins only)"),
-        (name = "session", description = "Signing in with a name and password, who am I, signing out")
+        (name = "session", description = "Signing in with a name and password or through the OpenID Connect provider, who am I, signing out")
     )
 )]
 struct ApiDoc;
@@ -38,7 +38,7 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ("401", "No credential, or not a valid admin key or token"),
     (
         "403",
-        "A valid token without the admin role, a role that may not do this, or a change made with a session without its CSRF token",
+        "A valid token whose claims map to no role, a role that may not do this, or a change made with a session without its CSRF token",
     ),
     ("413", "The body is larger than the admin listener accepts"),
     ("415", "The body is not JSON"),
@@ -64,7 +64,7 @@ pub(crate) fn base() -> OpenApi {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "An admin key (fadm_…) or an OIDC access token with the admin role",
+                    "An admin key (fadm_…) or an OIDC access token whose claims map to a role",
                 ))
                 .build(),
         ),

@@ -1,5 +1,6 @@
 //! Signing in to the management API with a name and password: the session cookie, its expiry, the limits on
-//! sign-in attempts, and `/api/v1/session` (sign in, who am I, sign out).
+//! sign-in attempts, and `/api/v1/session` (sign in, who am I, sign out). Sessions of a sign-in through the
+//! OpenID Connect provider (`oidc.rs`) are started here too ([`open_session`]).
 //!
 //! A session is a random value in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the request came over
 //! TLS, as a TLS-terminating proxy says with `X-Forwarded-Proto: https`); the store keeps only its SHA-256, so
@@ -113,7 +114,7 @@ fn random_token() -> String {
 }
 
 /// Whether the request reached Ferry over TLS (said by the proxy that terminated it).
-fn over_tls(headers: &HeaderMap) -> bool {
+pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -198,6 +199,34 @@ pub(crate) async fn sign_in(
             return Err(ApiError::unauthorized("wrong name or password"));
         }
     };
+    let opened = open_session(&s, &user, &address, &headers, "password").await?;
+    let mut response = Json(view(&opened.caller)).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::SET_COOKIE, opened.cookie);
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// A session just started: who it is for, and its cookie.
+pub(crate) struct Opened {
+    pub caller: Caller,
+    pub cookie: HeaderValue,
+}
+
+/// Start a session for `user` (signed in `via` a password or the OpenID Connect provider): stored, the sign-in
+/// noted, logged and audited.
+pub(crate) async fn open_session(
+    s: &State,
+    user: &ferry_store::UserRecord,
+    address: &str,
+    headers: &HeaderMap,
+    via: &str,
+) -> Result<Opened, ApiError> {
+    let store = s.admin.store();
     let now = unix_now();
     let value = random_token();
     let settings = &s.sessions;
@@ -215,7 +244,7 @@ pub(crate) async fn sign_in(
     };
     store.create_session(&session).await?;
     store.record_sign_in(&user.name, now).await?;
-    tracing::info!(user = %user.name, role = %user.role, %address, "management api: signed in");
+    tracing::info!(user = %user.name, role = %user.role, %address, via, "management api: signed in");
     let caller = Caller {
         subject: format!("user:{}", user.name),
         role: user.role,
@@ -233,19 +262,13 @@ pub(crate) async fn sign_in(
         .audit(
             "session.create",
             &user.name,
-            serde_json::json!({ "address": address }),
+            serde_json::json!({ "address": address, "via": via }),
         )
         .await;
-    let mut response = Json(view(&caller)).into_response();
-    response.headers_mut().insert(
-        http::header::SET_COOKIE,
-        cookie(&value, settings.max_age_secs(), over_tls(&headers)),
-    );
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
+    Ok(Opened {
+        caller,
+        cookie: cookie(&value, settings.max_age_secs(), over_tls(headers)),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/session", tag = "session", operation_id = "whoAmI",

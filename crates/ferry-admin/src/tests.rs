@@ -20,6 +20,18 @@ impl AdminTokenCheck for StubCheck {
         match token {
             "oidc-admin" => AdminTokenOutcome::Granted {
                 subject: "alice".into(),
+                role: ferry_store::Role::Admin,
+                tenants: vec![],
+            },
+            "oidc-viewer" => AdminTokenOutcome::Granted {
+                subject: "vera".into(),
+                role: ferry_store::Role::Viewer,
+                tenants: vec![],
+            },
+            "oidc-operator" => AdminTokenOutcome::Granted {
+                subject: "otto".into(),
+                role: ferry_store::Role::Operator,
+                tenants: vec![ferry_proto::TenantName::new("acme").expect("name")],
             },
             "oidc-user" => AdminTokenOutcome::NoRole,
             _ => AdminTokenOutcome::Invalid,
@@ -156,6 +168,72 @@ async fn tokens_are_judged_by_the_token_check() {
         .send_as(Some("Bearer oidc-admin"), "GET", "/api/v1/tenants", None)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn token_roles_are_enforced_like_every_other_caller() {
+    let f = fixture().await;
+    for name in ["acme", "other"] {
+        let r = f
+            .send("POST", "/api/v1/tenants", Some(json!({ "name": name })))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    // A viewer reads everything and changes nothing.
+    let r = f
+        .send_as(Some("Bearer oidc-viewer"), "GET", "/api/v1/tenants", None)
+        .await;
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(2));
+    let r = f
+        .send_as(
+            Some("Bearer oidc-viewer"),
+            "POST",
+            "/api/v1/tenants",
+            Some(json!({ "name": "new" })),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    // An operator sees its tenants only; another is as if it did not exist.
+    let r = f
+        .send_as(Some("Bearer oidc-operator"), "GET", "/api/v1/tenants", None)
+        .await;
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r.body["items"][0]["name"], "acme");
+    let r = f
+        .send_as(
+            Some("Bearer oidc-operator"),
+            "GET",
+            "/api/v1/tenants/other",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .send_as(Some("Bearer oidc-operator"), "GET", "/api/v1/session", None)
+        .await;
+    assert_eq!(r.body["role"], "operator");
+    assert_eq!(r.body["tenants"], json!(["acme"]));
+}
+
+#[tokio::test]
+async fn oidc_sign_in_is_public_and_absent_unless_configured() {
+    let f = fixture().await;
+    let r = f
+        .send_as(None, "GET", "/api/v1/session/methods", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({ "password": true }));
+    let r = f.send_as(None, "GET", "/api/v1/session/oidc", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .send_as(
+            None,
+            "GET",
+            "/api/v1/session/oidc/callback?code=x&state=y",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -456,9 +534,20 @@ async fn the_openapi_document_is_public_and_complete() {
         "/api/v1/users/{name}/password",
         "/api/v1/audit",
         "/api/v1/session",
+        "/api/v1/session/methods",
+        "/api/v1/session/oidc",
+        "/api/v1/session/oidc/callback",
         "/api/v1/gateway",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    // Nor does signing in through the provider.
+    for path in [
+        "/api/v1/session/methods",
+        "/api/v1/session/oidc",
+        "/api/v1/session/oidc/callback",
+    ] {
+        assert_eq!(doc["paths"][path]["get"]["security"], json!([{}]), "{path}");
     }
     assert!(doc["components"]["securitySchemes"]["session"].is_object());
     // Signing in needs no credential.
@@ -474,7 +563,7 @@ async fn the_openapi_document_is_public_and_complete() {
             "{status}"
         );
     }
-    assert_eq!(openapi().paths.paths.len(), 19);
+    assert_eq!(openapi().paths.paths.len(), 22);
 }
 
 #[tokio::test]

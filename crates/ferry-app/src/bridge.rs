@@ -151,7 +151,8 @@ impl GatewayView for EdgeView {
     }
 }
 
-/// Judges the management API's bearer tokens that are not admin keys with the external provider's admin check.
+/// Judges the management API's bearer tokens that are not admin keys with the external provider's check: the
+/// token's claims mapped to a role (`admin_role`, `role_mapping`, `tenants_claim`).
 pub(crate) struct AdminTokens(pub ferry_auth::AdminCheck);
 
 #[async_trait::async_trait]
@@ -160,13 +161,15 @@ impl ferry_admin::AdminTokenCheck for AdminTokens {
         use ferry_admin::AdminTokenOutcome;
         use ferry_auth::AdminDecision;
         match self.0.check(token).await {
-            AdminDecision::Admin { subject } => AdminTokenOutcome::Granted {
-                subject: subject.unwrap_or_else(|| "oidc".to_owned()),
+            AdminDecision::Granted { subject, role } => AdminTokenOutcome::Granted {
+                subject: format!("oidc:{}", subject.unwrap_or_default()),
+                role: role.role,
+                tenants: role.tenants,
             },
             AdminDecision::MissingRole { subject } => {
                 tracing::info!(
                     subject = subject.as_deref().unwrap_or(""),
-                    "management API: valid token without the admin role"
+                    "management API: valid token whose roles map to no role"
                 );
                 AdminTokenOutcome::NoRole
             }

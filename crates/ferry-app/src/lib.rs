@@ -430,6 +430,7 @@ pub async fn run_with_source(
     let _auth_tasks = auth.tasks;
     let issuer = Arc::new(auth.issuer);
     let admin_check = auth.admin_check;
+    let oidc_sign_in = auth.sign_in;
     let bus_unmetered = ferry_bus::connect(
         n.transport.expose(),
         &ferry_bus::BusOptions {
@@ -632,6 +633,9 @@ pub async fn run_with_source(
             }
             if let Some(check) = admin_check {
                 api = api.token_check(Arc::new(bridge::AdminTokens(check)));
+            }
+            if let Some(sign_in) = oidc_sign_in {
+                api = api.oidc_sign_in(sign_in);
             }
             Some(ferry_admin::AdminServer::spawn(listener, api))
         }

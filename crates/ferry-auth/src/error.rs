@@ -50,6 +50,9 @@ pub enum AuthError {
     /// An external OpenID Connect provider could not be reached or answered something unusable.
     #[error("identity provider: {0}")]
     Provider(String),
+    /// A configuration value cannot be used (the message names its key).
+    #[error("{0}")]
+    Config(String),
     /// A blocking task (argon2) panicked or was cancelled.
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),

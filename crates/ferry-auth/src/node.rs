@@ -1,11 +1,13 @@
 //! A node's authentication, built from `[server.auth]`: the built-in issuer with its key maintenance, the
 //! external provider with its key refresh, the tunnel verifier that accepts what is configured, and the OIDC
-//! admin check. One call for `ferry-app`.
+//! management API's check of its bearer tokens, and dashboard sign-in through it. One call for `ferry-app`.
 
 use std::sync::Arc;
 
 use ferry_store::Store;
 
+use crate::roles::RoleRules;
+use crate::sign_in::{sign_in_settings, OidcSignIn};
 use crate::{
     AdminCheck, AuthError, BackgroundTask, CombinedVerifier, IssuerSettings, OidcSettings,
     OidcVerifier, RateLimitSettings, TokenIssuer, TokenVerifier,
@@ -31,8 +33,11 @@ pub struct NodeAuth {
     pub verifier: Arc<dyn TokenVerifier>,
     /// The external provider, if configured.
     pub oidc: Option<Arc<OidcVerifier>>,
-    /// The management API's OIDC admin check, if a provider and an admin role are configured.
+    /// The management API's check of the provider's bearer tokens, if a provider and a role mapping are
+    /// configured.
     pub admin_check: Option<AdminCheck>,
+    /// Signing in to the dashboard through the provider, if `[server.auth.oidc.sign_in]` is configured.
+    pub sign_in: Option<Arc<OidcSignIn>>,
     /// Key maintenance (or only re-reading, with [`KeyDuty::LoadOnly`]) and JWKS refresh; aborted when dropped.
     pub tasks: Vec<BackgroundTask>,
 }
@@ -65,20 +70,19 @@ pub fn issuer_settings(auth: &ferry_config::AuthSettings, audience: &str) -> Iss
     }
 }
 
-/// The provider settings of a `[server.auth.oidc]` section.
-pub fn oidc_settings(oidc: &ferry_config::OidcSettings) -> OidcSettings {
-    OidcSettings {
+/// The provider settings of a `[server.auth.oidc]` section; an error names a role mapping key that is not valid.
+pub fn oidc_settings(oidc: &ferry_config::OidcSettings) -> Result<OidcSettings, AuthError> {
+    Ok(OidcSettings {
         issuer: oidc.issuer.clone(),
         audience: oidc.audience.clone(),
         tenant_claim: oidc.tenant_claim.clone(),
         scope: Some(oidc.scope.trim().to_owned()).filter(|s| !s.is_empty()),
-        admin_role: oidc.admin_role.clone().filter(|r| !r.trim().is_empty()),
-        roles_claim: oidc.roles_claim.clone(),
+        roles: RoleRules::from_config(oidc)?,
         admin_audience: oidc.admin_audience.clone(),
         jwks_refresh: oidc.jwks_refresh,
         jwks_min_refresh: oidc.jwks_min_refresh,
         http_timeout: oidc.http_timeout,
-    }
+    })
 }
 
 impl NodeAuth {
@@ -107,9 +111,17 @@ impl NodeAuth {
             KeyDuty::Maintain => issuer.spawn_maintenance(),
             KeyDuty::LoadOnly => issuer.spawn_refresh(),
         }];
+        let mut sign_in = None;
         let oidc = match &auth.oidc {
             Some(settings) => {
-                let verifier = OidcVerifier::new(oidc_settings(settings))?;
+                let verifier = OidcVerifier::new(oidc_settings(settings)?)?;
+                if let Some(config) = &settings.sign_in {
+                    tracing::info!(issuer = %settings.issuer, client_id = %config.client_id, "dashboard sign-in through the OpenID Connect provider");
+                    sign_in = Some(Arc::new(OidcSignIn::new(
+                        verifier.clone(),
+                        sign_in_settings(config),
+                    )));
+                }
                 tasks.push(verifier.spawn_refresh());
                 tracing::info!(issuer = %settings.issuer, audience = %settings.audience, "accepting tokens of an external OpenID Connect provider");
                 Some(verifier)
@@ -135,6 +147,7 @@ impl NodeAuth {
             verifier,
             oidc,
             admin_check,
+            sign_in,
             tasks,
         })
     }

@@ -3,7 +3,9 @@
 //! interval, so forged key ids cannot make Ferry hammer the provider). Tokens are checked for signature
 //! (RS256, PS256, ES256, EdDSA), `iss`, `aud`, `exp`, `nbf` and scope; the tenant comes from a configurable claim.
 //!
-//! Also the admin check of the management API ([`AdminCheck`]): a valid token carrying a configured role.
+//! Also the check of the management API's bearer tokens ([`AdminCheck`]): a valid token whose roles claim maps
+//! to a role ([`RoleRules`]), and what signing in needs of the provider: its authorization and token endpoints
+//! from discovery ([`ProviderEndpoints`]) and ID token checks (`sign_in.rs`).
 //!
 //! What the provider's tokens must be, and reading its JWKS, is `ferry-token` ([`ProviderRules`],
 //! [`ProviderKeys`]); this module fetches the documents and decides when.
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use ferry_token::{ProviderKeys, ProviderRules, Purpose};
 use serde_json::Value;
 
+use crate::roles::{MappedRole, RoleRules};
 use crate::token::BackgroundTask;
 use crate::{AuthError, Claims, TokenVerifier};
 
@@ -35,10 +38,9 @@ pub struct OidcSettings {
     pub tenant_claim: String,
     /// The scope tunnel tokens must carry (in `scope` or `scp`); `None`: no scope check.
     pub scope: Option<String>,
-    /// The role that makes a token an admin token for the management API; `None`: no OIDC admins.
-    pub admin_role: Option<String>,
-    /// Dotted path of the claim holding the roles (`roles`, `realm_access.roles` for Keycloak).
-    pub roles_claim: String,
+    /// How a token's claims map to a management API role (`admin_role`, `role_mapping`, `tenants_claim`, on
+    /// the roles claim); empty: no OIDC callers of the management API.
+    pub roles: RoleRules,
     /// The `aud` admin tokens must carry; `None`: the same as `audience`.
     pub admin_audience: Option<String>,
     /// How often keys are re-fetched even when no unknown kid asks for it.
@@ -57,8 +59,7 @@ impl OidcSettings {
             audience: crate::DEFAULT_AUDIENCE.to_owned(),
             tenant_claim: "client_id".to_owned(),
             scope: Some(crate::TUNNEL_SCOPE.to_owned()),
-            admin_role: None,
-            roles_claim: "roles".to_owned(),
+            roles: RoleRules::default(),
             admin_audience: None,
             jwks_refresh: Duration::from_secs(600),
             jwks_min_refresh: Duration::from_secs(30),
@@ -77,7 +78,16 @@ pub struct OidcVerifier {
     last_kid_fetch: Mutex<Option<Instant>>,
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
+    /// The authorization and token endpoints of the last discovery document, for sign-in.
+    endpoints: RwLock<Option<ProviderEndpoints>>,
     me: Weak<OidcVerifier>,
+}
+
+/// The endpoints of the provider's discovery document that signing in uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEndpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
 }
 
 impl std::fmt::Debug for OidcVerifier {
@@ -127,6 +137,7 @@ impl OidcVerifier {
             keys: RwLock::new(Arc::new(ProviderKeys::default())),
             last_kid_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            endpoints: RwLock::new(None),
             me: me.clone(),
         }))
     }
@@ -201,6 +212,26 @@ impl OidcVerifier {
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
             .ok_or_else(|| provider_error(format!("{discovery_url} has no http(s) jwks_uri")))?
             .to_owned();
+        let endpoint = |name: &str| {
+            discovery
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+                .map(str::to_owned)
+        };
+        if let (Some(authorization_endpoint), Some(token_endpoint)) = (
+            endpoint("authorization_endpoint"),
+            endpoint("token_endpoint"),
+        ) {
+            let found = Some(ProviderEndpoints {
+                authorization_endpoint,
+                token_endpoint,
+            });
+            match self.endpoints.write() {
+                Ok(mut current) => *current = found,
+                Err(poisoned) => *poisoned.into_inner() = found,
+            }
+        }
         let jwks = self.get_json(&jwks_uri).await?;
         let keys = ProviderKeys::from_jwks(&jwks);
         if keys.is_empty() {
@@ -219,6 +250,47 @@ impl OidcVerifier {
             Err(poisoned) => *poisoned.into_inner() = keys,
         }
         Ok(())
+    }
+
+    /// The provider's authorization and token endpoints, from discovery (fetched now if not known yet).
+    pub async fn endpoints(&self) -> Result<ProviderEndpoints, AuthError> {
+        let known = || match self.endpoints.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(endpoints) = known() {
+            return Ok(endpoints);
+        }
+        self.refresh().await?;
+        known().ok_or_else(|| {
+            provider_error(
+                "the discovery document names no http(s) authorization_endpoint and token_endpoint",
+            )
+        })
+    }
+
+    /// The HTTP client used for the provider (its timeouts).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Check an ID token of the sign-in client `client_id`: signature (fetching the keys on an unknown kid),
+    /// `iss`, `aud` containing `client_id`, `exp`, `nbf`; with several audiences, `azp` must be `client_id`.
+    pub(crate) async fn decode_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Value, AuthError> {
+        let claims = self.decode_async(token, client_id).await?;
+        if claims
+            .get("aud")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() > 1)
+            && claims.get("azp").and_then(Value::as_str) != Some(client_id)
+        {
+            return Err(AuthError::WrongAudience);
+        }
+        Ok(claims)
     }
 
     /// Whether an unknown kid may trigger a fetch now (and note that it does).
@@ -298,9 +370,11 @@ impl OidcVerifier {
         Ok(self.rules.claims(claims, purpose)?)
     }
 
-    /// The admin check for the management API, if an admin role is configured.
+    /// The management API's check of bearer tokens, if any role is mapped (`admin_role`, `role_mapping`).
     pub fn admin_check(self: &Arc<Self>) -> Option<AdminCheck> {
-        let role = self.settings.admin_role.clone()?;
+        if self.settings.roles.is_empty() {
+            return None;
+        }
         Some(AdminCheck {
             verifier: self.clone(),
             audience: self
@@ -308,8 +382,6 @@ impl OidcVerifier {
                 .admin_audience
                 .clone()
                 .unwrap_or_else(|| self.settings.audience.clone()),
-            roles_claim: self.settings.roles_claim.clone(),
-            role,
         })
     }
 }
@@ -341,26 +413,26 @@ impl TokenVerifier for OidcVerifier {
 /// What the admin check decided about a bearer token.
 #[derive(Debug)]
 pub enum AdminDecision {
-    /// A valid token carrying the admin role: allow.
-    Admin {
+    /// A valid token whose roles claim maps to a management API role: allow, as that role.
+    Granted {
         /// The token's `sub`, for the audit log.
         subject: Option<String>,
+        /// The role (and an operator's tenants) the claims map to.
+        role: MappedRole,
     },
-    /// A valid token without the admin role: 403.
+    /// A valid token whose roles map to no role: 403.
     MissingRole { subject: Option<String> },
     /// Not a valid token (bad signature, expired, wrong issuer or audience…): 401.
     Invalid(AuthError),
 }
 
-/// Decides whether a bearer token is an admin token of the configured provider: valid (signature, `iss`,
-/// `exp`, `nbf`, `aud` = the admin audience) and carrying the admin role in the roles claim (an array of
-/// strings or a space-separated string at a dotted path).
+/// Decides what a bearer token of the configured provider may do on the management API: valid (signature,
+/// `iss`, `exp`, `nbf`, `aud` = the admin audience), then its roles claim mapped to a role by the provider's
+/// [`RoleRules`] (`admin_role`, `role_mapping`, `tenants_claim`): the same rules as signing in.
 #[derive(Debug, Clone)]
 pub struct AdminCheck {
     verifier: Arc<OidcVerifier>,
     audience: String,
-    roles_claim: String,
-    role: String,
 }
 
 impl AdminCheck {
@@ -371,16 +443,15 @@ impl AdminCheck {
             Err(error) => return AdminDecision::Invalid(error),
         };
         let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        if ferry_token::has_role(&claims, &self.roles_claim, &self.role) {
-            AdminDecision::Admin { subject }
-        } else {
-            AdminDecision::MissingRole { subject }
+        match self.verifier.settings.roles.map(&claims) {
+            Some(role) => AdminDecision::Granted { subject, role },
+            None => AdminDecision::MissingRole { subject },
         }
     }
 
-    /// The role looked for.
-    pub fn role(&self) -> &str {
-        &self.role
+    /// The rules tokens are mapped by.
+    pub fn roles(&self) -> &RoleRules {
+        &self.verifier.settings.roles
     }
 }
 
@@ -532,6 +603,51 @@ mod tests {
 
     fn settings(provider: &Provider) -> OidcSettings {
         OidcSettings::new(provider.issuer.clone())
+    }
+
+    #[tokio::test]
+    async fn id_tokens_must_be_for_the_sign_in_client() {
+        let (es, other) = (es256_key("es"), es256_key("es"));
+        let provider = Provider::start(&[&es]).await;
+        let verifier = OidcVerifier::new(settings(&provider)).expect("verifier");
+        let id_token = |aud: Value, azp: Option<&str>| {
+            let mut claims = provider.claims();
+            claims["aud"] = aud;
+            claims["nonce"] = json!("n");
+            if let Some(azp) = azp {
+                claims["azp"] = json!(azp);
+            }
+            claims
+        };
+        let ok = sign(&es, &id_token(json!("dash"), None));
+        let claims = verifier.decode_id_token(&ok, "dash").await.expect("valid");
+        assert_eq!(claims["nonce"], "n");
+        // Another client's ID token, or a tunnel token.
+        let err = verifier
+            .decode_id_token(&sign(&es, &id_token(json!("other"), None)), "dash")
+            .await
+            .expect_err("other audience");
+        assert!(matches!(err, AuthError::WrongAudience), "{err:?}");
+        let tunnel = sign(&es, &provider.claims());
+        assert!(verifier.decode_id_token(&tunnel, "dash").await.is_err());
+        // Several audiences: azp must name the client.
+        let several = id_token(json!(["dash", "api"]), None);
+        assert!(verifier
+            .decode_id_token(&sign(&es, &several), "dash")
+            .await
+            .is_err());
+        let several = id_token(json!(["dash", "api"]), Some("dash"));
+        assert!(verifier
+            .decode_id_token(&sign(&es, &several), "dash")
+            .await
+            .is_ok());
+        // Signed by a key the provider never published (same kid).
+        let forged = sign(&other, &id_token(json!("dash"), None));
+        let err = verifier
+            .decode_id_token(&forged, "dash")
+            .await
+            .expect_err("forged");
+        assert!(err.is_token_rejection(), "{err:?}");
     }
 
     #[tokio::test]
@@ -747,14 +863,32 @@ mod tests {
         let es = es256_key("es");
         let provider = Provider::start(&[&es]).await;
         let verifier = OidcVerifier::new(OidcSettings {
-            admin_role: Some("ferry-admin".to_owned()),
-            roles_claim: "realm_access.roles".to_owned(),
+            roles: RoleRules {
+                roles_claim: "realm_access.roles".to_owned(),
+                entries: vec![
+                    crate::RoleEntry {
+                        value: "ferry-admin".to_owned(),
+                        role: ferry_store::Role::Admin,
+                        tenants: vec![],
+                    },
+                    crate::RoleEntry {
+                        value: "team-a".to_owned(),
+                        role: ferry_store::Role::Operator,
+                        tenants: vec![TenantName::new("alpha").expect("name")],
+                    },
+                ],
+                tenants_claim: None,
+            },
             admin_audience: Some("ferry-admin-api".to_owned()),
             ..settings(&provider)
         })
         .expect("verifier");
-        let check = verifier.admin_check().expect("admin role configured");
-        assert_eq!(check.role(), "ferry-admin");
+        assert!(OidcVerifier::new(settings(&provider))
+            .expect("verifier")
+            .admin_check()
+            .is_none());
+        let check = verifier.admin_check().expect("roles mapped");
+        assert_eq!(check.roles().entries.len(), 2);
         let token = |roles: Value, aud: &str| {
             let mut claims = provider.claims();
             claims["aud"] = json!(aud);
@@ -766,8 +900,21 @@ mod tests {
             .check(&token(json!(["user", "ferry-admin"]), "ferry-admin-api"))
             .await
         {
-            AdminDecision::Admin { subject } => assert_eq!(subject.as_deref(), Some("alice")),
+            AdminDecision::Granted { subject, role } => {
+                assert_eq!(subject.as_deref(), Some("alice"));
+                assert_eq!(role.role, ferry_store::Role::Admin);
+            }
             other => panic!("expected admin, got {other:?}"),
+        }
+        match check
+            .check(&token(json!(["team-a"]), "ferry-admin-api"))
+            .await
+        {
+            AdminDecision::Granted { role, .. } => {
+                assert_eq!(role.role, ferry_store::Role::Operator);
+                assert_eq!(role.tenants, [TenantName::new("alpha").expect("name")]);
+            }
+            other => panic!("expected operator, got {other:?}"),
         }
         assert!(matches!(
             check
@@ -779,7 +926,7 @@ mod tests {
             check
                 .check(&token(json!("user ferry-admin"), "ferry-admin-api"))
                 .await,
-            AdminDecision::Admin { .. }
+            AdminDecision::Granted { .. }
         ));
         // A tunnel token (other audience) is not an admin token, whatever its roles.
         assert!(matches!(

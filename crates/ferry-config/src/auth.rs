@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use crate::Secret;
+
 /// The issuer of built-in tokens when neither `issuer` nor `public_url` is set.
 pub const DEFAULT_ISSUER: &str = "ferry";
 
@@ -125,6 +127,68 @@ pub struct OidcSettings {
     /// Timeout of each request to the provider. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub http_timeout: Duration,
+    /// Values of `roles_claim` and the management API role each gives (`[[server.auth.oidc.role_mapping]]`),
+    /// for bearer tokens and for dashboard sign-in alike. `admin_role` is a shorthand for one `admin` entry.
+    pub role_mapping: Vec<RoleMapping>,
+    /// Dotted path of a claim listing an operator's tenants (array of strings or space-separated), added to the
+    /// tenants of the matching `role_mapping` entries. Default: none.
+    pub tenants_claim: Option<String>,
+    /// Signing in to the dashboard through this provider (authorization code flow with PKCE). Default: off.
+    pub sign_in: Option<OidcSignInSettings>,
+}
+
+/// One `[[server.auth.oidc.role_mapping]]` entry: a token (or ID token) whose `roles_claim` holds `value` gets
+/// `role`; an operator gets `tenants` (and those of `tenants_claim`). Of several matching entries the strongest
+/// role wins (admin, then operator, then viewer); an operator's tenants are those of every matching entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    /// A value of the roles claim (`ferry-operators`, a group name, …).
+    pub value: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// The tenants an operator may see (only with `role = "operator"`).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+/// `[server.auth.oidc.sign_in]`: the dashboard's "Sign in with …" through the provider, as a confidential client
+/// (`client_secret_basic`) of the authorization code flow with PKCE (S256).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcSignInSettings {
+    /// The client registered at the provider for Ferry's dashboard; required.
+    pub client_id: String,
+    /// Its secret; required. Also signs the short-lived sign-in state cookie, so every management node needs the
+    /// same value.
+    pub client_secret: Secret,
+    /// Where the provider sends the browser back: `…/api/v1/session/oidc/callback` on the admin listener, as
+    /// registered at the provider. Default: `server.auth.public_url` + that path when set, else the admin
+    /// listener's address as the browser reached it (`Host`).
+    pub redirect_url: Option<String>,
+    /// Scopes asked for; `openid` is always added. Default `openid profile email`.
+    pub scopes: Vec<String>,
+    /// The provider's name on the sign-in page ("Sign in with …"). Default `single sign-on`.
+    pub provider_name: String,
+    /// Dotted path of the ID token claim naming the account. Default `preferred_username` (`sub` when absent).
+    pub username_claim: String,
+}
+
+impl Default for OidcSignInSettings {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: Secret::new(""),
+            redirect_url: None,
+            scopes: vec![
+                "openid".to_owned(),
+                "profile".to_owned(),
+                "email".to_owned(),
+            ],
+            provider_name: "single sign-on".to_owned(),
+            username_claim: "preferred_username".to_owned(),
+        }
+    }
 }
 
 impl Default for OidcSettings {
@@ -140,6 +204,9 @@ impl Default for OidcSettings {
             jwks_refresh: Duration::from_secs(600),
             jwks_min_refresh: Duration::from_secs(30),
             http_timeout: Duration::from_secs(10),
+            role_mapping: Vec::new(),
+            tenants_claim: None,
+            sign_in: None,
         }
     }
 }
@@ -218,6 +285,44 @@ pub(crate) fn validate(auth: &AuthSettings) -> Result<(), (String, String)> {
             }
             if oidc.http_timeout.is_zero() {
                 return bad("oidc.http_timeout", "must be above zero");
+            }
+            for (i, entry) in oidc.role_mapping.iter().enumerate() {
+                let at = |key: &str| format!("oidc.role_mapping[{i}].{key}");
+                if entry.value.trim().is_empty() {
+                    return bad(&at("value"), "must not be empty");
+                }
+                if !matches!(entry.role.as_str(), "admin" | "operator" | "viewer") {
+                    return bad(&at("role"), "must be admin, operator or viewer");
+                }
+                if entry.role != "operator" && !entry.tenants.is_empty() {
+                    return bad(&at("tenants"), "only an operator has tenants");
+                }
+            }
+            if oidc
+                .tenants_claim
+                .as_ref()
+                .is_some_and(|c| c.trim().is_empty())
+            {
+                return bad("oidc.tenants_claim", "must not be empty when set");
+            }
+            if let Some(sign_in) = &oidc.sign_in {
+                if sign_in.client_id.trim().is_empty() {
+                    return bad("oidc.sign_in.client_id", "is required");
+                }
+                if sign_in.client_secret.is_empty() {
+                    return bad("oidc.sign_in.client_secret", "is required");
+                }
+                if let Some(url) = &sign_in.redirect_url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return bad(
+                            "oidc.sign_in.redirect_url",
+                            "must start with http:// or https://",
+                        );
+                    }
+                }
+                if sign_in.username_claim.trim().is_empty() {
+                    return bad("oidc.sign_in.username_claim", "must not be empty");
+                }
             }
             Ok(())
         }
@@ -340,6 +445,73 @@ mod tests {
         assert_eq!(oidc.scope, "");
         assert_eq!(oidc.jwks_refresh, Duration::from_secs(3600));
         assert!(validate(auth).is_ok());
+    }
+
+    #[test]
+    fn sign_in_and_role_mapping_from_a_file_and_env() {
+        let text = "[server.auth.oidc]\nissuer = \"https://sso.example.com\"\ntenants_claim = \"ferry_tenants\"\n[[server.auth.oidc.role_mapping]]\nvalue = \"ops\"\nrole = \"operator\"\ntenants = [\"alpha\"]\n[server.auth.oidc.sign_in]\nclient_id = \"dash\"\n";
+        let dir = std::env::temp_dir().join(format!("ferry-config-oidc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("ferry.toml");
+        std::fs::write(&file, text).expect("write");
+        // The secret is missing: refused with its key.
+        let e = crate::load(Some(&file), vec![], vec![]).expect_err("no secret");
+        assert!(
+            e.to_string()
+                .starts_with("server.auth.oidc.sign_in.client_secret"),
+            "{e}"
+        );
+        let c = crate::load(
+            Some(&file),
+            env(&[
+                ("FERRY_OIDC_CLIENT_SECRET", "s3cret"),
+                ("FERRY_OIDC_PROVIDER_NAME", "Keycloak"),
+            ]),
+            vec![],
+        )
+        .expect("loads");
+        let oidc = c.server.auth.oidc.as_ref().expect("oidc");
+        assert_eq!(oidc.tenants_claim.as_deref(), Some("ferry_tenants"));
+        assert_eq!(oidc.role_mapping[0].tenants, vec!["alpha".to_owned()]);
+        let sign_in = oidc.sign_in.as_ref().expect("sign_in");
+        assert_eq!(sign_in.client_id, "dash");
+        assert_eq!(sign_in.client_secret.expose(), "s3cret");
+        assert_eq!(sign_in.provider_name, "Keycloak");
+        assert_eq!(sign_in.scopes, vec!["openid", "profile", "email"]);
+        // Shown masked.
+        let shown = toml::to_string(&c.server.auth).expect("toml");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("***"),
+            "{shown}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn role_mapping_entries_are_checked() {
+        let mut oidc = OidcSettings {
+            issuer: "https://sso.example.com".to_owned(),
+            ..OidcSettings::default()
+        };
+        oidc.role_mapping.push(RoleMapping {
+            value: "x".to_owned(),
+            role: "root".to_owned(),
+            tenants: vec![],
+        });
+        let auth = AuthSettings {
+            oidc: Some(oidc.clone()),
+            ..AuthSettings::default()
+        };
+        let (path, _) = validate(&auth).expect_err("bad role");
+        assert_eq!(path, "server.auth.oidc.role_mapping[0].role");
+        oidc.role_mapping[0].role = "viewer".to_owned();
+        oidc.role_mapping[0].tenants = vec!["a".to_owned()];
+        let auth = AuthSettings {
+            oidc: Some(oidc),
+            ..AuthSettings::default()
+        };
+        let (path, _) = validate(&auth).expect_err("tenants of a viewer");
+        assert_eq!(path, "server.auth.oidc.role_mapping[0].tenants");
     }
 
     #[test]

@@ -184,6 +184,36 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "server.auth.oidc.roles_claim",
         EnvKind::Text,
     ),
+    (
+        "FERRY_OIDC_TENANTS_CLAIM",
+        "server.auth.oidc.tenants_claim",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_CLIENT_ID",
+        "server.auth.oidc.sign_in.client_id",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_CLIENT_SECRET",
+        "server.auth.oidc.sign_in.client_secret",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_REDIRECT_URL",
+        "server.auth.oidc.sign_in.redirect_url",
+        EnvKind::Text,
+    ),
+    (
+        "FERRY_OIDC_SCOPES",
+        "server.auth.oidc.sign_in.scopes",
+        EnvKind::List,
+    ),
+    (
+        "FERRY_OIDC_PROVIDER_NAME",
+        "server.auth.oidc.sign_in.provider_name",
+        EnvKind::Text,
+    ),
     ("FERRY_SERVER", "connector.server", EnvKind::Text),
     ("FERRY_TENANT", "connector.tenant", EnvKind::Text),
     ("FERRY_SECRET", "connector.secret", EnvKind::Text),

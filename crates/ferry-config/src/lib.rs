@@ -18,7 +18,10 @@ mod server;
 mod telemetry;
 
 pub use admin::AdminSettings;
-pub use auth::{AuthSettings, OidcSettings, RateLimitSettings, RotationSettings};
+pub use auth::{
+    AuthSettings, OidcSettings, OidcSignInSettings, RateLimitSettings, RoleMapping,
+    RotationSettings,
+};
 pub use connector::{ConnectorConfig, HostMode, TargetConfig, TransportMode};
 pub use gateway::{
     AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HeaderEdits,

@@ -127,6 +127,25 @@ pub async fn users(store: &dyn Store) {
         .await
         .expect("missing"));
 
+    let scope = [TenantName::new("cf-role-b").expect("name")];
+    assert!(store
+        .set_user_role(&op.name, Role::Operator, &scope)
+        .await
+        .expect("role"));
+    let got = store
+        .get_user(&op.name)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        (got.role, got.tenants.as_slice()),
+        (Role::Operator, &scope[..])
+    );
+    assert!(!store
+        .set_user_role(&unique("cf-none"), Role::Viewer, &[])
+        .await
+        .expect("missing"));
+
     assert!(store
         .set_user_password(&op.name, Some("new-hash"))
         .await

@@ -610,6 +610,14 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         password_hash: Option<&str>,
     ) -> Result<bool, StoreError>;
+    /// Replace a user's role and tenant scope (an account of the OpenID Connect provider, whose claims say its
+    /// role at each sign-in); `false` if there is no such user. Its sessions see the new role at once.
+    async fn set_user_role(
+        &self,
+        name: &str,
+        role: Role,
+        tenants: &[TenantName],
+    ) -> Result<bool, StoreError>;
     /// Note a successful sign-in at `at` (unix seconds); `false` if there is no such user.
     async fn record_sign_in(&self, name: &str, at: i64) -> Result<bool, StoreError>;
     /// Delete a user with every session of it; `false` if there was none.

@@ -64,6 +64,7 @@ pub const OPS: &[&str] = &[
     "append_audit",
     "audit_log",
     "prune_audit",
+    "set_user_role",
 ];
 
 struct Op {
@@ -504,6 +505,17 @@ impl Store for MeteredStore {
         let started = Instant::now();
         let r = self.inner.prune_audit(before).await;
         self.done(50, started, r.as_ref().err());
+        r
+    }
+    async fn set_user_role(
+        &self,
+        name: &str,
+        role: Role,
+        tenants: &[TenantName],
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.set_user_role(name, role, tenants).await;
+        self.done(51, started, r.as_ref().err());
         r
     }
 }

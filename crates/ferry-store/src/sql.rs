@@ -137,7 +137,7 @@ macro_rules! impl_store {
             };
             use $crate::{
                 unix_now, AdminKey, AuditEntry, AuditQuery, ConnectionQuery, ConnectionRecord,
-                ExpiredNodes, Lease, NodeRecord, Page, RequestLogEntry, SecretRecord,
+                ExpiredNodes, Lease, NodeRecord, Page, RequestLogEntry, Role, SecretRecord,
                 SessionRecord, SigningKey, StatsRecord, StatsRollUp, StoreError, Tenant,
                 TenantFields, TenantQuery, UserRecord, ROLLUP_NODE,
             };
@@ -934,6 +934,22 @@ macro_rules! impl_store {
                         .await
                         .map_err(StoreError::db(CONTEXT))?;
                     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn set_user_role(
+                    &self,
+                    name: &str,
+                    role: Role,
+                    tenants: &[TenantName],
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query("UPDATE users SET role = $1, tenants = $2 WHERE name = $3")
+                        .bind(role.as_str())
+                        .bind(tenant_list_text(tenants))
+                        .bind(name)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db("changing a user's role"))?;
                     Ok(done.rows_affected() > 0)
                 }
 
