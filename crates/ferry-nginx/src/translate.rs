@@ -651,22 +651,15 @@ impl<'a> Translator<'a> {
 
     fn note(&mut self, d: &Directive, kind: NoteKind, why: impl Into<String>) {
         self.handled.insert(d.id);
-        let about_arg = matches!(
-            d.name.as_str(),
-            "proxy_set_header"
-                | "add_header"
-                | "proxy_hide_header"
-                | "grpc_set_header"
-                | "location"
-                | "listen"
-                | "map"
-                | "server"
-                | "upstream"
-                | "ssl_verify_client"
-                | "proxy_next_upstream"
-        );
-        let directive = match (about_arg, d.args.first()) {
-            (true, Some(a)) => format!("{} {}", d.name, a),
+        let directive = match d.name.as_str() {
+            "location" => format!("location {}", d.args.join(" ")),
+            "proxy_set_header" | "add_header" | "proxy_hide_header" | "grpc_set_header"
+            | "listen" | "map" | "server" | "upstream" | "ssl_verify_client" => {
+                match d.args.first() {
+                    Some(a) => format!("{} {a}", d.name),
+                    None => d.name.clone(),
+                }
+            }
             _ => d.name.clone(),
         };
         self.report.push(Note {
