@@ -163,8 +163,11 @@ impl Reader {
                         *pos += 1;
                         break Some(());
                     }
-                    Some((Token::Close, l)) => {
-                        return Err(syntax(*l, format!("unexpected \"}}\" after \"{name}\"")))
+                    Some((Token::Close, _)) => {
+                        return Err(syntax(
+                            *line,
+                            format!("directive \"{name}\" is not terminated by \";\""),
+                        ))
                     }
                 }
             };

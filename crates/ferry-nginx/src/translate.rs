@@ -596,11 +596,20 @@ pub fn translate(directives: &[Directive]) -> Imported {
     };
     // nginx's own defaults where Ferry's differ and nginx users rely on them: none are imposed; the report and
     // docs/gateway.md say where the defaults differ (body limit, max_fails).
+    // a site file (sites-available/…, conf.d/…) holds what an `http` block would, at its top
+    let site_file = !directives.iter().any(|d| d.name == "http")
+        && directives
+            .iter()
+            .any(|d| d.name == "server" || d.name == "upstream");
+    if site_file {
+        t.http(directives);
+    }
     for d in directives {
         match d.name.as_str() {
+            _ if site_file => {}
             "http" => {
                 t.use_(d);
-                t.http(d);
+                t.http(d.children());
             }
             "events" => {
                 t.use_(d);
@@ -745,9 +754,10 @@ impl<'a> Translator<'a> {
         false
     }
 
-    fn http(&mut self, http: &'a Directive) {
-        let scope = Scope::default().enter(http.children());
-        for d in http.children() {
+    /// The `http` block's directives (or a site file's).
+    fn http(&mut self, children: &'a [Directive]) {
+        let scope = Scope::default().enter(children);
+        for d in children {
             match d.name.as_str() {
                 "upstream" => {
                     self.use_(d);
@@ -778,7 +788,7 @@ impl<'a> Translator<'a> {
                 _ => {}
             }
         }
-        for d in http.children() {
+        for d in children {
             match d.name.as_str() {
                 "upstream" | "log_format" | "limit_req_zone" | "server" => {}
                 "map" if d.arg(0) == "$http_upgrade" => self.whole_block(
@@ -818,7 +828,7 @@ impl<'a> Translator<'a> {
                 }
             }
         }
-        for d in http.children().iter().filter(|d| d.name == "server") {
+        for d in children.iter().filter(|d| d.name == "server") {
             self.use_(d);
             self.server(d, &scope);
         }

@@ -528,6 +528,13 @@ fn smaller_cases() {
         "{:?}",
         i.report.lines()
     );
+    // a site file (sites-available/default): servers and upstreams at the top, no http block
+    let i = parse(
+        "upstream u { server a:1; }\nserver { listen 8080; location / { proxy_pass http://u; } }\n",
+    );
+    assert_eq!(i.config.gateway.routes[0].upstream.as_deref(), Some("u"));
+    assert_eq!(i.config.server.listen.to_string(), "0.0.0.0:8080");
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
     // a directive nobody knows is still reported
     let i = parse("http { frobnicate on; }");
     assert_eq!(i.report.lines(), ["t.conf:1: frobnicate: not translated: Ferry has no equivalent (or it is not used where it is written)"]);
