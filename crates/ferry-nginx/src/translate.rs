@@ -1513,7 +1513,7 @@ impl<'a> Translator<'a> {
                 if is_error_page && ["root", "alias", "internal"].contains(&d.name.as_str()) {
                     self.use_(d);
                 } else if !self.generic(d) {
-                    self.location_setting(d, &mut RouteConfig::default(), &scope, true);
+                    self.location_setting(d, &mut RouteConfig::default(), true);
                 }
             }
             return made;
@@ -1538,7 +1538,7 @@ impl<'a> Translator<'a> {
             self.response_settings(&scope, &mut r);
             for d in loc.children() {
                 if d.id != ret.id && d.name != "location" && !self.generic(d) {
-                    self.location_setting(d, &mut r, &scope, false);
+                    self.location_setting(d, &mut r, false);
                 }
             }
             made.extend(self.return_routes(ret, r, hosts));
@@ -1564,7 +1564,7 @@ impl<'a> Translator<'a> {
                 _ if INHERITED.contains(&d.name.as_str()) => {}
                 _ => {
                     if !self.generic(d) {
-                        self.location_setting(d, &mut r, &scope, false);
+                        self.location_setting(d, &mut r, false);
                     }
                 }
             }
@@ -1605,8 +1605,7 @@ impl<'a> Translator<'a> {
             || repl.starts_with("http://")
             || repl.starts_with("https://")
         {
-            let made = self.rewrite_redirect(d, hosts, re, repl, flag);
-            let _ = made;
+            self.rewrite_redirect(d, hosts, re, repl, flag);
             return None;
         }
         if repl.contains('?') {
@@ -2392,14 +2391,9 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// A directive of a location other than the action, rewrites and the inherited ones.
-    fn location_setting(
-        &mut self,
-        d: &Directive,
-        r: &mut RouteConfig,
-        _scope: &Scope<'a>,
-        unused: bool,
-    ) {
+    /// A directive of a location other than the action, rewrites and the inherited ones. `unused`: the location
+    /// makes no route (static files), so nothing is applied.
+    fn location_setting(&mut self, d: &Directive, r: &mut RouteConfig, unused: bool) {
         match d.name.as_str() {
             "access_log" => self.access_log(d),
             "default_type" if !unused => {
@@ -2414,7 +2408,6 @@ impl<'a> Translator<'a> {
                     );
                 }
             }
-            _ if INHERITED.contains(&d.name.as_str()) && !unused => {}
             _ => {}
         }
     }
