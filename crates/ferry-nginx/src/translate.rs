@@ -1055,7 +1055,7 @@ impl<'a> Translator<'a> {
             if facts.https_redirect.is_some() && self.handled.contains(&loc.id) {
                 continue;
             }
-            let made = self.location(loc, &scope, &facts.hosts, &error_uris, server);
+            let made = self.location(loc, &scope, &facts.hosts, &error_uris);
             facts.routes.extend(made);
         }
         self.servers.push(facts);
@@ -1434,7 +1434,6 @@ impl<'a> Translator<'a> {
         outer: &Scope<'a>,
         hosts: &[String],
         error_uris: &[String],
-        server: &'a Directive,
     ) -> Vec<usize> {
         self.use_(loc);
         let Some(m) = Match::parse(&loc.args) else {
@@ -1453,7 +1452,7 @@ impl<'a> Translator<'a> {
         let mut made = Vec::new();
         // nested locations first in the list they are written in, as routes of their own
         for inner in loc.children().iter().filter(|d| d.name == "location") {
-            made.extend(self.location(inner, &scope, hosts, error_uris, server));
+            made.extend(self.location(inner, &scope, hosts, error_uris));
         }
         if let Match::Regex(re) = &m {
             if let Err(e) = regex::Regex::new(re) {
