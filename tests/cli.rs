@@ -429,6 +429,34 @@ async fn config_check_and_warnings_about_the_environment() -> anyhow::Result<()>
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("server.relay"), "{}", stderr(&out));
     assert!(stderr(&out).contains("connector_wiat"), "{}", stderr(&out));
+
+    // like `nginx -t`, the gateway is compiled and the TLS files read: a route naming no upstream, a missing
+    // certificate file, each refused with its key or file
+    let gateway = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gateway,
+        "version = 1\n[[gateway.routes]]\nupstream = \"missing\"\n",
+    )?;
+    let gw = gateway.display().to_string();
+    let out = run_ferry(BIN, &["--config", &gw, "config", "check"], &[]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("gateway.routes[0].upstream"),
+        "{}",
+        stderr(&out)
+    );
+    let tls = dir.path().join("tls.toml");
+    std::fs::write(
+        &tls,
+        format!(
+            "version = 1\n[server]\ntls_cert = \"{0}/gone.pem\"\ntls_key = \"{0}/gone-key.pem\"\n",
+            dir.path().display()
+        ),
+    )?;
+    let t = tls.display().to_string();
+    let out = run_ferry(BIN, &["--config", &t, "config", "check"], &[]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("gone.pem"), "{}", stderr(&out));
     Ok(())
 }
 

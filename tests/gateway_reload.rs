@@ -184,7 +184,7 @@ async fn inline_routes_reload_under_load_without_failures() -> anyhow::Result<()
         .wait_stderr_count("gateway section of the config file refused", 2, T)
         .await?;
 
-    // listener settings cannot change without a restart: refused, naming the key
+    // TLS settings on a node without a TLS listener: refused, naming the key
     replace(
         &config,
         &format!(

@@ -634,3 +634,70 @@ servers = [{{ url = "{}" }}]
     assert_eq!(free.status(), 200);
     Ok(())
 }
+
+/// Behind an L4 balancer speaking the PROXY protocol: the client's address comes from the header (v1 or v2) and
+/// reaches the upstream as `X-Forwarded-For`; a connection without a header is closed unanswered, and the
+/// balancer's own `LOCAL` connection keeps its address.
+#[tokio::test]
+async fn proxy_protocol_listeners_take_the_client_from_the_header() -> anyhow::Result<()> {
+    let dir = TempDir::new("ferry-gw-proxy-protocol-")?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = start_with_config(
+        dir.path(),
+        &format!(
+            "[server]\nproxy_protocol = true\n[[gateway.routes]]\nupstream = \"echo\"\n[gateway.upstreams.echo]\nservers = [{{ url = \"{}\" }}]\n",
+            echo.url()
+        ),
+    )
+    .await?;
+    let addr = server.addr();
+    let t = Duration::from_secs(10);
+    let get = b"GET /who HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n";
+    let v1 = [
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n".as_slice(),
+        get.as_slice(),
+    ]
+    .concat();
+    let resp = ferry_testkit::raw::request(addr, &v1, t).await?;
+    assert_eq!(resp.status, 200);
+    let e: EchoReply = serde_json::from_slice(&resp.body)?;
+    assert_eq!(e.header("x-forwarded-for"), Some("203.0.113.7"));
+
+    // version 2, IPv6
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (
+            "[2001:db8::9]:40000".parse::<std::net::SocketAddr>()?,
+            "[2001:db8::1]:443".parse::<std::net::SocketAddr>()?,
+        ),
+    )
+    .build()?;
+    let resp =
+        ferry_testkit::raw::request(addr, &[v2.as_slice(), get.as_slice()].concat(), t).await?;
+    let e: EchoReply = serde_json::from_slice(&resp.body)?;
+    assert_eq!(e.header("x-forwarded-for"), Some("2001:db8::9"));
+
+    // the balancer's health check (LOCAL): its own address
+    let local = ppp::v2::Builder::new(
+        ppp::v2::Version::Two | ppp::v2::Command::Local,
+        ppp::v2::AddressFamily::Unspecified | ppp::v2::Protocol::Unspecified,
+    )
+    .build()?;
+    let resp = ferry_testkit::raw::request(
+        addr,
+        &[
+            local.as_slice(),
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".as_slice(),
+        ]
+        .concat(),
+        t,
+    )
+    .await?;
+    assert_eq!(resp.status, 200);
+
+    // no header: closed without an answer
+    let plain = ferry_testkit::raw::request(addr, get, t).await;
+    assert!(plain.is_err(), "{plain:?}");
+    Ok(())
+}

@@ -192,8 +192,8 @@ servers = [{{ url = "{}" }}]
     Ok(())
 }
 
-/// With `client_auth = "optional"` on the listener, a route with `require_client_cert` refuses clients without a
-/// certificate (403 `client_certificate_required`) while the other routes stay open to them.
+/// With `client_auth = "optional_no_ca"` on the listener, a route with `require_client_cert` refuses clients
+/// without a certificate (403 `client_certificate_required`) while the other routes stay open to them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_may_require_a_client_certificate() -> anyhow::Result<()> {
     let dir = TempDir::new("ferry-gw-route-cert-")?;
@@ -211,7 +211,7 @@ async fn a_route_may_require_a_client_certificate() -> anyhow::Result<()> {
         &format!(
             r#"
 [gateway.tls]
-client_auth = "optional"
+client_auth = "optional_no_ca"
 client_ca = "{}"
 
 [[gateway.routes]]
@@ -285,7 +285,7 @@ servers = [{{ url = "{}" }}]
     let e: EchoReply = serde_json::from_str(&body)?;
     assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
 
-    // A certificate of another CA gets in on an optional listener, marked as failed (as nginx's
+    // A certificate of another CA gets in on an optional_no_ca listener, marked as failed (as nginx's
     // optional_no_ca does), with its details; a route that requires a certificate refuses it.
     let body = curl(
         "localhost",
@@ -442,5 +442,149 @@ respond = { body = "hello\n" }
     server.sigterm()?;
     let status = server.wait_exit(Duration::from_secs(20)).await?;
     assert!(status.success(), "{status:?}");
+    Ok(())
+}
+
+/// `[gateway.tls]` changes by a reload of the config file, without a restart: a new virtual host with its own
+/// certificate, a host that requires client certificates while the rest stay optional (a request for it on a
+/// connection made for another name is answered 421), strict `optional` (a certificate that does not verify
+/// counts as none), TLS versions; a reload with a missing file is refused and the settings in use stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_change_by_a_reload() -> anyhow::Result<()> {
+    const T: Duration = Duration::from_secs(20);
+    let dir = TempDir::new("ferry-gw-tls-reload-")?;
+    let d = dir.path();
+    let main_ca = Ca::new(d, "main-ca")?;
+    let client_ca = Ca::new(d, "client-ca")?;
+    let stranger_ca = Ca::new(d, "stranger-ca")?;
+    let default = main_ca.leaf(d, "default", "localhost", &["localhost"])?;
+    let new_host = main_ca.leaf(d, "new", "new", &["new.example.test"])?;
+    let secure = main_ca.leaf(d, "secure", "secure", &["secure.example.test"])?;
+    let client = client_ca.leaf(d, "client", "client one", &["client.example.test"])?;
+    let stranger = stranger_ca.leaf(d, "stranger", "stranger", &["client.example.test"])?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let routes = format!(
+        "[[gateway.routes]]\nupstream = \"echo\"\n[gateway.upstreams.echo]\nservers = [{{ url = \"{}\" }}]\n",
+        echo.url()
+    );
+    let config = write_file(d, "ferry.toml", &routes)?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(&default.0, &default.1)
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let port = server.addr().port();
+    let ca = &main_ca.path;
+    assert!(
+        curl("new.example.test", port, "/", ca, None, &[])
+            .await
+            .is_err(),
+        "no certificate for the new name yet"
+    );
+
+    let tls = |certificates: &str| {
+        format!(
+            r#"{routes}
+[gateway.tls]
+client_auth = "optional"
+client_ca = "{}"
+protocols = ["TLSv1.3"]
+{certificates}
+"#,
+            client_ca.path.display()
+        )
+    };
+    let certificates = format!(
+        r#"
+[[gateway.tls.certificates]]
+hosts = ["new.example.test"]
+cert = "{}"
+key = "{}"
+
+[[gateway.tls.certificates]]
+hosts = ["secure.example.test"]
+cert = "{}"
+key = "{}"
+client_auth = "required"
+"#,
+        new_host.0.display(),
+        new_host.1.display(),
+        secure.0.display(),
+        secure.1.display()
+    );
+    let tmp = config.with_extension("tmp");
+    std::fs::write(&tmp, tls(&certificates))?;
+    std::fs::rename(&tmp, &config)?;
+    server
+        .output()
+        .wait_stderr("gateway.tls reloaded", T)
+        .await?;
+
+    let body = curl("new.example.test", port, "/n", ca, None, &[]).await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"));
+    // strict optional: a certificate of another CA counts as none, its details are not passed
+    let body = curl("localhost", port, "/", ca, Some(&stranger), &[]).await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"));
+    assert_eq!(e.header("x-ssl-client-s-dn"), None, "{:?}", e.headers);
+    let body = curl("localhost", port, "/", ca, Some(&client), &[]).await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
+    // the host that requires certificates
+    assert!(
+        curl("secure.example.test", port, "/", ca, None, &[])
+            .await
+            .is_err(),
+        "secure.example.test needs a client certificate"
+    );
+    let body = curl("secure.example.test", port, "/s", ca, Some(&client), &[]).await?;
+    let e: EchoReply = serde_json::from_str(&body)?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
+    // ... and cannot be reached over a connection made for another name
+    let misdirected = curl(
+        "localhost",
+        port,
+        "/",
+        ca,
+        Some(&client),
+        &["Host: secure.example.test"],
+    )
+    .await;
+    assert!(
+        format!("{misdirected:?}").contains("421"),
+        "{misdirected:?}"
+    );
+    // TLS 1.2 is no longer offered
+    let old = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--tls-max", "1.2", "--cacert"])
+        .arg(ca)
+        .args([
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            &format!("https://localhost:{port}/"),
+        ])
+        .output()
+        .await?;
+    assert!(!old.status.success(), "a TLS 1.2 client is refused");
+
+    // a reload naming a missing file is refused; the settings in use stay
+    std::fs::write(
+        &tmp,
+        tls(&format!(
+            "{certificates}\n[[gateway.tls.certificates]]\nhosts = [\"gone.example.test\"]\ncert = \"{0}/gone.pem\"\nkey = \"{0}/gone-key.pem\"\n",
+            d.display()
+        )),
+    )?;
+    std::fs::rename(&tmp, &config)?;
+    server
+        .output()
+        .wait_stderr("gateway section of the config file refused", T)
+        .await?;
+    assert!(server.output().stderr_contains("gone.pem"));
+    curl("new.example.test", port, "/n", ca, None, &[]).await?;
     Ok(())
 }

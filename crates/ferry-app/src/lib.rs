@@ -99,11 +99,15 @@ impl Listeners {
             }),
             _ => None,
         };
-        let public = Listener::bind_with(s.listen, tls_options(config, tls.clone())?).await?;
+        let public = Listener::bind_with(s.listen, tls_options(config, tls.clone())?)
+            .await?
+            .with_proxy_protocol(s.proxy_protocol);
         let mut extra = Vec::with_capacity(s.listeners.len());
         for l in &s.listeners {
             let files = if l.tls { tls.clone() } else { None };
-            let listener = Listener::bind_with(l.listen, tls_options(config, files)?).await?;
+            let listener = Listener::bind_with(l.listen, tls_options(config, files)?)
+                .await?
+                .with_proxy_protocol(l.proxy_protocol);
             let role = if l.redirect_to_https {
                 ListenerRole::RedirectToHttps { port: l.https_port }
             } else {
@@ -148,43 +152,112 @@ impl Listeners {
     }
 }
 
+/// What `ferry config check` adds to parsing: everything a start checks before it binds, nothing bound or
+/// served. The gateway's routes and upstreams are compiled (names, URLs, templates, upstream CA and client
+/// certificate files) and the listener's TLS settings built with every file read.
+pub fn check_config(config: &Config) -> Result<(), AppError> {
+    ferry_edge::Gateway::validate(&config.gateway)?;
+    let default = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(options) = tls_options(config, default)? {
+        options.load_files()?;
+    }
+    Ok(())
+}
+
 /// The public listener's TLS: `server.tls_cert`/`tls_key` as the default certificate, plus `[gateway.tls]`
-/// (certificates by SNI, client certificates, reloading).
+/// (certificates by SNI, client certificates, versions and suites, reloading).
 fn tls_options(
     config: &Config,
     default: Option<TlsFiles>,
 ) -> Result<Option<ferry_gateway::TlsOptions>, AppError> {
-    let g = &config.gateway.tls;
+    gateway_tls_options(&config.gateway.tls, default).map_err(AppError::from)
+}
+
+/// The [`ferry_gateway::TlsOptions`] of `[gateway.tls]` with `default` as the default certificate (`None`: no
+/// TLS, and then `[gateway.tls]` must be empty).
+fn gateway_tls_options(
+    g: &ferry_config::GatewayTls,
+    default: Option<TlsFiles>,
+) -> Result<Option<ferry_gateway::TlsOptions>, ferry_edge::EdgeError> {
     let Some(default) = default else {
         if *g != ferry_config::GatewayTls::default() {
             return Err(ferry_edge::EdgeError::Config {
                 path: "gateway.tls".into(),
                 message: "needs server.tls_cert and server.tls_key".into(),
-            }
-            .into());
+            });
         }
         return Ok(None);
     };
+    let client_auth = |mode: ferry_config::ClientAuth| match mode {
+        ferry_config::ClientAuth::Off => ferry_gateway::ClientAuth::Off,
+        ferry_config::ClientAuth::Optional => ferry_gateway::ClientAuth::Optional,
+        ferry_config::ClientAuth::OptionalNoCa => ferry_gateway::ClientAuth::OptionalNoCa,
+        ferry_config::ClientAuth::Required => ferry_gateway::ClientAuth::Required,
+    };
     Ok(Some(ferry_gateway::TlsOptions {
         default,
+        ocsp_response: g.ocsp_response.clone(),
         sni: g
             .certificates
             .iter()
-            .map(|c| {
-                let files = TlsFiles {
+            .map(|c| ferry_gateway::SniSite {
+                names: c.hosts.clone(),
+                files: TlsFiles {
                     cert: c.cert.clone(),
                     key: c.key.clone(),
-                };
-                (c.hosts.clone(), files)
+                },
+                ocsp_response: c.ocsp_response.clone(),
+                client_auth: c.client_auth.map(client_auth),
+                client_ca: c.client_ca.clone(),
             })
             .collect(),
-        client_auth: match g.client_auth {
-            ferry_config::ClientAuth::Off => ferry_gateway::ClientAuth::Off,
-            ferry_config::ClientAuth::Optional => ferry_gateway::ClientAuth::Optional,
-            ferry_config::ClientAuth::Required => ferry_gateway::ClientAuth::Required,
-        },
+        client_auth: client_auth(g.client_auth),
         client_ca: g.client_ca.clone(),
+        client_crl: g.client_crl.clone(),
+        verify_depth: g.verify_depth,
+        protocols: g.protocols.clone(),
+        cipher_suites: g.cipher_suites.clone(),
         reload_interval: Some(g.reload_interval).filter(|d| !d.is_zero()),
+    }))
+}
+
+/// How a reload of the config file changes `[gateway.tls]` on every TLS listener of `listeners`: prepared on all
+/// of them (every file read) before any is changed. `None` when no listener speaks TLS.
+fn tls_reload(config: &Config, listeners: &Listeners) -> Option<ferry_edge::TlsReload> {
+    let reloaders: Vec<_> = std::iter::once(&listeners.public)
+        .chain(listeners.extra.iter().map(|(l, _)| l))
+        .filter_map(Listener::tls_reloader)
+        .collect();
+    if reloaders.is_empty() {
+        return None;
+    }
+    let default = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => return None,
+    };
+    Some(Box::new(move |tls: &ferry_config::GatewayTls| {
+        let options = gateway_tls_options(tls, Some(default.clone()))
+            .map_err(|e| e.to_string())?
+            .ok_or("gateway.tls: no TLS listener")?;
+        let prepared = reloaders
+            .iter()
+            .map(|r| r.prepare(options.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(move || {
+            prepared
+                .into_iter()
+                .for_each(ferry_gateway::PreparedTls::commit)
+        }) as Box<dyn FnOnce() + Send>)
     }))
 }
 
@@ -451,7 +524,7 @@ pub async fn run_with_source(
                 &config.gateway,
                 Arc::new(routes::RelayRoutes(relay.clone())),
             )?;
-            edge.spawn_reload(&config.gateway, source);
+            edge.spawn_reload(&config.gateway, source, tls_reload(&config, &listeners));
             Some(edge)
         }
         None => None,

@@ -76,18 +76,35 @@ pub enum AccessLog {
     Custom,
 }
 
-/// Extra TLS settings of the public listener: certificates by SNI, client certificates, reloading.
+/// Extra TLS settings of the public listener: certificates by SNI, client certificates, protocol versions and
+/// cipher suites, revocation, stapling, reloading. All of it may change by a reload (new connections get the new
+/// settings; open ones keep theirs).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayTls {
     /// More certificates, chosen by the SNI name the client sends; other names get the default certificate.
     pub certificates: Vec<SniCertificate>,
-    /// Client certificates: `off` (default), `optional` (verified when sent) or `required`.
+    /// Client certificates: `off` (default), `optional` (verified when sent; one that does not verify counts as
+    /// none), `optional_no_ca` (verified when sent; one that does not verify is let in and marked
+    /// `FAILED:reason` for the upstream, as nginx's `optional_no_ca`) or `required`.
     pub client_auth: ClientAuth,
     /// PEM CA bundle client certificates are verified against (needed unless `client_auth = "off"`).
     pub client_ca: Option<PathBuf>,
-    /// How often certificate files are checked for changes; changed files are loaded for new connections
-    /// (open ones keep theirs). `0s`: never.
+    /// PEM certificate revocation lists (nginx's `ssl_crl`): a client certificate they revoke does not verify.
+    pub client_crl: Vec<PathBuf>,
+    /// The most certificates between a client's certificate and the CA bundle (nginx's `ssl_verify_depth`;
+    /// `1`: signed by a CA of the bundle directly). Unset: no limit beyond the verifier's own.
+    pub verify_depth: Option<u8>,
+    /// TLS versions offered: `TLSv1.2` and `TLSv1.3` (default both). Older versions are not supported.
+    pub protocols: Vec<String>,
+    /// Cipher suites, by IANA name (`TLS13_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`) or
+    /// OpenSSL name (`ECDHE-RSA-AES128-GCM-SHA256`), in order of preference. Empty (default): rustls's.
+    pub cipher_suites: Vec<String>,
+    /// A DER OCSP response stapled to the default certificate's handshakes (nginx's `ssl_stapling_file`),
+    /// reloaded with the certificate files.
+    pub ocsp_response: Option<PathBuf>,
+    /// How often certificate, key, CA, CRL and OCSP files are checked for changes; changed files are loaded for
+    /// new connections (open ones keep theirs). `0s`: never.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
 }
@@ -98,12 +115,18 @@ impl Default for GatewayTls {
             certificates: Vec::new(),
             client_auth: ClientAuth::Off,
             client_ca: None,
+            client_crl: Vec::new(),
+            verify_depth: None,
+            protocols: Vec::new(),
+            cipher_suites: Vec::new(),
+            ocsp_response: None,
             reload_interval: Duration::from_secs(5),
         }
     }
 }
 
-/// A certificate served for some SNI names.
+/// A certificate served for some SNI names, with client-certificate settings of its own if these names need
+/// other ones than the listener's.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertificate {
@@ -113,15 +136,28 @@ pub struct SniCertificate {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// A DER OCSP response stapled to this certificate's handshakes.
+    #[serde(default)]
+    pub ocsp_response: Option<PathBuf>,
+    /// Client certificates for these names; unset: the listener's `client_auth`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// The CA bundle for these names' client certificates; unset: the listener's `client_ca`.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Whether the listener asks for client certificates.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     #[default]
     Off,
+    /// Verified when sent; a certificate that does not verify is treated as none (its details are not passed).
     Optional,
+    /// Verified when sent; a certificate that does not verify is let in and marked `FAILED:reason`.
+    OptionalNoCa,
+    /// A verified certificate is needed to connect.
     Required,
 }
 
@@ -186,6 +222,20 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
     /// Action: answer with a fixed response.
     pub respond: Option<RespondConfig>,
+    /// Action: serve the files of this directory (GET and HEAD; `index.html` for a directory; a `.br` or `.gz`
+    /// file next to one is sent to clients that accept it; ranges and conditional requests). The file's path is
+    /// the request's path after `strip_prefix`/`replace_prefix`/`rewrite`, as nginx's `alias` (with
+    /// `strip_prefix`) or `root` (without).
+    pub static_dir: Option<PathBuf>,
+    /// Compress responses (gzip or brotli, as the client's `Accept-Encoding` prefers) unless already
+    /// compressed, too small (under 32 bytes), an image, gRPC or an event stream (nginx's `gzip on`). Default
+    /// false.
+    pub compress: bool,
+    /// Read the whole request body before sending the request upstream, and send it with `Content-Length`
+    /// (nginx's `proxy_request_buffering on`), for upstreams that cannot take chunked bodies. The body is held
+    /// in memory, so the route's body limit must be set and at most 64 MiB; an idempotent request with a
+    /// buffered body is retried like one without a body. Upstream routes only. Default false.
+    pub buffer_request_body: bool,
     /// Remove the matched path prefix before forwarding (`/api/x` → `/x`). Default false.
     pub strip_prefix: bool,
     /// Largest request body, in bytes; larger gets 413. Unset: `[gateway] max_body_size` (100 MiB by default);
@@ -313,6 +363,11 @@ pub struct UpstreamConfig {
     pub hash_on: Option<String>,
     /// PEM CA bundle to verify `https://` servers with, instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate chain presented to `https://` servers that ask for one (mutual TLS; nginx's
+    /// `proxy_ssl_certificate`). Needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `client_cert` (nginx's `proxy_ssl_certificate_key`); keep it mode 0600.
+    pub client_key: Option<PathBuf>,
     /// Time to establish a connection (TCP and TLS).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -453,6 +508,8 @@ impl Default for UpstreamConfig {
             balance: Balance::RoundRobin,
             hash_on: None,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             connect_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),

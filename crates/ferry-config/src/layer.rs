@@ -24,6 +24,11 @@ pub enum EnvKind {
 /// Every `FERRY_*` override: variable, key path, kind. This table is the one place they are listed.
 pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("FERRY_LISTEN", "server.listen", EnvKind::Text),
+    (
+        "FERRY_PROXY_PROTOCOL",
+        "server.proxy_protocol",
+        EnvKind::Boolean,
+    ),
     ("FERRY_ADMIN_LISTEN", "server.admin.listen", EnvKind::Text),
     (
         "FERRY_ADMIN_ENABLED",

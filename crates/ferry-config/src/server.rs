@@ -15,6 +15,10 @@ pub struct ServerConfig {
     /// More public listeners beside `listen` (`[[server.listeners]]`): plain HTTP on port 80 that redirects to
     /// HTTPS, an IPv6 address beside an IPv4 one. Each serves what `listen` serves, unless it redirects.
     pub listeners: Vec<ExtraListener>,
+    /// `listen` sits behind an L4 load balancer that starts every connection with a PROXY protocol header (v1 or
+    /// v2: HAProxy, AWS NLB, GCP): the client's address is taken from it, and a connection without one is
+    /// closed. Default false.
+    pub proxy_protocol: bool,
     /// Where the embedded store keeps its files. Default `./ferry-data`.
     pub data_dir: PathBuf,
     /// The store's database: `sqlite://PATH`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. Default
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             listeners: Vec::new(),
+            proxy_protocol: false,
             data_dir: PathBuf::from("ferry-data"),
             database_url: None,
             tls_cert: None,
@@ -75,6 +80,10 @@ pub struct ExtraListener {
     /// The port of that `https://` URL (left out when 443). Default 443.
     #[serde(default = "default_https_port")]
     pub https_port: u16,
+    /// Connections start with a PROXY protocol header naming the client (as `server.proxy_protocol`). Default
+    /// false.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_https_port() -> u16 {

@@ -453,9 +453,16 @@ impl Gateway {
             );
         };
         let control = &route.extra.headers;
+        let negotiation = route
+            .extra
+            .compress
+            .then(|| crate::content::Negotiation::of(&req));
         if control.response.is_empty() && control.hsts.is_none() {
             let mut resp = self.answer_route(route, &table, req).await;
             control.error_page(&mut resp);
+            if let Some(n) = negotiation {
+                resp = n.compress(resp).await;
+            }
             return resp;
         }
         // The response edits are rendered from the request; they apply to every answer of the route, Ferry's
@@ -472,6 +479,9 @@ impl Gateway {
         control.error_page(&mut resp);
         if let Some(edits) = edits {
             edits.apply(resp.headers_mut());
+        }
+        if let Some(n) = negotiation {
+            resp = n.compress(resp).await;
         }
         resp
     }
@@ -573,6 +583,21 @@ impl Gateway {
                         .insert(crate::Upstream(format!("{tenant}/{target}")));
                 }
                 resp
+            }
+            Action::Static(dir) => {
+                let path = match route
+                    .upstream_path(req.uri().path(), table.routes.allow_encoded_slashes())
+                {
+                    Ok(p) => p.into_owned(),
+                    Err(_) => {
+                        return proxy::error(
+                            ferry_proto::ErrorCode::PathEscape,
+                            "the rewritten path leaves the root",
+                            &ferry_http::request_id(&req),
+                        )
+                    }
+                };
+                crate::content::serve_file(dir, &path, req).await
             }
             Action::Upstream(name) => match table.pools.get(name) {
                 Some((_, pool)) => proxy::forward(pool.clone(), route, table, req, logged).await,

@@ -13,6 +13,7 @@
 
 pub mod access_log;
 mod client_cert;
+mod content;
 mod forwarded;
 mod gateway;
 mod headers;
@@ -30,7 +31,7 @@ pub use access_log::{AccessEntry, AccessLogger, Upstream, UpstreamTime};
 pub use forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
 pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
 pub use pool::{Pool, Protocol};
-pub use reload::effective;
+pub use reload::{effective, TlsReload};
 pub use route::{Action, RouteTable};
 pub use snapshot::{
     GatewaySnapshot, PathKind, PoolSnapshot, RouteSnapshot, ServerHealth, ServerSnapshot,

@@ -341,8 +341,15 @@ impl Pool {
                 (_, None) => {
                     // a `ca_file` on a pool that is not https is refused below, with its own message
                     let ca_file = c.ca_file.as_deref().filter(|_| p == Protocol::Https);
+                    let identity = match (&c.client_cert, &c.client_key) {
+                        (Some(cert), Some(key)) if p == Protocol::Https => Some(
+                            load_client_identity(cert, key)
+                                .map_err(|m| invalid("client_cert", m))?,
+                        ),
+                        _ => None,
+                    };
                     let client = Arc::new(
-                        build_client(p, ca_file, c.connect_timeout)
+                        build_client(p, ca_file, identity, c.connect_timeout)
                             .map_err(|m| invalid("ca_file", m))?,
                     );
                     shared = Some(client.clone());
@@ -400,6 +407,22 @@ impl Pool {
         };
         if c.ca_file.is_some() && protocol != Protocol::Https {
             return Err(invalid("ca_file", "only used with https:// servers".into()));
+        }
+        match (&c.client_cert, &c.client_key) {
+            (None, None) => {}
+            (Some(_), Some(_)) if protocol == Protocol::Https => {}
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "client_cert",
+                    "only used with https:// servers".into(),
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "client_cert",
+                    "client_cert and client_key go together".into(),
+                ))
+            }
         }
         let timeouts = Timeouts {
             connect: c.connect_timeout,
@@ -757,6 +780,7 @@ pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h 
 fn build_client(
     protocol: Protocol,
     ca_file: Option<&std::path::Path>,
+    identity: Option<ClientIdentity>,
     connect_timeout: Duration,
 ) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
@@ -791,8 +815,13 @@ fn build_client(
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match identity {
+        Some((chain, key)) => tls
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client_cert: {e}"))?,
+        None => tls.with_no_client_auth(),
+    };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -810,6 +839,30 @@ fn build_client(
         builder.http2_only(true);
     }
     Ok(builder.build(connector))
+}
+
+/// A client certificate chain and its key, for mutual TLS with upstreams.
+type ClientIdentity = (
+    Vec<CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+);
+
+/// Read `client_cert` and `client_key` (PEM); read when the pool is built, at start and by a reload that changes
+/// the pool.
+fn load_client_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<ClientIdentity, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate found", cert.display()));
+    }
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((chain, key))
 }
 
 #[cfg(test)]

@@ -340,6 +340,8 @@ pub(crate) async fn forward(
     let timeouts = pool.timeouts;
     // A request without a body (nearly every GET) needs no limit, no idle timer and nothing to hand over to a
     // retry: each attempt sends an empty body of its own.
+    // with `buffer_request_body`, the whole body: each attempt can be given it again
+    let mut buffered: Option<bytes::Bytes> = None;
     let (body, exceeded, client_idle, client_failed) = if body.is_end_stream() {
         (None, None, None, None)
     } else {
@@ -354,9 +356,48 @@ pub(crate) async fn forward(
         };
         // a client that stops sending its body mid-way is cut after the pool's idle timeout
         let (body, client_idle) = TimedBody::request(body, timeouts.idle);
+        let body = if route.extra.buffer_request_body {
+            // nginx's `proxy_request_buffering on`: the whole body first, then the upstream, with a length
+            match collect_body(body.boxed_unsync()).await {
+                Ok(bytes) => {
+                    headers.remove(header::TRANSFER_ENCODING);
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                    buffered = Some(bytes.clone());
+                    buffered_body(bytes)
+                }
+                Err(_) => {
+                    return if exceeded.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
+                        too_large(route.max_body_size.unwrap_or(0), &request_id)
+                    } else if client_idle.load(Ordering::Acquire) {
+                        tracing::info!(request_id, pool = pool.name, idle = ?timeouts.idle, "request body idle: cut");
+                        error(
+                            ErrorCode::RequestTimeout,
+                            format!(
+                                "the client sent nothing of its request body for {:?}",
+                                timeouts.idle
+                            ),
+                            &request_id,
+                        )
+                    } else {
+                        tracing::info!(
+                            request_id,
+                            pool = pool.name,
+                            "request refused: the client's request body was malformed or broke off"
+                        );
+                        error(
+                            ErrorCode::BadRequest,
+                            "the request body was malformed or broke off",
+                            &request_id,
+                        )
+                    };
+                }
+            }
+        } else {
+            body.boxed_unsync()
+        };
         // The body stays reclaimable until the upstream connection first reads it: after a failed connect, an
         // idempotent request goes to the next server with its body intact.
-        let body = Arc::new(std::sync::Mutex::new(Some(body.boxed_unsync())));
+        let body = Arc::new(std::sync::Mutex::new(Some(body)));
         (Some(body), exceeded, Some(client_idle), Some(client_failed))
     };
     let deadline = timeouts.total.map(|t| (t, started + t));
@@ -481,7 +522,12 @@ pub(crate) async fn forward(
                 let unsent = body
                     .as_ref()
                     .is_none_or(|body| body.lock().is_ok_and(|slot| slot.is_some()));
-                if connect && idempotent && unsent && tried.len() < max_attempts {
+                if connect
+                    && idempotent
+                    && (unsent || buffered.is_some())
+                    && tried.len() < max_attempts
+                {
+                    refill(&body, &buffered);
                     match pool.try_retry() {
                         Some(retry) => {
                             tracing::info!(request_id, pool = pool.name, server = %server.authority, "upstream connect failed, retrying on another server: {why}");
@@ -521,10 +567,11 @@ pub(crate) async fn forward(
                 let time_left = deadline.is_none_or(|(_, at)| Instant::now() + head_wait <= at);
                 if pool.retry_timeouts
                     && idempotent
-                    && body.is_none()
+                    && (body.is_none() || buffered.is_some())
                     && tried.len() < max_attempts
                     && time_left
                 {
+                    refill(&body, &buffered);
                     match pool.try_retry() {
                         Some(retry) => {
                             tracing::info!(
@@ -550,6 +597,27 @@ pub(crate) async fn forward(
                 tag_upstream(&mut resp, logged, &server.authority);
                 return resp;
             }
+        }
+    }
+}
+
+/// Read all of `body` (`buffer_request_body`).
+async fn collect_body(body: Body) -> Result<bytes::Bytes, ferry_http::BoxError> {
+    Ok(body.collect().await?.to_bytes())
+}
+
+/// A buffered request body, as an attempt sends it.
+fn buffered_body(bytes: bytes::Bytes) -> Body {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Put the buffered body back in the slot for the next attempt (the last one may have read it).
+fn refill(slot: &Option<Arc<std::sync::Mutex<Option<Body>>>>, buffered: &Option<bytes::Bytes>) {
+    if let (Some(slot), Some(bytes)) = (slot, buffered) {
+        if let Ok(mut slot) = slot.lock() {
+            *slot = Some(buffered_body(bytes.clone()));
         }
     }
 }

@@ -59,19 +59,26 @@ fn load_file(path: &Path) -> Result<(GatewayConfig, Vec<u8>), EdgeError> {
     Ok((config, bytes))
 }
 
+/// Prepares new `[gateway.tls]` settings for the node's TLS listeners (every file read and checked) and returns
+/// what puts them to use; an error refuses the whole reload.
+pub type TlsReload =
+    Box<dyn Fn(&GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
+
 /// What a watcher reloads.
 enum Watched {
     /// `gateway.file`: its whole content is the table.
     RoutesFile,
-    /// The main config file: its `[gateway]` section, layered as at start; `tls` must stay what it was (the
-    /// listener is bound once).
+    /// The main config file: its `[gateway]` section, layered as at start; a change of `tls` goes to the
+    /// listeners through the node's [`TlsReload`] (without one it needs a restart).
     MainConfig(Box<MainFile>),
 }
 
 /// The main config file as its watcher knows it.
 struct MainFile {
     source: ConfigSource,
-    tls: GatewayTls,
+    /// The TLS settings in use, and how to change them.
+    tls: std::sync::Mutex<GatewayTls>,
+    tls_reload: Option<TlsReload>,
     /// The section in use: a change elsewhere in the file leaves the table (and its rate-limit buckets) alone.
     applied: std::sync::Mutex<GatewayConfig>,
     /// `[log]` as the node started with it (or as last reported): a change is not applied by a reload, and
@@ -99,6 +106,7 @@ impl Watched {
                 let MainFile {
                     source,
                     tls,
+                    tls_reload,
                     applied,
                     log,
                 } = &**main;
@@ -118,16 +126,27 @@ impl Watched {
                         "gateway.file: moving the routes to a routes file needs a restart".into(),
                     );
                 }
-                if config.tls != *tls {
-                    return Err("gateway.tls: listener TLS settings change only with a restart (certificate files are reloaded on their own)".into());
-                }
                 let mut applied = applied.lock().map_err(|_| "reload state poisoned")?;
                 if *applied == config {
                     return Ok(false);
                 }
-                // the access log first: a bad access-log setting refuses the whole reload, table included
+                let mut tls_in_use = tls.lock().map_err(|_| "reload state poisoned")?;
+                // TLS first, prepared but not in use: bad TLS settings or files refuse the whole reload
+                let tls_commit = match (config.tls != *tls_in_use, tls_reload) {
+                    (false, _) => None,
+                    (true, Some(prepare)) => Some(prepare(&config.tls)?),
+                    (true, None) => {
+                        return Err("gateway.tls: this node has no TLS listener to apply it to; it takes effect at the next start".into())
+                    }
+                };
+                // the access log next: a bad access-log setting refuses the whole reload, table included
                 gateway.set_access_log(&config).map_err(|e| e.to_string())?;
                 gateway.reload(&config).map_err(|e| e.to_string())?;
+                if let Some(commit) = tls_commit {
+                    commit();
+                    *tls_in_use = config.tls.clone();
+                    tracing::info!(file = %path.display(), "gateway.tls reloaded: new connections get the new settings");
+                }
                 *applied = config;
                 Ok(true)
             }
@@ -138,8 +157,14 @@ impl Watched {
 impl Gateway {
     /// Reload the gateway on SIGHUP and when its file's content changes, until the gateway is dropped: with
     /// `gateway.file` set, that file; else, when `source` names the main config file, that file's `[gateway]`
-    /// section (read with `source`'s layering). Does nothing when there is no file to watch.
-    pub fn spawn_reload(self: &Arc<Self>, config: &GatewayConfig, source: Option<ConfigSource>) {
+    /// section (read with `source`'s layering), whose `tls` goes to `tls_reload`. Does nothing when there is no
+    /// file to watch.
+    pub fn spawn_reload(
+        self: &Arc<Self>,
+        config: &GatewayConfig,
+        source: Option<ConfigSource>,
+        tls_reload: Option<TlsReload>,
+    ) {
         let (path, watched) = match (&config.file, source) {
             (Some(path), _) => (path.clone(), Watched::RoutesFile),
             (None, Some(source)) => match source.file.clone() {
@@ -148,7 +173,8 @@ impl Gateway {
                     Watched::MainConfig(Box::new(MainFile {
                         log: std::sync::Mutex::new(source.load().ok().map(|c| c.log)),
                         source,
-                        tls: config.tls.clone(),
+                        tls: std::sync::Mutex::new(config.tls.clone()),
+                        tls_reload,
                         applied: std::sync::Mutex::new(config.clone()),
                     })),
                 ),

@@ -22,6 +22,10 @@ pub struct RouteExtras {
     pub(crate) headers: HeaderControl,
     /// What the route matches, as configured, for [`crate::GatewaySnapshot`].
     pub(crate) summary: MatchSummary,
+    /// Compress responses for clients that accept it.
+    pub(crate) compress: bool,
+    /// Read the whole request body before choosing a server, and send it with a length.
+    pub(crate) buffer_request_body: bool,
 }
 
 /// What a route matches, as configured: kept for the snapshot the management API shows.
@@ -59,6 +63,8 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
             cert_headers,
             rate_limit,
             headers,
+            compress: r.compress,
+            buffer_request_body: r.buffer_request_body,
             summary: MatchSummary {
                 hosts: r.hosts.clone(),
                 methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),

@@ -117,6 +117,7 @@ fn route(r: &Route) -> RouteSnapshot {
         Action::Relay { tenant, target } => ("relay", format!("{tenant}/{target}")),
         Action::Redirect { to, status, .. } => ("redirect", format!("{} {to}", status.as_u16())),
         Action::Respond { status, .. } => ("respond", status.as_u16().to_string()),
+        Action::Static(dir) => ("static", dir.display().to_string()),
     };
     let summary = &r.extra.summary;
     RouteSnapshot {

@@ -666,6 +666,292 @@ async fn https_upstream_with_an_unknown_ca_is_refused() {
     assert_eq!(r.status(), 502);
 }
 
+/// Mutual TLS towards an upstream (nginx's `proxy_ssl_certificate`): an upstream that requires client
+/// certificates is reached with the pool's `client_cert`/`client_key`, and refuses the pool without them (502).
+#[tokio::test]
+async fn https_upstreams_that_require_client_certificates() {
+    let pki = TestPki::new().expect("pki");
+    // a client certificate signed by the test CA, for the gateway
+    let ca_key = rcgen::KeyPair::from_pem(&pki.ca_key_pem).expect("ca key");
+    // the test CA as an issuer: its name and key are what signing needs
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ferry test ca");
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ferry gateway");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+    let client_cert = pki.dir().join("gateway-client.pem");
+    let client_key = pki.dir().join("gateway-client-key.pem");
+    std::fs::write(&client_cert, cert.pem()).expect("write");
+    std::fs::write(&client_key, key.serialize_pem()).expect("write");
+
+    let mut tls = ferry_gateway::TlsOptions::single(TlsFiles {
+        cert: pki.cert_path(),
+        key: pki.key_path(),
+    });
+    tls.client_auth = ferry_gateway::ClientAuth::Required;
+    tls.client_ca = Some(pki.ca_path());
+    let upstream = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(tls))
+        .await
+        .expect("bind");
+    let port = upstream.local_addr().port();
+    let handler: Handler = Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            let verified = req
+                .extensions()
+                .get::<Arc<ferry_http::TlsInfo>>()
+                .is_some_and(|t| t.client_verified());
+            Response::new(full(format!("verified={verified}")))
+        })
+    });
+    let _up = AbortOnDrop(tokio::spawn(ferry_gateway::serve(
+        upstream,
+        handler,
+        options(),
+        std::future::pending(),
+    )));
+    let pool = |identity: &str| {
+        format!(
+            "[[routes]]\nupstream = \"t\"\n[upstreams.t]\nservers = [{{ url = \"https://localhost:{port}\" }}]\nca_file = \"{}\"\n{identity}",
+            pki.ca_path().display()
+        )
+    };
+    let (url, _gw, _g) = front(&pool(&format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        client_cert.display(),
+        client_key.display()
+    )))
+    .await;
+    let r = client().get(format!("{url}/x")).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "verified=true");
+    let (url, _gw2, _g2) = front(&pool("")).await;
+    let r = client().get(format!("{url}/x")).send().await.expect("send");
+    assert_eq!(r.status(), 502, "no client certificate, no upstream");
+    // a key without its certificate is refused at load, naming the key
+    let config: GatewayConfig = toml::from_str(&pool(&format!(
+        "client_key = \"{}\"\n",
+        client_key.display()
+    )))
+    .expect("toml");
+    let e = Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("client_cert"), "{e}");
+}
+
+/// `static_dir` serves files (index, precompressed siblings, 404, 405, no way out of the directory), and
+/// `compress` gzips an upstream's response for a client that accepts it, and only then.
+#[tokio::test]
+async fn static_files_and_compression() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("dir");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).expect("dir");
+    std::fs::write(site.join("index.html"), "<h1>home</h1>").expect("write");
+    std::fs::write(site.join("docs/index.html"), "<h1>docs</h1>").expect("write");
+    let script = "console.log('hello');\n".repeat(50);
+    std::fs::write(site.join("app.js"), &script).expect("write");
+    std::fs::write(site.join("app.js.gz"), b"not really gzip").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), "outside").expect("write");
+    let echo = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/site"
+        strip_prefix = true
+        static_dir = "{}"
+        [[routes]]
+        path = "/api"
+        upstream = "e"
+        compress = true
+        [upstreams.e]
+        servers = [{{ url = "{}" }}]
+        "#,
+        site.display(),
+        echo.url()
+    ))
+    .await;
+    let c = client();
+    let get = |path: &str, accept: Option<&str>| {
+        let mut r = c.get(format!("{url}{path}"));
+        if let Some(a) = accept {
+            r = r.header("accept-encoding", a);
+        }
+        r.send()
+    };
+    let r = get("/site/", None).await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "<h1>home</h1>");
+    let r = get("/site/docs/", None).await.expect("send");
+    assert_eq!(r.text().await.expect("body"), "<h1>docs</h1>");
+    let r = get("/site/app.js", None).await.expect("send");
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/javascript")
+    );
+    assert_eq!(r.text().await.expect("body"), script);
+    // the precompressed sibling goes to a client that accepts gzip
+    let r = get("/site/app.js", Some("gzip")).await.expect("send");
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    assert_eq!(r.text().await.expect("body"), "not really gzip");
+    assert_eq!(
+        get("/site/missing.js", None).await.expect("send").status(),
+        404
+    );
+    // normalised before any rule: `..` cannot leave the directory
+    assert_eq!(
+        get("/site/../secret.txt", None)
+            .await
+            .expect("send")
+            .status(),
+        404
+    );
+    assert_eq!(
+        get("/site/%2e%2e/secret.txt", None)
+            .await
+            .expect("send")
+            .status(),
+        404
+    );
+    let r = c
+        .post(format!("{url}/site/app.js"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 405);
+
+    let r = get(
+        "/api/x?pad=0123456789012345678901234567890123456789",
+        Some("gzip"),
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let zipped = r.bytes().await.expect("body");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut text)
+        .expect("gzip");
+    let e: EchoReply = serde_json::from_str(&text).expect("echo json");
+    assert!(e.uri.starts_with("/api/x?pad="), "{}", e.uri);
+    let r = get("/api/x", None).await.expect("send");
+    assert!(r.headers().get("content-encoding").is_none());
+    serde_json::from_slice::<EchoReply>(&r.bytes().await.expect("body")).expect("plain json");
+
+    // a static_dir that is not a directory is refused at load, naming the key
+    let config: GatewayConfig = toml::from_str(&format!(
+        "[[routes]]\nstatic_dir = \"{}\"\n",
+        dir.path().join("secret.txt").display()
+    ))
+    .expect("toml");
+    let e = Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("static_dir"), "{e}");
+}
+
+/// `buffer_request_body`: a chunked upload reaches the upstream whole, with `Content-Length` and no
+/// `Transfer-Encoding`; a PUT whose first server hangs is sent again, body and all, to the next; the route's
+/// limit still holds; a route without a small enough limit is refused at load.
+#[tokio::test]
+async fn buffered_request_bodies() {
+    let hang = TargetServer::start(TargetKind::Hang).await.expect("hang");
+    let echo = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/plain"
+        upstream = "e"
+        buffer_request_body = true
+        max_body_size = 1048576
+        [[routes]]
+        path = "/retry"
+        upstream = "p"
+        buffer_request_body = true
+        max_body_size = 1048576
+        [upstreams.e]
+        servers = [{{ url = "{echo}" }}]
+        [upstreams.p]
+        servers = [{{ url = "{hang}" }}, {{ url = "{echo}" }}]
+        header_timeout = "300ms"
+        max_fails = 0
+        "#,
+        hang = hang.url(),
+        echo = echo.url(),
+    ))
+    .await;
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..8)
+        .map(|i| Ok(Bytes::from(vec![b'a' + i; 1000])))
+        .collect();
+    let r = client()
+        .post(format!("{url}/plain/up"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let e: EchoReply = r.json().await.expect("echo");
+    assert_eq!(e.body_len, 8000);
+    assert_eq!(e.header("content-length"), Some("8000"));
+    assert_eq!(e.header("transfer-encoding"), None);
+
+    for _ in 0..4 {
+        let r = client()
+            .put(format!("{url}/retry/doc"))
+            .body("the same body, every attempt")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            r.status(),
+            200,
+            "a buffered PUT is retried after the timeout"
+        );
+        let e: EchoReply = r.json().await.expect("echo");
+        assert_eq!(e.body_len, 28);
+    }
+    let r = client()
+        .post(format!("{url}/plain/big"))
+        .body(vec![0u8; 2 * 1024 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413);
+
+    let config: GatewayConfig = toml::from_str(&format!(
+        "[[routes]]\nupstream = \"e\"\nbuffer_request_body = true\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
+        echo.url()
+    ))
+    .expect("toml");
+    let e = Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("buffer_request_body"), "{e}");
+}
+
 #[tokio::test]
 async fn websockets_pass_through() {
     let ws = TargetServer::start(TargetKind::WebSocketEcho)
@@ -905,7 +1191,7 @@ async fn a_routes_file_is_reloaded_on_change_and_a_bad_one_refused() {
         ..GatewayConfig::default()
     };
     let gw = Gateway::new(&config, Arc::new(FakeRelay)).expect("gateway");
-    gw.spawn_reload(&config, None);
+    gw.spawn_reload(&config, None, None);
     let g = gw.clone();
     let handler: Handler = Arc::new(move |req| {
         let g = g.clone();

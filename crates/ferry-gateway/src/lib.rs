@@ -12,10 +12,13 @@
 mod h1;
 mod limits;
 mod listener;
+mod proxy_protocol;
 mod serve;
+mod tls;
 
-pub use listener::{tls_info, ClientAuth, Listener, TlsFiles, TlsOptions};
+pub use listener::{tls_info, Listener};
 pub use serve::{serve, Handler, ServeOptions};
+pub use tls::{ClientAuth, PreparedTls, SniSite, TlsFiles, TlsOptions, TlsReloader};
 
 /// Raise the process's soft limit of open files to its hard limit (a node holds one file per client
 /// connection, tunnel and upstream connection; distributions often start services at 1024). Returns the limit
@@ -47,4 +50,6 @@ pub enum GatewayError {
     Key { path: String, message: String },
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("{key}: {message}")]
+    Settings { key: String, message: String },
 }

@@ -50,7 +50,8 @@ impl Refusal {
 #[derive(Debug)]
 pub(crate) struct Permit {
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// The client address it counts against; `None` while it is not known yet (a PROXY protocol header not read).
+    ip: Option<IpAddr>,
 }
 
 impl ConnectionLimits {
@@ -84,7 +85,20 @@ impl ConnectionLimits {
         self.open.fetch_add(1, Ordering::AcqRel);
         Ok(Permit {
             limits: self.clone(),
-            ip,
+            ip: Some(ip),
+        })
+    }
+
+    /// Count a new connection whose client address comes later (behind a load balancer speaking the PROXY
+    /// protocol): against the total cap now, against its address's cap by [`Permit::attribute`].
+    pub(crate) fn admit_unattributed(self: &Arc<Self>) -> Result<Permit, Refusal> {
+        if self.open.load(Ordering::Acquire) >= self.max {
+            return Err(Refusal::Total(self.max));
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(Permit {
+            limits: self.clone(),
+            ip: None,
         })
     }
 
@@ -120,16 +134,36 @@ impl ConnectionLimits {
     }
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
+impl Permit {
+    /// Count this connection against `ip`'s cap too, now that its client is known.
+    pub(crate) fn attribute(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        let ip = canonical(ip);
         let mut by_ip = match self.limits.by_ip.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(held) = by_ip.get_mut(&self.ip) {
-            *held -= 1;
-            if *held == 0 {
-                by_ip.remove(&self.ip);
+        let held = by_ip.entry(ip).or_insert(0);
+        if *held >= self.limits.per_ip {
+            return Err(Refusal::PerIp(self.limits.per_ip));
+        }
+        *held += 1;
+        self.ip = Some(ip);
+        Ok(())
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut by_ip = match self.limits.by_ip.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(held) = by_ip.get_mut(&ip) {
+                *held -= 1;
+                if *held == 0 {
+                    by_ip.remove(&ip);
+                }
             }
         }
         self.limits.open.fetch_sub(1, Ordering::AcqRel);

@@ -1,72 +1,17 @@
-//! Binding a listener and, when certificate files are given, preparing TLS (1.2 and 1.3, ALPN h2 and http/1.1):
-//! several certificates chosen by SNI, client certificates (off, optional, required) verified against a CA
-//! bundle, and certificate files reloaded on change for new connections.
+//! Binding a listener, plain or with TLS (see [`crate::tls`] for the TLS settings and their reloading).
 
-use crate::GatewayError;
-use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::collections::HashMap;
+use crate::tls::{Sites, TlsReloader, TlsSwitch};
+use crate::{GatewayError, TlsFiles, TlsOptions};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-
-/// PEM files of a TLS listener.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// Whether a listener asks clients for certificates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ClientAuth {
-    #[default]
-    Off,
-    /// Verified when the client sends one; a client without one is let in.
-    Optional,
-    /// A verified certificate is needed to connect.
-    Required,
-}
-
-/// Everything about a TLS listener.
-#[derive(Debug, Clone)]
-pub struct TlsOptions {
-    /// The certificate for clients whose SNI name matches no entry of `sni` (or who send none).
-    pub default: TlsFiles,
-    /// More certificates, by SNI name: exact (`api.example.com`) or wildcard (`*.example.com`).
-    pub sni: Vec<(Vec<String>, TlsFiles)>,
-    pub client_auth: ClientAuth,
-    /// The CA bundle client certificates are verified against; needed unless `client_auth` is off.
-    pub client_ca: Option<PathBuf>,
-    /// How often the certificate files are checked for changes; `None`: never.
-    pub reload_interval: Option<Duration>,
-}
-
-impl TlsOptions {
-    /// Only `files`, no client certificates, no reload: what [`Listener::bind`] uses.
-    pub fn single(files: TlsFiles) -> Self {
-        Self {
-            default: files,
-            sni: Vec::new(),
-            client_auth: ClientAuth::Off,
-            client_ca: None,
-            reload_interval: None,
-        }
-    }
-}
 
 /// A bound listener, plain or TLS.
 pub struct Listener {
     pub(crate) tcp: TcpListener,
-    pub(crate) tls: Option<TlsAcceptor>,
-    /// With `client_auth = optional`: the CA check, run after the handshake on whatever chain the client sent.
-    pub(crate) client_check: Option<Arc<dyn ClientCertVerifier>>,
+    pub(crate) tls: Option<Arc<TlsSwitch>>,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    pub(crate) proxy_protocol: bool,
     local_addr: SocketAddr,
 }
 
@@ -77,30 +22,12 @@ impl Listener {
     }
 
     /// Bind `addr` now, with TLS as `tls` says (certificates checked before binding). With a reload interval, a
-    /// task checks the certificate files until the listener is dropped.
+    /// task checks the TLS files until the listener is dropped.
     pub async fn bind_with(
         addr: SocketAddr,
         tls: Option<TlsOptions>,
     ) -> Result<Self, GatewayError> {
-        let mut client_check = None;
-        let tls = match tls {
-            Some(options) => {
-                let resolver = Arc::new(SniResolver {
-                    store: RwLock::new(Arc::new(CertStore::load(&options)?)),
-                });
-                let (acceptor, check) = acceptor(&options, resolver.clone())?;
-                client_check = check;
-                if let Some(every) = options.reload_interval.filter(|d| !d.is_zero()) {
-                    tokio::spawn(watch_certificates(
-                        Arc::downgrade(&resolver),
-                        options,
-                        every,
-                    ));
-                }
-                Some(acceptor)
-            }
-            None => None,
-        };
+        let tls = tls.map(TlsSwitch::start).transpose()?;
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
@@ -110,14 +37,26 @@ impl Listener {
         Ok(Self {
             tcp,
             tls,
-            client_check,
+            proxy_protocol: false,
             local_addr,
         })
     }
 
-    /// The CA check of an `optional` listener, for [`connection_info`].
-    pub(crate) fn client_check(&self) -> Option<Arc<dyn ClientCertVerifier>> {
-        self.client_check.clone()
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every connection and take the client's address
+    /// from it: for a listener behind an L4 load balancer that sends one. A connection without one is closed.
+    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
+    /// Changes this listener's TLS settings for new connections; `None` for a plain listener.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.clone().map(TlsReloader)
+    }
+
+    /// The TLS sites new connections get.
+    pub(crate) fn tls_sites(&self) -> Option<Arc<Sites>> {
+        self.tls.as_ref().map(|t| t.sites())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -132,7 +71,7 @@ impl Listener {
 }
 
 /// The TLS facts of an accepted connection, to attach to its requests: protocol version and the client's
-/// certificate chain (verified during the handshake when client certificates are on).
+/// certificate chain (verified during the handshake when client certificates are required).
 pub fn tls_info(conn: &rustls::ServerConnection) -> ferry_http::TlsInfo {
     ferry_http::TlsInfo {
         protocol: conn.protocol_version().map(|v| match v {
@@ -148,313 +87,19 @@ pub fn tls_info(conn: &rustls::ServerConnection) -> ferry_http::TlsInfo {
     }
 }
 
-/// The TLS facts of an accepted connection (see [`tls_info`]), with the client certificate checked against the
-/// CA bundle by `client_check` (the listener's, when its client authentication is optional).
-pub(crate) fn connection_info(
-    conn: &rustls::ServerConnection,
-    client_check: Option<&dyn ClientCertVerifier>,
-) -> ferry_http::TlsInfo {
-    let mut info = tls_info(conn);
-    if let (Some(check), Some((leaf, intermediates))) = (
-        client_check,
-        conn.peer_certificates().and_then(|c| c.split_first()),
-    ) {
-        if let Err(error) =
-            check.verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
-        {
-            info.client_verify_error = Some(verify_reason(&error));
-        }
-    }
-    info
-}
-
-/// A short reason for `X-SSL-Client-Verify: FAILED:reason`, in the spirit of OpenSSL's messages that nginx
-/// passes on.
-fn verify_reason(error: &rustls::Error) -> String {
-    use rustls::CertificateError as E;
-    match error {
-        rustls::Error::InvalidCertificate(e) => match e {
-            E::Expired | E::ExpiredContext { .. } => "certificate has expired".to_owned(),
-            E::NotValidYet | E::NotValidYetContext { .. } => {
-                "certificate is not yet valid".to_owned()
-            }
-            E::UnknownIssuer => "unable to get local issuer certificate".to_owned(),
-            E::BadSignature => "certificate signature failure".to_owned(),
-            E::Revoked => "certificate revoked".to_owned(),
-            E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
-                "unsupported certificate purpose".to_owned()
-            }
-            other => format!("{other:?}"),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// The client-certificate check of an `optional` listener: every chain is let through the handshake (the
-/// client still proves it holds the key, by the handshake signature), and [`Listener::connection_info`] checks it
-/// against the CA bundle afterwards, so that a client with a bad certificate reaches the upstream marked
-/// `FAILED:reason` instead of being cut off. Written by hand because rustls offers no "verify but tolerate"
-/// mode; the checks themselves stay rustls's (`WebPkiClientVerifier`).
-#[derive(Debug)]
-struct TolerantClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-}
-
-impl ClientCertVerifier for TolerantClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        Ok(rustls::server::danger::ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The acceptor of a TLS listener, and for `optional` client authentication the CA check to run after the
-/// handshake.
-type Acceptor = (TlsAcceptor, Option<Arc<dyn ClientCertVerifier>>);
-
-fn acceptor(options: &TlsOptions, resolver: Arc<SniResolver>) -> Result<Acceptor, GatewayError> {
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let mut check = None;
-    let builder = match options.client_auth {
-        ClientAuth::Off => builder.with_no_client_auth(),
-        mode => {
-            let path = options
-                .client_ca
-                .as_deref()
-                .ok_or_else(|| GatewayError::Certificate {
-                    path: "client_ca".into(),
-                    message: "client certificates need a CA bundle".into(),
-                })?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(path)? {
-                roots.add(cert).map_err(|e| GatewayError::Certificate {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| GatewayError::Certificate {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            if mode == ClientAuth::Optional {
-                check = Some(verifier.clone());
-                builder
-                    .with_client_cert_verifier(Arc::new(TolerantClientVerifier { inner: verifier }))
-            } else {
-                builder.with_client_cert_verifier(verifier)
-            }
-        }
-    };
-    let mut config = builder.with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), check))
-}
-
-/// The loaded certificates: a default and some by SNI name.
-#[derive(Debug)]
-struct CertStore {
-    default: Arc<CertifiedKey>,
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// `(".example.com", key)` for `*.example.com`.
-    wildcard: Vec<(String, Arc<CertifiedKey>)>,
-    /// The files' bytes, to notice changes.
-    fingerprint: Vec<u8>,
-}
-
-impl CertStore {
-    fn load(options: &TlsOptions) -> Result<Self, GatewayError> {
-        let mut fingerprint = Vec::new();
-        let default = Arc::new(load_key_pair(&options.default, &mut fingerprint)?);
-        let mut exact = HashMap::new();
-        let mut wildcard = Vec::new();
-        for (names, files) in &options.sni {
-            let key = Arc::new(load_key_pair(files, &mut fingerprint)?);
-            for name in names {
-                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-                match name.strip_prefix('*') {
-                    Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
-                        wildcard.push((suffix.to_owned(), key.clone()))
-                    }
-                    Some(_) => {
-                        return Err(GatewayError::Certificate {
-                            path: files.cert.display().to_string(),
-                            message: format!("bad wildcard name {name:?}"),
-                        })
-                    }
-                    None => {
-                        exact.insert(name, key.clone());
-                    }
-                }
-            }
-        }
-        // longer suffixes first: the most specific wildcard wins
-        wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Ok(Self {
-            default,
-            exact,
-            wildcard,
-            fingerprint,
-        })
-    }
-
-    fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
-        let Some(name) = name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
-            return self.default.clone();
-        };
-        if let Some(k) = self.exact.get(&name) {
-            return k.clone();
-        }
-        self.wildcard
-            .iter()
-            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
-            .map(|(_, k)| k.clone())
-            .unwrap_or_else(|| self.default.clone())
-    }
-}
-
-/// Picks the certificate by SNI from the current store, which a reload replaces.
-#[derive(Debug)]
-struct SniResolver {
-    store: RwLock<Arc<CertStore>>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let store = match self.store.read() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        Some(store.pick(hello.server_name()))
-    }
-}
-
-/// Reload the certificate files when their content changes, until the listener is gone. A file that does not
-/// load is logged and the certificates in use stay.
-async fn watch_certificates(resolver: Weak<SniResolver>, options: TlsOptions, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut refused: Option<Vec<u8>> = None;
-    loop {
-        tick.tick().await;
-        let Some(resolver) = resolver.upgrade() else {
-            return;
-        };
-        let current = match resolver.store.read() {
-            Ok(s) => s.fingerprint.clone(),
-            Err(poisoned) => poisoned.into_inner().fingerprint.clone(),
-        };
-        let now = files_bytes(&options);
-        if now == current || refused.as_ref() == Some(&now) {
-            continue;
-        }
-        match CertStore::load(&options) {
-            Ok(store) => {
-                if let Ok(mut s) = resolver.store.write() {
-                    *s = Arc::new(store);
-                }
-                refused = None;
-                tracing::info!(file = %options.default.cert.display(), "tls certificates reloaded");
-            }
-            Err(e) => {
-                tracing::error!(
-                    "tls certificate files refused, keeping the certificates in use: {e}"
-                );
-                refused = Some(now);
-            }
-        }
-    }
-}
-
-/// The bytes of every certificate and key file, in load order (unreadable files count as empty).
-fn files_bytes(options: &TlsOptions) -> Vec<u8> {
-    let mut out = Vec::new();
-    for files in std::iter::once(&options.default).chain(options.sni.iter().map(|(_, f)| f)) {
-        out.extend(std::fs::read(&files.cert).unwrap_or_default());
-        out.extend(std::fs::read(&files.key).unwrap_or_default());
-    }
-    out
-}
-
-fn load_key_pair(
-    files: &TlsFiles,
-    fingerprint: &mut Vec<u8>,
-) -> Result<CertifiedKey, GatewayError> {
-    fingerprint.extend(std::fs::read(&files.cert).unwrap_or_default());
-    fingerprint.extend(std::fs::read(&files.key).unwrap_or_default());
-    let certs = load_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| GatewayError::Key {
-        path: files.key.display().to_string(),
-        message: e.to_string(),
-    })?;
-    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| GatewayError::Key {
-        path: files.key.display().to_string(),
-        message: e.to_string(),
-    })
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
-    let err = |message: String| GatewayError::Certificate {
-        path: path.display().to_string(),
-        message,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err("no certificate found".into()));
-    }
-    Ok(certs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::load_certs;
+    use crate::{ClientAuth, SniSite};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivateKeyDer;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
 
     #[tokio::test]
     async fn binds_port_zero_and_reports_url() {
@@ -514,6 +159,11 @@ mod tests {
             let ca_key = rcgen::KeyPair::generate().expect("key");
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, format!("{tag} ca"));
@@ -524,11 +174,22 @@ mod tests {
 
         /// A leaf for `names`, written as `{file}.pem` and `{file}-key.pem`; returns the files and the DER.
         fn leaf(&self, file: &str, names: &[&str]) -> (TlsFiles, Vec<u8>) {
+            self.leaf_numbered(file, names, None)
+        }
+
+        /// [`Pki::leaf`] with a serial number.
+        fn leaf_numbered(
+            &self,
+            file: &str,
+            names: &[&str],
+            serial: Option<u64>,
+        ) -> (TlsFiles, Vec<u8>) {
             let key = rcgen::KeyPair::generate().expect("key");
-            let params = rcgen::CertificateParams::new(
+            let mut params = rcgen::CertificateParams::new(
                 names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
             )
             .expect("params");
+            params.serial_number = serial.map(rcgen::SerialNumber::from);
             let cert = params
                 .signed_by(&key, &self.ca, &self.ca_key)
                 .expect("sign");
@@ -539,6 +200,59 @@ mod tests {
             std::fs::write(&files.cert, cert.pem()).expect("write");
             std::fs::write(&files.key, key.serialize_pem()).expect("write");
             (files, cert.der().to_vec())
+        }
+    }
+
+    impl Pki {
+        /// A CRL of the CA revoking `serials`, written as `{file}.pem`.
+        fn crl(&self, file: &str, serials: &[u64]) -> PathBuf {
+            let crl = rcgen::CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2024, 1, 1),
+                next_update: rcgen::date_time_ymd(2100, 1, 1),
+                crl_number: rcgen::SerialNumber::from(1),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|s| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from(*s),
+                        revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            }
+            .signed_by(&self.ca, &self.ca_key)
+            .expect("crl");
+            let path = self.dir.join(format!("{file}.pem"));
+            std::fs::write(&path, crl.pem().expect("pem")).expect("write");
+            path
+        }
+
+        /// A leaf signed by an intermediate CA the root signed; its file holds the leaf and the intermediate.
+        fn chained_leaf(&self, file: &str, names: &[&str]) -> TlsFiles {
+            let mid_key = rcgen::KeyPair::generate().expect("key");
+            let mut mid = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            mid.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            mid.distinguished_name
+                .push(rcgen::DnType::CommonName, "intermediate");
+            let mid = mid
+                .signed_by(&mid_key, &self.ca, &self.ca_key)
+                .expect("sign");
+            let key = rcgen::KeyPair::generate().expect("key");
+            let leaf = rcgen::CertificateParams::new(
+                names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+            )
+            .expect("params")
+            .signed_by(&key, &mid, &mid_key)
+            .expect("sign");
+            let files = TlsFiles {
+                cert: self.dir.join(format!("{file}.pem")),
+                key: self.dir.join(format!("{file}-key.pem")),
+            };
+            std::fs::write(&files.cert, format!("{}{}", leaf.pem(), mid.pem())).expect("write");
+            std::fs::write(&files.key, key.serialize_pem()).expect("write");
+            files
         }
     }
 
@@ -559,16 +273,14 @@ mod tests {
         seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let Some(tls) = l.tls.clone() else { return };
-            let check = l.client_check();
+            let Some(switch) = l.tls.clone() else { return };
             while let Ok((s, _)) = l.tcp.accept().await {
-                let tls = tls.clone();
+                let sites = switch.sites();
                 let seen = seen.clone();
-                let check = check.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut conn) = tls.accept(s).await {
+                    if let Ok((mut conn, site)) = crate::tls::accept(&sites, s).await {
                         if let Ok(mut v) = seen.lock() {
-                            v.push(connection_info(conn.get_ref().1, check.as_deref()));
+                            v.push(site.connection_info(conn.get_ref().1));
                         }
                         use tokio::io::AsyncWriteExt;
                         let _ = conn.write_all(b"hi").await;
@@ -635,8 +347,8 @@ mod tests {
         let (wild, wild_der) = pki.leaf("wild", &["*.apps.example.test"]);
         let options = TlsOptions {
             sni: vec![
-                (vec!["api.example.test".into()], api),
-                (vec!["*.apps.example.test".into()], wild),
+                SniSite::new(vec!["api.example.test".into()], api),
+                SniSite::new(vec!["*.apps.example.test".into()], wild),
             ],
             ..TlsOptions::single(default)
         };
@@ -664,7 +376,11 @@ mod tests {
         let stranger_pki = Pki::new("stranger");
         let (stranger, _) = stranger_pki.leaf("stranger", &["client.example.test"]);
         let ca = pki.dir.join("ca.pem");
-        for mode in [ClientAuth::Required, ClientAuth::Optional] {
+        for mode in [
+            ClientAuth::Required,
+            ClientAuth::OptionalNoCa,
+            ClientAuth::Optional,
+        ] {
             let options = TlsOptions {
                 client_auth: mode,
                 client_ca: Some(ca.clone()),
@@ -688,14 +404,24 @@ mod tests {
             assert_eq!(info.protocol, Some("TLSv1.3"));
             assert_eq!(info.client_chain.first(), Some(&client_der));
             assert!(info.client_verified(), "{mode:?}: {info:?}");
-            // Required: a certificate of another CA is refused in the handshake. Optional: it gets in, marked
-            // as failed, so that the upstream can be told why (nginx's optional_no_ca).
+            // Required: a certificate of another CA is refused in the handshake. Optional: it gets in as if it
+            // had sent none. OptionalNoCa: it gets in, marked as failed, so that the upstream can be told why.
             let stranger_result = handshake(addr, &ca, "localhost", Some(&stranger)).await;
             if mode == ClientAuth::Required {
                 assert!(
                     stranger_result.is_err(),
                     "a certificate of another CA is refused"
                 );
+            } else if mode == ClientAuth::Optional {
+                assert!(stranger_result.is_ok(), "{stranger_result:?}");
+                let info = seen
+                    .lock()
+                    .expect("lock")
+                    .last()
+                    .cloned()
+                    .expect("a connection");
+                assert!(info.client_chain.is_empty(), "{info:?}");
+                assert_eq!(info.client_verify_error, None);
             } else {
                 assert!(stranger_result.is_ok(), "{stranger_result:?}");
                 let info = seen
@@ -712,7 +438,7 @@ mod tests {
             }
             assert_eq!(
                 handshake(addr, &ca, "localhost", None).await.is_ok(),
-                mode == ClientAuth::Optional,
+                mode != ClientAuth::Required,
                 "{mode:?} without a certificate"
             );
             task.abort();
@@ -764,5 +490,284 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         task.abort();
+    }
+
+    /// Revoked certificates (CRL) and chains longer than `verify_depth` do not verify: refused by `required`,
+    /// counted as none by `optional`.
+    #[tokio::test]
+    async fn revoked_and_too_long_client_chains() {
+        let pki = Pki::new("crl");
+        let (server, _) = pki.leaf("server", &["localhost"]);
+        let (good, _) = pki.leaf_numbered("good", &["c.example.test"], Some(11));
+        let (revoked, _) = pki.leaf_numbered("revoked", &["c.example.test"], Some(12));
+        let chained = pki.chained_leaf("chained", &["c.example.test"]);
+        let ca = pki.dir.join("ca.pem");
+        let crl = pki.crl("crl", &[12]);
+        for mode in [ClientAuth::Required, ClientAuth::Optional] {
+            let options = TlsOptions {
+                client_auth: mode,
+                client_ca: Some(ca.clone()),
+                client_crl: vec![crl.clone()],
+                ..TlsOptions::single(server.clone())
+            };
+            let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+                .await
+                .expect("bind");
+            let addr = l.local_addr();
+            let seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>> = Arc::default();
+            let task = accept_recording(l, seen.clone());
+            let last = || seen.lock().expect("lock").last().cloned().expect("conn");
+            handshake(addr, &ca, "localhost", Some(&good))
+                .await
+                .expect("a certificate the CRL does not name");
+            assert!(last().client_verified());
+            let r = handshake(addr, &ca, "localhost", Some(&revoked)).await;
+            if mode == ClientAuth::Required {
+                assert!(r.is_err(), "revoked: refused");
+            } else {
+                assert!(r.is_ok());
+                assert!(last().client_chain.is_empty(), "revoked: counted as none");
+            }
+            task.abort();
+        }
+        for (depth, fits) in [(1, false), (2, true)] {
+            let options = TlsOptions {
+                client_auth: ClientAuth::OptionalNoCa,
+                client_ca: Some(ca.clone()),
+                verify_depth: Some(depth),
+                ..TlsOptions::single(server.clone())
+            };
+            let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+                .await
+                .expect("bind");
+            let addr = l.local_addr();
+            let seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>> = Arc::default();
+            let task = accept_recording(l, seen.clone());
+            for (files, direct) in [(&good, true), (&chained, false)] {
+                handshake(addr, &ca, "localhost", Some(files))
+                    .await
+                    .expect("optional_no_ca lets it in");
+                let info = seen.lock().expect("lock").last().cloned().expect("conn");
+                let expected = direct || fits;
+                assert_eq!(info.client_verified(), expected, "depth {depth}: {info:?}");
+                if !expected {
+                    assert_eq!(
+                        info.client_verify_error.as_deref(),
+                        Some("certificate chain too long")
+                    );
+                }
+            }
+            task.abort();
+        }
+    }
+
+    /// Records the OCSP response a server staples.
+    #[derive(Debug)]
+    struct RecordOcsp {
+        inner: Arc<rustls::client::WebPkiServerVerifier>,
+        stapled: std::sync::Mutex<Vec<u8>>,
+    }
+
+    impl rustls::client::danger::ServerCertVerifier for RecordOcsp {
+        fn verify_server_cert(
+            &self,
+            end_entity: &rustls_pki_types::CertificateDer<'_>,
+            intermediates: &[rustls_pki_types::CertificateDer<'_>],
+            server_name: &rustls_pki_types::ServerName<'_>,
+            ocsp_response: &[u8],
+            now: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            if let Ok(mut s) = self.stapled.lock() {
+                *s = ocsp_response.to_vec();
+            }
+            self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    }
+
+    static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+    /// Versions and cipher suites as configured, and the OCSP response file stapled.
+    #[tokio::test]
+    async fn versions_cipher_suites_and_stapling() {
+        let pki = Pki::new("suites");
+        let (server, _) = pki.leaf("server", &["localhost"]);
+        let ocsp = pki.dir.join("ocsp.der");
+        std::fs::write(&ocsp, b"\x30\x03\x0a\x01\x00").expect("write");
+        let options = TlsOptions {
+            protocols: vec!["TLSv1.2".into()],
+            cipher_suites: vec!["ECDHE-ECDSA-CHACHA20-POLY1305".into()],
+            ocsp_response: Some(ocsp),
+            ..TlsOptions::single(server.clone())
+        };
+        let l = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(options))
+            .await
+            .expect("bind");
+        let addr = l.local_addr();
+        let task = accept_loop(l);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certs(&pki.dir.join("ca.pem")).expect("ca") {
+            roots.add(c).expect("root");
+        }
+        let roots = Arc::new(roots);
+        let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+            let verifier = Arc::new(RecordOcsp {
+                inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider(),
+                )
+                .build()
+                .expect("verifier"),
+                stapled: Default::default(),
+            });
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(versions)
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let conn = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(
+                        rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+                        tcp,
+                    )
+                    .await?;
+                let c = conn.get_ref().1;
+                let stapled = verifier.stapled.lock().expect("lock").clone();
+                Ok::<_, std::io::Error>((
+                    c.protocol_version(),
+                    c.negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite())),
+                    stapled,
+                ))
+            }
+        };
+        let (version, suite, stapled) = connect(rustls::ALL_VERSIONS).await.expect("tls 1.2");
+        assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_2));
+        assert_eq!(
+            suite.as_deref(),
+            Some("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256")
+        );
+        assert_eq!(stapled, b"\x30\x03\x0a\x01\x00");
+        assert!(connect(TLS13_ONLY).await.is_err(), "TLS 1.3 is not offered");
+        task.abort();
+        // names that are not versions or suites are refused with the list of what there is
+        let bad = TlsOptions {
+            protocols: vec!["TLSv1.1".into()],
+            ..TlsOptions::single(server.clone())
+        };
+        let e = bad.check().expect_err("refused").to_string();
+        assert!(
+            e.contains("gateway.tls.protocols") && e.contains("insecure"),
+            "{e}"
+        );
+        let bad = TlsOptions {
+            cipher_suites: vec!["RC4-MD5".into()],
+            ..TlsOptions::single(server)
+        };
+        let e = bad.check().expect_err("refused").to_string();
+        assert!(e.contains("TLS13_AES_128_GCM_SHA256"), "{e}");
+    }
+
+    /// A reload adds a host with its certificate for new connections; one naming a missing file is refused
+    /// whole, before anything changes. A host with client-certificate settings of its own cannot be asked for
+    /// on a connection made for another name.
+    #[tokio::test]
+    async fn a_reload_adds_a_host_and_hosts_keep_their_client_settings() {
+        let pki = Pki::new("reload-sni");
+        let (default, default_der) = pki.leaf("default", &["localhost"]);
+        let (api, api_der) = pki.leaf("api", &["api.example.test"]);
+        let l = Listener::bind_with(
+            ([127, 0, 0, 1], 0).into(),
+            Some(TlsOptions::single(default.clone())),
+        )
+        .await
+        .expect("bind");
+        let addr = l.local_addr();
+        let reloader = l.tls_reloader().expect("a TLS listener");
+        let task = accept_loop(l);
+        let ca = pki.dir.join("ca.pem");
+        assert!(handshake(addr, &ca, "api.example.test", None)
+            .await
+            .is_err());
+        let mut with_api = TlsOptions::single(default.clone());
+        with_api.sni = vec![SniSite {
+            client_auth: Some(ClientAuth::Required),
+            client_ca: Some(ca.clone()),
+            ..SniSite::new(vec!["api.example.test".into()], api)
+        }];
+        reloader.prepare(with_api.clone()).expect("loads").commit();
+        let (client, _) = pki.leaf("client", &["c.example.test"]);
+        assert_eq!(
+            handshake(addr, &ca, "api.example.test", Some(&client))
+                .await
+                .expect("the new host"),
+            api_der
+        );
+        assert!(
+            handshake(addr, &ca, "api.example.test", None)
+                .await
+                .is_err(),
+            "the new host requires client certificates"
+        );
+        assert_eq!(
+            handshake(addr, &ca, "localhost", None).await.expect("hs"),
+            default_der
+        );
+        let mut broken = with_api.clone();
+        broken.sni.push(SniSite::new(
+            vec!["gone.example.test".into()],
+            TlsFiles {
+                cert: pki.dir.join("gone.pem"),
+                key: pki.dir.join("gone-key.pem"),
+            },
+        ));
+        let Err(e) = reloader.prepare(broken) else {
+            panic!("a missing file is refused")
+        };
+        let e = e.to_string();
+        assert!(e.contains("gone.pem"), "{e}");
+        assert!(handshake(addr, &ca, "api.example.test", Some(&client))
+            .await
+            .is_ok());
+        task.abort();
+
+        let sites = crate::tls::Sites::load(&with_api).expect("sites");
+        let plain = sites.pick(Some("localhost")).clone();
+        let strict = sites.pick(Some("API.example.test.")).clone();
+        assert!(sites.host_fits(&plain, || Some("localhost:8443")));
+        assert!(sites.host_fits(&plain, || Some("other.example.test")));
+        assert!(!sites.host_fits(&plain, || Some("api.example.test:443")));
+        assert!(sites.host_fits(&strict, || Some("api.example.test")));
+        assert!(!sites.host_fits(&strict, || Some("localhost")));
     }
 }

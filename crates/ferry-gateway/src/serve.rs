@@ -205,7 +205,12 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let permit = match limits.admit(remote_addr.ip()) {
+        // behind a PROXY protocol balancer the peer is the balancer: the client's own cap waits for its header
+        let admitted = match listener.proxy_protocol {
+            true => limits.admit_unattributed(),
+            false => limits.admit(remote_addr.ip()),
+        };
+        let permit = match admitted {
             Ok(p) => p,
             Err(refusal) => {
                 let reply = refusal.reply(remote_addr.ip());
@@ -233,19 +238,48 @@ pub async fn serve(
             first_deadline: accepted_at + options.header_read_timeout,
             serving: serving.enter(),
         };
-        let tls = listener.tls.clone();
-        let client_check = listener.client_check();
+        let sites = listener.tls_sites();
+        let proxy_protocol = listener.proxy_protocol;
+        let limits = limits.clone();
         tokio::spawn(async move {
-            match tls {
+            let (mut conn, mut stream, mut permit) = (conn, stream, permit);
+            if proxy_protocol {
+                let client = match crate::proxy_protocol::read_header(
+                    &mut stream,
+                    conn.first_deadline,
+                )
+                .await
+                {
+                    Ok(client) => client.unwrap_or(remote_addr),
+                    Err(e) => {
+                        tracing::debug!(%remote_addr, "connection closed: {e}");
+                        return;
+                    }
+                };
+                if let Err(refusal) = permit.attribute(client.ip()) {
+                    let reply = refusal.reply(client.ip());
+                    if let Some(left_out) = REFUSED.admit() {
+                        tracing::warn!(remote_addr = %client, left_out, "connection refused: {}", reply.message);
+                    }
+                    drop(permit);
+                    if sites.is_none() {
+                        limits.refuse(stream, &reply);
+                    }
+                    return;
+                }
+                conn.info.remote_addr = client;
+            }
+            let remote_addr = conn.info.remote_addr;
+            match sites {
                 None => conn.run(stream, None, permit).await,
-                Some(acceptor) => {
+                Some(sites) => {
                     let handshake = async {
                         if sends_plain_http(&stream).await {
                             return Err(PlainHttp);
                         }
-                        Ok(acceptor.accept(stream).await)
+                        Ok(crate::tls::accept(&sites, stream).await)
                     };
-                    let tls_stream =
+                    let (tls_stream, site) =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                             Ok(Err(PlainHttp)) => return,
                             Ok(Ok(Ok(s))) => s,
@@ -258,11 +292,12 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let tls_info = Arc::new(crate::listener::connection_info(
-                        tls_stream.get_ref().1,
-                        client_check.as_deref(),
-                    ));
-                    conn.run(tls_stream, Some(tls_info), permit).await
+                    let tls = TlsConn {
+                        info: Arc::new(site.connection_info(tls_stream.get_ref().1)),
+                        site,
+                        sites,
+                    };
+                    conn.run(tls_stream, Some(tls), permit).await
                 }
             }
         });
@@ -399,12 +434,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Held<IO> {
 }
 
 impl Conn {
-    async fn run<IO>(
-        self,
-        mut stream: IO,
-        tls_info: Option<Arc<ferry_http::TlsInfo>>,
-        permit: Permit,
-    ) where
+    async fn run<IO>(self, mut stream: IO, tls: Option<TlsConn>, permit: Permit)
+    where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let remote_addr = self.info.remote_addr;
@@ -432,7 +463,7 @@ impl Conn {
                     self.first_deadline,
                     remote_addr,
                 );
-                let service = service(self.handler.clone(), self.info, tls_info, None);
+                let service = service(self.handler.clone(), self.info, tls, None);
                 let conn = self
                     .http1
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -443,12 +474,7 @@ impl Conn {
                     in_flight: AtomicUsize::new(0),
                     idle_since: Mutex::new(Instant::now()),
                 });
-                let service = service(
-                    self.handler.clone(),
-                    self.info,
-                    tls_info,
-                    Some(activity.clone()),
-                );
+                let service = service(self.handler.clone(), self.info, tls, Some(activity.clone()));
                 let conn = self
                     .http2
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -460,13 +486,22 @@ impl Conn {
     }
 }
 
+/// A TLS connection's facts, and the site its handshake was made with.
+#[derive(Clone)]
+struct TlsConn {
+    info: Arc<ferry_http::TlsInfo>,
+    site: Arc<crate::tls::Site>,
+    sites: Arc<crate::tls::Sites>,
+}
+
 /// The service of one connection: every request carries the connection's facts (the client's address, and over
 /// TLS the protocol and the client's verified certificate chain), and on HTTP/2 counts as activity until its
-/// response body ends.
+/// response body ends. Over TLS, a request for a host whose client-certificate settings differ from those of the
+/// handshake's name is answered 421 `misdirected_request`.
 fn service(
     handler: Handler,
     info: ClientInfo,
-    tls_info: Option<Arc<ferry_http::TlsInfo>>,
+    tls: Option<TlsConn>,
     activity: Option<Arc<Activity>>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -476,13 +511,43 @@ fn service(
 > + Clone {
     service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info);
-        if let Some(tls_info) = &tls_info {
-            req.extensions_mut().insert(tls_info.clone());
+        let mut misdirected = None;
+        if let Some(tls) = &tls {
+            let host = || {
+                req.uri().host().or_else(|| {
+                    req.headers()
+                        .get(hyper::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+            };
+            if !tls.sites.host_fits(&tls.site, host) {
+                let host = host();
+                tracing::info!(
+                    remote_addr = %info.remote_addr,
+                    host = host.unwrap_or(""),
+                    "request for a host with other client-certificate settings than the TLS handshake's name: 421"
+                );
+                let reply = ferry_proto::ErrorReply::new(
+                    ferry_proto::ErrorCode::MisdirectedRequest,
+                    "this host needs a TLS connection of its own (send its name in the handshake)",
+                );
+                misdirected = Some(ferry_http::error_response(
+                    &reply,
+                    &ferry_http::request_id(&req),
+                ));
+            }
+            req.extensions_mut().insert(tls.info.clone());
         }
         let active = activity.as_ref().map(|a| a.start());
-        let fut = handler(req);
+        let fut: Result<_, Response<Body>> = match misdirected {
+            Some(resp) => Err(resp),
+            None => Ok(handler(req)),
+        };
         async move {
-            let resp = fut.await;
+            let resp = match fut {
+                Ok(fut) => fut.await,
+                Err(resp) => resp,
+            };
             Ok::<_, Infallible>(match active {
                 Some(guard) => resp.map(|b| ferry_http::Guarded::new(b, guard).boxed_unsync()),
                 None => resp,

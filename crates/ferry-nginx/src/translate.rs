@@ -2464,6 +2464,9 @@ impl<'a> Translator<'a> {
                     hosts: s.hosts.clone(),
                     cert: c.clone(),
                     key: k.clone(),
+                    ocsp_response: None,
+                    client_auth: None,
+                    client_ca: None,
                 });
             }
         }
@@ -2492,8 +2495,11 @@ impl<'a> Translator<'a> {
                 }
                 Some((ca, ca_at)) => {
                     self.config.gateway.tls.client_ca = Some(ca.clone());
+                    let no_ca = verify.iter().any(|(_, v)| *v == "optional_no_ca");
                     self.config.gateway.tls.client_auth = if all_on {
                         ClientAuth::Required
+                    } else if no_ca {
+                        ClientAuth::OptionalNoCa
                     } else {
                         ClientAuth::Optional
                     };
@@ -2529,13 +2535,13 @@ impl<'a> Translator<'a> {
                                     .into(),
                             });
                         }
-                        if *v == "optional" {
+                        if *v == "optional" && no_ca {
                             self.report.push(Note {
                                 at: at.clone(),
                                 directive: "ssl_verify_client optional".into(),
                                 kind: NoteKind::Approximated,
-                                why: "Ferry's optional lets a certificate that does not verify through with \
-                                      X-SSL-Client-Verify: FAILED:reason (nginx's optional_no_ca); nginx answers 400"
+                                why: "another server has optional_no_ca, and the listener has one setting: a \
+                                      certificate that does not verify is let in here too, marked FAILED:reason"
                                     .into(),
                             });
                         }
@@ -2569,6 +2575,7 @@ impl<'a> Translator<'a> {
                 tls: a.tls,
                 redirect_to_https: redirect,
                 https_port: 443,
+                proxy_protocol: false,
             });
         }
         // redirects that did not become a listener of their own
@@ -2714,6 +2721,7 @@ pub fn to_toml(config: &Config, source: &str) -> Result<String, NginxError> {
         tls: false,
         redirect_to_https: false,
         https_port: 443,
+        proxy_protocol: false,
     })
     .map_err(ser)?;
     let sticky_default = toml::Value::try_from(StickyCookie::default()).map_err(ser)?;

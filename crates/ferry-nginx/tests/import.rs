@@ -389,7 +389,6 @@ fn central_nginx_with_client_certificates() {
     assert_eq!(
         report(&i),
         [
-            "central.conf:26 ssl_verify_client optional [approximated]",
             "central.conf:42 proxy_set_header X-SSL-Client-Verify [not needed]",
             "central.conf:43 proxy_set_header X-SSL-Client-S-DN [not needed]",
             "central.conf:53 limit_req [approximated]",

@@ -68,6 +68,9 @@ pub enum ErrorCode {
     /// Too many sign-in attempts to the management API for one account or from one address (429, with
     /// `Retry-After`).
     SignInRateLimited,
+    /// A TLS request whose host is served with other client-certificate settings than the name the client
+    /// sent in its handshake (SNI): it must open a connection for that host (421).
+    MisdirectedRequest,
 }
 
 impl ErrorCode {
@@ -100,6 +103,7 @@ impl ErrorCode {
         Self::TokenEndpointBusy,
         Self::UpstreamBusy,
         Self::SignInRateLimited,
+        Self::MisdirectedRequest,
     ];
 
     /// The stable code string, sent in the `ferry-error` header.
@@ -132,6 +136,7 @@ impl ErrorCode {
             Self::TokenEndpointBusy => "token_endpoint_busy",
             Self::UpstreamBusy => "upstream_busy",
             Self::SignInRateLimited => "sign_in_rate_limited",
+            Self::MisdirectedRequest => "misdirected_request",
         }
     }
 
@@ -165,6 +170,7 @@ impl ErrorCode {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ClientCertificateRequired => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 

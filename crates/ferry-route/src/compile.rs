@@ -17,6 +17,9 @@ impl RouteTable {
     }
 }
 
+/// The largest request body a route may buffer (`buffer_request_body`), in memory.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024 * 1024;
+
 impl<X> RouteTable<X> {
     /// [`RouteTable::compile`], attaching to each route what `extra` makes of its config (`extra` gets the
     /// route's key, `gateway.routes[N]`, for its errors); it runs after the route's own checks passed.
@@ -250,13 +253,48 @@ fn compile_route(
             content_type,
         });
     }
+    if let Some(dir) = &r.static_dir {
+        if !dir.is_absolute() {
+            return Err(invalid(
+                "static_dir",
+                format!("{} must be an absolute path", dir.display()),
+            ));
+        }
+        if !dir.is_dir() {
+            return Err(invalid(
+                "static_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        actions.push(Action::Static(dir.clone()));
+    }
     if actions.len() != 1 {
         return Err(invalid(
             "",
-            "a route needs exactly one of upstream, relay, redirect, respond".to_owned(),
+            "a route needs exactly one of upstream, relay, redirect, respond, static_dir"
+                .to_owned(),
         ));
     }
     let action = actions.remove(0);
+    if r.buffer_request_body {
+        if !matches!(action, Action::Upstream(_)) {
+            return Err(invalid(
+                "buffer_request_body",
+                "only upstream routes buffer request bodies".to_owned(),
+            ));
+        }
+        let limit = match r.max_body_size {
+            None => config.default_max_body_size(),
+            Some(0) => None,
+            Some(n) => Some(n),
+        };
+        if limit.is_none_or(|n| n > MAX_BUFFERED_BODY) {
+            return Err(invalid(
+                "buffer_request_body",
+                format!("needs the route's max_body_size at most {MAX_BUFFERED_BODY} (64 MiB): buffered bodies are held in memory"),
+            ));
+        }
+    }
     let upgrades = match &r.upgrades {
         None => vec!["websocket".to_owned()],
         Some(list) => list

@@ -33,6 +33,8 @@ pub enum Action {
         body: Bytes,
         content_type: HeaderValue,
     },
+    /// Serve the files under this directory.
+    Static(std::path::PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

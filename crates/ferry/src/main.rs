@@ -269,6 +269,19 @@ fn main() -> ExitCode {
         for notice in source.notices() {
             eprintln!("ferry: warning: {notice}");
         }
+        // the gateway's pools build their clients inside a runtime, as at start
+        let checked = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(async { ferry_app::check_config(&config) })
+                    .map_err(|e| chain(&anyhow::Error::new(e)))
+            });
+        if let Err(e) = checked {
+            eprintln!("ferry: configuration: {e}");
+            return ExitCode::FAILURE;
+        }
         return match ferry_config::effective_toml(&config) {
             Ok(text) => {
                 eprintln!("configuration is valid; the effective settings follow, secrets masked");
