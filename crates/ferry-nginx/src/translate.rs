@@ -285,25 +285,25 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("error_log", "Ferry's own log is configured in [log] (level, format), on stderr"),
     ("load_module", "Ferry has no dynamic modules"),
     ("env", "Ferry reads FERRY_* variables itself"),
-    ("gzip", "response compression is not built yet"),
-    ("gzip_types", "response compression is not built yet"),
-    ("gzip_vary", "response compression is not built yet"),
-    ("gzip_proxied", "response compression is not built yet"),
-    ("gzip_comp_level", "response compression is not built yet"),
-    ("gzip_min_length", "response compression is not built yet"),
-    ("gzip_http_version", "response compression is not built yet"),
-    ("gzip_buffers", "response compression is not built yet"),
-    ("gzip_disable", "response compression is not built yet"),
-    ("gzip_static", "response compression is not built yet"),
-    ("brotli", "response compression is not built yet"),
-    ("root", "static files are not built yet"),
-    ("alias", "static files are not built yet"),
-    ("try_files", "static files are not built yet"),
-    ("index", "static files are not built yet"),
-    ("autoindex", "static files are not built yet"),
-    ("expires", "static files are not built yet (set Cache-Control with add_header instead)"),
-    ("open_file_cache", "static files are not built yet"),
-    ("etag", "static files are not built yet"),
+    ("gzip", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_types", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_vary", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_proxied", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_comp_level", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_min_length", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_http_version", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_buffers", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_disable", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("gzip_static", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("brotli", "not translated by the importer yet: set the routes' `compress = true` by hand"),
+    ("root", "not translated by the importer yet: write a route with `static_dir` by hand"),
+    ("alias", "not translated by the importer yet: write a route with `static_dir` by hand"),
+    ("try_files", "not translated by the importer yet: write a route with `static_dir` by hand"),
+    ("index", "not translated by the importer yet: write a route with `static_dir` by hand"),
+    ("autoindex", "not translated by the importer yet: write a route with `static_dir` by hand"),
+    ("expires", "Ferry's static files carry no Expires (set Cache-Control with add_header instead)"),
+    ("open_file_cache", "not translated by the importer yet: write a route with `static_dir` by hand"),
+    ("etag", "not translated by the importer yet: write a route with `static_dir` by hand"),
     ("proxy_cache", "Ferry has no response cache"),
     ("proxy_cache_path", "Ferry has no response cache"),
     ("proxy_cache_valid", "Ferry has no response cache"),
@@ -318,8 +318,8 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("proxy_cookie_flags", "Ferry does not rewrite cookies"),
     ("proxy_pass_header", "Ferry has no list of response headers it hides by default to undo"),
     ("proxy_ignore_headers", "Ferry has no response cache"),
-    ("proxy_ssl_certificate", "client certificates towards upstreams (mTLS upstream) are not built"),
-    ("proxy_ssl_certificate_key", "client certificates towards upstreams (mTLS upstream) are not built"),
+    ("proxy_ssl_certificate", "not translated by the importer yet: set the pool's `client_cert`/`client_key` by hand"),
+    ("proxy_ssl_certificate_key", "not translated by the importer yet: set the pool's `client_cert`/`client_key` by hand"),
     ("proxy_ssl_name", "Ferry sends the server's own host by SNI"),
     ("proxy_ssl_protocols", "Ferry speaks TLS 1.2 and 1.3 to upstreams"),
     ("proxy_ssl_ciphers", "Ferry (rustls) uses its own cipher suites"),
@@ -327,7 +327,7 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("proxy_next_upstream_tries", "Ferry tries at most 3 servers, within the pool's retry_budget"),
     ("proxy_next_upstream_timeout", "Ferry tries at most 3 servers, within the pool's retry_budget"),
     ("proxy_ignore_client_abort", "Ferry stops the upstream request when the client goes away"),
-    ("proxy_protocol", "PROXY protocol is not built yet"),
+    ("proxy_protocol", "the PROXY protocol towards upstreams is not built (listeners take it: `listen … proxy_protocol`)"),
     ("set_real_ip_from", "use [gateway] trusted_proxies (X-Forwarded-For of trusted proxies is kept)"),
     ("real_ip_header", "use [gateway] trusted_proxies (X-Forwarded-For of trusted proxies is kept)"),
     ("real_ip_recursive", "use [gateway] trusted_proxies"),
@@ -352,13 +352,13 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("client_body_timeout", "the pool's idle_timeout bounds pauses in the request body"),
     ("large_client_header_buffers", "Ferry's limit is server.http.max_header_size (64 KiB by default)"),
     ("client_header_buffer_size", "Ferry's limit is server.http.max_header_size (64 KiB by default)"),
-    ("ssl_ciphers", "Ferry (rustls) uses its own cipher suites; they are not configurable yet"),
+    ("ssl_ciphers", "not translated by the importer yet: set `[gateway.tls] cipher_suites` by hand (rustls has modern suites only)"),
     ("ssl_conf_command", "Ferry does not use OpenSSL"),
-    ("ssl_stapling", "OCSP stapling is not built yet"),
-    ("ssl_stapling_verify", "OCSP stapling is not built yet"),
-    ("ssl_trusted_certificate", "OCSP stapling is not built yet"),
-    ("ssl_verify_depth", "verify_depth is not built yet"),
-    ("ssl_crl", "CRL checking is not built yet"),
+    ("ssl_stapling", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
+    ("ssl_stapling_verify", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
+    ("ssl_trusted_certificate", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
+    ("ssl_verify_depth", "not translated by the importer yet: set `[gateway.tls] verify_depth` by hand"),
+    ("ssl_crl", "not translated by the importer yet: set `[gateway.tls] client_crl` by hand"),
     ("ssl_password_file", "Ferry reads unencrypted keys only"),
     ("ssl_early_data", "TLS early data is not built"),
     ("http3", "HTTP/3 is not built yet"),
@@ -535,6 +535,7 @@ struct Listen {
     addr: SocketAddr,
     tls: bool,
     default_server: bool,
+    proxy_protocol: bool,
 }
 
 /// What the listener assembly needs to know of a `server`.
@@ -722,7 +723,7 @@ impl<'a> Translator<'a> {
                 self.note(
                     d,
                     NoteKind::NotTranslated,
-                    "Ferry speaks TLS 1.2 and 1.3; the versions are not configurable yet",
+                    "not translated by the importer yet: set `[gateway.tls] protocols` by hand (TLSv1.2 and TLSv1.3 only)",
                 );
             }
             return true;
@@ -964,6 +965,7 @@ impl<'a> Translator<'a> {
                 addr: SocketAddr::from(([0, 0, 0, 0], 80)),
                 tls: false,
                 default_server: false,
+                proxy_protocol: false,
             });
         }
         if ssl_on {
@@ -1123,12 +1125,14 @@ impl<'a> Translator<'a> {
             addr,
             tls: false,
             default_server: false,
+            proxy_protocol: false,
         };
         let mut left_out = Vec::new();
         let mut skip = false;
         for flag in &d.args[1..] {
             match flag.as_str() {
                 "ssl" => listen.tls = true,
+                "proxy_protocol" => listen.proxy_protocol = true,
                 "default_server" | "default" => listen.default_server = true,
                 "http2" | "reuseport" | "deferred" | "bind" => {}
                 f if f.starts_with("ipv6only=")
@@ -1502,7 +1506,7 @@ impl<'a> Translator<'a> {
             } else if loc.children().iter().any(|d| d.name != "location") {
                 (
                     NoteKind::NotTranslated,
-                    "static files are not built yet (no proxy_pass or return here)",
+                    "static files are not translated by the importer yet (no proxy_pass or return here): write a route with `static_dir` by hand",
                 )
             } else {
                 return made;
@@ -2425,6 +2429,7 @@ impl<'a> Translator<'a> {
                     Some(a) => {
                         a.tls |= l.tls;
                         a.default_server |= l.default_server;
+                        a.proxy_protocol |= l.proxy_protocol;
                     }
                     None => addrs.push(*l),
                 }
@@ -2565,6 +2570,7 @@ impl<'a> Translator<'a> {
             .copied();
         let Some(main) = main else { return };
         self.config.server.listen = main.addr;
+        self.config.server.proxy_protocol = main.proxy_protocol;
         for a in &addrs {
             if a.addr == main.addr {
                 continue;
@@ -2575,7 +2581,7 @@ impl<'a> Translator<'a> {
                 tls: a.tls,
                 redirect_to_https: redirect,
                 https_port: 443,
-                proxy_protocol: false,
+                proxy_protocol: a.proxy_protocol,
             });
         }
         // redirects that did not become a listener of their own

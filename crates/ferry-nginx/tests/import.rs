@@ -534,6 +534,13 @@ fn smaller_cases() {
     assert_eq!(i.config.gateway.routes[0].upstream.as_deref(), Some("u"));
     assert_eq!(i.config.server.listen.to_string(), "0.0.0.0:8080");
     assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
+    // behind an L4 balancer: the PROXY protocol on the listeners that ask for it
+    let i = parse(
+        "server { listen 80 proxy_protocol; listen 8080; location / { proxy_pass http://a:1; } }",
+    );
+    assert!(i.config.server.proxy_protocol);
+    assert!(!i.config.server.listeners[0].proxy_protocol);
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
     // a directive nobody knows is still reported
     let i = parse("http { frobnicate on; }");
     assert_eq!(i.report.lines(), ["t.conf:1: frobnicate: not translated: Ferry has no equivalent (or it is not used where it is written)"]);
