@@ -503,9 +503,17 @@ async fn import_nginx_writes_a_configuration_that_config_check_accepts() -> anyh
         stdout(&out).is_empty(),
         "the configuration went to the file"
     );
+    let written = std::fs::read_to_string(&out_file)?;
+    assert!(written.contains("upstream = \"django\""), "{written}");
+    assert!(written.contains("redirect_to_https = true"), "{written}");
+    // `ferry config check` reads the files a configuration names: the chat fixture names none
+    let chat = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ferry-nginx/tests/fixtures/chat.conf"
+    );
+    ok(&["gateway", "import-nginx", chat, "-o", &o], &[]).await?;
     let text = ok(&["--config", &o, "config", "check"], &[]).await?;
-    assert!(text.contains("upstream = \"django\""), "{text}");
-    assert!(text.contains("redirect_to_https = true"), "{text}");
+    assert!(text.contains("upstream = \"chat\""), "{text}");
 
     // to stdout without -o
     let text = ok(&["gateway", "import-nginx", fixture], &[]).await?;

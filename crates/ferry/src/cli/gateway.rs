@@ -78,12 +78,16 @@ fn write_and_check(
     check(&text, &name).with_context(|| {
         format!("{name} does not pass Ferry's validation (a bug in the importer: please report it with the nginx file)")
     })?;
-    eprintln!("ferry: import-nginx: {name} is a valid Ferry configuration (ferry config check)");
+    eprintln!(
+        "ferry: import-nginx: {name} is a valid Ferry configuration (the certificate and error-page files it names \
+         are checked by `ferry config check` where they are)"
+    );
     Ok(())
 }
 
-/// What `ferry config check` checks, then what `ferry serve` checks of `[gateway]` before binding (route table,
-/// pools). Error pages are left out of the second check: their files are on the nginx host, not necessarily here.
+/// What `ferry-config` checks, then what `ferry serve` checks of `[gateway]` before binding (route table, pools),
+/// without reading the files the configuration names (certificates, error pages): they are on the nginx host,
+/// not necessarily here; `ferry config check` there reads them.
 fn check(text: &str, name: &str) -> anyhow::Result<()> {
     let config = ferry_config::load_text(text, name)?;
     let mut gateway = config.gateway;
