@@ -474,3 +474,102 @@ async fn completions_and_man_page() -> anyhow::Result<()> {
     assert!(man.contains(".TH ferry"), "{man}");
     Ok(())
 }
+
+/// `ferry gateway import-nginx`: a fixture of ferry-nginx (with an include) becomes a file that `ferry config
+/// check` accepts, the report goes to stderr with file and line, and a file that does not parse exits 2 naming
+/// its line.
+#[tokio::test]
+async fn import_nginx_writes_a_configuration_that_config_check_accepts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ferry-nginx/tests/fixtures/django.conf"
+    );
+    let out_file = dir.path().join("ferry.toml");
+    let o = out_file.display().to_string();
+    let out = run_ferry(BIN, &["gateway", "import-nginx", fixture, "-o", &o], &[]).await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("django.conf:65: proxy_redirect: not needed: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("ssl-params.conf:4: ssl_ciphers: not translated: "),
+        "{err}"
+    );
+    assert!(err.contains("is a valid Ferry configuration"), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "the configuration went to the file"
+    );
+    let written = std::fs::read_to_string(&out_file)?;
+    assert!(written.contains("upstream = \"django\""), "{written}");
+    assert!(written.contains("redirect_to_https = true"), "{written}");
+    // `ferry config check` reads the files a configuration names: the chat fixture names none
+    let chat = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ferry-nginx/tests/fixtures/chat.conf"
+    );
+    ok(&["gateway", "import-nginx", chat, "-o", &o], &[]).await?;
+    let text = ok(&["--config", &o, "config", "check"], &[]).await?;
+    assert!(text.contains("upstream = \"chat\""), "{text}");
+
+    // to stdout without -o
+    let text = ok(&["gateway", "import-nginx", fixture], &[]).await?;
+    assert!(text.contains("[gateway.upstreams.django]"), "{text}");
+
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "http {\n    server {\n        listen 80\n    }\n}\n")?;
+    let b = bad.display().to_string();
+    let out = run_ferry(BIN, &["gateway", "import-nginx", &b], &[]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.conf:3"), "{}", stderr(&out));
+    let out = run_ferry(
+        BIN,
+        &["gateway", "import-nginx", "/nonexistent/nginx.conf"],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    Ok(())
+}
+
+/// A node started on an imported configuration routes as the nginx file said: a prefix replaced by
+/// `proxy_pass`'s URI, `proxy_set_header` and `add_header`, an exact `return`.
+#[tokio::test]
+async fn a_node_serves_an_imported_nginx_configuration() -> anyhow::Result<()> {
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let dir = tempfile::tempdir()?;
+    let upstream = echo.url().trim_start_matches("http://").to_owned();
+    let nginx = dir.path().join("nginx.conf");
+    std::fs::write(
+        &nginx,
+        format!(
+            "http {{\n  upstream echo {{ server {upstream}; }}\n  server {{\n    listen 127.0.0.1:8080;\n    \
+             location /api/ {{\n      proxy_pass http://echo/v2/;\n      proxy_set_header X-Real-IP $remote_addr;\n      \
+             add_header X-Frame-Options DENY always;\n    }}\n    location = /health {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+        ),
+    )?;
+    let n = nginx.display().to_string();
+    let text = ok(&["gateway", "import-nginx", &n], &[]).await?;
+    let server = crate::common::start_with_config(dir.path(), &text).await?;
+    let client = ferry_testkit::http_client();
+    let resp = client
+        .get(format!("{}/api/users?x=1", server.url()))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    let e: ferry_testkit::EchoReply = resp.json().await?;
+    assert_eq!(e.uri, "/v2/users?x=1");
+    assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
+    let resp = client
+        .get(format!("{}/health", server.url()))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await?;
+    assert_eq!(resp.text().await?, "ok\n");
+    Ok(())
+}

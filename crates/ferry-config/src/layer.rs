@@ -479,21 +479,39 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     overrides: Vec<Override>,
 ) -> Result<Config, ConfigError> {
-    let mut root = match file {
+    let root = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
                 source,
             })?;
-            text.parse::<toml::Table>()
-                .map(Value::Table)
-                .map_err(|e| ConfigError::Parse {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?
+            parse_text(&text, &path.display().to_string())?
         }
         None => Value::Table(toml::map::Map::new()),
     };
+    load_root(root, env, overrides)
+}
+
+/// Load a configuration file's `text` (`name` says where it came from, for errors) as [`load`] loads a file,
+/// without environment variables or flags: how `ferry gateway import-nginx` checks what it writes.
+pub fn load_text(text: &str, name: &str) -> Result<Config, ConfigError> {
+    load_root(parse_text(text, name)?, Vec::new(), Vec::new())
+}
+
+fn parse_text(text: &str, name: &str) -> Result<Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(Value::Table)
+        .map_err(|e| ConfigError::Parse {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn load_root(
+    mut root: Value,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: Vec<Override>,
+) -> Result<Config, ConfigError> {
     let env: std::collections::HashMap<String, String> = env.into_iter().collect();
     for (var, path, kind) in ENV_OVERRIDES {
         let Some(raw) = env.get(*var) else { continue };

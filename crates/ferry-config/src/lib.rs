@@ -29,7 +29,8 @@ pub use gateway::{
     SniCertificate, StickyCookie, StickyCookieConfig, UpstreamConfig, UpstreamServer,
 };
 pub use layer::{
-    load, unknown_env_warnings, ConfigError, ConfigSource, Override, ENV_OVERRIDES, OTHER_ENV,
+    load, load_text, unknown_env_warnings, ConfigError, ConfigSource, Override, ENV_OVERRIDES,
+    OTHER_ENV,
 };
 pub use node::{
     check_node_id, BusSettings, ClusterSettings, NodeConfig, Role, Roles, WorkerSettings,

@@ -5,7 +5,8 @@
 //! segment through once decoded; normalised gateway paths are normal and stay so; the HTTP/1.1 watch finds the
 //! same smuggling head however the bytes are split; hop-by-hop stripping leaves none behind; a bearer token is
 //! accepted only when signed by the key it names and obeying every claim rule ([`tokens`]); the route table picks
-//! what docs/gateway.md's rule picks ([`routes`]). Does not own the parsers themselves (ferry-proto,
+//! what docs/gateway.md's rule picks ([`routes`]); whatever nginx configuration parses, its translation is a
+//! configuration Ferry loads ([`nginx`]). Does not own the parsers themselves (ferry-proto,
 //! ferry-config, ferry-token, ferry-route). Only light crates are fuzzed, so that a fuzz build stays short in CI;
 //! what is not fuzzed is listed in `fuzz/README.md`.
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ pub const TARGETS: &[&str] = &[
     "config",
     "tokens",
     "routes",
+    "nginx",
 ];
 
 /// Run the target `name` on `data`; `false` for an unknown name.
@@ -44,6 +46,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "config" => config(data),
         "tokens" => tokens(data),
         "routes" => routes(data),
+        "nginx" => nginx(data),
         _ => return false,
     }
     true
@@ -240,6 +243,41 @@ pub fn config(data: &[u8]) {
             .collect();
         let _ = ferry_config::load(None, env, Vec::new());
     }
+}
+
+/// An nginx configuration through `ferry-nginx`: a parse error names a line of the text; whatever parses
+/// translates into TOML that `ferry-config` loads, and reads back as the same gateway and listeners (what
+/// `ferry gateway import-nginx` promises).
+pub fn nginx(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if text.contains("include") {
+        return; // it would read files of this machine
+    }
+    let directives = match ferry_nginx::parse_str(text, "fuzz.conf") {
+        Ok(d) => d,
+        Err(ferry_nginx::NginxError::Syntax { at, .. }) => {
+            assert!(
+                at.line >= 1 && at.line <= text.lines().count() + 1,
+                "line {}",
+                at.line
+            );
+            return;
+        }
+        Err(_) => return,
+    };
+    let imported = ferry_nginx::translate(&directives);
+    let toml = ferry_nginx::to_toml(&imported.config, "fuzz.conf").expect("serialises");
+    let loaded = match ferry_config::load_text(&toml, "out.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("the translation does not load: {e}\n{toml}"),
+    };
+    assert_eq!(loaded.gateway, imported.config.gateway, "{toml}");
+    assert_eq!(
+        loaded.server.listeners, imported.config.server.listeners,
+        "{toml}"
+    );
 }
 
 /// Seed inputs made by code (they hold signatures), by target: what `fuzz/corpus/TARGET/` starts from. The

@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Edge gateway tools that need no node: `ferry gateway import-nginx nginx.conf -o ferry.toml`.
+    Gateway {
+        #[command(subcommand)]
+        command: cli::gateway::GatewayCommand,
+    },
     /// Check the configuration (file, FERRY_* variables) and print it as it would be used, secrets masked.
     Config {
         #[command(subcommand)]
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
                     force,
                 },
         } => return cert_dev(names, out, *days, *force),
+        Command::Gateway { command } => return cli::gateway::run(command),
         _ => {}
     }
     let (config, source) = match load_config(&cli) {
@@ -375,6 +381,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
         Command::User { command } => target_data_dir(command.target(), &mut overrides),
         Command::Migrate { data } => data_dir_override(data, &mut overrides),
         Command::Cert { .. }
+        | Command::Gateway { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {}
@@ -494,6 +501,7 @@ async fn execute(
         Command::User { command } => return managed(cli::user(command, &config).await),
         Command::Migrate { .. } => cli::migrate(&config).await?,
         Command::Cert { .. }
+        | Command::Gateway { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => anyhow::bail!("answered before the runtime starts"),

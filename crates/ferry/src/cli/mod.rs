@@ -2,6 +2,7 @@
 //! `--api URL --api-key KEY` on a remote node through its management API. Both go through
 //! [`ferry_admin::Management`], so they validate and answer alike.
 
+pub mod gateway;
 mod output;
 
 use std::path::PathBuf;

@@ -1,0 +1,559 @@
+//! The importer on representative nginx configurations (tests/fixtures, each saying at its top what it stands
+//! for): the key parts of each translation, its report, and that every output is a configuration Ferry accepts.
+
+use ferry_config::{AccessLog, Balance, ClientAuth, Config, RouteConfig, StickyCookieConfig};
+use ferry_nginx::{import_file, to_toml, Imported};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn import(name: &str) -> Imported {
+    import_file(&fixture(name)).expect("the fixture parses")
+}
+
+/// The report as `file:line directive [kind]`, file names without their directory.
+fn report(i: &Imported) -> Vec<String> {
+    i.report
+        .notes
+        .iter()
+        .map(|n| {
+            let file =
+                n.at.file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+            format!("{file}:{} {} [{}]", n.at.line, n.directive, n.kind.as_str())
+        })
+        .collect()
+}
+
+const FIXTURES: &[&str] = &[
+    "django.conf",
+    "ingress.conf",
+    "chat.conf",
+    "grpc.conf",
+    "central.conf",
+    "spa.conf",
+];
+
+fn route<'c>(c: &'c Config, name: &str) -> &'c RouteConfig {
+    c.gateway
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no route {name}"))
+}
+
+fn secs(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n)
+}
+
+/// The output of every fixture is a configuration Ferry loads (`ferry config check`'s validation), reads back
+/// as the same configuration, and whose gateway section compiles (the gateway's own check at start; error pages
+/// left out, as their files live on the nginx host).
+#[test]
+fn every_fixture_translates_to_a_configuration_ferry_accepts() {
+    for name in FIXTURES {
+        let i = import(name);
+        let text = to_toml(&i.config, name).expect("serialises");
+        let loaded =
+            ferry_config::load_text(&text, name).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        assert_eq!(
+            loaded.gateway, i.config.gateway,
+            "{name}: read back the same"
+        );
+        assert_eq!(loaded.server.listeners, i.config.server.listeners, "{name}");
+        assert_eq!(loaded.server.listen, i.config.server.listen, "{name}");
+        assert_eq!(loaded.server.tls_cert, i.config.server.tls_cert, "{name}");
+        let mut gateway = loaded.gateway.clone();
+        gateway
+            .routes
+            .iter_mut()
+            .for_each(|r| r.error_pages.clear());
+        ferry_edge::Gateway::validate(&gateway).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        assert!(!i.config.gateway.routes.is_empty(), "{name}: some routes");
+    }
+}
+
+#[test]
+fn django_behind_nginx() {
+    let i = import("django.conf");
+    let c = &i.config;
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:443");
+    let listeners: Vec<(String, bool, bool)> = c
+        .server
+        .listeners
+        .iter()
+        .map(|l| (l.listen.to_string(), l.tls, l.redirect_to_https))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("0.0.0.0:80".into(), false, true),
+            ("[::]:80".into(), false, true),
+            ("[::]:443".into(), true, false),
+        ]
+    );
+    assert_eq!(
+        c.server.tls_cert.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/letsencrypt/live/shop.example.com/fullchain.pem"
+        ))
+    );
+    assert_eq!(c.gateway.routes.len(), 1, "{:?}", c.gateway.routes);
+    let app = route(c, "shop.example.com/");
+    assert_eq!(app.hosts, ["shop.example.com", "www.shop.example.com"]);
+    assert_eq!(app.upstream.as_deref(), Some("django"));
+    assert_eq!(app.upstream_host.as_deref(), Some("$host"));
+    assert_eq!(app.request_headers.set["X-Real-IP"], "$remote_addr");
+    assert_eq!(app.max_body_size, Some(20 * 1024 * 1024));
+    assert_eq!(
+        app.hsts.as_deref(),
+        Some("max-age=63072000; includeSubDomains")
+    );
+    assert_eq!(
+        app.error_pages["503"],
+        PathBuf::from("/usr/share/nginx/html/50x.html")
+    );
+    let pool = &c.gateway.upstreams["django"];
+    assert_eq!(pool.servers.len(), 2);
+    assert_eq!((pool.max_fails, pool.fail_timeout), (2, secs(30)));
+    assert_eq!(
+        (pool.header_timeout, pool.idle_timeout),
+        (secs(120), secs(120))
+    );
+    assert_eq!(c.gateway.access_log, AccessLog::Combined);
+    assert_eq!(
+        report(&i),
+        [
+            "django.conf:5 user [not needed]",
+            "django.conf:6 worker_processes [not needed]",
+            "django.conf:7 pid [not needed]",
+            "django.conf:10 worker_connections [not needed]",
+            "django.conf:14 sendfile [not needed]",
+            "django.conf:15 tcp_nopush [not needed]",
+            "django.conf:16 types_hash_max_size [not needed]",
+            "django.conf:17 server_tokens [not needed]",
+            "django.conf:18 default_type [not needed]",
+            "django.conf:21 error_log [not translated]",
+            "django.conf:23 gzip [not translated]",
+            "django.conf:24 gzip_types [not translated]",
+            "django.conf:29 keepalive [not needed]",
+            "django.conf:50 location /static/ [not translated]",
+            "django.conf:51 alias [not translated]",
+            "django.conf:52 expires [not translated]",
+            "django.conf:55 location /media/ [not translated]",
+            "django.conf:56 alias [not translated]",
+            "django.conf:63 proxy_set_header X-Forwarded-For [not needed]",
+            "django.conf:64 proxy_set_header X-Forwarded-Proto [not needed]",
+            "django.conf:65 proxy_redirect [not needed]",
+            "django.conf:70 location = /50x.html [not needed]",
+            "ssl-params.conf:2 ssl_protocols [not needed]",
+            "ssl-params.conf:3 ssl_prefer_server_ciphers [not needed]",
+            "ssl-params.conf:4 ssl_ciphers [not translated]",
+            "ssl-params.conf:5 ssl_session_cache [not needed]",
+            "ssl-params.conf:6 ssl_session_timeout [not needed]",
+            "ssl-params.conf:7 ssl_stapling [not translated]",
+        ]
+    );
+}
+
+#[test]
+fn kubernetes_ingress_like_multi_host_tls() {
+    let i = import("ingress.conf");
+    let c = &i.config;
+    // the default_server's certificate is the default; the other hosts get theirs by SNI
+    assert_eq!(
+        c.server.tls_cert.as_deref(),
+        Some(std::path::Path::new("/etc/ingress/default-api/tls.crt"))
+    );
+    let sni: Vec<(Vec<String>, String)> = c
+        .gateway
+        .tls
+        .certificates
+        .iter()
+        .map(|s| (s.hosts.clone(), s.cert.display().to_string()))
+        .collect();
+    assert_eq!(
+        sni,
+        [
+            (
+                vec!["www.example.com".to_owned(), "example.com".to_owned()],
+                "/etc/ingress/default-web/tls.crt".to_owned()
+            ),
+            (
+                vec![
+                    "apps.example.com".to_owned(),
+                    "*.apps.example.com".to_owned()
+                ],
+                "/etc/ingress/apps/tls.crt".to_owned()
+            ),
+        ]
+    );
+    assert!(c
+        .server
+        .listeners
+        .iter()
+        .any(|l| l.listen.to_string() == "[::]:443" && l.tls));
+    assert_eq!(
+        c.server
+            .listeners
+            .iter()
+            .filter(|l| l.redirect_to_https)
+            .count(),
+        2
+    );
+    let api = &c.gateway.upstreams["default-api-8080"];
+    assert_eq!(api.balance, Balance::LeastRequests);
+    assert_eq!(api.servers[0].weight, 3);
+    assert_eq!(api.servers[0].max_conns, Some(100));
+    assert!(api.servers[2].backup);
+    assert_eq!(
+        (api.connect_timeout, api.header_timeout),
+        (secs(5), secs(60))
+    );
+    let web = &c.gateway.upstreams["default-web-80"];
+    assert_eq!(
+        (web.balance, web.hash_on.as_deref()),
+        (Balance::Hash, Some("client_ip"))
+    );
+    assert_eq!(web.servers.len(), 2, "the server marked down is left out");
+    let apps = &c.gateway.upstreams["tenants-apps-80"];
+    assert_eq!(apps.hash_on.as_deref(), Some("header:x-tenant"));
+    let v1 = route(c, "api.example.com/v1/");
+    assert_eq!(v1.path.as_deref(), Some("/v1/"));
+    assert_eq!(v1.replace_prefix.as_deref(), Some("/api/v1/"));
+    assert_eq!(
+        route(c, "apps.example.com/").upstream_host.as_deref(),
+        Some("upstream")
+    );
+    assert_eq!(c.gateway.access_log, AccessLog::Custom);
+    assert!(c
+        .gateway
+        .access_log_format
+        .as_deref()
+        .is_some_and(|f| f.ends_with("$upstream_addr $upstream_response_time $request_id")));
+    assert_eq!(
+        report(&i),
+        [
+            "ingress.conf:18 server 10.244.2.11:80 [approximated]",
+            "ingress.conf:37 http2 [not needed]",
+            "ingress.conf:44 proxy_set_header X-Request-ID [not translated]",
+            "ingress.conf:45 proxy_set_header X-Forwarded-Host [not needed]",
+            "ingress.conf:48 proxy_send_timeout [approximated]",
+            "ingress.conf:49 proxy_next_upstream [not needed]",
+            "ingress.conf:50 proxy_next_upstream_tries [not translated]",
+            "ingress.conf:79 proxy_next_upstream [approximated]",
+        ]
+    );
+    let why = &i.report.notes[2].why;
+    assert!(why.contains("$req_id"), "{why}");
+}
+
+#[test]
+fn websocket_and_sse_chat() {
+    let i = import("chat.conf");
+    let c = &i.config;
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+    assert!(c.server.listeners.is_empty() && c.server.tls_cert.is_none());
+    let chat = &c.gateway.upstreams["chat"];
+    assert_eq!(chat.balance, Balance::Hash);
+    assert_eq!(chat.servers[0].url, "http://chat-1.internal:3000");
+    assert_eq!(
+        (chat.header_timeout, chat.idle_timeout),
+        (secs(3600), secs(3600))
+    );
+    let ws = route(c, "chat.example.com/socket.io/");
+    assert!(
+        ws.request_headers.is_empty(),
+        "upgrade headers are Ferry's own"
+    );
+    assert_eq!(ws.upstream_host.as_deref(), Some("$host"));
+    let health = route(c, "chat.example.com=/health");
+    assert_eq!(health.path_exact.as_deref(), Some("/health"));
+    assert_eq!(
+        health.respond.as_ref().map(|r| (r.status, r.body.as_str())),
+        Some((200, "ok"))
+    );
+    assert_eq!(
+        route(c, "chat.example.com/").upstream.as_deref(),
+        Some("127.0.0.1-5000")
+    );
+    assert_eq!(
+        report(&i),
+        [
+            "chat.conf:5 map $http_upgrade [not needed]",
+            "chat.conf:22 proxy_http_version [not needed]",
+            "chat.conf:23 proxy_set_header Upgrade [not needed]",
+            "chat.conf:24 proxy_set_header Connection [not needed]",
+            "chat.conf:31 proxy_set_header Connection [not needed]",
+            "chat.conf:32 proxy_http_version [not needed]",
+            "chat.conf:33 proxy_buffering [not needed]",
+            "chat.conf:34 proxy_cache [not translated]",
+            "chat.conf:35 chunked_transfer_encoding [not needed]",
+        ]
+    );
+    assert!(i.report.notes[2].why.contains("WebSocket"));
+}
+
+#[test]
+fn grpc_front() {
+    let i = import("grpc.conf");
+    let c = &i.config;
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:1443");
+    assert!(c.server.tls_cert.is_some());
+    let rg = &c.gateway.upstreams["routeguide"];
+    assert_eq!(rg.servers[1].url, "h2c://10.0.0.11:10001");
+    assert_eq!(rg.header_timeout, secs(300));
+    assert_eq!(
+        c.gateway.upstreams["helloworld"].servers[0].url,
+        "https://10.0.0.20:50051"
+    );
+    assert_eq!(
+        c.gateway.upstreams["10.0.0.30-50051"].servers[0].url,
+        "h2c://10.0.0.30:50051"
+    );
+    let r = route(c, "*/routeguide.RouteGuide/");
+    assert!(r.hosts.is_empty());
+    assert_eq!(r.request_headers.set["X-Real-IP"], "$remote_addr");
+    assert_eq!(
+        c.gateway.routes.len(),
+        3,
+        "the internal error location is no route"
+    );
+    assert_eq!(
+        report(&i),
+        [
+            "grpc.conf:22 error_page [not translated]",
+            "grpc.conf:31 location = /error502grpc [not translated]",
+        ]
+    );
+}
+
+#[test]
+fn central_nginx_with_client_certificates() {
+    let i = import("central.conf");
+    let c = &i.config;
+    assert_eq!(c.gateway.tls.client_auth, ClientAuth::Optional);
+    assert_eq!(
+        c.gateway.tls.client_ca.as_deref(),
+        Some(std::path::Path::new("/etc/nginx/clients-ca.pem"))
+    );
+    assert_eq!(c.gateway.tls.certificates.len(), 1);
+    assert_eq!(c.gateway.tls.certificates[0].hosts, ["admin.corp.example"]);
+    assert!(c.server.listeners.iter().all(|l| l.redirect_to_https));
+    // the admin server required certificates: its routes do
+    assert!(route(c, "admin.corp.example/").require_client_cert);
+    assert!(!route(c, "portal.corp.example/").require_client_cert);
+    // the `if ($ssl_client_verify != SUCCESS) { return 403; }` check
+    let reports = route(c, "portal.corp.example/reports/");
+    assert!(reports.require_client_cert);
+    assert_eq!(
+        reports.replace_prefix.as_deref(),
+        Some("/internal/reports/")
+    );
+    let portal = route(c, "portal.corp.example/");
+    assert_eq!(portal.client_cert_header_names["serial"], "X-Client-Serial");
+    assert_eq!(portal.request_headers.set["X-Real-IP"], "$remote_addr");
+    assert_eq!(portal.response_headers.add["X-Frame-Options"], "DENY");
+    let api = route(c, "portal.corp.example/api/");
+    let limit = api.rate_limit.as_ref().expect("limit_req");
+    assert_eq!(
+        (limit.requests, limit.burst, limit.by.as_str()),
+        (20, Some(60), "client_ip")
+    );
+    assert_eq!(
+        route(c, "portal.corp.example/grpc.health.v1.Health/")
+            .upstream
+            .as_deref(),
+        Some("10.1.3.10-50051")
+    );
+    let ui = &c.gateway.upstreams["ui"];
+    let Some(StickyCookieConfig::Full(sticky)) = &ui.sticky_cookie else {
+        panic!("sticky cookie: {:?}", ui.sticky_cookie)
+    };
+    assert_eq!(sticky.name, "srv_id");
+    assert_eq!(sticky.max_age, Some(secs(3600)));
+    assert_eq!((sticky.secure.as_str(), sticky.http_only), ("always", true));
+    assert_eq!(c.gateway.upstreams["events"].idle_timeout, secs(3600));
+    assert_eq!(c.gateway.access_log, AccessLog::Custom);
+    assert!(c
+        .gateway
+        .access_log_format
+        .as_deref()
+        .is_some_and(|f| f.contains("\"$ssl_client_s_dn\"")));
+    assert_eq!(
+        report(&i),
+        [
+            "central.conf:42 proxy_set_header X-SSL-Client-Verify [not needed]",
+            "central.conf:43 proxy_set_header X-SSL-Client-S-DN [not needed]",
+            "central.conf:53 limit_req [approximated]",
+            "central.conf:57 proxy_http_version [not needed]",
+            "central.conf:58 proxy_set_header Upgrade [not needed]",
+            "central.conf:59 proxy_set_header Connection [not needed]",
+            "central.conf:78 ssl_verify_client on [approximated]",
+            "central.conf:82 proxy_set_header X-SSL-Client-S-DN [not needed]",
+        ]
+    );
+}
+
+#[test]
+fn single_page_app_and_api_with_rewrites() {
+    let i = import("spa.conf");
+    let c = &i.config;
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:80");
+    // `rewrite ^/api/(.*)$ /$1 break` in `location /api/`: a regex route with the rewrite beside the prefix one
+    let api_re = route(c, "app.example.org~^/api/(.*)$");
+    assert_eq!(api_re.path_regex.as_deref(), Some("^/api/(.*)$"));
+    assert_eq!(api_re.rewrite.as_deref(), Some("/$1"));
+    assert_eq!(api_re.upstream.as_deref(), Some("127.0.0.1-4000"));
+    assert!(route(c, "app.example.org/api/").rewrite.is_none());
+    assert_eq!(
+        route(c, "app.example.org/v1/").replace_prefix.as_deref(),
+        Some("/v2/")
+    );
+    let avatar = route(c, r"app.example.org~^/users/(\d+)/avatar$");
+    assert_eq!(avatar.rewrite.as_deref(), Some("/avatars/$1.png"));
+    assert_eq!(
+        route(c, "app.example.org=/login").path_exact.as_deref(),
+        Some("/login")
+    );
+    let docs = route(c, "app.example.org=/docs")
+        .redirect
+        .as_ref()
+        .expect("redirect");
+    assert_eq!(
+        (docs.to.as_str(), docs.status, docs.keep_path),
+        ("https://docs.example.org/", 301, false)
+    );
+    let about = route(c, "app.example.org~^/about$")
+        .redirect
+        .as_ref()
+        .expect("redirect");
+    assert_eq!((about.to.as_str(), about.status), ("/company", 301));
+    let gone = route(c, "app.example.org/legacy/")
+        .respond
+        .as_ref()
+        .expect("respond");
+    assert_eq!((gone.status, gone.body.as_str()), (410, "gone\n"));
+    let login = route(c, "app.example.org=/login");
+    assert_eq!(login.response_headers.remove, ["X-Powered-By"]);
+    assert_eq!(login.response_headers.add["X-Frame-Options"], "SAMEORIGIN");
+    assert_eq!(
+        report(&i),
+        [
+            "spa.conf:9 root [not translated]",
+            "spa.conf:10 index [not translated]",
+            "spa.conf:13 add_header X-Content-Type-Options [approximated]",
+            "spa.conf:16 rewrite [not translated]",
+            "spa.conf:17 rewrite [approximated]",
+            "spa.conf:19 location / [not translated]",
+            "spa.conf:20 try_files [not translated]",
+            r"spa.conf:22 location ~* \.(?:js|css|png|svg|woff2)$ [not translated]",
+            "spa.conf:23 expires [not translated]",
+            "spa.conf:30 proxy_set_header X-User [not translated]",
+            "spa.conf:48 location ^~ /downloads/ [approximated]",
+        ]
+    );
+}
+
+/// Shapes the fixtures do not cover, written inline.
+#[test]
+fn smaller_cases() {
+    let parse = |text: &str| {
+        ferry_nginx::translate(&ferry_nginx::parse_str(text, "t.conf").expect("parses"))
+    };
+    // a PCRE regex Rust's regex cannot take is reported, not written
+    let i =
+        parse("http { server { listen 80; location ~ ^/(?!admin) { proxy_pass http://a:1; } } }");
+    assert!(i.config.gateway.routes.is_empty());
+    assert!(
+        i.report.lines()[0].contains("does not compile"),
+        "{:?}",
+        i.report.lines()
+    );
+    // upstream weights without a balancing directive: weighted
+    let i = parse("http { upstream u { server a:1 weight=5; server b:1; } server { location / { proxy_pass http://u; } } }");
+    assert_eq!(i.config.gateway.upstreams["u"].balance, Balance::Weighted);
+    assert_eq!(
+        i.config.server.listen.to_string(),
+        "0.0.0.0:80",
+        "nginx's default listen"
+    );
+    // an https:// proxy_pass to an upstream block also used over http gets a pool of its own
+    let i = parse("http { upstream u { server a:1; } server { location / { proxy_pass http://u; } location /s/ { proxy_pass https://u; } } }");
+    let pools: Vec<&String> = i.config.gateway.upstreams.keys().collect();
+    assert_eq!(pools, ["u", "u-https"]);
+    assert_eq!(
+        i.config.gateway.upstreams["u-https"].servers[0].url,
+        "https://a:1"
+    );
+    // a redirect to a fixed host per server name, and a variable the redirect cannot hold
+    let i = parse("http { server { server_name a.example b.example; location /x { return 302 https://$host/new; } location /y { return 302 https://$http_x; } } }");
+    let r: Vec<(Vec<String>, String)> = i
+        .config
+        .gateway
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.hosts.clone(),
+                r.redirect
+                    .as_ref()
+                    .map(|r| r.to.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        r,
+        [
+            (
+                vec!["a.example".to_owned()],
+                "https://a.example/new".to_owned()
+            ),
+            (
+                vec!["b.example".to_owned()],
+                "https://b.example/new".to_owned()
+            ),
+        ]
+    );
+    assert!(
+        i.report.lines()[0].contains("t.conf:1: return: not translated"),
+        "{:?}",
+        i.report.lines()
+    );
+    // a site file (sites-available/default): servers and upstreams at the top, no http block
+    let i = parse(
+        "upstream u { server a:1; }\nserver { listen 8080; location / { proxy_pass http://u; } }\n",
+    );
+    assert_eq!(i.config.gateway.routes[0].upstream.as_deref(), Some("u"));
+    assert_eq!(i.config.server.listen.to_string(), "0.0.0.0:8080");
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
+    // behind an L4 balancer: the PROXY protocol on the listeners that ask for it
+    let i = parse(
+        "server { listen 80 proxy_protocol; listen 8080; location / { proxy_pass http://a:1; } }",
+    );
+    assert!(i.config.server.proxy_protocol);
+    assert!(!i.config.server.listeners[0].proxy_protocol);
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
+    // a directive nobody knows is still reported
+    let i = parse("http { frobnicate on; }");
+    assert_eq!(i.report.lines(), ["t.conf:1: frobnicate: not translated: Ferry has no equivalent (or it is not used where it is written)"]);
+}
+
+#[test]
+#[ignore = "prints every fixture's output and report"]
+fn print_all() {
+    for name in FIXTURES {
+        let i = import(name);
+        println!("==== {name}\n{}", to_toml(&i.config, name).expect("toml"));
+        for l in report(&i) {
+            println!("            \"{l}\",");
+        }
+    }
+}
