@@ -87,6 +87,9 @@ async fn prepare() -> Result<(), String> {
 }
 
 /// A running `node server.js`, killed on drop.
+/// How long the provider may take to print its listening line.
+const PROVIDER_START: Duration = Duration::from_secs(60);
+
 pub(crate) struct OidcProvider {
     _child: Child,
     pub(crate) issuer: String,
@@ -99,6 +102,11 @@ impl OidcProvider {
         if let Err(why) = prepare().await {
             return unavailable(why);
         }
+        // Loading oidc-provider and making its key is a second or two of CPU for node; with several tests
+        // starting providers at once beside the suite's heavy tests on two cores, that reached 20 s. One start at
+        // a time, with a minute for it.
+        static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _starting = STARTING.lock().await;
         let mut child = Command::new("node")
             .arg("server.js")
             .current_dir(provider_dir())
@@ -130,7 +138,7 @@ impl OidcProvider {
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let issuer = within(T, "oidc-provider listening line", async {
+        let issuer = within(PROVIDER_START, "oidc-provider listening line", async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(url) = line.trim().strip_prefix("oidc-provider listening on ") {
                     return Ok(url.to_owned());
