@@ -545,15 +545,3 @@ fn smaller_cases() {
     let i = parse("http { frobnicate on; }");
     assert_eq!(i.report.lines(), ["t.conf:1: frobnicate: not translated: Ferry has no equivalent (or it is not used where it is written)"]);
 }
-
-#[test]
-#[ignore = "prints every fixture's output and report"]
-fn print_all() {
-    for name in FIXTURES {
-        let i = import(name);
-        println!("==== {name}\n{}", to_toml(&i.config, name).expect("toml"));
-        for l in report(&i) {
-            println!("            \"{l}\",");
-        }
-    }
-}
