@@ -229,7 +229,7 @@ async fn remote_mode_through_the_management_api() -> anyhow::Result<()> {
 async fn a_second_node_on_one_sqlite_store_is_refused() -> anyhow::Result<()> {
     let data = crate::common::TempDir::new("ferry-lock-")?;
     let dir = data.path().to_string_lossy().into_owned();
-    let first = FerryServer::start(
+    let mut first = FerryServer::start(
         BIN,
         ServerOptions {
             data_dir: Some(data.path().to_path_buf()),
@@ -266,7 +266,8 @@ async fn a_second_node_on_one_sqlite_store_is_refused() -> anyhow::Result<()> {
         .output()
         .wait_stderr("store opened", std::time::Duration::from_secs(10))
         .await?;
-    drop(first);
+    // killed and reaped (dropping only sends the signal), so its lock is gone before the next start
+    first.kill().await?;
     // the lock went with the first node: a node starts on the store again
     let again = FerryServer::start(
         BIN,

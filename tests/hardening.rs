@@ -555,7 +555,7 @@ async fn the_data_directory_is_private() -> anyhow::Result<()> {
     let _slot = light_slot().await;
     let dir = TempDir::new("ferry-harden-perms-")?;
     let data = dir.path().join("fresh");
-    let server = FerryServer::start(
+    let mut server = FerryServer::start(
         BIN,
         ServerOptions {
             data_dir: Some(data.clone()),
@@ -581,7 +581,8 @@ async fn the_data_directory_is_private() -> anyhow::Result<()> {
         );
     }
     assert!(!server.stderr_contains("is readable by other users"));
-    drop(server);
+    // killed and reaped, so that its lock on the store is gone before the next node takes it
+    server.kill().await?;
     // an existing directory that is too open is named at start
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))?;
     let server = FerryServer::start(

@@ -7,7 +7,7 @@
 //!
 //! Without Prometheus (not root, no apt-get) the test prints `skipped: …`; with `CI` set it fails.
 
-use crate::common::{write_file, TempDir, BIN};
+use crate::common::{free_port, write_file, TempDir, BIN};
 use ferry_testkit::{
     http_client, Connector, ConnectorOptions, FerryServer, ServerOptions, TargetKind, TargetServer,
 };
@@ -61,13 +61,6 @@ async fn ensure_prometheus() -> anyhow::Result<Option<(String, String)>> {
         (Some(p), Some(t)) => Ok(Some((p, t))),
         _ => unavailable(&format!("ensure.sh printed no paths: {text}")),
     }
-}
-
-/// A port the OS chose, free right now (Prometheus takes its listen address as a flag and logs no chosen port).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Every `expr` of the dashboard's panels.

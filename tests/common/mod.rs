@@ -788,9 +788,25 @@ pub struct SteadyLoad {
 
 impl SteadyLoad {
     pub fn start(url: &str, workers: usize, per_worker: usize, max_time: Duration) -> Self {
+        Self::start_with(
+            ferry_testkit::http_client(),
+            url,
+            workers,
+            per_worker,
+            max_time,
+        )
+    }
+
+    /// [`SteadyLoad::start`] with a client of the test's own (a CA to trust, a name to resolve).
+    pub fn start_with(
+        client: reqwest::Client,
+        url: &str,
+        workers: usize,
+        per_worker: usize,
+        max_time: Duration,
+    ) -> Self {
         use std::sync::atomic::Ordering;
         let deadline = Instant::now() + max_time;
-        let client = ferry_testkit::http_client();
         let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let failed = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -814,15 +830,30 @@ impl SteadyLoad {
                         .send()
                         .await;
                     let failure = match r {
-                        Ok(r) if r.status() == 200 => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            continue;
-                        }
+                        // the body is read to its end: over HTTP/2, reqwest's h2 counts every response dropped
+                        // unread as a stream it reset, and past 1024 it closes the connection itself
+                        // ("too_many_internal_resets", hyperium/h2#856)
+                        Ok(r) if r.status() == 200 => match r.bytes().await {
+                            Ok(_) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                                continue;
+                            }
+                            Err(e) => format!("200, then the body failed: {e}"),
+                        },
                         Ok(r) => {
                             let status = r.status();
                             format!("{status} {}", r.text().await.unwrap_or_default())
                         }
-                        Err(e) => e.to_string(),
+                        // with its causes: "error sending request" alone does not say what broke
+                        Err(e) => {
+                            let mut text = e.to_string();
+                            let mut cause = std::error::Error::source(&e);
+                            while let Some(c) = cause {
+                                text.push_str(&format!(": {c}"));
+                                cause = c.source();
+                            }
+                            text
+                        }
                     };
                     if let Ok(mut f) = failed.lock() {
                         f.push(failure);
@@ -849,4 +880,12 @@ impl SteadyLoad {
         while self.workers.join_next().await.is_some() {}
         self.failed.lock().map(|f| f.clone()).unwrap_or_default()
     }
+}
+
+/// A port the OS chose, free right now: for what takes a fixed address (Prometheus's listen flag, a listener that a
+/// reload must find again by its address).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

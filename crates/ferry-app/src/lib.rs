@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod bridge;
+mod listeners;
 mod metrics;
 mod routes;
 mod supervise;
@@ -65,20 +66,12 @@ pub enum AppError {
     },
 }
 
-/// What one of the `[[server.listeners]]` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerRole {
-    /// Everything the main public listener serves.
-    Serve,
-    /// `308` to the same host and path over `https://` on this port.
-    RedirectToHttps { port: u16 },
-}
-
 /// Every socket of a node, bound before serving.
 pub struct Listeners {
     pub public: Listener,
-    /// `[[server.listeners]]`, in order: each serves what `public` serves, or redirects to HTTPS.
-    pub extra: Vec<(Listener, ListenerRole)>,
+    /// `[[server.listeners]]`, in order, with their settings: each serves what `public` serves, or redirects to
+    /// HTTPS; a TLS one shares `public`'s TLS settings.
+    pub extra: Vec<(Listener, ferry_config::ExtraListener)>,
     /// The management API's listener (`[server.admin]`); `None` when disabled.
     pub admin: Option<tokio::net::TcpListener>,
     /// Called once the node is ready to serve (store open, signing keys loaded, bus connected), just before it
@@ -103,17 +96,12 @@ impl Listeners {
             .await?
             .with_proxy_protocol(s.proxy_protocol);
         let mut extra = Vec::with_capacity(s.listeners.len());
+        let shared_tls = public.tls_reloader();
         for l in &s.listeners {
-            let files = if l.tls { tls.clone() } else { None };
-            let listener = Listener::bind_with(l.listen, tls_options(config, files)?)
-                .await?
-                .with_proxy_protocol(l.proxy_protocol);
-            let role = if l.redirect_to_https {
-                ListenerRole::RedirectToHttps { port: l.https_port }
-            } else {
-                ListenerRole::Serve
-            };
-            extra.push((listener, role));
+            let tls = if l.tls { shared_tls.as_ref() } else { None };
+            let listener =
+                Listener::bind_sharing(l.listen, tls)?.with_proxy_protocol(l.proxy_protocol);
+            extra.push((listener, l.clone()));
         }
         let admin = match s.admin.enabled && config.node.roles.has(Role::Management) {
             true => Some(
@@ -227,16 +215,10 @@ fn gateway_tls_options(
     }))
 }
 
-/// How a reload of the config file changes `[gateway.tls]` on every TLS listener of `listeners`: prepared on all
-/// of them (every file read) before any is changed. `None` when no listener speaks TLS.
-fn tls_reload(config: &Config, listeners: &Listeners) -> Option<ferry_edge::TlsReload> {
-    let reloaders: Vec<_> = std::iter::once(&listeners.public)
-        .chain(listeners.extra.iter().map(|(l, _)| l))
-        .filter_map(Listener::tls_reloader)
-        .collect();
-    if reloaders.is_empty() {
-        return None;
-    }
+/// How a reload of the config file changes `[gateway.tls]`: on the public listener, whose TLS settings every TLS
+/// listener shares (prepared with every file read before any is changed). `None` when it does not speak TLS.
+fn tls_reload(config: &Config, public: &Listener) -> Option<ferry_edge::TlsReload> {
+    let reloader = public.tls_reloader()?;
     let default = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => TlsFiles {
             cert: cert.clone(),
@@ -248,16 +230,8 @@ fn tls_reload(config: &Config, listeners: &Listeners) -> Option<ferry_edge::TlsR
         let options = gateway_tls_options(tls, Some(default.clone()))
             .map_err(|e| e.to_string())?
             .ok_or("gateway.tls: no TLS listener")?;
-        let prepared = reloaders
-            .iter()
-            .map(|r| r.prepare(options.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        Ok(Box::new(move || {
-            prepared
-                .into_iter()
-                .for_each(ferry_gateway::PreparedTls::commit)
-        }) as Box<dyn FnOnce() + Send>)
+        let prepared = reloader.prepare(options).map_err(|e| e.to_string())?;
+        Ok(Box::new(move || prepared.commit()) as Box<dyn FnOnce() + Send>)
     }))
 }
 
@@ -525,7 +499,6 @@ pub async fn run_with_source(
                 &config.gateway,
                 Arc::new(routes::RelayRoutes(relay.clone())),
             )?;
-            edge.spawn_reload(&config.gateway, source, tls_reload(&config, &listeners));
             Some(edge)
         }
         None => None,
@@ -683,30 +656,37 @@ pub async fn run_with_source(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let edge = node.edge.clone();
     let handler = routes::handler(node);
-    let mut serving = vec![ferry_gateway::serve(
-        listeners.public,
+    let extra = listeners::ExtraListeners::new(
         handler.clone(),
         options.clone(),
-        stopped(stop_rx.clone()),
-    )];
-    for (listener, role) in listeners.extra {
-        let handler = match role {
-            ListenerRole::Serve => handler.clone(),
-            ListenerRole::RedirectToHttps { port } => routes::redirect_to_https(port),
+        listeners.public.tls_reloader(),
+        stop_rx.clone(),
+    );
+    // the gateway's reload (of the main config file) also changes `[gateway.tls]` and `[[server.listeners]]`
+    if let Some(edge) = &edge {
+        let node_reload = ferry_edge::NodeReload {
+            tls: tls_reload(&config, &listeners.public),
+            listeners: Some(extra.reload_hook()),
         };
-        serving.push(ferry_gateway::serve(
-            listener,
-            handler,
-            options.clone(),
-            stopped(stop_rx.clone()),
-        ));
+        edge.spawn_reload(&config.gateway, source, node_reload);
     }
+    for (listener, settings) in listeners.extra {
+        extra.serve(listener, settings);
+    }
+    let public = ferry_gateway::serve(
+        listeners.public,
+        handler,
+        options.clone(),
+        stopped(stop_rx.clone()),
+    );
     let drain = async move {
         drain_started.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(drain, futures_util::future::join_all(serving));
+    tokio::join!(drain, public);
+    extra.finished().await;
     if let Some(admin) = admin {
         admin.shutdown(s.drain_timeout).await;
     }

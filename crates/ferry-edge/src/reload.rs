@@ -1,10 +1,14 @@
 //! Reloading the gateway: the routes file (`gateway.file`), or without one the `[gateway]` section of the main
 //! config file (read again with the start's layering: file, then `FERRY_*` variables, then flags). Both are
 //! watched (SIGHUP, content changes) and swap the gateway's table atomically. A file that does not parse or
-//! compile is refused with one error line naming the key, and the table in use stays.
+//! compile is refused with one error line naming the key, and the table in use stays. From the main config file,
+//! `[[server.listeners]]` is reloaded too (through the node's [`NodeReload`]); other `[server]` and `[log]`
+//! changes are named in the log as waiting for the next start.
 
 use crate::{EdgeError, Gateway};
-use ferry_config::{AccessLog, ConfigSource, GatewayConfig, GatewayTls};
+use ferry_config::{
+    AccessLog, ConfigSource, ExtraListener, GatewayConfig, GatewayTls, ServerConfig,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -64,6 +68,19 @@ fn load_file(path: &Path) -> Result<(GatewayConfig, Vec<u8>), EdgeError> {
 pub type TlsReload =
     Box<dyn Fn(&GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
 
+/// Prepares a new `[[server.listeners]]` list (new addresses bound, so that a port in use refuses the whole
+/// reload) and returns what puts it to use: listeners added, changed in place, removed.
+pub type ListenersReload =
+    Box<dyn Fn(&[ExtraListener]) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
+
+/// What a reload of the main config file changes beside the gateway's table, given by the node that owns the
+/// listeners. Without one of them, a change of its settings is refused until the next start.
+#[derive(Default)]
+pub struct NodeReload {
+    pub tls: Option<TlsReload>,
+    pub listeners: Option<ListenersReload>,
+}
+
 /// What a watcher reloads.
 enum Watched {
     /// `gateway.file`: its whole content is the table.
@@ -78,12 +95,44 @@ struct MainFile {
     source: ConfigSource,
     /// The TLS settings in use, and how to change them.
     tls: std::sync::Mutex<GatewayTls>,
-    tls_reload: Option<TlsReload>,
+    node: NodeReload,
     /// The section in use: a change elsewhere in the file leaves the table (and its rate-limit buckets) alone.
     applied: std::sync::Mutex<GatewayConfig>,
-    /// `[log]` as the node started with it (or as last reported): a change is not applied by a reload, and
-    /// says so once.
+    /// `[[server.listeners]]` in use.
+    listeners: std::sync::Mutex<Vec<ExtraListener>>,
+    /// `[log]` and the rest of `[server]` as the node started with them (or as last reported): a change is not
+    /// applied by a reload, and says so once.
     log: std::sync::Mutex<Option<ferry_config::LogSettings>>,
+    server: std::sync::Mutex<Option<toml::Value>>,
+}
+
+/// `[server]` without its listeners, to notice changes that wait for a restart.
+fn server_rest(server: &ServerConfig) -> Option<toml::Value> {
+    let mut value = toml::Value::try_from(server).ok()?;
+    if let Some(table) = value.as_table_mut() {
+        table.remove("listeners");
+    }
+    Some(value)
+}
+
+/// The keys of `[server]` whose values differ between `old` and `new` (nested tables by their dotted path).
+fn changed_keys(prefix: &str, old: &toml::Value, new: &toml::Value, out: &mut Vec<String>) {
+    match (old.as_table(), new.as_table()) {
+        (Some(o), Some(n)) => {
+            let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let path = format!("{prefix}.{key}");
+                match (o.get(key), n.get(key)) {
+                    (Some(a), Some(b)) => changed_keys(&path, a, b, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if old != new => out.push(prefix.to_owned()),
+        _ => {}
+    }
 }
 
 impl Watched {
@@ -102,53 +151,91 @@ impl Watched {
                 gateway.reload(&config).map_err(|e| e.to_string())?;
                 Ok(true)
             }
-            Self::MainConfig(main) => {
-                let MainFile {
-                    source,
-                    tls,
-                    tls_reload,
-                    applied,
-                    log,
-                } = &**main;
-                let full = source.load().map_err(|e| e.to_string())?;
-                if let Ok(mut known) = log.lock() {
-                    if known.as_ref().is_some_and(|k| *k != full.log) {
-                        tracing::error!(
-                            file = %path.display(),
-                            "[log] changed: its level and format are not applied by a reload, only at the next start"
-                        );
-                        *known = Some(full.log.clone());
-                    }
-                }
-                let config = full.gateway;
-                if config.file.is_some() {
-                    return Err(
-                        "gateway.file: moving the routes to a routes file needs a restart".into(),
+            Self::MainConfig(main) => main.apply(gateway, path),
+        }
+    }
+}
+
+impl MainFile {
+    /// Load the file and apply what a reload applies: the gateway's table, `[gateway.tls]` and
+    /// `[[server.listeners]]`, all prepared before any is put to use, so that a refusal changes nothing.
+    fn apply(&self, gateway: &Gateway, path: &Path) -> Result<bool, String> {
+        let full = self.source.load().map_err(|e| e.to_string())?;
+        self.name_waiting_changes(&full, path);
+        let config = full.gateway;
+        if config.file.is_some() {
+            return Err("gateway.file: moving the routes to a routes file needs a restart".into());
+        }
+        const POISONED: &str = "reload state poisoned";
+        let mut applied = self.applied.lock().map_err(|_| POISONED)?;
+        let mut listeners_in_use = self.listeners.lock().map_err(|_| POISONED)?;
+        let listeners_changed = full.server.listeners != *listeners_in_use;
+        if *applied == config && !listeners_changed {
+            return Ok(false);
+        }
+        let mut tls_in_use = self.tls.lock().map_err(|_| POISONED)?;
+        // TLS first, prepared but not in use: bad TLS settings or files refuse the whole reload
+        let tls_commit = match (config.tls != *tls_in_use, &self.node.tls) {
+            (false, _) => None,
+            (true, Some(prepare)) => Some(prepare(&config.tls)?),
+            (true, None) => {
+                return Err("gateway.tls: this node has no TLS listener to apply it to; it takes effect at the next start".into())
+            }
+        };
+        // the listeners next, bound but not serving: a port in use refuses the whole reload
+        let listeners_commit = match (listeners_changed, &self.node.listeners) {
+            (false, _) => None,
+            (true, Some(prepare)) => Some(prepare(&full.server.listeners)?),
+            (true, None) => {
+                return Err("server.listeners: this node cannot change its listeners by a reload; it takes effect at the next start".into())
+            }
+        };
+        if *applied != config {
+            // a bad access-log setting refuses the whole reload, table included
+            gateway.set_access_log(&config).map_err(|e| e.to_string())?;
+            gateway.reload(&config).map_err(|e| e.to_string())?;
+        }
+        if let Some(commit) = tls_commit {
+            commit();
+            *tls_in_use = config.tls.clone();
+            tracing::info!(file = %path.display(), "gateway.tls reloaded: new connections get the new settings");
+        }
+        if let Some(commit) = listeners_commit {
+            commit();
+            *listeners_in_use = full.server.listeners;
+            tracing::info!(file = %path.display(), "server.listeners reloaded");
+        }
+        *applied = config;
+        Ok(true)
+    }
+
+    /// Say once in the log that `[log]` or `[server]` (beyond its listeners) changed: those wait for the next
+    /// start, and a reload must not leave that unsaid.
+    fn name_waiting_changes(&self, full: &ferry_config::Config, path: &Path) {
+        if let Ok(mut known) = self.log.lock() {
+            if known.as_ref().is_some_and(|k| *k != full.log) {
+                tracing::error!(
+                    file = %path.display(),
+                    "[log] changed: its level and format are not applied by a reload, only at the next start"
+                );
+                *known = Some(full.log.clone());
+            }
+        }
+        if let Ok(mut known) = self.server.lock() {
+            let now = server_rest(&full.server);
+            if let (Some(old), Some(new)) = (known.as_ref(), now.as_ref()) {
+                let mut keys = Vec::new();
+                changed_keys("server", old, new, &mut keys);
+                if !keys.is_empty() {
+                    tracing::error!(
+                        file = %path.display(),
+                        keys = %keys.join(", "),
+                        "[server] changed beyond server.listeners: not applied by a reload, only at the next start"
                     );
                 }
-                let mut applied = applied.lock().map_err(|_| "reload state poisoned")?;
-                if *applied == config {
-                    return Ok(false);
-                }
-                let mut tls_in_use = tls.lock().map_err(|_| "reload state poisoned")?;
-                // TLS first, prepared but not in use: bad TLS settings or files refuse the whole reload
-                let tls_commit = match (config.tls != *tls_in_use, tls_reload) {
-                    (false, _) => None,
-                    (true, Some(prepare)) => Some(prepare(&config.tls)?),
-                    (true, None) => {
-                        return Err("gateway.tls: this node has no TLS listener to apply it to; it takes effect at the next start".into())
-                    }
-                };
-                // the access log next: a bad access-log setting refuses the whole reload, table included
-                gateway.set_access_log(&config).map_err(|e| e.to_string())?;
-                gateway.reload(&config).map_err(|e| e.to_string())?;
-                if let Some(commit) = tls_commit {
-                    commit();
-                    *tls_in_use = config.tls.clone();
-                    tracing::info!(file = %path.display(), "gateway.tls reloaded: new connections get the new settings");
-                }
-                *applied = config;
-                Ok(true)
+            }
+            if now.is_some() {
+                *known = now;
             }
         }
     }
@@ -157,27 +244,34 @@ impl Watched {
 impl Gateway {
     /// Reload the gateway on SIGHUP and when its file's content changes, until the gateway is dropped: with
     /// `gateway.file` set, that file; else, when `source` names the main config file, that file's `[gateway]`
-    /// section (read with `source`'s layering), whose `tls` goes to `tls_reload`. Does nothing when there is no
-    /// file to watch.
+    /// section (read with `source`'s layering), whose `tls` goes to `node.tls`, and its `[[server.listeners]]`,
+    /// which go to `node.listeners`. Does nothing when there is no file to watch.
     pub fn spawn_reload(
         self: &Arc<Self>,
         config: &GatewayConfig,
         source: Option<ConfigSource>,
-        tls_reload: Option<TlsReload>,
+        node: NodeReload,
     ) {
         let (path, watched) = match (&config.file, source) {
             (Some(path), _) => (path.clone(), Watched::RoutesFile),
             (None, Some(source)) => match source.file.clone() {
-                Some(path) => (
-                    path,
-                    Watched::MainConfig(Box::new(MainFile {
-                        log: std::sync::Mutex::new(source.load().ok().map(|c| c.log)),
+                Some(path) => {
+                    let start = source.load().ok();
+                    let main = MainFile {
+                        log: std::sync::Mutex::new(start.as_ref().map(|c| c.log.clone())),
+                        server: std::sync::Mutex::new(
+                            start.as_ref().and_then(|c| server_rest(&c.server)),
+                        ),
+                        listeners: std::sync::Mutex::new(
+                            start.map(|c| c.server.listeners).unwrap_or_default(),
+                        ),
                         source,
                         tls: std::sync::Mutex::new(config.tls.clone()),
-                        tls_reload,
+                        node,
                         applied: std::sync::Mutex::new(config.clone()),
-                    })),
-                ),
+                    };
+                    (path, Watched::MainConfig(Box::new(main)))
+                }
                 None => return,
             },
             (None, None) => return,

@@ -1191,7 +1191,7 @@ async fn a_routes_file_is_reloaded_on_change_and_a_bad_one_refused() {
         ..GatewayConfig::default()
     };
     let gw = Gateway::new(&config, Arc::new(FakeRelay)).expect("gateway");
-    gw.spawn_reload(&config, None, None);
+    gw.spawn_reload(&config, None, ferry_edge::NodeReload::default());
     let g = gw.clone();
     let handler: Handler = Arc::new(move |req| {
         let g = g.clone();

@@ -1,18 +1,27 @@
 //! Binding a listener, plain or with TLS (see [`crate::tls`] for the TLS settings and their reloading).
 
-use crate::tls::{Sites, TlsReloader, TlsSwitch};
+use crate::tls::{TlsReloader, TlsSwitch};
 use crate::{GatewayError, TlsFiles, TlsOptions};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 
 /// A bound listener, plain or TLS.
 pub struct Listener {
     pub(crate) tcp: TcpListener,
+    /// What new connections get; changed in place by a [`ListenerControl`] (a reload), so that the socket and
+    /// the connections it already accepted stay.
+    mode: Arc<RwLock<Arc<ListenerMode>>>,
+    local_addr: SocketAddr,
+}
+
+/// How a listener treats the connections it accepts.
+pub(crate) struct ListenerMode {
     pub(crate) tls: Option<Arc<TlsSwitch>>,
     /// Every connection starts with a PROXY protocol header naming the client.
     pub(crate) proxy_protocol: bool,
-    local_addr: SocketAddr,
+    /// The handler in place of the one [`crate::serve`] was given (set by [`ListenerControl::change`]).
+    pub(crate) handler: Option<crate::Handler>,
 }
 
 impl Listener {
@@ -31,32 +40,71 @@ impl Listener {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
+        Self::from_tcp(addr, tcp, tls)
+    }
+
+    /// Bind `addr` now, without waiting (for a reload, which binds before it changes anything), sharing the TLS
+    /// settings of the listener `tls` comes from: a reload of those changes both. Needs a Tokio runtime.
+    pub fn bind_sharing(addr: SocketAddr, tls: Option<&TlsReloader>) -> Result<Self, GatewayError> {
+        let bind = || {
+            let std = std::net::TcpListener::bind(addr)?;
+            std.set_nonblocking(true)?;
+            TcpListener::from_std(std)
+        };
+        let tcp = bind().map_err(|source| GatewayError::Bind { addr, source })?;
+        Self::from_tcp(addr, tcp, tls.map(|t| t.0.clone()))
+    }
+
+    fn from_tcp(
+        addr: SocketAddr,
+        tcp: TcpListener,
+        tls: Option<Arc<TlsSwitch>>,
+    ) -> Result<Self, GatewayError> {
         let local_addr = tcp
             .local_addr()
             .map_err(|source| GatewayError::Bind { addr, source })?;
         Ok(Self {
             tcp,
-            tls,
-            proxy_protocol: false,
+            mode: Arc::new(RwLock::new(Arc::new(ListenerMode {
+                tls,
+                proxy_protocol: false,
+                handler: None,
+            }))),
             local_addr,
         })
     }
 
     /// Expect a PROXY protocol header (v1 or v2) at the start of every connection and take the client's address
     /// from it: for a listener behind an L4 load balancer that sends one. A connection without one is closed.
-    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
-        self.proxy_protocol = on;
+    pub fn with_proxy_protocol(self, on: bool) -> Self {
+        let tls = self.mode().tls.clone();
+        self.set_mode(ListenerMode {
+            tls,
+            proxy_protocol: on,
+            handler: None,
+        });
         self
     }
 
     /// Changes this listener's TLS settings for new connections; `None` for a plain listener.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
-        self.tls.clone().map(TlsReloader)
+        self.mode().tls.clone().map(TlsReloader)
     }
 
-    /// The TLS sites new connections get.
-    pub(crate) fn tls_sites(&self) -> Option<Arc<Sites>> {
-        self.tls.as_ref().map(|t| t.sites())
+    /// Changes how this listener treats new connections, while it serves (see [`ListenerControl`]).
+    pub fn control(&self) -> ListenerControl {
+        ListenerControl {
+            mode: self.mode.clone(),
+        }
+    }
+
+    /// What a connection accepted now gets.
+    pub(crate) fn mode(&self) -> Arc<ListenerMode> {
+        read_mode(&self.mode)
+    }
+
+    fn set_mode(&self, mode: ListenerMode) {
+        write_mode(&self.mode, mode);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -65,8 +113,54 @@ impl Listener {
 
     /// `http://addr` or `https://addr`.
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.mode().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.local_addr)
+    }
+}
+
+fn read_mode(mode: &RwLock<Arc<ListenerMode>>) -> Arc<ListenerMode> {
+    match mode.read() {
+        Ok(m) => m.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn write_mode(mode: &RwLock<Arc<ListenerMode>>, new: ListenerMode) {
+    match mode.write() {
+        Ok(mut m) => *m = Arc::new(new),
+        Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+    }
+}
+
+/// Changes a serving listener in place: TLS on or off (sharing another listener's settings), the PROXY protocol,
+/// the handler. Connections accepted before keep what they had; the socket stays bound, so that no connection
+/// is refused while a reload changes a listener.
+#[derive(Clone)]
+pub struct ListenerControl {
+    mode: Arc<RwLock<Arc<ListenerMode>>>,
+}
+
+impl ListenerControl {
+    /// From the next accepted connection on: TLS with the settings of `tls`'s listener (or plain), the PROXY
+    /// protocol as `proxy_protocol` says, and `handler` (`None`: the one the listener was served with).
+    pub fn change(
+        &self,
+        tls: Option<&TlsReloader>,
+        proxy_protocol: bool,
+        handler: Option<crate::Handler>,
+    ) {
+        write_mode(
+            &self.mode,
+            ListenerMode {
+                tls: tls.map(|t| t.0.clone()),
+                proxy_protocol,
+                handler,
+            },
+        );
     }
 }
 
@@ -273,7 +367,9 @@ mod tests {
         seen: Arc<std::sync::Mutex<Vec<ferry_http::TlsInfo>>>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let Some(switch) = l.tls.clone() else { return };
+            let Some(switch) = l.mode().tls.clone() else {
+                return;
+            };
             while let Ok((s, _)) = l.tcp.accept().await {
                 let sites = switch.sites();
                 let seen = seen.clone();

@@ -205,8 +205,10 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // what this connection gets (a reload may change it for the next one)
+        let mode = listener.mode();
         // behind a PROXY protocol balancer the peer is the balancer: the client's own cap waits for its header
-        let admitted = match listener.proxy_protocol {
+        let admitted = match mode.proxy_protocol {
             true => limits.admit_unattributed(),
             false => limits.admit(remote_addr.ip()),
         };
@@ -217,7 +219,7 @@ pub async fn serve(
                 if let Some(left_out) = REFUSED.admit() {
                     tracing::warn!(%remote_addr, left_out, "connection refused: {}", reply.message);
                 }
-                if listener.tls.is_none() {
+                if mode.tls.is_none() {
                     limits.refuse(stream, &reply);
                 }
                 continue;
@@ -228,9 +230,9 @@ pub async fn serve(
         let conn = Conn {
             info: ClientInfo {
                 remote_addr,
-                tls: listener.tls.is_some(),
+                tls: mode.tls.is_some(),
             },
-            handler: handler.clone(),
+            handler: mode.handler.as_ref().unwrap_or(&handler).clone(),
             options: options.clone(),
             http1: http1.clone(),
             http2: http2.clone(),
@@ -238,8 +240,8 @@ pub async fn serve(
             first_deadline: accepted_at + options.header_read_timeout,
             serving: serving.enter(),
         };
-        let sites = listener.tls_sites();
-        let proxy_protocol = listener.proxy_protocol;
+        let sites = mode.tls.as_ref().map(|t| t.sites());
+        let proxy_protocol = mode.proxy_protocol;
         let limits = limits.clone();
         tokio::spawn(async move {
             let (mut conn, mut stream, mut permit) = (conn, stream, permit);
