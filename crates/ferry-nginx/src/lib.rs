@@ -8,13 +8,15 @@
 //! validation do), or the command line (`ferry gateway import-nginx` in the binary).
 #![forbid(unsafe_code)]
 
+pub mod ciphers;
 pub mod parse;
 pub mod report;
 pub mod translate;
 
+pub use ciphers::{map_ciphers, Ciphers};
 pub use parse::{parse_file, parse_str, Directive, Position};
 pub use report::{Note, NoteKind, Report};
-pub use translate::{to_toml, translate, Imported};
+pub use translate::{to_toml, translate, without_host_files, Imported};
 
 use std::path::{Path, PathBuf};
 
