@@ -2544,10 +2544,10 @@ impl<'a> Translator<'a> {
                 self.use_(d);
             }
             Some(n) => {
-                let limit = if n == 0 {
-                    "any size".to_owned()
-                } else {
-                    format!("{n} bytes")
+                let limit = match n {
+                    0 => "any size".to_owned(),
+                    n if n % (1024 * 1024) == 0 => format!("up to {} MiB", n / (1024 * 1024)),
+                    n => format!("up to {n} bytes"),
                 };
                 let why = format!(
                     "nginx buffers bodies of {limit} here (on disk); Ferry buffers in memory up to 64 MiB, so this \
