@@ -365,7 +365,10 @@ fn central_nginx_with_client_certificates() {
     assert!(tls.protocols.is_empty());
     // Mozilla's intermediate list without its two DHE suites, after the TLS 1.3 ones
     assert_eq!(tls.cipher_suites.len(), 3 + 6, "{:?}", tls.cipher_suites);
-    assert_eq!(tls.cipher_suites[3], "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+    assert_eq!(
+        tls.cipher_suites[3],
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+    );
     // the portal's certificate is the default one, stapled from its file
     assert_eq!(
         tls.ocsp_response,
@@ -630,4 +633,136 @@ fn smaller_cases() {
     // a directive nobody knows is still reported
     let i = parse("http { frobnicate on; }");
     assert_eq!(i.report.lines(), ["t.conf:1: frobnicate: not translated: Ferry has no equivalent (or it is not used where it is written)"]);
+}
+
+/// The newer gateway keys on shapes the fixtures do not cover, written inline.
+#[test]
+fn tls_files_buffering_and_compression_in_smaller_cases() {
+    let parse = |text: &str| {
+        ferry_nginx::translate(&ferry_nginx::parse_str(text, "t.conf").expect("parses"))
+    };
+    let tls = "listen 443 ssl; ssl_certificate /c.pem; ssl_certificate_key /c.key;";
+    // old protocols are dropped (reported); keywords alone leave rustls's suites; a depth of 0 is refused
+    let i = parse(&format!(
+        "server {{ {tls} ssl_protocols TLSv1 TLSv1.1 TLSv1.2; ssl_ciphers HIGH:!aNULL:!MD5; \
+         ssl_verify_depth 0; location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(i.config.gateway.tls.protocols, ["TLSv1.2"]);
+    assert!(i.config.gateway.tls.cipher_suites.is_empty());
+    assert_eq!(i.config.gateway.tls.verify_depth, None);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:1 ssl_ciphers [approximated]",
+            "t.conf:1 ssl_protocols [approximated]",
+            "t.conf:1 ssl_verify_depth [not translated]",
+        ]
+    );
+    // the listener has one cipher list: another server's different one is reported
+    let i = parse(&format!(
+        "server {{ {tls} server_name a; ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} server_name b; ssl_ciphers ECDHE-RSA-AES256-GCM-SHA384; location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(
+        i.config.gateway.tls.cipher_suites[3],
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    );
+    assert_eq!(report(&i), ["t.conf:2 ssl_ciphers [approximated]"]);
+    // a server sharing the default certificate with client settings of its own gets an SNI entry with that
+    // certificate; one without names cannot, and its routes require a certificate instead
+    let i = parse(&format!(
+        "ssl_client_certificate /ca.pem;\n\
+         server {{ {tls} server_name open.example; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} server_name mtls.example; ssl_verify_client on; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} ssl_verify_client on; location /x {{ proxy_pass http://a:1; }} }}"
+    ));
+    let t = &i.config.gateway.tls;
+    assert_eq!(t.client_auth, ClientAuth::Off);
+    assert_eq!(t.certificates.len(), 1);
+    assert_eq!(t.certificates[0].hosts, ["mtls.example"]);
+    assert_eq!(t.certificates[0].cert, PathBuf::from("/c.pem"));
+    assert_eq!(t.certificates[0].client_auth, Some(ClientAuth::Required));
+    assert_eq!(t.certificates[0].client_ca, Some(PathBuf::from("/ca.pem")));
+    assert!(!route(&i.config, "*/x").require_client_cert);
+    assert_eq!(report(&i), ["t.conf:4 ssl_verify_client [not translated]"]);
+    let i = parse(&format!(
+        "ssl_client_certificate /ca.pem;\n\
+         server {{ {tls} server_name open.example; ssl_verify_client optional_no_ca; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} ssl_verify_client on; location /x {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(i.config.gateway.tls.client_auth, ClientAuth::OptionalNoCa);
+    assert!(route(&i.config, "*/x").require_client_cert);
+    assert_eq!(report(&i), ["t.conf:3 ssl_verify_client [approximated]"]);
+    // a client certificate towards a plain upstream has no TLS to go in; half a pair is reported
+    let i = parse(
+        "server {\nlocation /a { proxy_pass http://a:1; proxy_ssl_certificate /g.pem; proxy_ssl_certificate_key /g.key; }\n\
+         location /b { proxy_pass https://b:1; proxy_ssl_certificate_key /h.key; } }",
+    );
+    assert_eq!(i.config.gateway.upstreams["a-1"].client_cert, None);
+    assert_eq!(i.config.gateway.upstreams["b-1"].client_key, None);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:2 proxy_ssl_certificate [not needed]",
+            "t.conf:2 proxy_ssl_certificate_key [not needed]",
+            "t.conf:3 proxy_ssl_certificate_key [not translated]",
+        ]
+    );
+    // buffering: on without a limit gets the 64 MiB Ferry holds; off is Ferry's default; unlimited streams
+    let i = parse(
+        "server { location /a { proxy_pass http://a:1; proxy_request_buffering on; } \
+         location /b { proxy_pass http://a:1; proxy_request_buffering off; } \
+         location /c { proxy_pass http://a:1; proxy_request_buffering on; client_max_body_size 0; } }",
+    );
+    let a = route(&i.config, "*/a");
+    assert!(a.buffer_request_body);
+    assert_eq!(a.max_body_size, Some(64 * 1024 * 1024));
+    assert!(!route(&i.config, "*/b").buffer_request_body);
+    assert!(!route(&i.config, "*/c").buffer_request_body);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:1 proxy_request_buffering [not needed]",
+            "t.conf:1 proxy_request_buffering [approximated]",
+        ]
+    );
+    // static locations that are not translated: a named fallback, alias with a regex, a relative root
+    let i = parse(
+        "server { root /srv/www; location / { try_files $uri @app; } location @app { proxy_pass http://a:1; } \
+         location ~ ^/i/(.*)$ { alias /srv/img/$1; } location /rel/ { root html; } \
+         location /x/ { root /srv/x; try_files $uri $uri.html =404; gzip on; brotli on; } }",
+    );
+    let names: Vec<&str> = i
+        .config
+        .gateway
+        .routes
+        .iter()
+        .filter_map(|r| r.name.as_deref())
+        .collect();
+    assert_eq!(names, ["*/x/"]);
+    let x = route(&i.config, "*/x/");
+    assert_eq!(x.static_dir, Some(PathBuf::from("/srv/x")));
+    assert!(x.compress);
+    let lines = i.report.lines();
+    for expected in [
+        "location /: not translated: try_files falls back to a named location",
+        "location ~ ^/i/(.*)$: not translated: alias outside a prefix location",
+        "location /rel/: not translated: the directory is relative",
+        "try_files: approximated: Ferry serves the file at the path or a directory's index.html: $uri.html is not tried",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(expected)), "{expected}: {lines:?}");
+    }
+    // the output stays loadable and, without the host's files, compiles
+    let i = parse(
+        "server { location /a { proxy_pass https://a:1; proxy_ssl_certificate /g.pem; \
+         proxy_ssl_certificate_key /g.key; } location /s/ { alias /nonexistent/s/; } }",
+    );
+    let toml = to_toml(&i.config, "t.conf").expect("serialises");
+    let loaded = ferry_config::load_text(&toml, "t.toml").expect("loads");
+    ferry_edge::Gateway::validate(&without_host_files(&loaded.gateway))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert!(
+        ferry_edge::Gateway::validate(&loaded.gateway).is_err(),
+        "the files are checked where they are"
+    );
 }
