@@ -1,5 +1,6 @@
-//! From nginx to Ferry: reads an nginx configuration of the common kind (servers, listeners, TLS, `location`s,
-//! `proxy_pass`, `upstream` blocks, header directives, `return`, `rewrite`, logs, error pages) and builds the
+//! From nginx to Ferry: reads an nginx configuration of the common kind (servers, listeners, TLS with client and
+//! upstream certificates, `location`s, `proxy_pass`, `upstream` blocks, header directives, `return`, `rewrite`,
+//! static files, compression, request buffering, logs, error pages) and builds the
 //! equivalent Ferry configuration as `ferry-config`'s own types, with a [`Report`] of every directive it did not
 //! translate and of those Ferry does by itself.
 //!
