@@ -1160,7 +1160,9 @@ impl<'a> Translator<'a> {
             self.use_(d);
             facts.client_ca = Some((PathBuf::from(d.arg(0)), d.at.clone()));
         }
-        facts.ocsp = self.stapling(&scope);
+        if facts.listens.iter().any(|l| l.tls) {
+            facts.ocsp = self.stapling(&scope);
+        }
         let error_uris = collect_error_uris(server);
         self.error_files(server, &scope, &error_uris);
         // server-level directives

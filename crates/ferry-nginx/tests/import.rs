@@ -658,6 +658,20 @@ fn tls_files_buffering_and_compression_in_smaller_cases() {
             "t.conf:1 ssl_verify_depth [not translated]",
         ]
     );
+    // stapling from a file; a plain server under the same `ssl_stapling on` needs none
+    let i = parse(&format!(
+        "ssl_stapling on;\nserver {{ {tls} ssl_stapling_file /c.ocsp; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ listen 80; server_name plain.example; location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(
+        i.config.gateway.tls.ocsp_response,
+        Some(PathBuf::from("/c.ocsp"))
+    );
+    assert!(
+        !i.report.lines().iter().any(|l| l.contains("ssl_stapling")),
+        "{:?}",
+        i.report.lines()
+    );
     // the listener has one cipher list: another server's different one is reported
     let i = parse(&format!(
         "server {{ {tls} server_name a; ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256; location / {{ proxy_pass http://a:1; }} }}\n\
