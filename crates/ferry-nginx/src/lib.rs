@@ -1,5 +1,6 @@
-//! From nginx to Ferry: reads an nginx configuration of the common kind (servers, listeners, TLS, `location`s,
-//! `proxy_pass`, `upstream` blocks, header directives, `return`, `rewrite`, logs, error pages) and builds the
+//! From nginx to Ferry: reads an nginx configuration of the common kind (servers, listeners, TLS with client and
+//! upstream certificates, `location`s, `proxy_pass`, `upstream` blocks, header directives, `return`, `rewrite`,
+//! static files, compression, request buffering, logs, error pages) and builds the
 //! equivalent Ferry configuration as `ferry-config`'s own types, with a [`Report`] of every directive it did not
 //! translate and of those Ferry does by itself.
 //!
@@ -8,13 +9,15 @@
 //! validation do), or the command line (`ferry gateway import-nginx` in the binary).
 #![forbid(unsafe_code)]
 
+pub mod ciphers;
 pub mod parse;
 pub mod report;
 pub mod translate;
 
+pub use ciphers::{map_ciphers, Ciphers};
 pub use parse::{parse_file, parse_str, Directive, Position};
 pub use report::{Note, NoteKind, Report};
-pub use translate::{to_toml, translate, Imported};
+pub use translate::{to_toml, translate, without_host_files, Imported};
 
 use std::path::{Path, PathBuf};
 

@@ -9,9 +9,9 @@
 use crate::report::{Note, NoteKind, Report};
 use crate::{Directive, NginxError, Position};
 use ferry_config::{
-    AccessLog, Balance, ClientAuth, Config, ExtraListener, RateLimitConfig, RedirectConfig,
-    RespondConfig, RouteConfig, SniCertificate, StickyCookie, StickyCookieConfig, UpstreamConfig,
-    UpstreamServer,
+    AccessLog, Balance, ClientAuth, Config, ExtraListener, GatewayConfig, RateLimitConfig,
+    RedirectConfig, RespondConfig, RouteConfig, SniCertificate, StickyCookie, StickyCookieConfig,
+    UpstreamConfig, UpstreamServer,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -49,8 +49,18 @@ const INHERITED: &[&str] = &[
     "limit_req",
     "proxy_ssl_trusted_certificate",
     "proxy_ssl_verify",
+    "proxy_ssl_certificate",
+    "proxy_ssl_certificate_key",
+    "proxy_request_buffering",
     "ssl",
+    "ssl_stapling",
+    "ssl_stapling_file",
+    "gzip",
+    "brotli",
 ];
+
+/// The largest request body a route may buffer (`buffer_request_body`): ferry-route's `MAX_BUFFERED_BODY`.
+const MAX_BUFFERED_BODY: u64 = 64 * 1024 * 1024;
 
 /// Variables Ferry's header values know (docs/gateway.md, "Header control"), besides `$http_NAME`.
 const HEADER_VARS: &[&str] = &[
@@ -165,10 +175,13 @@ const NOT_NEEDED: &[(&str, &str)] = &[
     ),
     ("variables_hash_max_size", "no hash tables to size in Ferry"),
     ("map_hash_bucket_size", "no hash tables to size in Ferry"),
-    ("types", "Ferry serves no files, so needs no MIME types"),
+    (
+        "types",
+        "Ferry's static_dir takes Content-Type from the file's extension by its own table",
+    ),
     (
         "default_type",
-        "Ferry serves no files, so needs no MIME types",
+        "Ferry's static_dir takes Content-Type from the file's extension by its own table",
     ),
     (
         "charset",
@@ -216,7 +229,7 @@ const NOT_NEEDED: &[(&str, &str)] = &[
     ),
     (
         "client_body_buffer_size",
-        "Ferry streams request bodies without buffering them",
+        "Ferry streams request bodies, or holds a buffered one (buffer_request_body) in memory whole",
     ),
     (
         "client_body_temp_path",
@@ -278,6 +291,56 @@ const NOT_NEEDED: &[(&str, &str)] = &[
         "server_name_in_redirect",
         "Ferry writes redirects as configured",
     ),
+    (
+        "gzip_vary",
+        "Ferry sends Vary: Accept-Encoding with what it compresses",
+    ),
+    ("gzip_http_version", "Ferry compresses for HTTP/1.0 clients too"),
+    ("gzip_buffers", "Ferry compresses as it streams"),
+    (
+        "gzip_static",
+        "Ferry's static_dir sends a .gz or .br file next to the one asked for by itself",
+    ),
+    (
+        "brotli_static",
+        "Ferry's static_dir sends a .br or .gz file next to the one asked for by itself",
+    ),
+    ("open_file_cache", "Ferry reads the files at each request"),
+    ("open_file_cache_valid", "Ferry reads the files at each request"),
+    ("open_file_cache_min_uses", "Ferry reads the files at each request"),
+    ("open_file_cache_errors", "Ferry reads the files at each request"),
+];
+
+/// Directives translated to something close, with how it differs.
+const APPROXIMATE: &[(&str, &str)] = &[
+    (
+        "gzip_types",
+        "Ferry compresses every type but images, gRPC and event streams (compress = true), not a list",
+    ),
+    (
+        "gzip_min_length",
+        "Ferry compresses responses of 32 bytes and more (compress = true)",
+    ),
+    (
+        "gzip_comp_level",
+        "Ferry compresses at its own level (compress = true)",
+    ),
+    (
+        "gzip_proxied",
+        "Ferry compresses for every client that accepts it, behind a proxy (Via) or not",
+    ),
+    (
+        "brotli_types",
+        "Ferry compresses every type but images, gRPC and event streams (compress = true), not a list",
+    ),
+    (
+        "brotli_min_length",
+        "Ferry compresses responses of 32 bytes and more (compress = true)",
+    ),
+    (
+        "brotli_comp_level",
+        "Ferry compresses at its own level (compress = true)",
+    ),
 ];
 
 /// Directives Ferry has nothing for, with why.
@@ -285,25 +348,12 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("error_log", "Ferry's own log is configured in [log] (level, format), on stderr"),
     ("load_module", "Ferry has no dynamic modules"),
     ("env", "Ferry reads FERRY_* variables itself"),
-    ("gzip", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_types", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_vary", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_proxied", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_comp_level", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_min_length", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_http_version", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_buffers", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_disable", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("gzip_static", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("brotli", "the importer does not write it yet: set the routes' `compress = true` by hand"),
-    ("root", "the importer does not write it yet: write a route with `static_dir` by hand"),
-    ("alias", "the importer does not write it yet: write a route with `static_dir` by hand"),
-    ("try_files", "the importer does not write it yet: write a route with `static_dir` by hand"),
-    ("index", "the importer does not write it yet: write a route with `static_dir` by hand"),
-    ("autoindex", "the importer does not write it yet: write a route with `static_dir` by hand"),
+    ("gzip_disable", "Ferry compresses for every client that accepts it"),
+    ("root", "no location the importer translates serves files from it (a request no location matches is not served from it): write a route with `static_dir` by hand"),
+    ("alias", "the location does not serve files here (it proxies or answers)"),
+    ("try_files", "Ferry's routes either serve files or proxy: files are not tried first here"),
     ("expires", "Ferry's static files carry no Expires (set Cache-Control with add_header instead)"),
-    ("open_file_cache", "the importer does not write it yet: write a route with `static_dir` by hand"),
-    ("etag", "the importer does not write it yet: write a route with `static_dir` by hand"),
+    ("etag", "Ferry's static files are revalidated by Last-Modified (tower-http), whatever etag says"),
     ("proxy_cache", "Ferry has no response cache"),
     ("proxy_cache_path", "Ferry has no response cache"),
     ("proxy_cache_valid", "Ferry has no response cache"),
@@ -318,8 +368,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("proxy_cookie_flags", "Ferry does not rewrite cookies"),
     ("proxy_pass_header", "Ferry has no list of response headers it hides by default to undo"),
     ("proxy_ignore_headers", "Ferry has no response cache"),
-    ("proxy_ssl_certificate", "the importer does not write it yet: set the pool's `client_cert`/`client_key` by hand"),
-    ("proxy_ssl_certificate_key", "the importer does not write it yet: set the pool's `client_cert`/`client_key` by hand"),
     ("proxy_ssl_name", "Ferry sends the server's own host by SNI"),
     ("proxy_ssl_protocols", "Ferry speaks TLS 1.2 and 1.3 to upstreams"),
     ("proxy_ssl_ciphers", "Ferry (rustls) uses its own cipher suites"),
@@ -352,13 +400,9 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("client_body_timeout", "the pool's idle_timeout bounds pauses in the request body"),
     ("large_client_header_buffers", "Ferry's limit is server.http.max_header_size (64 KiB by default)"),
     ("client_header_buffer_size", "Ferry's limit is server.http.max_header_size (64 KiB by default)"),
-    ("ssl_ciphers", "the importer does not write it yet: set `[gateway.tls] cipher_suites` by hand (rustls has modern suites only)"),
     ("ssl_conf_command", "Ferry does not use OpenSSL"),
-    ("ssl_stapling", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
     ("ssl_stapling_verify", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
     ("ssl_trusted_certificate", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
-    ("ssl_verify_depth", "the importer does not write it yet: set `[gateway.tls] verify_depth` by hand"),
-    ("ssl_crl", "the importer does not write it yet: set `[gateway.tls] client_crl` by hand"),
     ("ssl_password_file", "Ferry reads unencrypted keys only"),
     ("ssl_early_data", "TLS early data is not built"),
     ("http3", "HTTP/3 is not built yet"),
@@ -551,6 +595,8 @@ struct ServerFacts {
     cert: Option<(PathBuf, PathBuf)>,
     verify_client: Option<(String, Position)>,
     client_ca: Option<(PathBuf, Position)>,
+    /// `ssl_stapling_file` under `ssl_stapling on`: the file, where it was written, its directive's id.
+    ocsp: Option<(PathBuf, Position, usize)>,
 }
 
 /// A pool made from an `upstream` block, before a scheme is known.
@@ -574,6 +620,8 @@ struct Translator<'a> {
     http_body_size: Option<usize>,
     servers: Vec<ServerFacts>,
     route_names: HashSet<String>,
+    /// The listener-wide TLS settings read so far, by directive: its arguments and where.
+    tls_settings: HashMap<String, (Vec<String>, Position)>,
     /// The current server's error page files, by the URI its `error_page`s name.
     page_root: HashMap<String, PathBuf>,
 }
@@ -593,6 +641,7 @@ pub fn translate(directives: &[Directive]) -> Imported {
         http_body_size: None,
         servers: Vec::new(),
         route_names: HashSet::new(),
+        tls_settings: HashMap::new(),
         page_root: HashMap::new(),
     };
     // nginx's own defaults where Ferry's differ and nginx users rely on them: none are imposed; the report and
@@ -698,33 +747,59 @@ impl<'a> Translator<'a> {
         mark(&mut self.handled, d.children());
     }
 
-    /// The directives with a fixed answer wherever they stand.
+    /// The directives with a fixed answer wherever they stand, and the listener-wide TLS settings.
     fn generic(&mut self, d: &Directive) -> bool {
-        if let Some((_, why)) = NOT_NEEDED.iter().find(|(n, _)| *n == d.name) {
-            if d.block.is_some() {
-                self.whole_block(d, NoteKind::NotNeeded, why);
-            } else {
-                self.note(d, NoteKind::NotNeeded, *why);
+        let tables = [
+            (NOT_NEEDED, NoteKind::NotNeeded),
+            (NOT_BUILT, NoteKind::NotTranslated),
+            (APPROXIMATE, NoteKind::Approximated),
+        ];
+        for (table, kind) in tables {
+            if let Some((_, why)) = table.iter().find(|(n, _)| *n == d.name) {
+                if d.block.is_some() {
+                    self.whole_block(d, kind, why);
+                } else {
+                    self.note(d, kind, *why);
+                }
+                return true;
             }
+        }
+        if [
+            "ssl_protocols",
+            "ssl_ciphers",
+            "ssl_crl",
+            "ssl_verify_depth",
+        ]
+        .contains(&d.name.as_str())
+        {
+            self.listener_tls(d);
             return true;
         }
-        if let Some((_, why)) = NOT_BUILT.iter().find(|(n, _)| *n == d.name) {
-            if d.block.is_some() {
-                self.whole_block(d, NoteKind::NotTranslated, why);
-            } else {
-                self.note(d, NoteKind::NotTranslated, *why);
-            }
-            return true;
-        }
-        if d.name == "ssl_protocols" {
-            if d.args.iter().all(|a| a == "TLSv1.2" || a == "TLSv1.3") && d.args.len() == 2 {
-                self.note(d, NoteKind::NotNeeded, "Ferry speaks TLS 1.2 and 1.3");
+        if d.name == "index" {
+            if d.arg(0) == "index.html" {
+                self.note(
+                    d,
+                    NoteKind::NotNeeded,
+                    "Ferry's static_dir serves index.html for a directory",
+                );
             } else {
                 self.note(
                     d,
-                    NoteKind::NotTranslated,
-                    "the importer does not write it yet: set `[gateway.tls] protocols` by hand (TLSv1.2 and TLSv1.3 only)",
+                    NoteKind::Approximated,
+                    "Ferry's static_dir serves index.html for a directory (no other index file)",
                 );
+            }
+            return true;
+        }
+        if d.name == "autoindex" {
+            if d.arg(0) == "on" {
+                self.note(
+                    d,
+                    NoteKind::NotTranslated,
+                    "Ferry's static_dir lists no directories",
+                );
+            } else {
+                self.note(d, NoteKind::NotNeeded, "Ferry lists no directories");
             }
             return true;
         }
@@ -753,6 +828,89 @@ impl<'a> Translator<'a> {
             return true;
         }
         false
+    }
+
+    /// A TLS setting Ferry has once for every TLS listener (`[gateway.tls]`): the first one read is used, a
+    /// different one elsewhere is reported.
+    fn listener_tls(&mut self, d: &Directive) {
+        let key = match d.name.as_str() {
+            "ssl_protocols" => "protocols",
+            "ssl_ciphers" => "cipher_suites",
+            "ssl_crl" => "client_crl",
+            _ => "verify_depth",
+        };
+        if let Some((args, at)) = self.tls_settings.get(&d.name) {
+            if *args == d.args {
+                self.use_(d);
+            } else {
+                let why = format!(
+                    "Ferry has one {key} for every TLS listener ([gateway.tls]): the one of {at}"
+                );
+                self.note(d, NoteKind::Approximated, why);
+            }
+            return;
+        }
+        self.tls_settings
+            .insert(d.name.clone(), (d.args.clone(), d.at.clone()));
+        match key {
+            "protocols" => self.ssl_protocols(d),
+            "cipher_suites" => {
+                let c = crate::map_ciphers(&d.args.join(":"));
+                self.config.gateway.tls.cipher_suites = c.suites.clone();
+                if c.exact() {
+                    self.use_(d);
+                } else {
+                    self.note(d, NoteKind::Approximated, c.why());
+                }
+            }
+            "client_crl" => {
+                self.config.gateway.tls.client_crl = vec![PathBuf::from(d.arg(0))];
+                self.use_(d);
+            }
+            _ => match d.arg(0).parse::<u8>() {
+                Ok(n) if n >= 1 => {
+                    self.config.gateway.tls.verify_depth = Some(n);
+                    self.use_(d);
+                }
+                _ => self.note(
+                    d,
+                    NoteKind::NotTranslated,
+                    "Ferry's verify_depth is 1 to 255 (unset: no limit beyond the verifier's own)",
+                ),
+            },
+        }
+    }
+
+    /// `ssl_protocols`: TLS 1.2 and 1.3 are kept, older versions reported.
+    fn ssl_protocols(&mut self, d: &Directive) {
+        let (kept, old): (Vec<&String>, Vec<&String>) = d
+            .args
+            .iter()
+            .partition(|a| *a == "TLSv1.2" || *a == "TLSv1.3");
+        let both = kept.iter().any(|a| *a == "TLSv1.2") && kept.iter().any(|a| *a == "TLSv1.3");
+        if kept.is_empty() {
+            self.note(
+                d,
+                NoteKind::NotTranslated,
+                "Ferry speaks TLS 1.2 and 1.3 only: protocols stays at both",
+            );
+            return;
+        }
+        if !both {
+            self.config.gateway.tls.protocols = kept.iter().map(|a| (*a).clone()).collect();
+        }
+        if !old.is_empty() {
+            let old: Vec<&str> = old.iter().map(|a| a.as_str()).collect();
+            let why = format!(
+                "Ferry does not speak {} (TLS 1.2 and 1.3 only)",
+                old.join(", ")
+            );
+            self.note(d, NoteKind::Approximated, why);
+        } else if both {
+            self.note(d, NoteKind::NotNeeded, "Ferry speaks TLS 1.2 and 1.3");
+        } else {
+            self.use_(d);
+        }
     }
 
     /// The `http` block's directives (or a site file's).
@@ -940,6 +1098,7 @@ impl<'a> Translator<'a> {
             cert: None,
             verify_client: None,
             client_ca: None,
+            ocsp: None,
         };
         let mut ssl_on = false;
         if let Some(d) = scope.last("ssl") {
@@ -1001,6 +1160,9 @@ impl<'a> Translator<'a> {
             self.use_(d);
             facts.client_ca = Some((PathBuf::from(d.arg(0)), d.at.clone()));
         }
+        if facts.listens.iter().any(|l| l.tls) {
+            facts.ocsp = self.stapling(&scope);
+        }
         let error_uris = collect_error_uris(server);
         self.error_files(server, &scope, &error_uris);
         // server-level directives
@@ -1061,6 +1223,40 @@ impl<'a> Translator<'a> {
             facts.routes.extend(made);
         }
         self.servers.push(facts);
+    }
+
+    /// `ssl_stapling` and `ssl_stapling_file` in force: the file to staple, when stapling is on and names one.
+    fn stapling(&mut self, scope: &Scope<'a>) -> Option<(PathBuf, Position, usize)> {
+        let on = scope.last("ssl_stapling").filter(|d| d.arg(0) == "on");
+        let file = scope.last("ssl_stapling_file");
+        match (on, file) {
+            (Some(on), Some(file)) => {
+                self.use_(on);
+                Some((PathBuf::from(file.arg(0)), file.at.clone(), file.id))
+            }
+            (Some(on), None) => {
+                self.note(
+                    on,
+                    NoteKind::NotTranslated,
+                    "Ferry staples only a response file today (ssl_stapling_file, as ocsp_response; fetch it by \
+                     cron with `openssl ocsp … -respout`): it does not fetch OCSP responses itself",
+                );
+                None
+            }
+            (None, file) => {
+                if let Some(off) = scope.last("ssl_stapling") {
+                    self.use_(off);
+                }
+                if let Some(file) = file {
+                    self.note(
+                        file,
+                        NoteKind::NotNeeded,
+                        "ssl_stapling is off: nothing is stapled",
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Where the files of a server's error pages are: `root` (or `alias`) of the `location` that serves the
@@ -1200,6 +1396,13 @@ impl<'a> Translator<'a> {
         if let Some(d) = scope.last("client_max_body_size") {
             if Some(d.id) != self.http_body_size {
                 r.max_body_size = self.body_size(d);
+            }
+        }
+        // `gzip on` (or the brotli module's `brotli on`): Ferry's compression covers both encodings
+        for name in ["gzip", "brotli"] {
+            if let Some(d) = scope.last(name) {
+                self.use_(d);
+                r.compress |= d.arg(0) == "on";
             }
         }
         r
@@ -1343,6 +1546,7 @@ impl<'a> Translator<'a> {
             let mut r = base.clone();
             r.hosts = hosts;
             r.max_body_size = None;
+            r.compress = false;
             r.redirect = Some(RedirectConfig {
                 to,
                 status,
@@ -1498,16 +1702,23 @@ impl<'a> Translator<'a> {
             .iter()
             .find(|d| d.name == "proxy_pass" || d.name == "grpc_pass");
         if ret.is_none() && pass.is_none() {
+            let serves_files =
+                !is_error_page && loc.children().iter().any(|d| d.name != "location");
+            let why = match serves_files.then(|| self.static_route(loc, &m, &scope, hosts)) {
+                Some(Ok(r)) => {
+                    made.push(self.push_route(r, &m.label()));
+                    return made;
+                }
+                Some(Err(why)) => why,
+                None => "",
+            };
             let what = if is_error_page {
                 (
                     NoteKind::NotNeeded,
                     "it serves an error page, which Ferry reads from its file itself (error_pages)",
                 )
-            } else if loc.children().iter().any(|d| d.name != "location") {
-                (
-                    NoteKind::NotTranslated,
-                    "static files are not translated by the importer yet (no proxy_pass or return here): write a route with `static_dir` by hand",
-                )
+            } else if serves_files {
+                (NoteKind::NotTranslated, why)
             } else {
                 return made;
             };
@@ -1521,13 +1732,7 @@ impl<'a> Translator<'a> {
             }
             return made;
         }
-        if let Match::PrefixNoRegex(_) = m {
-            self.note(
-                loc,
-                NoteKind::Approximated,
-                "^~ has no key of its own: a regex route that also matches these paths wins over this prefix",
-            );
-        }
+        self.prefix_no_regex(loc, &m);
         let mut r = self.base_route(hosts, &m, &scope);
         let label = m.label();
         if let Some(ret) = ret {
@@ -1584,6 +1789,116 @@ impl<'a> Translator<'a> {
         }
         made.push(self.push_route(r, &label));
         made
+    }
+
+    /// `^~`, reported: Ferry has no such prefix.
+    fn prefix_no_regex(&mut self, loc: &Directive, m: &Match) {
+        if let Match::PrefixNoRegex(_) = m {
+            self.note(
+                loc,
+                NoteKind::Approximated,
+                "^~ has no key of its own: a regex route that also matches these paths wins over this prefix",
+            );
+        }
+    }
+
+    /// A location that serves files (`root` in force or `alias`, no `proxy_pass` or `return`) as a
+    /// `static_dir` route: `root` keeps the whole path under the directory, `alias` the path after the prefix
+    /// (`strip_prefix`). The error is why the location is not translated.
+    fn static_route(
+        &mut self,
+        loc: &'a Directive,
+        m: &Match,
+        scope: &Scope<'a>,
+        hosts: &[String],
+    ) -> Result<RouteConfig, &'static str> {
+        let alias = loc.children().iter().find(|d| d.name == "alias");
+        let try_files = loc.children().iter().find(|d| d.name == "try_files");
+        if try_files.is_some_and(|t| t.args.last().is_some_and(|a| a.starts_with('@'))) {
+            return Err(
+                "try_files falls back to a named location: a Ferry route serves files or proxies, not both",
+            );
+        }
+        let (dir, strip) = match (alias, scope.last("root")) {
+            (Some(a), _) if matches!(m, Match::Prefix(_) | Match::PrefixNoRegex(_)) => (a, true),
+            (Some(_), _) => {
+                return Err(
+                    "alias outside a prefix location (a file, or a regex's captures) is not translated: write a \
+                     route with `static_dir` by hand",
+                )
+            }
+            (None, Some(root)) => (root, false),
+            (None, None) => return Err("no root or alias says where its files are"),
+        };
+        let path = dir.arg(0);
+        if !path.starts_with('/') || path.contains('$') {
+            return Err(
+                "the directory is relative to nginx's prefix or has variables: write a route with an absolute \
+                 `static_dir` by hand",
+            );
+        }
+        self.use_(dir);
+        self.prefix_no_regex(loc, m);
+        let mut r = self.base_route(hosts, m, scope);
+        r.max_body_size = None;
+        r.strip_prefix = strip;
+        r.static_dir = Some(PathBuf::from(match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        }));
+        if let Some(t) = try_files {
+            self.try_files(t);
+        }
+        self.response_settings(scope, &mut r);
+        if let Some(d) = scope.last("limit_req") {
+            self.limit_req(d, &mut r);
+        }
+        self.error_pages(scope, &mut r);
+        for d in loc.children() {
+            match d.name.as_str() {
+                "location" | "alias" | "try_files" => {}
+                _ if INHERITED.contains(&d.name.as_str()) => {}
+                _ => {
+                    if !self.generic(d) {
+                        self.location_setting(d, &mut r, false);
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// `try_files` of a location that serves files: `$uri`, `$uri/` and `=404` are what `static_dir` does;
+    /// a fallback file (a single-page app's `/index.html`) and other forms are reported.
+    fn try_files(&mut self, d: &Directive) {
+        let Some((last, tried)) = d.args.split_last() else {
+            self.note(d, NoteKind::NotTranslated, "try_files without arguments");
+            return;
+        };
+        let others: Vec<&str> = tried
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !["$uri", "$uri/"].contains(a))
+            .collect();
+        if last.starts_with('/') {
+            let why = format!(
+                "no fallback file yet (a single-page app's): a missing file is 404, not {last}; the files are \
+                 served (static_dir)"
+            );
+            self.note(d, NoteKind::NotTranslated, why);
+        } else if !["=404", "$uri", "$uri/"].contains(&last.as_str()) {
+            let why =
+                format!("a missing file is 404, not {last}; the files are served (static_dir)");
+            self.note(d, NoteKind::NotTranslated, why);
+        } else if !others.is_empty() {
+            let why = format!(
+                "Ferry serves the file at the path or a directory's index.html: {} is not tried",
+                others.join(", ")
+            );
+            self.note(d, NoteKind::Approximated, why);
+        } else {
+            self.use_(d);
+        }
     }
 
     /// A `rewrite` inside a proxying location. Returns a route to add before the location's own, or changes `r`.
@@ -2044,11 +2359,8 @@ impl<'a> Translator<'a> {
                     "Ferry has no send timeout of its own: the pool's idle_timeout bounds pauses both ways",
                 );
             }
-            if let Some(d) = scope.last("proxy_ssl_trusted_certificate") {
-                self.use_(d);
-                if let Some(p) = self.config.gateway.upstreams.get_mut(&pool) {
-                    p.ca_file = Some(PathBuf::from(d.arg(0)));
-                }
+            if !grpc {
+                self.pool_tls(scope, &pool);
             }
             if let Some(d) = scope.last("proxy_ssl_verify") {
                 if d.arg(0) == "on" {
@@ -2089,6 +2401,9 @@ impl<'a> Translator<'a> {
                 );
             }
         }
+        if !grpc {
+            self.request_buffering(scope, r);
+        }
         if let Some(d) = scope.last("proxy_intercept_errors") {
             self.use_(d);
             r.intercept_errors = d.arg(0) == "on";
@@ -2118,25 +2433,129 @@ impl<'a> Translator<'a> {
             self.note(d, NoteKind::NotTranslated, "not a time");
             return;
         };
-        let key = (pool.to_owned(), field);
-        if let Some((old, at)) = self.pool_settings.get(&key) {
-            if *old != d.arg(0) && at != &d.at {
-                let why =
-                    format!("Ferry's timeouts are per pool: {pool}'s {field} is {old} from {at}");
-                self.note(d, NoteKind::Approximated, why);
-            } else {
-                self.use_(d);
-            }
+        if !self.pool_claim(pool, d, field) {
             return;
         }
-        self.pool_settings
-            .insert(key, (d.arg(0).to_owned(), d.at.clone()));
-        self.use_(d);
         if let Some(p) = self.config.gateway.upstreams.get_mut(pool) {
             match field {
                 "connect_timeout" => p.connect_timeout = t,
                 "header_timeout" => p.header_timeout = t,
                 _ => p.idle_timeout = t,
+            }
+        }
+    }
+
+    /// Whether `d` sets `field` of `pool` now: the first directive to name it does; later ones with the same
+    /// value are used already, and ones with another value are reported (Ferry's settings are per pool, nginx's
+    /// per location).
+    fn pool_claim(&mut self, pool: &str, d: &Directive, field: &'static str) -> bool {
+        let key = (pool.to_owned(), field);
+        if let Some((old, at)) = self.pool_settings.get(&key) {
+            if *old != d.arg(0) && at != &d.at {
+                let why = format!("Ferry's {field} is per pool: {pool}'s is {old} from {at}");
+                self.note(d, NoteKind::Approximated, why);
+            } else {
+                self.use_(d);
+            }
+            return false;
+        }
+        self.pool_settings
+            .insert(key, (d.arg(0).to_owned(), d.at.clone()));
+        self.use_(d);
+        true
+    }
+
+    /// `proxy_ssl_trusted_certificate`, `proxy_ssl_certificate` and `_key` in force: the pool's `ca_file`,
+    /// `client_cert` and `client_key`, for `https://` pools (nginx uses them for TLS upstreams only too).
+    fn pool_tls(&mut self, scope: &Scope<'a>, pool: &str) {
+        let https = self
+            .config
+            .gateway
+            .upstreams
+            .get(pool)
+            .is_some_and(|p| p.servers.iter().all(|s| s.url.starts_with("https://")));
+        let ca = scope.last("proxy_ssl_trusted_certificate");
+        let cert = scope.last("proxy_ssl_certificate");
+        let key = scope.last("proxy_ssl_certificate_key");
+        if !https {
+            for d in [ca, cert, key].into_iter().flatten() {
+                self.note(
+                    d,
+                    NoteKind::NotNeeded,
+                    "the upstream is not https://: there is no TLS to use it in",
+                );
+            }
+            return;
+        }
+        let set = |t: &mut Self, d: &Directive, field: &'static str| {
+            if !t.pool_claim(pool, d, field) {
+                return;
+            }
+            if let Some(p) = t.config.gateway.upstreams.get_mut(pool) {
+                let file = Some(PathBuf::from(d.arg(0)));
+                match field {
+                    "ca_file" => p.ca_file = file,
+                    "client_cert" => p.client_cert = file,
+                    _ => p.client_key = file,
+                }
+            }
+        };
+        if let Some(d) = ca {
+            set(self, d, "ca_file");
+        }
+        match (cert, key) {
+            (Some(c), Some(k)) => {
+                set(self, c, "client_cert");
+                set(self, k, "client_key");
+            }
+            (Some(d), None) | (None, Some(d)) => self.note(
+                d,
+                NoteKind::NotTranslated,
+                "proxy_ssl_certificate and proxy_ssl_certificate_key go together",
+            ),
+            (None, None) => {}
+        }
+    }
+
+    /// `proxy_request_buffering`. nginx's default is `on` and Ferry's is off (streaming), and only a written
+    /// `on` turns Ferry's on: Ferry holds a buffered body in memory where nginx spills it to disk, so buffering
+    /// needs the route's limit at most 64 MiB, and most upstreams take a streamed body; a written `on` is the
+    /// sign of one that does not. Where nginx's limit for the route is larger (or none), the route streams and
+    /// the report says so; where nginx has none of its own here (its default is 1 MiB), the route gets the
+    /// 64 MiB that Ferry can hold, as the importer imposes no nginx default elsewhere either.
+    fn request_buffering(&mut self, scope: &Scope<'a>, r: &mut RouteConfig) {
+        let Some(d) = scope.last("proxy_request_buffering") else {
+            return;
+        };
+        if d.arg(0) != "on" {
+            self.note(
+                d,
+                NoteKind::NotNeeded,
+                "Ferry streams request bodies by default",
+            );
+            return;
+        }
+        match r.max_body_size.or(self.config.gateway.max_body_size) {
+            None => {
+                r.buffer_request_body = true;
+                r.max_body_size = Some(MAX_BUFFERED_BODY);
+                self.use_(d);
+            }
+            Some(n) if n > 0 && n <= MAX_BUFFERED_BODY => {
+                r.buffer_request_body = true;
+                self.use_(d);
+            }
+            Some(n) => {
+                let limit = match n {
+                    0 => "any size".to_owned(),
+                    n if n % (1024 * 1024) == 0 => format!("up to {} MiB", n / (1024 * 1024)),
+                    n => format!("up to {n} bytes"),
+                };
+                let why = format!(
+                    "nginx buffers bodies of {limit} here (on disk); Ferry buffers in memory up to 64 MiB, so this \
+                     route streams the body instead (buffer_request_body needs max_body_size at most 64 MiB)"
+                );
+                self.note(d, NoteKind::Approximated, why);
             }
         }
     }
@@ -2440,120 +2859,199 @@ impl<'a> Translator<'a> {
             .iter()
             .filter(|s| s.listens.iter().any(|l| l.tls))
             .collect();
-        let default_cert = tls_servers
+        let default_server = tls_servers
             .iter()
             .find(|s| s.listens.iter().any(|l| l.tls && l.default_server) && s.cert.is_some())
             .or_else(|| tls_servers.iter().find(|s| s.cert.is_some()))
-            .and_then(|s| s.cert.clone());
-        if default_cert.is_none() && addrs.iter().any(|a| a.tls) {
-            let at = tls_servers.first().map(|s| s.at.clone());
-            if let Some(at) = at {
+            .copied();
+        let Some((default, (cert, key))) =
+            default_server.and_then(|s| s.cert.clone().map(|c| (s, c)))
+        else {
+            if addrs.iter().any(|a| a.tls) {
+                if let Some(s) = tls_servers.first() {
+                    self.report.push(Note {
+                        at: s.at.clone(),
+                        directive: "listen … ssl".into(),
+                        kind: NoteKind::NotTranslated,
+                        why: "no ssl_certificate was read: the TLS listeners are plain HTTP".into(),
+                    });
+                }
+                addrs.iter_mut().for_each(|a| a.tls = false);
+            }
+            self.listener_addresses(&servers, &addrs);
+            return;
+        };
+        self.config.server.tls_cert = Some(cert.clone());
+        self.config.server.tls_key = Some(key.clone());
+        self.config.gateway.tls.ocsp_response = self.stapled(default, None);
+        for s in &tls_servers {
+            let Some((c, k)) = &s.cert else { continue };
+            if (c, k) == (&cert, &key) || s.hosts.is_empty() {
+                if !std::ptr::eq(*s, default) {
+                    self.stapled(s, Some(default));
+                }
+                continue;
+            }
+            let ocsp_response = self.stapled(s, None);
+            self.config.gateway.tls.certificates.push(SniCertificate {
+                hosts: s.hosts.clone(),
+                cert: c.clone(),
+                key: k.clone(),
+                ocsp_response,
+                client_auth: None,
+                client_ca: None,
+            });
+        }
+        self.client_certificates(default, &tls_servers, (&cert, &key));
+        self.listener_addresses(&servers, &addrs);
+    }
+
+    /// The OCSP response file stapled to `s`'s certificate (`ssl_stapling on` with `ssl_stapling_file`); with
+    /// `shared`, the server whose entry serves `s`'s certificate, so its file is the one stapled.
+    fn stapled(&mut self, s: &ServerFacts, shared: Option<&ServerFacts>) -> Option<PathBuf> {
+        let (file, at, id) = s.ocsp.clone()?;
+        match shared {
+            Some(other) if other.ocsp.as_ref().map(|o| &o.0) != Some(&file) => {
                 self.report.push(Note {
                     at,
-                    directive: "listen … ssl".into(),
+                    directive: "ssl_stapling_file".into(),
                     kind: NoteKind::NotTranslated,
-                    why: "no ssl_certificate was read: the TLS listeners are plain HTTP".into(),
+                    why: format!(
+                        "Ferry staples one response per certificate entry: this server's certificate is served \
+                         by the entry of {}",
+                        other.at
+                    ),
                 });
+                None
             }
-            addrs.iter_mut().for_each(|a| a.tls = false);
-        }
-        if let Some((cert, key)) = &default_cert {
-            self.config.server.tls_cert = Some(cert.clone());
-            self.config.server.tls_key = Some(key.clone());
-            for s in &tls_servers {
-                let Some((c, k)) = &s.cert else { continue };
-                if (c, k) == (cert, key) || s.hosts.is_empty() {
-                    continue;
-                }
-                self.config.gateway.tls.certificates.push(SniCertificate {
-                    hosts: s.hosts.clone(),
-                    cert: c.clone(),
-                    key: k.clone(),
-                    ocsp_response: None,
-                    client_auth: None,
-                    client_ca: None,
-                });
+            _ => {
+                self.handled.insert(id);
+                Some(file)
             }
         }
-        // client certificates
-        let verify: Vec<(&ServerFacts, &str)> = tls_servers
-            .iter()
-            .filter_map(|s| s.verify_client.as_ref().map(|(v, _)| (*s, v.as_str())))
-            .filter(|(_, v)| *v != "off")
-            .collect();
-        if !verify.is_empty() {
-            let all_on =
-                verify.len() == tls_servers.len() && verify.iter().all(|(_, v)| *v == "on");
-            let ca = verify.iter().find_map(|(s, _)| s.client_ca.clone());
-            match ca {
-                None => {
-                    for (s, _) in &verify {
-                        if let Some((_, at)) = &s.verify_client {
-                            self.report.push(Note {
-                                at: at.clone(),
-                                directive: "ssl_verify_client".into(),
-                                kind: NoteKind::NotTranslated,
-                                why: "no ssl_client_certificate says which CA verifies client certificates".into(),
-                            });
+    }
+
+    /// Client certificates: the listener's settings are the default server's; every other server whose settings
+    /// differ gets them on its own SNI entry (one with the default certificate when it has no certificate of its
+    /// own), as nginx chooses them by the SNI name too.
+    fn client_certificates(
+        &mut self,
+        default: &ServerFacts,
+        tls_servers: &[&ServerFacts],
+        (cert, key): (&PathBuf, &PathBuf),
+    ) {
+        let listener = self.client_settings(default);
+        self.config.gateway.tls.client_auth = listener.0;
+        self.config.gateway.tls.client_ca = listener.1.clone();
+        for s in tls_servers {
+            if std::ptr::eq(*s, default) {
+                continue;
+            }
+            let own = self.client_settings(s);
+            if own == listener {
+                continue;
+            }
+            let at = s
+                .verify_client
+                .as_ref()
+                .map(|(_, at)| at.clone())
+                .unwrap_or_else(|| s.at.clone());
+            if s.hosts.is_empty() {
+                let requires = own.0 == ClientAuth::Required
+                    && own.1 == listener.1
+                    && matches!(listener.0, ClientAuth::Optional | ClientAuth::OptionalNoCa);
+                let why = if requires {
+                    for i in &s.routes {
+                        if let Some(r) = self.config.gateway.routes.get_mut(*i) {
+                            r.require_client_cert = true;
                         }
                     }
-                }
-                Some((ca, ca_at)) => {
-                    self.config.gateway.tls.client_ca = Some(ca.clone());
-                    let no_ca = verify.iter().any(|(_, v)| *v == "optional_no_ca");
-                    self.config.gateway.tls.client_auth = if all_on {
-                        ClientAuth::Required
-                    } else if no_ca {
-                        ClientAuth::OptionalNoCa
+                    "a server without names cannot have client-certificate settings of its own (Ferry chooses \
+                     them by SNI name): the listener asks optionally and this server's routes require a \
+                     certificate (require_client_cert), so a client without one gets 403, not a failed handshake"
+                } else {
+                    "a server without names cannot have client-certificate settings of its own (Ferry chooses \
+                     them by SNI name): the listener's apply"
+                };
+                self.report.push(Note {
+                    at,
+                    directive: "ssl_verify_client".into(),
+                    kind: if requires {
+                        NoteKind::Approximated
                     } else {
-                        ClientAuth::Optional
-                    };
-                    for s in &servers {
-                        if let Some((other, at)) = &s.client_ca {
-                            if *other != ca {
-                                self.report.push(Note {
-                                    at: at.clone(),
-                                    directive: "ssl_client_certificate".into(),
-                                    kind: NoteKind::NotTranslated,
-                                    why: format!("Ferry has one client CA for the listener: the one of {ca_at}"),
-                                });
-                            }
-                        }
-                    }
-                    for (s, v) in &verify {
-                        let Some((_, at)) = &s.verify_client else {
-                            continue;
-                        };
-                        if *v == "on" && !all_on {
-                            for i in &s.routes {
-                                if let Some(r) = self.config.gateway.routes.get_mut(*i) {
-                                    r.require_client_cert = true;
-                                }
-                            }
-                            self.report.push(Note {
-                                at: at.clone(),
-                                directive: "ssl_verify_client on".into(),
-                                kind: NoteKind::Approximated,
-                                why: "the listener asks for certificates optionally (other servers do not require \
-                                      them) and this server's routes require one (require_client_cert): a client \
-                                      without one gets 403, not a failed handshake"
-                                    .into(),
-                            });
-                        }
-                        if *v == "optional" && no_ca {
-                            self.report.push(Note {
-                                at: at.clone(),
-                                directive: "ssl_verify_client optional".into(),
-                                kind: NoteKind::Approximated,
-                                why: "another server has optional_no_ca, and the listener has one setting: a \
-                                      certificate that does not verify is let in here too, marked FAILED:reason"
-                                    .into(),
-                            });
-                        }
-                    }
-                }
+                        NoteKind::NotTranslated
+                    },
+                    why: why.into(),
+                });
+                continue;
             }
+            let certificates = &mut self.config.gateway.tls.certificates;
+            let i = match certificates.iter().position(|c| c.hosts == s.hosts) {
+                Some(i) => i,
+                None => {
+                    certificates.push(SniCertificate {
+                        hosts: s.hosts.clone(),
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        ocsp_response: self.config.gateway.tls.ocsp_response.clone(),
+                        client_auth: None,
+                        client_ca: None,
+                    });
+                    certificates.len() - 1
+                }
+            };
+            let entry = &mut certificates[i];
+            entry.client_auth = (own.0 != listener.0).then_some(own.0);
+            entry.client_ca = own.1.filter(|ca| Some(ca) != listener.1.as_ref());
         }
+    }
+
+    /// A TLS server's `ssl_verify_client` and its CA, as Ferry's settings (reported where they differ).
+    fn client_settings(&mut self, s: &ServerFacts) -> (ClientAuth, Option<PathBuf>) {
+        let Some((verify, at)) = &s.verify_client else {
+            return (ClientAuth::Off, None);
+        };
+        let note = |kind, why: &str| Note {
+            at: at.clone(),
+            directive: format!("ssl_verify_client {verify}"),
+            kind,
+            why: why.to_owned(),
+        };
+        let mode = match verify.as_str() {
+            "off" => return (ClientAuth::Off, None),
+            "on" => ClientAuth::Required,
+            "optional" => ClientAuth::Optional,
+            "optional_no_ca" => ClientAuth::OptionalNoCa,
+            _ => {
+                let n = note(
+                    NoteKind::NotTranslated,
+                    "not on, optional, optional_no_ca or off",
+                );
+                self.report.push(n);
+                return (ClientAuth::Off, None);
+            }
+        };
+        let Some((ca, _)) = &s.client_ca else {
+            let n = note(
+                NoteKind::NotTranslated,
+                "no ssl_client_certificate says which CA verifies client certificates",
+            );
+            self.report.push(n);
+            return (ClientAuth::Off, None);
+        };
+        if mode == ClientAuth::Optional {
+            let n = note(
+                NoteKind::Approximated,
+                "a certificate that does not verify gets in as if none were sent (X-SSL-Client-Verify: NONE, \
+                 no details passed); nginx answers it 400",
+            );
+            self.report.push(n);
+        }
+        (mode, Some(ca.clone()))
+    }
+
+    /// `server.listen` and `[[server.listeners]]` from every server's addresses.
+    fn listener_addresses(&mut self, servers: &[ServerFacts], addrs: &[Listen]) {
         // plain listeners whose every server only redirects to https
         let redirecting = |addr: SocketAddr| {
             let on: Vec<&ServerFacts> = servers
@@ -2571,7 +3069,7 @@ impl<'a> Translator<'a> {
         let Some(main) = main else { return };
         self.config.server.listen = main.addr;
         self.config.server.proxy_protocol = main.proxy_protocol;
-        for a in &addrs {
+        for a in addrs {
             if a.addr == main.addr {
                 continue;
             }
@@ -2585,7 +3083,7 @@ impl<'a> Translator<'a> {
             });
         }
         // redirects that did not become a listener of their own
-        for s in &servers {
+        for s in servers {
             let Some(at) = &s.https_redirect else {
                 continue;
             };
@@ -2620,7 +3118,7 @@ impl<'a> Translator<'a> {
             })
             .map(|a| a.addr)
             .collect();
-        for s in &servers {
+        for s in servers {
             if s.routes.is_empty() {
                 continue;
             }
@@ -2705,6 +3203,25 @@ fn server_url(scheme: &str, addr: &str) -> Option<String> {
     } else {
         format!("{scheme}://{addr}:{default_port}")
     })
+}
+
+/// The `[gateway]` section as it can be checked away from the nginx host: without the files and directories it
+/// names (error pages, a pool's CA and client certificate; static directories become `/`, which is one
+/// everywhere), since those are on the nginx host and `ferry config check` reads them there.
+pub fn without_host_files(gateway: &GatewayConfig) -> GatewayConfig {
+    let mut g = gateway.clone();
+    for r in &mut g.routes {
+        r.error_pages.clear();
+        if r.static_dir.is_some() {
+            r.static_dir = Some(PathBuf::from("/"));
+        }
+    }
+    for p in g.upstreams.values_mut() {
+        p.ca_file = None;
+        p.client_cert = None;
+        p.client_key = None;
+    }
+    g
 }
 
 /// The configuration as TOML, with every key left out that has Ferry's default value, so that what is written

@@ -2,7 +2,7 @@
 //! for): the key parts of each translation, its report, and that every output is a configuration Ferry accepts.
 
 use ferry_config::{AccessLog, Balance, ClientAuth, Config, RouteConfig, StickyCookieConfig};
-use ferry_nginx::{import_file, to_toml, Imported};
+use ferry_nginx::{import_file, to_toml, without_host_files, Imported};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
@@ -53,8 +53,8 @@ fn secs(n: u64) -> std::time::Duration {
 }
 
 /// The output of every fixture is a configuration Ferry loads (`ferry config check`'s validation), reads back
-/// as the same configuration, and whose gateway section compiles (the gateway's own check at start; error pages
-/// left out, as their files live on the nginx host).
+/// as the same configuration, and whose gateway section compiles (the gateway's own check at start; the files and
+/// directories it names left out, as they live on the nginx host).
 #[test]
 fn every_fixture_translates_to_a_configuration_ferry_accepts() {
     for name in FIXTURES {
@@ -69,11 +69,7 @@ fn every_fixture_translates_to_a_configuration_ferry_accepts() {
         assert_eq!(loaded.server.listeners, i.config.server.listeners, "{name}");
         assert_eq!(loaded.server.listen, i.config.server.listen, "{name}");
         assert_eq!(loaded.server.tls_cert, i.config.server.tls_cert, "{name}");
-        let mut gateway = loaded.gateway.clone();
-        gateway
-            .routes
-            .iter_mut()
-            .for_each(|r| r.error_pages.clear());
+        let gateway = without_host_files(&loaded.gateway);
         ferry_edge::Gateway::validate(&gateway).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
         assert!(!i.config.gateway.routes.is_empty(), "{name}: some routes");
     }
@@ -104,8 +100,31 @@ fn django_behind_nginx() {
             "/etc/letsencrypt/live/shop.example.com/fullchain.pem"
         ))
     );
-    assert_eq!(c.gateway.routes.len(), 1, "{:?}", c.gateway.routes);
+    assert_eq!(c.gateway.routes.len(), 3, "{:?}", c.gateway.routes);
+    // `alias` in a prefix location: the files under the prefix, the prefix stripped
+    for (name, dir) in [
+        ("shop.example.com/static/", "/srv/shop/staticfiles"),
+        ("shop.example.com/media/", "/srv/shop/media"),
+    ] {
+        let files = route(c, name);
+        assert_eq!(files.static_dir, Some(PathBuf::from(dir)), "{name}");
+        assert!(files.strip_prefix && files.compress, "{name}");
+        assert!(files.upstream.is_none());
+    }
+    // Mozilla's generator's two suites, after the TLS 1.3 suites OpenSSL keeps under nginx
+    assert_eq!(
+        c.gateway.tls.cipher_suites,
+        [
+            "TLS13_AES_256_GCM_SHA384",
+            "TLS13_CHACHA20_POLY1305_SHA256",
+            "TLS13_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ]
+    );
+    assert!(c.gateway.tls.protocols.is_empty(), "both: Ferry's default");
     let app = route(c, "shop.example.com/");
+    assert!(app.compress, "gzip on in http");
     assert_eq!(app.hosts, ["shop.example.com", "www.shop.example.com"]);
     assert_eq!(app.upstream.as_deref(), Some("django"));
     assert_eq!(app.upstream_host.as_deref(), Some("$host"));
@@ -140,21 +159,15 @@ fn django_behind_nginx() {
             "django.conf:17 server_tokens [not needed]",
             "django.conf:18 default_type [not needed]",
             "django.conf:21 error_log [not translated]",
-            "django.conf:23 gzip [not translated]",
-            "django.conf:24 gzip_types [not translated]",
+            "django.conf:24 gzip_types [approximated]",
             "django.conf:29 keepalive [not needed]",
-            "django.conf:50 location /static/ [not translated]",
-            "django.conf:51 alias [not translated]",
             "django.conf:52 expires [not translated]",
-            "django.conf:55 location /media/ [not translated]",
-            "django.conf:56 alias [not translated]",
             "django.conf:63 proxy_set_header X-Forwarded-For [not needed]",
             "django.conf:64 proxy_set_header X-Forwarded-Proto [not needed]",
             "django.conf:65 proxy_redirect [not needed]",
             "django.conf:70 location = /50x.html [not needed]",
             "ssl-params.conf:2 ssl_protocols [not needed]",
             "ssl-params.conf:3 ssl_prefer_server_ciphers [not needed]",
-            "ssl-params.conf:4 ssl_ciphers [not translated]",
             "ssl-params.conf:5 ssl_session_cache [not needed]",
             "ssl-params.conf:6 ssl_session_timeout [not needed]",
             "ssl-params.conf:7 ssl_stapling [not translated]",
@@ -343,12 +356,58 @@ fn central_nginx_with_client_certificates() {
         c.gateway.tls.client_ca.as_deref(),
         Some(std::path::Path::new("/etc/nginx/clients-ca.pem"))
     );
-    assert_eq!(c.gateway.tls.certificates.len(), 1);
-    assert_eq!(c.gateway.tls.certificates[0].hosts, ["admin.corp.example"]);
+    let tls = &c.gateway.tls;
+    assert_eq!(
+        tls.client_crl,
+        [PathBuf::from("/etc/nginx/clients-ca.crl.pem")]
+    );
+    assert_eq!(tls.verify_depth, Some(2));
+    assert!(tls.protocols.is_empty());
+    // Mozilla's intermediate list without its two DHE suites, after the TLS 1.3 ones
+    assert_eq!(tls.cipher_suites.len(), 3 + 6, "{:?}", tls.cipher_suites);
+    assert_eq!(
+        tls.cipher_suites[3],
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+    );
+    // the portal's certificate is the default one, stapled from its file
+    assert_eq!(
+        tls.ocsp_response,
+        Some(PathBuf::from("/etc/nginx/portal.ocsp.der"))
+    );
+    // the admin server requires certificates of its own CA: its SNI entry says so, the listener stays optional
+    assert_eq!(tls.certificates.len(), 1);
+    let admin = &tls.certificates[0];
+    assert_eq!(admin.hosts, ["admin.corp.example"]);
+    assert_eq!(admin.client_auth, Some(ClientAuth::Required));
+    assert_eq!(
+        admin.client_ca,
+        Some(PathBuf::from("/etc/nginx/staff-ca.pem"))
+    );
+    assert_eq!(admin.ocsp_response, None, "stapling on without a file");
     assert!(c.server.listeners.iter().all(|l| l.redirect_to_https));
-    // the admin server required certificates: its routes do
-    assert!(route(c, "admin.corp.example/").require_client_cert);
+    assert!(!route(c, "admin.corp.example/").require_client_cert);
     assert!(!route(c, "portal.corp.example/").require_client_cert);
+    // mutual TLS towards billing, with buffered bodies under nginx's 8m limit
+    let billing = route(c, "portal.corp.example/billing/");
+    assert!(billing.buffer_request_body);
+    assert_eq!(billing.max_body_size, Some(8 * 1024 * 1024));
+    let pool = &c.gateway.upstreams["billing.internal-8443"];
+    assert_eq!(pool.servers[0].url, "https://billing.internal:8443");
+    assert_eq!(
+        (
+            pool.client_cert.as_deref(),
+            pool.client_key.as_deref(),
+            pool.ca_file.as_deref()
+        ),
+        (
+            Some(std::path::Path::new("/etc/nginx/gateway-client.pem")),
+            Some(std::path::Path::new("/etc/nginx/gateway-client.key")),
+            Some(std::path::Path::new("/etc/nginx/internal-ca.pem"))
+        )
+    );
+    // gzip in one location only
+    assert!(route(c, "portal.corp.example/api/").compress);
+    assert!(!route(c, "portal.corp.example/").compress);
     // the `if ($ssl_client_verify != SUCCESS) { return 403; }` check
     let reports = route(c, "portal.corp.example/reports/");
     assert!(reports.require_client_cert);
@@ -389,14 +448,18 @@ fn central_nginx_with_client_certificates() {
     assert_eq!(
         report(&i),
         [
-            "central.conf:42 proxy_set_header X-SSL-Client-Verify [not needed]",
-            "central.conf:43 proxy_set_header X-SSL-Client-S-DN [not needed]",
-            "central.conf:53 limit_req [approximated]",
-            "central.conf:57 proxy_http_version [not needed]",
-            "central.conf:58 proxy_set_header Upgrade [not needed]",
-            "central.conf:59 proxy_set_header Connection [not needed]",
-            "central.conf:78 ssl_verify_client on [approximated]",
-            "central.conf:82 proxy_set_header X-SSL-Client-S-DN [not needed]",
+            "central.conf:29 ssl_verify_client optional [approximated]",
+            "central.conf:32 ssl_protocols [not needed]",
+            "central.conf:33 ssl_ciphers [approximated]",
+            "central.conf:34 ssl_stapling [not translated]",
+            "central.conf:51 proxy_set_header X-SSL-Client-Verify [not needed]",
+            "central.conf:52 proxy_set_header X-SSL-Client-S-DN [not needed]",
+            "central.conf:62 limit_req [approximated]",
+            "central.conf:64 gzip_min_length [approximated]",
+            "central.conf:76 proxy_http_version [not needed]",
+            "central.conf:77 proxy_set_header Upgrade [not needed]",
+            "central.conf:78 proxy_set_header Connection [not needed]",
+            "central.conf:102 proxy_set_header X-SSL-Client-S-DN [not needed]",
         ]
     );
 }
@@ -440,23 +503,49 @@ fn single_page_app_and_api_with_rewrites() {
         .as_ref()
         .expect("respond");
     assert_eq!((gone.status, gone.body.as_str()), (410, "gone\n"));
+    // the SPA's files: served from the server's root (its index.html fallback is reported), as are the assets
+    // of the regex location and of `try_files $uri =404`
+    for name in [
+        "app.example.org/",
+        r"app.example.org~(?i)\.(?:js|css|png|svg|woff2)$",
+        "app.example.org/assets/",
+    ] {
+        let files = route(c, name);
+        assert_eq!(
+            files.static_dir,
+            Some(PathBuf::from("/var/www/app/dist")),
+            "{name}"
+        );
+        assert!(!files.strip_prefix, "{name}: root keeps the path");
+        assert!(files.compress, "{name}");
+        assert_eq!(files.response_headers.add["X-Frame-Options"], "SAMEORIGIN");
+    }
+    // nginx buffers uploads up to 100m: more than Ferry holds in memory, so the route streams
+    let upload = route(c, "app.example.org/api/upload");
+    assert!(!upload.buffer_request_body);
+    assert_eq!(upload.max_body_size, Some(100 * 1024 * 1024));
+    assert!(
+        route(c, "app.example.org=/docs").redirect.is_some()
+            && !route(c, "app.example.org=/docs").compress,
+        "redirects are not compressed"
+    );
     let login = route(c, "app.example.org=/login");
+    assert!(login.compress, "gzip on in the server");
     assert_eq!(login.response_headers.remove, ["X-Powered-By"]);
     assert_eq!(login.response_headers.add["X-Frame-Options"], "SAMEORIGIN");
     assert_eq!(
         report(&i),
         [
-            "spa.conf:9 root [not translated]",
-            "spa.conf:10 index [not translated]",
-            "spa.conf:13 add_header X-Content-Type-Options [approximated]",
-            "spa.conf:16 rewrite [not translated]",
-            "spa.conf:17 rewrite [approximated]",
-            "spa.conf:19 location / [not translated]",
-            "spa.conf:20 try_files [not translated]",
-            r"spa.conf:22 location ~* \.(?:js|css|png|svg|woff2)$ [not translated]",
-            "spa.conf:23 expires [not translated]",
-            "spa.conf:30 proxy_set_header X-User [not translated]",
-            "spa.conf:48 location ^~ /downloads/ [approximated]",
+            "spa.conf:11 index [not needed]",
+            "spa.conf:13 gzip_types [approximated]",
+            "spa.conf:16 add_header X-Content-Type-Options [approximated]",
+            "spa.conf:19 rewrite [not translated]",
+            "spa.conf:20 rewrite [approximated]",
+            "spa.conf:23 try_files [not translated]",
+            "spa.conf:26 expires [not translated]",
+            "spa.conf:36 proxy_set_header X-User [not translated]",
+            "spa.conf:40 proxy_request_buffering [approximated]",
+            "spa.conf:59 location ^~ /downloads/ [approximated]",
         ]
     );
 }
@@ -544,4 +633,150 @@ fn smaller_cases() {
     // a directive nobody knows is still reported
     let i = parse("http { frobnicate on; }");
     assert_eq!(i.report.lines(), ["t.conf:1: frobnicate: not translated: Ferry has no equivalent (or it is not used where it is written)"]);
+}
+
+/// The newer gateway keys on shapes the fixtures do not cover, written inline.
+#[test]
+fn tls_files_buffering_and_compression_in_smaller_cases() {
+    let parse = |text: &str| {
+        ferry_nginx::translate(&ferry_nginx::parse_str(text, "t.conf").expect("parses"))
+    };
+    let tls = "listen 443 ssl; ssl_certificate /c.pem; ssl_certificate_key /c.key;";
+    // old protocols are dropped (reported); keywords alone leave rustls's suites; a depth of 0 is refused
+    let i = parse(&format!(
+        "server {{ {tls} ssl_protocols TLSv1 TLSv1.1 TLSv1.2; ssl_ciphers HIGH:!aNULL:!MD5; \
+         ssl_verify_depth 0; location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(i.config.gateway.tls.protocols, ["TLSv1.2"]);
+    assert!(i.config.gateway.tls.cipher_suites.is_empty());
+    assert_eq!(i.config.gateway.tls.verify_depth, None);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:1 ssl_ciphers [approximated]",
+            "t.conf:1 ssl_protocols [approximated]",
+            "t.conf:1 ssl_verify_depth [not translated]",
+        ]
+    );
+    // stapling from a file; a plain server under the same `ssl_stapling on` needs none
+    let i = parse(&format!(
+        "ssl_stapling on;\nserver {{ {tls} ssl_stapling_file /c.ocsp; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ listen 80; server_name plain.example; location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(
+        i.config.gateway.tls.ocsp_response,
+        Some(PathBuf::from("/c.ocsp"))
+    );
+    assert!(
+        !i.report.lines().iter().any(|l| l.contains("ssl_stapling")),
+        "{:?}",
+        i.report.lines()
+    );
+    // the listener has one cipher list: another server's different one is reported
+    let i = parse(&format!(
+        "server {{ {tls} server_name a; ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} server_name b; ssl_ciphers ECDHE-RSA-AES256-GCM-SHA384; location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(
+        i.config.gateway.tls.cipher_suites[3],
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    );
+    assert_eq!(report(&i), ["t.conf:2 ssl_ciphers [approximated]"]);
+    // a server sharing the default certificate with client settings of its own gets an SNI entry with that
+    // certificate; one without names cannot, and its routes require a certificate instead
+    let i = parse(&format!(
+        "ssl_client_certificate /ca.pem;\n\
+         server {{ {tls} server_name open.example; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} server_name mtls.example; ssl_verify_client on; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} ssl_verify_client on; location /x {{ proxy_pass http://a:1; }} }}"
+    ));
+    let t = &i.config.gateway.tls;
+    assert_eq!(t.client_auth, ClientAuth::Off);
+    assert_eq!(t.certificates.len(), 1);
+    assert_eq!(t.certificates[0].hosts, ["mtls.example"]);
+    assert_eq!(t.certificates[0].cert, PathBuf::from("/c.pem"));
+    assert_eq!(t.certificates[0].client_auth, Some(ClientAuth::Required));
+    assert_eq!(t.certificates[0].client_ca, Some(PathBuf::from("/ca.pem")));
+    assert!(!route(&i.config, "*/x").require_client_cert);
+    assert_eq!(report(&i), ["t.conf:4 ssl_verify_client [not translated]"]);
+    let i = parse(&format!(
+        "ssl_client_certificate /ca.pem;\n\
+         server {{ {tls} server_name open.example; ssl_verify_client optional_no_ca; location / {{ proxy_pass http://a:1; }} }}\n\
+         server {{ {tls} ssl_verify_client on; location /x {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert_eq!(i.config.gateway.tls.client_auth, ClientAuth::OptionalNoCa);
+    assert!(route(&i.config, "*/x").require_client_cert);
+    assert_eq!(report(&i), ["t.conf:3 ssl_verify_client [approximated]"]);
+    // a client certificate towards a plain upstream has no TLS to go in; half a pair is reported
+    let i = parse(
+        "server {\nlocation /a { proxy_pass http://a:1; proxy_ssl_certificate /g.pem; proxy_ssl_certificate_key /g.key; }\n\
+         location /b { proxy_pass https://b:1; proxy_ssl_certificate_key /h.key; } }",
+    );
+    assert_eq!(i.config.gateway.upstreams["a-1"].client_cert, None);
+    assert_eq!(i.config.gateway.upstreams["b-1"].client_key, None);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:2 proxy_ssl_certificate [not needed]",
+            "t.conf:2 proxy_ssl_certificate_key [not needed]",
+            "t.conf:3 proxy_ssl_certificate_key [not translated]",
+        ]
+    );
+    // buffering: on without a limit gets the 64 MiB Ferry holds; off is Ferry's default; unlimited streams
+    let i = parse(
+        "server { location /a { proxy_pass http://a:1; proxy_request_buffering on; } \
+         location /b { proxy_pass http://a:1; proxy_request_buffering off; } \
+         location /c { proxy_pass http://a:1; proxy_request_buffering on; client_max_body_size 0; } }",
+    );
+    let a = route(&i.config, "*/a");
+    assert!(a.buffer_request_body);
+    assert_eq!(a.max_body_size, Some(64 * 1024 * 1024));
+    assert!(!route(&i.config, "*/b").buffer_request_body);
+    assert!(!route(&i.config, "*/c").buffer_request_body);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:1 proxy_request_buffering [not needed]",
+            "t.conf:1 proxy_request_buffering [approximated]",
+        ]
+    );
+    // static locations that are not translated: a named fallback, alias with a regex, a relative root
+    let i = parse(
+        "server { root /srv/www; location / { try_files $uri @app; } location @app { proxy_pass http://a:1; } \
+         location ~ ^/i/(.*)$ { alias /srv/img/$1; } location /rel/ { root html; } \
+         location /x/ { root /srv/x; try_files $uri $uri.html =404; gzip on; brotli on; } }",
+    );
+    let names: Vec<&str> = i
+        .config
+        .gateway
+        .routes
+        .iter()
+        .filter_map(|r| r.name.as_deref())
+        .collect();
+    assert_eq!(names, ["*/x/"]);
+    let x = route(&i.config, "*/x/");
+    assert_eq!(x.static_dir, Some(PathBuf::from("/srv/x")));
+    assert!(x.compress);
+    let lines = i.report.lines();
+    for expected in [
+        "location /: not translated: try_files falls back to a named location",
+        "location ~ ^/i/(.*)$: not translated: alias outside a prefix location",
+        "location /rel/: not translated: the directory is relative",
+        "try_files: approximated: Ferry serves the file at the path or a directory's index.html: $uri.html is not tried",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(expected)), "{expected}: {lines:?}");
+    }
+    // the output stays loadable and, without the host's files, compiles
+    let i = parse(
+        "server { location /a { proxy_pass https://a:1; proxy_ssl_certificate /g.pem; \
+         proxy_ssl_certificate_key /g.key; } location /s/ { alias /nonexistent/s/; } }",
+    );
+    let toml = to_toml(&i.config, "t.conf").expect("serialises");
+    let loaded = ferry_config::load_text(&toml, "t.toml").expect("loads");
+    ferry_edge::Gateway::validate(&without_host_files(&loaded.gateway))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert!(
+        ferry_edge::Gateway::validate(&loaded.gateway).is_err(),
+        "the files are checked where they are"
+    );
 }

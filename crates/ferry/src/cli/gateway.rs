@@ -79,22 +79,17 @@ fn write_and_check(
         format!("{name} does not pass Ferry's validation (a bug in the importer: please report it with the nginx file)")
     })?;
     eprintln!(
-        "ferry: import-nginx: {name} is a valid Ferry configuration (the certificate and error-page files it names \
-         are checked by `ferry config check` where they are)"
+        "ferry: import-nginx: {name} is a valid Ferry configuration (the certificate, error-page and static files \
+         it names are checked by `ferry config check` where they are)"
     );
     Ok(())
 }
 
 /// What `ferry-config` checks, then what `ferry serve` checks of `[gateway]` before binding (route table, pools),
-/// without reading the files the configuration names (certificates, error pages): they are on the nginx host,
-/// not necessarily here; `ferry config check` there reads them.
+/// without reading the files the configuration names (certificates, error pages, static directories): they are
+/// on the nginx host, not necessarily here; `ferry config check` there reads them.
 fn check(text: &str, name: &str) -> anyhow::Result<()> {
     let config = ferry_config::load_text(text, name)?;
-    let mut gateway = config.gateway;
-    gateway
-        .routes
-        .iter_mut()
-        .for_each(|r| r.error_pages.clear());
-    ferry_edge::Gateway::validate(&gateway)?;
+    ferry_edge::Gateway::validate(&ferry_nginx::without_host_files(&config.gateway))?;
     Ok(())
 }
