@@ -183,7 +183,12 @@ pub(crate) async fn sign_in(
         return Ok(response);
     }
     let store = s.admin.store().clone();
-    let user = store.get_user(&body.name).await?;
+    // a name no account can have (control characters, a NUL that PostgreSQL refuses in text) is an unknown
+    // account, not a store error: the same answer, after the same password check
+    let user = match crate::accounts::user_name(&body.name) {
+        Ok(name) => store.get_user(name).await?,
+        Err(_) => None,
+    };
     let hash = user
         .as_ref()
         .and_then(|u| u.password_hash.clone())

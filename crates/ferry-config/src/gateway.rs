@@ -227,10 +227,17 @@ pub struct RouteConfig {
     /// the request's path after `strip_prefix`/`replace_prefix`/`rewrite`, as nginx's `alias` (with
     /// `strip_prefix`) or `root` (without).
     pub static_dir: Option<PathBuf>,
+    /// With `static_dir`: a file of that directory (`index.html`) answered with `200` for GET and HEAD requests
+    /// whose path names no file, as a single-page app needs (nginx's `try_files $uri $uri/ /index.html`).
+    /// Default none (a missing file is `404`).
+    pub static_fallback: Option<String>,
     /// Compress responses (gzip or brotli, as the client's `Accept-Encoding` prefers) unless already
     /// compressed, too small (under 32 bytes), an image, gRPC or an event stream (nginx's `gzip on`). Default
     /// false.
     pub compress: bool,
+    /// With `compress`: only responses of these content types (`text/html`, `text/*`; nginx's `gzip_types`).
+    /// Default empty: every type but the ones above.
+    pub compress_types: Vec<String>,
     /// Read the whole request body before sending the request upstream, and send it with `Content-Length`
     /// (nginx's `proxy_request_buffering on`), for upstreams that cannot take chunked bodies. The body is held
     /// in memory, so the route's body limit must be set and at most 64 MiB; an idempotent request with a

@@ -461,7 +461,7 @@ impl Gateway {
             let mut resp = self.answer_route(route, &table, req).await;
             control.error_page(&mut resp);
             if let Some(n) = negotiation {
-                resp = n.compress(resp).await;
+                resp = n.compress(resp, route.extra.compress_types.as_ref()).await;
             }
             return resp;
         }
@@ -481,7 +481,7 @@ impl Gateway {
             edits.apply(resp.headers_mut());
         }
         if let Some(n) = negotiation {
-            resp = n.compress(resp).await;
+            resp = n.compress(resp, route.extra.compress_types.as_ref()).await;
         }
         resp
     }
@@ -597,7 +597,8 @@ impl Gateway {
                         )
                     }
                 };
-                crate::content::serve_file(dir, &path, req).await
+                crate::content::serve_file(dir, &path, route.extra.static_fallback.as_deref(), req)
+                    .await
             }
             Action::Upstream(name) => match table.pools.get(name) {
                 Some((_, pool)) => proxy::forward(pool.clone(), route, table, req, logged).await,

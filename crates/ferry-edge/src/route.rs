@@ -24,6 +24,10 @@ pub struct RouteExtras {
     pub(crate) summary: MatchSummary,
     /// Compress responses for clients that accept it.
     pub(crate) compress: bool,
+    /// Only these content types, when set (`compress_types`).
+    pub(crate) compress_types: Option<crate::content::ContentTypes>,
+    /// A `static_dir` route's file for paths that name none (`static_fallback`), as a full path.
+    pub(crate) static_fallback: Option<std::path::PathBuf>,
     /// Read the whole request body before choosing a server, and send it with a length.
     pub(crate) buffer_request_body: bool,
 }
@@ -59,8 +63,22 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
         } else {
             crate::PathKind::Prefix
         };
+        let compress_types = crate::content::ContentTypes::compile(key, &r.compress_types)?;
+        if compress_types.is_some() && !r.compress {
+            return Err(EdgeError::Config {
+                path: format!("{key}.compress_types"),
+                message: "goes with compress = true".into(),
+            });
+        }
+        let static_fallback = crate::content::fallback_file(
+            key,
+            r.static_dir.as_deref(),
+            r.static_fallback.as_deref(),
+        )?;
         Ok(RouteExtras {
             cert_headers,
+            compress_types,
+            static_fallback,
             rate_limit,
             headers,
             compress: r.compress,

@@ -870,6 +870,102 @@ async fn static_files_and_compression() {
     assert!(e.contains("static_dir"), "{e}");
 }
 
+/// A single-page app: `static_fallback` answers paths that name no file with the app's `index.html` (200), files
+/// still come as themselves; `compress_types` compresses only the types it lists (the HTML, not the script, not
+/// the upstream's JSON).
+#[tokio::test]
+async fn single_page_app_fallback_and_compress_types() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = "<html><body><div id=app></div></body></html>\n".repeat(4);
+    std::fs::write(dir.path().join("index.html"), &app).expect("write");
+    let script = "console.log('hello');\n".repeat(50);
+    std::fs::write(dir.path().join("main.js"), &script).expect("write");
+    let echo = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        [[routes]]
+        path = "/app"
+        strip_prefix = true
+        static_dir = "{}"
+        static_fallback = "index.html"
+        compress = true
+        compress_types = ["text/html"]
+        [[routes]]
+        path = "/api"
+        upstream = "e"
+        compress = true
+        compress_types = ["TEXT/*"]
+        [upstreams.e]
+        servers = [{{ url = "{}" }}]
+        "#,
+        dir.path().display(),
+        echo.url()
+    ))
+    .await;
+    let c = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    let get = |path: &str, accept: &str| {
+        c.get(format!("{url}{path}"))
+            .header("accept-encoding", accept)
+            .send()
+    };
+    let encoding = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    // a client-side route loads the app
+    let r = get("/app/settings/profile", "identity")
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), app);
+    // a file is itself, and not compressed: text/javascript is not listed
+    let r = get("/app/main.js", "gzip").await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(encoding(&r), None);
+    assert_eq!(r.text().await.expect("body"), script);
+    // the HTML is
+    let r = get("/app/settings", "gzip").await.expect("send");
+    assert_eq!(encoding(&r).as_deref(), Some("gzip"));
+    // other methods are still refused
+    let r = c
+        .post(format!("{url}/app/settings"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 405);
+    // the upstream's JSON is not text/*
+    let r = get(
+        "/api/x?pad=0123456789012345678901234567890123456789",
+        "gzip",
+    )
+    .await
+    .expect("send");
+    assert_eq!(encoding(&r), None);
+    serde_json::from_slice::<EchoReply>(&r.bytes().await.expect("body")).expect("plain json");
+
+    // a fallback outside the directory, or a list without compress, is refused at load naming the key
+    for (extra, key) in [
+        ("static_fallback = \"../index.html\"", "static_fallback"),
+        ("compress_types = [\"text/html\"]", "compress_types"),
+    ] {
+        let config: GatewayConfig = toml::from_str(&format!(
+            "[[routes]]\nstatic_dir = \"{}\"\n{extra}\n",
+            dir.path().display()
+        ))
+        .expect("toml");
+        let e = Gateway::new(&config, Arc::new(FakeRelay))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(&format!("routes[0].{key}")), "{e}");
+    }
+}
+
 /// `buffer_request_body`: a chunked upload reaches the upstream whole, with `Content-Length` and no
 /// `Transfer-Encoding`; a PUT whose first server hangs is sent again, body and all, to the next; the route's
 /// limit still holds; a route without a small enough limit is refused at load.

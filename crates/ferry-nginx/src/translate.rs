@@ -57,6 +57,7 @@ const INHERITED: &[&str] = &[
     "ssl_stapling_file",
     "gzip",
     "brotli",
+    "gzip_types",
 ];
 
 /// The largest request body a route may buffer (`buffer_request_body`): ferry-route's `MAX_BUFFERED_BODY`.
@@ -315,7 +316,7 @@ const NOT_NEEDED: &[(&str, &str)] = &[
 const APPROXIMATE: &[(&str, &str)] = &[
     (
         "gzip_types",
-        "Ferry compresses every type but images, gRPC and event streams (compress = true), not a list",
+        "no route here has gzip on: compress_types goes with compress = true",
     ),
     (
         "gzip_min_length",
@@ -1405,6 +1406,21 @@ impl<'a> Translator<'a> {
                 r.compress |= d.arg(0) == "on";
             }
         }
+        // `gzip_types` (nginx always adds text/html; `*` is every type): compress_types
+        if let Some(d) = scope.last("gzip_types").filter(|_| r.compress) {
+            self.use_(d);
+            r.compress_types = match d.args.iter().any(|a| a == "*") {
+                true => Vec::new(),
+                false => std::iter::once("text/html".to_owned())
+                    .chain(
+                        d.args
+                            .iter()
+                            .map(|a| a.to_ascii_lowercase())
+                            .filter(|a| a != "text/html"),
+                    )
+                    .collect(),
+            };
+        }
         r
     }
 
@@ -1547,6 +1563,7 @@ impl<'a> Translator<'a> {
             r.hosts = hosts;
             r.max_body_size = None;
             r.compress = false;
+            r.compress_types.clear();
             r.redirect = Some(RedirectConfig {
                 to,
                 status,
@@ -1847,7 +1864,7 @@ impl<'a> Translator<'a> {
             p => p,
         }));
         if let Some(t) = try_files {
-            self.try_files(t);
+            r.static_fallback = self.try_files(t, strip);
         }
         self.response_settings(scope, &mut r);
         if let Some(d) = scope.last("limit_req") {
@@ -1868,22 +1885,28 @@ impl<'a> Translator<'a> {
         Ok(r)
     }
 
-    /// `try_files` of a location that serves files: `$uri`, `$uri/` and `=404` are what `static_dir` does;
-    /// a fallback file (a single-page app's `/index.html`) and other forms are reported.
-    fn try_files(&mut self, d: &Directive) {
+    /// `try_files` of a location that serves files: `$uri`, `$uri/` and `=404` are what `static_dir` does; a
+    /// fallback file (a single-page app's `/index.html`) under `root` is `static_fallback`, returned here (under
+    /// `alias` the fallback's URI is not a file of the directory, and it is reported); other forms are reported.
+    fn try_files(&mut self, d: &Directive, alias: bool) -> Option<String> {
         let Some((last, tried)) = d.args.split_last() else {
             self.note(d, NoteKind::NotTranslated, "try_files without arguments");
-            return;
+            return None;
         };
         let others: Vec<&str> = tried
             .iter()
             .map(String::as_str)
             .filter(|a| !["$uri", "$uri/"].contains(a))
             .collect();
+        let fallback = last.starts_with('/') && !last.contains('$') && !last.ends_with('/');
+        if fallback && !alias && others.is_empty() {
+            self.use_(d);
+            return Some(last.trim_start_matches('/').to_owned());
+        }
         if last.starts_with('/') {
             let why = format!(
-                "no fallback file yet (a single-page app's): a missing file is 404, not {last}; the files are \
-                 served (static_dir)"
+                "only a file under root is a fallback (static_fallback): a missing file is 404, not {last}; the \
+                 files are served (static_dir)"
             );
             self.note(d, NoteKind::NotTranslated, why);
         } else if !["=404", "$uri", "$uri/"].contains(&last.as_str()) {
@@ -1899,6 +1922,7 @@ impl<'a> Translator<'a> {
         } else {
             self.use_(d);
         }
+        None
     }
 
     /// A `rewrite` inside a proxying location. Returns a route to add before the location's own, or changes `r`.
@@ -3206,8 +3230,8 @@ fn server_url(scheme: &str, addr: &str) -> Option<String> {
 }
 
 /// The `[gateway]` section as it can be checked away from the nginx host: without the files and directories it
-/// names (error pages, a pool's CA and client certificate; static directories become `/`, which is one
-/// everywhere), since those are on the nginx host and `ferry config check` reads them there.
+/// names (error pages, a pool's CA and client certificate, a static fallback file; static directories become
+/// `/`, which is one everywhere), since those are on the nginx host and `ferry config check` reads them there.
 pub fn without_host_files(gateway: &GatewayConfig) -> GatewayConfig {
     let mut g = gateway.clone();
     for r in &mut g.routes {
@@ -3215,6 +3239,8 @@ pub fn without_host_files(gateway: &GatewayConfig) -> GatewayConfig {
         if r.static_dir.is_some() {
             r.static_dir = Some(PathBuf::from("/"));
         }
+        // the fallback file is on the nginx host too
+        r.static_fallback = None;
     }
     for p in g.upstreams.values_mut() {
         p.ca_file = None;

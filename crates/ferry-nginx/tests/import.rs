@@ -159,7 +159,6 @@ fn django_behind_nginx() {
             "django.conf:17 server_tokens [not needed]",
             "django.conf:18 default_type [not needed]",
             "django.conf:21 error_log [not translated]",
-            "django.conf:24 gzip_types [approximated]",
             "django.conf:29 keepalive [not needed]",
             "django.conf:52 expires [not translated]",
             "django.conf:63 proxy_set_header X-Forwarded-For [not needed]",
@@ -503,8 +502,23 @@ fn single_page_app_and_api_with_rewrites() {
         .as_ref()
         .expect("respond");
     assert_eq!((gone.status, gone.body.as_str()), (410, "gone\n"));
-    // the SPA's files: served from the server's root (its index.html fallback is reported), as are the assets
-    // of the regex location and of `try_files $uri =404`
+    // the SPA's files: served from the server's root, paths that name no file answered with its index.html
+    // (`try_files $uri $uri/ /index.html`), as are the assets of the regex location and of `try_files $uri =404`
+    // (without a fallback); compressed for gzip_types, which always has text/html
+    assert_eq!(
+        route(c, "app.example.org/").static_fallback.as_deref(),
+        Some("index.html")
+    );
+    assert_eq!(route(c, "app.example.org/assets/").static_fallback, None);
+    assert_eq!(
+        route(c, "app.example.org/").compress_types,
+        [
+            "text/html",
+            "text/css",
+            "application/javascript",
+            "image/svg+xml"
+        ]
+    );
     for name in [
         "app.example.org/",
         r"app.example.org~(?i)\.(?:js|css|png|svg|woff2)$",
@@ -537,11 +551,9 @@ fn single_page_app_and_api_with_rewrites() {
         report(&i),
         [
             "spa.conf:11 index [not needed]",
-            "spa.conf:13 gzip_types [approximated]",
             "spa.conf:16 add_header X-Content-Type-Options [approximated]",
             "spa.conf:19 rewrite [not translated]",
             "spa.conf:20 rewrite [approximated]",
-            "spa.conf:23 try_files [not translated]",
             "spa.conf:26 expires [not translated]",
             "spa.conf:36 proxy_set_header X-User [not translated]",
             "spa.conf:40 proxy_request_buffering [approximated]",
