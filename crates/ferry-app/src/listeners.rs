@@ -33,8 +33,17 @@ struct Shared {
 struct Running {
     config: ExtraListener,
     control: ListenerControl,
-    url: String,
+    /// The bound address (the configured one, or the port the OS picked for port 0).
+    addr: SocketAddr,
     stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// `http://ADDR` or `https://ADDR`, as its settings say now.
+    fn url(&self) -> String {
+        let scheme = if self.config.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
 }
 
 /// What a reload does to the running listeners, bound and checked before any of it is applied.
@@ -73,7 +82,7 @@ impl ExtraListeners {
     pub(crate) fn serve(&self, listener: Listener, config: ExtraListener) {
         let shared = &self.shared;
         let (stop, own_stop) = watch::channel(false);
-        let url = listener.url();
+        let addr = listener.local_addr();
         let control = listener.control();
         let mut all = shared.stop_all.clone();
         let mut own = own_stop;
@@ -89,11 +98,15 @@ impl ExtraListeners {
             shared.options.clone(),
             stopped,
         ));
-        lock(&shared.tasks).push(task);
+        let mut tasks = lock(&shared.tasks);
+        // listeners removed by earlier reloads are done draining: no need to keep their handles
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        drop(tasks);
         lock(&shared.running).push(Running {
             config,
             control,
-            url,
+            addr,
             stop,
         });
     }
@@ -155,7 +168,7 @@ impl ExtraListeners {
         let mut old: Vec<Option<Running>> = old.into_iter().map(Some).collect();
         for j in plan.removed {
             if let Some(r) = old.get_mut(j).and_then(Option::take) {
-                tracing::info!(listener = %r.url, "listener removed by a reload: it accepts no more connections and drains its own");
+                tracing::info!(listener = %r.url(), "listener removed by a reload: it accepts no more connections and drains its own");
                 let _ = r.stop.send(true);
             }
         }
@@ -176,9 +189,8 @@ impl ExtraListeners {
                             config.proxy_protocol,
                             Some(shared.handler_for(&config)),
                         );
-                        r.url = url(tls.is_some(), &r.url);
-                        tracing::info!(listener = %r.url, "listener changed by a reload: new connections get its new settings");
                         r.config = config;
+                        tracing::info!(listener = %r.url(), "listener changed by a reload: new connections get its new settings");
                     }
                     lock(&shared.running).push(r);
                 }
@@ -195,7 +207,7 @@ impl ExtraListeners {
     fn urls(&self) -> Vec<String> {
         lock(&self.shared.running)
             .iter()
-            .map(|r| r.url.clone())
+            .map(Running::url)
             .collect()
     }
 }
@@ -211,17 +223,6 @@ impl Shared {
 
 fn no_tls(i: usize) -> String {
     format!("server.listeners[{i}].tls: this node started without server.tls_cert and server.tls_key; a TLS listener needs a restart with them")
-}
-
-/// `url` with its scheme set by `tls`.
-fn url(tls: bool, url: &str) -> String {
-    let addr = url.split_once("://").map_or(url, |(_, a)| a);
-    let addr: Option<SocketAddr> = addr.parse().ok();
-    match addr {
-        Some(addr) if tls => format!("https://{addr}"),
-        Some(addr) => format!("http://{addr}"),
-        None => url.to_owned(),
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -58,6 +58,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Why the gateway for `toml_text` (the inside of `[gateway]`) is refused at load; panics when it loads.
+fn refusal(toml_text: &str) -> String {
+    let config: GatewayConfig = toml::from_str(toml_text).expect("toml");
+    Gateway::new(&config, Arc::new(FakeRelay))
+        .err()
+        .expect("refused")
+        .to_string()
+}
+
 /// The gateway for `toml` (the inside of `[gateway]`), served on loopback.
 async fn front(toml_text: &str) -> (String, Arc<Gateway>, AbortOnDrop) {
     let config: GatewayConfig = toml::from_str(toml_text).expect("gateway config");
@@ -734,15 +743,10 @@ async fn https_upstreams_that_require_client_certificates() {
     let r = client().get(format!("{url}/x")).send().await.expect("send");
     assert_eq!(r.status(), 502, "no client certificate, no upstream");
     // a key without its certificate is refused at load, naming the key
-    let config: GatewayConfig = toml::from_str(&pool(&format!(
+    let e = refusal(&pool(&format!(
         "client_key = \"{}\"\n",
         client_key.display()
-    )))
-    .expect("toml");
-    let e = Gateway::new(&config, Arc::new(FakeRelay))
-        .err()
-        .expect("refused")
-        .to_string();
+    )));
     assert!(e.contains("client_cert"), "{e}");
 }
 
@@ -858,15 +862,10 @@ async fn static_files_and_compression() {
     serde_json::from_slice::<EchoReply>(&r.bytes().await.expect("body")).expect("plain json");
 
     // a static_dir that is not a directory is refused at load, naming the key
-    let config: GatewayConfig = toml::from_str(&format!(
+    let e = refusal(&format!(
         "[[routes]]\nstatic_dir = \"{}\"\n",
         dir.path().join("secret.txt").display()
-    ))
-    .expect("toml");
-    let e = Gateway::new(&config, Arc::new(FakeRelay))
-        .err()
-        .expect("refused")
-        .to_string();
+    ));
     assert!(e.contains("static_dir"), "{e}");
 }
 
@@ -953,15 +952,10 @@ async fn single_page_app_fallback_and_compress_types() {
         ("static_fallback = \"../index.html\"", "static_fallback"),
         ("compress_types = [\"text/html\"]", "compress_types"),
     ] {
-        let config: GatewayConfig = toml::from_str(&format!(
+        let e = refusal(&format!(
             "[[routes]]\nstatic_dir = \"{}\"\n{extra}\n",
             dir.path().display()
-        ))
-        .expect("toml");
-        let e = Gateway::new(&config, Arc::new(FakeRelay))
-            .err()
-            .expect("refused")
-            .to_string();
+        ));
         assert!(e.contains(&format!("routes[0].{key}")), "{e}");
     }
 }
@@ -1036,15 +1030,10 @@ async fn buffered_request_bodies() {
         .expect("send");
     assert_eq!(r.status(), 413);
 
-    let config: GatewayConfig = toml::from_str(&format!(
+    let e = refusal(&format!(
         "[[routes]]\nupstream = \"e\"\nbuffer_request_body = true\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
         echo.url()
-    ))
-    .expect("toml");
-    let e = Gateway::new(&config, Arc::new(FakeRelay))
-        .err()
-        .expect("refused")
-        .to_string();
+    ));
     assert!(e.contains("buffer_request_body"), "{e}");
 }
 
