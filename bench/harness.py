@@ -29,7 +29,7 @@ MiB = 1 << 20
 ROOT = os.geteuid() == 0
 # The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
 # (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-ws", "floor-relay", "xnats", "xamqp", "xbus",
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-ws", "floor-relay", "xnats", "xamqp", "xbus",
          "gateway", "floor", "nginx-fwd")
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
 # broker; these say where (the same variables as the tests).
@@ -311,6 +311,7 @@ def main():
                     help="comma-separated subset of the workloads")
     ap.add_argument("--secs", type=int, help="seconds per load (default 5, 2 with --quick)")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle-connector runs")
+    ap.add_argument("--baseline", help="another ferry binary, run as the relay column ferry-base beside this build's")
     a = ap.parse_args()
     a.paths = set(a.paths.split(","))
     a.loads = set(a.loads.split(","))
@@ -396,14 +397,15 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- ferry relay, one node; and the same with one worker thread per process (FERRY_WORKER_THREADS=1,
     # docs/operations.md)
-    def start_relay(name, env=None, extra=()):
+    def start_relay(name, env=None, extra=(), binary=None):
+        binary = binary or a.ferry
         port, data = free_port(), os.path.join(work, name + "-data")
-        secret = subprocess.run([a.ferry, "tenant", "create", "bench", "--create", "--data-dir", data], capture_output=True,
+        secret = subprocess.run([binary, "tenant", "create", "bench", "--create", "--data-dir", data], capture_output=True,
                                 text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
-        serve = P.start(name + "-serve", [a.ferry, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
+        serve = P.start(name + "-serve", [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
                                           "--admin-listen", "127.0.0.1:0"], env=env)
         wait_for(lambda: file_in(os.path.join(work, name + "-serve.out"), "ferry listening"), 20, name + " serve")
-        connector = P.start(name + "-connector", [a.ferry, "connector", "--server", f"http://127.0.0.1:{port}",
+        connector = P.start(name + "-connector", [binary, "connector", "--server", f"http://127.0.0.1:{port}",
                                                   "--tenant", "bench", "--secret", secret,
                                                   "--target", f"origin={direct}", *extra], env=env)
         wait_for(lambda: file_in(os.path.join(work, name + "-connector.err"), "tunnel established"), 30,
@@ -414,9 +416,14 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     fs, fc, ferry_url = start_relay("ferry")
     systems["ferry"] = {"label": "ferry relay (1 node)", "base": ferry_url, "pids": lambda: [fs.pid, fc.pid]}
-    fs1, fc1, ferry1_url = start_relay("ferry1", dict(os.environ, FERRY_WORKER_THREADS="1"))
+    fs1, fc1, ferry1_url = start_relay("ferry1", dict(os.environ, FERRY_WORKER_THREADS="1", FERRY_TUNNELS="1"))
     systems["ferry1"] = {"label": "ferry relay, 1 thread each", "base": ferry1_url,
                          "pids": lambda: [fs1.pid, fc1.pid]}
+    # The same relay from another build (--baseline BIN): a before/after of a change within one run.
+    if a.baseline and "ferry-base" in a.paths:
+        fsb, fcb, ferryb_url = start_relay("ferry-base", binary=a.baseline)
+        systems["ferry-base"] = {"label": "ferry relay, baseline build", "base": ferryb_url,
+                                 "pids": lambda: [fsb.pid, fcb.pid]}
     # The same relay with the tunnel carried in WebSocket messages (connector --transport websocket): the cost of
     # the transport for proxies that pass only WebSockets (docs/operations.md).
     if "ferry-ws" in a.paths:
@@ -561,7 +568,8 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         s["peak_rss"] = {str(p): mem_kib([p], "VmHWM") for p in s["pids"]()}
 
     ferry_log_issues = {}
-    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-ws-serve",
+    for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-base-serve",
+              "ferry-base-connector", "ferry-ws-serve",
               "ferry-ws-connector", "ferry-gateway",
               "xnats-relay", "xnats-gw", "xnats-connector", "xamqp-relay", "xamqp-gw", "xamqp-connector",
               "xbus-relay", "xbus-gw", "xbus-connector"):
@@ -708,7 +716,7 @@ FLOOR_NOTE = ("The hyper floors are bench/floor: a bare hyper pass-through on th
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
     cols = order
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
-             "ferry1": "Ferry relay, 1 thread each", "ferry-ws": "Ferry relay, websocket transport",
+             "ferry1": "Ferry relay, 1 thread each", "ferry-base": "Ferry relay, baseline build", "ferry-ws": "Ferry relay, websocket transport",
              "floor-relay": "hyper floor relay (node + connector)",
              "gateway": "Ferry gateway", "floor": "hyper floor proxy",
              "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",

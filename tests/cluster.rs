@@ -1065,14 +1065,17 @@ async fn thousand_tenants(bus: Bus) -> anyhow::Result<()> {
                 ))
                 .map_err(|e| anyhow::anyhow!(e))?],
                 reconnect_max_delay: Duration::from_secs(2),
+                // one tunnel each, served by this process's runtime: 2,000 connectors, not 2,000 threads
+                tunnels: 1,
                 ..Default::default()
             };
             let mut stop = stop_rx.clone();
             connectors.push(tokio::spawn(async move {
-                let _ = ferry_connector::run(config, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
+                let _ =
+                    ferry_connector::run_on(config, ferry_connector::Threads::Caller, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
             }));
         }
     }

@@ -397,6 +397,67 @@ async fn connector_sigterm_lets_an_inflight_slow_request_finish_and_exits_0() ->
     Ok(())
 }
 
+/// A connector with several tunnels (`--tunnels 3`, each on a thread of its own): all three attach, the node
+/// spreads requests over them (three slow requests at once take one tunnel each: the fewest in flight wins),
+/// and SIGTERM drains every tunnel, each letting its request finish, before the connector exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_with_several_tunnels_spreads_requests_and_drains_every_tunnel(
+) -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let slow = TargetServer::start(TargetKind::Slow {
+        chunks: 8,
+        delay: Duration::from_millis(250),
+    })
+    .await?;
+    let mut options = StackOptions::default().target("slow", &slow.url());
+    options.connector = options.connector.tunnels(3);
+    let mut stack = Stack::start(BIN, options).await?;
+    stack
+        .connector
+        .wait_tunnels(3, Duration::from_secs(15))
+        .await?;
+    stack
+        .server
+        .output()
+        .wait_stderr_count("tunnel attached", 3, Duration::from_secs(5))
+        .await?;
+    let client = http_client();
+    let mut responses = Vec::new();
+    for i in 0..3 {
+        let mut resp = client
+            .get(stack.relay_url("slow", &format!("/s/{i}")))
+            .timeout(T)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200);
+        let first = within(T, "first chunk", resp.chunk())
+            .await??
+            .unwrap_or_default()
+            .to_vec();
+        responses.push((resp, first));
+    }
+    stack.connector.sigterm()?;
+    for (resp, first) in responses {
+        let body = read_all(resp, first).await?;
+        assert_eq!(String::from_utf8_lossy(&body), slow_body(8));
+    }
+    let status = stack.connector.wait_exit(Duration::from_secs(10)).await?;
+    assert!(status.success(), "{status:?}");
+    let log = stack.connector.output().stderr();
+    assert_eq!(
+        log.matches("tunnel drained").count(),
+        3,
+        "each tunnel drained with a request in flight:\n{}",
+        stack.connector.output().tail(30)
+    );
+    assert!(
+        log.contains("tunnels=3") && log.matches("connector stopped").count() == 1,
+        "{}",
+        stack.connector.output().tail(30)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_sigterm_lets_an_inflight_slow_request_finish_is_never_ready_and_exits_0(
 ) -> anyhow::Result<()> {

@@ -151,8 +151,10 @@ async function overview(page) {
     const [n, live, list] = await Promise.all([
       api("GET", "/nodes"), api("GET", "/connections?live=true&limit=1000"), api("GET", "/tenants?limit=1000"),
     ]);
-    const online = {};
-    for (const c of live.items) online[c.tenant] = (online[c.tenant] || 0) + 1;
+    // a connector keeps several tunnels (connector.tunnels), each a connection of its own: count connectors
+    const ids = {};
+    for (const c of live.items) (ids[c.tenant] ||= new Set()).add(c.connector_id);
+    const online = Object.fromEntries(Object.entries(ids).map(([t, set]) => [t, set.size]));
     nodes.replaceChildren(h("h2", {}, "Nodes"), h("table", {},
       h("thead", {}, h("tr", {}, ["Node", "Roles", "Version", "Heartbeat"].map((t) => h("th", {}, t)))),
       h("tbody", {}, n.items.map((x) => h("tr", {},
@@ -227,7 +229,8 @@ async function tenantPage(page, name) {
     h("div", { class: "card" }, h("label", {}, "Charts: ", range)), charts);
   every(1000, async () => {
     const live = await api("GET", `/connections?live=true&tenant=${enc(name)}&limit=1000`);
-    conns.replaceChildren(h("h2", {}, `Connectors online: ${live.items.length}`), live.items.length
+    const connectors = new Set(live.items.map((c) => c.connector_id)).size;
+    conns.replaceChildren(h("h2", {}, `Connectors online: ${connectors} (tunnels: ${live.items.length})`), live.items.length
       ? h("table", {}, h("thead", {}, h("tr", {}, ["Connector", "Node", "Address", "Since"].map((t) => h("th", {}, t)))),
         h("tbody", {}, live.items.map((c) => h("tr", { "data-connector": c.connector_id },
           h("td", {}, h("span", { class: "dot" }), c.connector_id), h("td", {}, c.node), h("td", {}, c.remote_addr),

@@ -50,6 +50,8 @@ pub enum AppError {
     Gateway(#[from] ferry_edge::EdgeError),
     #[error("bus")]
     Bus(#[from] ferry_bus::BusError),
+    #[error("cannot start the threads of the runtime per core")]
+    Cores(#[source] std::io::Error),
     #[error("background task {name:?} failed: {why}")]
     TaskFailed { name: &'static str, why: String },
     #[error(
@@ -516,7 +518,16 @@ pub async fn run_with_source(
         listener_url: (!listeners.public.local_addr().ip().is_unspecified())
             .then(|| listeners.public.url()),
     });
-    let options = ServeOptions::new(&s.http, s.drain_timeout);
+    let cores = match config.runtime.per_core {
+        true => {
+            let n = tokio::runtime::Handle::current().metrics().num_workers();
+            let cores = ferry_http::cores::Cores::start(n).map_err(AppError::Cores)?;
+            tracing::debug!(cores = n, "public connections served on a runtime per core");
+            Some(Arc::new(cores))
+        }
+        false => None,
+    };
+    let options = ServeOptions::new(&s.http, s.drain_timeout).on_cores(cores);
     let background = ferry_relay::watch::spawn_background(
         store.clone(),
         ferry_relay::watch::NodeAbout {

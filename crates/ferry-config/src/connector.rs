@@ -57,8 +57,13 @@ pub struct ConnectorConfig {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Most relayed requests in flight on this connector's tunnel.
+    /// Most relayed requests in flight on each of this connector's tunnels.
     pub max_concurrent_streams: u32,
+    /// How many tunnels this connector keeps open to the node, each served by a thread of its own (its HTTP/2
+    /// connection, its streams and their target connections stay on that thread). 0, the default: one per CPU
+    /// the process may use (cgroup quotas included), at most [`MAX_AUTO_TUNNELS`]. The node balances requests
+    /// over them like over separate connectors (docs/performance.md, "Tunnels per connector").
+    pub tunnels: u32,
     /// After the token endpoint refuses the credentials (`invalid_client`: unknown tenant, wrong, revoked or
     /// expired secret), wait this long before asking again: retrying at once will not help.
     #[serde(with = "humantime_serde")]
@@ -99,11 +104,32 @@ impl Default for ConnectorConfig {
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 1000,
+            tunnels: 0,
             auth_failure_delay: Duration::from_secs(300),
             exit_on_auth_failure: false,
             pin_sha256: Vec::new(),
             metrics_listen: None,
         }
+    }
+}
+
+/// The most tunnels `connector.tunnels = 0` opens, whatever the number of CPUs.
+pub const MAX_AUTO_TUNNELS: u32 = 4;
+
+/// The most tunnels `connector.tunnels` may ask for.
+pub const MAX_TUNNELS: u32 = 64;
+
+impl ConnectorConfig {
+    /// The number of tunnels to open: `tunnels`, or when 0 one per CPU the process may use, at most
+    /// [`MAX_AUTO_TUNNELS`].
+    pub fn tunnel_count(&self) -> u32 {
+        if self.tunnels > 0 {
+            return self.tunnels;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        u32::try_from(cpus)
+            .unwrap_or(MAX_AUTO_TUNNELS)
+            .clamp(1, MAX_AUTO_TUNNELS)
     }
 }
 

@@ -276,6 +276,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         EnvKind::Boolean,
     ),
     ("FERRY_PIN_SHA256", "connector.pin_sha256", EnvKind::List),
+    ("FERRY_TUNNELS", "connector.tunnels", EnvKind::Integer),
     ("FERRY_LOG_FORMAT", "log.format", EnvKind::Text),
     ("FERRY_LOG", "log.level", EnvKind::Text),
     (
@@ -298,6 +299,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "runtime.worker_threads",
         EnvKind::Integer,
     ),
+    ("FERRY_PER_CORE", "runtime.per_core", EnvKind::Boolean),
     ("FERRY_ACCESS_LOG", "gateway.access_log", EnvKind::Text),
 ];
 
@@ -623,6 +625,16 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
         return Err(invalid(
             "server.http.max_header_size",
             "must be at least 1024",
+        ));
+    }
+    if config.connector.tunnels > crate::MAX_TUNNELS {
+        return Err(invalid(
+            "connector.tunnels",
+            format!(
+                "must be at most {} (0 = one per CPU, at most {})",
+                crate::MAX_TUNNELS,
+                crate::MAX_AUTO_TUNNELS
+            ),
         ));
     }
     if config.runtime.worker_threads > crate::MAX_WORKER_THREADS {

@@ -22,7 +22,9 @@ pub use auth::{
     AuthSettings, OidcSettings, OidcSignInSettings, RateLimitSettings, RoleMapping,
     RotationSettings,
 };
-pub use connector::{ConnectorConfig, HostMode, TargetConfig, TransportMode};
+pub use connector::{
+    ConnectorConfig, HostMode, TargetConfig, TransportMode, MAX_AUTO_TUNNELS, MAX_TUNNELS,
+};
 pub use gateway::{
     AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HeaderEdits,
     HealthConfig, RateLimitConfig, RedirectConfig, RespondConfig, RetryBudget, RouteConfig,

@@ -8,11 +8,25 @@ use serde::{Deserialize, Serialize};
 pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// Settings of the async runtime.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSettings {
     /// Worker threads of the async runtime; 0 (the default) = one per CPU the process may use. One thread saves
     /// the wake-ups between threads that each request otherwise crosses (lower latency at low load, less CPU);
     /// more threads use more cores under load (docs/operations.md, "Worker threads").
     pub worker_threads: usize,
+    /// `serve`: serve each client connection and tunnel of the public listeners on one core (a thread with a
+    /// single-threaded runtime, as many as worker threads) from accept to close, so that a relayed request
+    /// whose tunnel is on the same core never wakes another thread (docs/performance.md, "A runtime per
+    /// core"). `false`: every connection on the shared multi-threaded runtime, as before 2026-12.
+    pub per_core: bool,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            per_core: true,
+        }
+    }
 }

@@ -42,6 +42,12 @@ pub enum ConnectorError {
     /// The proxy settings (`proxy`, `proxy_auth_file`, `HTTPS_PROXY`, …) are not usable.
     #[error("connector.proxy: {0}")]
     Proxy(#[source] ProxyConfigError),
+    /// A tunnel's thread or its runtime could not be started.
+    #[error("cannot start a tunnel thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A tunnel's thread panicked (a bug: the log has the panic's message).
+    #[error("a tunnel thread panicked")]
+    Panicked,
     /// The token endpoint refused the credentials and `exit_on_auth_failure` is set.
     #[error("the token endpoint refused client {client_id} ({error}: {reason}); check the tenant and its secret")]
     AuthFailed {
@@ -173,12 +179,38 @@ fn validate(config: &ConnectorConfig) -> Result<Settings, ConnectorError> {
 /// Run the connector until `shutdown` resolves.
 ///
 /// Validates the configuration (`server`, `tenant`, `secret` and at least one target are required; the error
-/// names the setting), then loops: fetch a token (reused while valid for at least another minute) → dial →
-/// serve the tunnel until it ends → wait with backoff → again. Every failure is logged at `warn` with the delay
-/// before the next attempt. When `shutdown` resolves the tunnel is drained: GOAWAY, requests in flight finish
-/// (up to `drain_timeout`), then this returns `Ok(())`.
+/// names the setting), then opens `connector.tunnels` tunnels, each on a thread of its own with a single-threaded
+/// runtime, and keeps each open: fetch a token (shared by the tunnels, reused while valid for at least another
+/// minute) → dial → serve the tunnel until it ends → wait with backoff → again. Every failure is logged at `warn`
+/// with the delay before the next attempt. When `shutdown` resolves every tunnel is drained: GOAWAY, requests in
+/// flight finish (up to `drain_timeout`), then this returns `Ok(())`.
+///
+/// Why a thread per tunnel: a tunnel is one HTTP/2 connection whose task every relayed request passes through.
+/// On a multi-threaded runtime the stream's task and the connection's task run on different threads, and each
+/// request costs a thread wake-up (a `futex` call) or two; with the tunnel, its streams and their target
+/// connections on one thread there are none, and more tunnels use more cores (docs/performance.md, "Tunnels per
+/// connector").
 pub async fn run(
     config: ConnectorConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ConnectorError> {
+    run_on(config, Threads::PerTunnel, shutdown).await
+}
+
+/// Where the tunnels of a run are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Each on a thread of its own with a single-threaded runtime: what `ferry connector` does.
+    PerTunnel,
+    /// As tasks of the caller's runtime: for a program that runs many connectors in one process (a test with
+    /// thousands of tenants), where a thread each would be too many.
+    Caller,
+}
+
+/// [`run`], with the tunnels served where `threads` says.
+pub async fn run_on(
+    config: ConnectorConfig,
+    threads: Threads,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ConnectorError> {
     let settings = validate(&config)?;
@@ -208,18 +240,6 @@ pub async fn run(
         .map_err(ConnectorError::Proxy)?;
 
     let metrics = metrics::ConnectorMetrics::default();
-    let relay = Arc::new(
-        Relay::new(
-            settings.tenant.clone(),
-            settings.targets,
-            plain_tls.clone(),
-            Timeouts {
-                connect: config.connect_timeout,
-                response: config.response_timeout,
-            },
-        )
-        .with_metrics(&metrics),
-    );
     // the metrics listener, when asked for: stopped when this function returns
     let _metrics_task = match config.metrics_listen {
         Some(addr) => {
@@ -239,11 +259,11 @@ pub async fn run(
     let secret = config.secret.clone().unwrap_or_default();
     let token_request = token::TokenRequest::from_config(&config, &settings.tenant)
         .map_err(|(setting, message)| config_error(setting, message))?;
-    let mut tokens = token::TokenSource::new(
+    let tokens = token::TokenSource::new(
         settings.token_url.clone(),
         settings.tenant.clone(),
         secret,
-        plain_tls,
+        plain_tls.clone(),
         config.connect_timeout,
     )
     .with_request(token_request)
@@ -254,18 +274,155 @@ pub async fn run(
         max_concurrent_streams: config.max_concurrent_streams,
         ..TunnelOptions::default()
     };
-    let mut backoff = Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay);
-    let server = settings.server.as_str();
-    let connector_id = settings.connector_id.as_str();
+    let count = config.tunnel_count();
     let proxy_name = server_proxy
         .as_ref()
         .map_or_else(|| "none".to_owned(), Proxy::to_string);
     tracing::info!(
-        server, tenant = %settings.tenant, connector_id,
+        server = %settings.server, tenant = %settings.tenant, connector_id = %settings.connector_id,
         targets = ?settings.target_names.iter().map(TargetName::as_str).collect::<Vec<_>>(),
-        proxy = %proxy_name, transport = config.transport.as_str(),
+        proxy = %proxy_name, transport = config.transport.as_str(), tunnels = count,
         "connector starting"
     );
+    let shared = Arc::new(Shared {
+        config,
+        settings,
+        tunnel_tls,
+        plain_tls,
+        server_proxy,
+        metrics,
+        tokens: tokio::sync::Mutex::new(tokens),
+        base_tunnel_opts,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    let mut running = 0;
+    for index in 0..count {
+        let shared = shared.clone();
+        let mut stop = stop_rx.clone();
+        let done = done_tx.clone();
+        let span = tracing::info_span!("tunnel", n = index + 1);
+        if threads == Threads::Caller {
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                let result =
+                    tracing::Instrument::instrument(tunnel_loop(shared, stopped), span).await;
+                let _ = done.send(result);
+            });
+            running += 1;
+            continue;
+        }
+        let spawned = std::thread::Builder::new()
+            .name(format!("ferry-tunnel-{}", index + 1))
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(ConnectorError::Thread)?;
+                    let stopped = async move {
+                        // a dropped sender (run's future dropped) stops the tunnels too
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    };
+                    runtime.block_on(tracing::Instrument::instrument(
+                        tunnel_loop(shared, stopped),
+                        span,
+                    ))
+                }))
+                .unwrap_or(Err(ConnectorError::Panicked));
+                let _ = done.send(result);
+            });
+        match spawned {
+            Ok(thread) => {
+                handles.push(thread);
+                running += 1;
+            }
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                return Err(ConnectorError::Thread(e));
+            }
+        }
+    }
+    drop(done_tx);
+    tokio::pin!(shutdown);
+    let mut outcome = Ok(());
+    tokio::select! {
+        () = &mut shutdown => {}
+        // a tunnel ends on its own only with an error that ends the connector (exit_on_auth_failure)
+        Some(result) = done_rx.recv() => {
+            running -= 1;
+            outcome = result;
+        }
+    }
+    let _ = stop_tx.send(true);
+    while running > 0 {
+        match done_rx.recv().await {
+            Some(Err(e)) if outcome.is_ok() => outcome = Err(e),
+            Some(_) => {}
+            None => break,
+        }
+        running -= 1;
+    }
+    // every thread has sent its result and dropped its runtime: joining is immediate
+    for thread in handles {
+        let _ = thread.join();
+    }
+    if outcome.is_ok() {
+        tracing::info!("connector stopped");
+    }
+    outcome
+}
+
+/// What the tunnels of one run share.
+struct Shared {
+    config: ConnectorConfig,
+    settings: Settings,
+    tunnel_tls: Arc<rustls::ClientConfig>,
+    /// With no ALPN protocols set: for targets, each of whose clients sets its own.
+    plain_tls: rustls::ClientConfig,
+    server_proxy: Option<Proxy>,
+    metrics: metrics::ConnectorMetrics,
+    /// One token for all the tunnels: the first to need one fetches it, the others wait and reuse it.
+    tokens: tokio::sync::Mutex<token::TokenSource>,
+    base_tunnel_opts: TunnelOptions,
+}
+
+/// Keep one tunnel open until `shutdown` resolves (then drain it), or until the node refuses the credentials
+/// and `exit_on_auth_failure` is set. Runs on its own thread's runtime (or the caller's, [`Threads::Caller`]):
+/// the tunnel's streams are spawned there, and its [`Relay`] (with the target connections it keeps) is its own.
+async fn tunnel_loop(
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConnectorError> {
+    let Shared {
+        config,
+        settings,
+        tunnel_tls,
+        plain_tls,
+        server_proxy,
+        metrics,
+        tokens,
+        base_tunnel_opts,
+    } = &*shared;
+    let relay = Arc::new(
+        Relay::new(
+            settings.tenant.clone(),
+            settings.targets.clone(),
+            plain_tls.clone(),
+            Timeouts {
+                connect: config.connect_timeout,
+                response: config.response_timeout,
+            },
+        )
+        .with_metrics(metrics),
+    );
+    let mut backoff = Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay);
+    let server = settings.server.as_str();
+    let connector_id = settings.connector_id.as_str();
     // The way to the node that worked last (or that is known to be needed): kept across reconnects.
     let mut way = Way {
         transport: match config.transport {
@@ -286,7 +443,12 @@ pub async fn run(
             ..base_tunnel_opts.clone()
         };
         let attempt = async {
-            let token = tokens.token().await.map_err(AttemptError::Token)?;
+            let token = tokens
+                .lock()
+                .await
+                .token()
+                .await
+                .map_err(AttemptError::Token)?;
             let mut opts = DialOptions {
                 server: settings.server.clone(),
                 token,
@@ -334,10 +496,7 @@ pub async fn run(
         };
         let attempt = tokio::select! {
             result = attempt => result,
-            () = &mut shutdown => {
-                tracing::info!("connector stopped");
-                return Ok(());
-            }
+            () = &mut shutdown => return Ok(()),
         };
         let delay = match attempt {
             Ok(((io, node_id), transport, proxy)) => {
@@ -356,7 +515,7 @@ pub async fn run(
                 let io: TunnelIo = io;
                 let up_since = Instant::now();
                 metrics.connects.inc();
-                metrics.tunnel_up.set(1);
+                metrics.tunnel_up.inc();
                 let (drain_tx, drain_rx) = oneshot::channel::<()>();
                 let stream_relay = relay.clone();
                 let service = hyper::service::service_fn(move |req| {
@@ -387,12 +546,11 @@ pub async fn run(
                                 "drain timeout: closing the tunnel with requests in flight"
                             ),
                         }
-                        tracing::info!("connector stopped");
                         return Ok(());
                     }
                 };
-                metrics.tunnel_up.set(0);
-                apply_reconnect_bounds(&relay.pushed_settings(), &config, &mut backoff);
+                metrics.tunnel_up.dec();
+                apply_reconnect_bounds(&relay.pushed_settings(), config, &mut backoff);
                 if up_since.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
@@ -410,17 +568,17 @@ pub async fn run(
             Err(error) => {
                 if let AttemptError::Dial(DialError::Refused { status, .. }) = &error {
                     if *status == http::StatusCode::UNAUTHORIZED {
-                        tokens.invalidate();
+                        tokens.lock().await.invalidate();
                     }
                 }
-                apply_reconnect_bounds(&relay.pushed_settings(), &config, &mut backoff);
+                apply_reconnect_bounds(&relay.pushed_settings(), config, &mut backoff);
                 let mut delay = backoff.next_delay();
                 let refused = match &error {
                     AttemptError::Token(e) => e.credentials_refused(),
                     _ => None,
                 };
                 if let Some(refused) = refused {
-                    let client_id = tokens.client_id().to_owned();
+                    let client_id = tokens.lock().await.client_id().to_owned();
                     let reason = refused
                         .description
                         .unwrap_or_else(|| "no reason given".to_owned());
@@ -488,10 +646,7 @@ pub async fn run(
         metrics.reconnects.inc();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = &mut shutdown => {
-                tracing::info!("connector stopped");
-                return Ok(());
-            }
+            () = &mut shutdown => return Ok(()),
         }
     }
 }

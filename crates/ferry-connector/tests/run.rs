@@ -243,7 +243,12 @@ struct Harness {
     run: tokio::task::JoinHandle<Result<(), ferry_connector::ConnectorError>>,
 }
 
+/// One tunnel: the tests below follow one tunnel's life.
 async fn start(refuse: usize) -> Harness {
+    start_with(refuse, 1).await
+}
+
+async fn start_with(refuse: usize, tunnels: u32) -> Harness {
     let node = start_node(refuse).await;
     let release = Arc::new(Notify::new());
     let arrived = Arc::new(Notify::new());
@@ -260,6 +265,7 @@ async fn start(refuse: usize) -> Harness {
         reconnect_min_delay: Duration::from_millis(10),
         reconnect_max_delay: Duration::from_millis(50),
         drain_timeout: Duration::from_secs(5),
+        tunnels,
         ..ConnectorConfig::default()
     };
     let (tx, rx) = oneshot::channel::<()>();
@@ -365,6 +371,38 @@ async fn relays_requests_and_upgrades_over_the_tunnel() {
         started.elapsed() < Duration::from_secs(4),
         "drain waited for a finished stream"
     );
+}
+
+/// Several tunnels, each on a thread of its own: they share one token, each relays, and all end on shutdown.
+#[tokio::test]
+async fn several_tunnels_share_one_token_and_each_relays() {
+    let mut h = start_with(0, 3).await;
+    let mut senders = Vec::new();
+    for _ in 0..3 {
+        let (sender, _, auth) = next_tunnel(&mut h.node).await;
+        assert_eq!(auth, "Bearer tok-1");
+        senders.push(sender);
+    }
+    assert_eq!(h.node.token_requests.load(Ordering::SeqCst), 1);
+    for (i, sender) in senders.iter_mut().enumerate() {
+        let res = sender
+            .send_request(stream(Method::POST, &format!("/t{i}"), full("ping")))
+            .await
+            .expect("response");
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-path"], format!("/base/t{i}"));
+        assert_eq!(text(res).await, "ping");
+    }
+    h.shutdown
+        .take()
+        .expect("shutdown")
+        .send(())
+        .expect("running");
+    let result = tokio::time::timeout(WAIT, h.run)
+        .await
+        .expect("run ended")
+        .expect("task");
+    assert!(result.is_ok(), "{result:?}");
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@ fn options() -> ServeOptions {
         drain_timeout: Duration::from_secs(1),
         max_connections: 0,
         max_connections_per_ip: 0,
+        cores: None,
     }
 }
 

@@ -44,6 +44,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Open connections per client address at most (0: no cap).
     pub max_connections_per_ip: usize,
+    /// Serve each connection on one of these cores (a single-threaded runtime each), from accept to close;
+    /// `None`: on the runtime of the accept loop.
+    pub cores: Option<Arc<ferry_http::cores::Cores>>,
 }
 
 impl ServeOptions {
@@ -63,7 +66,14 @@ impl ServeOptions {
             drain_timeout,
             max_connections,
             max_connections_per_ip: http.max_connections_per_ip,
+            cores: None,
         }
+    }
+
+    /// Serve connections on `cores`.
+    pub fn on_cores(mut self, cores: Option<Arc<ferry_http::cores::Cores>>) -> Self {
+        self.cores = cores;
+        self
     }
 }
 
@@ -243,7 +253,7 @@ pub async fn serve(
         let sites = mode.tls.as_ref().map(|t| t.sites());
         let proxy_protocol = mode.proxy_protocol;
         let limits = limits.clone();
-        tokio::spawn(async move {
+        let connection = move |stream: tokio::net::TcpStream| async move {
             let (mut conn, mut stream, mut permit) = (conn, stream, permit);
             if proxy_protocol {
                 let client = match crate::proxy_protocol::read_header(
@@ -302,7 +312,22 @@ pub async fn serve(
                     conn.run(tls_stream, Some(tls), permit).await
                 }
             }
-        });
+        };
+        match &options.cores {
+            // the socket leaves this runtime's reactor and joins the core's, where the connection lives
+            Some(cores) => match stream.into_std() {
+                Ok(stream) => cores.spawn(move || async move {
+                    match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => connection(stream).await,
+                        Err(e) => tracing::debug!(%remote_addr, "connection closed: {e}"),
+                    }
+                }),
+                Err(e) => tracing::debug!(%remote_addr, "connection closed: {e}"),
+            },
+            None => {
+                tokio::spawn(connection(stream));
+            }
+        }
     }
     drop(listener);
     tracing::info!("listener closed, draining open connections");

@@ -7,6 +7,10 @@
 //! spawns a task to give the connection back once the response body ends. Here the origin is known when the
 //! client is built, so the idle list needs no key, and the connection goes back from the body itself
 //! (docs/performance.md, "Changes and their effect"). TLS and HTTP/2 origins stay on hyper-util's client.
+//!
+//! On the node's cores ([`crate::cores`]) each core keeps its own idle connections: a connection's task runs on
+//! the core that opened it, and a request reusing it from another core would wake that core's thread for each
+//! exchange. A core with none idle opens one, as each nginx worker keeps its own keep-alive connections.
 
 use crate::Body;
 use bytes::Bytes;
@@ -54,13 +58,13 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// An idle connection older than this is closed instead of reused.
     pub idle_timeout: Duration,
-    /// Idle connections kept at most; beyond it the oldest is closed.
+    /// Idle connections kept at most (per core, on cores); beyond it the oldest is closed.
     pub max_idle: usize,
 }
 
 impl ClientOptions {
     /// Ferry's keep-alive for upstream servers and targets (docs/gateway.md, "Upstream pools"): idle connections
-    /// kept 90 s, at most 256 per origin.
+    /// kept 90 s, at most 256 per origin (and core).
     pub fn keep_alive(connect_timeout: Duration) -> Self {
         Self {
             connect_timeout,
@@ -82,7 +86,13 @@ struct Idle {
 pub struct OriginClient {
     origin: String,
     options: ClientOptions,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections by the core that opened them: index 0 off the cores, `core + 1` on one.
+    idle: Mutex<Vec<Vec<Idle>>>,
+}
+
+/// The index in [`OriginClient::idle`] of the connections of `core`.
+fn slot(core: Option<usize>) -> usize {
+    core.map_or(0, |c| c + 1)
 }
 
 impl std::fmt::Debug for OriginClient {
@@ -99,7 +109,7 @@ impl OriginClient {
         Arc::new(Self {
             origin: origin.into(),
             options,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(vec![Vec::new()]),
         })
     }
 
@@ -114,7 +124,9 @@ impl OriginClient {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .iter()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Send `req`, whose URI must be in origin form (`/path?query`) and whose headers include `Host`. Upgrades
@@ -126,13 +138,15 @@ impl OriginClient {
         self: &Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, ClientError> {
+        // the core this runs on, where a new connection's task is spawned and a reused one's runs
+        let core = crate::cores::current();
         loop {
-            let (mut sender, reused) = match self.checkout().await {
+            let (mut sender, reused) = match self.checkout(core).await {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.clone().hand_back_after(resp, sender)),
+                Ok(resp) => return Ok(self.clone().hand_back_after(resp, sender, core)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         tracing::debug!(
@@ -153,10 +167,11 @@ impl OriginClient {
     }
 
     /// The newest idle connection that is still open, waited for until it takes a request.
-    async fn checkout(&self) -> Option<SendRequest<Body>> {
+    async fn checkout(&self, core: Option<usize>) -> Option<SendRequest<Body>> {
         loop {
             let idle = {
-                let mut list = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut lists = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let list = lists.get_mut(slot(core))?;
                 let idle = list.pop()?;
                 if idle.since.elapsed() > self.options.idle_timeout {
                     // the rest are older still
@@ -217,11 +232,16 @@ impl OriginClient {
         Ok(sender)
     }
 
-    fn checkin(&self, sender: SendRequest<Body>) {
+    fn checkin(&self, sender: SendRequest<Body>, core: Option<usize>) {
         if sender.is_closed() {
             return;
         }
-        let mut list = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lists = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slot(core);
+        if lists.len() <= slot {
+            lists.resize_with(slot + 1, Vec::new);
+        }
+        let list = &mut lists[slot];
         if list.len() >= self.options.max_idle {
             list.remove(0);
         }
@@ -237,12 +257,13 @@ impl OriginClient {
         self: Arc<Self>,
         resp: Response<Incoming>,
         sender: SendRequest<Body>,
+        core: Option<usize>,
     ) -> Response<PooledBody> {
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let (parts, inner) = resp.into_parts();
         let mut body = PooledBody {
             inner,
-            back: (!upgraded).then_some((self, sender)),
+            back: (!upgraded).then_some((self, sender, core)),
         };
         if body.inner.is_end_stream() {
             body.hand_back();
@@ -255,7 +276,8 @@ impl OriginClient {
 /// read to its end. A body dropped before its end takes its connection with it (hyper closes it).
 pub struct PooledBody {
     inner: Incoming,
-    back: Option<(Arc<OriginClient>, SendRequest<Body>)>,
+    /// The client, the connection, and the core that opened it.
+    back: Option<(Arc<OriginClient>, SendRequest<Body>, Option<usize>)>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -268,8 +290,8 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn hand_back(&mut self) {
-        if let Some((client, sender)) = self.back.take() {
-            client.checkin(sender);
+        if let Some((client, sender, core)) = self.back.take() {
+            client.checkin(sender, core);
         }
     }
 }
@@ -448,6 +470,35 @@ mod tests {
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(client.idle_count(), 1);
+    }
+
+    /// On cores, each core reuses the connections it opened and opens its own: none crosses to another core.
+    #[tokio::test]
+    async fn each_core_keeps_its_own_idle_connections() {
+        let (addr, accepted) = origin(Then::KeepAlive).await;
+        let client = OriginClient::new(addr, options());
+        let cores = crate::cores::Cores::start(2).expect("cores");
+        // requests one after another, spread over the two cores by the cores' turn-taking
+        for _ in 0..6 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let client = client.clone();
+            cores.spawn(move || async move {
+                let resp = client.send(get("/")).await.expect("response");
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                let _ = tx.send(body);
+            });
+            assert_eq!(&rx.await.expect("answered")[..], b"hello");
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one connection per core"
+        );
+        assert_eq!(client.idle_count(), 2);
+        // off the cores, none of theirs is taken
+        let resp = client.send(get("/")).await.expect("response");
+        resp.into_body().collect().await.expect("body");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -3,13 +3,14 @@
 //! Owns: the boxed body type, error responses in Ferry's one format, the forwarding headers, request facts the
 //! listener attaches to each request ([`ClientInfo`]), a body wrapper that enforces a size limit, and one that
 //! holds a guard until a body ends, checks every request head passes before routing ([`checks`]: `Host`,
-//! upgrades), and the HTTP/1.1 client of one plain-HTTP origin ([`client`]). Does not own:
-//! listeners, routing, tunnels.
+//! upgrades), the HTTP/1.1 client of one plain-HTTP origin ([`client`]), and the runtime per core that public
+//! connections are served on ([`cores`]). Does not own: listeners, routing, tunnels.
 #![forbid(unsafe_code)]
 
 pub mod body;
 pub mod checks;
 pub mod client;
+pub mod cores;
 pub mod forwarded;
 
 pub use body::{empty, full, Body, BoxError, ClientBody, Counted, Guarded, SizeLimited};

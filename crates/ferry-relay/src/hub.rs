@@ -234,7 +234,7 @@ impl Hub {
             let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
             let targets = targets.join(",");
             let version = handshake.version.as_deref().unwrap_or("unknown");
-            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, "tunnel attached");
+            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, core = tunnel.core, "tunnel attached");
             hub.record_connection(&tunnel);
             hub.tenants.metrics().attached(tenant.as_str());
             hub.push_settings_to(&tunnel);

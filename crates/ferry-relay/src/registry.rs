@@ -1,7 +1,9 @@
 //! The open tunnels of each tenant on this node, and the choice of one for a request.
 //!
 //! A request goes to the tunnel with the fewest requests in flight among those serving its target; ties are
-//! broken round robin, so equal connectors share the load evenly. A tenant has an entry only while it has
+//! broken round robin, so equal connectors share the load evenly. A tunnel served on the request's own core
+//! (`ferry_http::cores`) is taken instead while it has at most twice as many in flight, plus [`LOCAL_SLACK`]:
+//! the request then never leaves its thread. A tenant has an entry only while it has
 //! tunnels here (the map cannot be grown by requests for made-up tenants); waiters for a tunnel are woken by
 //! [`Registry::changed`] whenever one attaches. Every attach and detach is also sent to the registry's event
 //! sink, which drives presence and dispatch-queue subscriptions in a cluster (`crate::cluster`).
@@ -30,6 +32,8 @@ pub struct Tunnel {
     /// Unix seconds.
     pub since: i64,
     pub(crate) sender: TunnelSender,
+    /// The core (`ferry_http::cores`) whose thread serves the tunnel's connection, if it is on one.
+    pub core: Option<usize>,
     inflight: AtomicUsize,
     closing: AtomicBool,
     /// Signalled to cut the tunnel at once (tenant deleted, secret revoked), in-flight requests included.
@@ -57,6 +61,10 @@ pub struct TenantTunnels {
     round_robin: AtomicUsize,
 }
 
+/// A tunnel on the request's own core is preferred while its requests in flight are at most twice the least
+/// loaded tunnel's plus this.
+pub const LOCAL_SLACK: usize = 4;
+
 /// What [`TenantTunnels::pick`] found.
 pub enum Pick {
     Tunnel(Arc<Tunnel>),
@@ -79,7 +87,9 @@ impl TenantTunnels {
         }
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let n = tunnels.len();
+        let core = ferry_http::cores::current();
         let mut best: Option<&Arc<Tunnel>> = None;
+        let mut local: Option<&Arc<Tunnel>> = None;
         let mut closing_with_target = false;
         for i in 0..n {
             let t = &tunnels[(start + i) % n];
@@ -92,6 +102,15 @@ impl TenantTunnels {
             }
             if best.is_none_or(|b| t.inflight() < b.inflight()) {
                 best = Some(t);
+            }
+            if core.is_some() && t.core == core && local.is_none_or(|l| t.inflight() < l.inflight())
+            {
+                local = Some(t);
+            }
+        }
+        if let (Some(l), Some(b)) = (local, best) {
+            if l.inflight() <= b.inflight().saturating_mul(2) + LOCAL_SLACK {
+                best = Some(l);
             }
         }
         match best {
@@ -193,6 +212,8 @@ impl Registry {
             secret_id: new.secret_id,
             since: new.since,
             sender: new.sender,
+            // attached by the task serving the tunnel's connection: on its core, if it has one
+            core: ferry_http::cores::current(),
             inflight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             kill: Notify::new(),
@@ -354,6 +375,63 @@ mod tests {
             since: 0,
             sender: sender().await,
         }
+    }
+
+    /// On cores, a request takes the tunnel served on its own core, until that tunnel has more than twice the
+    /// other's requests in flight plus the slack.
+    #[tokio::test]
+    async fn prefers_the_tunnel_on_the_requests_own_core_within_the_slack() {
+        let cores = ferry_http::cores::Cores::start(2).expect("cores");
+        let registry = Arc::new(Registry::default());
+        let acme: TenantName = "acme".parse().expect("tenant");
+        // one tunnel attached from each core (ties between cores go in turn)
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..2 {
+            let (registry, acme, tx) = (registry.clone(), acme.clone(), tx.clone());
+            cores.spawn(move || async move {
+                let _ = tx.send(registry.attach(&acme, new(&["app"]).await));
+            });
+        }
+        let mut tunnels = Vec::new();
+        for _ in 0..2 {
+            tunnels.push(rx.recv().await.expect("attached"));
+        }
+        tunnels.sort_by_key(|t| t.core);
+        assert_eq!(
+            tunnels.iter().map(|t| t.core).collect::<Vec<_>>(),
+            [Some(0), Some(1)]
+        );
+        let entry = registry.get(&acme).expect("entry");
+        // picks made on each core: (the core, the picked tunnel's core)
+        let picks = |n: usize| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for _ in 0..n {
+                let (entry, tx) = (entry.clone(), tx.clone());
+                cores.spawn(move || async move {
+                    if let Pick::Tunnel(t) = entry.pick(&name("app")) {
+                        let _ = tx.send((ferry_http::cores::current(), t.core));
+                    }
+                });
+            }
+            (0..n)
+                .map(|_| {
+                    rx.recv_timeout(std::time::Duration::from_secs(5))
+                        .expect("picked")
+                })
+                .collect::<Vec<_>>()
+        };
+        for (core, picked) in picks(8) {
+            assert_eq!(core, picked, "the tunnel on the request's core");
+        }
+        // the tunnel on core 0 busy beyond the slack: core 0's requests go to core 1's tunnel
+        let _busy: Vec<_> = (0..=LOCAL_SLACK)
+            .map(|_| TunnelSlot::new(tunnels[0].clone()))
+            .collect();
+        for (core, picked) in picks(8) {
+            assert_eq!(picked, Some(1), "from core {core:?}");
+        }
+        // off the cores (no current core) the least loaded wins, as without cores
+        assert!(matches!(entry.pick(&name("app")), Pick::Tunnel(t) if t.core == Some(1)));
     }
 
     #[tokio::test]

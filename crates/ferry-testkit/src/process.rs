@@ -530,6 +530,9 @@ pub struct ConnectorOptions {
     pub env: Vec<(String, String)>,
     /// Do not wait for `tunnel established` (for connectors expected to fail).
     pub no_wait: bool,
+    /// `--tunnels N`. Unset: 1, so that each `tunnel established` a test counts is a reconnect; `Some(0)` is the
+    /// connector's own default (one per CPU).
+    pub tunnels: Option<u32>,
 }
 
 impl ConnectorOptions {
@@ -546,6 +549,12 @@ impl ConnectorOptions {
     /// `--preserve-host NAME`.
     pub fn preserve_host(self, target: &str) -> Self {
         self.arg("--preserve-host").arg(target)
+    }
+
+    /// `--tunnels N` (0: the connector's default) instead of the tests' 1.
+    pub fn tunnels(mut self, n: u32) -> Self {
+        self.tunnels = Some(n);
+        self
     }
 }
 
@@ -583,6 +592,8 @@ impl Connector {
             args.push("--target".into());
             args.push(format!("{name}={url}"));
         }
+        args.push("--tunnels".into());
+        args.push(opts.tunnels.unwrap_or(1).to_string());
         args.extend(opts.args.iter().cloned());
         let (mut child, output) = spawn(bin.as_ref(), &args, &opts.env, "ferry connector")?;
         let pid = child

@@ -218,6 +218,9 @@ struct ConnectorArgs {
     /// Serve the connector's Prometheus metrics at http://ADDR/metrics (default: off).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Tunnels to keep open to the node, each on a thread of its own (default 0: one per CPU, at most 4).
+    #[arg(long, value_name = "N")]
+    tunnels: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -415,6 +418,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
             }
             if a.exit_on_auth_failure {
                 overrides.push(Override::new("connector.exit_on_auth_failure", true));
+            }
+            if let Some(n) = a.tunnels {
+                overrides.push(Override::new("connector.tunnels", i64::from(n)));
             }
             preserve_host.clone_from(&a.preserve_host);
         }
