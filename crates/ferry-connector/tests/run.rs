@@ -281,6 +281,20 @@ async fn start_with(refuse: usize, tunnels: u32) -> Harness {
     }
 }
 
+/// Signal shutdown and wait for `run` to return `Ok`.
+async fn shut_down(mut h: Harness) {
+    h.shutdown
+        .take()
+        .expect("shutdown")
+        .send(())
+        .expect("running");
+    let result = tokio::time::timeout(WAIT, h.run)
+        .await
+        .expect("run ended")
+        .expect("task");
+    assert!(result.is_ok(), "{result:?}");
+}
+
 async fn next_tunnel(node: &mut Node) -> Tunnel {
     tokio::time::timeout(WAIT, node.tunnels.recv())
         .await
@@ -357,16 +371,7 @@ async fn relays_requests_and_upgrades_over_the_tunnel() {
     drop(io);
 
     let started = std::time::Instant::now();
-    h.shutdown
-        .take()
-        .expect("shutdown")
-        .send(())
-        .expect("running");
-    let result = tokio::time::timeout(WAIT, h.run)
-        .await
-        .expect("run ended")
-        .expect("task");
-    assert!(result.is_ok(), "{result:?}");
+    shut_down(h).await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "drain waited for a finished stream"
@@ -393,16 +398,7 @@ async fn several_tunnels_share_one_token_and_each_relays() {
         assert_eq!(res.headers()["x-path"], format!("/base/t{i}"));
         assert_eq!(text(res).await, "ping");
     }
-    h.shutdown
-        .take()
-        .expect("shutdown")
-        .send(())
-        .expect("running");
-    let result = tokio::time::timeout(WAIT, h.run)
-        .await
-        .expect("run ended")
-        .expect("task");
-    assert!(result.is_ok(), "{result:?}");
+    shut_down(h).await;
 }
 
 #[tokio::test]
