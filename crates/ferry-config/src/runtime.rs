@@ -11,9 +11,9 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSettings {
-    /// Worker threads of the async runtime; 0 (the default) = one per CPU the process may use. One thread saves
-    /// the wake-ups between threads that each request otherwise crosses (lower latency at low load, less CPU);
-    /// more threads use more cores under load (docs/operations.md, "Worker threads").
+    /// Worker threads of the async runtime; 0 (the default) = one per CPU the process may use. For `serve` it is
+    /// also the number of cores of `per_core`; the connector's tunnels have threads of their own
+    /// (`connector.tunnels`) (docs/operations.md, "Worker threads").
     pub worker_threads: usize,
     /// `serve`: serve each client connection and tunnel of the public listeners on one core (a thread with a
     /// single-threaded runtime, as many as worker threads) from accept to close, so that a relayed request
