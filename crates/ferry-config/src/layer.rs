@@ -600,18 +600,8 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
     }
     for (i, l) in server.listeners.iter().enumerate() {
         let key = |field: &str| format!("server.listeners[{i}].{field}");
-        if l.tls && server.tls_cert.is_none() {
-            return Err(invalid(
-                key("tls"),
-                "needs server.tls_cert and server.tls_key (the certificates every TLS listener serves)",
-            ));
-        }
-        if l.tls && l.redirect_to_https {
-            return Err(invalid(
-                key("redirect_to_https"),
-                "is for plain-HTTP listeners (this one has tls = true)",
-            ));
-        }
+        l.validate(i, &config.gateway.tls, server.tls_cert.is_some())
+            .map_err(|(path, message)| invalid(path, message))?;
         // port 0 (the OS picks one, as in tests) never clashes
         let clash = |other: &std::net::SocketAddr| l.listen.port() != 0 && *other == l.listen;
         if clash(&server.listen) || server.listeners[..i].iter().any(|o| clash(&o.listen)) {

@@ -65,12 +65,19 @@ impl Default for ServerConfig {
 }
 
 /// One more public listener (`[[server.listeners]]`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+///
+/// A TLS listener (`tls = true`) serves `server.tls_cert`/`tls_key` and `[gateway.tls]` unless it sets TLS keys of
+/// its own (`cert`/`key`, `certificates`, `client_auth`, `client_ca`, `client_crl`, `verify_depth`, `protocols`,
+/// `cipher_suites`, `ocsp_response`): each one set replaces `[gateway.tls]`'s (or `server.tls_cert`/`tls_key`'s)
+/// for this listener only, and the keys left unset are `[gateway.tls]`'s, as nginx's `ssl_*` directives of a
+/// `server` block override those of `http`. [`ExtraListener::tls_settings`] merges them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraListener {
     /// Its address: `0.0.0.0:80`, `[::]:443`.
     pub listen: SocketAddr,
-    /// Speak TLS with the certificates of `tls_cert`/`tls_key` and `[gateway.tls]`. Default false.
+    /// Speak TLS with the certificates of `tls_cert`/`tls_key` and `[gateway.tls]`, or the listener's own TLS
+    /// keys below. Default false.
     #[serde(default)]
     pub tls: bool,
     /// Answer every request with `308 Permanent Redirect` to the same host and path over `https://` (nginx's
@@ -84,6 +91,214 @@ pub struct ExtraListener {
     /// false.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// With `tls`: this listener's default certificate (PEM chain), instead of `server.tls_cert` (nginx's
+    /// `ssl_certificate` in the listener's `server`). Needs `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// With `cert`: its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// With `cert`: a DER OCSP response stapled to it (unset: none; `[gateway.tls].ocsp_response` belongs to
+    /// `server.tls_cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_response: Option<PathBuf>,
+    /// With `tls`: the certificates by SNI name of this listener, instead of `[[gateway.tls.certificates]]`
+    /// (`[]`: none, only the default certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<crate::SniCertificate>>,
+    /// With `tls`: client certificates on this listener (`off`, `optional`, `optional_no_ca`, `required`),
+    /// instead of `[gateway.tls].client_auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<crate::ClientAuth>,
+    /// With `tls`: the PEM CA bundle this listener verifies client certificates against, instead of
+    /// `[gateway.tls].client_ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `tls`: PEM CRLs of this listener, instead of `[gateway.tls].client_crl` (`[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_crl: Option<Vec<PathBuf>>,
+    /// With `tls`: the client chain's depth limit of this listener, instead of `[gateway.tls].verify_depth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_depth: Option<u8>,
+    /// With `tls`: the TLS versions of this listener, instead of `[gateway.tls].protocols`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<String>>,
+    /// With `tls`: the cipher suites of this listener, instead of `[gateway.tls].cipher_suites`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher_suites: Option<Vec<String>>,
+    /// This listener's cap on its open connections, instead of `server.http.max_connections` (each listener
+    /// counts its own connections). At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// This listener's cap on open connections from one address (0: no cap), instead of
+    /// `server.http.max_connections_per_ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl Default for ExtraListener {
+    /// A plain listener on `0.0.0.0:0` with every setting at its default.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tls: false,
+            redirect_to_https: false,
+            https_port: default_https_port(),
+            proxy_protocol: false,
+            cert: None,
+            key: None,
+            ocsp_response: None,
+            certificates: None,
+            client_auth: None,
+            client_ca: None,
+            client_crl: None,
+            verify_depth: None,
+            protocols: None,
+            cipher_suites: None,
+            max_connections: None,
+            max_connections_per_ip: None,
+        }
+    }
+}
+
+impl ExtraListener {
+    /// The TLS keys of its own this listener sets, by name, in file order.
+    pub fn own_tls_keys(&self) -> Vec<&'static str> {
+        [
+            ("cert", self.cert.is_some()),
+            ("key", self.key.is_some()),
+            ("ocsp_response", self.ocsp_response.is_some()),
+            ("certificates", self.certificates.is_some()),
+            ("client_auth", self.client_auth.is_some()),
+            ("client_ca", self.client_ca.is_some()),
+            ("client_crl", self.client_crl.is_some()),
+            ("verify_depth", self.verify_depth.is_some()),
+            ("protocols", self.protocols.is_some()),
+            ("cipher_suites", self.cipher_suites.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
+    /// Whether this is a TLS listener with settings of its own (then it gets a TLS configuration of its own;
+    /// else it shares the main listener's).
+    pub fn has_own_tls(&self) -> bool {
+        self.tls && !self.own_tls_keys().is_empty()
+    }
+
+    /// This listener's own default certificate and key, when it sets them.
+    pub fn own_certificate(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.cert.as_ref().zip(self.key.as_ref())
+    }
+
+    /// `[gateway.tls]` with this listener's own keys put over it: what its TLS configuration is built from (the
+    /// default certificate aside: [`ExtraListener::own_certificate`], else `server.tls_cert`). With its own
+    /// `cert`, `ocsp_response` is the listener's (or none).
+    pub fn tls_settings(&self, base: &crate::GatewayTls) -> crate::GatewayTls {
+        let mut tls = base.clone();
+        if let Some(v) = &self.certificates {
+            tls.certificates = v.clone();
+        }
+        if let Some(v) = self.client_auth {
+            tls.client_auth = v;
+        }
+        if let Some(v) = &self.client_ca {
+            tls.client_ca = Some(v.clone());
+        }
+        if let Some(v) = &self.client_crl {
+            tls.client_crl = v.clone();
+        }
+        if let Some(v) = self.verify_depth {
+            tls.verify_depth = Some(v);
+        }
+        if let Some(v) = &self.protocols {
+            tls.protocols = v.clone();
+        }
+        if let Some(v) = &self.cipher_suites {
+            tls.cipher_suites = v.clone();
+        }
+        if self.cert.is_some() || self.ocsp_response.is_some() {
+            tls.ocsp_response = self.ocsp_response.clone();
+        }
+        tls
+    }
+
+    /// The checks of one entry that need no file: `(key, message)` naming the key under
+    /// `server.listeners[index]`. `base` is `[gateway.tls]`; `server_tls` whether `server.tls_cert` is set.
+    pub fn validate(
+        &self,
+        index: usize,
+        base: &crate::GatewayTls,
+        server_tls: bool,
+    ) -> Result<(), (String, String)> {
+        let key = |field: &str| format!("server.listeners[{index}].{field}");
+        if !self.tls {
+            if let Some(first) = self.own_tls_keys().first() {
+                return Err((
+                    key(first),
+                    "is a TLS setting: this listener needs tls = true for it".to_owned(),
+                ));
+            }
+        }
+        if self.tls && self.redirect_to_https {
+            return Err((
+                key("redirect_to_https"),
+                "is for plain-HTTP listeners (this one has tls = true)".to_owned(),
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            let missing = if self.cert.is_some() { "key" } else { "cert" };
+            return Err((
+                key(missing),
+                "cert and key go together (the listener's own certificate)".to_owned(),
+            ));
+        }
+        if self.ocsp_response.is_some() && self.cert.is_none() {
+            return Err((
+                key("ocsp_response"),
+                "is stapled to the listener's own certificate: set cert and key too (the main certificate's is [gateway.tls].ocsp_response)".to_owned(),
+            ));
+        }
+        if self.tls && !server_tls && self.cert.is_none() {
+            return Err((
+                key("tls"),
+                "needs server.tls_cert and server.tls_key (the certificates every TLS listener serves), or cert and key of its own".to_owned(),
+            ));
+        }
+        if self.verify_depth == Some(0) {
+            return Err((key("verify_depth"), "must be at least 1".to_owned()));
+        }
+        if self.max_connections == Some(0) {
+            return Err((
+                key("max_connections"),
+                "must be at least 1 (leave it out for server.http.max_connections)".to_owned(),
+            ));
+        }
+        if self.tls {
+            let merged = self.tls_settings(base);
+            if merged.client_auth != crate::ClientAuth::Off && merged.client_ca.is_none() {
+                let which = if self.client_auth.is_some() {
+                    "client_ca"
+                } else {
+                    "client_auth"
+                };
+                return Err((
+                    key(which),
+                    "client certificates need a CA bundle: set client_ca on this listener or in [gateway.tls]".to_owned(),
+                ));
+            }
+            for (j, c) in self.certificates.iter().flatten().enumerate() {
+                if c.hosts.is_empty() {
+                    return Err((
+                        key(&format!("certificates[{j}].hosts")),
+                        "names no host".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_https_port() -> u16 {
@@ -213,4 +428,143 @@ pub enum LogFormat {
     #[default]
     Plain,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientAuth, GatewayTls};
+
+    fn listener(text: &str) -> ExtraListener {
+        toml::from_str(&format!("listen = \"127.0.0.1:0\"\n{text}")).expect("parses")
+    }
+
+    fn refusal(l: &ExtraListener, base: &GatewayTls, server_tls: bool) -> (String, String) {
+        l.validate(2, base, server_tls).expect_err("refused")
+    }
+
+    #[test]
+    fn own_tls_keys_parse_and_merge_over_gateway_tls() {
+        let l = listener(
+            r#"
+            tls = true
+            cert = "/etc/ssl/partner.pem"
+            key = "/etc/ssl/partner.key"
+            client_auth = "required"
+            client_ca = "/etc/ssl/partners-ca.pem"
+            client_crl = []
+            verify_depth = 2
+            protocols = ["TLSv1.3"]
+            max_connections = 100
+            certificates = [{ hosts = ["b2b.example.com"], cert = "/b.pem", key = "/b.key" }]
+            "#,
+        );
+        assert!(l.has_own_tls());
+        assert_eq!(
+            l.own_certificate().map(|(c, _)| c.clone()),
+            Some(PathBuf::from("/etc/ssl/partner.pem"))
+        );
+        let base = GatewayTls {
+            client_auth: ClientAuth::Optional,
+            client_ca: Some("/etc/ssl/staff-ca.pem".into()),
+            client_crl: vec!["/etc/ssl/staff.crl".into()],
+            cipher_suites: vec!["TLS13_AES_128_GCM_SHA256".into()],
+            ocsp_response: Some("/etc/ssl/main.ocsp".into()),
+            ..GatewayTls::default()
+        };
+        let merged = l.tls_settings(&base);
+        assert_eq!(merged.client_auth, ClientAuth::Required);
+        assert_eq!(
+            merged.client_ca,
+            Some(PathBuf::from("/etc/ssl/partners-ca.pem"))
+        );
+        assert!(merged.client_crl.is_empty(), "[] clears the list");
+        assert_eq!(merged.verify_depth, Some(2));
+        assert_eq!(merged.protocols, vec!["TLSv1.3"]);
+        assert_eq!(merged.certificates.len(), 1);
+        // unset keys are [gateway.tls]'s; the main certificate's OCSP response is not stapled to another one
+        assert_eq!(merged.cipher_suites, base.cipher_suites);
+        assert_eq!(merged.reload_interval, base.reload_interval);
+        assert_eq!(merged.ocsp_response, None);
+        assert_eq!(l.validate(0, &base, true), Ok(()));
+        assert_eq!(l.validate(0, &base, false), Ok(()), "its own certificate");
+
+        // a listener without keys of its own is [gateway.tls] as it is
+        let shared = listener("tls = true");
+        assert!(!shared.has_own_tls());
+        assert_eq!(shared.tls_settings(&base), base);
+    }
+
+    #[test]
+    fn tls_keys_without_tls_are_refused_naming_the_key() {
+        let base = GatewayTls::default();
+        for (text, key) in [
+            ("client_ca = \"/ca.pem\"", "client_ca"),
+            ("cert = \"/c.pem\"\nkey = \"/k.pem\"", "cert"),
+            ("protocols = [\"TLSv1.3\"]", "protocols"),
+            ("certificates = []", "certificates"),
+            ("verify_depth = 1", "verify_depth"),
+        ] {
+            let (path, message) = refusal(&listener(text), &base, true);
+            assert_eq!(path, format!("server.listeners[2].{key}"), "{text}");
+            assert!(message.contains("tls = true"), "{message}");
+        }
+        // connection caps are not TLS settings
+        assert_eq!(
+            listener("max_connections = 5\nmax_connections_per_ip = 0").validate(0, &base, false),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn inconsistent_listener_tls_is_refused_naming_the_key() {
+        let base = GatewayTls::default();
+        let cases = [
+            ("tls = true\ncert = \"/c.pem\"", "key", true),
+            ("tls = true\nkey = \"/k.pem\"", "cert", true),
+            ("tls = true\nocsp_response = \"/o.der\"", "ocsp_response", true),
+            ("tls = true", "tls", false),
+            ("tls = true\nclient_ca = \"/ca.pem\"", "tls", false),
+            ("tls = true\nclient_auth = \"required\"", "client_ca", true),
+            ("tls = true\nverify_depth = 0", "verify_depth", true),
+            ("max_connections = 0", "max_connections", true),
+            ("tls = true\nredirect_to_https = true", "redirect_to_https", true),
+            (
+                "tls = true\ncertificates = [{ hosts = [], cert = \"/c\", key = \"/k\" }]",
+                "certificates[0].hosts",
+                true,
+            ),
+        ];
+        for (text, key, server_tls) in cases {
+            let (path, _) = refusal(&listener(text), &base, server_tls);
+            assert_eq!(path, format!("server.listeners[2].{key}"), "{text}");
+        }
+        // client_auth inherited from [gateway.tls] with a CA of its own there is fine
+        let base = GatewayTls {
+            client_auth: ClientAuth::Required,
+            client_ca: Some("/ca.pem".into()),
+            ..GatewayTls::default()
+        };
+        assert_eq!(listener("tls = true\nverify_depth = 1").validate(0, &base, true), Ok(()));
+    }
+
+    #[test]
+    fn unknown_listener_keys_are_refused() {
+        let err = toml::from_str::<ExtraListener>("listen = \"127.0.0.1:0\"\nssl_certificate = \"/c\"")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("ssl_certificate"), "{err}");
+        let err = toml::from_str::<ExtraListener>(
+            "listen = \"127.0.0.1:0\"\ntls = true\ncertificates = [{ hosts = [\"a\"], cert = \"/c\", key = \"/k\", ca = \"/x\" }]",
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("ca"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_listener_prints_without_its_unset_keys() {
+        let text = toml::to_string(&listener("")).expect("prints");
+        assert!(!text.contains("client_ca"), "{text}");
+        let back: ExtraListener = toml::from_str(&text).expect("reads back");
+        assert_eq!(back, listener(""));
+    }
 }

@@ -376,7 +376,7 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("proxy_next_upstream_tries", "Ferry tries at most 3 servers, within the pool's retry_budget"),
     ("proxy_next_upstream_timeout", "Ferry tries at most 3 servers, within the pool's retry_budget"),
     ("proxy_ignore_client_abort", "Ferry stops the upstream request when the client goes away"),
-    ("proxy_protocol", "the PROXY protocol towards upstreams is not built (listeners take it: `listen … proxy_protocol`)"),
+    ("proxy_protocol", "a stream-module directive; for an http:// pool set `proxy_protocol = \"v1\"` (or \"v2\") on it in Ferry (listeners take the header with `listen … proxy_protocol`)"),
     ("set_real_ip_from", "use [gateway] trusted_proxies (X-Forwarded-For of trusted proxies is kept)"),
     ("real_ip_header", "use [gateway] trusted_proxies (X-Forwarded-For of trusted proxies is kept)"),
     ("real_ip_recursive", "use [gateway] trusted_proxies"),
@@ -3104,6 +3104,7 @@ impl<'a> Translator<'a> {
                 redirect_to_https: redirect,
                 https_port: 443,
                 proxy_protocol: a.proxy_protocol,
+                ..ExtraListener::default()
             });
         }
         // redirects that did not become a listener of their own
@@ -3265,13 +3266,7 @@ pub fn to_toml(config: &Config, source: &str) -> Result<String, NginxError> {
         max_conns: None,
     })
     .map_err(ser)?;
-    let listener_default = toml::Value::try_from(ExtraListener {
-        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
-        tls: false,
-        redirect_to_https: false,
-        https_port: 443,
-        proxy_protocol: false,
-    })
+    let listener_default = toml::Value::try_from(ExtraListener::default())
     .map_err(ser)?;
     let sticky_default = toml::Value::try_from(StickyCookie::default()).map_err(ser)?;
     if let Some(root) = value.as_table_mut() {
