@@ -588,3 +588,194 @@ client_auth = "required"
     curl("new.example.test", port, "/n", ca, None, &[]).await?;
     Ok(())
 }
+
+/// A `[[server.listeners]]` entry with TLS settings of its own (nginx's `server { listen 8443 ssl;
+/// ssl_certificate …; ssl_client_certificate …; ssl_verify_client on; }`): its own certificate and a required
+/// client certificate of its own CA, while the main listener and a TLS listener without settings of its own keep
+/// `server.tls_cert` and `[gateway.tls]` (optional client certificates of another CA). The client certificate's
+/// details reach the upstream from the listener's connections as from the main one's. A reload that changes the
+/// listener's certificate applies to new connections; one naming a missing file is refused, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_with_a_certificate_and_client_ca_of_its_own() -> anyhow::Result<()> {
+    const T: Duration = Duration::from_secs(20);
+    let dir = TempDir::new("ferry-gw-listener-tls-")?;
+    let d = dir.path();
+    let main_ca = Ca::new(d, "main-ca")?;
+    let partner_ca = Ca::new(d, "partner-ca")?;
+    let renewed_ca = Ca::new(d, "renewed-ca")?;
+    let staff_ca = Ca::new(d, "staff-ca")?;
+    let partners_ca = Ca::new(d, "partners-clients-ca")?;
+    let default = main_ca.leaf(d, "default", "localhost", &["localhost"])?;
+    let partner = partner_ca.leaf(d, "partner", "localhost", &["localhost"])?;
+    let renewed = renewed_ca.leaf(d, "renewed", "localhost", &["localhost"])?;
+    let staff = staff_ca.leaf(d, "staff", "staff one", &["client.example.test"])?;
+    let partner_client =
+        partners_ca.leaf(d, "partner-client", "partner one", &["client.example.test"])?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let text = |cert: &Path, key: &Path| {
+        format!(
+            r#"
+[gateway.tls]
+client_auth = "optional"
+client_ca = "{staff_ca}"
+
+[[server.listeners]]
+listen = "127.0.0.1:0"
+tls = true
+
+[[server.listeners]]
+listen = "127.0.0.1:0"
+tls = true
+cert = "{cert}"
+key = "{key}"
+client_auth = "required"
+client_ca = "{partners_ca}"
+
+[[gateway.routes]]
+upstream = "echo"
+
+[gateway.upstreams.echo]
+servers = [{{ url = "{echo}" }}]
+"#,
+            staff_ca = staff_ca.path.display(),
+            partners_ca = partners_ca.path.display(),
+            cert = cert.display(),
+            key = key.display(),
+            echo = echo.url()
+        )
+    };
+    let config = write_file(d, "ferry.toml", &text(&partner.0, &partner.1))?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(&default.0, &default.1)
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let port = |url: &str| -> anyhow::Result<u16> {
+        let addr: std::net::SocketAddr = url.trim_start_matches("https://").parse()?;
+        Ok(addr.port())
+    };
+    let extra: Vec<u16> = server
+        .output()
+        .stdout()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ferry also listening on "))
+        .map(port)
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(extra.len(), 2, "{}", server.output().stdout());
+    let (main, shared, own) = (server.addr().port(), extra[0], extra[1]);
+    let verify = |body: &str| -> anyhow::Result<EchoReply> { Ok(serde_json::from_str(body)?) };
+
+    // the main listener and the listener sharing its settings: the main certificate, optional staff certificates
+    for p in [main, shared] {
+        let e = verify(&curl("localhost", p, "/m", &main_ca.path, None, &[]).await?)?;
+        assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"), "port {p}");
+        let e = verify(&curl("localhost", p, "/m", &main_ca.path, Some(&staff), &[]).await?)?;
+        assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"), "port {p}");
+        assert!(e
+            .header("x-ssl-client-s-dn")
+            .is_some_and(|v| v.contains("staff one")));
+        // a partner's certificate is not of the staff CA: counted as none there
+        let e = verify(
+            &curl("localhost", p, "/m", &main_ca.path, Some(&partner_client), &[]).await?,
+        )?;
+        assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"), "port {p}");
+        assert!(
+            curl("localhost", p, "/m", &partner_ca.path, None, &[])
+                .await
+                .is_err(),
+            "port {p} serves the main certificate"
+        );
+    }
+
+    // the listener of its own: its certificate, and a partner certificate required
+    assert!(
+        curl("localhost", own, "/p", &main_ca.path, Some(&partner_client), &[])
+            .await
+            .is_err(),
+        "the listener's own certificate is not the main one"
+    );
+    let refused = curl("localhost", own, "/p", &partner_ca.path, None, &[]).await;
+    assert!(refused.is_err(), "connected without a client certificate");
+    let refused = curl("localhost", own, "/p", &partner_ca.path, Some(&staff), &[]).await;
+    assert!(refused.is_err(), "connected with a certificate of the main CA");
+    let e = verify(
+        &curl(
+            "localhost",
+            own,
+            "/p",
+            &partner_ca.path,
+            Some(&partner_client),
+            &["X-SSL-Client-S-DN: CN=forged"],
+        )
+        .await?,
+    )?;
+    assert_eq!(e.uri, "/p");
+    assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
+    assert_eq!(e.header_all("x-ssl-client-s-dn"), vec!["CN=partner one"]);
+    assert!(e
+        .header("x-ssl-client-i-dn")
+        .is_some_and(|v| v.contains("partners-clients-ca")));
+    assert_eq!(e.header("x-ssl-client-fingerprint").map(str::len), Some(64));
+
+    // a reload gives the listener another certificate: new connections get it
+    let tmp = config.with_extension("tmp");
+    std::fs::write(&tmp, text(&renewed.0, &renewed.1))?;
+    std::fs::rename(&tmp, &config)?;
+    server
+        .output()
+        .wait_stderr("listener changed by a reload", T)
+        .await?;
+    let e = verify(
+        &curl(
+            "localhost",
+            own,
+            "/r",
+            &renewed_ca.path,
+            Some(&partner_client),
+            &[],
+        )
+        .await?,
+    )?;
+    assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
+    assert!(
+        curl("localhost", own, "/r", &partner_ca.path, Some(&partner_client), &[])
+            .await
+            .is_err(),
+        "the old certificate is gone"
+    );
+    assert!(
+        curl("localhost", own, "/r", &renewed_ca.path, None, &[])
+            .await
+            .is_err(),
+        "still a required client certificate"
+    );
+    curl("localhost", main, "/m", &main_ca.path, None, &[]).await?;
+    curl("localhost", shared, "/m", &main_ca.path, None, &[]).await?;
+
+    // a reload naming a missing certificate file is refused with the listener's key; nothing changes
+    let gone = d.join("gone.pem");
+    std::fs::write(&tmp, text(&gone, &renewed.1))?;
+    std::fs::rename(&tmp, &config)?;
+    server
+        .output()
+        .wait_stderr("gateway section of the config file refused", T)
+        .await?;
+    assert!(
+        server.output().stderr_contains("server.listeners[1].cert"),
+        "{}",
+        server.output().tail(5)
+    );
+    curl(
+        "localhost",
+        own,
+        "/r",
+        &renewed_ca.path,
+        Some(&partner_client),
+        &[],
+    )
+    .await?;
+    Ok(())
+}

@@ -99,8 +99,19 @@ impl Listeners {
             .with_proxy_protocol(s.proxy_protocol);
         let mut extra = Vec::with_capacity(s.listeners.len());
         let shared_tls = public.tls_reloader();
-        for l in &s.listeners {
-            let tls = if l.tls { shared_tls.as_ref() } else { None };
+        for (i, l) in s.listeners.iter().enumerate() {
+            // a listener with TLS settings of its own gets them (every file read now), the others share public's
+            let own = match l.has_own_tls() {
+                true => Some(
+                    listeners::start_own_tls(i, l, &config.gateway.tls, tls.as_ref())
+                        .map_err(listener_error)?,
+                ),
+                false => None,
+            };
+            let tls = match l.tls {
+                true => own.as_ref().or(shared_tls.as_ref()),
+                false => None,
+            };
             let listener =
                 Listener::bind_sharing(l.listen, tls)?.with_proxy_protocol(l.proxy_protocol);
             extra.push((listener, l.clone()));
@@ -154,10 +165,26 @@ pub fn check_config(config: &Config) -> Result<(), AppError> {
         }),
         _ => None,
     };
-    if let Some(options) = tls_options(config, default)? {
+    if let Some(options) = tls_options(config, default.clone())? {
         options.load_files()?;
     }
+    for (i, l) in config.server.listeners.iter().enumerate() {
+        if l.has_own_tls() {
+            listeners::own_tls_options(i, l, &config.gateway.tls, default.as_ref())
+                .and_then(|options| {
+                    options
+                        .load_files()
+                        .map_err(|e| listeners::tls_error(i, l, e))
+                })
+                .map_err(listener_error)?;
+        }
+    }
     Ok(())
+}
+
+/// An error of a `[[server.listeners]]` entry's TLS settings, by its key.
+fn listener_error((path, message): (String, String)) -> AppError {
+    AppError::Gateway(ferry_edge::EdgeError::Config { path, message })
 }
 
 /// The public listener's TLS: `server.tls_cert`/`tls_key` as the default certificate, plus `[gateway.tls]`
@@ -171,7 +198,7 @@ fn tls_options(
 
 /// The [`ferry_gateway::TlsOptions`] of `[gateway.tls]` with `default` as the default certificate (`None`: no
 /// TLS, and then `[gateway.tls]` must be empty).
-fn gateway_tls_options(
+pub(crate) fn gateway_tls_options(
     g: &ferry_config::GatewayTls,
     default: Option<TlsFiles>,
 ) -> Result<Option<ferry_gateway::TlsOptions>, ferry_edge::EdgeError> {
@@ -669,10 +696,19 @@ pub async fn run_with_source(
     };
     let edge = node.edge.clone();
     let handler = routes::handler(node);
+    let default_cert = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let extra = listeners::ExtraListeners::new(
         handler.clone(),
         options.clone(),
         listeners.public.tls_reloader(),
+        default_cert,
+        config.gateway.tls.clone(),
         stop_rx.clone(),
     );
     // the gateway's reload (of the main config file) also changes `[gateway.tls]` and `[[server.listeners]]`

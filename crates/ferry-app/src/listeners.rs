@@ -1,13 +1,21 @@
 //! The node's `[[server.listeners]]` while it serves: each one's serving task, and a reload of the config file
 //! that adds, changes or removes them without touching the other listeners' connections. An added listener is
 //! bound before the reload counts as applied (a port in use refuses it as a whole); a changed one keeps its
-//! socket and changes what new connections get (TLS, PROXY protocol, redirect); a removed one stops accepting
-//! and drains its own connections.
+//! socket and changes what new connections get (TLS, PROXY protocol, redirect, connection caps); a removed one
+//! stops accepting and drains its own connections.
+//!
+//! A TLS listener shares the public listener's TLS settings (`server.tls_cert` and `[gateway.tls]`) unless it
+//! sets TLS keys of its own: then it has TLS settings of its own, `[gateway.tls]` with its keys put over it,
+//! rebuilt (every file read before any is used) by a reload that changes either.
 
 use crate::routes;
-use ferry_config::ExtraListener;
-use ferry_gateway::{Handler, Listener, ListenerControl, ServeOptions, TlsReloader};
+use ferry_config::{ExtraListener, GatewayTls};
+use ferry_gateway::{
+    ConnectionCaps, GatewayError, Handler, Listener, ListenerControl, PreparedTls, ServeOptions,
+    TlsFiles, TlsOptions, TlsReloader,
+};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,8 +30,14 @@ struct Shared {
     /// The handler of a listener that serves (not one that redirects).
     handler: Handler,
     options: ServeOptions,
-    /// The public listener's TLS settings, which every TLS listener shares (and a `[gateway.tls]` reload changes).
+    /// The public listener's TLS settings, which every TLS listener without settings of its own shares (and a
+    /// `[gateway.tls]` reload changes).
     tls: Option<TlsReloader>,
+    /// `server.tls_cert`/`tls_key`: the default certificate of a listener with TLS settings of its own but no
+    /// `cert` of its own.
+    default_cert: Option<TlsFiles>,
+    /// `[gateway.tls]` as the listeners with settings of their own were last built with.
+    gateway_tls: Mutex<GatewayTls>,
     /// Becomes true when the node drains: every listener stops accepting.
     stop_all: watch::Receiver<bool>,
     running: Mutex<Vec<Running>>,
@@ -33,6 +47,8 @@ struct Shared {
 struct Running {
     config: ExtraListener,
     control: ListenerControl,
+    /// Its TLS settings of its own (`None`: plain, or sharing the public listener's).
+    own_tls: Option<TlsReloader>,
     /// The bound address (the configured one, or the port the OS picked for port 0).
     addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -52,11 +68,122 @@ struct Plan {
     keep: Vec<Step>,
     /// Running ones that are gone from the list.
     removed: Vec<usize>,
+    /// The `[gateway.tls]` the plan was made with.
+    gateway_tls: GatewayTls,
 }
 
 enum Step {
-    Keep(usize, ExtraListener),
-    Add(Box<Listener>, ExtraListener),
+    Keep(usize, ExtraListener, OwnTls),
+    Add(Box<Listener>, ExtraListener, Option<TlsReloader>),
+}
+
+/// What a reload does to a kept listener's TLS settings of its own.
+enum OwnTls {
+    /// None before, none now (plain, or sharing the public listener's).
+    None,
+    /// The settings in use stay.
+    Same,
+    /// New settings for its switch, loaded and checked.
+    Reload(Box<PreparedTls>),
+    /// A switch of its own, new (it had none before).
+    Start(TlsReloader),
+}
+
+/// The TLS settings of listener `index` with settings of its own: `[gateway.tls]` (`base`) with its keys put
+/// over it, and its own certificate or `default` (`server.tls_cert`). Errors name the listener's key.
+pub(crate) fn own_tls_options(
+    index: usize,
+    config: &ExtraListener,
+    base: &GatewayTls,
+    default: Option<&TlsFiles>,
+) -> Result<TlsOptions, (String, String)> {
+    let default = match (config.own_certificate(), default) {
+        (Some((cert, key)), _) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, Some(files)) => files.clone(),
+        (None, None) => return Err(no_tls(index)),
+    };
+    let options = crate::gateway_tls_options(&config.tls_settings(base), Some(default))
+        .map_err(|e| (format!("server.listeners[{index}]"), e.to_string()))?
+        .ok_or_else(|| no_tls(index))?;
+    options
+        .check()
+        .map_err(|e| tls_error(index, config, e))?;
+    Ok(options)
+}
+
+/// Start TLS settings of its own for listener `index` (every file read), as [`own_tls_options`] builds them.
+pub(crate) fn start_own_tls(
+    index: usize,
+    config: &ExtraListener,
+    base: &GatewayTls,
+    default: Option<&TlsFiles>,
+) -> Result<TlsReloader, (String, String)> {
+    let options = own_tls_options(index, config, base, default)?;
+    TlsReloader::start(options).map_err(|e| tls_error(index, config, e))
+}
+
+/// A TLS error of listener `index`, with the key it comes from: the listener's own when it set it
+/// (`server.listeners[1].client_ca`), else the listener and the `[gateway.tls]` key it inherited.
+pub(crate) fn tls_error(
+    index: usize,
+    config: &ExtraListener,
+    error: GatewayError,
+) -> (String, String) {
+    let listener = format!("server.listeners[{index}]");
+    match &error {
+        GatewayError::Settings { key, message } => {
+            let field = key.strip_prefix("gateway.tls.").unwrap_or(key);
+            let top = field.split(['[', '.']).next().unwrap_or(field);
+            if config.own_tls_keys().contains(&top) {
+                (format!("{listener}.{field}"), message.clone())
+            } else {
+                (listener, format!("{key} (from [gateway.tls]): {message}"))
+            }
+        }
+        GatewayError::Certificate { path, .. } | GatewayError::Key { path, .. } => {
+            match file_key(config, Path::new(path)) {
+                Some(field) => (format!("{listener}.{field}"), error.to_string()),
+                None => (listener, error.to_string()),
+            }
+        }
+        _ => (listener, error.to_string()),
+    }
+}
+
+/// Which of the listener's own keys names `path`, if one does.
+fn file_key(config: &ExtraListener, path: &Path) -> Option<String> {
+    let is = |p: &Option<std::path::PathBuf>| p.as_deref() == Some(path);
+    if is(&config.cert) {
+        return Some("cert".into());
+    }
+    if is(&config.key) {
+        return Some("key".into());
+    }
+    if is(&config.client_ca) {
+        return Some("client_ca".into());
+    }
+    if is(&config.ocsp_response) {
+        return Some("ocsp_response".into());
+    }
+    if let Some(k) = config.client_crl.iter().flatten().position(|p| p == path) {
+        return Some(format!("client_crl[{k}]"));
+    }
+    for (j, c) in config.certificates.iter().flatten().enumerate() {
+        for (field, p) in [
+            ("cert", Some(&c.cert)),
+            ("key", Some(&c.key)),
+            ("client_ca", c.client_ca.as_ref()),
+            ("ocsp_response", c.ocsp_response.as_ref()),
+        ] {
+            if p.is_some_and(|p| p == path) {
+                return Some(format!("certificates[{j}].{field}"));
+            }
+        }
+    }
+    None
 }
 
 impl ExtraListeners {
@@ -64,6 +191,8 @@ impl ExtraListeners {
         handler: Handler,
         options: ServeOptions,
         tls: Option<TlsReloader>,
+        default_cert: Option<TlsFiles>,
+        gateway_tls: GatewayTls,
         stop_all: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -71,6 +200,8 @@ impl ExtraListeners {
                 handler,
                 options,
                 tls,
+                default_cert,
+                gateway_tls: Mutex::new(gateway_tls),
                 stop_all,
                 running: Mutex::new(Vec::new()),
                 tasks: Mutex::new(Vec::new()),
@@ -84,6 +215,11 @@ impl ExtraListeners {
         let (stop, own_stop) = watch::channel(false);
         let addr = listener.local_addr();
         let control = listener.control();
+        let own_tls = config
+            .has_own_tls()
+            .then(|| listener.tls_reloader())
+            .flatten();
+        let listener = listener.with_connection_caps(shared.caps_for(&config));
         let mut all = shared.stop_all.clone();
         let mut own = own_stop;
         let stopped = async move {
@@ -106,6 +242,7 @@ impl ExtraListeners {
         lock(&shared.running).push(Running {
             config,
             control,
+            own_tls,
             addr,
             stop,
         });
@@ -117,49 +254,89 @@ impl ExtraListeners {
         futures_util::future::join_all(tasks).await;
     }
 
-    /// The hook a reload of the config file calls with the new `[[server.listeners]]` list.
+    /// The hook a reload of the config file calls with the new `[[server.listeners]]` list and `[gateway.tls]`.
     pub(crate) fn reload_hook(&self) -> ferry_edge::ListenersReload {
         let this = self.clone();
-        Box::new(move |wanted: &[ExtraListener]| {
-            let plan = this.plan(wanted)?;
+        Box::new(move |wanted: &[ExtraListener], gateway_tls: &GatewayTls| {
+            let plan = this.plan(wanted, gateway_tls)?;
             let this = this.clone();
             Ok(Box::new(move || this.apply(plan)) as Box<dyn FnOnce() + Send>)
         })
     }
 
-    /// Match `wanted` with the running listeners (by address; those on port 0 in order) and bind the new ones.
-    fn plan(&self, wanted: &[ExtraListener]) -> Result<Plan, String> {
-        let running: Vec<ExtraListener> = lock(&self.shared.running)
+    /// Match `wanted` with the running listeners (by address; those on port 0 in order), bind the new ones and
+    /// load the TLS settings of those with settings of their own.
+    fn plan(&self, wanted: &[ExtraListener], gateway_tls: &GatewayTls) -> Result<Plan, String> {
+        let shared = &self.shared;
+        let running: Vec<(ExtraListener, Option<TlsReloader>)> = lock(&shared.running)
             .iter()
-            .map(|r| r.config.clone())
+            .map(|r| (r.config.clone(), r.own_tls.clone()))
             .collect();
+        let tls_changed = *lock(&shared.gateway_tls) != *gateway_tls;
+        let joined = |(key, message): (String, String)| format!("{key}: {message}");
         let mut taken = vec![false; running.len()];
         let mut keep = Vec::with_capacity(wanted.len());
         for (i, config) in wanted.iter().enumerate() {
-            let same = running.iter().enumerate().position(|(j, r)| {
+            let same = running.iter().enumerate().position(|(j, (r, _))| {
                 !taken[j]
                     && r.listen.ip() == config.listen.ip()
                     && r.listen.port() == config.listen.port()
             });
             if let Some(j) = same {
                 taken[j] = true;
-                if config.tls && self.shared.tls.is_none() {
-                    return Err(no_tls(i));
-                }
-                keep.push(Step::Keep(j, config.clone()));
+                let (old, old_tls) = &running[j];
+                let own = match (config.has_own_tls(), old_tls) {
+                    (false, _) => {
+                        if config.tls && shared.tls.is_none() {
+                            return Err(joined(no_tls(i)));
+                        }
+                        OwnTls::None
+                    }
+                    (true, Some(_)) if old == config && !tls_changed => OwnTls::Same,
+                    (true, Some(switch)) => {
+                        let options = own_tls_options(
+                            i,
+                            config,
+                            gateway_tls,
+                            shared.default_cert.as_ref(),
+                        )
+                        .map_err(joined)?;
+                        let prepared = switch
+                            .prepare(options)
+                            .map_err(|e| joined(tls_error(i, config, e)))?;
+                        OwnTls::Reload(Box::new(prepared))
+                    }
+                    (true, None) => OwnTls::Start(
+                        start_own_tls(i, config, gateway_tls, shared.default_cert.as_ref())
+                            .map_err(joined)?,
+                    ),
+                };
+                keep.push(Step::Keep(j, config.clone(), own));
                 continue;
             }
-            let tls = match (config.tls, &self.shared.tls) {
-                (false, _) => None,
-                (true, Some(tls)) => Some(tls),
-                (true, None) => return Err(no_tls(i)),
+            let own = match config.has_own_tls() {
+                true => Some(
+                    start_own_tls(i, config, gateway_tls, shared.default_cert.as_ref())
+                        .map_err(joined)?,
+                ),
+                false => None,
+            };
+            let tls = match (config.tls, &own, &shared.tls) {
+                (false, _, _) => None,
+                (true, Some(own), _) => Some(own),
+                (true, None, Some(tls)) => Some(tls),
+                (true, None, None) => return Err(joined(no_tls(i))),
             };
             let listener = Listener::bind_sharing(config.listen, tls)
                 .map_err(|e| format!("server.listeners[{i}].listen: {e}"))?;
-            keep.push(Step::Add(Box::new(listener), config.clone()));
+            keep.push(Step::Add(Box::new(listener), config.clone(), own));
         }
         let removed = (0..running.len()).filter(|j| !taken[*j]).collect();
-        Ok(Plan { keep, removed })
+        Ok(Plan {
+            keep,
+            removed,
+            gateway_tls: gateway_tls.clone(),
+        })
     }
 
     fn apply(&self, plan: Plan) {
@@ -174,32 +351,47 @@ impl ExtraListeners {
         }
         for step in plan.keep {
             match step {
-                Step::Keep(j, config) => {
+                Step::Keep(j, config, own) => {
                     let Some(mut r) = old.get_mut(j).and_then(Option::take) else {
                         continue;
                     };
-                    if r.config != config {
-                        let tls = if config.tls {
-                            shared.tls.as_ref()
-                        } else {
-                            None
+                    let (own_tls, new_switch) = match own {
+                        OwnTls::None => (None, r.own_tls.is_some()),
+                        OwnTls::Same => (r.own_tls.take(), false),
+                        OwnTls::Reload(prepared) => {
+                            prepared.commit();
+                            if r.config == config {
+                                tracing::info!(listener = %r.url(), "listener's TLS settings reloaded with [gateway.tls]: new connections get them");
+                            }
+                            (r.own_tls.take(), false)
+                        }
+                        OwnTls::Start(switch) => (Some(switch), true),
+                    };
+                    if r.config != config || new_switch {
+                        let tls = match (config.tls, &own_tls) {
+                            (false, _) => None,
+                            (true, Some(own)) => Some(own),
+                            (true, None) => shared.tls.as_ref(),
                         };
                         r.control.change(
                             tls,
                             config.proxy_protocol,
                             Some(shared.handler_for(&config)),
+                            shared.caps_for(&config),
                         );
                         r.config = config;
                         tracing::info!(listener = %r.url(), "listener changed by a reload: new connections get its new settings");
                     }
+                    r.own_tls = own_tls;
                     lock(&shared.running).push(r);
                 }
-                Step::Add(listener, config) => {
+                Step::Add(listener, config, _own) => {
                     tracing::info!(listener = %listener.url(), "listener added by a reload");
                     self.serve(*listener, config);
                 }
             }
         }
+        *lock(&shared.gateway_tls) = plan.gateway_tls;
     }
 
     /// The URLs of the running listeners, in order.
@@ -219,10 +411,31 @@ impl Shared {
             false => self.handler.clone(),
         }
     }
+
+    /// The caps of a listener with caps of its own (`None`: the node's `[server.http]` ones).
+    fn caps_for(&self, config: &ExtraListener) -> Option<ConnectionCaps> {
+        caps_for(config, &self.options)
+    }
 }
 
-fn no_tls(i: usize) -> String {
-    format!("server.listeners[{i}].tls: this node started without server.tls_cert and server.tls_key; a TLS listener needs a restart with them")
+/// The caps of `config`'s connections when it sets any (the other one from `options`).
+pub(crate) fn caps_for(config: &ExtraListener, options: &ServeOptions) -> Option<ConnectionCaps> {
+    if config.max_connections.is_none() && config.max_connections_per_ip.is_none() {
+        return None;
+    }
+    Some(ConnectionCaps {
+        max_connections: config.max_connections.unwrap_or(options.max_connections),
+        max_connections_per_ip: config
+            .max_connections_per_ip
+            .unwrap_or(options.max_connections_per_ip),
+    })
+}
+
+fn no_tls(i: usize) -> (String, String) {
+    (
+        format!("server.listeners[{i}].tls"),
+        "this node started without server.tls_cert and server.tls_key; a TLS listener needs cert and key of its own, or a restart with them".to_owned(),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -240,10 +453,7 @@ mod tests {
     fn entry(listen: &str) -> ExtraListener {
         ExtraListener {
             listen: listen.parse().expect("an address"),
-            tls: false,
-            redirect_to_https: false,
-            https_port: 443,
-            proxy_protocol: false,
+            ..ExtraListener::default()
         }
     }
 
@@ -274,7 +484,15 @@ mod tests {
             &ferry_config::HttpSettings::default(),
             Duration::from_secs(1),
         );
-        let set = ExtraListeners::new(ok_handler(), options, None, stop_rx);
+        let set = ExtraListeners::new(
+            ok_handler(),
+            options,
+            None,
+            None,
+            GatewayTls::default(),
+            stop_rx,
+        );
+        let none = GatewayTls::default();
         let first =
             Listener::bind_sharing("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
         let first_addr = first.local_addr().to_string();
@@ -285,7 +503,7 @@ mod tests {
         // the first stays (port 0 entries match in order) but redirects; a second one is added
         let mut redirect = entry("127.0.0.1:0");
         redirect.redirect_to_https = true;
-        hook(&[redirect.clone(), entry("127.0.0.1:0")]).expect("prepared")();
+        hook(&[redirect.clone(), entry("127.0.0.1:0")], &none).expect("prepared")();
         let urls = set.urls();
         assert_eq!(urls.len(), 2);
         assert_eq!(addr_of(&urls[0]), first_addr, "the same socket");
@@ -297,7 +515,7 @@ mod tests {
         // a port in use refuses the reload: nothing changes
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let busy = entry(&taken.local_addr().expect("addr").to_string());
-        let refusal = match hook(&[busy]) {
+        let refusal = match hook(&[busy], &none) {
             Ok(_) => panic!("a port in use was taken"),
             Err(e) => e,
         };
@@ -308,7 +526,7 @@ mod tests {
         assert_eq!(set.urls(), urls);
 
         // one port-0 entry left: the first running one stays (serving again), the second is removed
-        hook(&[entry("127.0.0.1:0")]).expect("prepared")();
+        hook(&[entry("127.0.0.1:0")], &none).expect("prepared")();
         assert_eq!(set.urls().len(), 1);
         assert_eq!(addr_of(&set.urls()[0]), first_addr);
         assert!(get(&first_addr).await.expect("get").contains("served"));

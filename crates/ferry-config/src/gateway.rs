@@ -406,6 +406,19 @@ pub struct UpstreamConfig {
     /// to the pool, but never fewer than `min_retries`. Retries beyond it are not made (the error goes to the
     /// client), so that retries cannot multiply the load on a pool that is already failing.
     pub retry_budget: RetryBudget,
+    /// Start each connection to a server with a PROXY protocol header naming the client (`v1` text or `v2`
+    /// binary; HAProxy's `send-proxy` / `send-proxy-v2`), for servers that take the client's address from it.
+    /// Only `http://` servers. A connection then carries the requests of one client connection only. Unset:
+    /// none.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// See [`UpstreamConfig::proxy_protocol`].
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 /// See [`UpstreamConfig::retry_budget`].
@@ -527,6 +540,7 @@ impl Default for UpstreamConfig {
             sticky_cookie: None,
             retry_timeouts: true,
             retry_budget: RetryBudget::default(),
+            proxy_protocol: None,
         }
     }
 }

@@ -27,7 +27,7 @@ pub use connector::{
 };
 pub use gateway::{
     AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HeaderEdits,
-    HealthConfig, RateLimitConfig, RedirectConfig, RespondConfig, RetryBudget, RouteConfig,
+    HealthConfig, ProxyProtocolVersion, RateLimitConfig, RedirectConfig, RespondConfig, RetryBudget, RouteConfig,
     SniCertificate, StickyCookie, StickyCookieConfig, UpstreamConfig, UpstreamServer,
 };
 pub use layer::{

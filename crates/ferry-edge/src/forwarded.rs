@@ -63,6 +63,7 @@ mod tests {
     fn client(addr: &str) -> ClientInfo {
         ClientInfo {
             remote_addr: addr.parse().expect("addr"),
+            local_addr: ([192, 0, 2, 80], 443).into(),
             tls: true,
         }
     }

@@ -530,6 +530,7 @@ pub(crate) fn with_vars<B, T>(
 ) -> T {
     let unknown = ClientInfo {
         remote_addr: ([0, 0, 0, 0], 0).into(),
+        local_addr: ([0, 0, 0, 0], 0).into(),
         tls: false,
     };
     let client = req.extensions().get::<ClientInfo>().unwrap_or(&unknown);
@@ -583,6 +584,7 @@ mod tests {
     fn templates_render_variables_and_refuse_unknown_ones() {
         let client = ClientInfo {
             remote_addr: ([203, 0, 113, 9], 40123).into(),
+            local_addr: ([192, 0, 2, 80], 443).into(),
             tls: true,
         };
         let host = HeaderValue::from_static("Api.Example.com:8443");
@@ -634,6 +636,7 @@ mod tests {
             Edits::compile("gateway.routes[0]", "request_headers", &config, &[]).expect("compiles");
         let client = ClientInfo {
             remote_addr: ([192, 0, 2, 1], 1).into(),
+            local_addr: ([192, 0, 2, 80], 80).into(),
             tls: false,
         };
         let host = HeaderValue::from_static("h");

@@ -7,8 +7,8 @@
 //! per pool with its TLS settings, for ALPN and HTTP/2.
 
 use crate::EdgeError;
-use ferry_config::{Balance, HealthConfig, UpstreamConfig};
-use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
+use ferry_config::{Balance, HealthConfig, ProxyProtocolVersion, UpstreamConfig};
+use ferry_http::client::{ClientOptions, OriginClient, ProxyProtocol, ResponseBody, SendError};
 use ferry_http::Body;
 use http::uri::{Authority, Scheme};
 use hyper_rustls::HttpsConnector;
@@ -335,7 +335,13 @@ impl Pool {
             let client = match (p, &shared) {
                 (Protocol::Http, _) => ServerClient::Origin(OriginClient::for_authority(
                     &authority,
-                    ClientOptions::keep_alive(c.connect_timeout),
+                    ClientOptions {
+                        proxy_protocol: c.proxy_protocol.map(|v| match v {
+                            ProxyProtocolVersion::V1 => ProxyProtocol::V1,
+                            ProxyProtocolVersion::V2 => ProxyProtocol::V2,
+                        }),
+                        ..ClientOptions::keep_alive(c.connect_timeout)
+                    },
                 )),
                 (_, Some(client)) => ServerClient::Shared(client.clone()),
                 (_, None) => {
@@ -405,6 +411,12 @@ impl Pool {
             }
             (_, None) => None,
         };
+        if c.proxy_protocol.is_some() && protocol != Protocol::Http {
+            return Err(invalid(
+                "proxy_protocol",
+                "only used with http:// servers (a PROXY header before TLS or HTTP/2 is not built)".into(),
+            ));
+        }
         if c.ca_file.is_some() && protocol != Protocol::Https {
             return Err(invalid("ca_file", "only used with https:// servers".into()));
         }
@@ -614,16 +626,22 @@ impl Pool {
             .unwrap_or(set[0])
     }
 
-    /// Send `req` to server `i`. Its URI is in origin form (`/path?query`) and its headers include `Host`.
+    /// Send `req`, of the client connection `client` (`None`: a request of Ferry's own, a health check), to
+    /// server `i`. Its URI is in origin form (`/path?query`) and its headers include `Host`.
     pub async fn send(
         &self,
         i: usize,
         mut req: http::Request<Body>,
+        client: Option<&ferry_http::ClientInfo>,
     ) -> Result<http::Response<ResponseBody>, SendError> {
         let server = &self.servers[i];
         let shared = match &server.client {
-            ServerClient::Origin(client) => {
-                return Ok(client.send(req).await?.map(ResponseBody::Origin))
+            ServerClient::Origin(origin) => {
+                let connection = client.map(|c| (c.remote_addr, c.local_addr));
+                return Ok(origin
+                    .send_for(req, connection)
+                    .await?
+                    .map(ResponseBody::Origin));
             }
             ServerClient::Shared(client) => client,
         };
@@ -714,7 +732,7 @@ impl Pool {
                 *req.uri_mut() = target.into();
                 req.headers_mut().insert(http::header::HOST, host);
                 let exchange = async {
-                    let resp = self.send(index, req).await.ok()?;
+                    let resp = self.send(index, req, None).await.ok()?;
                     let ok = resp.status().as_u16() < 400;
                     http_body_util::BodyExt::collect(resp.into_body())
                         .await

@@ -236,14 +236,12 @@ pub(crate) async fn forward(
             return too_large(limit, &request_id);
         }
     }
-    let client = req
-        .extensions()
-        .get::<ClientInfo>()
-        .copied()
-        .unwrap_or(ClientInfo {
-            remote_addr: ([0, 0, 0, 0], 0).into(),
-            tls: false,
-        });
+    let connection = req.extensions().get::<ClientInfo>().copied();
+    let client = connection.unwrap_or(ClientInfo {
+        remote_addr: ([0, 0, 0, 0], 0).into(),
+        local_addr: ([0, 0, 0, 0], 0).into(),
+        tls: false,
+    });
     let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
     // only the protocols the route allows (websocket by default); another is ignored, and `Upgrade` goes with
     // the other hop-by-hop headers
@@ -458,7 +456,7 @@ pub(crate) async fn forward(
         }
         let guard = pool.start(i);
         let sent = Instant::now();
-        match tokio::time::timeout(head_wait, pool.send(i, out)).await {
+        match tokio::time::timeout(head_wait, pool.send(i, out, connection.as_ref())).await {
             Ok(Ok(resp)) => {
                 let upstream_time = sent.elapsed();
                 pool.record_success(i);

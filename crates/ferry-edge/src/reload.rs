@@ -69,9 +69,13 @@ pub type TlsReload =
     Box<dyn Fn(&GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
 
 /// Prepares a new `[[server.listeners]]` list (new addresses bound, so that a port in use refuses the whole
-/// reload) and returns what puts it to use: listeners added, changed in place, removed.
-pub type ListenersReload =
-    Box<dyn Fn(&[ExtraListener]) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
+/// reload; the TLS settings of listeners with settings of their own, which are `[gateway.tls]` with their keys
+/// put over it, loaded) and returns what puts it to use: listeners added, changed in place, removed.
+pub type ListenersReload = Box<
+    dyn Fn(&[ExtraListener], &GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String>
+        + Send
+        + Sync,
+>;
 
 /// What a reload of the main config file changes beside the gateway's table, given by the node that owns the
 /// listeners. Without one of them, a change of its settings is refused until the next start.
@@ -182,10 +186,13 @@ impl MainFile {
                 return Err("gateway.tls: this node has no TLS listener to apply it to; it takes effect at the next start".into())
             }
         };
-        // the listeners next, bound but not serving: a port in use refuses the whole reload
-        let listeners_commit = match (listeners_changed, &self.node.listeners) {
+        // the listeners next, bound but not serving: a port in use refuses the whole reload; a `[gateway.tls]`
+        // change reaches the listeners with TLS settings of their own (built over it) this way too
+        let tls_changed = config.tls != *tls_in_use;
+        let listeners_commit = match (listeners_changed || tls_changed, &self.node.listeners) {
             (false, _) => None,
-            (true, Some(prepare)) => Some(prepare(&full.server.listeners)?),
+            (true, Some(prepare)) => Some(prepare(&full.server.listeners, &config.tls)?),
+            (true, None) if !listeners_changed => None,
             (true, None) => {
                 return Err("server.listeners: this node cannot change its listeners by a reload; it takes effect at the next start".into())
             }
@@ -202,8 +209,10 @@ impl MainFile {
         }
         if let Some(commit) = listeners_commit {
             commit();
-            *listeners_in_use = full.server.listeners;
-            tracing::info!(file = %path.display(), "server.listeners reloaded");
+            if listeners_changed {
+                *listeners_in_use = full.server.listeners;
+                tracing::info!(file = %path.display(), "server.listeners reloaded");
+            }
         }
         *applied = config;
         Ok(true)

@@ -1521,3 +1521,101 @@ async fn rate_limited_routes_answer_429_with_retry_after() {
         );
     }
 }
+
+/// `proxy_protocol` on a pool: each client connection reaches the upstream on connections of its own, whose PROXY
+/// header names that client connection (the upstream here is a Ferry listener that takes the header), and its
+/// requests keep using them; health checks still pass (their connections say `LOCAL` / `UNKNOWN`). The header is
+/// refused on pools of `https://` servers.
+#[tokio::test]
+async fn proxy_protocol_headers_name_each_client_connection_to_upstreams() {
+    for version in ["v1", "v2"] {
+        let upstream = Listener::bind(([127, 0, 0, 1], 0).into(), None)
+            .await
+            .expect("bind")
+            .with_proxy_protocol(true);
+        let upstream_url = upstream.url();
+        let handler: Handler = Arc::new(|req: Request<Incoming>| {
+            Box::pin(async move {
+                let client = req
+                    .extensions()
+                    .get::<ferry_http::ClientInfo>()
+                    .map(|c| c.remote_addr.to_string())
+                    .unwrap_or_default();
+                Response::new(full(client))
+            })
+        });
+        let _upstream = AbortOnDrop(tokio::spawn(ferry_gateway::serve(
+            upstream,
+            handler,
+            options(),
+            std::future::pending(),
+        )));
+        let (url, gw, _g) = front(&format!(
+            r#"
+            [[routes]]
+            upstream = "p"
+            [upstreams.p]
+            servers = [{{ url = "{upstream_url}" }}]
+            proxy_protocol = "{version}"
+            health = {{ path = "/healthz", interval = "50ms", timeout = "1s", healthy_threshold = 1, unhealthy_threshold = 1 }}
+            "#
+        ))
+        .await;
+        let gateway: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("gateway address");
+        // let a few health checks run against the upstream that wants the header
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..2 {
+            let stream = tokio::net::TcpStream::connect(gateway)
+                .await
+                .expect("connect");
+            let me = stream.local_addr().expect("local address");
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            let _conn = AbortOnDrop(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            for _ in 0..3 {
+                let req = Request::get("/")
+                    .header(http::header::HOST, "app.example")
+                    .body(ferry_http::empty())
+                    .expect("request");
+                let resp = send.send_request(req).await.expect("response");
+                assert_eq!(resp.status(), 200, "{version}");
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert_eq!(
+                    String::from_utf8_lossy(&body),
+                    me.to_string(),
+                    "{version}: the upstream learns the client connection from the header"
+                );
+            }
+        }
+        let server = upstream_url.replace("http://", "");
+        let m = gw.render_metrics();
+        assert!(
+            m.contains(&format!(
+                "ferry_gateway_upstream_up{{upstream=\"p\",server=\"{server}\"}} 1"
+            )),
+            "{version}: health checks pass: {m}"
+        );
+    }
+    let refused = refusal(
+        r#"
+        [upstreams.p]
+        servers = [{ url = "https://127.0.0.1:1" }]
+        proxy_protocol = "v1"
+        "#,
+    );
+    assert!(
+        refused.contains("gateway.upstreams.p.proxy_protocol") && refused.contains("http://"),
+        "{refused}"
+    );
+}

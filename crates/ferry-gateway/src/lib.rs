@@ -16,6 +16,7 @@ mod proxy_protocol;
 mod serve;
 mod tls;
 
+pub use limits::ConnectionCaps;
 pub use listener::{tls_info, Listener, ListenerControl};
 pub use serve::{serve, Handler, ServeOptions};
 pub use tls::{ClientAuth, PreparedTls, SniSite, TlsFiles, TlsOptions, TlsReloader};

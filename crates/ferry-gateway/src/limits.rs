@@ -17,11 +17,19 @@ use tokio::net::TcpStream;
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 const MAX_LINGERING: usize = 64;
 
-/// The open connections of a listener, counted against its caps.
+/// A listener's caps on open connections: all of its own together, and from one client address (0: no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+/// The open connections of a listener, counted against its caps (which a reload may change: connections
+/// accepted from then on are counted against the new ones).
 #[derive(Debug)]
 pub(crate) struct ConnectionLimits {
-    max: usize,
-    per_ip: usize,
+    max: AtomicUsize,
+    per_ip: AtomicUsize,
     open: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
     lingering: AtomicUsize,
@@ -58,12 +66,28 @@ impl ConnectionLimits {
     /// `max` and `per_ip` of 0 mean no cap.
     pub(crate) fn new(max: usize, per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
-            max: if max == 0 { usize::MAX } else { max },
-            per_ip: if per_ip == 0 { usize::MAX } else { per_ip },
+            max: AtomicUsize::new(no_cap_is_max(max)),
+            per_ip: AtomicUsize::new(no_cap_is_max(per_ip)),
             open: AtomicUsize::new(0),
             by_ip: Mutex::default(),
             lingering: AtomicUsize::new(0),
         })
+    }
+
+    /// Count connections admitted from now on against `caps` (those already open stay).
+    pub(crate) fn set_caps(&self, caps: ConnectionCaps) {
+        self.max
+            .store(no_cap_is_max(caps.max_connections), Ordering::Relaxed);
+        self.per_ip
+            .store(no_cap_is_max(caps.max_connections_per_ip), Ordering::Relaxed);
+    }
+
+    fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    fn per_ip(&self) -> usize {
+        self.per_ip.load(Ordering::Relaxed)
     }
 
     /// Count a new connection from `ip`, unless a cap is reached: then the newest connection (this one) is the
@@ -74,12 +98,14 @@ impl ConnectionLimits {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if self.open.load(Ordering::Acquire) >= self.max {
-            return Err(Refusal::Total(self.max));
+        let max = self.max();
+        if self.open.load(Ordering::Acquire) >= max {
+            return Err(Refusal::Total(max));
         }
         let held = by_ip.entry(ip).or_insert(0);
-        if *held >= self.per_ip {
-            return Err(Refusal::PerIp(self.per_ip));
+        let per_ip = self.per_ip();
+        if *held >= per_ip {
+            return Err(Refusal::PerIp(per_ip));
         }
         *held += 1;
         self.open.fetch_add(1, Ordering::AcqRel);
@@ -92,8 +118,9 @@ impl ConnectionLimits {
     /// Count a new connection whose client address comes later (behind a load balancer speaking the PROXY
     /// protocol): against the total cap now, against its address's cap by [`Permit::attribute`].
     pub(crate) fn admit_unattributed(self: &Arc<Self>) -> Result<Permit, Refusal> {
-        if self.open.load(Ordering::Acquire) >= self.max {
-            return Err(Refusal::Total(self.max));
+        let max = self.max();
+        if self.open.load(Ordering::Acquire) >= max {
+            return Err(Refusal::Total(max));
         }
         self.open.fetch_add(1, Ordering::AcqRel);
         Ok(Permit {
@@ -143,8 +170,9 @@ impl Permit {
             Err(poisoned) => poisoned.into_inner(),
         };
         let held = by_ip.entry(ip).or_insert(0);
-        if *held >= self.limits.per_ip {
-            return Err(Refusal::PerIp(self.limits.per_ip));
+        let per_ip = self.limits.per_ip();
+        if *held >= per_ip {
+            return Err(Refusal::PerIp(per_ip));
         }
         *held += 1;
         self.ip = Some(ip);
@@ -167,6 +195,15 @@ impl Drop for Permit {
             }
         }
         self.limits.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A cap of 0 is none.
+fn no_cap_is_max(cap: usize) -> usize {
+    if cap == 0 {
+        usize::MAX
+    } else {
+        cap
     }
 }
 
@@ -236,6 +273,18 @@ mod tests {
         drop(a1);
         assert_eq!(limits.open(), 2);
         assert!(limits.admit(a).is_ok());
+        // new caps count from now on: the open connections stay, new ones are measured against them
+        limits.set_caps(ConnectionCaps {
+            max_connections: 2,
+            max_connections_per_ip: 0,
+        });
+        assert_eq!(limits.admit(b).err(), Some(Refusal::Total(2)));
+        limits.set_caps(ConnectionCaps {
+            max_connections: 10,
+            max_connections_per_ip: 0,
+        });
+        let more: Vec<_> = (0..5).filter_map(|_| limits.admit(b).ok()).collect();
+        assert_eq!(more.len(), 5, "no cap per address");
         let unlimited = ConnectionLimits::new(0, 0);
         let held: Vec<_> = (0..1000).filter_map(|_| unlimited.admit(a).ok()).collect();
         assert_eq!(held.len(), 1000);

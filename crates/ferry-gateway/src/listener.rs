@@ -1,7 +1,7 @@
 //! Binding a listener, plain or with TLS (see [`crate::tls`] for the TLS settings and their reloading).
 
 use crate::tls::{TlsReloader, TlsSwitch};
-use crate::{GatewayError, TlsFiles, TlsOptions};
+use crate::{ConnectionCaps, GatewayError, TlsFiles, TlsOptions};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
@@ -22,6 +22,8 @@ pub(crate) struct ListenerMode {
     pub(crate) proxy_protocol: bool,
     /// The handler in place of the one [`crate::serve`] was given (set by [`ListenerControl::change`]).
     pub(crate) handler: Option<crate::Handler>,
+    /// Caps on this listener's connections in place of [`crate::ServeOptions`]'s.
+    pub(crate) caps: Option<ConnectionCaps>,
 }
 
 impl Listener {
@@ -69,6 +71,7 @@ impl Listener {
                 tls,
                 proxy_protocol: false,
                 handler: None,
+                caps: None,
             }))),
             local_addr,
         })
@@ -77,11 +80,25 @@ impl Listener {
     /// Expect a PROXY protocol header (v1 or v2) at the start of every connection and take the client's address
     /// from it: for a listener behind an L4 load balancer that sends one. A connection without one is closed.
     pub fn with_proxy_protocol(self, on: bool) -> Self {
-        let tls = self.mode().tls.clone();
+        let mode = self.mode();
         self.set_mode(ListenerMode {
-            tls,
+            tls: mode.tls.clone(),
             proxy_protocol: on,
-            handler: None,
+            handler: mode.handler.clone(),
+            caps: mode.caps,
+        });
+        self
+    }
+
+    /// Caps on this listener's connections in place of those of the [`crate::ServeOptions`] it is served with
+    /// (`None`: those).
+    pub fn with_connection_caps(self, caps: Option<ConnectionCaps>) -> Self {
+        let mode = self.mode();
+        self.set_mode(ListenerMode {
+            tls: mode.tls.clone(),
+            proxy_protocol: mode.proxy_protocol,
+            handler: mode.handler.clone(),
+            caps,
         });
         self
     }
@@ -136,8 +153,8 @@ fn write_mode(mode: &RwLock<Arc<ListenerMode>>, new: ListenerMode) {
     }
 }
 
-/// Changes a serving listener in place: TLS on or off (sharing another listener's settings), the PROXY protocol,
-/// the handler. Connections accepted before keep what they had; the socket stays bound, so that no connection
+/// Changes a serving listener in place: TLS on or off (settings of its own, or shared with another listener), the
+/// PROXY protocol, the handler, the caps on its connections. Connections accepted before keep what they had; the socket stays bound, so that no connection
 /// is refused while a reload changes a listener.
 #[derive(Clone)]
 pub struct ListenerControl {
@@ -145,13 +162,15 @@ pub struct ListenerControl {
 }
 
 impl ListenerControl {
-    /// From the next accepted connection on: TLS with the settings of `tls`'s listener (or plain), the PROXY
-    /// protocol as `proxy_protocol` says, and `handler` (`None`: the one the listener was served with).
+    /// From the next accepted connection on: TLS with the settings of `tls` (or plain), the PROXY protocol as
+    /// `proxy_protocol` says, `handler` (`None`: the one the listener was served with) and `caps` (`None`: the
+    /// [`crate::ServeOptions`]' ones).
     pub fn change(
         &self,
         tls: Option<&TlsReloader>,
         proxy_protocol: bool,
         handler: Option<crate::Handler>,
+        caps: Option<ConnectionCaps>,
     ) {
         write_mode(
             &self.mode,
@@ -159,6 +178,7 @@ impl ListenerControl {
                 tls: tls.map(|t| t.0.clone()),
                 proxy_protocol,
                 handler,
+                caps,
             },
         );
     }

@@ -237,9 +237,12 @@ pub async fn serve(
         };
         let accepted_at = Instant::now();
         let _ = stream.set_nodelay(true);
+        // the address the client reached: what a PROXY protocol header to an upstream names as the destination
+        let local_addr = stream.local_addr().unwrap_or(listener.local_addr());
         let conn = Conn {
             info: ClientInfo {
                 remote_addr,
+                local_addr,
                 tls: mode.tls.is_some(),
             },
             handler: mode.handler.as_ref().unwrap_or(&handler).clone(),

@@ -513,6 +513,13 @@ impl TlsSwitch {
 pub struct TlsReloader(pub(crate) Arc<TlsSwitch>);
 
 impl TlsReloader {
+    /// TLS settings of their own for a listener (not shared with another listener's): every file read and
+    /// checked now; with a reload interval, a task checks the files for as long as a listener uses them. Needs a
+    /// Tokio runtime.
+    pub fn start(options: TlsOptions) -> Result<Self, GatewayError> {
+        TlsSwitch::start(options).map(Self)
+    }
+
     /// Load and build `options` without putting them to use yet: every file is read and checked here, so that
     /// a reload can be refused as a whole before anything changes.
     pub fn prepare(&self, options: TlsOptions) -> Result<PreparedTls, GatewayError> {

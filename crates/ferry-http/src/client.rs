@@ -11,6 +11,11 @@
 //! On the node's cores ([`crate::cores`]) each core keeps its own idle connections: a connection's task runs on
 //! the core that opened it, and a request reusing it from another core would wake that core's thread for each
 //! exchange. A core with none idle opens one, as each nginx worker keeps its own keep-alive connections.
+//!
+//! With [`ClientOptions::proxy_protocol`] each new connection starts with a PROXY protocol header naming the
+//! client connection it was opened for, so a connection carries the requests of that client connection only:
+//! idle connections are kept by the client connection (its two addresses) and reused only for it, as HAProxy
+//! keeps connections that sent a PROXY header private to their client.
 
 use crate::Body;
 use bytes::Bytes;
@@ -60,6 +65,65 @@ pub struct ClientOptions {
     pub idle_timeout: Duration,
     /// Idle connections kept at most (per core, on cores); beyond it the oldest is closed.
     pub max_idle: usize,
+    /// Start each connection with a PROXY protocol header of this version (HAProxy's `send-proxy`).
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// The version of the PROXY protocol header sent to an origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// Version 1, a line of text: `PROXY TCP4 203.0.113.9 192.0.2.80 40123 443`.
+    V1,
+    /// Version 2, binary.
+    V2,
+}
+
+/// The two addresses of the client connection a request came on: what a PROXY protocol header names (source
+/// and destination).
+pub type ClientConnection = (std::net::SocketAddr, std::net::SocketAddr);
+
+impl ProxyProtocol {
+    /// The header for a connection opened for `client`, or for none (health checks, requests without a client
+    /// connection): v1 `PROXY UNKNOWN`, v2 `LOCAL`, which a receiver takes as the peer's own connection.
+    pub fn header(self, client: Option<ClientConnection>) -> Vec<u8> {
+        // an IPv4 client of a dual-stack (IPv6) listener: both addresses as IPv6, as the header needs one family
+        let client = client.map(|(source, destination)| match (source, destination) {
+            (std::net::SocketAddr::V4(s), std::net::SocketAddr::V6(_)) => (
+                std::net::SocketAddr::new(s.ip().to_ipv6_mapped().into(), s.port()),
+                destination,
+            ),
+            (std::net::SocketAddr::V6(_), std::net::SocketAddr::V4(d)) => (
+                source,
+                std::net::SocketAddr::new(d.ip().to_ipv6_mapped().into(), d.port()),
+            ),
+            both => both,
+        });
+        match self {
+            ProxyProtocol::V1 => match client {
+                Some(pair) => ppp::v1::Addresses::from(pair).to_string().into_bytes(),
+                None => ppp::v1::Addresses::Unknown.to_string().into_bytes(),
+            },
+            ProxyProtocol::V2 => {
+                use ppp::v2::{Builder, Command, Protocol, Version};
+                let built = match client {
+                    Some(pair) => Builder::with_addresses(
+                        Version::Two | Command::Proxy,
+                        Protocol::Stream,
+                        pair,
+                    )
+                    .build(),
+                    None => Builder::with_addresses(
+                        Version::Two | Command::Local,
+                        Protocol::Unspecified,
+                        ppp::v2::Addresses::Unspecified,
+                    )
+                    .build(),
+                };
+                // writing into a Vec cannot fail, and two socket addresses fit the header's length field
+                built.unwrap_or_default()
+            }
+        }
+    }
 }
 
 impl ClientOptions {
@@ -70,6 +134,7 @@ impl ClientOptions {
             connect_timeout,
             idle_timeout: Duration::from_secs(90),
             max_idle: 256,
+            proxy_protocol: None,
         }
     }
 }
@@ -80,6 +145,8 @@ const CHECKOUT_WAIT: Duration = Duration::from_millis(100);
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
+    /// The client connection it was opened for, with a PROXY protocol header (`None` without one).
+    client: Option<ClientConnection>,
 }
 
 /// The HTTP/1.1 client of one origin (`host:port`).
@@ -136,17 +203,33 @@ impl OriginClient {
     /// racing this request) is set aside and the request goes on the next one, or a new one.
     pub async fn send(
         self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, ClientError> {
+        self.send_for(req, None).await
+    }
+
+    /// [`send`](Self::send) for a request of the client connection `client`: with
+    /// [`ClientOptions::proxy_protocol`] it goes on a connection opened for that client connection, whose PROXY
+    /// header names it; without, `client` is not used.
+    pub async fn send_for(
+        self: &Arc<Self>,
         mut req: Request<Body>,
+        client: Option<ClientConnection>,
     ) -> Result<Response<PooledBody>, ClientError> {
         // the core this runs on, where a new connection's task is spawned and a reused one's runs
         let core = crate::cores::current();
+        let client = client.filter(|_| self.options.proxy_protocol.is_some());
         loop {
-            let (mut sender, reused) = match self.checkout(core).await {
+            let (mut sender, reused) = match self.checkout(core, client).await {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                None => (self.connect(client).await?, false),
             };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.clone().hand_back_after(resp, sender, core)),
+                Ok(resp) => {
+                    return Ok(self
+                        .clone()
+                        .hand_back_after(resp, sender, Owner { core, client }))
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         tracing::debug!(
@@ -166,16 +249,23 @@ impl OriginClient {
         }
     }
 
-    /// The newest idle connection that is still open, waited for until it takes a request.
-    async fn checkout(&self, core: Option<usize>) -> Option<SendRequest<Body>> {
+    /// The newest idle connection (of `client`'s, with the PROXY protocol) that is still open, waited for until
+    /// it takes a request.
+    async fn checkout(
+        &self,
+        core: Option<usize>,
+        client: Option<ClientConnection>,
+    ) -> Option<SendRequest<Body>> {
         loop {
             let idle = {
                 let mut lists = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 let list = lists.get_mut(slot(core))?;
-                let idle = list.pop()?;
+                // without the PROXY protocol every connection has `client: None`: the newest is the last
+                let at = list.iter().rposition(|i| i.client == client)?;
+                let idle = list.remove(at);
                 if idle.since.elapsed() > self.options.idle_timeout {
-                    // the rest are older still
-                    list.clear();
+                    // those before it are older still
+                    list.drain(..at);
                     return None;
                 }
                 idle
@@ -195,12 +285,15 @@ impl OriginClient {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, ClientError> {
+    async fn connect(
+        &self,
+        client: Option<ClientConnection>,
+    ) -> Result<SendRequest<Body>, ClientError> {
         let connect_error = |source| ClientError::Connect {
             origin: self.origin.clone(),
             source,
         };
-        let stream = match tokio::time::timeout(
+        let mut stream = match tokio::time::timeout(
             self.options.connect_timeout,
             TcpStream::connect(self.origin.as_str()),
         )
@@ -216,6 +309,15 @@ impl OriginClient {
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(version) = self.options.proxy_protocol {
+            use tokio::io::AsyncWriteExt;
+            let header = version.header(client);
+            // a fresh socket's send buffer takes the header (at most a few hundred bytes) at once
+            stream
+                .write_all(&header)
+                .await
+                .map_err(|e| connect_error(e))?;
+        }
         let (sender, conn) = Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -232,22 +334,34 @@ impl OriginClient {
         Ok(sender)
     }
 
-    fn checkin(&self, sender: SendRequest<Body>, core: Option<usize>) {
+    fn checkin(&self, sender: SendRequest<Body>, owner: Owner) {
         if sender.is_closed() {
             return;
         }
         let mut lists = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = slot(core);
+        let slot = slot(owner.core);
         if lists.len() <= slot {
             lists.resize_with(slot + 1, Vec::new);
         }
         let list = &mut lists[slot];
+        if owner.client.is_some() {
+            // connections of client connections that have gone are never asked for again: the oldest go when
+            // they have outlived the idle timeout or were closed by the origin
+            let stale = list
+                .iter()
+                .take_while(|i| {
+                    i.since.elapsed() > self.options.idle_timeout || i.sender.is_closed()
+                })
+                .count();
+            list.drain(..stale);
+        }
         if list.len() >= self.options.max_idle {
             list.remove(0);
         }
         list.push(Idle {
             sender,
             since: Instant::now(),
+            client: owner.client,
         });
     }
 
@@ -257,13 +371,13 @@ impl OriginClient {
         self: Arc<Self>,
         resp: Response<Incoming>,
         sender: SendRequest<Body>,
-        core: Option<usize>,
+        owner: Owner,
     ) -> Response<PooledBody> {
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let (parts, inner) = resp.into_parts();
         let mut body = PooledBody {
             inner,
-            back: (!upgraded).then_some((self, sender, core)),
+            back: (!upgraded).then_some((self, sender, owner)),
         };
         if body.inner.is_end_stream() {
             body.hand_back();
@@ -272,12 +386,20 @@ impl OriginClient {
     }
 }
 
+/// Whose a connection is: the core that opened it, and the client connection it was opened for (with the PROXY
+/// protocol).
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    core: Option<usize>,
+    client: Option<ClientConnection>,
+}
+
 /// A response body from an [`OriginClient`]: its connection goes back to the idle list when the body has been
 /// read to its end. A body dropped before its end takes its connection with it (hyper closes it).
 pub struct PooledBody {
     inner: Incoming,
-    /// The client, the connection, and the core that opened it.
-    back: Option<(Arc<OriginClient>, SendRequest<Body>, Option<usize>)>,
+    /// The client, the connection, and whose it is.
+    back: Option<(Arc<OriginClient>, SendRequest<Body>, Owner)>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -290,8 +412,8 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn hand_back(&mut self) {
-        if let Some((client, sender, core)) = self.back.take() {
-            client.checkin(sender, core);
+        if let Some((client, sender, owner)) = self.back.take() {
+            client.checkin(sender, owner);
         }
     }
 }
@@ -395,6 +517,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(30),
             max_idle: 4,
+            proxy_protocol: None,
         }
     }
 
@@ -562,6 +685,158 @@ mod tests {
         resp.into_body().collect().await.expect("body");
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// An origin behind the PROXY protocol: each connection's header (its source address, or `local` for v1
+    /// `UNKNOWN` and v2 `LOCAL`) is recorded, and its requests answered with `hello`.
+    async fn proxied_origin() -> (String, Arc<Mutex<Vec<String>>>) {
+        use ppp::PartialResult;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let seen_headers = headers.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let headers = seen_headers.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    let mut proxied = false;
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if !proxied {
+                            let (len, source) = match ppp::HeaderResult::parse(&seen) {
+                                ppp::HeaderResult::V1(Ok(h)) => {
+                                    let source = match h.addresses {
+                                        ppp::v1::Addresses::Tcp4(a) => {
+                                            format!("{}:{}", a.source_address, a.source_port)
+                                        }
+                                        ppp::v1::Addresses::Tcp6(a) => {
+                                            format!("[{}]:{}", a.source_address, a.source_port)
+                                        }
+                                        ppp::v1::Addresses::Unknown => "local".to_owned(),
+                                    };
+                                    (h.header.len(), format!("v1 {source}"))
+                                }
+                                ppp::HeaderResult::V2(Ok(h)) => {
+                                    let source = match (h.command, h.addresses) {
+                                        (ppp::v2::Command::Local, _) => "local".to_owned(),
+                                        (_, ppp::v2::Addresses::IPv4(a)) => {
+                                            format!("{}:{}", a.source_address, a.source_port)
+                                        }
+                                        (_, ppp::v2::Addresses::IPv6(a)) => {
+                                            format!("[{}]:{}", a.source_address, a.source_port)
+                                        }
+                                        _ => "other".to_owned(),
+                                    };
+                                    (h.header.len(), format!("v2 {source}"))
+                                }
+                                r if r.is_incomplete() => continue,
+                                _ => return,
+                            };
+                            headers.lock().expect("headers").push(source);
+                            seen.drain(..len);
+                            proxied = true;
+                        }
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                            if s.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, headers)
+    }
+
+    /// With the PROXY protocol each client connection gets connections of its own, whose header names it, and
+    /// keeps reusing them; a request of no client connection gets `UNKNOWN` / `LOCAL`.
+    #[tokio::test]
+    async fn proxy_protocol_connections_belong_to_one_client_connection() {
+        let a: ClientConnection = (
+            "198.51.100.7:40001".parse().expect("addr"),
+            "192.0.2.80:443".parse().expect("addr"),
+        );
+        let b: ClientConnection = (
+            "198.51.100.8:40002".parse().expect("addr"),
+            "192.0.2.80:443".parse().expect("addr"),
+        );
+        for (version, tag) in [(ProxyProtocol::V1, "v1"), (ProxyProtocol::V2, "v2")] {
+            let (addr, headers) = proxied_origin().await;
+            let client = OriginClient::new(
+                addr,
+                ClientOptions {
+                    proxy_protocol: Some(version),
+                    ..options()
+                },
+            );
+            for who in [Some(a), Some(a), Some(b), Some(a), None, Some(b), None] {
+                let resp = client.send_for(get("/"), who).await.expect("response");
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(&body[..], b"hello");
+            }
+            assert_eq!(
+                *headers.lock().expect("headers"),
+                [
+                    format!("{tag} 198.51.100.7:40001"),
+                    format!("{tag} 198.51.100.8:40002"),
+                    format!("{tag} local"),
+                ],
+                "one connection per client connection, each named in its header"
+            );
+            assert_eq!(client.idle_count(), 3);
+        }
+        // without the PROXY protocol the client connection does not matter
+        let (addr, accepted) = origin(Then::KeepAlive).await;
+        let client = OriginClient::new(addr, options());
+        for who in [Some(a), Some(b), None] {
+            let resp = client.send_for(get("/"), who).await.expect("response");
+            resp.into_body().collect().await.expect("body");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn proxy_headers_name_both_addresses_in_one_family() {
+        let v4: ClientConnection = (
+            "203.0.113.9:40123".parse().expect("addr"),
+            "192.0.2.80:443".parse().expect("addr"),
+        );
+        assert_eq!(
+            ProxyProtocol::V1.header(Some(v4)),
+            b"PROXY TCP4 203.0.113.9 192.0.2.80 40123 443\r\n"
+        );
+        assert_eq!(ProxyProtocol::V1.header(None), b"PROXY UNKNOWN\r\n");
+        // an IPv4 client of an IPv6 listener
+        let mixed: ClientConnection = (
+            "203.0.113.9:40123".parse().expect("addr"),
+            "[2001:db8::1]:443".parse().expect("addr"),
+        );
+        assert_eq!(
+            ProxyProtocol::V1.header(Some(mixed)),
+            b"PROXY TCP6 ::ffff:203.0.113.9 2001:db8::1 40123 443\r\n"
+        );
+        let v2 = ProxyProtocol::V2.header(Some(v4));
+        match ppp::HeaderResult::parse(&v2) {
+            ppp::HeaderResult::V2(Ok(h)) => {
+                assert_eq!(h.command, ppp::v2::Command::Proxy);
+                assert_eq!(h.header.len(), v2.len());
+            }
+            other => panic!("not a v2 header: {other:?}"),
+        }
+        match ppp::HeaderResult::parse(&ProxyProtocol::V2.header(None)) {
+            ppp::HeaderResult::V2(Ok(h)) => assert_eq!(h.command, ppp::v2::Command::Local),
+            other => panic!("not a v2 header: {other:?}"),
+        }
     }
 
     #[tokio::test]

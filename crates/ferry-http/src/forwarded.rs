@@ -174,6 +174,7 @@ mod tests {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let client = ClientInfo {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
+            local_addr: "127.0.0.1:443".parse().expect("addr"),
             tls: false,
         };
         set_forwarding(
@@ -202,6 +203,7 @@ mod tests {
         h.append(X_FORWARDED_HOST, HeaderValue::from_static("evil2.example"));
         let client = ClientInfo {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
+            local_addr: "127.0.0.1:443".parse().expect("addr"),
             tls: true,
         };
         set_forwarding(&mut h, &client, None, false);

@@ -23,7 +23,11 @@ use std::net::SocketAddr;
 /// Facts about the client connection, attached by the listener to every request as an extension.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientInfo {
+    /// The client's address: the peer's, or the one a PROXY protocol header named.
     pub remote_addr: SocketAddr,
+    /// The address the client connected to (this side of the connection): the destination a PROXY protocol
+    /// header sent upstream names.
+    pub local_addr: SocketAddr,
     /// Whether the client reached Ferry over TLS.
     pub tls: bool,
 }
