@@ -60,9 +60,6 @@ const INHERITED: &[&str] = &[
     "gzip_types",
 ];
 
-/// The largest request body a route may buffer (`buffer_request_body`): ferry-route's `MAX_BUFFERED_BODY`.
-const MAX_BUFFERED_BODY: u64 = 64 * 1024 * 1024;
-
 /// Variables Ferry's header values know (docs/gateway.md, "Header control"), besides `$http_NAME`.
 const HEADER_VARS: &[&str] = &[
     "remote_addr",
@@ -228,14 +225,6 @@ const NOT_NEEDED: &[(&str, &str)] = &[
         "proxy_temp_path",
         "Ferry streams response bodies without buffering them",
     ),
-    (
-        "client_body_buffer_size",
-        "Ferry streams request bodies, or holds a buffered one (buffer_request_body) in memory whole",
-    ),
-    (
-        "client_body_temp_path",
-        "Ferry streams request bodies without buffering them",
-    ),
     ("chunked_transfer_encoding", "Ferry frames bodies itself"),
     (
         "proxy_ssl_server_name",
@@ -296,7 +285,10 @@ const NOT_NEEDED: &[(&str, &str)] = &[
         "gzip_vary",
         "Ferry sends Vary: Accept-Encoding with what it compresses",
     ),
-    ("gzip_http_version", "Ferry compresses for HTTP/1.0 clients too"),
+    (
+        "gzip_http_version",
+        "Ferry compresses for HTTP/1.0 clients too",
+    ),
     ("gzip_buffers", "Ferry compresses as it streams"),
     (
         "gzip_static",
@@ -307,9 +299,18 @@ const NOT_NEEDED: &[(&str, &str)] = &[
         "Ferry's static_dir sends a .br or .gz file next to the one asked for by itself",
     ),
     ("open_file_cache", "Ferry reads the files at each request"),
-    ("open_file_cache_valid", "Ferry reads the files at each request"),
-    ("open_file_cache_min_uses", "Ferry reads the files at each request"),
-    ("open_file_cache_errors", "Ferry reads the files at each request"),
+    (
+        "open_file_cache_valid",
+        "Ferry reads the files at each request",
+    ),
+    (
+        "open_file_cache_min_uses",
+        "Ferry reads the files at each request",
+    ),
+    (
+        "open_file_cache_errors",
+        "Ferry reads the files at each request",
+    ),
 ];
 
 /// Directives translated to something close, with how it differs.
@@ -967,6 +968,8 @@ impl<'a> Translator<'a> {
                         self.http_body_size = Some(d.id);
                     }
                 }
+                // one per gateway, wherever written: after the servers (body_buffer)
+                "client_body_buffer_size" | "client_body_temp_path" => {}
                 "keepalive_timeout" => match parse_time(d.arg(0)) {
                     Some(t) => {
                         self.use_(d);
@@ -992,6 +995,7 @@ impl<'a> Translator<'a> {
             self.use_(d);
             self.server(d, &scope);
         }
+        self.body_buffer(children);
         // upstream blocks no proxy_pass named
         let unused: Vec<&Directive> = self
             .blocks
@@ -1002,6 +1006,122 @@ impl<'a> Translator<'a> {
         for d in unused {
             let name = d.arg(0).to_owned();
             self.pool_for(&name, "http", d);
+        }
+    }
+
+    /// `client_body_buffer_size` and `client_body_temp_path`, wherever written (`http`, `server`, `location`):
+    /// `[gateway] body_buffer_memory` and `body_buffer_dir`, which Ferry has once for the whole gateway (they
+    /// serve the routes with `buffer_request_body`; the others stream). The one written in `http` (or a site
+    /// file's top) is kept, else the largest size / the first directory written; a different value elsewhere is
+    /// reported as not kept. Called after the servers, so that directives inside blocks reported whole (`if`, a
+    /// location that is not translated) are left to those.
+    fn body_buffer(&mut self, children: &'a [Directive]) {
+        /// The two directives not handled yet, with whether each is at the `http` level.
+        fn walk<'d>(
+            list: &'d [Directive],
+            top: bool,
+            handled: &HashSet<usize>,
+            out: &mut Vec<(&'d Directive, bool)>,
+        ) {
+            for d in list {
+                match d.name.as_str() {
+                    "client_body_buffer_size" | "client_body_temp_path"
+                        if !handled.contains(&d.id) =>
+                    {
+                        out.push((d, top));
+                    }
+                    "server" | "location" => walk(d.children(), false, handled, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(children, true, &self.handled, &mut found);
+        // client_body_buffer_size: sizes
+        let mut sizes: Vec<(&Directive, bool, u64)> = Vec::new();
+        for &(d, top) in found
+            .iter()
+            .filter(|(d, _)| d.name == "client_body_buffer_size")
+        {
+            match parse_size(d.arg(0)) {
+                Some(n) => sizes.push((d, top, n)),
+                None => self.note(d, NoteKind::NotTranslated, "not a size"),
+            }
+        }
+        let kept = sizes
+            .iter()
+            .find(|s| s.1)
+            // the first of the largest
+            .or_else(|| sizes.iter().rev().max_by_key(|s| s.2))
+            .map(|&(d, _, n)| (d.id, d.arg(0).to_owned(), d.at.clone(), n));
+        if let Some((id, arg, at, n)) = kept {
+            self.config.gateway.body_buffer_memory = Some(n);
+            for &(d, _, size) in &sizes {
+                if d.id == id || size == n {
+                    self.use_(d);
+                } else {
+                    let why = format!(
+                        "Ferry holds one body_buffer_memory for the whole gateway ([gateway]): {arg} from {at} \
+                         is kept, not this {}",
+                        d.arg(0)
+                    );
+                    self.note(d, NoteKind::Approximated, why);
+                }
+            }
+        }
+        // client_body_temp_path: absolute directories (nginx's relative ones are under its prefix)
+        let mut dirs: Vec<(&Directive, bool)> = Vec::new();
+        for &(d, top) in found
+            .iter()
+            .filter(|(d, _)| d.name == "client_body_temp_path")
+        {
+            if d.arg(0).starts_with('/') {
+                dirs.push((d, top));
+            } else {
+                self.note(
+                    d,
+                    NoteKind::NotTranslated,
+                    "the directory is relative (to nginx's prefix): write body_buffer_dir as an absolute path",
+                );
+            }
+        }
+        let levels = |d: &Directive| {
+            (d.args.len() > 1).then(|| {
+                format!(
+                    "; the levels ({}) are not needed: Ferry's buffer files have no names",
+                    d.args[1..].join(" ")
+                )
+            })
+        };
+        let kept = dirs
+            .iter()
+            .find(|s| s.1)
+            .or_else(|| dirs.first())
+            .map(|&(d, _)| (d.id, d.arg(0).to_owned(), d.at.clone()));
+        if let Some((id, dir, at)) = kept {
+            self.config.gateway.body_buffer_dir = Some(PathBuf::from(&dir));
+            for &(d, _) in &dirs {
+                if d.id == id {
+                    let why = format!(
+                        "request bodies larger than body_buffer_memory go to files in {dir}, which must exist \
+                         where Ferry runs (checked at load; nginx creates it, Ferry does not){}",
+                        levels(d).unwrap_or_default()
+                    );
+                    self.note(d, NoteKind::Approximated, why);
+                } else if d.arg(0) != dir {
+                    let why = format!(
+                        "Ferry has one body_buffer_dir for the whole gateway ([gateway]): {dir} from {at} is \
+                         kept, not {}",
+                        d.arg(0)
+                    );
+                    self.note(d, NoteKind::Approximated, why);
+                } else if let Some(l) = levels(d) {
+                    let why = format!("body_buffer_dir is {dir} already (from {at}){l}");
+                    self.note(d, NoteKind::NotNeeded, why);
+                } else {
+                    self.use_(d);
+                }
+            }
         }
     }
 
@@ -2542,11 +2662,11 @@ impl<'a> Translator<'a> {
     }
 
     /// `proxy_request_buffering`. nginx's default is `on` and Ferry's is off (streaming), and only a written
-    /// `on` turns Ferry's on: Ferry holds a buffered body in memory where nginx spills it to disk, so buffering
-    /// needs the route's limit at most 64 MiB, and most upstreams take a streamed body; a written `on` is the
-    /// sign of one that does not. Where nginx's limit for the route is larger (or none), the route streams and
-    /// the report says so; where nginx has none of its own here (its default is 1 MiB), the route gets the
-    /// 64 MiB that Ferry can hold, as the importer imposes no nginx default elsewhere either.
+    /// `on` turns Ferry's on: most upstreams take a streamed body, and a written `on` is the sign of one that does
+    /// not. Ferry buffers like nginx (up to `[gateway] body_buffer_memory` in memory, a larger body whole in a
+    /// file in `body_buffer_dir`: see `body_buffer`), under the route's body limit: nginx's for the
+    /// route, else Ferry's default (100 MiB), as the importer imposes no nginx default (1 MiB) elsewhere either.
+    /// Only where nginx's limit is 0 (none) does the route stream, as buffering needs a limit; the report says so.
     fn request_buffering(&mut self, scope: &Scope<'a>, r: &mut RouteConfig) {
         let Some(d) = scope.last("proxy_request_buffering") else {
             return;
@@ -2559,29 +2679,18 @@ impl<'a> Translator<'a> {
             );
             return;
         }
-        match r.max_body_size.or(self.config.gateway.max_body_size) {
-            None => {
-                r.buffer_request_body = true;
-                r.max_body_size = Some(MAX_BUFFERED_BODY);
-                self.use_(d);
-            }
-            Some(n) if n > 0 && n <= MAX_BUFFERED_BODY => {
-                r.buffer_request_body = true;
-                self.use_(d);
-            }
-            Some(n) => {
-                let limit = match n {
-                    0 => "any size".to_owned(),
-                    n if n % (1024 * 1024) == 0 => format!("up to {} MiB", n / (1024 * 1024)),
-                    n => format!("up to {n} bytes"),
-                };
-                let why = format!(
-                    "nginx buffers bodies of {limit} here (on disk); Ferry buffers in memory up to 64 MiB, so this \
-                     route streams the body instead (buffer_request_body needs max_body_size at most 64 MiB)"
-                );
-                self.note(d, NoteKind::Approximated, why);
-            }
+        if r.max_body_size.or(self.config.gateway.max_body_size) == Some(0) {
+            self.note(
+                d,
+                NoteKind::Approximated,
+                "nginx buffers bodies of any size here (client_max_body_size 0); Ferry buffers a request body \
+                 only under a limit (buffer_request_body needs max_body_size, not 0), so this route streams the \
+                 body instead",
+            );
+            return;
         }
+        r.buffer_request_body = true;
+        self.use_(d);
     }
 
     fn set_header(&mut self, d: &Directive, r: &mut RouteConfig) {
@@ -3231,8 +3340,9 @@ fn server_url(scheme: &str, addr: &str) -> Option<String> {
 }
 
 /// The `[gateway]` section as it can be checked away from the nginx host: without the files and directories it
-/// names (error pages, a pool's CA and client certificate, a static fallback file; static directories become
-/// `/`, which is one everywhere), since those are on the nginx host and `ferry config check` reads them there.
+/// names (error pages, a pool's CA and client certificate, a static fallback file, the body buffer directory;
+/// static directories become `/`, which is one everywhere), since those are on the nginx host and `ferry config
+/// check` reads them there.
 pub fn without_host_files(gateway: &GatewayConfig) -> GatewayConfig {
     let mut g = gateway.clone();
     for r in &mut g.routes {
@@ -3243,6 +3353,8 @@ pub fn without_host_files(gateway: &GatewayConfig) -> GatewayConfig {
         // the fallback file is on the nginx host too
         r.static_fallback = None;
     }
+    // the system's temporary directory instead
+    g.body_buffer_dir = None;
     for p in g.upstreams.values_mut() {
         p.ca_file = None;
         p.client_cert = None;
@@ -3266,8 +3378,7 @@ pub fn to_toml(config: &Config, source: &str) -> Result<String, NginxError> {
         max_conns: None,
     })
     .map_err(ser)?;
-    let listener_default = toml::Value::try_from(ExtraListener::default())
-    .map_err(ser)?;
+    let listener_default = toml::Value::try_from(ExtraListener::default()).map_err(ser)?;
     let sticky_default = toml::Value::try_from(StickyCookie::default()).map_err(ser)?;
     if let Some(root) = value.as_table_mut() {
         if let Some(gw) = root.get_mut("gateway").and_then(|g| g.as_table_mut()) {

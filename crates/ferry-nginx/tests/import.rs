@@ -534,10 +534,16 @@ fn single_page_app_and_api_with_rewrites() {
         assert!(files.compress, "{name}");
         assert_eq!(files.response_headers.add["X-Frame-Options"], "SAMEORIGIN");
     }
-    // nginx buffers uploads up to 100m: more than Ferry holds in memory, so the route streams
+    // nginx buffers uploads up to 100m, and so does Ferry: up to 512k in memory, a larger one in a file of the
+    // directory nginx names (its levels are not needed)
     let upload = route(c, "app.example.org/api/upload");
-    assert!(!upload.buffer_request_body);
+    assert!(upload.buffer_request_body);
     assert_eq!(upload.max_body_size, Some(100 * 1024 * 1024));
+    assert_eq!(c.gateway.body_buffer_memory, Some(512 * 1024));
+    assert_eq!(
+        c.gateway.body_buffer_dir,
+        Some(PathBuf::from("/var/cache/nginx/client_temp"))
+    );
     assert!(
         route(c, "app.example.org=/docs").redirect.is_some()
             && !route(c, "app.example.org=/docs").compress,
@@ -556,9 +562,14 @@ fn single_page_app_and_api_with_rewrites() {
             "spa.conf:20 rewrite [approximated]",
             "spa.conf:26 expires [not translated]",
             "spa.conf:36 proxy_set_header X-User [not translated]",
-            "spa.conf:40 proxy_request_buffering [approximated]",
-            "spa.conf:59 location ^~ /downloads/ [approximated]",
+            "spa.conf:43 client_body_temp_path [approximated]",
+            "spa.conf:61 location ^~ /downloads/ [approximated]",
         ]
+    );
+    let temp = &i.report.notes[6].why;
+    assert!(
+        temp.contains("must exist") && temp.contains("levels (1 2) are not needed"),
+        "{temp}"
     );
 }
 
@@ -734,24 +745,108 @@ fn tls_files_buffering_and_compression_in_smaller_cases() {
             "t.conf:3 proxy_ssl_certificate_key [not translated]",
         ]
     );
-    // buffering: on without a limit gets the 64 MiB Ferry holds; off is Ferry's default; unlimited streams
+    // buffering: on under nginx's limit, or Ferry's default one (100 MiB) where nginx has none of its own, however
+    // large; off is Ferry's default; unlimited streams (buffering needs a limit)
     let i = parse(
-        "server { location /a { proxy_pass http://a:1; proxy_request_buffering on; } \
-         location /b { proxy_pass http://a:1; proxy_request_buffering off; } \
-         location /c { proxy_pass http://a:1; proxy_request_buffering on; client_max_body_size 0; } }",
+        "server {\nlocation /a { proxy_pass http://a:1; proxy_request_buffering on; }\n\
+         location /b { proxy_pass http://a:1; proxy_request_buffering off; }\n\
+         location /c { proxy_pass http://a:1; proxy_request_buffering on; client_max_body_size 0; }\n\
+         location /d { proxy_pass http://a:1; proxy_request_buffering on; client_max_body_size 4g; } }",
     );
     let a = route(&i.config, "*/a");
     assert!(a.buffer_request_body);
-    assert_eq!(a.max_body_size, Some(64 * 1024 * 1024));
+    assert_eq!(a.max_body_size, None, "Ferry's default limit");
     assert!(!route(&i.config, "*/b").buffer_request_body);
     assert!(!route(&i.config, "*/c").buffer_request_body);
+    let d = route(&i.config, "*/d");
+    assert!(d.buffer_request_body);
+    assert_eq!(d.max_body_size, Some(4 << 30));
     assert_eq!(
         report(&i),
         [
-            "t.conf:1 proxy_request_buffering [not needed]",
-            "t.conf:1 proxy_request_buffering [approximated]",
+            "t.conf:3 proxy_request_buffering [not needed]",
+            "t.conf:4 proxy_request_buffering [approximated]",
         ]
     );
+    let why = &i.report.notes[1].why;
+    assert!(why.contains("needs max_body_size, not 0"), "{why}");
+    assert!(
+        !i.report.lines().iter().any(|l| l.contains("64")),
+        "{:?}",
+        i.report.lines()
+    );
+    // with nginx's limit 0 in http, only a route's own limit lets it buffer
+    let i = parse(
+        "http { client_max_body_size 0; server {\n\
+         location /a { proxy_pass http://a:1; proxy_request_buffering on; }\n\
+         location /b { proxy_pass http://a:1; proxy_request_buffering on; client_max_body_size 1m; } } }",
+    );
+    assert!(!route(&i.config, "*/a").buffer_request_body);
+    assert!(route(&i.config, "*/b").buffer_request_body);
+    assert_eq!(
+        report(&i),
+        ["t.conf:2 proxy_request_buffering [approximated]"]
+    );
+    // client_body_buffer_size and client_body_temp_path: one each for the whole gateway, the http level's; the
+    // same value elsewhere is used, a different one reported; levels are not needed
+    let i = parse(
+        "http {\nclient_body_buffer_size 16k;\nclient_body_temp_path /var/lib/nginx/body 1 2;\nserver {\n\
+         client_body_buffer_size 16k;\n\
+         location /up { proxy_pass http://a:1; proxy_request_buffering on;\n\
+         client_body_buffer_size 1m;\nclient_body_temp_path /srv/big;\n}\n\
+         location /x { proxy_pass http://a:1; client_body_temp_path /var/lib/nginx/body; } } }",
+    );
+    assert_eq!(i.config.gateway.body_buffer_memory, Some(16 * 1024));
+    assert_eq!(
+        i.config.gateway.body_buffer_dir,
+        Some(PathBuf::from("/var/lib/nginx/body"))
+    );
+    assert!(route(&i.config, "*/up").buffer_request_body);
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:3 client_body_temp_path [approximated]",
+            "t.conf:7 client_body_buffer_size [approximated]",
+            "t.conf:8 client_body_temp_path [approximated]",
+        ]
+    );
+    let lines = i.report.lines();
+    for expected in [
+        "t.conf:3: client_body_temp_path: approximated: request bodies larger than body_buffer_memory go to \
+         files in /var/lib/nginx/body, which must exist where Ferry runs (checked at load; nginx creates it, Ferry \
+         does not); the levels (1 2) are not needed",
+        "t.conf:7: client_body_buffer_size: approximated: Ferry holds one body_buffer_memory for the whole \
+         gateway ([gateway]): 16k from t.conf:2 is kept, not this 1m",
+        "t.conf:8: client_body_temp_path: approximated: Ferry has one body_buffer_dir for the whole gateway \
+         ([gateway]): /var/lib/nginx/body from t.conf:3 is kept, not /srv/big",
+    ] {
+        assert!(lines.iter().any(|l| l.starts_with(expected)), "{expected}: {lines:?}");
+    }
+    // without an http-level one: the only (or agreeing) value, else the largest size and the first directory;
+    // a relative directory (under nginx's prefix) and a size that is none are reported
+    let i = parse(
+        "server {\nlocation /a { proxy_pass http://a:1; client_body_buffer_size 128k; }\n\
+         location /b { proxy_pass http://a:1; client_body_buffer_size 2m; client_body_temp_path /tmp/b; }\n\
+         location /c { proxy_pass http://a:1; client_body_buffer_size 2M; client_body_temp_path client_body_temp; }\n\
+         location /d { proxy_pass http://a:1; client_body_buffer_size lots; } }",
+    );
+    assert_eq!(i.config.gateway.body_buffer_memory, Some(2 * 1024 * 1024));
+    assert_eq!(
+        i.config.gateway.body_buffer_dir,
+        Some(PathBuf::from("/tmp/b"))
+    );
+    assert_eq!(
+        report(&i),
+        [
+            "t.conf:2 client_body_buffer_size [approximated]",
+            "t.conf:3 client_body_temp_path [approximated]",
+            "t.conf:4 client_body_temp_path [not translated]",
+            "t.conf:5 client_body_buffer_size [not translated]",
+        ]
+    );
+    let i = parse("server { location / { proxy_pass http://a:1; client_body_buffer_size 64k; } }");
+    assert_eq!(i.config.gateway.body_buffer_memory, Some(64 * 1024));
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
     // static locations that are not translated: a named fallback, alias with a regex, a relative root
     let i = parse(
         "server { root /srv/www; location / { try_files $uri @app; } location @app { proxy_pass http://a:1; } \
@@ -780,9 +875,11 @@ fn tls_files_buffering_and_compression_in_smaller_cases() {
     }
     // the output stays loadable and, without the host's files, compiles
     let i = parse(
-        "server { location /a { proxy_pass https://a:1; proxy_ssl_certificate /g.pem; \
-         proxy_ssl_certificate_key /g.key; } location /s/ { alias /nonexistent/s/; } }",
+        "client_body_temp_path /nonexistent/body; client_body_buffer_size 8k;\n\
+         server { location /a { proxy_pass https://a:1; proxy_ssl_certificate /g.pem; \
+         proxy_ssl_certificate_key /g.key; proxy_request_buffering on; } location /s/ { alias /nonexistent/s/; } }",
     );
+    assert!(route(&i.config, "*/a").buffer_request_body);
     let toml = to_toml(&i.config, "t.conf").expect("serialises");
     let loaded = ferry_config::load_text(&toml, "t.toml").expect("loads");
     ferry_edge::Gateway::validate(&without_host_files(&loaded.gateway))
