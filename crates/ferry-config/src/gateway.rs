@@ -44,7 +44,18 @@ pub struct GatewayConfig {
     /// The largest request body of a route without a `max_body_size` of its own, in bytes; beyond it 413. Unset:
     /// [`DEFAULT_MAX_BODY_SIZE`] (100 MiB); `0`: no limit.
     pub max_body_size: Option<u64>,
+    /// Routes with `buffer_request_body`: how much of a request body is held in memory, in bytes; a larger body
+    /// goes whole to a temporary file in `body_buffer_dir` (nginx's `client_body_buffer_size`). Unset:
+    /// [`DEFAULT_BODY_BUFFER_MEMORY`] (1 MiB).
+    pub body_buffer_memory: Option<u64>,
+    /// Where request bodies larger than `body_buffer_memory` are buffered (nginx's `client_body_temp_path`):
+    /// files without a name (gone when closed, even after a crash), readable by Ferry's user only. Checked at
+    /// load. Unset: the system's temporary directory (`$TMPDIR`, else `/tmp`).
+    pub body_buffer_dir: Option<PathBuf>,
 }
+
+/// The part of a buffered request body held in memory when `[gateway] body_buffer_memory` is unset: 1 MiB.
+pub const DEFAULT_BODY_BUFFER_MEMORY: u64 = 1024 * 1024;
 
 /// The request body limit of gateway routes when neither the route nor `[gateway]` sets one: 100 MiB, what
 /// Cloudflare takes on its smaller plans (nginx's 1 MiB turns away ordinary uploads). Bodies stream, so the limit
@@ -239,9 +250,10 @@ pub struct RouteConfig {
     /// Default empty: every type but the ones above.
     pub compress_types: Vec<String>,
     /// Read the whole request body before sending the request upstream, and send it with `Content-Length`
-    /// (nginx's `proxy_request_buffering on`), for upstreams that cannot take chunked bodies. The body is held
-    /// in memory, so the route's body limit must be set and at most 64 MiB; an idempotent request with a
-    /// buffered body is retried like one without a body. Upstream routes only. Default false.
+    /// (nginx's `proxy_request_buffering on`), for upstreams that cannot take chunked bodies. Up to
+    /// `[gateway] body_buffer_memory` of it is held in memory, a larger body goes to a temporary file in
+    /// `body_buffer_dir`; the route's body limit must be set (not 0). An idempotent request with a buffered body
+    /// is retried like one without a body. Upstream routes only. Default false.
     pub buffer_request_body: bool,
     /// Remove the matched path prefix before forwarding (`/api/x` → `/x`). Default false.
     pub strip_prefix: bool,

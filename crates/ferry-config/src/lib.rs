@@ -27,8 +27,9 @@ pub use connector::{
 };
 pub use gateway::{
     AccessLog, Balance, ClientAuth, ClientCertHeaders, GatewayConfig, GatewayTls, HeaderEdits,
-    HealthConfig, ProxyProtocolVersion, RateLimitConfig, RedirectConfig, RespondConfig, RetryBudget, RouteConfig,
-    SniCertificate, StickyCookie, StickyCookieConfig, UpstreamConfig, UpstreamServer,
+    HealthConfig, ProxyProtocolVersion, RateLimitConfig, RedirectConfig, RespondConfig,
+    RetryBudget, RouteConfig, SniCertificate, StickyCookie, StickyCookieConfig, UpstreamConfig,
+    UpstreamServer, DEFAULT_BODY_BUFFER_MEMORY,
 };
 pub use layer::{
     load, load_text, unknown_env_warnings, ConfigError, ConfigSource, Override, ENV_OVERRIDES,

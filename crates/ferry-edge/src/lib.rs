@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+mod buffer;
 mod client_cert;
 mod content;
 mod forwarded;

@@ -414,7 +414,8 @@ impl Pool {
         if c.proxy_protocol.is_some() && protocol != Protocol::Http {
             return Err(invalid(
                 "proxy_protocol",
-                "only used with http:// servers (a PROXY header before TLS or HTTP/2 is not built)".into(),
+                "only used with http:// servers (a PROXY header before TLS or HTTP/2 is not built)"
+                    .into(),
             ));
         }
         if c.ca_file.is_some() && protocol != Protocol::Https {

@@ -339,7 +339,7 @@ pub(crate) async fn forward(
     // A request without a body (nearly every GET) needs no limit, no idle timer and nothing to hand over to a
     // retry: each attempt sends an empty body of its own.
     // with `buffer_request_body`, the whole body: each attempt can be given it again
-    let mut buffered: Option<bytes::Bytes> = None;
+    let mut buffered: Option<crate::buffer::Buffered> = None;
     let (body, exceeded, client_idle, client_failed) = if body.is_end_stream() {
         (None, None, None, None)
     } else {
@@ -354,16 +354,30 @@ pub(crate) async fn forward(
         };
         // a client that stops sending its body mid-way is cut after the pool's idle timeout
         let (body, client_idle) = TimedBody::request(body, timeouts.idle);
-        let body = if route.extra.buffer_request_body {
-            // nginx's `proxy_request_buffering on`: the whole body first, then the upstream, with a length
-            match collect_body(body.boxed_unsync()).await {
-                Ok(bytes) => {
+        let body = if let Some(settings) = &route.extra.buffer_request_body {
+            // nginx's `proxy_request_buffering on`: the whole body first (in memory or on disk), then the
+            // upstream, with a length
+            match crate::buffer::Buffered::read(body.boxed_unsync(), settings).await {
+                Ok(whole) => {
                     headers.remove(header::TRANSFER_ENCODING);
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    buffered = Some(bytes.clone());
-                    buffered_body(bytes)
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+                    let first = whole.body();
+                    buffered = Some(whole);
+                    first
                 }
-                Err(_) => {
+                Err(crate::buffer::BufferError::Disk(e)) => {
+                    tracing::error!(
+                        request_id,
+                        pool = pool.name,
+                        "request body not buffered: {e} (see [gateway] body_buffer_dir)"
+                    );
+                    return error(
+                        ErrorCode::Internal,
+                        "the request body could not be buffered",
+                        &request_id,
+                    );
+                }
+                Err(crate::buffer::BufferError::Body(_)) => {
                     return if exceeded.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
                         too_large(route.max_body_size.unwrap_or(0), &request_id)
                     } else if client_idle.load(Ordering::Acquire) {
@@ -599,23 +613,14 @@ pub(crate) async fn forward(
     }
 }
 
-/// Read all of `body` (`buffer_request_body`).
-async fn collect_body(body: Body) -> Result<bytes::Bytes, ferry_http::BoxError> {
-    Ok(body.collect().await?.to_bytes())
-}
-
-/// A buffered request body, as an attempt sends it.
-fn buffered_body(bytes: bytes::Bytes) -> Body {
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 /// Put the buffered body back in the slot for the next attempt (the last one may have read it).
-fn refill(slot: &Option<Arc<std::sync::Mutex<Option<Body>>>>, buffered: &Option<bytes::Bytes>) {
-    if let (Some(slot), Some(bytes)) = (slot, buffered) {
+fn refill(
+    slot: &Option<Arc<std::sync::Mutex<Option<Body>>>>,
+    buffered: &Option<crate::buffer::Buffered>,
+) {
+    if let (Some(slot), Some(whole)) = (slot, buffered) {
         if let Ok(mut slot) = slot.lock() {
-            *slot = Some(buffered_body(bytes.clone()));
+            *slot = Some(whole.body());
         }
     }
 }

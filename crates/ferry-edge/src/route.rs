@@ -28,8 +28,9 @@ pub struct RouteExtras {
     pub(crate) compress_types: Option<crate::content::ContentTypes>,
     /// A `static_dir` route's file for paths that name none (`static_fallback`), as a full path.
     pub(crate) static_fallback: Option<std::path::PathBuf>,
-    /// Read the whole request body before choosing a server, and send it with a length.
-    pub(crate) buffer_request_body: bool,
+    /// Read the whole request body before choosing a server, and send it with a length: how (in memory up to
+    /// a size, beyond it in a file of a directory), for routes with `buffer_request_body`.
+    pub(crate) buffer_request_body: Option<crate::buffer::BufferSettings>,
 }
 
 /// What a route matches, as configured: kept for the snapshot the management API shows.
@@ -47,6 +48,7 @@ pub type Route = ferry_route::Route<RouteExtras>;
 
 /// Compile and check the routes of `config` (every error names its key).
 pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
+    let buffer = buffer_settings(config)?;
     RouteTable::compile_with(config, |key, r| {
         let cert_headers =
             CertHeaders::compile(key, r.client_cert_headers, &r.client_cert_header_names)?;
@@ -82,7 +84,7 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
             rate_limit,
             headers,
             compress: r.compress,
-            buffer_request_body: r.buffer_request_body,
+            buffer_request_body: r.buffer_request_body.then(|| buffer.clone()),
             summary: MatchSummary {
                 hosts: r.hosts.clone(),
                 methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
@@ -90,6 +92,31 @@ pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
             },
         })
     })
+}
+
+/// Where routes with `buffer_request_body` keep bodies (`[gateway] body_buffer_memory` and `body_buffer_dir`); the
+/// directory must exist when a route buffers.
+fn buffer_settings(config: &GatewayConfig) -> Result<crate::buffer::BufferSettings, EdgeError> {
+    let memory = config
+        .body_buffer_memory
+        .unwrap_or(ferry_config::DEFAULT_BODY_BUFFER_MEMORY);
+    let settings = crate::buffer::BufferSettings {
+        memory: usize::try_from(memory).unwrap_or(usize::MAX),
+        dir: config
+            .body_buffer_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir),
+    };
+    if config.routes.iter().any(|r| r.buffer_request_body) && !settings.dir.is_dir() {
+        return Err(EdgeError::Config {
+            path: "gateway.body_buffer_dir".into(),
+            message: format!(
+                "{}: not a directory (request bodies larger than body_buffer_memory are buffered there)",
+                settings.dir.display()
+            ),
+        });
+    }
+    Ok(settings)
 }
 
 /// The client-certificate header names routes send beyond the default family (configured names), removed from

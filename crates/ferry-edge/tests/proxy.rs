@@ -1032,10 +1032,125 @@ async fn buffered_request_bodies() {
     assert_eq!(r.status(), 413);
 
     let e = refusal(&format!(
-        "[[routes]]\nupstream = \"e\"\nbuffer_request_body = true\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
+        "[[routes]]\nupstream = \"e\"\nbuffer_request_body = true\nmax_body_size = 0\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
         echo.url()
     ));
-    assert!(e.contains("buffer_request_body"), "{e}");
+    assert!(
+        e.contains("buffer_request_body") && e.contains("limit"),
+        "{e}"
+    );
+}
+
+/// A buffered body larger than `body_buffer_memory` goes to a file of `body_buffer_dir` (nothing named is left
+/// there) and reaches the upstream whole, with its length, on every attempt of a retry; a directory that
+/// is missing at load is refused, and one gone later answers 500 without saying where.
+#[tokio::test]
+async fn request_bodies_buffered_to_disk() {
+    use sha2::Digest;
+    let hang = TargetServer::start(TargetKind::Hang).await.expect("hang");
+    let echo = TargetServer::start(TargetKind::Echo).await.expect("echo");
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool");
+    let (url, _gw, _g) = front(&format!(
+        r#"
+        body_buffer_memory = 65536
+        body_buffer_dir = "{spool}"
+        [[routes]]
+        path = "/plain"
+        upstream = "e"
+        buffer_request_body = true
+        max_body_size = 8388608
+        [[routes]]
+        path = "/retry"
+        upstream = "p"
+        buffer_request_body = true
+        [upstreams.e]
+        servers = [{{ url = "{echo}" }}]
+        [upstreams.p]
+        servers = [{{ url = "{hang}" }}, {{ url = "{echo}" }}]
+        header_timeout = "300ms"
+        max_fails = 0
+        "#,
+        spool = spool.display(),
+        hang = hang.url(),
+        echo = echo.url(),
+    ))
+    .await;
+    // 3 MiB in 16 KiB chunks, each chunk different
+    let chunks: Vec<Vec<u8>> = (0..192u32)
+        .map(|i| vec![(i % 251) as u8; 16 * 1024])
+        .collect();
+    let digest = |parts: &[Vec<u8>]| {
+        let mut h = sha2::Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        format!("{:x}", h.finalize())
+    };
+    let whole = digest(&chunks);
+    let stream: Vec<Result<Bytes, std::io::Error>> =
+        chunks.iter().map(|c| Ok(Bytes::from(c.clone()))).collect();
+    let r = client()
+        .post(format!("{url}/plain/up"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            stream,
+        )))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let e: EchoReply = r.json().await.expect("echo");
+    assert_eq!(e.body_len, 3 * 1024 * 1024);
+    assert_eq!(e.body_sha256, whole);
+    assert_eq!(e.header("content-length"), Some("3145728"));
+    assert_eq!(e.header("transfer-encoding"), None);
+    assert_eq!(
+        std::fs::read_dir(&spool).expect("spool").count(),
+        0,
+        "the buffer files have no name"
+    );
+
+    // the first server hangs: the 1 MiB PUT is read from its file again for the second
+    let doc = vec![7u8; 1024 * 1024];
+    let r = client()
+        .put(format!("{url}/retry/doc"))
+        .body(doc.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200, "a PUT buffered to disk is retried whole");
+    let e: EchoReply = r.json().await.expect("echo");
+    assert_eq!(e.body_sha256, digest(&[doc]));
+
+    // the directory goes away: small bodies still pass in memory, large ones get 500 naming no path
+    std::fs::remove_dir(&spool).expect("remove spool");
+    let r = client()
+        .post(format!("{url}/plain/small"))
+        .body(vec![1u8; 1000])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(format!("{url}/plain/large"))
+        .body(vec![1u8; 200 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 500);
+    let text = r.text().await.expect("text");
+    assert!(
+        text.contains("could not be buffered") && !text.contains("spool"),
+        "{text}"
+    );
+
+    let e = refusal(&format!(
+        "body_buffer_dir = \"{}\"\n[[routes]]\nupstream = \"e\"\nbuffer_request_body = true\n[upstreams.e]\nservers = [{{ url = \"{}\" }}]\n",
+        spool.display(),
+        echo.url()
+    ));
+    assert!(e.contains("gateway.body_buffer_dir"), "{e}");
 }
 
 #[tokio::test]

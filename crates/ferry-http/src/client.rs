@@ -313,10 +313,7 @@ impl OriginClient {
             use tokio::io::AsyncWriteExt;
             let header = version.header(client);
             // a fresh socket's send buffer takes the header (at most a few hundred bytes) at once
-            stream
-                .write_all(&header)
-                .await
-                .map_err(|e| connect_error(e))?;
+            stream.write_all(&header).await.map_err(connect_error)?;
         }
         let (sender, conn) = Builder::new()
             .handshake(TokioIo::new(stream))

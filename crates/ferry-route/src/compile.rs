@@ -17,9 +17,6 @@ impl RouteTable {
     }
 }
 
-/// The largest request body a route may buffer (`buffer_request_body`), in memory.
-pub const MAX_BUFFERED_BODY: u64 = 64 * 1024 * 1024;
-
 impl<X> RouteTable<X> {
     /// [`RouteTable::compile`], attaching to each route what `extra` makes of its config (`extra` gets the
     /// route's key, `gateway.routes[N]`, for its errors); it runs after the route's own checks passed.
@@ -288,10 +285,10 @@ fn compile_route(
             Some(0) => None,
             Some(n) => Some(n),
         };
-        if limit.is_none_or(|n| n > MAX_BUFFERED_BODY) {
+        if limit.is_none() {
             return Err(invalid(
                 "buffer_request_body",
-                format!("needs the route's max_body_size at most {MAX_BUFFERED_BODY} (64 MiB): buffered bodies are held in memory"),
+                "needs a request body limit (the route's or [gateway] max_body_size, not 0): buffered bodies are kept in memory or on disk whole".to_owned(),
             ));
         }
     }
