@@ -30,7 +30,7 @@ ROOT = os.geteuid() == 0
 # The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
 # (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
 PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-ws", "floor-relay", "xnats", "xamqp", "xbus",
-         "gateway", "floor", "nginx-fwd")
+         "gateway", "gateway-base", "floor", "nginx-fwd")
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
 # broker; these say where (the same variables as the tests).
 PG_URL = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -311,7 +311,8 @@ def main():
                     help="comma-separated subset of the workloads")
     ap.add_argument("--secs", type=int, help="seconds per load (default 5, 2 with --quick)")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle-connector runs")
-    ap.add_argument("--baseline", help="another ferry binary, run as the relay column ferry-base beside this build's")
+    ap.add_argument("--baseline", help="another ferry binary, run as the relay column ferry-base and the gateway "
+                                       "column gateway-base beside this build's")
     a = ap.parse_args()
     a.paths = set(a.paths.split(","))
     a.loads = set(a.loads.split(","))
@@ -461,6 +462,19 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     gw_url = f"http://127.0.0.1:{pg}"
     wait_for(lambda: http_get(gw_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry gateway")
     systems["gateway"] = {"label": "ferry gateway", "base": gw_url, "pids": lambda: [fg.pid]}
+    # The same gateway from another build (--baseline BIN), on the same config but its own port and data.
+    if a.baseline and "gateway-base" in a.paths:
+        pgb = free_port()
+        gbconf = os.path.join(work, "ferry-gateway-base.toml")
+        with open(gconf) as src, open(gbconf, "w") as f:
+            f.write(src.read().replace(f'listen = "127.0.0.1:{pg}"', f'listen = "127.0.0.1:{pgb}"')
+                    .replace(f'data_dir = "{gd}"', f'data_dir = "{gd}-base"'))
+        fgb = P.start("ferry-gateway-base", [a.baseline, "--config", gbconf, "serve", "--admin-listen",
+                                             "127.0.0.1:0"])
+        gwb_url = f"http://127.0.0.1:{pgb}"
+        wait_for(lambda: http_get(gwb_url + "/small")[1] == b"Hello, Ferry\n", 20, "ferry gateway (baseline)")
+        systems["gateway-base"] = {"label": "ferry gateway, baseline build", "base": gwb_url,
+                                   "pids": lambda: [fgb.pid]}
 
     # --- the floors (bench/floor, built by bench/run.sh): a bare hyper proxy in front of the origin, and a bare
     # relay (the node dials the connector's tunnel address, so the connector starts first). A floor that does not
@@ -570,7 +584,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     ferry_log_issues = {}
     for n in ("ferry-serve", "ferry-connector", "ferry1-serve", "ferry1-connector", "ferry-base-serve",
               "ferry-base-connector", "ferry-ws-serve",
-              "ferry-ws-connector", "ferry-gateway",
+              "ferry-ws-connector", "ferry-gateway", "ferry-gateway-base",
               "xnats-relay", "xnats-gw", "xnats-connector", "xamqp-relay", "xamqp-gw", "xamqp-connector",
               "xbus-relay", "xbus-gw", "xbus-connector"):
         try:
@@ -718,7 +732,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
              "ferry1": "Ferry relay, 1 thread each", "ferry-base": "Ferry relay, baseline build", "ferry-ws": "Ferry relay, websocket transport",
              "floor-relay": "hyper floor relay (node + connector)",
-             "gateway": "Ferry gateway", "floor": "hyper floor proxy",
+             "gateway": "Ferry gateway", "gateway-base": "Ferry gateway, baseline build", "floor": "hyper floor proxy",
              "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
              "xamqp": "Ferry relay across nodes (RabbitMQ)", "xbus": "Ferry relay across nodes (NATS, links off)"}
 
@@ -915,6 +929,13 @@ def targets(systems, order, idle, metric):
         ("small_c64", "rps"), **nf)
     cmp(f"{ref} nginx with Ferry's headers vs nginx: CPU per request", ("small_c64", "cpu_us_req"),
         ("small_c64", "cpu_us_req"), False, unit=" µs", **nf)
+    for ours, theirs, what in (("ferry", "ferry-base", "relay"), ("gateway", "gateway-base", "gateway")):
+        if theirs in systems:
+            vb = {"ours": ours, "theirs": theirs, "reference": True}
+            cmp(f"{ref} Ferry {what}, this build vs the baseline build: req/s (small GET, c=64)",
+                ("small_c64", "rps"), ("small_c64", "rps"), **vb)
+            cmp(f"{ref} Ferry {what}, this build vs the baseline build: CPU per request",
+                ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"), False, unit=" µs", **vb)
     vn = {"ours": "gateway", "theirs": "nginx-fwd", "reference": True}
     cmp(f"{ref} Ferry gateway vs nginx with Ferry's headers: req/s (small GET, c=64)", ("small_c64", "rps"),
         ("small_c64", "rps"), **vn)

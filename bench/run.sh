@@ -5,7 +5,8 @@
 #   bench/run.sh --no-build use target/release/ferry as it is (FERRY_BIN=... to point elsewhere)
 #   --paths direct,nginx,rathole,ferry,ferry1,ferry-ws,floor-relay,xnats,xamqp,xbus,gateway,floor,nginx-fwd /
 #   --loads small_c64,k1_c64,small_c1,get10m,post10m / --secs N / --no-idle: a subset, for profiling runs
-#   --baseline BIN          also run the relay from another ferry binary (column ferry-base): a before/after in one run
+#   --baseline BIN          also run the relay and the gateway from another ferry binary (columns ferry-base and
+#                           gateway-base): a before/after in one run
 # floor-relay and floor are the hyper floors (bench/floor: bare hyper pass-throughs, a relay node + connector and a
 # proxy), references beside rathole and the Ferry relay, and beside nginx and the Ferry gateway. bench/floor is built
 # on every run, --no-build or not (cargo skips it when fresh; FLOOR_BIN=... to use another binary); if it does not
