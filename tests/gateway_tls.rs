@@ -612,12 +612,13 @@ async fn a_listener_with_a_certificate_and_client_ca_of_its_own() -> anyhow::Res
     let partner_client =
         partners_ca.leaf(d, "partner-client", "partner one", &["client.example.test"])?;
     let echo = TargetServer::start(TargetKind::Echo).await?;
-    let text = |cert: &Path, key: &Path| {
+    let text = |cert: &Path, key: &Path, more_tls: &str| {
         format!(
             r#"
 [gateway.tls]
 client_auth = "optional"
 client_ca = "{staff_ca}"
+{more_tls}
 
 [[server.listeners]]
 listen = "127.0.0.1:0"
@@ -644,7 +645,7 @@ servers = [{{ url = "{echo}" }}]
             echo = echo.url()
         )
     };
-    let config = write_file(d, "ferry.toml", &text(&partner.0, &partner.1))?;
+    let config = write_file(d, "ferry.toml", &text(&partner.0, &partner.1, ""))?;
     let server = FerryServer::start(
         BIN,
         ServerOptions::default()
@@ -679,7 +680,15 @@ servers = [{{ url = "{echo}" }}]
             .is_some_and(|v| v.contains("staff one")));
         // a partner's certificate is not of the staff CA: counted as none there
         let e = verify(
-            &curl("localhost", p, "/m", &main_ca.path, Some(&partner_client), &[]).await?,
+            &curl(
+                "localhost",
+                p,
+                "/m",
+                &main_ca.path,
+                Some(&partner_client),
+                &[],
+            )
+            .await?,
         )?;
         assert_eq!(e.header("x-ssl-client-verify"), Some("NONE"), "port {p}");
         assert!(
@@ -692,15 +701,25 @@ servers = [{{ url = "{echo}" }}]
 
     // the listener of its own: its certificate, and a partner certificate required
     assert!(
-        curl("localhost", own, "/p", &main_ca.path, Some(&partner_client), &[])
-            .await
-            .is_err(),
+        curl(
+            "localhost",
+            own,
+            "/p",
+            &main_ca.path,
+            Some(&partner_client),
+            &[]
+        )
+        .await
+        .is_err(),
         "the listener's own certificate is not the main one"
     );
     let refused = curl("localhost", own, "/p", &partner_ca.path, None, &[]).await;
     assert!(refused.is_err(), "connected without a client certificate");
     let refused = curl("localhost", own, "/p", &partner_ca.path, Some(&staff), &[]).await;
-    assert!(refused.is_err(), "connected with a certificate of the main CA");
+    assert!(
+        refused.is_err(),
+        "connected with a certificate of the main CA"
+    );
     let e = verify(
         &curl(
             "localhost",
@@ -722,7 +741,7 @@ servers = [{{ url = "{echo}" }}]
 
     // a reload gives the listener another certificate: new connections get it
     let tmp = config.with_extension("tmp");
-    std::fs::write(&tmp, text(&renewed.0, &renewed.1))?;
+    std::fs::write(&tmp, text(&renewed.0, &renewed.1, ""))?;
     std::fs::rename(&tmp, &config)?;
     server
         .output()
@@ -741,9 +760,16 @@ servers = [{{ url = "{echo}" }}]
     )?;
     assert_eq!(e.header("x-ssl-client-verify"), Some("SUCCESS"));
     assert!(
-        curl("localhost", own, "/r", &partner_ca.path, Some(&partner_client), &[])
-            .await
-            .is_err(),
+        curl(
+            "localhost",
+            own,
+            "/r",
+            &partner_ca.path,
+            Some(&partner_client),
+            &[]
+        )
+        .await
+        .is_err(),
         "the old certificate is gone"
     );
     assert!(
@@ -755,9 +781,55 @@ servers = [{{ url = "{echo}" }}]
     curl("localhost", main, "/m", &main_ca.path, None, &[]).await?;
     curl("localhost", shared, "/m", &main_ca.path, None, &[]).await?;
 
+    // a [gateway.tls] change reaches the listener's settings too (the keys it does not set are [gateway.tls]'s)
+    std::fs::write(
+        &tmp,
+        text(&renewed.0, &renewed.1, "protocols = [\"TLSv1.3\"]"),
+    )?;
+    std::fs::rename(&tmp, &config)?;
+    server
+        .output()
+        .wait_stderr("TLS settings reloaded with [gateway.tls]", T)
+        .await?;
+    let client = &partner_client;
+    let tls12 = |p: u16, ca: PathBuf| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--tls-max", "1.2", "--cacert"])
+            .arg(&ca)
+            .arg("--cert")
+            .arg(&client.0)
+            .arg("--key")
+            .arg(&client.1)
+            .args([
+                "--resolve",
+                &format!("localhost:{p}:127.0.0.1"),
+                &format!("https://localhost:{p}/"),
+            ])
+            .output()
+            .await?;
+        anyhow::Ok(out.status.success())
+    };
+    assert!(
+        !tls12(own, renewed_ca.path.clone()).await?,
+        "TLS 1.2 is no longer offered"
+    );
+    assert!(
+        !tls12(main, main_ca.path.clone()).await?,
+        "nor on the main listener"
+    );
+    curl(
+        "localhost",
+        own,
+        "/v",
+        &renewed_ca.path,
+        Some(&partner_client),
+        &[],
+    )
+    .await?;
+
     // a reload naming a missing certificate file is refused with the listener's key; nothing changes
     let gone = d.join("gone.pem");
-    std::fs::write(&tmp, text(&gone, &renewed.1))?;
+    std::fs::write(&tmp, text(&gone, &renewed.1, ""))?;
     std::fs::rename(&tmp, &config)?;
     server
         .output()

@@ -108,9 +108,7 @@ pub(crate) fn own_tls_options(
     let options = crate::gateway_tls_options(&config.tls_settings(base), Some(default))
         .map_err(|e| (format!("server.listeners[{index}]"), e.to_string()))?
         .ok_or_else(|| no_tls(index))?;
-    options
-        .check()
-        .map_err(|e| tls_error(index, config, e))?;
+    options.check().map_err(|e| tls_error(index, config, e))?;
     Ok(options)
 }
 
@@ -294,13 +292,9 @@ impl ExtraListeners {
                     }
                     (true, Some(_)) if old == config && !tls_changed => OwnTls::Same,
                     (true, Some(switch)) => {
-                        let options = own_tls_options(
-                            i,
-                            config,
-                            gateway_tls,
-                            shared.default_cert.as_ref(),
-                        )
-                        .map_err(joined)?;
+                        let options =
+                            own_tls_options(i, config, gateway_tls, shared.default_cert.as_ref())
+                                .map_err(joined)?;
                         let prepared = switch
                             .prepare(options)
                             .map_err(|e| joined(tls_error(i, config, e)))?;
@@ -544,5 +538,109 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), set.finished())
             .await
             .expect("every listener ended");
+    }
+
+    /// A listener's own `max_connections` caps its connections (the newest beyond gets 503), and a reload
+    /// changes the cap for new connections.
+    #[tokio::test]
+    async fn a_listener_caps_its_own_connections_and_a_reload_changes_the_cap() {
+        use tokio::io::AsyncWriteExt;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let options = ServeOptions::new(
+            &ferry_config::HttpSettings::default(),
+            Duration::from_secs(1),
+        );
+        let set = ExtraListeners::new(
+            ok_handler(),
+            options,
+            None,
+            None,
+            GatewayTls::default(),
+            stop_rx,
+        );
+        let none = GatewayTls::default();
+        let capped = |max: usize| ExtraListener {
+            max_connections: Some(max),
+            ..entry("127.0.0.1:0")
+        };
+        let listener =
+            Listener::bind_sharing("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+        let addr = listener.local_addr().to_string();
+        set.serve(listener, capped(1));
+        // one connection held open (a request head not finished) fills the cap of 1
+        let mut held = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        held.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        let mut refused = String::new();
+        for _ in 0..50 {
+            refused = get(&addr).await.unwrap_or_default();
+            if refused.starts_with("HTTP/1.1 503") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("too_many_connections"), "{refused}");
+
+        set.reload_hook()(&[capped(2)], &none).expect("prepared")();
+        assert!(get(&addr).await.expect("get").contains("served"));
+        drop(held);
+
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), set.finished())
+            .await
+            .expect("every listener ended");
+    }
+
+    /// TLS errors of a listener with settings of its own name its key when it set it, else the listener and the
+    /// `[gateway.tls]` key.
+    #[test]
+    fn tls_errors_name_the_listeners_key() {
+        let config = ExtraListener {
+            tls: true,
+            cert: Some("/etc/ssl/partner.pem".into()),
+            key: Some("/etc/ssl/partner.key".into()),
+            client_crl: Some(vec!["/a.crl".into(), "/b.crl".into()]),
+            cipher_suites: Some(vec!["NOPE".into()]),
+            ..entry("127.0.0.1:0")
+        };
+        let cert = |path: &str| GatewayError::Certificate {
+            path: path.to_owned(),
+            message: "No such file".to_owned(),
+        };
+        let (key, message) = tls_error(3, &config, cert("/etc/ssl/partner.pem"));
+        assert_eq!(key, "server.listeners[3].cert");
+        assert!(message.contains("/etc/ssl/partner.pem"), "{message}");
+        let (key, _) = tls_error(3, &config, cert("/b.crl"));
+        assert_eq!(key, "server.listeners[3].client_crl[1]");
+        let (key, _) = tls_error(3, &config, cert("/etc/ssl/main-ca.pem"));
+        assert_eq!(key, "server.listeners[3]");
+        let settings = |key: &str| GatewayError::Settings {
+            key: format!("gateway.tls.{key}"),
+            message: "bad".to_owned(),
+        };
+        assert_eq!(
+            tls_error(3, &config, settings("cipher_suites")),
+            (
+                "server.listeners[3].cipher_suites".to_owned(),
+                "bad".to_owned()
+            )
+        );
+        let (key, message) = tls_error(3, &config, settings("protocols"));
+        assert_eq!(key, "server.listeners[3]");
+        assert!(
+            message.starts_with("gateway.tls.protocols (from [gateway.tls])"),
+            "{message}"
+        );
+        // without a certificate of its own or server.tls_cert there is nothing to serve
+        let shared_cert = ExtraListener {
+            tls: true,
+            client_auth: Some(ferry_config::ClientAuth::Off),
+            ..entry("127.0.0.1:0")
+        };
+        let (key, _) = own_tls_options(0, &shared_cert, &GatewayTls::default(), None)
+            .expect_err("no certificate");
+        assert_eq!(key, "server.listeners[0].tls");
     }
 }

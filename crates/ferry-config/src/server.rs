@@ -522,13 +522,21 @@ mod tests {
         let cases = [
             ("tls = true\ncert = \"/c.pem\"", "key", true),
             ("tls = true\nkey = \"/k.pem\"", "cert", true),
-            ("tls = true\nocsp_response = \"/o.der\"", "ocsp_response", true),
+            (
+                "tls = true\nocsp_response = \"/o.der\"",
+                "ocsp_response",
+                true,
+            ),
             ("tls = true", "tls", false),
             ("tls = true\nclient_ca = \"/ca.pem\"", "tls", false),
             ("tls = true\nclient_auth = \"required\"", "client_ca", true),
             ("tls = true\nverify_depth = 0", "verify_depth", true),
             ("max_connections = 0", "max_connections", true),
-            ("tls = true\nredirect_to_https = true", "redirect_to_https", true),
+            (
+                "tls = true\nredirect_to_https = true",
+                "redirect_to_https",
+                true,
+            ),
             (
                 "tls = true\ncertificates = [{ hosts = [], cert = \"/c\", key = \"/k\" }]",
                 "certificates[0].hosts",
@@ -545,13 +553,17 @@ mod tests {
             client_ca: Some("/ca.pem".into()),
             ..GatewayTls::default()
         };
-        assert_eq!(listener("tls = true\nverify_depth = 1").validate(0, &base, true), Ok(()));
+        assert_eq!(
+            listener("tls = true\nverify_depth = 1").validate(0, &base, true),
+            Ok(())
+        );
     }
 
     #[test]
     fn unknown_listener_keys_are_refused() {
-        let err = toml::from_str::<ExtraListener>("listen = \"127.0.0.1:0\"\nssl_certificate = \"/c\"")
-            .expect_err("unknown key");
+        let err =
+            toml::from_str::<ExtraListener>("listen = \"127.0.0.1:0\"\nssl_certificate = \"/c\"")
+                .expect_err("unknown key");
         assert!(err.to_string().contains("ssl_certificate"), "{err}");
         let err = toml::from_str::<ExtraListener>(
             "listen = \"127.0.0.1:0\"\ntls = true\ncertificates = [{ hosts = [\"a\"], cert = \"/c\", key = \"/k\", ca = \"/x\" }]",

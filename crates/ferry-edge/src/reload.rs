@@ -72,9 +72,7 @@ pub type TlsReload =
 /// reload; the TLS settings of listeners with settings of their own, which are `[gateway.tls]` with their keys
 /// put over it, loaded) and returns what puts it to use: listeners added, changed in place, removed.
 pub type ListenersReload = Box<
-    dyn Fn(&[ExtraListener], &GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String>
-        + Send
-        + Sync,
+    dyn Fn(&[ExtraListener], &GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync,
 >;
 
 /// What a reload of the main config file changes beside the gateway's table, given by the node that owns the

@@ -78,8 +78,10 @@ impl ConnectionLimits {
     pub(crate) fn set_caps(&self, caps: ConnectionCaps) {
         self.max
             .store(no_cap_is_max(caps.max_connections), Ordering::Relaxed);
-        self.per_ip
-            .store(no_cap_is_max(caps.max_connections_per_ip), Ordering::Relaxed);
+        self.per_ip.store(
+            no_cap_is_max(caps.max_connections_per_ip),
+            Ordering::Relaxed,
+        );
     }
 
     fn max(&self) -> usize {

@@ -3,7 +3,7 @@
 //! idle connections closed, and a graceful shutdown that lets in-flight requests finish until a deadline.
 
 use crate::h1::{self, H1Guard, Prefixed, Protocol, SniffError};
-use crate::limits::{ConnectionLimits, Permit, RateLimitedLog};
+use crate::limits::{ConnectionCaps, ConnectionLimits, Permit, RateLimitedLog};
 use crate::Listener;
 use ferry_http::{Body, ClientInfo};
 use http::{Request, Response};
@@ -190,6 +190,10 @@ pub async fn serve(
     let http1 = Arc::new(builder.clone().http1_only());
     let http2 = Arc::new(builder.http2_only());
     let limits = ConnectionLimits::new(options.max_connections, options.max_connections_per_ip);
+    let default_caps = ConnectionCaps {
+        max_connections: options.max_connections,
+        max_connections_per_ip: options.max_connections_per_ip,
+    };
     let serving = Arc::new(Serving::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let options = Arc::new(options);
@@ -217,6 +221,7 @@ pub async fn serve(
         };
         // what this connection gets (a reload may change it for the next one)
         let mode = listener.mode();
+        limits.set_caps(mode.caps.unwrap_or(default_caps));
         // behind a PROXY protocol balancer the peer is the balancer: the client's own cap waits for its header
         let admitted = match mode.proxy_protocol {
             true => limits.admit_unattributed(),
