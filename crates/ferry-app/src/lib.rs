@@ -241,6 +241,8 @@ pub(crate) fn gateway_tls_options(
         protocols: g.protocols.clone(),
         cipher_suites: g.cipher_suites.clone(),
         reload_interval: Some(g.reload_interval).filter(|d| !d.is_zero()),
+        ocsp_stapling: g.ocsp_stapling,
+        ocsp_responder: g.ocsp_responder.clone(),
     }))
 }
 

@@ -118,6 +118,12 @@ pub struct GatewayTls {
     /// new connections (open ones keep theirs). `0s`: never.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// Fetch OCSP responses from each certificate's responder and staple them (nginx's `ssl_stapling on`), for
+    /// every certificate without an `ocsp_response` file; its issuer must follow it in the certificate file.
+    pub ocsp_stapling: bool,
+    /// With `ocsp_stapling`: the `http://` responder asked for every certificate instead of the one its
+    /// Authority Information Access names (nginx's `ssl_stapling_responder`).
+    pub ocsp_responder: Option<String>,
 }
 
 impl Default for GatewayTls {
@@ -132,6 +138,8 @@ impl Default for GatewayTls {
             cipher_suites: Vec::new(),
             ocsp_response: None,
             reload_interval: Duration::from_secs(5),
+            ocsp_stapling: false,
+            ocsp_responder: None,
         }
     }
 }

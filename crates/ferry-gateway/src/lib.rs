@@ -12,6 +12,7 @@
 mod h1;
 mod limits;
 mod listener;
+mod ocsp;
 mod proxy_protocol;
 mod serve;
 mod tls;

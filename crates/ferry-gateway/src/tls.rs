@@ -89,6 +89,10 @@ pub struct TlsOptions {
     pub cipher_suites: Vec<String>,
     /// How often the files are checked for changes; `None`: never.
     pub reload_interval: Option<Duration>,
+    /// Fetch OCSP responses for the certificates without an `ocsp_response` file and staple them (`ocsp.rs`).
+    pub ocsp_stapling: bool,
+    /// With `ocsp_stapling`: the responder asked for every certificate instead of its own (an `http://` URL).
+    pub ocsp_responder: Option<String>,
 }
 
 impl TlsOptions {
@@ -105,6 +109,8 @@ impl TlsOptions {
             protocols: Vec::new(),
             cipher_suites: Vec::new(),
             reload_interval: None,
+            ocsp_stapling: false,
+            ocsp_responder: None,
         }
     }
 
@@ -137,6 +143,10 @@ impl TlsOptions {
         }
         if self.verify_depth == Some(0) {
             return Err(settings("verify_depth", "must be at least 1"));
+        }
+        if let Some(url) = &self.ocsp_responder {
+            crate::ocsp::responder_uri(url)
+                .map_err(|e| settings("ocsp_responder", e.to_string()))?;
         }
         Ok(())
     }
@@ -209,6 +219,8 @@ pub(crate) struct Sites {
     mixed_client_settings: bool,
     /// The files' bytes, to notice changes.
     fingerprint: Vec<u8>,
+    /// The certificates whose OCSP responses are fetched (their fetchers run while some sites hold them).
+    _stapling: Vec<Arc<crate::ocsp::Stapling>>,
 }
 
 impl Sites {
@@ -219,6 +231,7 @@ impl Sites {
         let versions = versions(&options.protocols)?;
         let crls = load_crls(&options.client_crl, &mut fingerprint)?;
         let mut verifiers = Verifiers::default();
+        let mut stapling = Vec::new();
         let listener_client = (options.client_auth, options.client_ca.clone());
         let default = Arc::new(build_site(
             &options.default,
@@ -230,6 +243,7 @@ impl Sites {
             &crls,
             &mut verifiers,
             &mut fingerprint,
+            &mut stapling,
         )?);
         let mut exact = HashMap::new();
         let mut wildcard = Vec::new();
@@ -248,6 +262,7 @@ impl Sites {
                 &crls,
                 &mut verifiers,
                 &mut fingerprint,
+                &mut stapling,
             )?);
             for name in &sni.names {
                 let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -275,6 +290,7 @@ impl Sites {
             wildcard,
             mixed_client_settings: verifiers.seen.len() > 1,
             fingerprint,
+            _stapling: stapling,
         })
     }
 
@@ -353,6 +369,7 @@ fn build_site(
     crls: &[CertificateRevocationListDer<'static>],
     verifiers: &mut Verifiers,
     fingerprint: &mut Vec<u8>,
+    stapling: &mut Vec<Arc<crate::ocsp::Stapling>>,
 ) -> Result<Site, GatewayError> {
     let mut key = load_key_pair(files, provider, fingerprint)?;
     if let Some(path) = ocsp {
@@ -389,7 +406,22 @@ fn build_site(
             }
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(Fixed(Arc::new(key))));
+    // without a response file, stapling fetches them (when it can for this certificate)
+    let fetched = match (ocsp, options.ocsp_stapling) {
+        (None, true) => {
+            crate::ocsp::start(key.clone(), options.ocsp_responder.as_deref(), &files.cert)
+        }
+        _ => None,
+    };
+    let resolver: Arc<dyn ResolvesServerCert> = match fetched {
+        Some(s) => {
+            let resolver = s.resolver();
+            stapling.push(s);
+            resolver
+        }
+        None => Arc::new(Fixed(Arc::new(key))),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Site {
         client_settings,
