@@ -55,6 +55,7 @@ const INHERITED: &[&str] = &[
     "ssl",
     "ssl_stapling",
     "ssl_stapling_file",
+    "ssl_stapling_responder",
     "gzip",
     "brotli",
     "gzip_types",
@@ -403,8 +404,8 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("large_client_header_buffers", "Ferry's limit is server.http.max_header_size (64 KiB by default)"),
     ("client_header_buffer_size", "Ferry's limit is server.http.max_header_size (64 KiB by default)"),
     ("ssl_conf_command", "Ferry does not use OpenSSL"),
-    ("ssl_stapling_verify", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
-    ("ssl_trusted_certificate", "Ferry staples a response file (`ocsp_response`, fetched by cron), it does not fetch one itself"),
+    ("ssl_stapling_verify", "Ferry checks the signature of every response it fetches (ocsp_stapling), and staples a response file as it is"),
+    ("ssl_trusted_certificate", "Ferry checks fetched OCSP responses against the issuer in the certificate file (it must follow the certificate there)"),
     ("ssl_password_file", "Ferry reads unencrypted keys only"),
     ("ssl_early_data", "TLS early data is not built"),
     ("http3", "HTTP/3 is not built yet"),
@@ -626,6 +627,12 @@ struct Translator<'a> {
     tls_settings: HashMap<String, (Vec<String>, Position)>,
     /// The current server's error page files, by the URI its `error_page`s name.
     page_root: HashMap<String, PathBuf>,
+    /// The first `ssl_stapling on` of a TLS server without `ssl_stapling_file` (fetching: `ocsp_stapling`).
+    stapling_fetch: Option<Position>,
+    /// Whether a TLS server has `ssl_stapling` off (fetching is one switch for the listener).
+    stapling_off: bool,
+    /// The `ssl_stapling_responder` of the servers that fetch (one for the listener).
+    stapling_responder: Option<String>,
 }
 
 /// Translate parsed directives (see [`crate::parse_file`]).
@@ -645,6 +652,9 @@ pub fn translate(directives: &[Directive]) -> Imported {
         route_names: HashSet::new(),
         tls_settings: HashMap::new(),
         page_root: HashMap::new(),
+        stapling_fetch: None,
+        stapling_off: false,
+        stapling_responder: None,
     };
     // nginx's own defaults where Ferry's differ and nginx users rely on them: none are imposed; the report and
     // docs/gateway.md say where the defaults differ (body limit, max_fails).
@@ -1356,15 +1366,25 @@ impl<'a> Translator<'a> {
                 Some((PathBuf::from(file.arg(0)), file.at.clone(), file.id))
             }
             (Some(on), None) => {
-                self.note(
-                    on,
-                    NoteKind::NotTranslated,
-                    "Ferry staples only a response file today (ssl_stapling_file, as ocsp_response; fetch it by \
-                     cron with `openssl ocsp … -respout`): it does not fetch OCSP responses itself",
-                );
+                // fetched responses: [gateway.tls] ocsp_stapling, with the responder of ssl_stapling_responder
+                self.use_(on);
+                self.stapling_fetch.get_or_insert_with(|| on.at.clone());
+                if let Some(r) = scope.last("ssl_stapling_responder") {
+                    match &self.stapling_responder {
+                        Some(first) if first != r.arg(0) => {
+                            let why = format!("Ferry asks one responder for every certificate ({first})");
+                            self.note(r, NoteKind::NotTranslated, why);
+                        }
+                        _ => {
+                            self.use_(r);
+                            self.stapling_responder = Some(r.arg(0).to_owned());
+                        }
+                    }
+                }
                 None
             }
             (None, file) => {
+                self.stapling_off = true;
                 if let Some(off) = scope.last("ssl_stapling") {
                     self.use_(off);
                 }
@@ -3017,6 +3037,20 @@ impl<'a> Translator<'a> {
         self.config.server.tls_cert = Some(cert.clone());
         self.config.server.tls_key = Some(key.clone());
         self.config.gateway.tls.ocsp_response = self.stapled(default, None);
+        if let Some(at) = self.stapling_fetch.take() {
+            self.config.gateway.tls.ocsp_stapling = true;
+            self.config.gateway.tls.ocsp_responder = self.stapling_responder.take();
+            if self.stapling_off {
+                self.report.push(Note {
+                    at,
+                    directive: "ssl_stapling".into(),
+                    kind: NoteKind::Approximated,
+                    why: "ocsp_stapling is one switch of the listener: Ferry fetches responses for every \
+                          certificate without a response file, those of servers with ssl_stapling off too"
+                        .into(),
+                });
+            }
+        }
         for s in &tls_servers {
             let Some((c, k)) = &s.cert else { continue };
             if (c, k) == (&cert, &key) || s.hosts.is_empty() {

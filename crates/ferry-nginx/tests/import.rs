@@ -169,9 +169,10 @@ fn django_behind_nginx() {
             "ssl-params.conf:3 ssl_prefer_server_ciphers [not needed]",
             "ssl-params.conf:5 ssl_session_cache [not needed]",
             "ssl-params.conf:6 ssl_session_timeout [not needed]",
-            "ssl-params.conf:7 ssl_stapling [not translated]",
         ]
     );
+    // ssl_stapling on without a file: Ferry fetches the responses
+    assert!(c.gateway.tls.ocsp_stapling);
 }
 
 #[test]
@@ -383,6 +384,7 @@ fn central_nginx_with_client_certificates() {
         Some(PathBuf::from("/etc/nginx/staff-ca.pem"))
     );
     assert_eq!(admin.ocsp_response, None, "stapling on without a file");
+    assert!(tls.ocsp_stapling, "its responses are fetched");
     assert!(c.server.listeners.iter().all(|l| l.redirect_to_https));
     assert!(!route(c, "admin.corp.example/").require_client_cert);
     assert!(!route(c, "portal.corp.example/").require_client_cert);
@@ -450,7 +452,6 @@ fn central_nginx_with_client_certificates() {
             "central.conf:29 ssl_verify_client optional [approximated]",
             "central.conf:32 ssl_protocols [not needed]",
             "central.conf:33 ssl_ciphers [approximated]",
-            "central.conf:34 ssl_stapling [not translated]",
             "central.conf:51 proxy_set_header X-SSL-Client-Verify [not needed]",
             "central.conf:52 proxy_set_header X-SSL-Client-S-DN [not needed]",
             "central.conf:62 limit_req [approximated]",
@@ -690,6 +691,22 @@ fn tls_files_buffering_and_compression_in_smaller_cases() {
         i.config.gateway.tls.ocsp_response,
         Some(PathBuf::from("/c.ocsp"))
     );
+    assert!(
+        !i.report.lines().iter().any(|l| l.contains("ssl_stapling")),
+        "{:?}",
+        i.report.lines()
+    );
+    // stapling without a file: Ferry fetches the responses, from nginx's responder when one is set
+    let i = parse(&format!(
+        "ssl_stapling on;\nssl_stapling_responder http://ocsp.example:8080/;\n\
+         server {{ {tls} location / {{ proxy_pass http://a:1; }} }}"
+    ));
+    assert!(i.config.gateway.tls.ocsp_stapling);
+    assert_eq!(
+        i.config.gateway.tls.ocsp_responder.as_deref(),
+        Some("http://ocsp.example:8080/")
+    );
+    assert_eq!(i.config.gateway.tls.ocsp_response, None);
     assert!(
         !i.report.lines().iter().any(|l| l.contains("ssl_stapling")),
         "{:?}",
