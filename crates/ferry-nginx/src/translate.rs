@@ -1372,7 +1372,8 @@ impl<'a> Translator<'a> {
                 if let Some(r) = scope.last("ssl_stapling_responder") {
                     match &self.stapling_responder {
                         Some(first) if first != r.arg(0) => {
-                            let why = format!("Ferry asks one responder for every certificate ({first})");
+                            let why =
+                                format!("Ferry asks one responder for every certificate ({first})");
                             self.note(r, NoteKind::NotTranslated, why);
                         }
                         _ => {
