@@ -222,7 +222,9 @@ impl OriginClient {
         loop {
             let (mut sender, reused) = match self.checkout(core, client).await {
                 Some(sender) => (sender, true),
-                None => (self.connect(client).await?, false),
+                // boxed: a new connection is the rare case, and its future (connect, PROXY header, handshake) would
+                // otherwise make every request's future larger, and every move of it longer
+                None => (Box::pin(self.connect(client)).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
