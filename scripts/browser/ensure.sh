@@ -19,8 +19,10 @@ find_chromium() {
     return 0
 }
 
-# One installer at a time: several tests may ask at once.
-exec 9>/tmp/ferry-browser-install.lock
+# One installer at a time: several tests may ask at once, and the other scripts that install Debian packages
+# for tests (scripts/{browser,prometheus,forward-proxy}/ensure.sh) take the same lock: two apt-get runs at once
+# fail on dpkg's lock (CI, 2026-12-07: the proxy tests' install failed while the browser test's ran).
+exec 9>/tmp/ferry-apt-install.lock
 flock 9
 
 if [ -z "$(find_chromium)" ]; then
@@ -30,9 +32,9 @@ if [ -z "$(find_chromium)" ]; then
     fi
     echo "browser: installing chromium with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
-    install() { apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/tmp/ferry-browser-apt.log 2>&1; }
+    install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium fonts-dejavu-core >/tmp/ferry-browser-apt.log 2>&1; }
     if ! install; then
-        apt-get update >/tmp/ferry-browser-apt-update.log 2>&1 || true
+        apt-get -o DPkg::Lock::Timeout=600 update >/tmp/ferry-browser-apt-update.log 2>&1 || true
         install || { echo "browser: apt-get install chromium failed (/tmp/ferry-browser-apt.log)" >&2; exit 3; }
     fi
 fi

@@ -41,8 +41,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "forward-proxy: ${missing[*]} missing and cannot be installed here (needs root and apt-get)" >&2
         exit 3
     fi
-    # One installer at a time: several tests may ask at once.
-    exec 9>/tmp/ferry-forward-proxy-install.lock
+    # One installer at a time: several tests may ask at once, and the other scripts that install Debian packages
+    # for tests (scripts/{browser,prometheus,forward-proxy}/ensure.sh) take the same lock: two apt-get runs at
+    # once fail on dpkg's lock (CI, 2026-12-07: the proxy tests' install failed while the browser test's ran).
+    exec 9>/tmp/ferry-apt-install.lock
     flock 9
     mapfile -t still < <(missing_packages)
     if [ ${#still[@]} -gt 0 ]; then
@@ -54,9 +56,9 @@ if [ ${#missing[@]} -gt 0 ]; then
         if [ ! -e "$policy" ]; then
             printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
         fi
-        install() { apt-get install -y --no-install-recommends "${still[@]}" >/tmp/ferry-forward-proxy-apt.log 2>&1; }
+        install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${still[@]}" >/tmp/ferry-forward-proxy-apt.log 2>&1; }
         if ! install; then
-            apt-get update >/tmp/ferry-forward-proxy-apt-update.log 2>&1 || true
+            apt-get -o DPkg::Lock::Timeout=600 update >/tmp/ferry-forward-proxy-apt-update.log 2>&1 || true
             install || { [ $created_policy = 1 ] && rm -f "$policy"; echo "forward-proxy: apt-get install ${still[*]} failed (/tmp/ferry-forward-proxy-apt.log)" >&2; exit 3; }
         fi
         [ $created_policy = 1 ] && rm -f "$policy"

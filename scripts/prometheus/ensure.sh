@@ -18,8 +18,10 @@ if [ -z "$(find_tool prometheus)" ] || [ -z "$(find_tool promtool)" ]; then
         echo "prometheus: prometheus/promtool missing and cannot be installed here (needs root and apt-get)" >&2
         exit 3
     fi
-    # One installer at a time: several tests may ask at once.
-    exec 9>/tmp/ferry-prometheus-install.lock
+    # One installer at a time: several tests may ask at once, and the other scripts that install Debian packages
+    # for tests (scripts/{browser,prometheus,forward-proxy}/ensure.sh) take the same lock: two apt-get runs at
+    # once fail on dpkg's lock (CI, 2026-12-07: the proxy tests' install failed while the browser test's ran).
+    exec 9>/tmp/ferry-apt-install.lock
     flock 9
     if [ -z "$(find_tool prometheus)" ] || [ -z "$(find_tool promtool)" ]; then
         echo "prometheus: installing prometheus with apt-get" >&2
@@ -30,9 +32,9 @@ if [ -z "$(find_tool prometheus)" ] || [ -z "$(find_tool promtool)" ]; then
         if [ ! -e "$policy" ]; then
             printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
         fi
-        install() { apt-get install -y --no-install-recommends prometheus >/tmp/ferry-prometheus-apt.log 2>&1; }
+        install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends prometheus >/tmp/ferry-prometheus-apt.log 2>&1; }
         if ! install; then
-            apt-get update >/tmp/ferry-prometheus-apt-update.log 2>&1 || true
+            apt-get -o DPkg::Lock::Timeout=600 update >/tmp/ferry-prometheus-apt-update.log 2>&1 || true
             install || { [ $created_policy = 1 ] && rm -f "$policy"; echo "prometheus: apt-get install prometheus failed (/tmp/ferry-prometheus-apt.log)" >&2; exit 3; }
         fi
         [ $created_policy = 1 ] && rm -f "$policy"
