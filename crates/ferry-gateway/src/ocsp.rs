@@ -105,6 +105,8 @@ pub(crate) struct Target {
     /// The responder's URL as configured or found (for log lines), and parsed.
     url: String,
     uri: http::Uri,
+    /// The responder's HTTP/1.1 client (`ferry_http`'s, as upstream servers use), built once.
+    client: Arc<ferry_http::client::OriginClient>,
     /// The DER OCSPRequest, the same for every fetch (no nonce: responders serve pre-signed responses).
     request: Vec<u8>,
     cert_id: CertId,
@@ -133,6 +135,13 @@ impl Target {
             None => aia_ocsp_url(&leaf)?.ok_or(OcspError::NoResponder)?,
         };
         let uri = responder_uri(&url)?;
+        let client = match uri.authority() {
+            Some(authority) => ferry_http::client::OriginClient::for_authority(
+                authority,
+                ferry_http::client::ClientOptions::keep_alive(FETCH_TIMEOUT),
+            ),
+            None => return Err(OcspError::BadUrl(url, "no host".into())),
+        };
         let request = Request::from_cert::<sha1::Sha1>(&issuer, &leaf)
             .map_err(|e| OcspError::Request(e.to_string()))?;
         let cert_id = request.req_cert.clone();
@@ -145,6 +154,7 @@ impl Target {
             file: file.to_owned(),
             url,
             uri,
+            client,
             request,
             cert_id,
             issuer: issuer_der.clone().into_owned(),
@@ -366,36 +376,22 @@ fn rfc3339(t: SystemTime) -> String {
 async fn post(target: &Target) -> Result<Vec<u8>, OcspError> {
     use http_body_util::BodyExt;
     let uri = &target.uri;
-    let host = uri.host().unwrap_or_default();
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port = uri.port_u16().unwrap_or(80);
-    let tcp = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(OcspError::Connect)?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| OcspError::Http(e.to_string()))?;
-    let conn = tokio::spawn(conn);
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = http::Request::post(path)
         .header(http::header::HOST, authority)
         .header(http::header::CONTENT_TYPE, "application/ocsp-request")
         .header(http::header::ACCEPT, "application/ocsp-response")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            target.request.clone(),
-        )))
+        .body(ferry_http::full(target.request.clone()))
         .map_err(|e| OcspError::Http(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| OcspError::Http(e.to_string()))?;
+    let response = target.client.send(request).await.map_err(|e| match e {
+        ferry_http::client::ClientError::Connect { source, .. } => OcspError::Connect(source),
+        e => OcspError::Http(format!(
+            "{e}: {}",
+            std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
+        )),
+    })?;
     if response.status() != http::StatusCode::OK {
-        conn.abort();
         return Err(OcspError::HttpStatus(response.status().as_u16()));
     }
     let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE)
@@ -403,7 +399,6 @@ async fn post(target: &Target) -> Result<Vec<u8>, OcspError> {
         .await
         .map_err(|e| OcspError::Http(format!("reading the response: {e}")))?
         .to_bytes();
-    conn.abort();
     Ok(body.to_vec())
 }
 

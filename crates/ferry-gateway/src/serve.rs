@@ -242,8 +242,13 @@ pub async fn serve(
         };
         let accepted_at = Instant::now();
         let _ = stream.set_nodelay(true);
-        // the address the client reached: what a PROXY protocol header to an upstream names as the destination
-        let local_addr = stream.local_addr().unwrap_or(listener.local_addr());
+        // the address the client reached: what a PROXY protocol header to an upstream names as the destination;
+        // the listener's own unless it is bound to every address (then asked of the socket: one system call)
+        let bound = listener.local_addr();
+        let local_addr = match bound.ip().is_unspecified() {
+            true => stream.local_addr().unwrap_or(bound),
+            false => bound,
+        };
         let conn = Conn {
             info: ClientInfo {
                 remote_addr,
