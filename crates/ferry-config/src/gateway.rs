@@ -428,8 +428,8 @@ pub struct UpstreamConfig {
     pub retry_budget: RetryBudget,
     /// Start each connection to a server with a PROXY protocol header naming the client (`v1` text or `v2`
     /// binary; HAProxy's `send-proxy` / `send-proxy-v2`), for servers that take the client's address from it.
-    /// Only `http://` servers. A connection then carries the requests of one client connection only. Unset:
-    /// none.
+    /// Any scheme: for `https://` the header goes before the TLS handshake, for `h2c://` before HTTP/2's preface.
+    /// A connection then carries the requests of one client connection only. Unset: none.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 

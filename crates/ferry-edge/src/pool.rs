@@ -4,11 +4,15 @@
 //! Where to connect (a [`Server`] and the choice among them) is kept apart from connecting and pooling: a plain
 //! `http://` server has its own HTTP/1.1 client ([`ferry_http::client::OriginClient`], the common case and the
 //! cheaper one per request); the servers of an `https://` or `h2c://` pool share hyper-util's client, built once
-//! per pool with its TLS settings, for ALPN and HTTP/2.
+//! per pool with its TLS settings, for ALPN and HTTP/2, except with `proxy_protocol`: then each server has its own
+//! [`ferry_http::client::ProxiedClient`] (the pool's TLS settings), whose connections start with the header and
+//! stay with one client connection.
 
 use crate::EdgeError;
 use ferry_config::{Balance, HealthConfig, ProxyProtocolVersion, UpstreamConfig};
-use ferry_http::client::{ClientOptions, OriginClient, ProxyProtocol, ResponseBody, SendError};
+use ferry_http::client::{
+    ClientOptions, OriginClient, ProxiedClient, ProxyProtocol, ResponseBody, SendError,
+};
 use ferry_http::Body;
 use http::uri::{Authority, Scheme};
 use hyper_rustls::HttpsConnector;
@@ -74,6 +78,9 @@ enum ServerClient {
     Origin(Arc<OriginClient>),
     /// `https://` and `h2c://`: the client the pool's servers share (TLS settings, ALPN, HTTP/2).
     Shared(Arc<UpstreamClient>),
+    /// `https://` and `h2c://` with `proxy_protocol`: its own connections, each with a PROXY header, kept per
+    /// client connection (the pool's TLS settings, ALPN, HTTP/2).
+    Proxied(Arc<ProxiedClient>),
 }
 
 impl Server {
@@ -294,6 +301,12 @@ impl Pool {
         }
         let mut protocol = None;
         let mut shared: Option<Arc<UpstreamClient>> = None;
+        // with proxy_protocol, the TLS settings each server's client starts from (https://), read once per pool
+        let mut proxied_tls: Option<rustls::ClientConfig> = None;
+        let proxy_protocol = c.proxy_protocol.map(|v| match v {
+            ProxyProtocolVersion::V1 => ProxyProtocol::V1,
+            ProxyProtocolVersion::V2 => ProxyProtocol::V2,
+        });
         let mut servers = Vec::new();
         for (i, s) in c.servers.iter().enumerate() {
             let bad = |m: String| invalid(&format!("servers[{i}].url"), m);
@@ -332,32 +345,41 @@ impl Pool {
             if servers.iter().any(|o: &Arc<Server>| o.token == token) {
                 return Err(bad(format!("{:?} is listed twice", s.url)));
             }
+            let options = ClientOptions {
+                proxy_protocol,
+                ..ClientOptions::keep_alive(c.connect_timeout)
+            };
+            // a `ca_file` or `client_cert` on a pool that is not https is refused below, with its own message
+            let tls_settings = || {
+                let ca_file = c.ca_file.as_deref().filter(|_| p == Protocol::Https);
+                let identity = match (&c.client_cert, &c.client_key) {
+                    (Some(cert), Some(key)) if p == Protocol::Https => Some(
+                        load_client_identity(cert, key).map_err(|m| invalid("client_cert", m))?,
+                    ),
+                    _ => None,
+                };
+                tls_config(p, ca_file, identity).map_err(|m| invalid("ca_file", m))
+            };
             let client = match (p, &shared) {
-                (Protocol::Http, _) => ServerClient::Origin(OriginClient::for_authority(
-                    &authority,
-                    ClientOptions {
-                        proxy_protocol: c.proxy_protocol.map(|v| match v {
-                            ProxyProtocolVersion::V1 => ProxyProtocol::V1,
-                            ProxyProtocolVersion::V2 => ProxyProtocol::V2,
-                        }),
-                        ..ClientOptions::keep_alive(c.connect_timeout)
-                    },
-                )),
+                (Protocol::Http, _) => {
+                    ServerClient::Origin(OriginClient::for_authority(&authority, options))
+                }
+                (Protocol::H2c, _) if proxy_protocol.is_some() => {
+                    ServerClient::Proxied(ProxiedClient::h2c(&authority, options))
+                }
+                (Protocol::Https, _) if proxy_protocol.is_some() => {
+                    let tls = match &proxied_tls {
+                        Some(tls) => tls.clone(),
+                        None => proxied_tls.insert(tls_settings()?).clone(),
+                    };
+                    ServerClient::Proxied(
+                        ProxiedClient::tls(&authority, options, tls)
+                            .map_err(|e| bad(format!("{:?}: {e}", s.url)))?,
+                    )
+                }
                 (_, Some(client)) => ServerClient::Shared(client.clone()),
                 (_, None) => {
-                    // a `ca_file` on a pool that is not https is refused below, with its own message
-                    let ca_file = c.ca_file.as_deref().filter(|_| p == Protocol::Https);
-                    let identity = match (&c.client_cert, &c.client_key) {
-                        (Some(cert), Some(key)) if p == Protocol::Https => Some(
-                            load_client_identity(cert, key)
-                                .map_err(|m| invalid("client_cert", m))?,
-                        ),
-                        _ => None,
-                    };
-                    let client = Arc::new(
-                        build_client(p, ca_file, identity, c.connect_timeout)
-                            .map_err(|m| invalid("ca_file", m))?,
-                    );
+                    let client = Arc::new(build_client(p, tls_settings()?, c.connect_timeout));
                     shared = Some(client.clone());
                     ServerClient::Shared(client)
                 }
@@ -411,13 +433,6 @@ impl Pool {
             }
             (_, None) => None,
         };
-        if c.proxy_protocol.is_some() && protocol != Protocol::Http {
-            return Err(invalid(
-                "proxy_protocol",
-                "only used with http:// servers (a PROXY header before TLS or HTTP/2 is not built)"
-                    .into(),
-            ));
-        }
         if c.ca_file.is_some() && protocol != Protocol::Https {
             return Err(invalid("ca_file", "only used with https:// servers".into()));
         }
@@ -644,6 +659,11 @@ impl Pool {
                     .await?
                     .map(ResponseBody::Origin));
             }
+            ServerClient::Proxied(proxied) => {
+                let connection = client.map(|c| (c.remote_addr, c.local_addr));
+                // boxed: its future would otherwise make every request's future larger
+                return Ok(Box::pin(proxied.send_for(req, connection)).await?);
+            }
             ServerClient::Shared(client) => client,
         };
         let mut uri = http::Uri::builder()
@@ -796,16 +816,13 @@ pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h 
         .map(|(_, v)| v.trim())
 }
 
-fn build_client(
+/// The TLS settings of a pool: its `ca_file` or the system's roots (`https://`), its client certificate; no ALPN
+/// (the client sets it).
+fn tls_config(
     protocol: Protocol,
     ca_file: Option<&std::path::Path>,
     identity: Option<ClientIdentity>,
-    connect_timeout: Duration,
-) -> Result<UpstreamClient, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -835,12 +852,23 @@ fn build_client(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
-    let tls = match identity {
+    match identity {
         Some((chain, key)) => tls
             .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("client_cert: {e}"))?,
-        None => tls.with_no_client_auth(),
-    };
+            .map_err(|e| format!("client_cert: {e}")),
+        None => Ok(tls.with_no_client_auth()),
+    }
+}
+
+fn build_client(
+    protocol: Protocol,
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -857,7 +885,7 @@ fn build_client(
     if protocol == Protocol::H2c {
         builder.http2_only(true);
     }
-    Ok(builder.build(connector))
+    builder.build(connector)
 }
 
 /// A client certificate chain and its key, for mutual TLS with upstreams.
@@ -1025,6 +1053,57 @@ mod tests {
             ..UpstreamConfig::default()
         };
         assert!(err(hash).contains("hash_on"));
+    }
+
+    /// `proxy_protocol` on pools of every scheme: `https://` and `h2c://` servers get a client of their own
+    /// (connections kept per client connection), `http://` ones their HTTP/1.1 client as before; pools without it
+    /// keep the shared client.
+    #[test]
+    fn proxy_protocol_pools_of_every_scheme_load() {
+        let pool = |url: &str, proxy_protocol| {
+            Pool::new(
+                "p",
+                &UpstreamConfig {
+                    servers: vec![
+                        UpstreamServer {
+                            url: url.replace("{n}", "1"),
+                            weight: 1,
+                            backup: false,
+                            max_conns: None,
+                        },
+                        UpstreamServer {
+                            url: url.replace("{n}", "2"),
+                            weight: 1,
+                            backup: false,
+                            max_conns: None,
+                        },
+                    ],
+                    proxy_protocol,
+                    ..UpstreamConfig::default()
+                },
+            )
+            .expect("pool")
+        };
+        let kinds = |p: &Pool| {
+            p.servers()
+                .iter()
+                .map(|s| match &s.client {
+                    ServerClient::Origin(_) => "origin",
+                    ServerClient::Shared(_) => "shared",
+                    ServerClient::Proxied(_) => "proxied",
+                })
+                .collect::<Vec<_>>()
+        };
+        let v2 = Some(ProxyProtocolVersion::V2);
+        assert_eq!(kinds(&pool("http://a{n}:80", v2)), ["origin", "origin"]);
+        assert_eq!(kinds(&pool("https://a{n}:443", v2)), ["proxied", "proxied"]);
+        assert_eq!(kinds(&pool("h2c://a{n}:80", v2)), ["proxied", "proxied"]);
+        assert_eq!(kinds(&pool("https://a{n}:443", None)), ["shared", "shared"]);
+        assert_eq!(kinds(&pool("h2c://[::1]:8{n}", None)), ["shared", "shared"]);
+        assert_eq!(
+            kinds(&pool("https://[::1]:8{n}", v2)),
+            ["proxied", "proxied"]
+        );
     }
 
     #[test]

@@ -676,12 +676,8 @@ async fn https_upstream_with_an_unknown_ca_is_refused() {
     assert_eq!(r.status(), 502);
 }
 
-/// Mutual TLS towards an upstream (nginx's `proxy_ssl_certificate`): an upstream that requires client
-/// certificates is reached with the pool's `client_cert`/`client_key`, and refuses the pool without them (502).
-#[tokio::test]
-async fn https_upstreams_that_require_client_certificates() {
-    let pki = TestPki::new().expect("pki");
-    // a client certificate signed by the test CA, for the gateway
+/// A client certificate signed by `pki`'s CA, for the gateway: its certificate and key files.
+fn gateway_client_identity(pki: &TestPki) -> (std::path::PathBuf, std::path::PathBuf) {
     let ca_key = rcgen::KeyPair::from_pem(&pki.ca_key_pem).expect("ca key");
     // the test CA as an issuer: its name and key are what signing needs
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -699,14 +695,28 @@ async fn https_upstreams_that_require_client_certificates() {
     let client_key = pki.dir().join("gateway-client-key.pem");
     std::fs::write(&client_cert, cert.pem()).expect("write");
     std::fs::write(&client_key, key.serialize_pem()).expect("write");
+    (client_cert, client_key)
+}
 
+/// TLS settings of an upstream listener with `pki`'s server certificate that requires client certificates of
+/// `pki`'s CA.
+fn mtls_options(pki: &TestPki) -> ferry_gateway::TlsOptions {
     let mut tls = ferry_gateway::TlsOptions::single(TlsFiles {
         cert: pki.cert_path(),
         key: pki.key_path(),
     });
     tls.client_auth = ferry_gateway::ClientAuth::Required;
     tls.client_ca = Some(pki.ca_path());
-    let upstream = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(tls))
+    tls
+}
+
+/// Mutual TLS towards an upstream (nginx's `proxy_ssl_certificate`): an upstream that requires client
+/// certificates is reached with the pool's `client_cert`/`client_key`, and refuses the pool without them (502).
+#[tokio::test]
+async fn https_upstreams_that_require_client_certificates() {
+    let pki = TestPki::new().expect("pki");
+    let (client_cert, client_key) = gateway_client_identity(&pki);
+    let upstream = Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(mtls_options(&pki)))
         .await
         .expect("bind");
     let port = upstream.local_addr().port();
@@ -1639,8 +1649,7 @@ async fn rate_limited_routes_answer_429_with_retry_after() {
 
 /// `proxy_protocol` on a pool: each client connection reaches the upstream on connections of its own, whose PROXY
 /// header names that client connection (the upstream here is a Ferry listener that takes the header), and its
-/// requests keep using them; health checks still pass (their connections say `LOCAL` / `UNKNOWN`). The header is
-/// refused on pools of `https://` servers.
+/// requests keep using them; health checks still pass (their connections say `LOCAL` / `UNKNOWN`).
 #[tokio::test]
 async fn proxy_protocol_headers_name_each_client_connection_to_upstreams() {
     for version in ["v1", "v2"] {
@@ -1722,15 +1731,151 @@ async fn proxy_protocol_headers_name_each_client_connection_to_upstreams() {
             "{version}: health checks pass: {m}"
         );
     }
-    let refused = refusal(
-        r#"
-        [upstreams.p]
-        servers = [{ url = "https://127.0.0.1:1" }]
-        proxy_protocol = "v1"
-        "#,
-    );
-    assert!(
-        refused.contains("gateway.upstreams.p.proxy_protocol") && refused.contains("http://"),
-        "{refused}"
-    );
+}
+
+/// A TCP relay to `to` that counts the connections it is asked for: how many connections a client opened.
+async fn counting_relay(
+    to: std::net::SocketAddr,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>, AbortOnDrop) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, count, AbortOnDrop(task))
+}
+
+/// `proxy_protocol` on pools of `https://` (with a client certificate: mutual TLS) and `h2c://` servers: the header
+/// goes before the TLS handshake or the HTTP/2 preface (the upstream is a Ferry listener that takes it, then TLS
+/// requiring a client certificate, or HTTP/2); each client connection's address arrives, its requests reuse one
+/// upstream connection of its own (HTTP/2 by ALPN), and health checks pass on a connection of their own.
+#[tokio::test]
+async fn proxy_protocol_towards_https_and_h2c_upstreams() {
+    let pki = TestPki::new().expect("pki");
+    let (client_cert, client_key) = gateway_client_identity(&pki);
+    for (scheme, version) in [
+        ("https", "v1"),
+        ("https", "v2"),
+        ("h2c", "v1"),
+        ("h2c", "v2"),
+    ] {
+        let tls = (scheme == "https").then(|| mtls_options(&pki));
+        let upstream = Listener::bind_with(([127, 0, 0, 1], 0).into(), tls)
+            .await
+            .expect("bind")
+            .with_proxy_protocol(true);
+        let upstream_addr = upstream.local_addr();
+        let handler: Handler = Arc::new(|req: Request<Incoming>| {
+            Box::pin(async move {
+                let client = req
+                    .extensions()
+                    .get::<ferry_http::ClientInfo>()
+                    .map(|c| c.remote_addr.to_string())
+                    .unwrap_or_default();
+                let verified = req
+                    .extensions()
+                    .get::<Arc<ferry_http::TlsInfo>>()
+                    .is_some_and(|t| t.client_verified());
+                Response::new(full(format!(
+                    "{client} {:?} verified={verified}",
+                    req.version()
+                )))
+            })
+        });
+        let _upstream = AbortOnDrop(tokio::spawn(ferry_gateway::serve(
+            upstream,
+            handler,
+            options(),
+            std::future::pending(),
+        )));
+        let (port, connections, _relay) = counting_relay(upstream_addr).await;
+        let tls_keys = if scheme == "https" {
+            format!(
+                "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+                pki.ca_path().display(),
+                client_cert.display(),
+                client_key.display()
+            )
+        } else {
+            String::new()
+        };
+        let (url, gw, _g) = front(&format!(
+            r#"
+            [[routes]]
+            upstream = "p"
+            [upstreams.p]
+            servers = [{{ url = "{scheme}://localhost:{port}" }}]
+            proxy_protocol = "{version}"
+            health = {{ path = "/healthz", interval = "50ms", timeout = "1s", healthy_threshold = 1, unhealthy_threshold = 1 }}
+            {tls_keys}
+            "#
+        ))
+        .await;
+        let case = format!("{scheme} {version}");
+        let gateway: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("gateway address");
+        // let a few health checks run: they keep one connection of their own
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{case}: the health checks' connection"
+        );
+        for n in 1..=2 {
+            let stream = tokio::net::TcpStream::connect(gateway)
+                .await
+                .expect("connect");
+            let me = stream.local_addr().expect("local address");
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            let _conn = AbortOnDrop(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            for _ in 0..3 {
+                let req = Request::get("/")
+                    .header(http::header::HOST, "app.example")
+                    .body(ferry_http::empty())
+                    .expect("request");
+                let resp = send.send_request(req).await.expect("response");
+                assert_eq!(resp.status(), 200, "{case}");
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert_eq!(
+                    String::from_utf8_lossy(&body),
+                    format!("{me} HTTP/2.0 verified={}", scheme == "https"),
+                    "{case}: the upstream learns the client connection from the header, over HTTP/2"
+                );
+            }
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                1 + n,
+                "{case}: one upstream connection per client connection, reused for its requests"
+            );
+        }
+        let m = gw.render_metrics();
+        assert!(
+            m.contains(&format!(
+                "ferry_gateway_upstream_up{{upstream=\"p\",server=\"localhost:{port}\"}} 1"
+            )),
+            "{case}: health checks pass: {m}"
+        );
+    }
 }

@@ -6,7 +6,8 @@
 //! which on every request hashes its pool key with SipHash (twice), takes the pool's lock for a map lookup, and
 //! spawns a task to give the connection back once the response body ends. Here the origin is known when the
 //! client is built, so the idle list needs no key, and the connection goes back from the body itself
-//! (docs/performance.md, "Changes and their effect"). TLS and HTTP/2 origins stay on hyper-util's client.
+//! (docs/performance.md, "Changes and their effect"). TLS and HTTP/2 origins stay on hyper-util's client, except
+//! behind the PROXY protocol ([`ProxiedClient`], below).
 //!
 //! On the node's cores ([`crate::cores`]) each core keeps its own idle connections: a connection's task runs on
 //! the core that opened it, and a request reusing it from another core would wake that core's thread for each
@@ -15,7 +16,9 @@
 //! With [`ClientOptions::proxy_protocol`] each new connection starts with a PROXY protocol header naming the
 //! client connection it was opened for, so a connection carries the requests of that client connection only:
 //! idle connections are kept by the client connection (its two addresses) and reused only for it, as HAProxy
-//! keeps connections that sent a PROXY header private to their client.
+//! keeps connections that sent a PROXY header private to their client. [`ProxiedClient`] does the same for
+//! `https://` and `h2c://` origins: the header, then TLS (HAProxy's `send-proxy-v2 ssl`) and HTTP/1.1 or HTTP/2
+//! by ALPN, or HTTP/2 with prior knowledge; one HTTP/2 connection per client connection.
 
 use crate::Body;
 use bytes::Bytes;
@@ -23,8 +26,12 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -291,32 +298,7 @@ impl OriginClient {
         &self,
         client: Option<ClientConnection>,
     ) -> Result<SendRequest<Body>, ClientError> {
-        let connect_error = |source| ClientError::Connect {
-            origin: self.origin.clone(),
-            source,
-        };
-        let mut stream = match tokio::time::timeout(
-            self.options.connect_timeout,
-            TcpStream::connect(self.origin.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(connect_error(e)),
-            Err(_) => {
-                return Err(connect_error(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {:?}", self.options.connect_timeout),
-                )))
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        if let Some(version) = self.options.proxy_protocol {
-            use tokio::io::AsyncWriteExt;
-            let header = version.header(client);
-            // a fresh socket's send buffer takes the header (at most a few hundred bytes) at once
-            stream.write_all(&header).await.map_err(connect_error)?;
-        }
+        let stream = open(&self.origin, &self.options, client).await?;
         let (sender, conn) = Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -385,6 +367,38 @@ impl OriginClient {
     }
 }
 
+/// A TCP connection to `origin` (within the connect timeout), started with the PROXY protocol header for `client`
+/// when the options ask for one.
+async fn open(
+    origin: &str,
+    options: &ClientOptions,
+    client: Option<ClientConnection>,
+) -> Result<TcpStream, ClientError> {
+    let connect_error = |source| ClientError::Connect {
+        origin: origin.to_owned(),
+        source,
+    };
+    let mut stream =
+        match tokio::time::timeout(options.connect_timeout, TcpStream::connect(origin)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(connect_error(e)),
+            Err(_) => {
+                return Err(connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", options.connect_timeout),
+                )))
+            }
+        };
+    let _ = stream.set_nodelay(true);
+    if let Some(version) = options.proxy_protocol {
+        use tokio::io::AsyncWriteExt;
+        let header = version.header(client);
+        // a fresh socket's send buffer takes the header (at most a few hundred bytes) at once
+        stream.write_all(&header).await.map_err(connect_error)?;
+    }
+    Ok(stream)
+}
+
 /// Whose a connection is: the core that opened it, and the client connection it was opened for (with the PROXY
 /// protocol).
 #[derive(Debug, Clone, Copy)]
@@ -445,8 +459,352 @@ impl HttpBody for PooledBody {
     }
 }
 
-/// Why a request sent with either client got no response: this module's [`OriginClient`], or hyper-util's pooled
-/// client (TLS and HTTP/2 origins).
+/// The client of one `https://` or `h2c://` origin whose connections start with a PROXY protocol header
+/// ([`ClientOptions::proxy_protocol`]): TLS, after which ALPN chooses HTTP/2 or HTTP/1.1, or HTTP/2 with prior
+/// knowledge. Each connection names one client connection and carries its requests only.
+///
+/// Hand-written over hyper's connection API (`http1` and `http2`) and tokio-rustls, rather than hyper-util's pooled
+/// client that the pools without the header use: that client keys its pool by scheme and authority only, so a
+/// connection whose header names one client would be handed to any client's request, and its connector is not told
+/// whose request a new connection is for, so it could not write the header. Here HTTP/1.1 connections (TLS origins
+/// that chose it) are kept and reused by an [`OriginClient`]'s idle lists, per core and client connection; an
+/// HTTP/2 connection is kept, one per client connection (and core), and its streams carry all of that client
+/// connection's requests. An HTTP/2 connection its client connection has not used for the idle timeout is let go
+/// (hyper closes it once its streams have ended).
+pub struct ProxiedClient {
+    /// The idle HTTP/1.1 connections, and the origin (`host:port`) and options.
+    http1: Arc<OriginClient>,
+    /// The TLS settings and the name the certificate is checked for; `None` for h2c.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// `https` or `http`, and the server's authority: an HTTP/2 request's `:scheme` and `:authority`.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// HTTP/2 connections by core slot and client connection.
+    http2: Mutex<HashMap<Http2Key, Http2Conn>>,
+    next_id: AtomicU64,
+}
+
+/// Whose an HTTP/2 connection is: the [`slot`] of the core that opened it, and the client connection it names.
+type Http2Key = (usize, Option<ClientConnection>);
+
+struct Http2Conn {
+    sender: http2::SendRequest<Body>,
+    /// Tells it apart from a later connection of the same key (its task lets go only its own).
+    id: u64,
+    /// When it last took a request.
+    used: Instant,
+}
+
+/// A connection a request can go on.
+enum Conn {
+    Http1(SendRequest<Body>),
+    Http2(http2::SendRequest<Body>, u64),
+}
+
+impl std::fmt::Debug for ProxiedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxiedClient")
+            .field("origin", &self.http1.origin)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxiedClient {
+    /// A client of `https://authority` (port 443 when it names none) with the TLS settings `tls`, whose ALPN
+    /// protocols are set here to `h2` and `http/1.1` (what hyper-rustls offers for the pools without the header).
+    /// The certificate is checked for the authority's host, sent as SNI when it is a name.
+    pub fn tls(
+        authority: &http::uri::Authority,
+        options: ClientOptions,
+        mut tls: rustls::ClientConfig,
+    ) -> Result<Arc<Self>, rustls::pki_types::InvalidDnsNameError> {
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let name = ServerName::try_from(host.to_owned())?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        Ok(Self::build(
+            authority,
+            443,
+            http::uri::Scheme::HTTPS,
+            options,
+            Some((connector, name)),
+        ))
+    }
+
+    /// A client of `h2c://authority` (port 80 when it names none): HTTP/2 with prior knowledge.
+    pub fn h2c(authority: &http::uri::Authority, options: ClientOptions) -> Arc<Self> {
+        Self::build(authority, 80, http::uri::Scheme::HTTP, options, None)
+    }
+
+    fn build(
+        authority: &http::uri::Authority,
+        default_port: u16,
+        scheme: http::uri::Scheme,
+        options: ClientOptions,
+        tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    ) -> Arc<Self> {
+        let port = authority.port_u16().unwrap_or(default_port);
+        Arc::new(Self {
+            http1: OriginClient::new(format!("{}:{port}", authority.host()), options),
+            tls,
+            scheme,
+            authority: authority.clone(),
+            http2: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Send `req` of the client connection `client` (`None`: a request of Ferry's own, whose connections' header
+    /// says `UNKNOWN` / `LOCAL`). Its URI is in origin form (`/path?query`) and its headers include `Host`.
+    ///
+    /// It goes on that client connection's HTTP/2 connection, else on an idle HTTP/1.1 one of it, else on a new
+    /// one. A reused connection that turns out closed before the request went out is let go and the request
+    /// goes on the next one, or a new one.
+    pub async fn send_for(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+        client: Option<ClientConnection>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        let core = crate::cores::current();
+        let client = client.filter(|_| self.http1.options.proxy_protocol.is_some());
+        let key = (slot(core), client);
+        loop {
+            let (conn, reused) = match self.reuse(core, key).await {
+                Some(conn) => (conn, true),
+                None => (self.connect(key).await?, false),
+            };
+            let (error, unsent) = match conn {
+                Conn::Http1(mut sender) => {
+                    if req.uri().scheme().is_some() {
+                        // back from an HTTP/2 try: HTTP/1.1 sends the origin form
+                        let target = req.uri().path_and_query().cloned();
+                        *req.uri_mut() =
+                            target.map_or_else(|| http::Uri::from_static("/"), Into::into);
+                    }
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => {
+                            let owner = Owner { core, client };
+                            let resp = self.http1.clone().hand_back_after(resp, sender, owner);
+                            return Ok(resp.map(ResponseBody::Origin));
+                        }
+                        Err(mut e) => {
+                            let unsent = e.take_message();
+                            (e, unsent)
+                        }
+                    }
+                }
+                Conn::Http2(mut sender, id) => {
+                    // HTTP/2 sends `:scheme` and `:authority`, which hyper takes from an absolute URI
+                    *req.uri_mut() = self.absolute(req.uri());
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => return Ok(resp.map(ResponseBody::Shared)),
+                        Err(mut e) => {
+                            let unsent = e.take_message();
+                            if unsent.is_some() || sender.is_closed() {
+                                self.forget(key, id);
+                            }
+                            (e, unsent)
+                        }
+                    }
+                }
+            };
+            match unsent {
+                Some(unsent) if reused => {
+                    tracing::debug!(
+                        origin = self.http1.origin,
+                        "connection closed before use, trying another"
+                    );
+                    req = unsent;
+                }
+                _ => {
+                    return Err(ClientError::Exchange {
+                        origin: self.http1.origin.clone(),
+                        source: error.into_error(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The client connection's HTTP/2 connection if it is open, else (TLS origins) its newest idle HTTP/1.1 one.
+    async fn reuse(&self, core: Option<usize>, key: Http2Key) -> Option<Conn> {
+        {
+            let mut conns = self.http2.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(conn) = conns.get_mut(&key) {
+                if !conn.sender.is_closed() {
+                    conn.used = Instant::now();
+                    return Some(Conn::Http2(conn.sender.clone(), conn.id));
+                }
+                conns.remove(&key);
+            }
+        }
+        // h2c: HTTP/2 only
+        self.tls.as_ref()?;
+        self.http1.checkout(core, key.1).await.map(Conn::Http1)
+    }
+
+    /// A new connection: TCP and the PROXY header, TLS (each within the connect timeout), then HTTP/2 when ALPN
+    /// chose it (or always, h2c), else HTTP/1.1.
+    async fn connect(self: &Arc<Self>, key: Http2Key) -> Result<Conn, ClientError> {
+        let options = &self.http1.options;
+        let stream = open(&self.http1.origin, options, key.1).await?;
+        let Some((connector, name)) = &self.tls else {
+            return self.handshake(stream, true, key).await;
+        };
+        let connect_error = |source| ClientError::Connect {
+            origin: self.http1.origin.clone(),
+            source,
+        };
+        // nothing of the request has gone out yet: a failed or stalled handshake is a connect error, which another
+        // server may retry (nginx's proxy_connect_timeout covers the TLS handshake too)
+        let tls = match tokio::time::timeout(
+            options.connect_timeout,
+            connector.connect(name.clone(), stream),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(connect_error(e)),
+            Err(_) => {
+                return Err(connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no TLS handshake within {:?}", options.connect_timeout),
+                )))
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        self.handshake(tls, h2, key).await
+    }
+
+    async fn handshake<T>(
+        self: &Arc<Self>,
+        io: T,
+        h2: bool,
+        key: Http2Key,
+    ) -> Result<Conn, ClientError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let origin = self.http1.origin.clone();
+        let exchange_error = |source| ClientError::Exchange {
+            origin: origin.clone(),
+            source,
+        };
+        if !h2 {
+            let (sender, conn) = Builder::new()
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(exchange_error)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(origin, "origin connection ended: {e}");
+                }
+            });
+            return Ok(Conn::Http1(sender));
+        }
+        // the window sizes of the pools' hyper-util client (ferry-edge's pool.rs)
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(8 << 20)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(exchange_error)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // a connection opened at the same time for the same client connection is let go: it closes after its
+        // request
+        self.http2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                key,
+                Http2Conn {
+                    sender: sender.clone(),
+                    id,
+                    used: Instant::now(),
+                },
+            );
+        let client = Arc::downgrade(self);
+        let idle = self.http1.options.idle_timeout;
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let mut wait = idle;
+            let ended = loop {
+                tokio::select! {
+                    ended = &mut conn => break Some(ended),
+                    () = tokio::time::sleep(wait) => {
+                        match client.upgrade().and_then(|c| c.still_wanted(key, id, idle)) {
+                            Some(rest) => wait = rest,
+                            None => break None,
+                        }
+                    }
+                }
+            };
+            // let go: the connection ends when the requests still on it have
+            let ended = match ended {
+                Some(ended) => ended,
+                None => conn.await,
+            };
+            if let Err(e) = ended {
+                tracing::debug!(origin, "origin connection ended: {e}");
+            }
+        });
+        Ok(Conn::Http2(sender, id))
+    }
+
+    /// How much longer HTTP/2 connection `id` of `key` is kept, when it took a request within the last `idle`;
+    /// `None` when it is let go now (or was already).
+    fn still_wanted(&self, key: Http2Key, id: u64, idle: Duration) -> Option<Duration> {
+        let mut conns = self.http2.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = conns.get(&key).filter(|c| c.id == id)?;
+        match idle.checked_sub(conn.used.elapsed()) {
+            Some(rest) if !rest.is_zero() && !conn.sender.is_closed() => Some(rest),
+            _ => {
+                conns.remove(&key);
+                None
+            }
+        }
+    }
+
+    /// Let go of HTTP/2 connection `id` of `key`.
+    fn forget(&self, key: Http2Key, id: u64) {
+        let mut conns = self.http2.lock().unwrap_or_else(PoisonError::into_inner);
+        if conns.get(&key).is_some_and(|c| c.id == id) {
+            conns.remove(&key);
+        }
+    }
+
+    /// `uri`'s path and query on this origin, as an absolute URI.
+    fn absolute(&self, uri: &http::Uri) -> http::Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    }
+
+    /// Idle HTTP/1.1 connections and HTTP/2 connections held now.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        let http2 = self
+            .http2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (self.http1.idle_count(), http2)
+    }
+}
+
+/// Why a request sent with any client got no response: this module's [`OriginClient`] or [`ProxiedClient`], or
+/// hyper-util's pooled client (TLS and HTTP/2 origins).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error(transparent)]
@@ -468,10 +826,12 @@ impl SendError {
     }
 }
 
-/// A response body from either client.
+/// A response body from any client.
 #[derive(Debug)]
 pub enum ResponseBody {
+    /// Of an HTTP/1.1 connection of an [`OriginClient`] (also a [`ProxiedClient`]'s).
     Origin(PooledBody),
+    /// Of hyper-util's pooled client, or of a [`ProxiedClient`]'s HTTP/2 connection.
     Shared(Incoming),
 }
 
@@ -686,10 +1046,50 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
+    /// What a test origin makes of the PROXY header at the start of `seen`.
+    enum Header {
+        /// Its length, and its source address (`local` for v1 `UNKNOWN` and v2 `LOCAL`) after its version.
+        Complete(usize, String),
+        Incomplete,
+        Bad,
+    }
+
+    fn describe_header(seen: &[u8]) -> Header {
+        use ppp::PartialResult;
+        match ppp::HeaderResult::parse(seen) {
+            ppp::HeaderResult::V1(Ok(h)) => {
+                let source = match h.addresses {
+                    ppp::v1::Addresses::Tcp4(a) => {
+                        format!("{}:{}", a.source_address, a.source_port)
+                    }
+                    ppp::v1::Addresses::Tcp6(a) => {
+                        format!("[{}]:{}", a.source_address, a.source_port)
+                    }
+                    ppp::v1::Addresses::Unknown => "local".to_owned(),
+                };
+                Header::Complete(h.header.len(), format!("v1 {source}"))
+            }
+            ppp::HeaderResult::V2(Ok(h)) => {
+                let source = match (h.command, h.addresses) {
+                    (ppp::v2::Command::Local, _) => "local".to_owned(),
+                    (_, ppp::v2::Addresses::IPv4(a)) => {
+                        format!("{}:{}", a.source_address, a.source_port)
+                    }
+                    (_, ppp::v2::Addresses::IPv6(a)) => {
+                        format!("[{}]:{}", a.source_address, a.source_port)
+                    }
+                    _ => "other".to_owned(),
+                };
+                Header::Complete(h.header.len(), format!("v2 {source}"))
+            }
+            r if r.is_incomplete() => Header::Incomplete,
+            _ => Header::Bad,
+        }
+    }
+
     /// An origin behind the PROXY protocol: each connection's header (its source address, or `local` for v1
     /// `UNKNOWN` and v2 `LOCAL`) is recorded, and its requests answered with `hello`.
     async fn proxied_origin() -> (String, Arc<Mutex<Vec<String>>>) {
-        use ppp::PartialResult;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let headers = Arc::new(Mutex::new(Vec::new()));
@@ -710,34 +1110,10 @@ mod tests {
                         }
                         seen.extend_from_slice(&buf[..n]);
                         if !proxied {
-                            let (len, source) = match ppp::HeaderResult::parse(&seen) {
-                                ppp::HeaderResult::V1(Ok(h)) => {
-                                    let source = match h.addresses {
-                                        ppp::v1::Addresses::Tcp4(a) => {
-                                            format!("{}:{}", a.source_address, a.source_port)
-                                        }
-                                        ppp::v1::Addresses::Tcp6(a) => {
-                                            format!("[{}]:{}", a.source_address, a.source_port)
-                                        }
-                                        ppp::v1::Addresses::Unknown => "local".to_owned(),
-                                    };
-                                    (h.header.len(), format!("v1 {source}"))
-                                }
-                                ppp::HeaderResult::V2(Ok(h)) => {
-                                    let source = match (h.command, h.addresses) {
-                                        (ppp::v2::Command::Local, _) => "local".to_owned(),
-                                        (_, ppp::v2::Addresses::IPv4(a)) => {
-                                            format!("{}:{}", a.source_address, a.source_port)
-                                        }
-                                        (_, ppp::v2::Addresses::IPv6(a)) => {
-                                            format!("[{}]:{}", a.source_address, a.source_port)
-                                        }
-                                        _ => "other".to_owned(),
-                                    };
-                                    (h.header.len(), format!("v2 {source}"))
-                                }
-                                r if r.is_incomplete() => continue,
-                                _ => return,
+                            let (len, source) = match describe_header(&seen) {
+                                Header::Complete(len, source) => (len, source),
+                                Header::Incomplete => continue,
+                                Header::Bad => return,
                             };
                             headers.lock().expect("headers").push(source);
                             seen.drain(..len);
@@ -802,6 +1178,261 @@ mod tests {
             resp.into_body().collect().await.expect("body");
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// An origin that takes a PROXY header, then TLS (when given its settings) and HTTP/1.1 or HTTP/2 (as ALPN
+    /// or the connection's first bytes say). It records each connection's header, counts the connections that
+    /// ended, and answers with the request's HTTP version and `:authority` or `Host`.
+    struct LayeredOrigin {
+        addr: String,
+        headers: Arc<Mutex<Vec<String>>>,
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    async fn layered_origin(tls: Option<rustls::ServerConfig>) -> LayeredOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+        let (seen_headers, seen_ended) = (headers.clone(), ended.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (headers, ended, acceptor) =
+                    (seen_headers.clone(), seen_ended.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    // the header and nothing after it (the TLS handshake or HTTP/2 preface follows): a v1 line
+                    // to its CRLF, or v2's 16 bytes and the length they give (ppp calls some v1 prefixes bad)
+                    let mut seen = Vec::new();
+                    let whole = |seen: &[u8]| {
+                        if seen.starts_with(b"PROXY") {
+                            seen.ends_with(b"\r\n")
+                        } else {
+                            seen.len() >= 16
+                                && seen.len()
+                                    == 16 + usize::from(u16::from_be_bytes([seen[14], seen[15]]))
+                        }
+                    };
+                    while !whole(&seen) {
+                        let mut byte = [0u8];
+                        if s.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        seen.push(byte[0]);
+                    }
+                    let Header::Complete(_, source) = describe_header(&seen) else {
+                        return;
+                    };
+                    headers.lock().expect("headers").push(source);
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let authority = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .or_else(|| {
+                                req.headers()
+                                    .get(http::header::HOST)
+                                    .and_then(|h| h.to_str().ok())
+                                    .map(str::to_owned)
+                            })
+                            .unwrap_or_default();
+                        let body = format!("{:?} {authority}", req.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(crate::full(body)))
+                    });
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match acceptor {
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(s).await else {
+                                return;
+                            };
+                            server.serve_connection(TokioIo::new(tls), service).await
+                        }
+                        None => server.serve_connection(TokioIo::new(s), service).await,
+                    };
+                    ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        LayeredOrigin {
+            addr,
+            headers,
+            ended,
+        }
+    }
+
+    /// A certificate for `localhost`: the origin's TLS settings offering `alpn`, and a client's trusting it.
+    fn test_tls(alpn: &[&[u8]]) -> (rustls::ServerConfig, rustls::ClientConfig) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let der = certified.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .expect("server config");
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server, client)
+    }
+
+    /// What `client` answers for each of `who` (the body, checked to be the same for all).
+    async fn answers(client: &Arc<ProxiedClient>, who: &[Option<ClientConnection>]) -> Vec<String> {
+        let mut seen = Vec::new();
+        for who in who {
+            let resp = client.send_for(get("/"), *who).await.expect("response");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            seen.push(String::from_utf8_lossy(&body).into_owned());
+        }
+        seen.dedup();
+        seen
+    }
+
+    fn two_clients() -> (ClientConnection, ClientConnection) {
+        (
+            (
+                "198.51.100.7:40001".parse().expect("addr"),
+                "192.0.2.80:443".parse().expect("addr"),
+            ),
+            (
+                "198.51.100.8:40002".parse().expect("addr"),
+                "192.0.2.80:443".parse().expect("addr"),
+            ),
+        )
+    }
+
+    /// `https://` behind the PROXY protocol: the header goes before the TLS handshake; by ALPN the connection
+    /// speaks HTTP/2 (one per client connection, its streams reused) or HTTP/1.1 (kept idle per client
+    /// connection), and each connection's header names its client connection.
+    #[tokio::test]
+    async fn proxied_tls_connections_belong_to_one_client_connection() {
+        let (a, b) = two_clients();
+        // HTTP/2 names the server in `:authority`; HTTP/1.1 sends the request's `Host` (here `origin`)
+        for (alpn, h2, idle) in [
+            (&[b"h2".as_slice(), b"http/1.1"][..], true, (0, 3)),
+            (&[b"http/1.1".as_slice()][..], false, (3, 0)),
+            (&[][..], false, (3, 0)),
+        ] {
+            for (pp, tag) in [(ProxyProtocol::V1, "v1"), (ProxyProtocol::V2, "v2")] {
+                let (server, tls) = test_tls(alpn);
+                let origin = layered_origin(Some(server)).await;
+                let port = origin.addr.rsplit(':').next().expect("port");
+                let authority = format!("localhost:{port}").parse().expect("authority");
+                let options = ClientOptions {
+                    proxy_protocol: Some(pp),
+                    ..options()
+                };
+                let client = ProxiedClient::tls(&authority, options, tls).expect("client");
+                let who = [Some(a), Some(a), Some(b), Some(a), None, Some(b), None];
+                let answer = if h2 {
+                    format!("HTTP/2.0 localhost:{port}")
+                } else {
+                    "HTTP/1.1 origin".to_owned()
+                };
+                assert_eq!(answers(&client, &who).await, [answer], "{tag} {alpn:?}");
+                assert_eq!(
+                    *origin.headers.lock().expect("headers"),
+                    [
+                        format!("{tag} 198.51.100.7:40001"),
+                        format!("{tag} 198.51.100.8:40002"),
+                        format!("{tag} local"),
+                    ],
+                    "{tag} {alpn:?}: one connection per client connection, each named in its header"
+                );
+                assert_eq!(client.connection_counts(), idle, "{tag} {alpn:?}");
+            }
+        }
+    }
+
+    /// `h2c://` behind the PROXY protocol: the header, then HTTP/2 with prior knowledge, one connection per client
+    /// connection whose streams carry all its requests, at once too.
+    #[tokio::test]
+    async fn proxied_h2c_connections_belong_to_one_client_connection() {
+        let (a, b) = two_clients();
+        let origin = layered_origin(None).await;
+        let authority = origin.addr.parse().expect("authority");
+        let options = ClientOptions {
+            proxy_protocol: Some(ProxyProtocol::V2),
+            ..options()
+        };
+        let client = ProxiedClient::h2c(&authority, options);
+        let who = [Some(a), Some(b), Some(a), None, Some(b)];
+        assert_eq!(
+            answers(&client, &who).await,
+            [format!("HTTP/2.0 {}", origin.addr)]
+        );
+        // streams at once on the connection of a
+        let at_once = (0..8).map(|_| {
+            let client = client.clone();
+            async move {
+                let resp = client.send_for(get("/"), Some(a)).await.expect("response");
+                resp.into_body().collect().await.expect("body");
+            }
+        });
+        futures_util::future::join_all(at_once).await;
+        assert_eq!(
+            *origin.headers.lock().expect("headers"),
+            ["v2 198.51.100.7:40001", "v2 198.51.100.8:40002", "v2 local"]
+        );
+        assert_eq!(client.connection_counts(), (0, 3));
+    }
+
+    /// An HTTP/2 connection its client connection no longer uses is closed after the idle timeout; the next
+    /// request of that client connection opens another.
+    #[tokio::test]
+    async fn proxied_http2_connections_go_when_idle() {
+        let (a, _) = two_clients();
+        let origin = layered_origin(None).await;
+        let options = ClientOptions {
+            proxy_protocol: Some(ProxyProtocol::V1),
+            idle_timeout: Duration::from_millis(200),
+            ..options()
+        };
+        let client = ProxiedClient::h2c(&origin.addr.parse().expect("authority"), options);
+        answers(&client, &[Some(a), Some(a)]).await;
+        assert_eq!(client.connection_counts(), (0, 1));
+        let started = Instant::now();
+        while origin.ended.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the idle connection was not closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(client.connection_counts(), (0, 0));
+        answers(&client, &[Some(a)]).await;
+        assert_eq!(origin.headers.lock().expect("headers").len(), 2);
+    }
+
+    /// A TLS handshake that fails (a certificate the client does not trust) is a connect error: nothing of the
+    /// request went out.
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_a_connect_error() {
+        let (server, _) = test_tls(&[b"h2"]);
+        let (_, other) = test_tls(&[b"h2"]);
+        let origin = layered_origin(Some(server)).await;
+        let port = origin.addr.rsplit(':').next().expect("port");
+        let options = ClientOptions {
+            proxy_protocol: Some(ProxyProtocol::V2),
+            ..options()
+        };
+        let authority = format!("localhost:{port}").parse().expect("authority");
+        let client = ProxiedClient::tls(&authority, options, other).expect("client");
+        let err = client
+            .send_for(get("/"), None)
+            .await
+            .expect_err("untrusted");
+        assert!(err.is_connect(), "{err:?}");
     }
 
     #[test]
