@@ -14,6 +14,7 @@ mod gateway_access_log;
 mod gateway_body_timeout;
 mod gateway_failover;
 mod gateway_grpc;
+mod gateway_listeners;
 mod gateway_ocsp;
 mod gateway_reload;
 mod gateway_routing;

@@ -85,7 +85,10 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, AppError> {
         // the gateway config is checked before anything is bound or announced
-        ferry_edge::Gateway::validate(&config.gateway)?;
+        ferry_edge::Gateway::validate_on(
+            &config.gateway,
+            &ferry_edge::ListenerNames::of_config(&config.server),
+        )?;
         let s = &config.server;
         let tls = match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -157,7 +160,10 @@ impl Listeners {
 /// served. The gateway's routes and upstreams are compiled (names, URLs, templates, upstream CA and client
 /// certificate files) and the listener's TLS settings built with every file read.
 pub fn check_config(config: &Config) -> Result<(), AppError> {
-    ferry_edge::Gateway::validate(&config.gateway)?;
+    ferry_edge::Gateway::validate_on(
+        &config.gateway,
+        &ferry_edge::ListenerNames::of_config(&config.server),
+    )?;
     let default = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -526,8 +532,18 @@ pub async fn run_with_source(
     }
     let edge = match &relay {
         Some(relay) => {
-            let edge = ferry_edge::Gateway::new(
+            // routes limited to some listeners are compared with the addresses they are bound to
+            let names = ferry_edge::ListenerNames::bound(
+                listeners.public.local_addr(),
+                listeners
+                    .extra
+                    .iter()
+                    .filter_map(|(l, c)| Some((c.name.clone()?, l.local_addr())))
+                    .collect::<Vec<_>>(),
+            );
+            let edge = ferry_edge::Gateway::with_listeners(
                 &config.gateway,
+                names,
                 Arc::new(routes::RelayRoutes(relay.clone())),
             )?;
             Some(edge)
@@ -697,6 +713,10 @@ pub async fn run_with_source(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let edge = node.edge.clone();
+    let redirect: listeners::RedirectHandler = {
+        let node = node.clone();
+        Arc::new(move |port| routes::redirect_to_https(port, Some(node.clone())))
+    };
     let handler = routes::handler(node);
     let default_cert = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
@@ -707,6 +727,8 @@ pub async fn run_with_source(
     };
     let extra = listeners::ExtraListeners::new(
         handler.clone(),
+        redirect,
+        listeners.public.local_addr(),
         options.clone(),
         listeners.public.tls_reloader(),
         default_cert,

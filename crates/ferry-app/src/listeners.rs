@@ -4,11 +4,15 @@
 //! socket and changes what new connections get (TLS, PROXY protocol, redirect, connection caps); a removed one
 //! stops accepting and drains its own connections.
 //!
+//! A reload also says which names the listeners have, with their bound addresses ([`ferry_edge::ListenerNames`]),
+//! so that the routes limited to some listeners are compiled against the listeners as they will be: a kept
+//! listener keeps its socket and address whatever its name becomes, so its open connections' requests stay on
+//! the routes that name it.
+//!
 //! A TLS listener shares the public listener's TLS settings (`server.tls_cert` and `[gateway.tls]`) unless it
 //! sets TLS keys of its own: then it has TLS settings of its own, `[gateway.tls]` with its keys put over it,
 //! rebuilt (every file read before any is used) by a reload that changes either.
 
-use crate::routes;
 use ferry_config::{ExtraListener, GatewayTls};
 use ferry_gateway::{
     ConnectionCaps, GatewayError, Handler, Listener, ListenerControl, PreparedTls, ServeOptions,
@@ -26,9 +30,16 @@ pub(crate) struct ExtraListeners {
     shared: Arc<Shared>,
 }
 
+/// Makes the handler of a listener that redirects to HTTPS on the given port.
+pub(crate) type RedirectHandler = Arc<dyn Fn(u16) -> Handler + Send + Sync>;
+
 struct Shared {
     /// The handler of a listener that serves (not one that redirects).
     handler: Handler,
+    /// The handler of one that redirects (the routes that name it answer first).
+    redirect: RedirectHandler,
+    /// The address `server.listen` is bound to: the main listener of [`ferry_edge::ListenerNames`].
+    main: SocketAddr,
     options: ServeOptions,
     /// The public listener's TLS settings, which every TLS listener without settings of its own shares (and a
     /// `[gateway.tls]` reload changes).
@@ -185,8 +196,11 @@ fn file_key(config: &ExtraListener, path: &Path) -> Option<String> {
 }
 
 impl ExtraListeners {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         handler: Handler,
+        redirect: RedirectHandler,
+        main: SocketAddr,
         options: ServeOptions,
         tls: Option<TlsReloader>,
         default_cert: Option<TlsFiles>,
@@ -196,6 +210,8 @@ impl ExtraListeners {
         Self {
             shared: Arc::new(Shared {
                 handler,
+                redirect,
+                main,
                 options,
                 tls,
                 default_cert,
@@ -257,9 +273,27 @@ impl ExtraListeners {
         let this = self.clone();
         Box::new(move |wanted: &[ExtraListener], gateway_tls: &GatewayTls| {
             let plan = this.plan(wanted, gateway_tls)?;
+            let names = this.names_after(&plan);
             let this = this.clone();
-            Ok(Box::new(move || this.apply(plan)) as Box<dyn FnOnce() + Send>)
+            Ok(ferry_edge::PreparedListeners {
+                names,
+                commit: Box::new(move || this.apply(plan)),
+            })
         })
+    }
+
+    /// The listeners' names and bound addresses once `plan` is in use: a kept listener keeps its address (its
+    /// socket), whatever its name becomes.
+    fn names_after(&self, plan: &Plan) -> ferry_edge::ListenerNames {
+        let running = lock(&self.shared.running);
+        let named = plan.keep.iter().filter_map(|step| match step {
+            Step::Keep(j, config, _) => {
+                let addr = running.get(*j)?.addr;
+                Some((config.name.clone()?, addr))
+            }
+            Step::Add(listener, config, _) => Some((config.name.clone()?, listener.local_addr())),
+        });
+        ferry_edge::ListenerNames::bound(self.shared.main, named.collect::<Vec<_>>())
     }
 
     /// Match `wanted` with the running listeners (by address; those on port 0 in order), bind the new ones and
@@ -401,7 +435,7 @@ impl ExtraListeners {
 impl Shared {
     fn handler_for(&self, config: &ExtraListener) -> Handler {
         match config.redirect_to_https {
-            true => routes::redirect_to_https(config.https_port),
+            true => (self.redirect)(config.https_port),
             false => self.handler.clone(),
         }
     }
@@ -455,6 +489,14 @@ mod tests {
         Arc::new(|_req| Box::pin(async { http::Response::new(ferry_http::full("served")) }))
     }
 
+    fn redirect_handler() -> RedirectHandler {
+        Arc::new(|port| crate::routes::redirect_to_https(port, None))
+    }
+
+    fn main_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+
     async fn get(addr: &str) -> std::io::Result<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -480,6 +522,8 @@ mod tests {
         );
         let set = ExtraListeners::new(
             ok_handler(),
+            redirect_handler(),
+            main_addr(),
             options,
             None,
             None,
@@ -497,7 +541,9 @@ mod tests {
         // the first stays (port 0 entries match in order) but redirects; a second one is added
         let mut redirect = entry("127.0.0.1:0");
         redirect.redirect_to_https = true;
-        hook(&[redirect.clone(), entry("127.0.0.1:0")], &none).expect("prepared")();
+        (hook(&[redirect.clone(), entry("127.0.0.1:0")], &none)
+            .expect("prepared")
+            .commit)();
         let urls = set.urls();
         assert_eq!(urls.len(), 2);
         assert_eq!(addr_of(&urls[0]), first_addr, "the same socket");
@@ -520,7 +566,9 @@ mod tests {
         assert_eq!(set.urls(), urls);
 
         // one port-0 entry left: the first running one stays (serving again), the second is removed
-        hook(&[entry("127.0.0.1:0")], &none).expect("prepared")();
+        (hook(&[entry("127.0.0.1:0")], &none)
+            .expect("prepared")
+            .commit)();
         assert_eq!(set.urls().len(), 1);
         assert_eq!(addr_of(&set.urls()[0]), first_addr);
         assert!(get(&first_addr).await.expect("get").contains("served"));
@@ -552,6 +600,8 @@ mod tests {
         );
         let set = ExtraListeners::new(
             ok_handler(),
+            redirect_handler(),
+            main_addr(),
             options,
             None,
             None,
@@ -583,9 +633,67 @@ mod tests {
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
         assert!(refused.contains("too_many_connections"), "{refused}");
 
-        set.reload_hook()(&[capped(2)], &none).expect("prepared")();
+        (set.reload_hook()(&[capped(2)], &none)
+            .expect("prepared")
+            .commit)();
         assert!(get(&addr).await.expect("get").contains("served"));
         drop(held);
+
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), set.finished())
+            .await
+            .expect("every listener ended");
+    }
+
+    /// The names a reload gives the routes: a kept listener keeps its socket's address whatever its name becomes
+    /// (its open connections stay on the routes that name it), an added one has its new socket's, a removed or
+    /// unnamed one none; the main listener is always there.
+    #[tokio::test]
+    async fn a_reload_names_listeners_by_their_sockets() {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let options = ServeOptions::new(
+            &ferry_config::HttpSettings::default(),
+            Duration::from_secs(1),
+        );
+        let set = ExtraListeners::new(
+            ok_handler(),
+            redirect_handler(),
+            main_addr(),
+            options,
+            None,
+            None,
+            GatewayTls::default(),
+            stop_rx,
+        );
+        let none = GatewayTls::default();
+        let named = |name: &str| ExtraListener {
+            name: Some(name.to_owned()),
+            ..entry("127.0.0.1:0")
+        };
+        let first =
+            Listener::bind_sharing("127.0.0.1:0".parse().expect("addr"), None).expect("bind");
+        let first_addr = first.local_addr();
+        set.serve(first, named("internal"));
+        let hook = set.reload_hook();
+
+        // renamed, and a named one added
+        let prepared = hook(&[named("admin"), named("extra")], &none).expect("prepared");
+        let names = prepared.names.clone();
+        assert_eq!(
+            names.names().collect::<Vec<_>>(),
+            ["main", "admin", "extra"]
+        );
+        assert_eq!(names.address("main"), Some(main_addr()));
+        assert_eq!(names.address("admin"), Some(first_addr), "the same socket");
+        let added = names.address("extra").expect("bound");
+        assert_ne!(added, first_addr);
+        assert_eq!(names.address("internal"), None, "the old name is gone");
+        (prepared.commit)();
+
+        // the added one removed, the first one unnamed: only main is left to name
+        let prepared = hook(&[entry("127.0.0.1:0")], &none).expect("prepared");
+        assert_eq!(prepared.names.names().collect::<Vec<_>>(), ["main"]);
+        (prepared.commit)();
 
         let _ = stop_tx.send(true);
         tokio::time::timeout(Duration::from_secs(5), set.finished())

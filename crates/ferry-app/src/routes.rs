@@ -25,12 +25,50 @@ pub(crate) fn handler(node: Arc<Node>) -> Handler {
 }
 
 /// The handler of a plain-HTTP listener that sends everyone to HTTPS: `308` to `https://HOST[:port]/path?query`
-/// (the method and body are kept by a 308). A request without a usable host gets `400`.
-pub(crate) fn redirect_to_https(port: u16) -> Handler {
+/// (the method and body are kept by a 308). A request without a usable host gets `400`. With `node`, a gateway
+/// route that names the listener in its `listeners` answers the requests it takes instead (an ACME challenge on
+/// port 80, as nginx's `location` beside `return 301 https://…`); routes of every listener do not.
+pub(crate) fn redirect_to_https(port: u16, node: Option<Arc<Node>>) -> Handler {
     Arc::new(move |req| {
+        let routed = node
+            .as_ref()
+            .filter(|n| n.edge.as_ref().is_some_and(|e| e.routes_by_listener()));
+        if let Some(node) = routed {
+            return Box::pin(route_or_redirect(node.clone(), port, req));
+        }
         let resp = https_redirect(&req, port);
         Box::pin(async move { resp })
     })
+}
+
+/// On a listener that redirects to HTTPS: the route that names the listener, if one takes `req`, else the
+/// redirect.
+async fn route_or_redirect(
+    node: Arc<Node>,
+    port: u16,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(edge) = node.edge.clone() else {
+        return https_redirect(&req, port);
+    };
+    let matched = match edge.route_named(&mut req) {
+        Ok(Some(matched)) => matched,
+        // no route of this listener takes it (a path that cannot be normalised neither): redirected as before
+        Ok(None) | Err(_) => return https_redirect(&req, port),
+    };
+    if let Some(refused) = ferry_http::checks::refuse_head(&req) {
+        return refused;
+    }
+    if let Some(refused) = headers_too_large(&node, &req) {
+        return refused;
+    }
+    let entry = AccessEntry::begin(edge.access_logger(), &mut req);
+    let name = entry.is_some().then(|| matched.route_name().to_owned());
+    let resp = edge.handle(matched, req).await;
+    match entry {
+        Some(entry) => entry.finish(name.as_deref(), resp),
+        None => resp,
+    }
 }
 
 fn https_redirect<B>(req: &Request<B>, port: u16) -> Response<Body> {
@@ -185,11 +223,18 @@ fn headers_too_large(node: &Node, req: &Request<Incoming>) -> Option<Response<Bo
     Some(error_response(&reply, &request_id))
 }
 
-/// Paths Ferry answers itself, which no gateway route can claim.
+/// Paths Ferry answers itself, which no gateway route can claim. Of `/.well-known/`, only the issuer's documents:
+/// the others (ACME challenges, `security.txt`) are the routes' (unrouted, `404` as before).
 fn is_ferry_path(path: &str) -> bool {
     path.starts_with("/_ferry/")
-        || path.starts_with("/.well-known/")
-        || matches!(path, tunnel::TOKEN_PATH | "/healthz" | "/readyz")
+        || matches!(
+            path,
+            tunnel::TOKEN_PATH
+                | "/healthz"
+                | "/readyz"
+                | ferry_auth::OPENID_CONFIGURATION_PATH
+                | ferry_auth::JWKS_PATH
+        )
 }
 
 /// The relay as the gateway's `relay = "tenant/target"` routes reach it: the request's path is put under

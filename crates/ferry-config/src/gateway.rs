@@ -233,6 +233,11 @@ pub struct RouteConfig {
     /// Headers that must be present with exactly this value (`"*"`: present with any value). Names are
     /// case-insensitive.
     pub headers: BTreeMap<String, String>,
+    /// The listeners whose requests this route may take, by name (`main` is `server.listen`, the others are the
+    /// `name`s of `[[server.listeners]]`), as nginx's `server` blocks exist on their own `listen` sockets only.
+    /// For a request that came in on another listener the route does not exist (the next matching route wins).
+    /// Empty (default): every listener that serves routes.
+    pub listeners: Vec<String>,
     /// Action: send to this upstream pool.
     pub upstream: Option<String>,
     /// Action: send through the relay to `tenant/target`.
@@ -620,6 +625,7 @@ mod tests {
             max_body_size = 1024
             [[routes]]
             redirect = { to = "https://example.com", status = 301 }
+            listeners = ["main", "internal"]
             [upstreams.api]
             servers = [{ url = "http://127.0.0.1:3000" }, { url = "http://127.0.0.1:3001", weight = 3 }]
             balance = "hash"
@@ -629,6 +635,8 @@ mod tests {
         let g: GatewayConfig = toml::from_str(text).expect("parse");
         assert!(g.is_enabled());
         assert_eq!(g.routes[0].hosts.len(), 2);
+        assert!(g.routes[0].listeners.is_empty(), "every listener");
+        assert_eq!(g.routes[1].listeners, vec!["main", "internal"]);
         assert_eq!(g.routes[1].redirect.as_ref().map(|r| r.status), Some(301));
         assert_eq!(
             g.routes[1].redirect.as_ref().map(|r| r.keep_path),

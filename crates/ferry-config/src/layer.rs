@@ -611,6 +611,9 @@ fn validate(config: &Config, root: &Value) -> Result<(), ConfigError> {
             ));
         }
     }
+    server
+        .check_listener_names()
+        .map_err(|(path, message)| invalid(path, message))?;
     if server.http.max_header_size < 1024 {
         return Err(invalid(
             "server.http.max_header_size",
@@ -802,6 +805,21 @@ mod tests {
         assert_eq!(c.server.listeners.len(), 2);
         assert!(c.server.listeners[0].redirect_to_https);
         assert_eq!(c.server.listeners[0].https_port, 443);
+        // names: unique, not main's, and names
+        let e = refused("[[server.listeners]]\nname = \"internal\"\nlisten = \"127.0.0.1:0\"\n[[server.listeners]]\nname = \"internal\"\nlisten = \"127.0.0.1:0\"\n");
+        assert!(
+            e.starts_with(
+                "server.listeners[1].name: \"internal\" is already the name of server.listeners[0]"
+            ),
+            "{e}"
+        );
+        let e = refused("[[server.listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n");
+        assert!(e.starts_with("server.listeners[0].name"), "{e}");
+        let e = refused("[[server.listeners]]\nname = \"a b\"\nlisten = \"127.0.0.1:0\"\n");
+        assert!(e.starts_with("server.listeners[0].name"), "{e}");
+        let f = file("[[server.listeners]]\nname = \"internal\"\nlisten = \"127.0.0.1:0\"\n[[server.listeners]]\nlisten = \"127.0.0.1:0\"\n");
+        let c = load(Some(&f.0), env(&[]), vec![]).expect("named and unnamed");
+        assert_eq!(c.server.listener_names(), vec!["main", "internal"]);
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub use node::{
 pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
 pub use secret::Secret;
 pub use server::{
-    ExtraListener, HttpSettings, LogFormat, LogSettings, RelaySettings, ServerConfig,
-    TunnelSettings,
+    check_listener_name, ExtraListener, HttpSettings, LogFormat, LogSettings, RelaySettings,
+    ServerConfig, TunnelSettings, MAIN_LISTENER,
 };
 pub use telemetry::TelemetrySettings;
 

@@ -13,7 +13,9 @@ pub struct ServerConfig {
     /// Public listener (relay, token endpoint, tunnel, health). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// More public listeners beside `listen` (`[[server.listeners]]`): plain HTTP on port 80 that redirects to
-    /// HTTPS, an IPv6 address beside an IPv4 one. Each serves what `listen` serves, unless it redirects.
+    /// HTTPS, an IPv6 address beside an IPv4 one. Each serves what `listen` serves, unless it redirects; a named
+    /// one also serves the routes limited to it (`listeners = ["NAME"]` on a route). `listen` itself is named
+    /// [`MAIN_LISTENER`].
     pub listeners: Vec<ExtraListener>,
     /// `listen` sits behind an L4 load balancer that starts every connection with a PROXY protocol header (v1 or
     /// v2: HAProxy, AWS NLB, GCP): the client's address is taken from it, and a connection without one is
@@ -64,6 +66,60 @@ impl Default for ServerConfig {
     }
 }
 
+/// The name of the main public listener (`server.listen`) in a route's `listeners`.
+pub const MAIN_LISTENER: &str = "main";
+
+impl ServerConfig {
+    /// The names routes may give in `listeners`: [`MAIN_LISTENER`] (`server.listen`), then each named
+    /// `[[server.listeners]]` entry's, in order.
+    pub fn listener_names(&self) -> Vec<&str> {
+        std::iter::once(MAIN_LISTENER)
+            .chain(self.listeners.iter().filter_map(|l| l.name.as_deref()))
+            .collect()
+    }
+
+    /// The checks of `[[server.listeners]]`' names: each a name ([`check_listener_name`]), none twice and none
+    /// [`MAIN_LISTENER`]. `(key, message)` naming the entry's `name`.
+    pub fn check_listener_names(&self) -> Result<(), (String, String)> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let Some(name) = &l.name else { continue };
+            let key = format!("server.listeners[{i}].name");
+            check_listener_name(name).map_err(|m| (key.clone(), m))?;
+            if name == MAIN_LISTENER {
+                return Err((
+                    key,
+                    format!("{name:?} is the name of server.listen (the main listener)"),
+                ));
+            }
+            if let Some(j) = self.listeners[..i]
+                .iter()
+                .position(|o| o.name.as_deref() == Some(name))
+            {
+                return Err((
+                    key,
+                    format!("{name:?} is already the name of server.listeners[{j}]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` may name a listener: 1 to 64 characters, letters, digits, `-`, `_` and `.`.
+pub fn check_listener_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "{name:?} is not a listener name (1 to 64 letters, digits, -, _ or .)"
+        )),
+    }
+}
+
 /// One more public listener (`[[server.listeners]]`).
 ///
 /// A TLS listener (`tls = true`) serves `server.tls_cert`/`tls_key` and `[gateway.tls]` unless it sets TLS keys of
@@ -74,6 +130,11 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraListener {
+    /// Its name, for routes limited to some listeners (`listeners = ["internal"]` on a route, as nginx's `server`
+    /// blocks of one `listen`). Unique; `main` is `server.listen`'s. Unset: no route can be limited to it (it
+    /// serves the routes without `listeners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Its address: `0.0.0.0:80`, `[::]:443`.
     pub listen: SocketAddr,
     /// Speak TLS with the certificates of `tls_cert`/`tls_key` and `[gateway.tls]`, or the listener's own TLS
@@ -140,6 +201,7 @@ impl Default for ExtraListener {
     /// A plain listener on `0.0.0.0:0` with every setting at its default.
     fn default() -> Self {
         Self {
+            name: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             tls: false,
             redirect_to_https: false,

@@ -65,6 +65,7 @@ mod tests {
             remote_addr: addr.parse().expect("addr"),
             local_addr: ([192, 0, 2, 80], 443).into(),
             tls: true,
+            listener: ([192, 0, 2, 80], 443).into(),
         }
     }
 

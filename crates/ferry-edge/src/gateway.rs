@@ -3,7 +3,7 @@
 
 use crate::forwarded::TrustedProxies;
 use crate::pool::Pool;
-use crate::route::{Action, RouteTable};
+use crate::route::{Action, Arrival, ListenerNames, RouteTable};
 use crate::{proxy, EdgeError};
 use ferry_config::{AccessLog, GatewayConfig, UpstreamConfig};
 use ferry_http::{full, Body};
@@ -67,6 +67,7 @@ impl Table {
     fn compile(
         config: &GatewayConfig,
         previous: Option<&Table>,
+        listeners: &ListenerNames,
     ) -> Result<(Self, Vec<Arc<Pool>>), EdgeError> {
         let trusted = TrustedProxies::parse(&config.trusted_proxies)?;
         let mut pools = HashMap::new();
@@ -86,7 +87,7 @@ impl Table {
             };
             pools.insert(name.clone(), (c.clone(), pool));
         }
-        let routes = crate::route::compile(config)?;
+        let routes = crate::route::compile(config, listeners)?;
         let cert_family = crate::route::cert_header_family(&routes);
         let table = Self {
             routes,
@@ -125,18 +126,33 @@ pub struct Gateway {
     families: RouteFamilies,
     /// The access log (`gateway.access_log*` of the main config), swapped by a reload of that file; `None`: off.
     access: RwLock<Option<Arc<crate::access_log::AccessLogger>>>,
+    /// The node's listeners as routes name them (`listeners`), with their bound addresses: what the table in
+    /// force was compiled with, and what a reload of the routes alone compiles with.
+    listeners: RwLock<ListenerNames>,
 }
 
 impl Gateway {
     /// Compile `config` (every error names its key; with `file` set, that file is read) into a gateway whose
-    /// relay routes go to `relay`. To reload a routes file, call [`Gateway::spawn_reload`] afterwards.
+    /// relay routes go to `relay`. To reload a routes file, call [`Gateway::spawn_reload`] afterwards. Only the
+    /// main listener is known, and not bound: routes limited to listeners take no request
+    /// ([`Gateway::with_listeners`]).
     pub fn new(
         config: &GatewayConfig,
         relay: Arc<dyn RelayBackend>,
     ) -> Result<Arc<Self>, EdgeError> {
+        Self::with_listeners(config, ListenerNames::default(), relay)
+    }
+
+    /// [`Gateway::new`] for a node whose listeners are `listeners` (their names, and the addresses they are bound
+    /// to): a route's `listeners` must name them.
+    pub fn with_listeners(
+        config: &GatewayConfig,
+        listeners: ListenerNames,
+        relay: Arc<dyn RelayBackend>,
+    ) -> Result<Arc<Self>, EdgeError> {
         let access = crate::access_log::AccessLogger::from_config(config)?;
         let config = crate::reload::effective(config)?;
-        let (mut table, fresh) = Table::compile(&config, None)?;
+        let (mut table, fresh) = Table::compile(&config, None, &listeners)?;
         fresh.iter().for_each(Pool::spawn_health_checks);
         tracing::info!(
             routes = table.routes.len(),
@@ -152,6 +168,7 @@ impl Gateway {
             route_stats,
             families,
             access: RwLock::new(access),
+            listeners: RwLock::new(listeners),
         }))
         .inspect(|gateway| gateway.spawn_reopen_on_sigusr1())
     }
@@ -225,20 +242,50 @@ impl Gateway {
 
     /// Check `config` as [`Gateway::new`] would, without keeping anything: for validating before binding.
     pub fn validate(config: &GatewayConfig) -> Result<(), EdgeError> {
-        Table::compile(&crate::reload::effective(config)?, None).map(|_| ())
+        Self::validate_on(config, &ListenerNames::default())
+    }
+
+    /// [`Gateway::validate`] for a node whose listeners are `listeners` (bound or not:
+    /// [`ListenerNames::of_config`] before binding).
+    pub fn validate_on(config: &GatewayConfig, listeners: &ListenerNames) -> Result<(), EdgeError> {
+        Table::compile(&crate::reload::effective(config)?, None, listeners).map(|_| ())
+    }
+
+    /// The node's listeners as the table in force knows them.
+    pub fn listener_names(&self) -> ListenerNames {
+        match self.listeners.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Replace the table with `config` (the routes themselves; a `file` key is not followed), atomically: requests already routed finish on the old one, new ones use
     /// the new one. On error nothing changes.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), EdgeError> {
+        self.reload_on(config, self.listener_names())
+    }
+
+    /// [`Gateway::reload`] for the listeners the node has from now on (a reload that adds, renames or removes
+    /// listeners): kept with the table when it compiles.
+    pub fn reload_on(
+        &self,
+        config: &GatewayConfig,
+        listeners: ListenerNames,
+    ) -> Result<(), EdgeError> {
         let current = self.current();
-        let (mut table, fresh) = Table::compile(config, Some(&current))?;
+        let (mut table, fresh) = Table::compile(config, Some(&current), &listeners)?;
         attach_stats(&mut table, &self.route_stats, &self.families);
         fresh.iter().for_each(Pool::spawn_health_checks);
         let (routes, upstreams) = (table.routes.len(), table.pools.len());
+        let mut names = match self.listeners.write() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         if let Ok(mut t) = self.table.write() {
             *t = Arc::new(table);
         }
+        *names = listeners;
+        drop(names);
         tracing::info!(routes, upstreams, "gateway route table reloaded");
         Ok(())
     }
@@ -258,8 +305,35 @@ impl Gateway {
         &self,
         req: &mut Request<B>,
     ) -> Result<Option<Matched>, Box<Response<Body>>> {
+        self.route_normalized_on(req, false)
+    }
+
+    /// [`Gateway::route_normalized`] for a request of a listener that redirects to HTTPS: only the routes that
+    /// name that listener in their `listeners` can take it (`None`: redirect it).
+    pub fn route_named<B>(
+        &self,
+        req: &mut Request<B>,
+    ) -> Result<Option<Matched>, Box<Response<Body>>> {
+        self.route_normalized_on(req, true)
+    }
+
+    /// Whether any route in force is limited to some listeners (else [`Gateway::route_named`] finds nothing).
+    pub fn routes_by_listener(&self) -> bool {
+        self.current().routes.by_listener()
+    }
+
+    fn route_normalized_on<B>(
+        &self,
+        req: &mut Request<B>,
+        named_only: bool,
+    ) -> Result<Option<Matched>, Box<Response<Body>>> {
         let table = self.current();
-        let routed = match table.routes.find_normalized(req) {
+        let arrival = arrival_of(&table.routes, req, named_only);
+        if named_only && !matches!(arrival, Arrival::OnlyNamed(_)) {
+            // no route names any listener (or the request's is not known): none can take it
+            return Ok(None);
+        }
+        let routed = match table.routes.find_normalized_on(req, arrival) {
             Ok(routed) => routed,
             Err(problem) => {
                 let code = match problem {
@@ -306,7 +380,8 @@ impl Gateway {
     /// The route that claims `req`, if any.
     pub fn route<B>(&self, req: &Request<B>) -> Option<Matched> {
         let table = self.current();
-        let index = table.routes.find_request(req)?;
+        let arrival = arrival_of(&table.routes, req, false);
+        let index = table.routes.find_request_on(req, arrival)?;
         Some(Matched { table, index })
     }
 
@@ -609,6 +684,22 @@ impl Gateway {
                 ),
             },
         }
+    }
+}
+
+/// Which listener `req` came in on, by its bound address (`ClientInfo::listener`; `named_only`: a listener that
+/// redirects to HTTPS); only looked at when some route is limited to listeners. A request without `ClientInfo` is
+/// of no known listener.
+fn arrival_of<B>(routes: &RouteTable, req: &Request<B>, named_only: bool) -> Arrival {
+    if !routes.by_listener() {
+        return Arrival::Unknown;
+    }
+    let Some(client) = req.extensions().get::<ferry_http::ClientInfo>() else {
+        return Arrival::Unknown;
+    };
+    match named_only {
+        true => Arrival::OnlyNamed(client.listener),
+        false => Arrival::On(client.listener),
     }
 }
 

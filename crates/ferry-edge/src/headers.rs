@@ -532,6 +532,7 @@ pub(crate) fn with_vars<B, T>(
         remote_addr: ([0, 0, 0, 0], 0).into(),
         local_addr: ([0, 0, 0, 0], 0).into(),
         tls: false,
+        listener: ([0, 0, 0, 0], 0).into(),
     };
     let client = req.extensions().get::<ClientInfo>().unwrap_or(&unknown);
     let tls = req
@@ -586,6 +587,7 @@ mod tests {
             remote_addr: ([203, 0, 113, 9], 40123).into(),
             local_addr: ([192, 0, 2, 80], 443).into(),
             tls: true,
+            listener: ([192, 0, 2, 80], 443).into(),
         };
         let host = HeaderValue::from_static("Api.Example.com:8443");
         let uri: Uri = "/v1/x?q=1".parse().expect("uri");
@@ -638,6 +640,7 @@ mod tests {
             remote_addr: ([192, 0, 2, 1], 1).into(),
             local_addr: ([192, 0, 2, 80], 80).into(),
             tls: false,
+            listener: ([192, 0, 2, 80], 80).into(),
         };
         let host = HeaderValue::from_static("h");
         let uri: Uri = "/".parse().expect("uri");

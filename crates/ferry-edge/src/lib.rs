@@ -32,8 +32,8 @@ pub use access_log::{AccessEntry, AccessLogger, Upstream, UpstreamTime};
 pub use forwarded::{set_forwarding, strip_client_cert_headers, TrustedProxies};
 pub use gateway::{Gateway, Matched, RelayBackend, RelayFuture};
 pub use pool::{Pool, Protocol};
-pub use reload::{effective, ListenersReload, NodeReload, TlsReload};
-pub use route::{Action, RouteTable};
+pub use reload::{effective, ListenersReload, NodeReload, PreparedListeners, TlsReload};
+pub use route::{Action, Arrival, ListenerNames, RouteTable};
 pub use snapshot::{
     GatewaySnapshot, PathKind, PoolSnapshot, RouteSnapshot, ServerHealth, ServerSnapshot,
 };

@@ -241,6 +241,7 @@ pub(crate) async fn forward(
         remote_addr: ([0, 0, 0, 0], 0).into(),
         local_addr: ([0, 0, 0, 0], 0).into(),
         tls: false,
+        listener: ([0, 0, 0, 0], 0).into(),
     });
     let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
     // only the protocols the route allows (websocket by default); another is ignored, and `Upgrade` goes with

@@ -5,7 +5,7 @@
 //! `[[server.listeners]]` is reloaded too (through the node's [`NodeReload`]); other `[server]` and `[log]`
 //! changes are named in the log as waiting for the next start.
 
-use crate::{EdgeError, Gateway};
+use crate::{EdgeError, Gateway, ListenerNames};
 use ferry_config::{
     AccessLog, ConfigSource, ExtraListener, GatewayConfig, GatewayTls, ServerConfig,
 };
@@ -71,9 +71,17 @@ pub type TlsReload =
 /// Prepares a new `[[server.listeners]]` list (new addresses bound, so that a port in use refuses the whole
 /// reload; the TLS settings of listeners with settings of their own, which are `[gateway.tls]` with their keys
 /// put over it, loaded) and returns what puts it to use: listeners added, changed in place, removed.
-pub type ListenersReload = Box<
-    dyn Fn(&[ExtraListener], &GatewayTls) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync,
->;
+pub type ListenersReload =
+    Box<dyn Fn(&[ExtraListener], &GatewayTls) -> Result<PreparedListeners, String> + Send + Sync>;
+
+/// A `[[server.listeners]]` change made by [`ListenersReload`], not yet in use.
+pub struct PreparedListeners {
+    /// The listeners' names and bound addresses once it is in use: the routes are compiled against them, before
+    /// it is (a route naming a listener that is gone refuses the whole reload).
+    pub names: ListenerNames,
+    /// Puts it to use: listeners added, changed in place, removed.
+    pub commit: Box<dyn FnOnce() + Send>,
+}
 
 /// What a reload of the main config file changes beside the gateway's table, given by the node that owns the
 /// listeners. Without one of them, a change of its settings is refused until the next start.
@@ -195,17 +203,27 @@ impl MainFile {
                 return Err("server.listeners: this node cannot change its listeners by a reload; it takes effect at the next start".into())
             }
         };
-        if *applied != config {
-            // a bad access-log setting refuses the whole reload, table included
-            gateway.set_access_log(&config).map_err(|e| e.to_string())?;
-            gateway.reload(&config).map_err(|e| e.to_string())?;
+        // the routes are compiled against the listeners as they will be (names and addresses), when they change
+        let names = match &listeners_commit {
+            Some(prepared) => prepared.names.clone(),
+            None => gateway.listener_names(),
+        };
+        let names_changed = names != gateway.listener_names();
+        if *applied != config || names_changed {
+            if *applied != config {
+                // a bad access-log setting refuses the whole reload, table included
+                gateway.set_access_log(&config).map_err(|e| e.to_string())?;
+            }
+            gateway
+                .reload_on(&config, names)
+                .map_err(|e| e.to_string())?;
         }
         if let Some(commit) = tls_commit {
             commit();
             *tls_in_use = config.tls.clone();
             tracing::info!(file = %path.display(), "gateway.tls reloaded: new connections get the new settings");
         }
-        if let Some(commit) = listeners_commit {
+        if let Some(PreparedListeners { commit, .. }) = listeners_commit {
             commit();
             if listeners_changed {
                 *listeners_in_use = full.server.listeners;

@@ -10,7 +10,9 @@ use ferry_config::GatewayConfig;
 use http::HeaderName;
 use std::sync::Arc;
 
-pub use ferry_route::{path_matches, request_host, Action, RouteInput, Routed};
+pub use ferry_route::{
+    path_matches, request_host, Action, Arrival, ListenerNames, RouteInput, Routed,
+};
 
 /// What the edge attaches to a compiled route.
 #[derive(Debug, Clone)]
@@ -46,10 +48,10 @@ pub type RouteTable = ferry_route::RouteTable<RouteExtras>;
 /// One compiled route with its [`RouteExtras`].
 pub type Route = ferry_route::Route<RouteExtras>;
 
-/// Compile and check the routes of `config` (every error names its key).
-pub fn compile(config: &GatewayConfig) -> Result<RouteTable, EdgeError> {
+/// Compile and check the routes of `config` (every error names its key) for a node with `listeners`.
+pub fn compile(config: &GatewayConfig, listeners: &ListenerNames) -> Result<RouteTable, EdgeError> {
     let buffer = buffer_settings(config)?;
-    RouteTable::compile_with(config, |key, r| {
+    RouteTable::compile_with(config, listeners, |key, r| {
         let cert_headers =
             CertHeaders::compile(key, r.client_cert_headers, &r.client_cert_header_names)?;
         let rate_limit = r
@@ -163,13 +165,16 @@ mod tests {
             ],
             ..GatewayConfig::default()
         };
-        let err = compile(&config).expect_err("bad rate limit").to_string();
+        let names = ListenerNames::default();
+        let err = compile(&config, &names)
+            .expect_err("bad rate limit")
+            .to_string();
         assert!(err.starts_with("gateway.routes[1].rate_limit"), "{err}");
         let config = GatewayConfig {
             routes: vec![respond],
             ..GatewayConfig::default()
         };
-        let table = compile(&config).expect("compile");
+        let table = compile(&config, &names).expect("compile");
         assert!(table.get(0).is_some_and(|r| r.extra.rate_limit.is_none()));
         assert!(cert_header_family(&table).is_empty());
     }

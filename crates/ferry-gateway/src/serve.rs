@@ -254,6 +254,7 @@ pub async fn serve(
                 remote_addr,
                 local_addr,
                 tls: mode.tls.is_some(),
+                listener: bound,
             },
             handler: mode.handler.as_ref().unwrap_or(&handler).clone(),
             options: options.clone(),

@@ -176,6 +176,7 @@ mod tests {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
             local_addr: "127.0.0.1:443".parse().expect("addr"),
             tls: false,
+            listener: "127.0.0.1:443".parse().expect("addr"),
         };
         set_forwarding(
             &mut h,
@@ -205,6 +206,7 @@ mod tests {
             remote_addr: "127.0.0.1:5000".parse().expect("addr"),
             local_addr: "127.0.0.1:443".parse().expect("addr"),
             tls: true,
+            listener: "127.0.0.1:443".parse().expect("addr"),
         };
         set_forwarding(&mut h, &client, None, false);
         assert!(!h.contains_key(X_FORWARDED_HOST));

@@ -30,6 +30,11 @@ pub struct ClientInfo {
     pub local_addr: SocketAddr,
     /// Whether the client reached Ferry over TLS.
     pub tls: bool,
+    /// Which listener the connection came in on: the address that listener is bound to (as configured, or with
+    /// the port the OS picked), which stays while the listener does, across reloads that rename or change it.
+    /// Routes limited to some listeners (`listeners = [...]`) compare it. Unlike `local_addr`, an address of
+    /// the listener itself, not of the connection (`0.0.0.0:80` for a listener bound to every address).
+    pub listener: SocketAddr,
 }
 
 impl ClientInfo {

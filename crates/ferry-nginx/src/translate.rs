@@ -591,8 +591,9 @@ struct ServerFacts {
     at: Position,
     listens: Vec<Listen>,
     hosts: Vec<String>,
-    /// Only redirects to `https://` on the same host (`return 301 https://$host$request_uri`), at this position.
-    https_redirect: Option<Position>,
+    /// Only redirects to `https://` on the same host (`return 301 https://$host$request_uri`): where, and the
+    /// status.
+    https_redirect: Option<(Position, u16)>,
     /// The routes this server made, by index into the route list.
     routes: Vec<usize>,
     cert: Option<(PathBuf, PathBuf)>,
@@ -1303,7 +1304,7 @@ impl<'a> Translator<'a> {
                 "return" => {
                     if is_https_redirect(d, &facts.hosts) {
                         self.use_(d);
-                        facts.https_redirect = Some(d.at.clone());
+                        facts.https_redirect = Some((d.at.clone(), redirect_status(d)));
                     } else {
                         let m = Match::Prefix("/".into());
                         let base = self.base_route(&facts.hosts, &m, &scope);
@@ -1342,7 +1343,8 @@ impl<'a> Translator<'a> {
                 if only_redirect {
                     self.use_(loc);
                     self.use_(&loc.children()[0]);
-                    facts.https_redirect = Some(loc.children()[0].at.clone());
+                    let d = &loc.children()[0];
+                    facts.https_redirect = Some((d.at.clone(), redirect_status(d)));
                 }
             }
         }
@@ -3251,9 +3253,11 @@ impl<'a> Translator<'a> {
                 ..ExtraListener::default()
             });
         }
-        // redirects that did not become a listener of their own
-        for s in servers {
-            let Some(at) = &s.https_redirect else {
+        // redirects that did not become a listener of their own: routes on their server's listeners, one per
+        // name (the URL is the request's host), when the server has a list of exact names
+        let mut made: Vec<Vec<usize>> = vec![Vec::new(); servers.len()];
+        for (k, s) in servers.iter().enumerate() {
+            let Some((at, status)) = &s.https_redirect else {
                 continue;
             };
             let became = s.listens.iter().all(|l| {
@@ -3263,51 +3267,115 @@ impl<'a> Translator<'a> {
                     .iter()
                     .any(|x| x.listen == l.addr && x.redirect_to_https)
             });
-            if !became {
+            if became {
+                continue;
+            }
+            let exact = !s.hosts.is_empty() && s.hosts.iter().all(|h| !h.starts_with("*."));
+            if !exact {
                 self.report.push(Note {
                     at: at.clone(),
                     directive: "return".into(),
                     kind: NoteKind::NotTranslated,
-                    why: "the redirect to https:// shares its listener with servers that do not redirect (Ferry's \
-                          routes answer on every listener, so it cannot be a route)"
+                    why: "the redirect to https:// shares its listener with servers that do not redirect, and its URL \
+                          is the request's host while this server has no list of exact names (Ferry's redirect \
+                          routes go to a fixed URL; redirect_to_https is for a listener whose every server redirects)"
                         .into(),
                 });
-            }
-        }
-        // servers that do not listen everywhere: their routes do
-        let content: Vec<SocketAddr> = addrs
-            .iter()
-            .filter(|a| {
-                !self
-                    .config
-                    .server
-                    .listeners
-                    .iter()
-                    .any(|x| x.listen == a.addr && x.redirect_to_https)
-            })
-            .map(|a| a.addr)
-            .collect();
-        for s in servers {
-            if s.routes.is_empty() {
                 continue;
             }
-            let everywhere = content
-                .iter()
-                .all(|a| s.listens.iter().any(|l| l.addr == *a));
-            if !everywhere {
-                let on: Vec<String> = s.listens.iter().map(|l| l.addr.to_string()).collect();
-                self.report.push(Note {
-                    at: s.at.clone(),
-                    directive: "server".into(),
-                    kind: NoteKind::Approximated,
-                    why: format!(
-                        "listens on {} only; Ferry's routes answer on every listener that does not redirect",
-                        on.join(", ")
-                    ),
-                });
+            for host in &s.hosts {
+                let r = RouteConfig {
+                    hosts: vec![host.clone()],
+                    redirect: Some(RedirectConfig {
+                        to: format!("https://{host}"),
+                        status: *status,
+                        keep_path: true,
+                    }),
+                    ..RouteConfig::default()
+                };
+                made[k].push(self.push_route(r, "/"));
+            }
+        }
+        // servers that do not listen on every listener: their routes are limited to the ones they listen on (as
+        // nginx's server blocks exist on their own sockets only), named for it; on a listener that redirects to
+        // https, the routes of its servers answer before the redirect
+        let redirects: Vec<SocketAddr> = self
+            .config
+            .server
+            .listeners
+            .iter()
+            .filter(|x| x.redirect_to_https)
+            .map(|x| x.listen)
+            .collect();
+        let content: Vec<SocketAddr> = addrs
+            .iter()
+            .map(|a| a.addr)
+            .filter(|a| !redirects.contains(a))
+            .collect();
+        for (s, made) in servers.iter().zip(made) {
+            let routes: Vec<usize> = s.routes.iter().copied().chain(made).collect();
+            if routes.is_empty() {
+                continue;
+            }
+            let on = |a: &SocketAddr| s.listens.iter().any(|l| l.addr == *a);
+            let everywhere = content.iter().all(on) && !redirects.iter().any(on);
+            if everywhere {
+                continue;
+            }
+            let mut names: Vec<String> = Vec::new();
+            for l in &s.listens {
+                let name = self.listener_name(l.addr);
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            for i in routes {
+                if let Some(r) = self.config.gateway.routes.get_mut(i) {
+                    r.listeners = names.clone();
+                }
             }
         }
     }
+
+    /// The name routes give the listener on `addr`: `main` for `server.listen`, else its `[[server.listeners]]`
+    /// entry's, given now when it has none (`http-80`, `https-8443`; `-v6` for a second one on an IPv6 address,
+    /// else a number).
+    fn listener_name(&mut self, addr: SocketAddr) -> String {
+        let server = &mut self.config.server;
+        if addr == server.listen {
+            return ferry_config::MAIN_LISTENER.to_owned();
+        }
+        let taken: Vec<String> = server
+            .listeners
+            .iter()
+            .filter_map(|l| l.name.clone())
+            .chain([ferry_config::MAIN_LISTENER.to_owned()])
+            .collect();
+        let Some(entry) = server.listeners.iter_mut().find(|l| l.listen == addr) else {
+            return ferry_config::MAIN_LISTENER.to_owned();
+        };
+        if let Some(name) = &entry.name {
+            return name.clone();
+        }
+        let scheme = if entry.tls { "https" } else { "http" };
+        let base = format!("{scheme}-{}", addr.port());
+        let mut name = base.clone();
+        if taken.contains(&name) && addr.is_ipv6() {
+            name = format!("{base}-v6");
+        }
+        let mut n = 2;
+        while taken.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        entry.name = Some(name.clone());
+        name
+    }
+}
+
+/// The status of a `return CODE URL` (nginx's 302 when it does not read).
+fn redirect_status(d: &Directive) -> u16 {
+    d.args.first().and_then(|c| c.parse().ok()).unwrap_or(302)
 }
 
 /// Whether a `return` sends everything to `https://` on the request's own host with its path.

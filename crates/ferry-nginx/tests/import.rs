@@ -38,6 +38,7 @@ const FIXTURES: &[&str] = &[
     "grpc.conf",
     "central.conf",
     "spa.conf",
+    "listeners.conf",
 ];
 
 fn route<'c>(c: &'c Config, name: &str) -> &'c RouteConfig {
@@ -70,7 +71,9 @@ fn every_fixture_translates_to_a_configuration_ferry_accepts() {
         assert_eq!(loaded.server.listen, i.config.server.listen, "{name}");
         assert_eq!(loaded.server.tls_cert, i.config.server.tls_cert, "{name}");
         let gateway = without_host_files(&loaded.gateway);
-        ferry_edge::Gateway::validate(&gateway).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        let names = ferry_edge::ListenerNames::of_config(&loaded.server);
+        ferry_edge::Gateway::validate_on(&gateway, &names)
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
         assert!(!i.config.gateway.routes.is_empty(), "{name}: some routes");
     }
 }
@@ -575,6 +578,123 @@ fn single_page_app_and_api_with_rewrites() {
 }
 
 /// Shapes the fixtures do not cover, written inline.
+/// A server block per port: the ACME challenges on the port-80 listener that redirects the rest, the application
+/// on 443 and the internal port's routes each limited to their own listeners, named for it.
+#[test]
+fn server_blocks_of_one_listen_become_routes_of_their_listeners() {
+    let i = import("listeners.conf");
+    let c = &i.config;
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:443");
+    let listeners: Vec<(Option<&str>, String, bool, bool)> = c
+        .server
+        .listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.as_deref(),
+                l.listen.to_string(),
+                l.tls,
+                l.redirect_to_https,
+            )
+        })
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            (Some("http-80"), "0.0.0.0:80".into(), false, true),
+            (Some("http-80-v6"), "[::]:80".into(), false, true),
+            (Some("https-443"), "[::]:443".into(), true, false),
+            (Some("http-8081"), "10.0.0.5:8081".into(), false, false),
+        ]
+    );
+    let on = |name: &str| route(c, name).listeners.clone();
+    // the challenges answer on port 80 only, before its redirect
+    let acme = route(c, "*/.well-known/acme-challenge/");
+    assert_eq!(acme.static_dir, Some(PathBuf::from("/var/www/letsencrypt")));
+    assert_eq!(acme.listeners, ["http-80", "http-80-v6"]);
+    // the application's server on both 443 addresses: main and the IPv6 one
+    assert_eq!(on("example.com/"), ["main", "https-443"]);
+    assert_eq!(on("example.com/admin/"), ["main", "https-443"]);
+    assert_eq!(
+        route(c, "example.com/admin/")
+            .respond
+            .as_ref()
+            .map(|r| r.status),
+        Some(404)
+    );
+    // the internal port's routes exist there only
+    for name in ["*/admin/", "*=/status", "*/"] {
+        assert_eq!(on(name), ["http-8081"], "{name}");
+    }
+    assert_eq!(route(c, "*/admin/").upstream.as_deref(), Some("admin"));
+    assert_eq!(c.gateway.routes.len(), 6, "{:?}", c.gateway.routes);
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
+    // the output names its listeners and their routes
+    let text = to_toml(c, "listeners.conf").expect("serialises");
+    assert!(
+        text.contains("[[server.listeners]]\nlisten = \"10.0.0.5:8081\"\nname = \"http-8081\""),
+        "{text}"
+    );
+    assert!(text.contains("listeners = [\"http-8081\"]"), "{text}");
+
+    // a redirect that shares port 80 with a server that does not redirect: a route per name on port 80, beside
+    // that server's routes; the TLS server's routes are limited to 443
+    let parse = |text: &str| {
+        ferry_nginx::translate(&ferry_nginx::parse_str(text, "t.conf").expect("parses"))
+    };
+    let i = parse(
+        "server { listen 80; server_name a.example www.a.example; return 301 https://$host$request_uri; }\n\
+         server { listen 80; server_name b.example; location / { proxy_pass http://b:1; } }\n\
+         server { listen 443 ssl; server_name a.example; ssl_certificate /a.pem; ssl_certificate_key /a.key; \
+         location / { proxy_pass http://a:1; } }",
+    );
+    let c = &i.config;
+    assert!(i.report.notes.is_empty(), "{:?}", i.report.lines());
+    assert!(!c.server.listeners[0].redirect_to_https);
+    let redirects: Vec<(&[String], &str, u16, &[String])> = c
+        .gateway
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let d = r.redirect.as_ref()?;
+            Some((&r.hosts[..], d.to.as_str(), d.status, &r.listeners[..]))
+        })
+        .collect();
+    let port_80 = vec!["http-80".to_owned()];
+    assert_eq!(
+        redirects,
+        [
+            (
+                &["a.example".to_owned()][..],
+                "https://a.example",
+                301,
+                &port_80[..]
+            ),
+            (
+                &["www.a.example".to_owned()][..],
+                "https://www.a.example",
+                301,
+                &port_80[..]
+            ),
+        ]
+    );
+    assert_eq!(route(c, "b.example/").listeners, port_80);
+    assert_eq!(route(c, "a.example/").listeners, ["main"]);
+    // without exact names the redirect still cannot be a route: reported
+    let i = parse(
+        "server { listen 80; return 301 https://$host$request_uri; }\n\
+         server { listen 80; server_name b.example; location / { proxy_pass http://b:1; } }\n\
+         server { listen 443 ssl; server_name a.example; ssl_certificate /a.pem; ssl_certificate_key /a.key; \
+         location / { proxy_pass http://a:1; } }",
+    );
+    assert_eq!(i.report.notes.len(), 1, "{:?}", i.report.lines());
+    assert!(
+        i.report.lines()[0].starts_with("t.conf:1: return: not translated"),
+        "{:?}",
+        i.report.lines()
+    );
+}
+
 #[test]
 fn smaller_cases() {
     let parse = |text: &str| {

@@ -8,26 +8,32 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::host::normalize_host;
 use crate::table::{HostPattern, PathMatch, PathRewrite, Piece};
-use crate::{Action, Route, RouteError, RouteTable};
+use crate::{Action, ListenerNames, Route, RouteError, RouteTable};
 
 impl RouteTable {
-    /// Compile and check the routes of `config` (upstream names are checked against its pools).
+    /// Compile and check the routes of `config` (upstream names are checked against its pools; listener names
+    /// against the main listener's only, unbound: see [`RouteTable::compile_with`]).
     pub fn compile(config: &GatewayConfig) -> Result<Self, RouteError> {
-        RouteTable::compile_with(config, |_, _| Ok::<(), RouteError>(()))
+        RouteTable::compile_with(config, &ListenerNames::default(), |_, _| {
+            Ok::<(), RouteError>(())
+        })
     }
 }
 
 impl<X> RouteTable<X> {
-    /// [`RouteTable::compile`], attaching to each route what `extra` makes of its config (`extra` gets the
-    /// route's key, `gateway.routes[N]`, for its errors); it runs after the route's own checks passed.
+    /// [`RouteTable::compile`] with the node's `listeners` (a route's `listeners` must name them; the bound ones
+    /// are what requests are compared with), attaching to each route what `extra` makes of its config (`extra`
+    /// gets the route's key, `gateway.routes[N]`, for its errors); it runs after the route's own checks passed.
     pub fn compile_with<E: From<RouteError>>(
         config: &GatewayConfig,
+        listeners: &ListenerNames,
         mut extra: impl FnMut(&str, &RouteConfig) -> Result<X, E>,
     ) -> Result<Self, E> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let key = format!("gateway.routes[{i}]");
-            let route = compile_route(i, &key, r, config)?;
+            let mut route = compile_route(i, &key, r, config)?;
+            route.listeners = route_listeners(&key, r, listeners)?;
             let extra = extra(&key, r)?;
             routes.push(Route {
                 name: route.name,
@@ -37,6 +43,8 @@ impl<X> RouteTable<X> {
                 rewrite: route.rewrite,
                 methods: route.methods,
                 headers: route.headers,
+                listeners: route.listeners,
+                listener_names: r.listeners.clone(),
                 action: route.action,
                 strip_prefix: route.strip_prefix,
                 max_body_size: route.max_body_size,
@@ -46,12 +54,49 @@ impl<X> RouteTable<X> {
             });
         }
         let by_host = routes.iter().any(|r| !r.hosts.is_empty());
+        let by_listener = routes.iter().any(|r| r.listeners.is_some());
         Ok(RouteTable {
             routes,
             by_host,
+            by_listener,
             allow_encoded_slashes: config.allow_encoded_slashes,
         })
     }
+}
+
+/// The bound addresses of the listeners route `r` names (`None`: it names none, every listener); an unknown name
+/// is refused with the route and the name.
+fn route_listeners(
+    key: &str,
+    r: &RouteConfig,
+    known: &ListenerNames,
+) -> Result<Option<Box<[std::net::SocketAddr]>>, RouteError> {
+    if r.listeners.is_empty() {
+        return Ok(None);
+    }
+    let mut bound = Vec::with_capacity(r.listeners.len());
+    for name in &r.listeners {
+        let Some(addr) = known.lookup(name) else {
+            let route = r
+                .name
+                .as_deref()
+                .map(|n| format!("route {n:?}: "))
+                .unwrap_or_default();
+            let names: Vec<&str> = known.names().collect();
+            return Err(RouteError::Config {
+                path: format!("{key}.listeners"),
+                message: format!(
+                    "{route}no listener named {name:?} (server.listen is \"main\"; the names are {})",
+                    names.join(", ")
+                ),
+            });
+        };
+        // a name not bound (a config being checked) limits the route all the same
+        if let Some(addr) = addr.filter(|a| !bound.contains(a)) {
+            bound.push(addr);
+        }
+    }
+    Ok(Some(bound.into_boxed_slice()))
 }
 
 fn compile_route(
@@ -317,6 +362,8 @@ fn compile_route(
         rewrite,
         methods,
         headers,
+        listeners: None,
+        listener_names: Vec::new(),
         action,
         strip_prefix: r.strip_prefix,
         max_body_size: match r.max_body_size {
@@ -444,6 +491,7 @@ mod tests {
             path,
             method: &method,
             headers: &headers,
+            arrival: crate::Arrival::Unknown,
         })
         .and_then(|i| t.get(i))
         .map(|r| r.name.clone())
@@ -618,6 +666,129 @@ mod tests {
         assert!(route("/gw/../../x").is_err());
         let empty: RouteTable = RouteTable::default();
         assert_eq!(empty.find_normalized(&http::Request::new(())), Ok(None));
+    }
+
+    #[test]
+    fn routes_of_other_listeners_do_not_exist_for_a_request() {
+        use crate::{Arrival, ListenerNames};
+        let main: std::net::SocketAddr = "0.0.0.0:443".parse().expect("addr");
+        let http: std::net::SocketAddr = "0.0.0.0:80".parse().expect("addr");
+        let internal: std::net::SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+        let names = ListenerNames::bound(
+            main,
+            [("http".to_owned(), http), ("internal".to_owned(), internal)],
+        );
+        let config = GatewayConfig {
+            routes: vec![
+                respond("app"),
+                RouteConfig {
+                    path: Some("/admin".into()),
+                    listeners: vec!["internal".into()],
+                    ..respond("admin")
+                },
+                RouteConfig {
+                    path: Some("/.well-known/acme-challenge/".into()),
+                    listeners: vec!["http".into(), "main".into()],
+                    ..respond("acme")
+                },
+                RouteConfig {
+                    path_exact: Some("/admin/x".into()),
+                    listeners: vec!["main".into()],
+                    ..respond("main-only")
+                },
+            ],
+            ..GatewayConfig::default()
+        };
+        let t: RouteTable =
+            RouteTable::compile_with(&config, &names, |_, _| Ok::<(), RouteError>(()))
+                .expect("compile");
+        assert!(t.by_listener());
+        assert_eq!(t.get(1).expect("route").listeners(), ["internal"]);
+        assert!(t.get(0).expect("route").listeners().is_empty());
+        let pick = |path: &str, arrival: Arrival| {
+            let req = http::Request::builder().uri(path).body(()).expect("req");
+            t.find_normalized_on(&req, arrival)
+                .expect("routed")
+                .and_then(|r| t.get(r.index))
+                .map(|r| r.name.clone())
+        };
+        let name = |s: &str| Some(s.to_owned());
+        // the more specific route exists on its listener only: elsewhere the next matching one wins
+        assert_eq!(pick("/admin/y", Arrival::On(internal)), name("admin"));
+        assert_eq!(pick("/admin/y", Arrival::On(main)), name("app"));
+        assert_eq!(pick("/admin/x", Arrival::On(main)), name("main-only"));
+        assert_eq!(pick("/admin/x", Arrival::On(internal)), name("admin"));
+        assert_eq!(
+            pick("/.well-known/acme-challenge/t", Arrival::On(http)),
+            name("acme")
+        );
+        assert_eq!(
+            pick("/.well-known/acme-challenge/t", Arrival::On(internal)),
+            name("app")
+        );
+        // a listener not known (no ClientInfo): the routes of every listener only
+        assert_eq!(pick("/admin/y", Arrival::Unknown), name("app"));
+        assert_eq!(pick("/admin/x", Arrival::Unknown), name("app"));
+        // a redirecting listener: only the routes that name it; no route of every listener
+        assert_eq!(
+            pick("/.well-known/acme-challenge/t", Arrival::OnlyNamed(http)),
+            name("acme")
+        );
+        assert_eq!(pick("/other", Arrival::OnlyNamed(http)), None);
+        assert_eq!(
+            pick("/admin/y", Arrival::OnlyNamed(internal)),
+            name("admin")
+        );
+
+        // a table without such routes does not look at listeners
+        let plain = table(vec![respond("app")]);
+        assert!(!plain.by_listener());
+        let req = http::Request::builder().uri("/x").body(()).expect("req");
+        assert!(plain
+            .find_normalized_on(&req, Arrival::On(internal))
+            .expect("routed")
+            .is_some());
+    }
+
+    #[test]
+    fn unknown_listener_names_are_refused_with_the_route_and_the_name() {
+        use crate::ListenerNames;
+        let routes = vec![
+            respond("app"),
+            RouteConfig {
+                listeners: vec!["main".into(), "internl".into()],
+                ..respond("admin")
+            },
+        ];
+        let config = GatewayConfig {
+            routes,
+            ..GatewayConfig::default()
+        };
+        let mut server = ferry_config::ServerConfig::default();
+        server.listeners.push(ferry_config::ExtraListener {
+            name: Some("internal".into()),
+            ..ferry_config::ExtraListener::default()
+        });
+        let names = ListenerNames::of_config(&server);
+        let e = RouteTable::compile_with(&config, &names, |_, _| Ok::<(), RouteError>(()))
+            .expect_err("unknown name")
+            .to_string();
+        assert_eq!(
+            e,
+            "gateway.routes[1].listeners: route \"admin\": no listener named \"internl\" (server.listen is \"main\"; the names are main, internal)"
+        );
+        // the names of a config that is only checked (nothing bound) are known all the same
+        let mut fixed = config.clone();
+        fixed.routes[1].listeners = vec!["internal".into()];
+        let t: RouteTable =
+            RouteTable::compile_with(&fixed, &names, |_, _| Ok::<(), RouteError>(()))
+                .expect("known");
+        assert!(t.by_listener());
+        // without the node's names, only main is known
+        let e = RouteTable::compile(&fixed)
+            .expect_err("not known")
+            .to_string();
+        assert!(e.contains("no listener named \"internal\""), "{e}");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! 2. the longest path prefix (`/api/v1` beats `/api` beats `/`);
 //! 3. the most constraints besides host and path: a method list counts one, each header one;
 //! 4. the earliest in the file.
+//!
+//! Before any of that, a route limited to some listeners (`listeners`) does not exist for a request that came in
+//! on another one ([`Arrival`]): it is not a candidate, so the best of the others wins, as nginx picks among the
+//! `server` blocks of the socket a connection came in on only.
 
 use std::borrow::Cow;
 
@@ -13,6 +17,7 @@ use ferry_proto::normalize::{normalize_path, PathProblem};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 
 use crate::host::request_host;
+use crate::listeners::Arrival;
 
 /// What a route does with the requests it wins.
 #[derive(Debug, Clone)]
@@ -86,6 +91,10 @@ pub struct Route<X = ()> {
     pub(crate) rewrite: PathRewrite,
     pub(crate) methods: Vec<Method>,
     pub(crate) headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// The bound addresses of the listeners the route is limited to (`listeners`); `None`: every listener.
+    pub(crate) listeners: Option<Box<[std::net::SocketAddr]>>,
+    /// The names in `listeners`, as configured (empty: every listener).
+    pub(crate) listener_names: Vec<String>,
     pub action: Action,
     pub strip_prefix: bool,
     pub max_body_size: Option<u64>,
@@ -116,6 +125,8 @@ pub struct RouteTable<X = ()> {
     pub(crate) routes: Vec<Route<X>>,
     /// Whether any route matches on host: if none does, a request's host is not worked out (two allocations).
     pub(crate) by_host: bool,
+    /// Whether any route is limited to some listeners: if none is, a request's listener is not looked at.
+    pub(crate) by_listener: bool,
     /// `allow_encoded_slashes` of the config: how request paths are normalised.
     pub(crate) allow_encoded_slashes: bool,
 }
@@ -125,6 +136,7 @@ impl<X> Default for RouteTable<X> {
         RouteTable {
             routes: Vec::new(),
             by_host: false,
+            by_listener: false,
             allow_encoded_slashes: false,
         }
     }
@@ -139,6 +151,8 @@ pub struct RouteInput<'a> {
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a http::HeaderMap,
+    /// The listener it came in on (routes limited to other listeners do not exist for it).
+    pub arrival: Arrival,
 }
 
 /// The route a request was given by its normalised path.
@@ -172,6 +186,12 @@ impl<X> RouteTable<X> {
         self.allow_encoded_slashes
     }
 
+    /// Whether any route is limited to some listeners (`listeners`): only then does the request's listener
+    /// ([`Arrival`]) matter.
+    pub fn by_listener(&self) -> bool {
+        self.by_listener
+    }
+
     /// The index of the most specific route matching `input`, if any.
     pub fn find(&self, input: &RouteInput<'_>) -> Option<usize> {
         let mut best: Option<(Specificity, usize)> = None;
@@ -190,21 +210,36 @@ impl<X> RouteTable<X> {
     /// Routing for a request as it is: its host (`:authority` or `Host`), path (not normalised here), method
     /// and headers.
     pub fn find_request<B>(&self, req: &Request<B>) -> Option<usize> {
+        self.find_request_on(req, Arrival::Unknown)
+    }
+
+    /// [`Self::find_request`] for a request that came in as `arrival` says.
+    pub fn find_request_on<B>(&self, req: &Request<B>, arrival: Arrival) -> Option<usize> {
         // runs on every request, also on a node without gateway routes
         if self.routes.is_empty() {
             return None;
         }
-        self.find_with_path(req, req.uri().path())
+        self.find_with_path(req, req.uri().path(), arrival)
     }
 
     /// Routing for a request by its normalised path ([`ferry_proto::normalize`]); an error when the path cannot
-    /// be normalised (the gateway answers 400). Without routes nothing is looked at.
+    /// be normalised (the gateway answers 400). Without routes nothing is looked at. The request's listener is not
+    /// known: routes limited to listeners do not take it ([`Self::find_normalized_on`]).
     pub fn find_normalized<B>(&self, req: &Request<B>) -> Result<Option<Routed>, PathProblem> {
+        self.find_normalized_on(req, Arrival::Unknown)
+    }
+
+    /// [`Self::find_normalized`] for a request that came in as `arrival` says.
+    pub fn find_normalized_on<B>(
+        &self,
+        req: &Request<B>,
+        arrival: Arrival,
+    ) -> Result<Option<Routed>, PathProblem> {
         if self.routes.is_empty() {
             return Ok(None);
         }
         let path = normalize_path(req.uri().path(), self.allow_encoded_slashes)?;
-        let Some(index) = self.find_with_path(req, &path) else {
+        let Some(index) = self.find_with_path(req, &path, arrival) else {
             return Ok(None);
         };
         Ok(Some(Routed {
@@ -216,7 +251,7 @@ impl<X> RouteTable<X> {
         }))
     }
 
-    fn find_with_path<B>(&self, req: &Request<B>, path: &str) -> Option<usize> {
+    fn find_with_path<B>(&self, req: &Request<B>, path: &str, arrival: Arrival) -> Option<usize> {
         let host = if self.by_host {
             request_host(req)
         } else {
@@ -227,6 +262,7 @@ impl<X> RouteTable<X> {
             path,
             method: req.method(),
             headers: req.headers(),
+            arrival,
         })
     }
 }
@@ -235,6 +271,11 @@ impl<X> Route<X> {
     /// The path the route matches, as configured: its prefix, its exact path, or its regular expression.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The listeners the route is limited to, by name as configured; empty: every listener.
+    pub fn listeners(&self) -> &[String] {
+        &self.listener_names
     }
 
     /// Whether the route matches by prefix (`path`), rather than an exact path or a regular expression.
@@ -277,6 +318,10 @@ impl<X> Route<X> {
 
     /// Whether the route matches `input`, and how specifically.
     fn matches(&self, input: &RouteInput<'_>) -> Option<Specificity> {
+        // a route of other listeners does not exist for this request (not a worse match: none)
+        if !input.arrival.admits(self.listeners.as_deref()) {
+            return None;
+        }
         let (host_rank, host_len) = if self.hosts.is_empty() {
             (0, 0)
         } else {

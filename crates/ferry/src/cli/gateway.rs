@@ -90,6 +90,9 @@ fn write_and_check(
 /// on the nginx host, not necessarily here; `ferry config check` there reads them.
 fn check(text: &str, name: &str) -> anyhow::Result<()> {
     let config = ferry_config::load_text(text, name)?;
-    ferry_edge::Gateway::validate(&ferry_nginx::without_host_files(&config.gateway))?;
+    ferry_edge::Gateway::validate_on(
+        &ferry_nginx::without_host_files(&config.gateway),
+        &ferry_edge::ListenerNames::of_config(&config.server),
+    )?;
     Ok(())
 }
