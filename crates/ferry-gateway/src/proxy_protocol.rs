@@ -9,6 +9,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// The longest version 1 header (its specification's bound, line end included).
+const V1_MAX: usize = 107;
+
 /// The largest header taken (version 2 with its TLVs; AWS and GCP send well under 1 KiB).
 const MAX_HEADER: usize = 4096;
 
@@ -40,7 +43,12 @@ pub(crate) async fn read_header(
             return Err(ProxyHeaderError::Closed);
         }
         let parsed = HeaderResult::parse(&buf[..n]);
-        if parsed.is_incomplete() {
+        // `ppp` calls a v1 header cut right after the source port's space invalid rather than incomplete: a v1
+        // header without its line end yet, shorter than the longest one (107 bytes), is waited for
+        let v1_unfinished = matches!(parsed, HeaderResult::V1(Err(_)))
+            && n < V1_MAX
+            && !buf[..n].windows(2).any(|w| w == b"\r\n");
+        if parsed.is_incomplete() || v1_unfinished {
             if n == buf.len() {
                 return Err(ProxyHeaderError::Malformed("longer than 4 KiB".into()));
             }
@@ -102,6 +110,28 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    /// A v1 header split right after the source port's space (which `ppp` calls invalid, not incomplete) is
+    /// waited for, not refused.
+    #[tokio::test]
+    async fn a_version_1_header_that_arrives_in_pieces_is_waited_for() {
+        let whole = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n";
+        for cut in 1..whole.len() {
+            let (mut c, mut s) = pair().await;
+            c.write_all(&whole[..cut]).await.expect("write");
+            let rest = &whole[cut..];
+            let (read, ()) = tokio::join!(read_header(&mut s, soon()), async {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                c.write_all(rest).await.expect("write");
+            });
+            assert_eq!(
+                read.map_err(|e| e.to_string()),
+                Ok(Some("203.0.113.7:51234".parse().expect("addr"))),
+                "cut after {:?}",
+                String::from_utf8_lossy(&whole[..cut])
+            );
+        }
     }
 
     #[tokio::test]
