@@ -458,6 +458,34 @@ async fn config_check_and_warnings_about_the_environment() -> anyhow::Result<()>
     let out = run_ferry(BIN, &["--config", &t, "config", "check"], &[]).await?;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("gone.pem"), "{}", stderr(&out));
+
+    // HTTP/3 is checked as a start would: it needs TLS, and TLS 1.3 among the listener's versions
+    let pki = ferry_testkit::TestPki::new()?;
+    let h3 = dir.path().join("h3.toml");
+    std::fs::write(&h3, "version = 1\n[server]\nhttp3 = true\n")?;
+    let h = h3.display().to_string();
+    let out = run_ferry(BIN, &["--config", &h, "config", "check"], &[]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.http3: HTTP/3 needs a TLS listener"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        &h3,
+        format!(
+            "version = 1\n[server]\nhttp3 = true\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[gateway.tls]\nprotocols = [\"TLSv1.2\"]\n",
+            pki.cert_path().display(),
+            pki.key_path().display()
+        ),
+    )?;
+    let out = run_ferry(BIN, &["--config", &h, "config", "check"], &[]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.http3: HTTP/3 needs TLSv1.3"),
+        "{}",
+        stderr(&out)
+    );
     Ok(())
 }
 

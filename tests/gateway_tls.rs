@@ -851,3 +851,145 @@ servers = [{{ url = "{echo}" }}]
     .await?;
     Ok(())
 }
+
+/// HTTP/3 (`http3 = true`) on the public listener and on a TLS listener of `[[server.listeners]]`, driven by a
+/// Rust HTTP/3 client (quinn and h3): the same routes as over TCP (an answer of the gateway's own, an upstream
+/// pool that gets the request over HTTP/1.1 with the forwarding headers and the whole body), the TCP side's
+/// `Alt-Svc` pointing at it, a route that does not exist answered 404, and a reload that turns HTTP/3 on for a
+/// listener refused (its UDP socket is bound at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_serves_the_same_routes_as_tcp() -> anyhow::Result<()> {
+    let pki = TestPki::new()?;
+    let dir = TempDir::new("ferry-gw-h3-")?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let config_text = |http3_on_second: bool| {
+        format!(
+            r#"
+[server]
+http3 = true
+
+[[server.listeners]]
+listen = "127.0.0.1:0"
+tls = true
+http3 = true
+
+[[server.listeners]]
+listen = "127.0.0.1:0"
+tls = true
+http3 = {http3_on_second}
+
+[[gateway.routes]]
+path = "/hello"
+respond = {{ body = "hello\n" }}
+
+[[gateway.routes]]
+path = "/api/"
+upstream = "echo"
+
+[gateway.upstreams.echo]
+servers = [{{ url = "{}" }}]
+"#,
+            echo.url()
+        )
+    };
+    let config = write_file(dir.path(), "ferry.toml", &config_text(false))?;
+    let mut server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(pki.cert_path(), pki.key_path())
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let extra: Vec<std::net::SocketAddr> = server
+        .output()
+        .stdout()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ferry also listening on https://"))
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(extra.len(), 2, "{}", server.output().stdout());
+
+    for addr in [server.addr(), extra[0]] {
+        // over TCP, the answer says where HTTP/3 is
+        let tcp = ferry_testkit::client::client_builder()
+            .add_root_certificate(pki.reqwest_ca()?)
+            .resolve("localhost", addr)
+            .build()?;
+        let resp = tcp
+            .get(format!("https://localhost:{}/hello", addr.port()))
+            .send()
+            .await?;
+        assert_eq!(
+            resp.headers().get("alt-svc").and_then(|v| v.to_str().ok()),
+            Some(format!("h3=\":{}\"; ma=86400", addr.port()).as_str())
+        );
+
+        let mut h3 =
+            ferry_testkit::H3Client::connect(addr, "localhost", &pki.ca_path(), None).await?;
+        let resp = h3.get("/hello").await?;
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "hello\n"),
+            "{resp:?}"
+        );
+        let body: bytes::Bytes = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut digest = ferry_testkit::Sha256Hex::new();
+        digest.update(&body);
+        let digest = digest.finish();
+        let resp = h3
+            .request(
+                http::Method::POST,
+                "/api/upload?x=1",
+                &[("content-type", "application/octet-stream")],
+                body.clone(),
+            )
+            .await?;
+        assert_eq!(resp.status, 200, "{resp:?}");
+        let e: EchoReply = serde_json::from_slice(&resp.body)?;
+        assert_eq!(
+            (e.method.as_str(), e.uri.as_str()),
+            ("POST", "/api/upload?x=1")
+        );
+        assert_eq!(e.version, "HTTP/1.1", "upstreams get HTTP/1.1");
+        assert_eq!(e.body_len, body.len() as u64);
+        assert_eq!(e.body_sha256, digest);
+        assert_eq!(
+            e.header("host"),
+            Some(format!("localhost:{}", addr.port()).as_str())
+        );
+        assert_eq!(e.header("x-forwarded-proto"), Some("https"));
+        assert_eq!(e.header("x-forwarded-for"), Some("127.0.0.1"));
+        let resp = h3.get("/nothing/here").await?;
+        assert_eq!(resp.status, 404, "{resp:?}");
+        h3.close().await;
+    }
+    // the second listener has no HTTP/3: no Alt-Svc
+    let tcp = ferry_testkit::client::client_builder()
+        .add_root_certificate(pki.reqwest_ca()?)
+        .resolve("localhost", extra[1])
+        .build()?;
+    let resp = tcp
+        .get(format!("https://localhost:{}/hello", extra[1].port()))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("alt-svc").is_none());
+
+    // turning it on needs a restart: the reload is refused, naming the key (listeners on port 0 are matched in
+    // order)
+    let text = config_text(true);
+    std::fs::write(&config, text)?;
+    server
+        .output()
+        .wait_stderr(
+            "server.listeners[1].http3: turning HTTP/3 on or off needs a restart",
+            Duration::from_secs(20),
+        )
+        .await?;
+
+    server.sigterm()?;
+    let status = server.wait_exit(Duration::from_secs(20)).await?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}

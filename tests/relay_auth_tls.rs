@@ -429,6 +429,56 @@ async fn tunnel_tenant_comes_only_from_the_token() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The relay over HTTP/3 (`FERRY_HTTP3=true`): a request and a request body reach the target through the
+/// connector as over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_answers_over_http3() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    let pki = TestPki::new()?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .tls(pki.cert_path(), pki.key_path())
+            .env("FERRY_HTTP3", "true"),
+    )
+    .await?;
+    let secret = server.create_tenant("demo").await?;
+    let _connector = Connector::start(
+        BIN,
+        server.url(),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions::default()
+            .arg("--ca-file")
+            .arg(&pki.ca_path().display().to_string()),
+    )
+    .await?;
+    server.output().wait_stderr("tunnel attached", T).await?;
+    let mut h3 =
+        ferry_testkit::H3Client::connect(server.addr(), "localhost", &pki.ca_path(), None).await?;
+    let resp = h3.get("/relay/demo/app/h3/get?q=1").await?;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let reply: EchoReply = serde_json::from_slice(&resp.body)?;
+    assert_eq!(reply.uri, "/h3/get?q=1");
+    assert_eq!(reply.header("x-forwarded-proto"), Some("https"));
+    let body = bytes::Bytes::from(vec![b'x'; 200 * 1024]);
+    let resp = h3
+        .request(http::Method::POST, "/relay/demo/app/h3/post", &[], body)
+        .await?;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let reply: EchoReply = serde_json::from_slice(&resp.body)?;
+    assert_eq!(
+        (reply.method.as_str(), reply.body_len),
+        ("POST", 200 * 1024)
+    );
+    let resp = h3.get("/relay/nobody/app/x").await?;
+    assert_eq!(resp.status, 404, "{resp:?}");
+    h3.close().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_over_tls_with_ca_file_relays_https_requests() -> anyhow::Result<()> {
     let _slot = light_slot().await;

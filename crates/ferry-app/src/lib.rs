@@ -99,7 +99,9 @@ impl Listeners {
         };
         let public = Listener::bind_with(s.listen, tls_options(config, tls.clone())?)
             .await?
-            .with_proxy_protocol(s.proxy_protocol);
+            .with_proxy_protocol(s.proxy_protocol)
+            .with_http3(s.http3)
+            .map_err(|e| listener_error(("server.http3".into(), http3_error(e))))?;
         let mut extra = Vec::with_capacity(s.listeners.len());
         let shared_tls = public.tls_reloader();
         for (i, l) in s.listeners.iter().enumerate() {
@@ -115,8 +117,12 @@ impl Listeners {
                 true => own.as_ref().or(shared_tls.as_ref()),
                 false => None,
             };
-            let listener =
-                Listener::bind_sharing(l.listen, tls)?.with_proxy_protocol(l.proxy_protocol);
+            let listener = Listener::bind_sharing(l.listen, tls)?
+                .with_proxy_protocol(l.proxy_protocol)
+                .with_http3(l.http3)
+                .map_err(|e| {
+                    listener_error((format!("server.listeners[{i}].http3"), http3_error(e)))
+                })?;
             extra.push((listener, l.clone()));
         }
         let admin = match s.admin.enabled && config.node.roles.has(Role::Management) {
@@ -171,21 +177,52 @@ pub fn check_config(config: &Config) -> Result<(), AppError> {
         }),
         _ => None,
     };
-    if let Some(options) = tls_options(config, default.clone())? {
+    let main_tls = tls_options(config, default.clone())?;
+    if let Some(options) = &main_tls {
         options.load_files()?;
     }
+    let http3 = |key: String, options: Option<&ferry_gateway::TlsOptions>| match options {
+        None => Err(listener_error((key, "HTTP/3 needs a TLS listener".into()))),
+        Some(o) => o
+            .check_http3()
+            .map_err(|e| listener_error((key, http3_error(e)))),
+    };
+    if config.server.http3 {
+        http3("server.http3".into(), main_tls.as_ref())?;
+    }
     for (i, l) in config.server.listeners.iter().enumerate() {
-        if l.has_own_tls() {
-            listeners::own_tls_options(i, l, &config.gateway.tls, default.as_ref())
-                .and_then(|options| {
-                    options
-                        .load_files()
-                        .map_err(|e| listeners::tls_error(i, l, e))
-                })
-                .map_err(listener_error)?;
+        let own = match l.has_own_tls() {
+            true => Some(
+                listeners::own_tls_options(i, l, &config.gateway.tls, default.as_ref())
+                    .and_then(|options| {
+                        options
+                            .load_files()
+                            .map_err(|e| listeners::tls_error(i, l, e))?;
+                        Ok(options)
+                    })
+                    .map_err(listener_error)?,
+            ),
+            false => None,
+        };
+        if l.http3 && l.tls {
+            http3(
+                format!("server.listeners[{i}].http3"),
+                own.as_ref().or(main_tls.as_ref()),
+            )?;
         }
     }
     Ok(())
+}
+
+/// Why a listener cannot serve HTTP/3, without the key the caller names.
+pub(crate) fn http3_error(e: ferry_gateway::GatewayError) -> String {
+    match e {
+        ferry_gateway::GatewayError::Settings { message, .. } => message,
+        ferry_gateway::GatewayError::Bind { addr, source } => {
+            format!("UDP port {addr} for HTTP/3: {source}")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// An error of a `[[server.listeners]]` entry's TLS settings, by its key.

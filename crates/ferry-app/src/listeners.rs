@@ -317,6 +317,11 @@ impl ExtraListeners {
             if let Some(j) = same {
                 taken[j] = true;
                 let (old, old_tls) = &running[j];
+                if old.http3 != config.http3 {
+                    return Err(format!(
+                        "server.listeners[{i}].http3: turning HTTP/3 on or off needs a restart (its UDP socket is bound at start)"
+                    ));
+                }
                 let own = match (config.has_own_tls(), old_tls) {
                     (false, _) => {
                         if config.tls && shared.tls.is_none() {
@@ -356,7 +361,9 @@ impl ExtraListeners {
                 (true, None, None) => return Err(joined(no_tls(i))),
             };
             let listener = Listener::bind_sharing(config.listen, tls)
-                .map_err(|e| format!("server.listeners[{i}].listen: {e}"))?;
+                .map_err(|e| format!("server.listeners[{i}].listen: {e}"))?
+                .with_http3(config.http3)
+                .map_err(|e| format!("server.listeners[{i}].http3: {}", crate::http3_error(e)))?;
             keep.push(Step::Add(Box::new(listener), config.clone(), own));
         }
         let removed = (0..running.len()).filter(|j| !taken[*j]).collect();

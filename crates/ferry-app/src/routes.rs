@@ -5,12 +5,12 @@ use crate::Node;
 use bytes::Bytes;
 use ferry_edge::{AccessEntry, Upstream};
 use ferry_gateway::Handler;
+use ferry_http::RequestBody;
 use ferry_http::{error_response, full, Body};
 use ferry_proto::path::RELAY_PREFIX;
 use ferry_proto::{tunnel, ErrorCode, ErrorReply};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ pub(crate) fn redirect_to_https(port: u16, node: Option<Arc<Node>>) -> Handler {
 async fn route_or_redirect(
     node: Arc<Node>,
     port: u16,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Response<Body> {
     let Some(edge) = node.edge.clone() else {
         return https_redirect(&req, port);
@@ -103,7 +103,7 @@ fn https_redirect<B>(req: &Request<B>, port: u16) -> Response<Body> {
     }
 }
 
-async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+async fn route(node: Arc<Node>, mut req: Request<RequestBody>) -> Response<Body> {
     if let Some(refused) = ferry_http::checks::refuse_head(&req) {
         return refused;
     }
@@ -127,7 +127,7 @@ async fn route(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
 async fn answer(
     node: &Node,
     edge: &ferry_edge::Gateway,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     logged: bool,
 ) -> (Option<String>, Response<Body>) {
     if let Some(refused) = headers_too_large(node, &req) {
@@ -161,7 +161,7 @@ async fn answer(
 }
 
 /// Ferry's own endpoints: health, readiness, the tunnel, the token endpoint, discovery and JWKS.
-async fn ferry_own(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+async fn ferry_own(node: Arc<Node>, req: Request<RequestBody>) -> Response<Body> {
     if let Some(refused) = headers_too_large(&node, &req) {
         return refused;
     }
@@ -207,7 +207,7 @@ fn not_this_role<B>(req: &Request<B>, role: &str) -> Response<Body> {
 }
 
 /// `431`-style refusal (Ferry's `headers_too_large`) of a request whose head is larger than allowed.
-fn headers_too_large(node: &Node, req: &Request<Incoming>) -> Option<Response<Body>> {
+fn headers_too_large(node: &Node, req: &Request<RequestBody>) -> Option<Response<Body>> {
     if ferry_http::head_size(req) <= node.max_header_size {
         return None;
     }
@@ -246,7 +246,7 @@ impl ferry_edge::RelayBackend for RelayRoutes {
         &self,
         tenant: &str,
         target: &str,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> ferry_edge::RelayFuture {
         let pq = req
             .uri()
@@ -281,7 +281,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// The built-in issuer's discovery document and JWKS (`ferry-auth` builds them from configuration only; any
 /// method is answered as GET). Only the JWKS may be cached by shared caches.
-fn well_known(node: &Node, req: &Request<Incoming>) -> Response<Body> {
+fn well_known(node: &Node, req: &Request<RequestBody>) -> Response<Body> {
     let path = req.uri().path();
     let Some(doc) = node.issuer.well_known(path, node.listener_url.as_deref()) else {
         let reply = ErrorReply::new(ErrorCode::NotFound, "no such document");
@@ -303,7 +303,7 @@ fn well_known(node: &Node, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
-async fn token(node: &Node, req: Request<Incoming>) -> Response<Body> {
+async fn token(node: &Node, req: Request<RequestBody>) -> Response<Body> {
     let request_id = ferry_http::request_id(&req);
     if req.method() != Method::POST {
         let reply = ErrorReply::method_not_allowed("POST", "the token endpoint takes POST");

@@ -29,6 +29,7 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         "server.proxy_protocol",
         EnvKind::Boolean,
     ),
+    ("FERRY_HTTP3", "server.http3", EnvKind::Boolean),
     ("FERRY_ADMIN_LISTEN", "server.admin.listen", EnvKind::Text),
     (
         "FERRY_ADMIN_ENABLED",

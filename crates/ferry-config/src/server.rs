@@ -21,6 +21,9 @@ pub struct ServerConfig {
     /// v2: HAProxy, AWS NLB, GCP): the client's address is taken from it, and a connection without one is
     /// closed. Default false.
     pub proxy_protocol: bool,
+    /// With `tls_cert`: `listen` serves HTTP/3 too, on the same port over UDP, and tells clients so in an
+    /// `Alt-Svc` header (nginx's `listen … quic` with `add_header Alt-Svc`). Needs TLSv1.3. Default false.
+    pub http3: bool,
     /// Where the embedded store keeps its files. Default `./ferry-data`.
     pub data_dir: PathBuf,
     /// The store's database: `sqlite://PATH`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. Default
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             listeners: Vec::new(),
             proxy_protocol: false,
+            http3: false,
             data_dir: PathBuf::from("ferry-data"),
             database_url: None,
             tls_cert: None,
@@ -152,6 +156,11 @@ pub struct ExtraListener {
     /// false.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// With `tls`: serve HTTP/3 too, on the same port over UDP, and tell clients so in an `Alt-Svc` header.
+    /// Needs TLSv1.3 among the listener's protocols. Set when the listener is added: a reload that changes it
+    /// is refused (restart to change it). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http3: bool,
     /// With `tls`: this listener's default certificate (PEM chain), instead of `server.tls_cert` (nginx's
     /// `ssl_certificate` in the listener's `server`). Needs `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +216,7 @@ impl Default for ExtraListener {
             redirect_to_https: false,
             https_port: default_https_port(),
             proxy_protocol: false,
+            http3: false,
             cert: None,
             key: None,
             ocsp_response: None,
@@ -302,6 +312,12 @@ impl ExtraListener {
                     "is a TLS setting: this listener needs tls = true for it".to_owned(),
                 ));
             }
+        }
+        if self.http3 && !self.tls {
+            return Err((
+                key("http3"),
+                "HTTP/3 is served on TLS listeners only: set tls = true".to_owned(),
+            ));
         }
         if self.tls && self.redirect_to_https {
             return Err((

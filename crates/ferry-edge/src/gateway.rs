@@ -6,13 +6,13 @@ use crate::pool::Pool;
 use crate::route::{Action, Arrival, ListenerNames, RouteTable};
 use crate::{proxy, EdgeError};
 use ferry_config::{AccessLog, GatewayConfig, UpstreamConfig};
+use ferry_http::RequestBody;
 use ferry_http::{full, Body};
 use ferry_metrics::prometheus_client::metrics::counter::Counter;
 use ferry_metrics::prometheus_client::metrics::family::Family;
 use ferry_metrics::prometheus_client::registry::Registry;
 use ferry_metrics::{ByClass, Histogram, Kind, Labels, Snapshot};
 use http::{header, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +27,7 @@ pub type RelayFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 /// not depend on it.
 pub trait RelayBackend: Send + Sync + 'static {
     /// Relay `req` to `target` of `tenant`. The request's path and query are what the target should see.
-    fn relay(&self, tenant: &str, target: &str, req: Request<Incoming>) -> RelayFuture;
+    fn relay(&self, tenant: &str, target: &str, req: Request<RequestBody>) -> RelayFuture;
 }
 
 /// One compiled config: everything a request needs, replaced as a whole on reload.
@@ -403,7 +403,7 @@ impl Gateway {
     }
 
     /// Answer `req` by the action of its route.
-    pub async fn handle(&self, matched: Matched, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, matched: Matched, req: Request<RequestBody>) -> Response<Body> {
         let started = std::time::Instant::now();
         let stats = matched.table.stats.get(matched.index).cloned();
         let resp = self.answer(matched, req).await;
@@ -486,7 +486,7 @@ impl Gateway {
         ferry_metrics::render(&registry)
     }
 
-    async fn answer(&self, matched: Matched, mut req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, matched: Matched, mut req: Request<RequestBody>) -> Response<Body> {
         if ferry_telemetry::trace::enabled() {
             // the gateway's span: continues the client's `traceparent`; the upstream server (or the relay's span,
             // for a relay route) gets this span's instead
@@ -518,7 +518,7 @@ impl Gateway {
         self.answer_in(matched, req).await
     }
 
-    async fn answer_in(&self, matched: Matched, mut req: Request<Incoming>) -> Response<Body> {
+    async fn answer_in(&self, matched: Matched, mut req: Request<RequestBody>) -> Response<Body> {
         let Matched { table, index } = matched;
         let Some(route) = table.routes.get(index) else {
             return proxy::error(
@@ -565,7 +565,7 @@ impl Gateway {
         &self,
         route: &crate::route::Route,
         table: &Arc<Table>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Response<Body> {
         let logged = self.access_log() != AccessLog::Off;
         if route.require_client_cert {

@@ -9,6 +9,7 @@ use crate::route::Route;
 use crate::splice::SpliceEnd;
 use crate::timed::TimedBody;
 use ferry_http::client::ResponseBody;
+use ferry_http::RequestBody;
 use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited, TlsInfo};
 use ferry_proto::headers::{join_cookie_crumbs, strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};
@@ -16,7 +17,6 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,8 +50,8 @@ fn too_large(limit: u64, request_id: &str) -> Response<Body> {
 pub(crate) fn prepare_relay(
     route: &Route,
     table: &Table,
-    mut req: Request<Incoming>,
-) -> Result<Request<Incoming>, Box<Response<Body>>> {
+    mut req: Request<RequestBody>,
+) -> Result<Request<RequestBody>, Box<Response<Body>>> {
     let from_trusted = req
         .extensions()
         .get::<ClientInfo>()
@@ -218,7 +218,7 @@ pub(crate) async fn forward(
     pool: Arc<Pool>,
     route: &Route,
     table: &Table,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     logged: bool,
 ) -> Response<Body> {
     let trusted = &table.trusted;

@@ -169,13 +169,13 @@ mod tests {
     use super::*;
     use crate::gateway::RelayFuture;
     use ferry_config::{GatewayConfig, RouteConfig, UpstreamConfig, UpstreamServer};
+    use ferry_http::RequestBody;
     use http::Request;
-    use hyper::body::Incoming;
     use std::sync::Arc;
 
     struct NoRelay;
     impl crate::RelayBackend for NoRelay {
-        fn relay(&self, _: &str, _: &str, _: Request<Incoming>) -> RelayFuture {
+        fn relay(&self, _: &str, _: &str, _: Request<RequestBody>) -> RelayFuture {
             Box::pin(async { http::Response::new(ferry_http::empty()) })
         }
     }

@@ -5,11 +5,11 @@ use bytes::Bytes;
 use ferry_config::GatewayConfig;
 use ferry_edge::{Gateway, RelayBackend, RelayFuture};
 use ferry_gateway::{Handler, Listener, ServeOptions, TlsFiles};
+use ferry_http::RequestBody as Incoming;
 use ferry_http::{full, Body};
 use ferry_testkit::{EchoReply, TargetKind, TargetServer, TestPki};
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! The client-facing side of a node: bound listeners, TLS termination, HTTP/1.1 and HTTP/2 connections, and
-//! draining them on shutdown.
+//! The client-facing side of a node: bound listeners, TLS termination, HTTP/1.1 and HTTP/2 connections,
+//! HTTP/3 over QUIC on TLS listeners that ask for it, and draining them on shutdown.
 //!
 //! Owns: binding (before serving, so that a bad address fails at start), loading certificates, the accept loop,
 //! per-connection limits (header size, the first request's and every head's deadline, idle keep-alive and
@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod h1;
+mod http3;
 mod limits;
 mod listener;
 mod ocsp;

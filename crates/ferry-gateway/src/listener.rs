@@ -13,6 +13,8 @@ pub struct Listener {
     /// the connections it already accepted stay.
     mode: Arc<RwLock<Arc<ListenerMode>>>,
     local_addr: SocketAddr,
+    /// HTTP/3's socket, on the UDP port of the TCP one (see [`Listener::with_http3`]).
+    pub(crate) udp: Option<std::net::UdpSocket>,
 }
 
 /// How a listener treats the connections it accepts.
@@ -74,7 +76,47 @@ impl Listener {
                 caps: None,
             }))),
             local_addr,
+            udp: None,
         })
+    }
+
+    /// Serve HTTP/3 too (`on`), on the UDP port of the listener's TCP port, with the listener's TLS settings,
+    /// and tell clients so in an `Alt-Svc` header on the TCP connections' responses. Needs TLS with TLS 1.3, and
+    /// certificates by SNI that share the listener's client-certificate settings; the UDP port must be free.
+    pub fn with_http3(mut self, on: bool) -> Result<Self, GatewayError> {
+        if !on {
+            self.udp = None;
+            return Ok(self);
+        }
+        let Some(tls) = self.mode().tls.clone() else {
+            return Err(GatewayError::Settings {
+                key: "http3".into(),
+                message: "HTTP/3 needs a TLS listener".into(),
+            });
+        };
+        crate::http3::check(&tls.sites()).map_err(|message| GatewayError::Settings {
+            key: "http3".into(),
+            message,
+        })?;
+        let addr = self.local_addr;
+        self.udp =
+            Some(crate::http3::bind(addr).map_err(|source| GatewayError::Bind { addr, source })?);
+        Ok(self)
+    }
+
+    /// Whether the listener serves HTTP/3.
+    pub fn serves_http3(&self) -> bool {
+        self.udp.is_some()
+    }
+
+    /// The `Alt-Svc` header that points clients of the TCP port at HTTP/3 (a day's worth, as is common).
+    pub(crate) fn alt_svc(&self) -> Option<http::HeaderValue> {
+        self.udp.as_ref()?;
+        http::HeaderValue::try_from(format!("h3=\":{}\"; ma=86400", self.local_addr.port())).ok()
+    }
+
+    pub(crate) fn mode_cell(&self) -> Arc<RwLock<Arc<ListenerMode>>> {
+        self.mode.clone()
     }
 
     /// Expect a PROXY protocol header (v1 or v2) at the start of every connection and take the client's address

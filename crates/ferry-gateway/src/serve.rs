@@ -5,7 +5,7 @@
 use crate::h1::{self, H1Guard, Prefixed, Protocol, SniffError};
 use crate::limits::{ConnectionCaps, ConnectionLimits, Permit, RateLimitedLog};
 use crate::Listener;
-use ferry_http::{Body, ClientInfo};
+use ferry_http::{Body, ClientInfo, RequestBody};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -25,7 +25,9 @@ use tokio::time::Instant;
 
 /// What answers requests: called once per request.
 pub type Handler = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+    dyn Fn(Request<RequestBody>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// Per-connection limits and the drain deadline.
@@ -89,20 +91,20 @@ static REFUSED: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(5));
 
 /// Connections being served by hyper (upgraded ones no longer count): what draining waits for.
 #[derive(Default)]
-struct Serving {
+pub(crate) struct Serving {
     count: AtomicUsize,
     done: tokio::sync::Notify,
 }
 
-struct ServingGuard(Arc<Serving>);
+pub(crate) struct ServingGuard(Arc<Serving>);
 
 impl Serving {
-    fn enter(self: &Arc<Self>) -> ServingGuard {
+    pub(crate) fn enter(self: &Arc<Self>) -> ServingGuard {
         self.count.fetch_add(1, Ordering::AcqRel);
         ServingGuard(self.clone())
     }
 
-    async fn all_done(&self) {
+    pub(crate) async fn all_done(&self) {
         loop {
             let notified = self.done.notified();
             tokio::pin!(notified);
@@ -197,6 +199,23 @@ pub async fn serve(
     let serving = Arc::new(Serving::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let options = Arc::new(options);
+    let mut listener = listener;
+    let alt_svc = listener.alt_svc();
+    if let Some(udp) = listener.udp.take() {
+        tokio::spawn(crate::http3::serve(
+            udp,
+            crate::http3::Shared {
+                handler: handler.clone(),
+                options: options.clone(),
+                limits: limits.clone(),
+                default_caps,
+                serving: serving.clone(),
+                stop: stop_rx.clone(),
+                mode: listener.mode_cell(),
+                local_addr: listener.local_addr(),
+            },
+        ));
+    }
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
@@ -263,6 +282,7 @@ pub async fn serve(
             stop: stop_rx.clone(),
             first_deadline: accepted_at + options.header_read_timeout,
             serving: serving.enter(),
+            alt_svc: alt_svc.clone(),
         };
         let sites = mode.tls.as_ref().map(|t| t.sites());
         let proxy_protocol = mode.proxy_protocol;
@@ -419,6 +439,7 @@ struct Conn {
     stop: watch::Receiver<bool>,
     first_deadline: Instant,
     serving: ServingGuard,
+    alt_svc: Option<http::HeaderValue>,
 }
 
 /// A connection's stream with its place under the caps: the permit lives as long as the stream, upgraded
@@ -475,6 +496,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Held<IO> {
 }
 
 impl Conn {
+    /// The `Alt-Svc` header of a TLS connection on a listener that serves HTTP/3.
+    fn alt_svc(&self, tls: &Option<TlsConn>) -> Option<http::HeaderValue> {
+        tls.as_ref().and(self.alt_svc.clone())
+    }
+
     async fn run<IO>(self, mut stream: IO, tls: Option<TlsConn>, permit: Permit)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -504,7 +530,8 @@ impl Conn {
                     self.first_deadline,
                     remote_addr,
                 );
-                let service = service(self.handler.clone(), self.info, tls, None);
+                let alt_svc = self.alt_svc(&tls);
+                let service = service(self.handler.clone(), self.info, tls, None, alt_svc);
                 let conn = self
                     .http1
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -515,7 +542,14 @@ impl Conn {
                     in_flight: AtomicUsize::new(0),
                     idle_since: Mutex::new(Instant::now()),
                 });
-                let service = service(self.handler.clone(), self.info, tls, Some(activity.clone()));
+                let alt_svc = self.alt_svc(&tls);
+                let service = service(
+                    self.handler.clone(),
+                    self.info,
+                    tls,
+                    Some(activity.clone()),
+                    alt_svc,
+                );
                 let conn = self
                     .http2
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -529,66 +563,84 @@ impl Conn {
 
 /// A TLS connection's facts, and the site its handshake was made with.
 #[derive(Clone)]
-struct TlsConn {
-    info: Arc<ferry_http::TlsInfo>,
-    site: Arc<crate::tls::Site>,
-    sites: Arc<crate::tls::Sites>,
+pub(crate) struct TlsConn {
+    pub(crate) info: Arc<ferry_http::TlsInfo>,
+    pub(crate) site: Arc<crate::tls::Site>,
+    pub(crate) sites: Arc<crate::tls::Sites>,
 }
 
-/// The service of one connection: every request carries the connection's facts (the client's address, and over
-/// TLS the protocol and the client's verified certificate chain), and on HTTP/2 counts as activity until its
-/// response body ends. Over TLS, a request for a host whose client-certificate settings differ from those of the
-/// handshake's name is answered 421 `misdirected_request`.
+/// What every request gets before its handler, whatever the protocol: the connection's facts (the client's
+/// address, and over TLS the protocol and the client's verified certificate chain). Over TLS, a request for a host
+/// whose client-certificate settings differ from those of the handshake's name is answered here, 421
+/// `misdirected_request`: `Some` then.
+pub(crate) fn prepare_request(
+    req: &mut Request<RequestBody>,
+    info: ClientInfo,
+    tls: Option<&TlsConn>,
+) -> Option<Response<Body>> {
+    req.extensions_mut().insert(info);
+    let tls = tls?;
+    let mut misdirected = None;
+    let host = || {
+        req.uri().host().or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+    };
+    if !tls.sites.host_fits(&tls.site, host) {
+        let host = host();
+        tracing::info!(
+            remote_addr = %info.remote_addr,
+            host = host.unwrap_or(""),
+            "request for a host with other client-certificate settings than the TLS handshake's name: 421"
+        );
+        let reply = ferry_proto::ErrorReply::new(
+            ferry_proto::ErrorCode::MisdirectedRequest,
+            "this host needs a TLS connection of its own (send its name in the handshake)",
+        );
+        misdirected = Some(ferry_http::error_response(
+            &reply,
+            &ferry_http::request_id(req),
+        ));
+    }
+    req.extensions_mut().insert(tls.info.clone());
+    misdirected
+}
+
+/// The service of one connection: every request is prepared ([`prepare_request`]), on HTTP/2 counts as activity
+/// until its response body ends, and on a listener that serves HTTP/3 is answered with its `Alt-Svc` header.
 fn service(
     handler: Handler,
     info: ClientInfo,
     tls: Option<TlsConn>,
     activity: Option<Arc<Activity>>,
+    alt_svc: Option<http::HeaderValue>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone {
-    service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(info);
-        let mut misdirected = None;
-        if let Some(tls) = &tls {
-            let host = || {
-                req.uri().host().or_else(|| {
-                    req.headers()
-                        .get(hyper::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                })
-            };
-            if !tls.sites.host_fits(&tls.site, host) {
-                let host = host();
-                tracing::info!(
-                    remote_addr = %info.remote_addr,
-                    host = host.unwrap_or(""),
-                    "request for a host with other client-certificate settings than the TLS handshake's name: 421"
-                );
-                let reply = ferry_proto::ErrorReply::new(
-                    ferry_proto::ErrorCode::MisdirectedRequest,
-                    "this host needs a TLS connection of its own (send its name in the handshake)",
-                );
-                misdirected = Some(ferry_http::error_response(
-                    &reply,
-                    &ferry_http::request_id(&req),
-                ));
-            }
-            req.extensions_mut().insert(tls.info.clone());
-        }
+    service_fn(move |req: Request<Incoming>| {
+        let mut req = req.map(RequestBody::Hyper);
+        let misdirected = prepare_request(&mut req, info, tls.as_ref());
         let active = activity.as_ref().map(|a| a.start());
         let fut: Result<_, Response<Body>> = match misdirected {
             Some(resp) => Err(resp),
             None => Ok(handler(req)),
         };
+        let alt_svc = alt_svc.clone();
         async move {
-            let resp = match fut {
+            let mut resp = match fut {
                 Ok(fut) => fut.await,
                 Err(resp) => resp,
             };
+            if let Some(alt_svc) = alt_svc {
+                resp.headers_mut()
+                    .entry(http::header::ALT_SVC)
+                    .or_insert(alt_svc);
+            }
             Ok::<_, Infallible>(match active {
                 Some(guard) => resp.map(|b| ferry_http::Guarded::new(b, guard).boxed_unsync()),
                 None => resp,

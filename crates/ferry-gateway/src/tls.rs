@@ -119,6 +119,13 @@ impl TlsOptions {
         Sites::load(self).map(|_| ())
     }
 
+    /// Whether a listener with these settings can serve HTTP/3 (TLS 1.3, QUIC's first cipher suite, one
+    /// client-certificate setting for every name), as [`crate::Listener::with_http3`] checks; every file read.
+    pub fn check_http3(&self) -> Result<(), GatewayError> {
+        let sites = Sites::load(self)?;
+        crate::http3::check(&sites).map_err(|message| settings("http3", message))
+    }
+
     /// Check the settings without reading a file (names of versions and suites, client-certificate needs), for
     /// `ferry config check` and before binding.
     pub fn check(&self) -> Result<(), GatewayError> {
@@ -173,17 +180,43 @@ pub(crate) struct Site {
     client_settings: usize,
     config: Arc<rustls::ServerConfig>,
     after: Option<AfterHandshake>,
+    /// The certificate (and staple) the site answers with, for the QUIC configuration of [`Sites::quic`].
+    resolver: Arc<dyn ResolvesServerCert>,
+    /// The client-certificate check of the handshake (`None`: no client certificates asked for).
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl Site {
     /// The TLS facts of a connection made with this site (see [`crate::tls_info`]), the client certificate
     /// checked against the CA bundle when the handshake let any through.
     pub(crate) fn connection_info(&self, conn: &rustls::ServerConnection) -> ferry_http::TlsInfo {
-        let mut info = crate::tls_info(conn);
-        if let (Some(after), Some((leaf, intermediates))) = (
-            &self.after,
-            conn.peer_certificates().and_then(|c| c.split_first()),
-        ) {
+        self.checked(crate::tls_info(conn), conn.peer_certificates())
+    }
+
+    /// The TLS facts of a QUIC connection made with this site: TLS 1.3, and the client's chain checked as
+    /// [`Site::connection_info`] does.
+    pub(crate) fn quic_connection_info(
+        &self,
+        peer: Option<&[CertificateDer<'static>]>,
+    ) -> ferry_http::TlsInfo {
+        let info = ferry_http::TlsInfo {
+            protocol: Some("TLSv1.3"),
+            client_chain: peer
+                .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
+                .unwrap_or_default(),
+            client_verify_error: None,
+        };
+        self.checked(info, peer)
+    }
+
+    fn checked(
+        &self,
+        mut info: ferry_http::TlsInfo,
+        peer: Option<&[CertificateDer<'_>]>,
+    ) -> ferry_http::TlsInfo {
+        if let (Some(after), Some((leaf, intermediates))) =
+            (&self.after, peer.and_then(|c| c.split_first()))
+        {
             if let Err(error) = after.check.verify_client_cert(
                 leaf,
                 intermediates,
@@ -221,6 +254,11 @@ pub(crate) struct Sites {
     fingerprint: Vec<u8>,
     /// The certificates whose OCSP responses are fetched (their fetchers run while some sites hold them).
     _stapling: Vec<Arc<crate::ocsp::Stapling>>,
+    /// What a QUIC configuration is built from (see [`Sites::quic`]).
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    tls13: bool,
+    /// Built on first use, by the listener's HTTP/3 endpoint.
+    quic: std::sync::OnceLock<Result<Arc<rustls::ServerConfig>, String>>,
 }
 
 impl Sites {
@@ -291,7 +329,60 @@ impl Sites {
             mixed_client_settings: verifiers.seen.len() > 1,
             fingerprint,
             _stapling: stapling,
+            tls13: versions.contains(&&rustls::version::TLS13),
+            provider,
+            quic: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The rustls configuration of QUIC handshakes (HTTP/3): TLS 1.3 only, ALPN `h3`, the certificate of every
+    /// site by SNI as over TCP. QUIC has no way to pick a configuration from the ClientHello before the
+    /// handshake, so one client-certificate check serves every name: sites whose client-certificate settings
+    /// differ are refused here (with why), as is a listener without TLS 1.3 or without the cipher suite QUIC's
+    /// first packets need.
+    pub(crate) fn quic(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        self.quic
+            .get_or_init(|| {
+                if !self.tls13 {
+                    return Err("HTTP/3 needs TLSv1.3 among the listener's protocols".into());
+                }
+                if self.mixed_client_settings {
+                    return Err("HTTP/3 cannot serve certificates by SNI name whose client-certificate \
+                                settings differ from the listener's (QUIC picks no configuration per name)"
+                        .into());
+                }
+                let builder = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .map_err(|e| e.to_string())?;
+                let builder = match &self.default.verifier {
+                    Some(v) => builder.with_client_cert_verifier(v.clone()),
+                    None => builder.with_no_client_auth(),
+                };
+                let resolve = |site: &Arc<Site>| site.resolver.clone();
+                let mut config = builder.with_cert_resolver(Arc::new(BySni {
+                    default: resolve(&self.default),
+                    exact: self.exact.iter().map(|(n, s)| (n.clone(), resolve(s))).collect(),
+                    wildcard: self
+                        .wildcard
+                        .iter()
+                        .map(|(n, s)| (n.clone(), resolve(s)))
+                        .collect(),
+                }));
+                config.alpn_protocols = vec![b"h3".to_vec()];
+                // the first packets of every QUIC connection are protected with TLS_AES_128_GCM_SHA256
+                let initial = self
+                    .provider
+                    .cipher_suites
+                    .iter()
+                    .any(|s| s.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+                if !initial {
+                    return Err(
+                        "HTTP/3 needs TLS13_AES_128_GCM_SHA256 among the listener's cipher suites".into(),
+                    );
+                }
+                Ok(Arc::new(config))
+            })
+            .clone()
     }
 
     /// The site for an SNI name (or a request's host, port removed).
@@ -385,6 +476,7 @@ fn build_site(
         .with_protocol_versions(versions)?;
     let (mode, ca) = client;
     let mut after = None;
+    let mut verifier: Option<Arc<dyn ClientCertVerifier>> = None;
     let builder = match mode {
         ClientAuth::Off => builder.with_no_client_auth(),
         mode => {
@@ -392,18 +484,18 @@ fn build_site(
                 .as_deref()
                 .ok_or_else(|| settings("client_ca", "client certificates need a CA bundle"))?;
             let check = ca_check(path, crls, options.verify_depth, provider, fingerprint)?;
-            match mode {
-                ClientAuth::Required => builder.with_client_cert_verifier(check),
+            let handshake: Arc<dyn ClientCertVerifier> = match mode {
+                ClientAuth::Required => check,
                 _ => {
                     after = Some(AfterHandshake {
                         check: check.clone(),
                         strict: *mode == ClientAuth::Optional,
                     });
-                    builder.with_client_cert_verifier(Arc::new(TolerantClientVerifier {
-                        inner: check,
-                    }))
+                    Arc::new(TolerantClientVerifier { inner: check })
                 }
-            }
+            };
+            verifier = Some(handshake.clone());
+            builder.with_client_cert_verifier(handshake)
         }
     };
     // without a response file, stapling fetches them (when it can for this certificate)
@@ -421,12 +513,14 @@ fn build_site(
         }
         None => Arc::new(Fixed(Arc::new(key))),
     };
-    let mut config = builder.with_cert_resolver(resolver);
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Site {
         client_settings,
+        verifier,
         config: Arc::new(config),
         after,
+        resolver,
     })
 }
 
@@ -484,6 +578,35 @@ where
     let site = sites.pick(start.client_hello().server_name()).clone();
     let stream = start.into_stream(site.config()).await?;
     Ok((stream, site))
+}
+
+/// The certificate of a QUIC handshake, by its SNI name as [`Sites::pick`] chooses a site.
+#[derive(Debug)]
+struct BySni {
+    default: Arc<dyn ResolvesServerCert>,
+    exact: HashMap<String, Arc<dyn ResolvesServerCert>>,
+    wildcard: Vec<(String, Arc<dyn ResolvesServerCert>)>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello
+            .server_name()
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        let resolver = match &name {
+            None => &self.default,
+            Some(name) => self.exact.get(name).unwrap_or_else(|| {
+                self.wildcard
+                    .iter()
+                    .find(|(suffix, _)| {
+                        name.len() > suffix.len() && name.ends_with(suffix.as_str())
+                    })
+                    .map(|(_, r)| r)
+                    .unwrap_or(&self.default)
+            }),
+        };
+        resolver.resolve(hello)
+    }
 }
 
 /// Always the one certificate of a site.

@@ -1,5 +1,6 @@
-//! Body types: the boxed body every Ferry handler answers with, a size limit that remembers it was hit, and a
-//! wrapper that keeps a guard (an in-flight count, a permit) alive until the body is done.
+//! Body types: the body of every request a listener hands to a handler ([`RequestBody`]), the boxed body every
+//! Ferry handler answers with, a size limit that remembers it was hit, and a wrapper that keeps a guard (an
+//! in-flight count, a permit) alive until the body is done.
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -12,6 +13,77 @@ use std::task::{Context, Poll};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response Ferry produces and every request it forwards.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of a request as a listener received it: hyper's for HTTP/1.1 and HTTP/2 (no box, no extra
+/// indirection on that path), or any other body (HTTP/3's streams, tests) boxed.
+pub enum RequestBody {
+    Hyper(hyper::body::Incoming),
+    /// `SyncWrapper`: handlers hold `&Request` across awaits, so the request must be `Sync`; the wrapper is, as
+    /// it only hands out `&mut` access (the size hint and end-of-stream of such bodies are not asked for).
+    Boxed(sync_wrapper::SyncWrapper<Body>),
+}
+
+impl RequestBody {
+    /// Any body, boxed.
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self::Boxed(sync_wrapper::SyncWrapper::new(
+            body.map_err(Into::into).boxed_unsync(),
+        ))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Boxed(sync_wrapper::SyncWrapper::new(empty()))
+    }
+}
+
+impl From<hyper::body::Incoming> for RequestBody {
+    fn from(body: hyper::body::Incoming) -> Self {
+        Self::Hyper(body)
+    }
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hyper(b) => b.fmt(f),
+            Self::Boxed(_) => f.write_str("RequestBody::Boxed"),
+        }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Boxed(b) => Pin::new(b.get_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::Boxed(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::Boxed(_) => SizeHint::default(),
+        }
+    }
+}
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())

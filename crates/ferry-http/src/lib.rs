@@ -1,6 +1,6 @@
 //! HTTP plumbing shared by the gateway and the relay, which never depend on each other.
 //!
-//! Owns: the boxed body type, error responses in Ferry's one format, the forwarding headers, request facts the
+//! Owns: the request body type handlers take, the boxed body type, error responses in Ferry's one format, the forwarding headers, request facts the
 //! listener attaches to each request ([`ClientInfo`]), a body wrapper that enforces a size limit, and one that
 //! holds a guard until a body ends, checks every request head passes before routing ([`checks`]: `Host`,
 //! upgrades), the HTTP/1.1 client of one plain-HTTP origin ([`client`]), and the runtime per core that public
@@ -13,7 +13,9 @@ pub mod client;
 pub mod cores;
 pub mod forwarded;
 
-pub use body::{empty, full, Body, BoxError, ClientBody, Counted, Guarded, SizeLimited};
+pub use body::{
+    empty, full, Body, BoxError, ClientBody, Counted, Guarded, RequestBody, SizeLimited,
+};
 
 use ferry_proto::headers::{FERRY_ERROR, X_REQUEST_ID};
 use ferry_proto::ErrorReply;

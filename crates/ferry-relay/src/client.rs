@@ -13,6 +13,7 @@ use crate::stats::{LogDetails, Outcome, Stats};
 use crate::tenants::{Effective, TenantCache, TenantSlot};
 use ferry_auth::TokenVerifier;
 use ferry_config::RelaySettings;
+use ferry_http::RequestBody;
 use ferry_http::{error_response, Body, BoxError, ClientInfo, Guarded, SizeLimited};
 use ferry_proto::headers::{strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::path::{split_relay_path_with, PathError, PathRule};
@@ -22,7 +23,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,7 +129,7 @@ impl Relay {
     }
 
     /// Handle `/relay/{tenant}/{target}/…`.
-    pub async fn handle_relay(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle_relay(self: &Arc<Self>, req: Request<RequestBody>) -> Response<Body> {
         let request_id = ferry_http::request_id(&req);
         if ferry_telemetry::trace::enabled() {
             let span = ferry_telemetry::request_span!(
@@ -154,7 +154,7 @@ impl Relay {
 
     async fn handle_relay_in(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         request_id: String,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -218,7 +218,7 @@ impl Relay {
 
     async fn relay(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         request_id: &str,
         meter: &mut Meter,
     ) -> Result<Response<Body>, ErrorReply> {
@@ -499,7 +499,7 @@ impl Relay {
     /// verifier accepts and that names this tenant.
     async fn check_client(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<RequestBody>,
         tenant: &TenantName,
     ) -> Result<(), ErrorReply> {
         let token = bearer_token(req.headers()).ok_or_else(|| {

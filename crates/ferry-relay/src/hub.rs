@@ -10,6 +10,7 @@ use crate::metrics::Refusal;
 use crate::registry::{NewTunnel, Registry, Tunnel};
 use crate::tenants::TenantCache;
 use ferry_auth::TokenVerifier;
+use ferry_http::RequestBody;
 use ferry_http::{error_response, Body, ClientInfo};
 use ferry_proto::tunnel::{CONTROL, CONTROL_SETTINGS, SETTINGS_PATH};
 use ferry_proto::{ErrorCode, ErrorReply, TenantName, TenantSettings};
@@ -17,7 +18,6 @@ use ferry_store::{unix_now, ConnectionRecord, Store};
 use ferry_tunnel::TunnelOptions;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +99,7 @@ impl Hub {
     /// Handle `GET /_ferry/tunnel`: authenticate the connector, answer 101 and attach the tunnel once upgraded.
     /// Either transport is accepted: `Upgrade: ferry-tunnel/1`, or `Upgrade: websocket` with the same stream in
     /// binary messages (docs/protocol.md, "The WebSocket transport").
-    pub async fn handle_tunnel(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle_tunnel(self: &Arc<Self>, mut req: Request<RequestBody>) -> Response<Body> {
         let request_id = ferry_http::request_id(&req);
         let remote_addr = req
             .extensions()

@@ -2,7 +2,7 @@
 //!
 //! Owns: starting `ferry` processes (server, tenant creation, connector) with captured output that a test can
 //! wait on with a bounded timeout; in-process HTTP targets (echo, download, upload sink, slow stream, SSE,
-//! trailers, WebSocket echo, hang, fixed status); test certificates; real forward proxies (tinyproxy, squid); a raw HTTP/1.1 client for requests no
+//! trailers, WebSocket echo, hang, fixed status); test certificates; an HTTP/3 client ([`h3`]); real forward proxies (tinyproxy, squid); a raw HTTP/1.1 client for requests no
 //! well-behaved client would send; memory probes from `/proc`. Does not own: any of Ferry's behaviour, and no
 //! test lives here.
 //!
@@ -10,6 +10,7 @@
 //! a log line or a bounded poll ([`eventually`]), never a sleep.
 
 pub mod client;
+pub mod h3;
 pub mod mem;
 pub mod pattern;
 pub mod pki;
@@ -19,6 +20,7 @@ pub mod raw;
 pub mod target;
 
 pub use client::{http_client, relay_url};
+pub use h3::{H3Client, H3Response};
 pub use mem::{peak_rss_kib, rss_kib};
 pub use pattern::{pattern_sha256, PatternStream, Sha256Hex};
 pub use pki::TestPki;

@@ -20,12 +20,12 @@
 use super::Cluster;
 use crate::dispatch::{Answer, Dispatcher, Outbound, RelayError};
 use ferry_auth::BuiltinVerifier;
+use ferry_http::RequestBody;
 use ferry_http::{error_response, Body, Guarded};
 use ferry_proto::headers::X_REQUEST_ID;
 use ferry_proto::{tunnel, ErrorCode, ErrorReply, TargetName, TenantName};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
@@ -428,7 +428,7 @@ impl Cluster {
 
     /// Serve another node's request on the link (`/_ferry/link`): check its token, then run the request as if it
     /// had arrived here (a tunnel here, else the bus; never another link).
-    pub async fn handle_link(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle_link(self: &Arc<Self>, req: Request<RequestBody>) -> Response<Body> {
         let request_id = ferry_http::request_id(&req);
         let refuse = |code: ErrorCode, message: String| {
             tracing::info!(request_id, %code, "node link request refused: {message}");
