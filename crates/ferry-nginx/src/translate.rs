@@ -378,7 +378,7 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("proxy_next_upstream_tries", "Ferry tries at most 3 servers, within the pool's retry_budget"),
     ("proxy_next_upstream_timeout", "Ferry tries at most 3 servers, within the pool's retry_budget"),
     ("proxy_ignore_client_abort", "Ferry stops the upstream request when the client goes away"),
-    ("proxy_protocol", "a stream-module directive; for an http:// pool set `proxy_protocol = \"v1\"` (or \"v2\") on it in Ferry (listeners take the header with `listen … proxy_protocol`)"),
+    ("proxy_protocol", "a stream-module directive; set `proxy_protocol = \"v1\"` (or \"v2\") on the pool in Ferry (http://, https:// and h2c:// servers) (listeners take the header with `listen … proxy_protocol`)"),
     ("set_real_ip_from", "use [gateway] trusted_proxies (X-Forwarded-For of trusted proxies is kept)"),
     ("real_ip_header", "use [gateway] trusted_proxies (X-Forwarded-For of trusted proxies is kept)"),
     ("real_ip_recursive", "use [gateway] trusted_proxies"),
@@ -408,8 +408,8 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("ssl_trusted_certificate", "Ferry checks fetched OCSP responses against the issuer in the certificate file (it must follow the certificate there)"),
     ("ssl_password_file", "Ferry reads unencrypted keys only"),
     ("ssl_early_data", "TLS early data is not built"),
-    ("http3", "HTTP/3 is not built yet"),
-    ("quic_retry", "HTTP/3 is not built yet"),
+    ("http3", "Ferry's HTTP/3 is `http3 = true` on the TLS listener, translated from `listen … quic`"),
+    ("quic_retry", "Ferry's HTTP/3 does not send Retry packets"),
     ("http2_max_concurrent_streams", "Ferry's HTTP/2 limits are its own"),
     ("http2_push", "Ferry does not push"),
     ("http2_push_preload", "Ferry does not push"),
@@ -613,6 +613,8 @@ struct Translator<'a> {
     config: Config,
     report: Report,
     handled: HashSet<usize>,
+    /// Addresses of `listen … quic`: the TLS listener on the same address gets `http3 = true`.
+    quic: Vec<(SocketAddr, Position)>,
     blocks: HashMap<String, Block<'a>>,
     /// Pools made so far, by (nginx name or address, scheme) → Ferry name.
     pools: HashMap<(String, String), String>,
@@ -642,6 +644,7 @@ pub fn translate(directives: &[Directive]) -> Imported {
         config: Config::default(),
         report: Report::default(),
         handled: HashSet::new(),
+        quic: Vec::new(),
         blocks: HashMap::new(),
         pools: HashMap::new(),
         pool_settings: HashMap::new(),
@@ -1486,7 +1489,9 @@ impl<'a> Translator<'a> {
             }
         }
         if skip {
-            self.note(d, NoteKind::NotTranslated, "HTTP/3 (QUIC) is not built yet");
+            // the UDP twin of a TCP listener: Ferry's TLS listener on this address serves it (`http3 = true`)
+            self.use_(d);
+            self.quic.push((addr, d.at.clone()));
             return;
         }
         if left_out.is_empty() {
@@ -3239,6 +3244,19 @@ impl<'a> Translator<'a> {
         let Some(main) = main else { return };
         self.config.server.listen = main.addr;
         self.config.server.proxy_protocol = main.proxy_protocol;
+        let quic: Vec<SocketAddr> = self.quic.iter().map(|(a, _)| *a).collect();
+        let quic_on = |addr: SocketAddr, tls: bool| tls && quic.contains(&addr);
+        self.config.server.http3 = quic_on(main.addr, main.tls);
+        for (q, at) in &self.quic {
+            if !addrs.iter().any(|a| a.addr == *q && a.tls) {
+                self.report.push(Note {
+                    at: at.clone(),
+                    kind: NoteKind::NotTranslated,
+                    directive: format!("listen {q}"),
+                    why: "Ferry serves HTTP/3 beside a TLS listener on the same address (`listen … ssl`), and there is none here".into(),
+                });
+            }
+        }
         for a in addrs {
             if a.addr == main.addr {
                 continue;
@@ -3250,6 +3268,7 @@ impl<'a> Translator<'a> {
                 redirect_to_https: redirect,
                 https_port: 443,
                 proxy_protocol: a.proxy_protocol,
+                http3: quic_on(a.addr, a.tls),
                 ..ExtraListener::default()
             });
         }

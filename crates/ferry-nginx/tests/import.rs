@@ -1026,3 +1026,30 @@ fn tls_files_buffering_and_compression_in_smaller_cases() {
         "the files are checked where they are"
     );
 }
+
+#[test]
+fn http3_from_quic_listens() {
+    let i = import("http3.conf");
+    let c = &i.config;
+    // `listen … quic` beside `listen … ssl` on the same address: that TLS listener serves HTTP/3
+    assert_eq!(c.server.listen, "0.0.0.0:443".parse().expect("addr"));
+    assert!(c.server.http3);
+    let extra: Vec<(String, bool, bool)> = c
+        .server
+        .listeners
+        .iter()
+        .map(|l| (l.listen.to_string(), l.tls, l.http3))
+        .collect();
+    assert_eq!(extra, [("[::]:8443".to_owned(), true, true)]);
+    let report = report(&i);
+    assert!(
+        report
+            .iter()
+            .any(|n| n.contains("listen 0.0.0.0:9443") && n.contains("not translated")),
+        "a quic listen without its TLS twin is reported: {report:#?}"
+    );
+    assert!(
+        !report.iter().any(|n| n.contains("listen 443")),
+        "{report:#?}"
+    );
+}
