@@ -206,3 +206,79 @@ async fn an_unknown_listener_name_is_refused_at_load() -> anyhow::Result<()> {
     assert!(stderr.contains("server.listeners[1].name"), "{stderr}");
     Ok(())
 }
+
+/// `[server.tunnel] listeners` and `[server.relay] listeners`: connectors reach the node on a listener of their
+/// own, `/relay/…` is served on the main listener only; the tunnel path on the main listener and the relay path
+/// on the connectors' listener answer 404; an unknown name is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_and_the_tunnel_on_listeners_of_their_choosing() -> anyhow::Result<()> {
+    use ferry_testkit::{Connector, ConnectorOptions, TargetKind, TargetServer};
+    let dir = TempDir::new("ferry-endpoint-listeners-")?;
+    let echo = TargetServer::start(TargetKind::Echo).await?;
+    let config = write_file(
+        dir.path(),
+        "ferry.toml",
+        "version = 1\n\
+         [server.relay]\nlisteners = [\"main\"]\n\
+         [server.tunnel]\nlisteners = [\"connectors\"]\n\
+         [[server.listeners]]\nname = \"connectors\"\nlisten = \"127.0.0.1:0\"\n",
+    )?;
+    let server = FerryServer::start(
+        BIN,
+        ServerOptions::default()
+            .arg("--config")
+            .arg(&config.display().to_string()),
+    )
+    .await?;
+    let connectors: SocketAddr = server
+        .output()
+        .stdout()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ferry also listening on http://"))
+        .ok_or_else(|| anyhow::anyhow!("no extra listener: {}", server.output().stdout()))?
+        .parse()?;
+    let secret = server.create_tenant("demo").await?;
+    let _connector = Connector::start(
+        BIN,
+        &format!("http://{connectors}"),
+        "demo",
+        &secret,
+        &[("app", &echo.url())],
+        ConnectorOptions::default(),
+    )
+    .await?;
+    server.output().wait_stderr("tunnel attached", T).await?;
+
+    let resp = get(server.addr(), "/relay/demo/app/x").await?;
+    assert_eq!(resp.status, 200, "the relay on main: {resp:?}");
+    let resp = get(connectors, "/relay/demo/app/x").await?;
+    assert_eq!(
+        resp.status, 404,
+        "no relay on the connectors' listener: {resp:?}"
+    );
+    let resp = get(server.addr(), "/_ferry/tunnel").await?;
+    assert_eq!(resp.status, 404, "no tunnel on main: {resp:?}");
+    assert!(
+        String::from_utf8_lossy(&resp.body).contains("server.tunnel.listeners"),
+        "{resp:?}"
+    );
+
+    let bad = write_file(
+        dir.path(),
+        "bad.toml",
+        "version = 1\n[server.tunnel]\nlisteners = [\"nowhere\"]\n",
+    )?;
+    let out = run_ferry(
+        BIN,
+        &["--config", &bad.display().to_string(), "config", "check"],
+        &[],
+    )
+    .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("server.tunnel.listeners: no listener named \"nowhere\""),
+        "{stderr}"
+    );
+    Ok(())
+}

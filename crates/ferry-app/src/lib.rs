@@ -89,6 +89,7 @@ impl Listeners {
             &config.gateway,
             &ferry_edge::ListenerNames::of_config(&config.server),
         )?;
+        check_endpoint_listeners(&config.server)?;
         let s = &config.server;
         let tls = match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -170,6 +171,7 @@ pub fn check_config(config: &Config) -> Result<(), AppError> {
         &config.gateway,
         &ferry_edge::ListenerNames::of_config(&config.server),
     )?;
+    check_endpoint_listeners(&config.server)?;
     let default = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -212,6 +214,37 @@ pub fn check_config(config: &Config) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// `server.relay.listeners` and `server.tunnel.listeners` name listeners that exist.
+fn check_endpoint_listeners(server: &ferry_config::ServerConfig) -> Result<(), AppError> {
+    let known = server.listener_names();
+    for (key, names) in [
+        ("server.relay.listeners", &server.relay.listeners),
+        ("server.tunnel.listeners", &server.tunnel.listeners),
+    ] {
+        if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(listener_error((
+                key.to_owned(),
+                format!(
+                    "no listener named {unknown:?} (server.listen is \"main\"; the names are {})",
+                    known.join(", ")
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The addresses of the listeners `names` names (`None`: every listener, as for an empty list).
+fn endpoint_listeners(
+    names: &[String],
+    bound: &ferry_edge::ListenerNames,
+) -> Option<Vec<std::net::SocketAddr>> {
+    if names.is_empty() {
+        return None;
+    }
+    Some(names.iter().filter_map(|n| bound.address(n)).collect())
 }
 
 /// Why a listener cannot serve HTTP/3, without the key the caller names.
@@ -336,6 +369,26 @@ pub(crate) struct Node {
     /// The public listener's URL when it names a specific address: the discovery document's base without
     /// `public_url`.
     pub listener_url: Option<String>,
+    /// The listeners (bound addresses) whose `/relay/…` paths reach the relay; `None`: every one.
+    pub relay_on: Option<Vec<std::net::SocketAddr>>,
+    /// The listeners that take tunnels; `None`: every one.
+    pub tunnel_on: Option<Vec<std::net::SocketAddr>>,
+}
+
+impl Node {
+    /// Whether `req` came in on one of `on`'s listeners (`None`: any).
+    pub(crate) fn arrived_on<B>(
+        on: &Option<Vec<std::net::SocketAddr>>,
+        req: &http::Request<B>,
+    ) -> bool {
+        match on {
+            None => true,
+            Some(addrs) => req
+                .extensions()
+                .get::<ferry_http::ClientInfo>()
+                .is_some_and(|c| addrs.contains(&c.listener)),
+        }
+    }
 }
 
 /// Run a node until `shutdown` resolves, then drain and return.
@@ -567,17 +620,20 @@ pub async fn run_with_source(
             tokio::spawn(async move { changes.apply(&event).await });
         }));
     }
+    // routes limited to some listeners, and the relay's and tunnel's listeners, are compared with the addresses
+    // they are bound to
+    let names = ferry_edge::ListenerNames::bound(
+        listeners.public.local_addr(),
+        listeners
+            .extra
+            .iter()
+            .filter_map(|(l, c)| Some((c.name.clone()?, l.local_addr())))
+            .collect::<Vec<_>>(),
+    );
+    let relay_on = endpoint_listeners(&s.relay.listeners, &names);
+    let tunnel_on = endpoint_listeners(&s.tunnel.listeners, &names);
     let edge = match &relay {
         Some(relay) => {
-            // routes limited to some listeners are compared with the addresses they are bound to
-            let names = ferry_edge::ListenerNames::bound(
-                listeners.public.local_addr(),
-                listeners
-                    .extra
-                    .iter()
-                    .filter_map(|(l, c)| Some((c.name.clone()?, l.local_addr())))
-                    .collect::<Vec<_>>(),
-            );
             let edge = ferry_edge::Gateway::with_listeners(
                 &config.gateway,
                 names,
@@ -599,6 +655,8 @@ pub async fn run_with_source(
         token_metrics: metrics::TokenMetrics::default(),
         listener_url: (!listeners.public.local_addr().ip().is_unspecified())
             .then(|| listeners.public.url()),
+        relay_on,
+        tunnel_on,
     });
     let cores = match config.runtime.per_core {
         true => {

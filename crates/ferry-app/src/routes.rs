@@ -142,7 +142,8 @@ async fn answer(
         Err(refused) => return (None, *refused),
     }
     let path = req.uri().path();
-    if let (true, Some(relay)) = (path.starts_with(RELAY_PREFIX), &node.relay) {
+    let relay_here = path.starts_with(RELAY_PREFIX) && Node::arrived_on(&node.relay_on, &req);
+    if let (true, Some(relay)) = (relay_here, &node.relay) {
         // The access log's upstream name (`tenant/target`), only built when there is an access log.
         let upstream = (edge.access_log() != ferry_config::AccessLog::Off)
             .then(|| ferry_proto::path::split_relay_path(path, None).ok())
@@ -169,6 +170,18 @@ async fn ferry_own(node: Arc<Node>, req: Request<RequestBody>) -> Response<Body>
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        tunnel::TUNNEL_PATH if !Node::arrived_on(&node.tunnel_on, &req) => {
+            let request_id = ferry_http::request_id(&req);
+            let reply = ErrorReply::new(
+                ErrorCode::NotFound,
+                "no route for the tunnel on this listener: connectors connect to the listeners of server.tunnel.listeners",
+            );
+            tracing::info!(
+                request_id,
+                "tunnel refused: not one of server.tunnel.listeners"
+            );
+            error_response(&reply, &request_id)
+        }
         tunnel::TUNNEL_PATH => match &node.hub {
             Some(hub) => hub.handle_tunnel(req).await,
             None => not_this_role(&req, "relay"),

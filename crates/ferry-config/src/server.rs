@@ -443,6 +443,11 @@ pub struct RelaySettings {
     /// The `Upgrade` protocols relayed (as an extended CONNECT); a request asking for another is relayed as an
     /// ordinary request without its `Upgrade`. Default `["websocket"]`; `h2c` is never upgraded to.
     pub upgrades: Vec<String>,
+    /// The listeners whose `/relay/…` paths reach the relay, by name (`main` is `server.listen`; see
+    /// [`ExtraListener::name`]); on the others those paths are left to the gateway's routes (else 404). Empty
+    /// (the default): every listener. Resolved at start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<String>,
 }
 
 impl Default for RelaySettings {
@@ -457,6 +462,7 @@ impl Default for RelaySettings {
             history_retention: Duration::from_secs(30 * 24 * 3600),
             allow_encoded_slashes: false,
             upgrades: vec!["websocket".to_owned()],
+            listeners: Vec::new(),
         }
     }
 }
@@ -471,6 +477,11 @@ pub struct TunnelSettings {
     /// A tunnel whose PING is not answered within this is closed.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// The listeners that take connectors' tunnels, by name (`main` is `server.listen`; see
+    /// [`ExtraListener::name`]): a port of their own for connectors, say. On the others the tunnel path answers
+    /// 404. Empty (the default): every listener. Resolved at start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<String>,
 }
 
 impl Default for TunnelSettings {
@@ -478,6 +489,7 @@ impl Default for TunnelSettings {
         Self {
             keepalive_interval: Duration::from_secs(15),
             keepalive_timeout: Duration::from_secs(10),
+            listeners: Vec::new(),
         }
     }
 }
