@@ -1,6 +1,8 @@
 //! The accept loop: caps on connections, one task per connection, the protocol judged from the first bytes
 //! (HTTP/1.1 or HTTP/2; over TLS after the handshake) within the first request's deadline, upgrades allowed,
-//! idle connections closed, and a graceful shutdown that lets in-flight requests finish until a deadline.
+//! idle connections closed, and a graceful shutdown that lets in-flight requests finish until a deadline. A
+//! listener that serves HTTP/3 gets its QUIC endpoint started here too ([`crate::http3`]), sharing the caps, the
+//! handler and the drain.
 
 use crate::h1::{self, H1Guard, Prefixed, Protocol, SniffError};
 use crate::limits::{ConnectionCaps, ConnectionLimits, Permit, RateLimitedLog};
