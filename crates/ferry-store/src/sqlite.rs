@@ -25,6 +25,11 @@ const MIGRATE_ATTEMPTS: u32 = 5;
 /// How often opening retries when the file is locked by another opener.
 const OPEN_ATTEMPTS: u32 = 10;
 const MAX_CONNECTIONS: u32 = 8;
+/// How long a connection beyond the first may sit unused before the pool closes it. Each SQLite connection has a
+/// thread of its own (sqlx's worker); the worker role's jobs open five at once when a node starts, and without
+/// this they stayed open for sqlx's default of ten minutes. (The C heap their threads used stays with glibc, so
+/// this is about threads more than RSS: docs/performance.md, "Idle memory".)
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A pause that grows with the attempt, with some jitter so that racing processes spread out.
 fn backoff(attempt: u32) -> Duration {
@@ -91,6 +96,8 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .idle_timeout(IDLE_TIMEOUT)
             .acquire_timeout(BUSY_TIMEOUT * 2)
             .connect_with(options)
             .await
