@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Write a linker symbol-ordering file for the ferry binary as built now: every function that runs while a node
 # starts, takes a connector, relays and proxies requests and idles, and while the connector does its part,
-# recorded with valgrind's callgrind. scripts/build-release.sh links the release binary with it.
+# recorded with valgrind's callgrind, grouped by which process (and which phase of the node) ran it. scripts/build-release.sh links the release binary with it.
 # See docs/performance.md ("Idle memory").
 #
 #   bench/link-order.sh [OUT]    (default target/link-order.txt)
@@ -45,11 +45,19 @@ wait_ok "http://127.0.0.1:$PS/healthz"
 "${VG[@]}" --callgrind-out-file="$WORK/connector.out" "$FERRY" connector --server "http://127.0.0.1:$PS" \
   --tenant bench --secret "$SECRET" --target "origin=http://127.0.0.1:$PO" >"$WORK/connector.log" 2>&1 & PIDS+=($!)
 wait_ok "http://127.0.0.1:$PS/relay/bench/origin/small"
+# Two phases, dumped apart: the node's start, a connector and relayed requests first, proxied requests after, so that
+# the ordering can keep what a relay node runs apart from what only the gateway adds (link_order.py).
 for _ in $(seq 1 50); do
   curl -fsS -o /dev/null "http://127.0.0.1:$PS/relay/bench/origin/small"
-  curl -fsS -o /dev/null "http://127.0.0.1:$PS/gw/small"
 done
 sleep 5   # background loops: store watch, heartbeat, tunnel pings
 callgrind_control -d >/dev/null 2>&1
 sleep 2
-python3 bench/link_order.py "$FERRY" "$OUT" "$WORK"/node.out.* "$WORK"/connector.out.*
+for _ in $(seq 1 50); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PS/gw/small"
+done
+sleep 2
+callgrind_control -d >/dev/null 2>&1
+sleep 2
+python3 bench/link_order.py "$FERRY" "$OUT" --connector "$WORK"/connector.out.* --node "$WORK/node.out.1" \
+  --node-later "$WORK/node.out.2"
