@@ -223,7 +223,14 @@ async fn wait_child(
     timeout: Duration,
 ) -> anyhow::Result<ExitStatus> {
     match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => Ok(status?),
+        Ok(status) => {
+            let status = status?;
+            // the last lines the process printed before it exited may still be in the pipes: a test that checks
+            // the log right after the exit must see them (a connector's "tunnel drained" was missed on a loaded
+            // machine)
+            output.wait_closed(Duration::from_secs(5)).await;
+            Ok(status)
+        }
         Err(_) => anyhow::bail!(
             "process did not exit within {timeout:?}\n{}",
             output.tail(40)
