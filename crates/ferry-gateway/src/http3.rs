@@ -11,7 +11,7 @@
 //! core (QUIC connections live on the shared runtime: one UDP socket feeds them all).
 
 use crate::limits::{ConnectionCaps, ConnectionLimits, Permit, RateLimitedLog};
-use crate::listener::ListenerMode;
+use crate::listener::{read_mode, ListenerMode};
 use crate::serve::{prepare_request, Serving, ServingGuard, TlsConn};
 use crate::{Handler, ServeOptions};
 use bytes::{Buf, Bytes};
@@ -81,13 +81,20 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(transport)
 }
 
+/// The QUIC side of `sites`' TLS settings (TLS 1.3 for QUIC): `Err` says why HTTP/3 cannot use them.
+fn quic_crypto(
+    sites: &crate::tls::Sites,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, String> {
+    let tls = sites.quic()?;
+    quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())
+}
+
+/// The QUIC configuration of `sites` with the endpoint's `transport` settings.
 fn quic_config(
     sites: &crate::tls::Sites,
     transport: &Arc<quinn::TransportConfig>,
 ) -> Result<Arc<quinn::ServerConfig>, String> {
-    let tls = sites.quic()?;
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let crypto = quic_crypto(sites)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport.clone());
     Ok(Arc::new(config))
@@ -217,26 +224,12 @@ pub(crate) async fn serve(socket: std::net::UdpSocket, shared: Shared) {
 fn placeholder_crypto(shared: &Shared) -> Option<quinn::crypto::rustls::QuicServerConfig> {
     let mode = read_mode(&shared.mode);
     let sites = mode.tls.as_ref()?.sites();
-    match sites
-        .quic()
-        .map(quinn::crypto::rustls::QuicServerConfig::try_from)
-    {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => {
-            tracing::error!(addr = %shared.local_addr, "HTTP/3 not served: {e}");
-            None
-        }
+    match quic_crypto(&sites) {
+        Ok(c) => Some(c),
         Err(e) => {
             tracing::error!(addr = %shared.local_addr, "HTTP/3 not served: {e}");
             None
         }
-    }
-}
-
-fn read_mode(mode: &RwLock<Arc<ListenerMode>>) -> Arc<ListenerMode> {
-    match mode.read() {
-        Ok(m) => m.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
     }
 }
 
@@ -493,54 +486,15 @@ impl HttpBody for H3Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_pki::Pki;
     use crate::{ClientAuth, Listener, TlsFiles, TlsOptions};
-    use std::path::{Path, PathBuf};
 
     /// A CA, a server certificate for `localhost` and a client certificate, written to a temp dir.
-    struct Pki {
-        dir: PathBuf,
-    }
-
-    impl Pki {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "ferry-h3-{}-{:?}",
-                std::process::id(),
-                std::time::SystemTime::now()
-            ));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let ca_key = rcgen::KeyPair::generate().expect("key");
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, "h3 test ca");
-            let ca = params.self_signed(&ca_key).expect("ca");
-            std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-            for (file, name) in [("server", "localhost"), ("client", "client.test")] {
-                let key = rcgen::KeyPair::generate().expect("key");
-                let mut params =
-                    rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
-                params
-                    .distinguished_name
-                    .push(rcgen::DnType::CommonName, name);
-                let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
-                std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write");
-                std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem())
-                    .expect("write");
-            }
-            Self { dir }
-        }
-
-        fn path(&self, file: &str) -> PathBuf {
-            self.dir.join(file)
-        }
-    }
-
-    impl Drop for Pki {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    fn pki() -> Pki {
+        let pki = Pki::new("h3");
+        pki.leaf("server", &["localhost"]);
+        pki.leaf("client", &["client.test"]);
+        pki
     }
 
     /// Answers with what it saw of the request: method, target, version, body length and digest of its
@@ -597,7 +551,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_over_http3_reach_the_handler_as_tcp_ones_do() -> anyhow::Result<()> {
-        let pki = Pki::new();
+        let pki = pki();
         let listener = Listener::bind_with(
             ([127, 0, 0, 1], 0).into(),
             Some(tls(&pki, ClientAuth::Optional)),
@@ -674,7 +628,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn quic_connections_count_under_the_listener_caps() -> anyhow::Result<()> {
-        let pki = Pki::new();
+        let pki = pki();
         let listener =
             Listener::bind_with(([127, 0, 0, 1], 0).into(), Some(tls(&pki, ClientAuth::Off)))
                 .await?
@@ -720,7 +674,7 @@ mod tests {
 
     #[tokio::test]
     async fn http3_needs_tls_13_and_a_free_udp_port() -> anyhow::Result<()> {
-        let pki = Pki::new();
+        let pki = pki();
         let plain = Listener::bind(([127, 0, 0, 1], 0).into(), None).await?;
         let err = plain.with_http3(true).err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("http3: HTTP/3 needs a TLS listener"));
@@ -745,7 +699,6 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("bind"), "{err}");
         drop(taken);
-        let _unused: &Path = pki.dir.as_path();
         Ok(())
     }
 }

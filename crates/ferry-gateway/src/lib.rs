@@ -16,6 +16,8 @@ mod listener;
 mod ocsp;
 mod proxy_protocol;
 mod serve;
+#[cfg(test)]
+pub(crate) mod test_pki;
 mod tls;
 
 pub use limits::ConnectionCaps;
