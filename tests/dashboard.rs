@@ -130,8 +130,7 @@ unhealthy_threshold = 1
         BIN,
         ServerOptions::default()
             .env("FERRY_REQUEST_LOG", "true")
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let admin_url = server

@@ -87,9 +87,7 @@ async fn start(
     .await?;
     let echo = TargetServer::start(TargetKind::Echo).await?;
     let file = config(dir.path(), extra, &download.url())?;
-    let mut opts = ServerOptions::default()
-        .arg("--config")
-        .arg(&file.display().to_string());
+    let mut opts = ServerOptions::default().config(&file);
     for (k, v) in env {
         opts = opts.env(k, v);
     }

@@ -57,13 +57,7 @@ header_timeout = "30s"
             sink.url()
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
 
     // a client that sends 10 of its 1000 bytes, then nothing
     let mut stalled = TcpStream::connect(server.addr()).await?;

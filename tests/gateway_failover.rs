@@ -126,13 +126,7 @@ connect_timeout = "1s"
             a.addr, b.addr
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let url = format!("{}/load", server.url());
     let client = ferry_testkit::http_client();
     let ok = Arc::new(AtomicUsize::new(0));

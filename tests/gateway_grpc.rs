@@ -125,8 +125,7 @@ servers = [{{ url = "h2c://127.0.0.1:{port}" }}]
         BIN,
         ServerOptions::default()
             .tls(pki.cert_path(), pki.key_path())
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let target = server.url().replace("https://127.0.0.1", "localhost");

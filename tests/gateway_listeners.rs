@@ -48,6 +48,21 @@ async fn body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(resp.body)?)
 }
 
+/// Write `text` as `dir/name`, run `ferry --config FILE config check` on it and assert that the check failed;
+/// returns its stderr.
+async fn config_check_fails(dir: &Path, name: &str, text: &str) -> anyhow::Result<String> {
+    let file = write_file(dir, name, text)?;
+    let out = run_ferry(
+        BIN,
+        &["--config", &file.display().to_string(), "config", "check"],
+        &[],
+    )
+    .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    Ok(stderr)
+}
+
 async fn on_keep_alive(conn: &mut RawConn, path: &str) -> anyhow::Result<String> {
     let head = format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n");
     conn.send(head.as_bytes()).await?;
@@ -70,18 +85,18 @@ async fn a_route_exists_on_its_listeners_only_and_reloads_move_it() -> anyhow::R
             no_admin: true,
             ..ServerOptions::default()
         }
-        .arg("--config")
-        .arg(&file.display().to_string()),
+        .config(&file),
     )
     .await?;
     // the extra listeners' ports, chosen by the OS, in order
     let extra: Vec<SocketAddr> = server
         .output()
-        .wait_for(T, "two `also listening` lines", |out, _| {
-            let addrs: Vec<SocketAddr> = out
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("ferry also listening on http://"))
-                .filter_map(|a| a.trim().parse().ok())
+        .wait_for(T, "two `also listening` lines", |_, _| {
+            let addrs: Vec<SocketAddr> = server
+                .extra_listeners()
+                .iter()
+                .filter_map(|u| u.strip_prefix("http://"))
+                .filter_map(|a| a.parse().ok())
                 .collect();
             (addrs.len() == 2).then_some(addrs)
         })
@@ -175,34 +190,20 @@ async fn an_unknown_listener_name_is_refused_at_load() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bad = write_file(dir.path(), "bad.toml", &config("internal", "\"staff\""))?;
-    let out = run_ferry(
-        BIN,
-        &["--config", &bad.display().to_string(), "config", "check"],
-        &[],
-    )
-    .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr =
+        config_check_fails(dir.path(), "bad.toml", &config("internal", "\"staff\"")).await?;
     assert!(
         stderr
             .contains("gateway.routes[1].listeners: route \"admin\": no listener named \"staff\""),
         "{stderr}"
     );
     // two listeners of one name: refused with the second one's key
-    let twice = write_file(
+    let stderr = config_check_fails(
         dir.path(),
         "twice.toml",
         "version = 1\n[[server.listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n[[server.listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n",
-    )?;
-    let out = run_ferry(
-        BIN,
-        &["--config", &twice.display().to_string(), "config", "check"],
-        &[],
     )
     .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("server.listeners[1].name"), "{stderr}");
     Ok(())
 }
@@ -223,18 +224,11 @@ async fn the_relay_and_the_tunnel_on_listeners_of_their_choosing() -> anyhow::Re
          [server.tunnel]\nlisteners = [\"connectors\"]\n\
          [[server.listeners]]\nname = \"connectors\"\nlisten = \"127.0.0.1:0\"\n",
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let connectors: SocketAddr = server
-        .output()
-        .stdout()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("ferry also listening on http://"))
+        .extra_listeners()
+        .iter()
+        .find_map(|u| u.strip_prefix("http://"))
         .ok_or_else(|| anyhow::anyhow!("no extra listener: {}", server.output().stdout()))?
         .parse()?;
     let secret = server.create_tenant("demo").await?;
@@ -263,19 +257,12 @@ async fn the_relay_and_the_tunnel_on_listeners_of_their_choosing() -> anyhow::Re
         "{resp:?}"
     );
 
-    let bad = write_file(
+    let stderr = config_check_fails(
         dir.path(),
         "bad.toml",
         "version = 1\n[server.tunnel]\nlisteners = [\"nowhere\"]\n",
-    )?;
-    let out = run_ferry(
-        BIN,
-        &["--config", &bad.display().to_string(), "config", "check"],
-        &[],
     )
     .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         stderr.contains("server.tunnel.listeners: no listener named \"nowhere\""),
         "{stderr}"

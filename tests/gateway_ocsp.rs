@@ -401,8 +401,7 @@ async fn fetched_responses_are_stapled_and_revoked_certificates_are_not() -> any
         BIN,
         ServerOptions::default()
             .tls(&good.0, &good.1)
-            .arg("--config")
-            .arg(&config_path.display().to_string()),
+            .config(&config_path),
     )
     .await?;
     let port = server.addr().port();
@@ -492,8 +491,7 @@ async fn a_responder_down_at_start_is_retried_until_it_answers() -> anyhow::Resu
         BIN,
         ServerOptions::default()
             .tls(&good.0, &good.1)
-            .arg("--config")
-            .arg(&config_path.display().to_string()),
+            .config(&config_path),
     )
     .await?;
     let port = server.addr().port();

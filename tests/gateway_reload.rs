@@ -47,13 +47,7 @@ async fn routes_file_reloads_under_load_without_failures() -> anyhow::Result<()>
         "ferry.toml",
         &format!("[gateway]\nfile = \"{}\"\n", routes_file.display()),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let url = format!("{}/x", server.url());
     // bounded: at most a million requests or two minutes per worker; the test stops them when done (20,000
     // per worker, the bound before, ran out in 4 s on a fast machine, before the last reload was checked)
@@ -125,13 +119,7 @@ async fn inline_routes_reload_under_load_without_failures() -> anyhow::Result<()
         )
     };
     let config = write_file(dir.path(), "ferry.toml", &inline(&a.url()))?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let url = format!("{}/x", server.url());
     // bounded: at most a million requests or two minutes per worker; the test stops them when done (20,000
     // per worker, the bound before, ran out in 4 s on a fast machine, before the last reload was checked)
@@ -232,8 +220,7 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() -> anyhow::Result
         BIN,
         ServerOptions::default()
             .tls(pki.cert_path(), pki.key_path())
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let https = |port: u16| -> anyhow::Result<(reqwest::Client, String)> {

@@ -94,8 +94,7 @@ servers = [{{ url = "{}" }}, {{ url = "{}" }}]
         BIN,
         ServerOptions::default()
             .tls(pki.cert_path(), pki.key_path())
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let base = server.url().replace("127.0.0.1", "localhost");
@@ -214,13 +213,7 @@ async fn a_bad_gateway_config_stops_the_start_with_its_key() -> anyhow::Result<(
         "ferry.toml",
         "[[gateway.routes]]\nupstream = \"nowhere\"\n",
     )?;
-    let started = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await;
+    let started = FerryServer::start(BIN, ServerOptions::default().config(&config)).await;
     let err = match started {
         Ok(_) => anyhow::bail!("the server started with a bad gateway config"),
         Err(e) => format!("{e:#}"),
@@ -246,13 +239,7 @@ async fn websockets_through_a_gateway_route() -> anyhow::Result<()> {
             ws.url()
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let url = format!("{}/chat/room", server.url().replace("http://", "ws://"));
     let (mut sock, resp) = tokio::time::timeout(
         Duration::from_secs(20),
@@ -308,13 +295,7 @@ servers = [{{ url = "{}" }}]
             other.url()
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
 
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -386,13 +367,7 @@ total_timeout = "2s"
             ws.url()
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let base = server.url().replace("http://", "ws://");
     let connect = |path: &str| {
         let url = format!("{base}{path}");

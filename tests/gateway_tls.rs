@@ -116,8 +116,7 @@ servers = [{{ url = "{}" }}]
         BIN,
         ServerOptions::default()
             .tls(&default.0, &default.1)
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let port = server.addr().port();
@@ -237,8 +236,7 @@ servers = [{{ url = "{}" }}]
         BIN,
         ServerOptions::default()
             .tls(&default.0, &default.1)
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let port = server.addr().port();
@@ -393,17 +391,10 @@ respond = { body = "hello\n" }
         BIN,
         ServerOptions::default()
             .tls(pki.cert_path(), pki.key_path())
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
-    let extra: Vec<String> = server
-        .output()
-        .stdout()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("ferry also listening on "))
-        .map(str::to_owned)
-        .collect();
+    let extra: Vec<String> = server.extra_listeners();
     assert_eq!(extra.len(), 2, "{}", server.output().stdout());
     assert!(extra[0].starts_with("http://") && extra[1].starts_with("https://"));
     let plain = extra[0].trim_start_matches("http://").parse()?;
@@ -472,8 +463,7 @@ async fn tls_settings_change_by_a_reload() -> anyhow::Result<()> {
         BIN,
         ServerOptions::default()
             .tls(&default.0, &default.1)
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let port = server.addr().port();
@@ -650,8 +640,7 @@ servers = [{{ url = "{echo}" }}]
         BIN,
         ServerOptions::default()
             .tls(&default.0, &default.1)
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let port = |url: &str| -> anyhow::Result<u16> {
@@ -659,10 +648,9 @@ servers = [{{ url = "{echo}" }}]
         Ok(addr.port())
     };
     let extra: Vec<u16> = server
-        .output()
-        .stdout()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("ferry also listening on "))
+        .extra_listeners()
+        .iter()
+        .map(String::as_str)
         .map(port)
         .collect::<anyhow::Result<_>>()?;
     assert_eq!(extra.len(), 2, "{}", server.output().stdout());
@@ -897,15 +885,13 @@ servers = [{{ url = "{}" }}]
         BIN,
         ServerOptions::default()
             .tls(pki.cert_path(), pki.key_path())
-            .arg("--config")
-            .arg(&config.display().to_string()),
+            .config(&config),
     )
     .await?;
     let extra: Vec<std::net::SocketAddr> = server
-        .output()
-        .stdout()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("ferry also listening on https://"))
+        .extra_listeners()
+        .iter()
+        .filter_map(|u| u.strip_prefix("https://"))
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     assert_eq!(extra.len(), 2, "{}", server.output().stdout());

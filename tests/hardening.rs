@@ -137,8 +137,7 @@ async fn only_websocket_upgrades_pass_by_default() -> anyhow::Result<()> {
         BIN,
         StackOptions::default()
             .target("app", &format!("http://{target}"))
-            .server_arg("--config")
-            .server_arg(&config.display().to_string()),
+            .server_config(&config),
     )
     .await?;
     for path in ["/relay/demo/app/x", "/up/x"] {
@@ -219,11 +218,7 @@ async fn relay_extends_forwarding_headers_of_trusted_proxies() -> anyhow::Result
         "ferry.toml",
         "[gateway]\ntrusted_proxies = [\"127.0.0.1\"]\n",
     )?;
-    let (_echo, stack) = Stack::with_echo(BIN, |o| {
-        o.server_arg("--config")
-            .server_arg(&config.display().to_string())
-    })
-    .await?;
+    let (_echo, stack) = Stack::with_echo(BIN, |o| o.server_config(&config)).await?;
     let req = "GET /relay/demo/app/x HTTP/1.1\r\nHost: ferry.test\r\nConnection: close\r\n\
                X-Forwarded-For: 203.0.113.9\r\nForwarded: for=203.0.113.9\r\n\r\n";
     let resp = raw::request(stack.server.addr(), req.as_bytes(), T).await?;
@@ -418,8 +413,7 @@ async fn a_broken_client_body_is_the_clients_fault() -> anyhow::Result<()> {
         BIN,
         StackOptions::default()
             .target("app", &sink.url())
-            .server_arg("--config")
-            .server_arg(&config.display().to_string()),
+            .server_config(&config),
     )
     .await?;
     for path in ["/relay/demo/app/upload", "/up/upload"] {
@@ -724,13 +718,7 @@ servers = [{{ url = "{}" }}]
             echo.url()
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let addr = server.addr();
     for path in [
         "/gw/x/../admin",

@@ -208,13 +208,7 @@ servers = [{{ url = "{}" }}]
             echo.url()
         ),
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&config)).await?;
     let admin = server
         .admin_url()
         .ok_or_else(|| anyhow::anyhow!("no admin listener"))?

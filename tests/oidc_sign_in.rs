@@ -249,8 +249,7 @@ provider_name = "Test SSO"
     };
     let path = crate::common::write_file(dir, name, &config)?;
     let mut options = ServerOptions::default()
-        .arg("--config")
-        .arg(&path.display().to_string())
+        .config(&path)
         .env("FERRY_OIDC_CLIENT_SECRET", SIGN_IN_SECRET);
     if let Some(url) = database_url {
         options = options.env("FERRY_DATABASE_URL", url);

@@ -217,8 +217,7 @@ async fn a_gateway_route_continues_the_trace_to_its_upstream() -> anyhow::Result
     let server = FerryServer::start(
         BIN,
         ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string())
+            .config(&config)
             .env("FERRY_OTLP_ENDPOINT", &format!("http://127.0.0.1:{port}"))
             .env("FERRY_OTLP_SERVICE_NAME", "ferry-gateway")
             .env("OTEL_BSP_SCHEDULE_DELAY", "100"),

@@ -277,8 +277,7 @@ async fn keepalive_keeps_an_idle_tunnel_through_a_proxy_idle_timeout() -> anyhow
         &secret,
         &[("app", &echo.url())],
         quick(ConnectorOptions::default())
-            .arg("--config")
-            .arg(&config.display().to_string())
+            .config(&config)
             .arg("--proxy")
             .arg(&proxy.url()),
     )

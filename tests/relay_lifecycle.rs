@@ -287,13 +287,7 @@ async fn keepalive_detects_a_blackholed_tunnel_and_connector_reconnects() -> any
         "connector.toml",
         "version = 1\n[connector]\nkeepalive_interval = \"1s\"\nkeepalive_timeout = \"1s\"\n",
     )?;
-    let server = FerryServer::start(
-        BIN,
-        ServerOptions::default()
-            .arg("--config")
-            .arg(&server_conf.display().to_string()),
-    )
-    .await?;
+    let server = FerryServer::start(BIN, ServerOptions::default().config(&server_conf)).await?;
     let secret = server.create_tenant("demo").await?;
     let proxy = TcpProxy::start(server.addr()).await?;
     let connector = Connector::start(
@@ -303,8 +297,7 @@ async fn keepalive_detects_a_blackholed_tunnel_and_connector_reconnects() -> any
         &secret,
         &[("app", &echo.url())],
         ConnectorOptions::default()
-            .arg("--config")
-            .arg(&connector_conf.display().to_string())
+            .config(&connector_conf)
             .env("FERRY_CONNECT_TIMEOUT", "2s")
             .env("FERRY_RECONNECT_MIN_DELAY", "100ms")
             .env("FERRY_RECONNECT_MAX_DELAY", "1s"),

@@ -221,13 +221,8 @@ pub async fn start_with_config(
     text: &str,
 ) -> anyhow::Result<ferry_testkit::FerryServer> {
     let config = write_file(dir, "ferry.toml", text)?;
-    ferry_testkit::FerryServer::start(
-        BIN,
-        ferry_testkit::ServerOptions::default()
-            .arg("--config")
-            .arg(&config.display().to_string()),
-    )
-    .await
+    ferry_testkit::FerryServer::start(BIN, ferry_testkit::ServerOptions::default().config(&config))
+        .await
 }
 
 /// Write `text` to `dir/name` and return the path.

@@ -277,6 +277,11 @@ impl ServerOptions {
         self
     }
 
+    /// Run with `--config PATH`.
+    pub fn config(self, path: &Path) -> Self {
+        self.arg("--config").arg(&path.display().to_string())
+    }
+
     pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls = Some(TlsFiles {
             cert: cert.into(),
@@ -418,6 +423,17 @@ impl FerryServer {
         self.output.stderr_contains(needle)
     }
 
+    /// What follows `ferry also listening on ` on each stdout line so far, in order: the URLs (scheme included)
+    /// of the listeners beyond the main one.
+    pub fn extra_listeners(&self) -> Vec<String> {
+        self.output
+            .stdout()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("ferry also listening on "))
+            .map(|u| u.trim().to_owned())
+            .collect()
+    }
+
     /// Create an admin key in this server's data directory (`ferry admin-key create`); returns the key.
     pub async fn create_admin_key(&self, name: &str) -> anyhow::Result<String> {
         let data_dir = self.data_dir.display().to_string();
@@ -551,6 +567,11 @@ impl ConnectorOptions {
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_owned());
         self
+    }
+
+    /// Run with `--config PATH`.
+    pub fn config(self, path: &Path) -> Self {
+        self.arg("--config").arg(&path.display().to_string())
     }
 
     /// `--preserve-host NAME`.
@@ -696,6 +717,12 @@ impl StackOptions {
 
     pub fn server_arg(mut self, arg: &str) -> Self {
         self.server = self.server.arg(arg);
+        self
+    }
+
+    /// The server runs with `--config PATH` ([`ServerOptions::config`]).
+    pub fn server_config(mut self, path: &Path) -> Self {
+        self.server = self.server.config(path);
         self
     }
 
