@@ -24,11 +24,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATE_ATTEMPTS: u32 = 5;
 /// How often opening retries when the file is locked by another opener.
 const OPEN_ATTEMPTS: u32 = 10;
-const MAX_CONNECTIONS: u32 = 8;
-/// How long a connection beyond the first may sit unused before the pool closes it. Each SQLite connection has a
-/// thread of its own (sqlx's worker); the worker role's jobs open five at once when a node starts, and without
-/// this they stayed open for sqlx's default of ten minutes. (The C heap their threads used stays with glibc, so
-/// this is about threads more than RSS: docs/performance.md, "Idle memory".)
+/// Connections of one process's pool. SQLite takes one writer at a time (the others wait for its lock) and the
+/// store is off the request path, so two serve a node: a write and a read side by side. Each connection is a
+/// thread of its own (sqlx's worker) with its own SQLite caches and a glibc heap for its C allocations, about
+/// 150 KiB of an idle node's memory each; with 8, a starting node opened 6 at once (its roles' first store work
+/// arrives together) and kept them, as sqlx hands idle connections out in turn, so periodic work kept each one
+/// younger than the idle timeout below (docs/performance.md, "Idle memory").
+const MAX_CONNECTIONS: u32 = 2;
+/// How long a connection beyond the first may sit unused before the pool closes it (sqlx's default: ten minutes).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A pause that grows with the attempt, with some jitter so that racing processes spread out.
