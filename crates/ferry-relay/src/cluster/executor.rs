@@ -178,6 +178,7 @@ async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direc
     let body = match (msg.body.clone(), rx.take()) {
         // the origin's chunks arrive on this stream's channel; the response side keeps the credit
         (BodyKind::Stream, Some(rx)) => RemoteBody::new(rx, reg.clone(), origin.clone(), None)
+            .with_declared_length(declared_length(&msg.headers))
             .map_err(BoxError::from)
             .boxed_unsync(),
         (BodyKind::Inline(b), r) => {
@@ -314,6 +315,15 @@ async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direc
 }
 
 /// The tunnel request for a request from the bus.
+/// The body length a request head declares (`Content-Length`), if it declares one.
+fn declared_length(headers: &[ferry_proto::cluster::Header]) -> Option<u64> {
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
+        .and_then(|value| value.trim().parse().ok())
+}
+
 fn build_request(msg: &RequestMsg, body: Body) -> Result<Request<Body>, String> {
     let authority = if msg.authority.is_empty() {
         "relay.invalid"

@@ -253,7 +253,10 @@ pub(crate) fn from_wire(headers: Vec<Header>) -> HeaderMap {
 }
 
 /// A body arriving from another node as chunks: checks their order, gives credit as hyper consumes them, fails on
-/// an abort or the peer's death, and tells the peer to stop when dropped before its end.
+/// an abort or the peer's death, and tells the peer to stop when dropped before its end, unless every byte its
+/// head declared (`Content-Length`) was taken: hyper drops a request body once the answer is complete, which can
+/// be before the body's `End` message arrives, and a cut then would reach the peer before the answer and fail a
+/// request that succeeded.
 pub(crate) struct RemoteBody {
     rx: mpsc::UnboundedReceiver<Inbound>,
     _reg: Arc<Registration>,
@@ -261,6 +264,10 @@ pub(crate) struct RemoteBody {
     expected: u64,
     credited: u64,
     done: bool,
+    /// The length the head declared, if it did.
+    declared: Option<u64>,
+    /// Bytes handed to hyper so far.
+    taken: u64,
     /// Held until the body ends or is dropped (in-flight counts, statistics).
     _guard: Option<Box<dyn Send + Sync>>,
 }
@@ -279,8 +286,17 @@ impl RemoteBody {
             expected: 0,
             credited: 0,
             done: false,
+            declared: None,
+            taken: 0,
             _guard: guard,
         }
+    }
+
+    /// The body's length as its head declared it (`Content-Length`): once that many bytes were taken, dropping
+    /// the body cuts nothing.
+    pub fn with_declared_length(mut self, declared: Option<u64>) -> Self {
+        self.declared = declared;
+        self
     }
 
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -317,6 +333,7 @@ impl HttpBody for RemoteBody {
                         ));
                     }
                     this.expected += 1;
+                    this.taken += d.bytes.len() as u64;
                     if this.expected - this.credited >= WINDOW / 2 {
                         this.credited = this.expected;
                         this.peer.send_later(Message::Credit {
@@ -366,8 +383,76 @@ impl HttpBody for RemoteBody {
 
 impl Drop for RemoteBody {
     fn drop(&mut self) {
-        if !self.done {
+        let all_taken = self.declared.is_some_and(|n| self.taken >= n);
+        if !self.done && !all_taken {
             self.peer.abort_later(AbortReason::Cancelled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::streams::Streams;
+    use ferry_proto::cluster::{Data, Decoded};
+
+    /// A body of `declared` bytes in `chunks` chunks, received and taken by hyper, then dropped before its `End`
+    /// message: what arrives at the peer's inbox within a short wait.
+    async fn drop_after_taking(declared: Option<u64>, chunks: &[&'static [u8]]) -> Option<Message> {
+        let bus: Arc<dyn Bus> = Arc::new(ferry_bus::MemoryBus::new());
+        let mut inbox = bus.subscribe("origin-inbox").await.expect("subscribe");
+        let streams = Arc::new(Streams::default());
+        let handle = streams.open(Some("origin".into()));
+        let peer = Peer {
+            bus: bus.clone(),
+            inbox: "origin-inbox".into(),
+            stream: 7,
+        };
+        let mut body =
+            RemoteBody::new(handle.rx, handle.reg, peer, None).with_declared_length(declared);
+        for (seq, bytes) in chunks.iter().enumerate() {
+            let data = Data {
+                stream: handle.id,
+                seq: seq as u64,
+                bytes: Bytes::from_static(bytes),
+            };
+            assert!(streams.deliver(handle.id, Inbound::Data(data)));
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            assert!(matches!(frame, Some(Ok(f)) if f.is_data()));
+        }
+        drop(body);
+        match tokio::time::timeout(std::time::Duration::from_millis(300), inbox.next()).await {
+            Ok(Some(raw)) => match cluster::decode(raw).expect("decodes") {
+                Decoded::Message(m) => Some(m),
+                Decoded::Data(_) => panic!("a body chunk went back"),
+            },
+            _ => None,
+        }
+    }
+
+    /// The links-off uploads that failed as `connector_lost` (docs/performance.md, "Relay across nodes"): a
+    /// request body whose every declared byte was taken is complete, so dropping it before `End` cuts nothing.
+    #[tokio::test]
+    async fn a_body_taken_to_its_declared_length_is_not_cut_when_dropped() {
+        let sent = drop_after_taking(Some(10), &[b"hello", b"world"]).await;
+        assert!(sent.is_none(), "nothing to the peer: {sent:?}");
+    }
+
+    /// A body dropped before all it declared (or with no length declared) still tells the peer to stop.
+    #[tokio::test]
+    async fn a_body_dropped_short_of_its_end_is_cut() {
+        for declared in [Some(11), None] {
+            let sent = drop_after_taking(declared, &[b"hello", b"world"]).await;
+            assert!(
+                matches!(
+                    sent,
+                    Some(Message::Abort {
+                        stream: 7,
+                        reason: AbortReason::Cancelled
+                    })
+                ),
+                "{declared:?}: {sent:?}"
+            );
         }
     }
 }
