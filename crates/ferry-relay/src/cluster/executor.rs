@@ -314,7 +314,6 @@ async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direc
     }
 }
 
-/// The tunnel request for a request from the bus.
 /// The body length a request head declares (`Content-Length`), if it declares one.
 fn declared_length(headers: &[ferry_proto::cluster::Header]) -> Option<u64> {
     headers
@@ -324,6 +323,7 @@ fn declared_length(headers: &[ferry_proto::cluster::Header]) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// The tunnel request for a request from the bus.
 fn build_request(msg: &RequestMsg, body: Body) -> Result<Request<Body>, String> {
     let authority = if msg.authority.is_empty() {
         "relay.invalid"
