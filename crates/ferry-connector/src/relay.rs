@@ -9,7 +9,8 @@ use bytes::Bytes;
 use ferry_config::{HostMode, TargetConfig};
 use ferry_http::client::{ClientOptions, OriginClient, ResponseBody, SendError};
 use ferry_proto::headers::{
-    join_cookie_crumbs, remove_where, strip_hop_by_hop, X_FORWARDED_HOST, X_REQUEST_ID,
+    detach_values, join_cookie_crumbs, remove_where, strip_hop_by_hop, X_FORWARDED_HOST,
+    X_REQUEST_ID,
 };
 use ferry_proto::tunnel::{
     CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
@@ -617,7 +618,10 @@ pub(crate) fn clean_request_headers(headers: &mut HeaderMap) {
 }
 
 /// Remove hop-by-hop headers (keeping `Trailer`) and every `ferry-*` header from a target's response, so that a
-/// `ferry-error` on a stream's response always comes from the connector.
+/// `ferry-error` on a stream's response always comes from the connector; then copy the values that stay into a
+/// block of their own. They were slices of the target connection's read buffer, and the tunnel's HPACK table
+/// keeps the values it indexes for as long as the tunnel lives: the connector held about 5 MB of idle
+/// connections' read buffers that way after a load ([`ferry_proto::headers::detach_values`]).
 pub(crate) fn clean_response_headers(headers: &mut HeaderMap) {
     let trailer: Vec<HeaderValue> = headers.get_all(TRAILER).iter().cloned().collect();
     strip_hop_by_hop(headers);
@@ -625,6 +629,7 @@ pub(crate) fn clean_response_headers(headers: &mut HeaderMap) {
     for value in trailer {
         headers.append(TRAILER, value);
     }
+    detach_values(headers);
 }
 
 /// Ferry's own `ferry-*` headers never reach a target, nor a client from a target.

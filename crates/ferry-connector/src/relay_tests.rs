@@ -501,6 +501,37 @@ async fn raw_target(
     (addr, got_rx, closed_rx)
 }
 
+/// Regression (2026-12-07): the header values of a target's answer were slices of the target connection's read
+/// buffer, and the tunnel's HPACK table kept the ones it indexed, and with them whole read buffers of up to
+/// 448 KiB, long after the answer (docs/performance.md, "Memory after load"). The values handed to the tunnel
+/// now sit side by side in a block of their own: not between the names and line ends of the head they came in.
+#[tokio::test]
+async fn answer_header_values_do_not_keep_the_target_connections_read_buffer() {
+    let (addr, _got, _closed) = raw_target(
+        "HTTP/1.1 200 OK\r\nx-one: first\r\nx-two: second\r\ncontent-length: 2\r\n\r\n",
+        "ok",
+        false,
+    )
+    .await;
+    let relay = relay(&format!("http://{addr}"), HostMode::Target);
+    let res = relay.handle(stream_request("app", "/", full(""))).await;
+    assert_eq!(res.status(), 200);
+    let span = |name: &str| {
+        let value = res.headers()[name].as_bytes();
+        let start = value.as_ptr() as usize;
+        start..start + value.len()
+    };
+    let (one, two) = (span("x-one"), span("x-two"));
+    // in the head, "first\r\nx-two: second" (20 bytes); side by side, at most the three values (12 bytes)
+    let reach = one.start.min(two.start)..one.end.max(two.end);
+    assert!(
+        reach.len() <= "first".len() + "second".len() + "2".len(),
+        "x-one at {one:?} and x-two at {two:?} are {} bytes apart: the head's text is between them",
+        reach.len()
+    );
+    assert_eq!(text(res).await, "ok");
+}
+
 #[tokio::test]
 async fn target_failing_mid_body_is_an_error_not_an_end() {
     let (addr, _got, _closed) = raw_target(

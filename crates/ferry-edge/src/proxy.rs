@@ -11,10 +11,10 @@ use crate::timed::TimedBody;
 use ferry_http::client::ResponseBody;
 use ferry_http::RequestBody;
 use ferry_http::{error_response, Body, ClientInfo, Guarded, SizeLimited, TlsInfo};
-use ferry_proto::headers::{join_cookie_crumbs, strip_hop_by_hop, X_REQUEST_ID};
+use ferry_proto::headers::{detach_values, join_cookie_crumbs, strip_hop_by_hop, X_REQUEST_ID};
 use ferry_proto::{ErrorCode, ErrorReply};
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::sync::atomic::Ordering;
@@ -244,6 +244,8 @@ pub(crate) async fn forward(
         listener: ([0, 0, 0, 0], 0).into(),
     });
     let tls = req.extensions().get::<Arc<TlsInfo>>().cloned();
+    // an answer to an HTTP/2 client goes through that connection's HPACK table (see `respond`)
+    let multiplexed = req.version() == Version::HTTP_2;
     // only the protocols the route allows (websocket by default); another is ignored, and `Upgrade` goes with
     // the other hop-by-hop headers
     let upgrade = ferry_http::checks::allowed_upgrade(&req, &route.upgrades)
@@ -488,6 +490,7 @@ pub(crate) async fn forward(
                     timeouts.idle,
                     deadline,
                     client_upgrade,
+                    multiplexed,
                 );
                 if let Some(v) = set_cookie {
                     resp.headers_mut().append(header::SET_COOKIE, v);
@@ -642,6 +645,7 @@ fn respond(
     idle: std::time::Duration,
     deadline: Option<(std::time::Duration, Instant)>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    multiplexed: bool,
 ) -> Response<Body> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -682,6 +686,12 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if multiplexed {
+        // The header values are slices of the upstream connection's read buffer, and the client's HTTP/2
+        // connection keeps the ones its HPACK table indexes for as long as it lives: copied, they keep only
+        // themselves (`detach_values`). An HTTP/1.1 client's connection keeps nothing of them: no copy.
+        detach_values(&mut parts.headers);
+    }
     if !parts.headers.contains_key(X_REQUEST_ID) {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             parts.headers.insert(X_REQUEST_ID, v);
@@ -693,4 +703,122 @@ fn respond(
         deadline.map(|(d, at)| (d, tokio::time::Instant::from_std(at))),
     );
     Response::from_parts(parts, Guarded::new(body, guard).boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gateway::{Gateway, RelayFuture};
+    use ferry_config::{GatewayConfig, RouteConfig, UpstreamConfig, UpstreamServer};
+    use ferry_http::{Body, RequestBody};
+    use http::{Request, Response, Version};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    struct NoRelay;
+    impl crate::RelayBackend for NoRelay {
+        fn relay(&self, _: &str, _: &str, _: Request<RequestBody>) -> RelayFuture {
+            Box::pin(async { Response::new(ferry_http::empty()) })
+        }
+    }
+
+    /// An upstream on 127.0.0.1 that answers every request of a connection with the same head and body.
+    async fn upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    loop {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            got.drain(..end + 4);
+                            let answer = "HTTP/1.1 200 OK\r\nx-one: first\r\nx-two: second\r\n\
+                                          content-length: 2\r\n\r\nok";
+                            if tcp.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// How far apart in memory the values of `x-one` and `x-two` are: from the first byte of one to the last of
+    /// the other.
+    fn reach(resp: &Response<Body>) -> usize {
+        let span = |name: &str| {
+            let value = resp.headers()[name].as_bytes();
+            let start = value.as_ptr() as usize;
+            start..start + value.len()
+        };
+        let (one, two) = (span("x-one"), span("x-two"));
+        one.end.max(two.end) - one.start.min(two.start)
+    }
+
+    /// An answer to an HTTP/2 client goes into that connection's HPACK table, which keeps the values it indexes
+    /// for as long as the connection lives; values that were slices of the upstream connection's read buffer
+    /// kept that whole buffer (up to 448 KiB) alive with them (docs/performance.md, "Memory after load"). They
+    /// are copied into a block of their own; an answer to an HTTP/1.1 client, whose connection keeps nothing of
+    /// it, is not (the control: there the values are still where hyper parsed them).
+    #[tokio::test]
+    async fn answers_to_http2_clients_hold_no_slice_of_the_upstream_read_buffer() {
+        let addr = upstream().await;
+        let config = GatewayConfig {
+            routes: vec![RouteConfig {
+                path: Some("/".into()),
+                upstream: Some("web".into()),
+                ..RouteConfig::default()
+            }],
+            upstreams: [(
+                "web".to_owned(),
+                UpstreamConfig {
+                    servers: vec![UpstreamServer {
+                        url: format!("http://{addr}"),
+                        weight: 1,
+                        backup: false,
+                        max_conns: None,
+                    }],
+                    ..UpstreamConfig::default()
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..GatewayConfig::default()
+        };
+        let gateway = Gateway::new(&config, Arc::new(NoRelay)).expect("gateway");
+        let in_the_head = "first\r\nx-two: second".len();
+        let side_by_side = "first".len() + "second".len() + "2".len();
+        for version in [Version::HTTP_2, Version::HTTP_11] {
+            let req = Request::get("http://app.example/x")
+                .version(version)
+                .header("host", "app.example")
+                .body(RequestBody::empty())
+                .expect("request");
+            let matched = gateway.route(&req).expect("a route");
+            let resp = gateway.handle(matched, req).await;
+            assert_eq!(resp.status(), 200, "{version:?}");
+            if version == Version::HTTP_2 {
+                assert!(
+                    reach(&resp) <= side_by_side,
+                    "HTTP/2: {} bytes apart",
+                    reach(&resp)
+                );
+            } else {
+                assert_eq!(
+                    reach(&resp),
+                    in_the_head,
+                    "HTTP/1.1: still in the read buffer"
+                );
+            }
+        }
+    }
 }

@@ -55,6 +55,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     wants_trailers
 }
 
+/// Give a message's header values a memory block of their own: copy them all into one new block, shared by them
+/// alone, and point each value at its bytes there. Returns whether anything was copied.
+///
+/// hyper parses a message head in place: each header value it hands over is a slice of the connection's read
+/// buffer, and keeps that whole buffer alive while it lives. A buffer that a large body grew holds about
+/// 400 KiB. That is harmless while the message is in flight, but an HTTP/2 connection's HPACK encoder keeps the
+/// values it indexes (`date`, `server`, `content-type`, ...) in its dynamic table for as long as the
+/// connection lives. So an answer forwarded on a long-lived HTTP/2 connection (a tunnel, a client's HTTP/2
+/// connection) kept the origin connection's read buffer alive long after that connection was idle or closed:
+/// the connector held about 5 MB of such buffers after a load (docs/performance.md, "Memory after load").
+/// The copy is one allocation of the values' total length (a few hundred bytes).
+pub fn detach_values(headers: &mut HeaderMap) -> bool {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    if total == 0 {
+        return false;
+    }
+    let mut block = bytes::BytesMut::with_capacity(total);
+    for value in headers.values() {
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut block = block.freeze();
+    for value in headers.values_mut() {
+        let bytes = block.split_to(value.len());
+        // the bytes were a valid value a moment ago, so this does not fail; if it ever did, the value stays
+        if let Ok(mut copy) = http::HeaderValue::from_maybe_shared(bytes) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    true
+}
+
 /// Join the `Cookie` fields of a request into one, separated by `; ` (RFC 9113 §8.2.3): HTTP/2 clients may send
 /// each cookie as a field of its own ("crumbs"), which an HTTP/1.1 origin must receive as one header. Returns
 /// whether anything was joined. A request with one `Cookie` field or none is left as it is, without allocating.
@@ -132,6 +164,50 @@ pub fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> b
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// Where a value's bytes are, as an address range.
+    fn span(value: &HeaderValue) -> std::ops::Range<usize> {
+        let start = value.as_bytes().as_ptr() as usize;
+        start..start + value.len()
+    }
+
+    #[test]
+    fn detached_values_keep_their_bytes_and_leave_the_buffer_they_were_cut_from() {
+        // a parsed head, as hyper hands it over: the values are slices of one read buffer
+        let buffer = bytes::Bytes::from_static(b"date: Mon\r\nserver: origin\r\nx-secret: s3\r\n");
+        let mut headers = HeaderMap::new();
+        for (name, at) in [("date", 6..9), ("server", 19..25), ("x-secret", 37..39)] {
+            let value = HeaderValue::from_maybe_shared(buffer.slice(at)).expect("value");
+            headers.append(name, value);
+        }
+        headers
+            .get_mut("x-secret")
+            .expect("secret")
+            .set_sensitive(true);
+        let cut_from = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        assert!(headers.values().all(|v| cut_from.contains(&span(v).start)));
+
+        assert!(detach_values(&mut headers));
+        assert_eq!(headers["date"], "Mon");
+        assert_eq!(headers["server"], "origin");
+        assert_eq!(headers["x-secret"], "s3");
+        assert!(headers["x-secret"].is_sensitive());
+        assert!(!headers["server"].is_sensitive());
+        for value in headers.values() {
+            assert!(
+                !cut_from.contains(&span(value).start),
+                "{value:?} still in the read buffer"
+            );
+        }
+        // one block of their own, side by side
+        let spans: Vec<_> = headers.values().map(span).collect();
+        assert!(
+            spans.windows(2).all(|w| w[0].end == w[1].start),
+            "{spans:?}"
+        );
+
+        assert!(!detach_values(&mut HeaderMap::new()), "nothing to copy");
+    }
 
     #[test]
     fn removes_what_is_selected() {
