@@ -30,13 +30,6 @@ pub(crate) fn error(
     error_response(&ErrorReply::new(code, message), request_id)
 }
 
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn too_large(limit: u64, request_id: &str) -> Response<Body> {
     error(
         ErrorCode::PayloadTooLarge,
@@ -68,7 +61,7 @@ pub(crate) fn prepare_relay(
             .apply(req.headers_mut(), tls.as_deref());
     }
     if let Some(limit) = route.max_body_size {
-        if declared_length(&req).is_some_and(|n| n > limit) {
+        if ferry_http::declared_length(req.headers()).is_some_and(|n| n > limit) {
             return Err(Box::new(too_large(limit, &ferry_http::request_id(&req))));
         }
         // a streamed body is counted by the relay, against this limit if it is the stricter
@@ -232,7 +225,7 @@ pub(crate) async fn forward(
         );
     }
     if let Some(limit) = route.max_body_size {
-        if declared_length(&req).is_some_and(|n| n > limit) {
+        if ferry_http::declared_length(req.headers()).is_some_and(|n| n > limit) {
             return too_large(limit, &request_id);
         }
     }

@@ -185,6 +185,15 @@ pub fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The body length a message's `Content-Length` declares, if it has one that parses: for refusing a body over a
+/// limit before reading it. Framing that disagrees with itself is [`has_ambiguous_framing`]'s to refuse.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Whether `Content-Length` and `Transfer-Encoding` are both present, or `Content-Length` appears with differing
 /// values: framing a proxy must refuse (request smuggling).
 pub fn has_ambiguous_framing<B>(req: &Request<B>) -> bool {
@@ -201,6 +210,21 @@ pub fn has_ambiguous_framing<B>(req: &Request<B>) -> bool {
 mod tests {
     use super::*;
     use ferry_proto::ErrorCode;
+
+    #[test]
+    fn declared_length_reads_a_parsable_content_length_only() {
+        let with = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static(value));
+            declared_length(&headers)
+        };
+        assert_eq!(with("42"), Some(42));
+        assert_eq!(with(" 7 "), Some(7));
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("ten"), None);
+        assert_eq!(with("99999999999999999999999"), None, "beyond u64");
+        assert_eq!(declared_length(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn uri_len_is_the_displayed_length() {

@@ -276,15 +276,8 @@ impl Relay {
             }
             _ => effective.max_body_size,
         };
-        if limit > 0 {
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit) {
-                return Err(RelayError::PayloadTooLarge(limit).reply());
-            }
+        if limit > 0 && ferry_http::declared_length(req.headers()).is_some_and(|n| n > limit) {
+            return Err(RelayError::PayloadTooLarge(limit).reply());
         }
 
         let client = req.extensions().get::<ClientInfo>().copied();

@@ -314,7 +314,9 @@ async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direc
     }
 }
 
-/// The body length a request head declares (`Content-Length`), if it declares one.
+/// The body length a request head from the bus declares (`Content-Length`), if it declares one: what
+/// [`ferry_http::declared_length`] reads from a `HeaderMap`, read here from the head's wire form, before the
+/// request (and its `HeaderMap`) is built around the body.
 fn declared_length(headers: &[ferry_proto::cluster::Header]) -> Option<u64> {
     headers
         .iter()
