@@ -172,6 +172,7 @@ impl AdminApi {
     /// The router: every operation under `/api/v1/` behind authentication, and the OpenAPI document at
     /// [`OPENAPI_PATH`] without it.
     pub fn router(self) -> axum::Router {
+        use axum::response::IntoResponse as _;
         let state = Arc::new(State {
             admin: self.admin,
             token_check: self.token_check,
@@ -179,12 +180,7 @@ impl AdminApi {
             sessions: self.sessions,
             sign_in: self.sign_in,
         });
-        let (routes, doc) = api::routes().split_for_parts();
-        let doc = openapi_with(doc);
-        let document = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "rendering the OpenAPI document failed");
-            "{}".to_owned()
-        }));
+        let (routes, _) = api::routes().split_for_parts();
         let mut routes = routes.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -225,15 +221,19 @@ impl AdminApi {
                     dashboard::asset("text/css; charset=utf-8", dashboard::STYLE)
                 }),
             )
+            // Rendered for each request rather than kept: the document is about 170 KB, which every node would
+            // otherwise hold for a page that is rarely read (docs/performance.md, "Idle memory").
             .route(
                 OPENAPI_PATH,
-                axum::routing::get(move || {
-                    let document = document.clone();
-                    async move {
-                        (
-                            [(http::header::CONTENT_TYPE, "application/json")],
-                            document.as_str().to_owned(),
-                        )
+                axum::routing::get(|| async {
+                    match openapi().to_pretty_json() {
+                        Ok(document) => {
+                            ([(http::header::CONTENT_TYPE, "application/json")], document)
+                                .into_response()
+                        }
+                        Err(e) => {
+                            ApiError::internal("rendering the OpenAPI document", &e).into_response()
+                        }
                     }
                 }),
             )
