@@ -221,19 +221,15 @@ impl AdminApi {
                     dashboard::asset("text/css; charset=utf-8", dashboard::STYLE)
                 }),
             )
-            // Rendered for each request rather than kept: the document is about 170 KB, which every node would
-            // otherwise hold for a page that is rarely read (docs/performance.md, "Idle memory").
             .route(
                 OPENAPI_PATH,
                 axum::routing::get(|| async {
-                    match openapi().to_pretty_json() {
+                    match openapi_document() {
                         Ok(document) => {
                             ([(http::header::CONTENT_TYPE, "application/json")], document)
                                 .into_response()
                         }
-                        Err(e) => {
-                            ApiError::internal("rendering the OpenAPI document", &e).into_response()
-                        }
+                        Err(e) => e.into_response(),
                     }
                 }),
             )
@@ -243,15 +239,27 @@ impl AdminApi {
     }
 }
 
-fn openapi_with(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+/// The OpenAPI 3 document of the management API, as served at [`OPENAPI_PATH`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = openapi::base();
-    doc.merge(paths);
+    doc.merge(api::routes().into_openapi());
     openapi::finish(doc)
 }
 
-/// The OpenAPI 3 document of the management API, as served at [`OPENAPI_PATH`].
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    openapi_with(api::routes().into_openapi())
+/// The document served at [`OPENAPI_PATH`], rendered on the first request for it and kept from then on: a node
+/// that is never asked for it does not hold its 170 KB (docs/performance.md, "Idle memory"), and the path, which
+/// needs no authentication, costs a copy of a reference per request, not a rendering (about 2 ms).
+fn openapi_document() -> Result<axum::body::Bytes, ApiError> {
+    static DOCUMENT: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    if let Some(document) = DOCUMENT.get() {
+        return Ok(document.clone());
+    }
+    let rendered = openapi()
+        .to_pretty_json()
+        .map_err(|e| ApiError::internal("rendering the OpenAPI document", &e))?;
+    Ok(DOCUMENT
+        .get_or_init(|| axum::body::Bytes::from(rendered))
+        .clone())
 }
 
 /// Why serving the admin listener failed.

@@ -682,7 +682,8 @@ fn respond(
     if multiplexed {
         // The header values are slices of the upstream connection's read buffer, and the client's HTTP/2
         // connection keeps the ones its HPACK table indexes for as long as it lives: copied, they keep only
-        // themselves (`detach_values`). An HTTP/1.1 client's connection keeps nothing of them: no copy.
+        // themselves (`detach_values`). An HTTP/1.1 client's connection keeps nothing of them, nor does an
+        // HTTP/3 one (h3 encodes its header blocks without QPACK's dynamic table): no copy.
         detach_values(&mut parts.headers);
     }
     if !parts.headers.contains_key(X_REQUEST_ID) {
