@@ -6,7 +6,7 @@
 #
 # Runs an nginx origin, a gateway node, a relay node and a connector (the three Ferry processes under callgrind),
 # and as references nginx as a reverse proxy, the floors (bench/floor: bare hyper pass-throughs, one for the
-# gateway's shape and a node + connector pair for the relay's) and rathole,
+# gateway's shape and a node + connector pair for the relay's, and the mux pair of a lighter tunnel) and rathole,
 # on loopback with OS-chosen ports, warms them up with 300 requests each, zeroes the counters, sends N requests
 # per path with oha (concurrency 8) and prints user-space instructions per request of each Ferry process. The
 # callgrind files stay in bench/results/callgrind-<timestamp>/ for callgrind_annotate.
@@ -73,6 +73,11 @@ PF=$(port); PFN=$(port); PFT=$(port)
 "${VG[@]}" --callgrind-out-file="$OUT/floor.out" "$FLOOR" proxy "127.0.0.1:$PF" "127.0.0.1:$PO" \
   >"$WORK/floor.log" 2>&1 & PIDS+=($!)
 URLS+=("http://127.0.0.1:$PF/small"); KINDS+=(floor)
+# The proxy's floor with the upstream side by hand (bench/floor/src/raw.rs).
+PRW=$(port)
+"${VG[@]}" --callgrind-out-file="$OUT/floor-raw.out" "$FLOOR" proxy-raw "127.0.0.1:$PRW" "127.0.0.1:$PO" \
+  >"$WORK/floor-raw.log" 2>&1 & PIDS+=($!)
+URLS+=("http://127.0.0.1:$PRW/small"); KINDS+=(floor-raw)
 # The relay's floor: HTTP/1.1 in, one HTTP/2 connection between the two, HTTP/1.1 out.
 "${VG[@]}" --callgrind-out-file="$OUT/floor-connector.out" "$FLOOR" relay-connector "127.0.0.1:$PFT" \
   "127.0.0.1:$PO" >"$WORK/floor-connector.log" 2>&1 & PIDS+=($!)
@@ -80,6 +85,14 @@ sleep 2
 "${VG[@]}" --callgrind-out-file="$OUT/floor-node.out" "$FLOOR" relay-node "127.0.0.1:$PFN" "127.0.0.1:$PFT" \
   >"$WORK/floor-node.log" 2>&1 & PIDS+=($!)
 URLS+=("http://127.0.0.1:$PFN/small"); KINDS+=(floor-node floor-connector)
+# The lighter tunnel's floor (bench/floor/src/mux.rs): plain frames instead of HTTP/2, no parsing in the connector.
+PMN=$(port); PMT=$(port)
+"${VG[@]}" --callgrind-out-file="$OUT/mux-connector.out" "$FLOOR" relay-mux-connector "127.0.0.1:$PMT" \
+  "127.0.0.1:$PO" >"$WORK/mux-connector.log" 2>&1 & PIDS+=($!)
+sleep 2
+"${VG[@]}" --callgrind-out-file="$OUT/mux-node.out" "$FLOOR" relay-mux-node "127.0.0.1:$PMN" "127.0.0.1:$PMT" \
+  >"$WORK/mux-node.log" 2>&1 & PIDS+=($!)
+URLS+=("http://127.0.0.1:$PMN/small"); KINDS+=(mux-node mux-connector)
 if command -v rathole >/dev/null; then
   printf '[server]\nbind_addr = "127.0.0.1:%s"\n[server.services.origin]\ntoken = "bench"\nbind_addr = "127.0.0.1:%s"\n' \
     "$PTC" "$PT" > "$WORK/rathole-server.toml"

@@ -27,10 +27,13 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 MiB = 1 << 20
 ROOT = os.geteuid() == 0
-# The columns, in order: the relays (floor-relay is the least a relay built on hyper spends), then the proxies
-# (nginx-fwd: nginx told to add the headers Ferry's gateway adds).
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-ws", "floor-relay", "xnats", "xamqp", "xbus",
-         "gateway", "gateway-base", "floor", "nginx-fwd")
+# The columns, in order: the relays (floor-relay is the least a relay built on hyper spends; floor-mux the least
+# the lighter tunnel design of bench/floor/src/mux.rs spends), then the proxies (floor-raw: the hyper floor proxy
+# with its upstream side by hand, bench/floor/src/raw.rs; nginx-fwd: nginx told to add the headers Ferry's gateway
+# adds).
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-ws", "floor-relay", "floor-mux", "xnats",
+         "xamqp", "xbus",
+         "gateway", "gateway-base", "floor", "floor-raw", "nginx-fwd")
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
 # broker; these say where (the same variables as the tests).
 PG_URL = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -491,6 +494,16 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         except Exception as e:  # noqa: BLE001
             log(f"WARNING: the floor proxy did not start ({e}); its column is left out")
         try:
+            prw = free_port()
+            frw = P.start("floor-raw", [tools["floor"], "proxy-raw", f"127.0.0.1:{prw}", f"127.0.0.1:{po}"])
+            floor_procs.append(frw)
+            floor_raw_url = f"http://127.0.0.1:{prw}"
+            wait_for(lambda: http_get(floor_raw_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor raw proxy")
+            systems["floor-raw"] = {"label": "raw-upstream floor proxy", "base": floor_raw_url,
+                                    "pids": lambda: [frw.pid]}
+        except Exception as e:  # noqa: BLE001
+            log(f"WARNING: the raw-upstream floor proxy did not start ({e}); its column is left out")
+        try:
             pfn, pft = free_port(), free_port()
             ffc = P.start("floor-connector", [tools["floor"], "relay-connector", f"127.0.0.1:{pft}",
                                               f"127.0.0.1:{po}"])
@@ -504,6 +517,21 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
                                       "pids": lambda: [ffn.pid, ffc.pid]}
         except Exception as e:  # noqa: BLE001
             log(f"WARNING: the floor relay did not start ({e}); its column is left out")
+        try:
+            pmn, pmt = free_port(), free_port()
+            fmc = P.start("floor-mux-connector", [tools["floor"], "relay-mux-connector", f"127.0.0.1:{pmt}",
+                                                  f"127.0.0.1:{po}"])
+            floor_procs.append(fmc)
+            wait_for(lambda: listening(pmt), 20, "floor mux connector")
+            fmn = P.start("floor-mux-node", [tools["floor"], "relay-mux-node", f"127.0.0.1:{pmn}",
+                                             f"127.0.0.1:{pmt}"])
+            floor_procs.append(fmn)
+            floor_mux_url = f"http://127.0.0.1:{pmn}"
+            wait_for(lambda: http_get(floor_mux_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor mux relay")
+            systems["floor-mux"] = {"label": "mux floor relay (node + connector)", "base": floor_mux_url,
+                                    "pids": lambda: [fmn.pid, fmc.pid]}
+        except Exception as e:  # noqa: BLE001
+            log(f"WARNING: the mux floor relay did not start ({e}); its column is left out")
 
     order = [k for k in PATHS if k in systems and k in a.paths]
     for k in [k for k in systems if k not in order]:
@@ -517,7 +545,8 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
 
     # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
     checks = []
-    for k in [k for k in ("direct", "ferry", "xnats", "xamqp", "xbus", "gateway", "floor-relay", "floor") if k in order]:
+    for k in [k for k in ("direct", "ferry", "xnats", "xamqp", "xbus", "gateway", "floor-relay", "floor-mux", "floor",
+                                "floor-raw") if k in order]:
         t0 = time.monotonic()
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
                             "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
@@ -596,7 +625,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
                                "sample": [x.strip()[:240] for x in lines if " WARN " in x or " ERROR " in x][:5]}
     # The floors log nothing but failed connections ("connection: ..." on stderr). wrk ends each run by closing its
     # connections with requests in flight: hyper reports those as "closed before message completed".
-    for n in ("floor-proxy", "floor-node", "floor-connector"):
+    for n in ("floor-proxy", "floor-node", "floor-connector", "floor-mux-node", "floor-mux-connector", "floor-raw"):
         try:
             with open(os.path.join(work, n + ".err")) as f:
                 lines = f.read().splitlines()
@@ -724,7 +753,13 @@ FLOOR_NOTE = ("The hyper floors are bench/floor: a bare hyper pass-through on th
               "(tokio, hyper, jemalloc), with no routing, header rules, timeouts, request ids, limits or statistics: "
               "the least any proxy (\"hyper floor proxy\", the gateway's shape: HTTP/1.1 in and out) or relay "
               "(\"hyper floor relay\": HTTP/1.1 in, one HTTP/2 connection between node and connector, HTTP/1.1 out) "
-              "built on hyper spends. They are references, not competitors and not targets.")
+              "built on hyper spends. The \"mux floor relay\" (bench/floor/src/mux.rs) is the floor of a lighter tunnel "
+              "design: hyper's HTTP/1.1 server in the node, a thread per core there and per tunnel in the connector, "
+              "plain length-prefixed frames instead of HTTP/2 between them, and a connector that writes the request "
+              "head as the node sent it and reads the origin's answer only far enough to find its end; the "
+              "\"raw-upstream floor proxy\" (bench/floor/src/raw.rs) keeps hyper's server for the client and does "
+              "the upstream side the same way, on a runtime per core. They are "
+              "references, not competitors and not targets.")
 
 
 def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, elapsed):
@@ -732,8 +767,9 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
     heads = {"direct": "direct", "nginx": "nginx proxy", "rathole": "rathole", "ferry": "Ferry relay, 1 node",
              "ferry1": "Ferry relay, 1 thread each", "ferry-base": "Ferry relay, baseline build", "ferry-ws": "Ferry relay, websocket transport",
              "floor-relay": "hyper floor relay (node + connector)",
+             "floor-mux": "mux floor relay (node + connector)",
              "gateway": "Ferry gateway", "gateway-base": "Ferry gateway, baseline build", "floor": "hyper floor proxy",
-             "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
+             "floor-raw": "raw-upstream floor proxy", "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
              "xamqp": "Ferry relay across nodes (RabbitMQ)", "xbus": "Ferry relay across nodes (NATS, links off)"}
 
     def metric(k, wk, key):
@@ -852,7 +888,9 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
 def targets(systems, order, idle, metric):
     res = []
 
-    names = {"floor": "floor proxy", "floor-relay": "floor relay", "nginx-fwd": "nginx with Ferry's headers"}
+    names = {"floor": "floor proxy", "floor-relay": "floor relay", "floor-mux": "mux floor relay",
+             "floor-raw": "raw-upstream floor proxy",
+             "nginx-fwd": "nginx with Ferry's headers"}
 
     def cmp(name, f, r, ok_if_ge=True, factor=1.0, unit="", ours="ferry", theirs="rathole", reference=False):
         if theirs not in systems or ours not in systems:
@@ -897,6 +935,19 @@ def targets(systems, order, idle, metric):
         ("small_c64", "cpu_us_req"), False, unit=" µs", **fr)
     cmp(f"{ref} hyper floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
         unit=" ms", **fr)
+    # The lighter tunnel's floor (bench/floor/src/mux.rs): what a relay that keeps hyper's HTTP/1.1 server in the
+    # node but multiplexes plain frames instead of HTTP/2, and does not parse requests in the connector, spends.
+    fm = {"ours": "floor-mux", "reference": True}
+    cmp(f"{ref} mux floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
+        **fm)
+    cmp(f"{ref} mux floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **fm)
+    cmp(f"{ref} mux floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **fm)
+    cmp(f"{ref} mux floor relay 10 MiB GET vs rathole", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s",
+        **fm)
+    cmp(f"{ref} mux floor relay 10 MiB POST vs rathole", ("post10m", "mibps"), ("post10m", "mibps"),
+        unit=" MiB/s", **fm)
     vf = {"theirs": "floor-relay", "reference": True}
     cmp(f"{ref} Ferry relay vs floor relay: req/s (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
         **vf)
@@ -919,6 +970,14 @@ def targets(systems, order, idle, metric):
         ("small_c64", "cpu_us_req"), False, unit=" µs", **fp)
     cmp(f"{ref} hyper floor proxy c=1 p50 vs nginx", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
         unit=" ms", **fp)
+    # The lighter gateway's floor (bench/floor/src/raw.rs): hyper's server for the client, the upstream by hand.
+    fw = {"ours": "floor-raw", "theirs": "nginx", "reference": True}
+    cmp(f"{ref} raw-upstream floor proxy req/s vs nginx (small GET, c=64)", ("small_c64", "rps"),
+        ("small_c64", "rps"), **fw)
+    cmp(f"{ref} raw-upstream floor proxy CPU per request vs nginx", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **fw)
+    cmp(f"{ref} raw-upstream floor proxy c=1 p50 vs nginx", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **fw)
     vp = {"ours": "gateway", "theirs": "floor", "reference": True}
     cmp(f"{ref} Ferry gateway vs floor proxy: req/s (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
         **vp)

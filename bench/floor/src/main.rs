@@ -9,6 +9,10 @@
 //!   ferry-bench-floor relay-connector TUNNEL UPSTREAM  HTTP/2 in on TUNNEL, each stream sent on an idle
 //!                                                      HTTP/1.1 connection to UPSTREAM (the connector's shape)
 //!
+//!   ferry-bench-floor relay-mux-node LISTEN TUNNEL     the same relay over a plain framing instead of HTTP/2,
+//!   ferry-bench-floor relay-mux-connector TUNNEL UPSTREAM   a runtime per core or per tunnel (`mux.rs`)
+//!   ferry-bench-floor proxy-raw LISTEN UPSTREAM        the proxy with the upstream side by hand (`raw.rs`)
+//!
 //! The relay pair uses the tunnel's HTTP/2 settings (frame size, windows); in Ferry the connector dials the node
 //! and the node is the HTTP/2 client over that connection, here the node dials: per request it is the same work.
 
@@ -23,6 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+mod mux;
+mod raw;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -48,16 +55,28 @@ fn failed(e: impl std::fmt::Display) -> Failed {
     Failed(e.to_string())
 }
 
-const USAGE: &str = "usage: ferry-bench-floor proxy|relay-node|relay-connector LISTEN_ADDR NEXT_ADDR";
+const USAGE: &str = "usage: ferry-bench-floor \
+    proxy|relay-node|relay-connector|relay-mux-node|relay-mux-connector|proxy-raw LISTEN_ADDR NEXT_ADDR";
 
-// one worker thread per core, as Ferry's default; `TOKIO_WORKER_THREADS=1` for the one-thread comparisons of
-// docs/performance.md ("Worker threads")
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or(USAGE)?;
     let listen: SocketAddr = args.next().ok_or(USAGE)?.parse()?;
     let next: SocketAddr = args.next().ok_or(USAGE)?.parse()?;
+    match mode.as_str() {
+        "relay-mux-node" => mux::node(listen, next),
+        "relay-mux-connector" => mux::connector(listen, next),
+        "proxy-raw" => raw::proxy(listen, next),
+        // one worker thread per core, as Ferry's default; `TOKIO_WORKER_THREADS=1` for the one-thread comparisons
+        // of docs/performance.md ("Worker threads")
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(hyper_floor(mode, listen, next)),
+    }
+}
+
+async fn hyper_floor(mode: String, listen: SocketAddr, next: SocketAddr) -> Result<(), BoxError> {
     let listener = TcpListener::bind(listen).await?;
     let tunnel = match mode.as_str() {
         "proxy" | "relay-connector" => None,
@@ -115,18 +134,29 @@ async fn proxy(client: TcpStream, upstream: SocketAddr) -> Result<(), BoxError> 
     Ok(())
 }
 
-async fn relay_node(client: TcpStream, tunnel: http2::SendRequest<Incoming>) -> Result<(), BoxError> {
+async fn relay_node(
+    client: TcpStream,
+    tunnel: http2::SendRequest<Incoming>,
+) -> Result<(), BoxError> {
     let service = service_fn(move |req: Request<Incoming>| {
         let mut tunnel = tunnel.clone();
         async move {
             // An HTTP/2 request carries no connection-specific headers and an absolute URI (`:authority`).
             let (mut parts, body) = req.into_parts();
             let host = parts.headers.remove(hyper::header::HOST);
-            let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("floor");
+            let authority = host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("floor");
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = format!("http://{authority}{path}").parse().map_err(failed)?;
+            parts.uri = format!("http://{authority}{path}")
+                .parse()
+                .map_err(failed)?;
             parts.version = hyper::Version::HTTP_2;
-            let resp = tunnel.send_request(Request::from_parts(parts, body)).await.map_err(failed)?;
+            let resp = tunnel
+                .send_request(Request::from_parts(parts, body))
+                .await
+                .map_err(failed)?;
             Ok::<_, Failed>(resp)
         }
     });
@@ -141,7 +171,11 @@ async fn relay_node(client: TcpStream, tunnel: http2::SendRequest<Incoming>) -> 
 /// with their head, so the wait is nil in the benchmark).
 type Pool = Arc<Mutex<Vec<http1::SendRequest<Incoming>>>>;
 
-async fn relay_connector(tunnel: TcpStream, upstream: SocketAddr, pool: Pool) -> Result<(), BoxError> {
+async fn relay_connector(
+    tunnel: TcpStream,
+    upstream: SocketAddr,
+    pool: Pool,
+) -> Result<(), BoxError> {
     let host = hyper::header::HeaderValue::from_str(&upstream.to_string())?;
     let service = service_fn(move |req: Request<Incoming>| {
         let pool = pool.clone();
@@ -153,7 +187,8 @@ async fn relay_connector(tunnel: TcpStream, upstream: SocketAddr, pool: Pool) ->
                 None => {
                     let up = TcpStream::connect(upstream).await.map_err(failed)?;
                     up.set_nodelay(true).map_err(failed)?;
-                    let (sender, conn) = http1::handshake(TokioIo::new(up)).await.map_err(failed)?;
+                    let (sender, conn) =
+                        http1::handshake(TokioIo::new(up)).await.map_err(failed)?;
                     tokio::spawn(conn);
                     sender
                 }
@@ -164,7 +199,10 @@ async fn relay_connector(tunnel: TcpStream, upstream: SocketAddr, pool: Pool) ->
             parts.uri = path.parse().map_err(failed)?;
             parts.version = hyper::Version::HTTP_11;
             parts.headers.insert(hyper::header::HOST, host);
-            let resp = sender.send_request(Request::from_parts(parts, body)).await.map_err(failed)?;
+            let resp = sender
+                .send_request(Request::from_parts(parts, body))
+                .await
+                .map_err(failed)?;
             pool.lock().map_err(failed)?.push(sender);
             Ok::<_, Failed>(resp)
         }
