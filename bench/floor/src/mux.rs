@@ -11,8 +11,8 @@
 //!   only far enough to find where its body ends (`Content-Length`), and its bytes go back as they were read.
 //!
 //! Frames: a 12-byte header (stream id u32, kind u8, flags u8, two zero bytes, payload length u32, big-endian),
-//! then the payload. Kinds: HEAD (an HTTP/1.1 head), DATA (body bytes); flag END: the sender's last frame of that
-//! stream. A bounded channel per stream and per tunnel writer is the only flow control (a slow stream can hold up
+//! then the payload. Kinds: HEAD (an HTTP/1.1 head), DATA (body bytes), RESET (the node gave the request up); flag
+//! END: the sender's last frame of that stream. A bounded channel per stream and per tunnel writer is the only flow control (a slow stream can hold up
 //! the others: Ferry's real tunnel would need credit per stream, as HTTP/2's windows give). Only what the benchmark
 //! sends is handled: requests and responses with `Content-Length` or without a body; a chunked or
 //! close-delimited answer is a 502. As the h2 floor: no routing, no header rules, no timeouts, no request ids.
@@ -39,6 +39,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const HEADER_LEN: usize = 12;
 const HEAD: u8 = 1;
 const DATA: u8 = 2;
+const RESET: u8 = 3;
 const END: u8 = 1;
 /// The most body bytes in one DATA frame (Ferry's tunnel: 256 KiB HTTP/2 frames).
 const MAX_PAYLOAD: usize = 256 * 1024;
@@ -231,8 +232,13 @@ pub fn request_head(parts: &hyper::http::request::Parts) -> Bytes {
     );
     head.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if name == hyper::header::EXPECT {
-            continue; // hyper answers `Expect: 100-continue` to the client itself
+        // hyper answers `Expect: 100-continue` to the client itself; the hop-by-hop headers are the client
+        // connection's (a `Connection: close` would end the pooled origin connection after its answer)
+        if name == hyper::header::EXPECT
+            || name == hyper::header::CONNECTION
+            || name.as_str() == "keep-alive"
+        {
+            continue;
         }
         head.put_slice(name.as_str().as_bytes());
         head.put_slice(b": ");
@@ -397,6 +403,37 @@ pub fn connector(listen: SocketAddr, origin: SocketAddr) -> Result<(), BoxError>
 pub struct OriginConn {
     pub stream: TcpStream,
     pub buf: BytesMut,
+    /// The origin said `Connection: close` on its last answer: not to be reused.
+    pub closing: bool,
+}
+
+impl OriginConn {
+    pub async fn connect(origin: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(origin).await?;
+        stream.set_nodelay(true)?;
+        Ok(OriginConn {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+            closing: false,
+        })
+    }
+
+    /// Writes a request head on an idle connection, or on a new one when there is none or the idle one fails the
+    /// write (the origin closed it meanwhile; nothing of the request has reached the origin then).
+    pub async fn send_head(
+        idle: Option<Self>,
+        origin: SocketAddr,
+        head: &[u8],
+    ) -> std::io::Result<Self> {
+        if let Some(mut conn) = idle {
+            if conn.stream.write_all(head).await.is_ok() {
+                return Ok(conn);
+            }
+        }
+        let mut conn = Self::connect(origin).await?;
+        conn.stream.write_all(head).await?;
+        Ok(conn)
+    }
 }
 
 pub type Pool = Arc<Mutex<Vec<OriginConn>>>;
@@ -432,6 +469,9 @@ async fn connector_tunnel(conn: std::net::TcpStream, origin: SocketAddr) -> Resu
                     let _ = out.send(frame(id, HEAD, true, failed)).await;
                 }
             });
+            None
+        } else if kind == RESET {
+            streams.remove(&id);
             None
         } else if end {
             streams.remove(&id)
@@ -471,6 +511,9 @@ pub async fn read_answer_head(conn: &mut OriginConn) -> Result<(usize, Option<us
                         .ok()
                 });
             let no_body = matches!(answer.code, Some(204 | 304));
+            conn.closing = answer.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
             return Ok((n, if no_body { Some(0) } else { length }));
         }
         if conn.buf.capacity() - conn.buf.len() < 1024 {
@@ -493,20 +536,12 @@ async fn exchange(
     out: &mpsc::Sender<Frame12>,
 ) -> Result<(), BoxError> {
     let idle = pool.lock().expect("pool").pop();
-    let mut conn = match idle {
-        Some(c) => c,
-        None => {
-            let stream = TcpStream::connect(origin).await?;
-            stream.set_nodelay(true)?;
-            OriginConn {
-                stream,
-                buf: BytesMut::with_capacity(8 * 1024),
-            }
-        }
-    };
-    conn.stream.write_all(&head).await?;
+    let mut conn = OriginConn::send_head(idle, origin, &head).await?;
     if !end {
-        while let Some(Event::Data(data, last)) = body.recv().await {
+        loop {
+            let Some(Event::Data(data, last)) = body.recv().await else {
+                return Err("the request was cancelled".into());
+            };
             conn.stream.write_all(&data).await?;
             if last {
                 break;
@@ -540,7 +575,7 @@ async fn exchange(
         out.send(frame(id, DATA, left == 0, conn.buf.split_to(take).freeze()))
             .await?;
     }
-    if conn.buf.is_empty() {
+    if conn.buf.is_empty() && !conn.closing {
         pool.lock().expect("pool").push(conn);
     }
     Ok(())

@@ -11,7 +11,7 @@ use crate::mux::{
     declared_length, read_answer_head, request_head, response_from_head, reuseport_listener,
 };
 use crate::mux::{runtime, threads, BoxError, OriginConn, Pool};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 pub fn proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), BoxError> {
     let handles: Vec<_> = (0..threads())
@@ -76,18 +75,7 @@ async fn forward(
     }
     let head = request_head(&parts);
     let idle = pool.lock().expect("pool").pop();
-    let mut conn = match idle {
-        Some(c) => c,
-        None => {
-            let stream = TcpStream::connect(upstream).await?;
-            stream.set_nodelay(true)?;
-            OriginConn {
-                stream,
-                buf: BytesMut::with_capacity(8 * 1024),
-            }
-        }
-    };
-    conn.stream.write_all(&head).await?;
+    let mut conn = OriginConn::send_head(idle, upstream, &head).await?;
     if length.unwrap_or(0) > 0 {
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
@@ -120,7 +108,7 @@ struct RawBody {
 impl RawBody {
     /// The body has ended: its connection goes back to the pool if nothing was read beyond it.
     fn done(&mut self) {
-        if let Some(conn) = self.conn.take().filter(|c| c.buf.is_empty()) {
+        if let Some(conn) = self.conn.take().filter(|c| c.buf.is_empty() && !c.closing) {
             self.pool.lock().expect("pool").push(conn);
         }
     }
