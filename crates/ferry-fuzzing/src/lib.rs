@@ -3,7 +3,8 @@
 //!
 //! Owns: the properties checked on arbitrary input beyond "does not panic": the relay path rule never lets a dot
 //! segment through once decoded; normalised gateway paths are normal and stay so; the HTTP/1.1 watch finds the
-//! same smuggling head however the bytes are split; hop-by-hop stripping leaves none behind; a bearer token is
+//! same smuggling head however the bytes are split; tunnel protocol 2's frames read the same however the bytes are
+//! split and encode back as they were read; hop-by-hop stripping leaves none behind; a bearer token is
 //! accepted only when signed by the key it names and obeying every claim rule ([`tokens`]); the route table picks
 //! what docs/gateway.md's rule picks ([`routes`]); whatever nginx configuration parses, its translation is a
 //! configuration Ferry loads ([`nginx`]). Does not own the parsers themselves (ferry-proto,
@@ -29,6 +30,7 @@ pub const TARGETS: &[&str] = &[
     "h1_watch",
     "headers",
     "tunnel_messages",
+    "tunnel_frames",
     "config",
     "tokens",
     "routes",
@@ -43,6 +45,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "h1_watch" => h1_watch(data),
         "headers" => headers(data),
         "tunnel_messages" => tunnel_messages(data),
+        "tunnel_frames" => tunnel_frames(data),
         "config" => config(data),
         "tokens" => tokens(data),
         "routes" => routes(data),
@@ -217,6 +220,54 @@ pub fn tunnel_messages(data: &[u8]) {
         let back: ferry_proto::TenantSettings =
             serde_json::from_slice(&again).expect("settings read back");
         assert_eq!(back, settings);
+    }
+}
+
+/// Tunnel protocol 2's frames (`ferry_proto::frames`) from arbitrary bytes: the same frames and the same verdict
+/// whether the bytes come whole or in two pieces; every frame read encodes to bytes that read back as it; a
+/// window's credit never passes its limit whatever is taken and granted.
+pub fn tunnel_frames(data: &[u8]) {
+    use bytes::{BufMut, BytesMut};
+    use ferry_proto::frames::{Frame, Window, MAX_WINDOW};
+    const MAX: u32 = 1024;
+    fn read_all(pieces: &[&[u8]]) -> (Vec<Frame>, bool) {
+        let (mut src, mut frames) = (BytesMut::new(), Vec::new());
+        for piece in pieces {
+            src.put_slice(piece);
+            loop {
+                match Frame::decode(&mut src, MAX) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(_) => return (frames, true),
+                }
+            }
+        }
+        (frames, false)
+    }
+    let (whole, refused) = read_all(&[data]);
+    let cut = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
+    let (first, second) = data.split_at(cut);
+    assert_eq!(read_all(&[first, second]), (whole.clone(), refused));
+    for frame in &whole {
+        let mut wire = BytesMut::new();
+        frame.encode(&mut wire);
+        assert_eq!(
+            Frame::decode(&mut wire, MAX).ok().flatten().as_ref(),
+            Some(frame)
+        );
+        assert!(wire.is_empty());
+    }
+    let mut window = Window::new(u32::from_be_bytes([0, 0, 255, 255]));
+    for pair in data.chunks_exact(4) {
+        let n = u32::from_be_bytes([pair[0], pair[1], pair[2], pair[3]]);
+        let before = window.credit();
+        if pair[0] & 1 == 0 {
+            let taken = window.take(n as usize).is_ok();
+            assert_eq!(taken, n <= before);
+        } else if window.grant(n).is_err() {
+            assert_eq!(window.credit(), before);
+        }
+        assert!(window.credit() <= MAX_WINDOW);
     }
 }
 

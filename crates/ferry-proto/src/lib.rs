@@ -2,13 +2,14 @@
 //!
 //! Owns: validated tenant and target names, request ids, the hop-by-hop header rules, the relay path rule and the
 //! gateway's path normalisation, following an HTTP/1.1 request stream to find its heads ([`h1`]), the tunnel
-//! handshake constants and header names, the cluster protocol's bus messages ([`cluster`]), and the small stable set
-//! of error codes with their HTTP status mapping.
+//! handshake constants and header names, the frames of tunnel protocol 2 ([`frames`], not yet spoken), the cluster
+//! protocol's bus messages ([`cluster`]), and the small stable set of error codes with their HTTP status mapping.
 //! Does not own: any I/O, any configuration, any HTTP body handling.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod error;
+pub mod frames;
 pub mod h1;
 pub mod headers;
 pub mod name;
