@@ -6,12 +6,14 @@
 //! 101 answer ([`server::parse_handshake`], [`server::accept_headers`]), the reversed HTTP/2 on the upgraded
 //! connection with its settings, windows and keep-alive pings (the node is the HTTP/2 client, [`server::open`];
 //! the connector the HTTP/2 server, [`client::serve`]), the TLS client configuration (whose certificate errors
-//! name the issuer, [`tls`]), and the reconnect [`backoff`].
+//! name the issuer, [`tls`]), the reconnect [`backoff`], and the connection of tunnel protocol 2 ([`mux`]: streams,
+//! windows, resets; not yet used by either end).
 //! Does not own: tokens (issuing or checking), tenants, targets, routing, or what a stream carries.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod client;
+pub mod mux;
 pub mod proxy;
 pub mod server;
 pub mod tls;
