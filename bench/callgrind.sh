@@ -6,8 +6,8 @@
 #
 # Runs an nginx origin, a gateway node, a relay node and a connector (the three Ferry processes under callgrind),
 # and as references nginx as a reverse proxy, the floors (bench/floor: bare hyper pass-throughs, one for the
-# gateway's shape and a node + connector pair for the relay's, and the mux and h2-raw pairs of lighter
-# tunnels) and rathole,
+# gateway's shape and a node + connector pair for the relay's, and the mux, protocol 2 and h2-raw pairs
+# of lighter tunnels) and rathole,
 # on loopback with OS-chosen ports, warms them up with 300 requests each, zeroes the counters, sends N requests
 # per path with oha (concurrency 8) and prints user-space instructions per request of each Ferry process. The
 # callgrind files stay in bench/results/callgrind-<timestamp>/ for callgrind_annotate.
@@ -94,6 +94,14 @@ sleep 2
 "${VG[@]}" --callgrind-out-file="$OUT/mux-node.out" "$FLOOR" relay-mux-node "127.0.0.1:$PMN" "127.0.0.1:$PMT" \
   >"$WORK/mux-node.log" 2>&1 & PIDS+=($!)
 URLS+=("http://127.0.0.1:$PMN/small"); KINDS+=(mux-node mux-connector)
+# The mux floor on Ferry's own protocol 2 connection (ferry_tunnel::mux; bench/floor/src/ferrymux.rs).
+PXN=$(port); PXT=$(port)
+"${VG[@]}" --callgrind-out-file="$OUT/fmux-connector.out" "$FLOOR" relay-fmux-connector "127.0.0.1:$PXT" \
+  "127.0.0.1:$PO" >"$WORK/fmux-connector.log" 2>&1 & PIDS+=($!)
+sleep 2
+"${VG[@]}" --callgrind-out-file="$OUT/fmux-node.out" "$FLOOR" relay-fmux-node "127.0.0.1:$PXN" "127.0.0.1:$PXT" \
+  >"$WORK/fmux-node.log" 2>&1 & PIDS+=($!)
+URLS+=("http://127.0.0.1:$PXN/small"); KINDS+=(fmux-node fmux-connector)
 # The same with HTTP/2 between them (the h2 crate), HTTP/1.1 bytes in its DATA frames (bench/floor/src/h2raw.rs).
 PHN=$(port); PHT=$(port)
 "${VG[@]}" --callgrind-out-file="$OUT/h2raw-connector.out" "$FLOOR" relay-h2raw-connector "127.0.0.1:$PHT" \

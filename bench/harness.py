@@ -31,8 +31,8 @@ ROOT = os.geteuid() == 0
 # the lighter tunnel design of bench/floor/src/mux.rs spends), then the proxies (floor-raw: the hyper floor proxy
 # with its upstream side by hand, bench/floor/src/raw.rs; nginx-fwd: nginx told to add the headers Ferry's gateway
 # adds).
-PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-ws", "floor-relay", "floor-mux", "floor-h2raw",
-         "xnats",
+PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-ws", "floor-relay", "floor-mux", "floor-fmux",
+         "floor-h2raw", "xnats",
          "xamqp", "xbus",
          "gateway", "gateway-base", "floor", "floor-raw", "nginx-fwd")
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
@@ -534,6 +534,21 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         except Exception as e:  # noqa: BLE001
             log(f"WARNING: the mux floor relay did not start ({e}); its column is left out")
         try:
+            pfxn, pfxt = free_port(), free_port()
+            fxc = P.start("floor-fmux-connector", [tools["floor"], "relay-fmux-connector", f"127.0.0.1:{pfxt}",
+                                                   f"127.0.0.1:{po}"])
+            floor_procs.append(fxc)
+            wait_for(lambda: listening(pfxt), 20, "floor fmux connector")
+            fxn = P.start("floor-fmux-node", [tools["floor"], "relay-fmux-node", f"127.0.0.1:{pfxn}",
+                                              f"127.0.0.1:{pfxt}"])
+            floor_procs.append(fxn)
+            floor_fmux_url = f"http://127.0.0.1:{pfxn}"
+            wait_for(lambda: http_get(floor_fmux_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor fmux relay")
+            systems["floor-fmux"] = {"label": "protocol 2 floor relay (node + connector)", "base": floor_fmux_url,
+                                     "pids": lambda: [fxn.pid, fxc.pid]}
+        except Exception as e:  # noqa: BLE001
+            log(f"WARNING: the protocol 2 floor relay did not start ({e}); its column is left out")
+        try:
             phn, pht = free_port(), free_port()
             fhc = P.start("floor-h2raw-connector", [tools["floor"], "relay-h2raw-connector", f"127.0.0.1:{pht}",
                                                     f"127.0.0.1:{po}"])
@@ -562,7 +577,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     # --- check the upload sink really reads bodies: a 100 MB upload at 50 MB/s must take ≥ ~2 s.
     checks = []
     for k in [k for k in ("direct", "ferry", "xnats", "xamqp", "xbus", "gateway", "floor-relay", "floor-mux",
-                                "floor-h2raw", "floor", "floor-raw") if k in order]:
+                                "floor-fmux", "floor-h2raw", "floor", "floor-raw") if k in order]:
         t0 = time.monotonic()
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--limit-rate",
                             "50M", "--data-binary", "@" + up100, "-H", "content-type: application/octet-stream",
@@ -642,7 +657,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
     # The floors log nothing but failed connections ("connection: ..." on stderr). wrk ends each run by closing its
     # connections with requests in flight: hyper reports those as "closed before message completed".
     for n in ("floor-proxy", "floor-node", "floor-connector", "floor-mux-node", "floor-mux-connector",
-              "floor-h2raw-node", "floor-h2raw-connector", "floor-raw"):
+              "floor-fmux-node", "floor-fmux-connector", "floor-h2raw-node", "floor-h2raw-connector", "floor-raw"):
         try:
             with open(os.path.join(work, n + ".err")) as f:
                 lines = f.read().splitlines()
@@ -775,7 +790,9 @@ FLOOR_NOTE = ("The hyper floors are bench/floor: a bare hyper pass-through on th
               "plain length-prefixed frames instead of HTTP/2 between them, and a connector that writes the request "
               "head as the node sent it and reads the origin's answer only far enough to find its end; the \"h2-raw "
               "floor relay\" (bench/floor/src/h2raw.rs) is the same with HTTP/2 (the h2 crate) between them, "
-              "carrying those HTTP/1.1 bytes in its DATA frames; the "
+              "carrying those HTTP/1.1 bytes in its DATA frames; the \"protocol 2 floor relay\" "
+              "(bench/floor/src/ferrymux.rs) is the mux floor on Ferry's own protocol 2 connection "
+              "(ferry_tunnel::mux); the "
               "\"raw-upstream floor proxy\" (bench/floor/src/raw.rs) keeps hyper's server for the client and does "
               "the upstream side the same way, on a runtime per core. They are "
               "references, not competitors and not targets.")
@@ -788,6 +805,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
              "floor-relay": "hyper floor relay (node + connector)",
              "floor-mux": "mux floor relay (node + connector)",
              "floor-h2raw": "h2-raw floor relay (node + connector)",
+             "floor-fmux": "protocol 2 floor relay (node + connector)",
              "gateway": "Ferry gateway", "gateway-base": "Ferry gateway, baseline build", "floor": "hyper floor proxy",
              "floor-raw": "raw-upstream floor proxy", "nginx-fwd": "nginx proxy, Ferry's headers", "xnats": "Ferry relay across nodes (NATS)",
              "xamqp": "Ferry relay across nodes (RabbitMQ)", "xbus": "Ferry relay across nodes (NATS, links off)"}
@@ -909,7 +927,7 @@ def targets(systems, order, idle, metric):
     res = []
 
     names = {"floor": "floor proxy", "floor-relay": "floor relay", "floor-mux": "mux floor relay",
-             "floor-h2raw": "h2-raw floor relay",
+             "floor-h2raw": "h2-raw floor relay", "floor-fmux": "protocol 2 floor relay",
              "floor-raw": "raw-upstream floor proxy",
              "nginx-fwd": "nginx with Ferry's headers"}
 
@@ -969,6 +987,14 @@ def targets(systems, order, idle, metric):
         **fm)
     cmp(f"{ref} mux floor relay 10 MiB POST vs rathole", ("post10m", "mibps"), ("post10m", "mibps"),
         unit=" MiB/s", **fm)
+    # The mux floor on Ferry's own protocol 2 connection (ferry_tunnel::mux: bench/floor/src/ferrymux.rs).
+    fx = {"ours": "floor-fmux", "reference": True}
+    cmp(f"{ref} protocol 2 floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"),
+        ("small_c64", "rps"), **fx)
+    cmp(f"{ref} protocol 2 floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
+        ("small_c64", "cpu_us_req"), False, unit=" µs", **fx)
+    cmp(f"{ref} protocol 2 floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
+        unit=" ms", **fx)
     # The same with HTTP/2 kept between them (the h2 crate, HTTP/1.1 bytes in DATA frames: bench/floor/src/h2raw.rs).
     fh = {"ours": "floor-h2raw", "reference": True}
     cmp(f"{ref} h2-raw floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),

@@ -3,18 +3,19 @@
 #   bench/run.sh            full run (< 10 min): every path, every load 5 s, 1,000 and 10,000 idle connectors
 #   bench/run.sh --quick    smoke run (~2 min): loads of 2 s, 1,000 idle connectors
 #   bench/run.sh --no-build use target/release/ferry as it is (FERRY_BIN=... to point elsewhere)
-#   --paths direct,nginx,rathole,ferry,ferry1,ferry-ws,floor-relay,floor-mux,floor-h2raw,xnats,xamqp,xbus,gateway,
-#           floor,floor-raw,nginx-fwd /
+#   --paths direct,nginx,rathole,ferry,ferry1,ferry-ws,floor-relay,floor-mux,floor-fmux,floor-h2raw,xnats,xamqp,xbus,
+#           gateway,floor,floor-raw,nginx-fwd /
 #   --loads small_c64,k1_c64,small_c1,get10m,post10m / --secs N / --no-idle: a subset, for profiling runs
 #   --baseline BIN          also run the relay and the gateway from another ferry binary (columns ferry-base and
 #                           gateway-base): a before/after in one run
 # floor-relay and floor are the hyper floors (bench/floor: bare hyper pass-throughs, a relay node + connector and a
 # proxy), references beside rathole and the Ferry relay, and beside nginx and the Ferry gateway; floor-mux is the
 # floor of a lighter tunnel (plain frames instead of HTTP/2, no parsing in the connector: bench/floor/src/mux.rs),
-# floor-h2raw the same with HTTP/2 between them (bench/floor/src/h2raw.rs), floor-raw of a lighter gateway (the hyper
-# floor proxy with the upstream side by hand: bench/floor/src/raw.rs).
+# floor-fmux the same on Ferry's protocol 2 connection (ferry_tunnel::mux), floor-h2raw the same with HTTP/2 between
+# them (bench/floor/src/h2raw.rs), floor-raw of a lighter gateway (the hyper floor proxy with the upstream side by
+# hand: bench/floor/src/raw.rs).
 # bench/floor is built on every run, --no-build or not (cargo skips it when fresh; FLOOR_BIN=... to use another
-# binary); if it does not build, its five columns are left out.
+# binary); if it does not build, its six columns are left out.
 # xnats and xamqp are the cross-node relay (gateway node -> node link -> relay node -> connector, presence over NATS or
 # RabbitMQ), xbus the same on NATS with the node links off (every request and body through the broker),
 # on PostgreSQL (FERRY_TEST_POSTGRES_URL, FERRY_TEST_NATS_URL, FERRY_TEST_AMQP_URL as in the tests); without them

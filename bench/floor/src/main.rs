@@ -13,6 +13,8 @@
 //!   ferry-bench-floor relay-mux-connector TUNNEL UPSTREAM   a runtime per core or per tunnel (`mux.rs`)
 //!   ferry-bench-floor relay-h2raw-node LISTEN TUNNEL   the mux pair with HTTP/2 (the h2 crate) carrying
 //!   ferry-bench-floor relay-h2raw-connector TUNNEL UPSTREAM  HTTP/1.1 bytes in DATA frames (`h2raw.rs`)
+//!   ferry-bench-floor relay-fmux-node LISTEN TUNNEL    the mux pair on Ferry's own protocol 2 connection
+//!   ferry-bench-floor relay-fmux-connector TUNNEL UPSTREAM   (`ferry_tunnel::mux`; `ferrymux.rs`)
 //!   ferry-bench-floor proxy-raw LISTEN UPSTREAM        the proxy with the upstream side by hand (`raw.rs`)
 //!
 //! The relay pair uses the tunnel's HTTP/2 settings (frame size, windows); in Ferry the connector dials the node
@@ -30,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod ferrymux;
 mod h2raw;
 mod mux;
 mod raw;
@@ -59,7 +62,8 @@ fn failed(e: impl std::fmt::Display) -> Failed {
 }
 
 const USAGE: &str = "usage: ferry-bench-floor \
-    proxy|relay-node|relay-connector|relay-mux-node|relay-mux-connector|proxy-raw|relay-h2raw-node|relay-h2raw-connector LISTEN_ADDR NEXT_ADDR";
+    proxy|relay-node|relay-connector|relay-mux-node|relay-mux-connector|proxy-raw|relay-h2raw-node|relay-h2raw-connector|\
+    relay-fmux-node|relay-fmux-connector LISTEN_ADDR NEXT_ADDR";
 
 fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
@@ -71,6 +75,8 @@ fn main() -> Result<(), BoxError> {
         "relay-mux-connector" => mux::connector(listen, next),
         "proxy-raw" => raw::proxy(listen, next),
         "relay-h2raw-node" => h2raw::node(listen, next),
+        "relay-fmux-node" => ferrymux::node(listen, next),
+        "relay-fmux-connector" => ferrymux::connector(listen, next),
         "relay-h2raw-connector" => h2raw::connector(listen, next),
         // one worker thread per core, as Ferry's default; `TOKIO_WORKER_THREADS=1` for the one-thread comparisons
         // of docs/performance.md ("Worker threads")

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -403,11 +403,18 @@ impl StreamReceiver {
     /// The next head or body bytes from the peer; `None` after the last. Taking body bytes gives their credit
     /// back to the peer.
     pub async fn recv(&mut self) -> Option<Result<Event, MuxError>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`recv`](Self::recv) as a poll, for a body type to call from its own `poll_frame`.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, MuxError>>> {
         let end = &self.end;
         if end.received_end.load(Ordering::Relaxed) || end.failed.load(Ordering::Relaxed) {
-            return None;
+            return Poll::Ready(None);
         }
-        let delivery = self.events.recv().await?;
+        let Some(delivery) = ready!(self.events.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
         match &delivery {
             Ok(Event::Data(data, last)) => {
                 end.shared.release(end.id, data.len());
@@ -416,7 +423,7 @@ impl StreamReceiver {
             Ok(Event::Head(_, last)) => end.received_end.store(*last, Ordering::Relaxed),
             Err(_) => end.failed.store(true, Ordering::Relaxed),
         }
-        Some(delivery)
+        Poll::Ready(Some(delivery))
     }
 }
 
