@@ -70,46 +70,33 @@ PROXY="http://127.0.0.1:$PN/small"; URLS=("$GW" "$RELAY" "$PROXY"); KINDS=(gatew
 # The floor: the least a hyper-based reverse proxy spends (bench/floor, a pass-through with no rules).
 FLOOR="$PWD/bench/floor/target/release/ferry-bench-floor"
 [ -x "$FLOOR" ] || (cd bench/floor && cargo build --release >&2)
-PF=$(port); PFN=$(port); PFT=$(port)
-"${VG[@]}" --callgrind-out-file="$OUT/floor.out" "$FLOOR" proxy "127.0.0.1:$PF" "127.0.0.1:$PO" \
-  >"$WORK/floor.log" 2>&1 & PIDS+=($!)
-URLS+=("http://127.0.0.1:$PF/small"); KINDS+=(floor)
-# The proxy's floor with the upstream side by hand (bench/floor/src/raw.rs).
-PRW=$(port)
-"${VG[@]}" --callgrind-out-file="$OUT/floor-raw.out" "$FLOOR" proxy-raw "127.0.0.1:$PRW" "127.0.0.1:$PO" \
-  >"$WORK/floor-raw.log" 2>&1 & PIDS+=($!)
-URLS+=("http://127.0.0.1:$PRW/small"); KINDS+=(floor-raw)
-# The relay's floor: HTTP/1.1 in, one HTTP/2 connection between the two, HTTP/1.1 out.
-"${VG[@]}" --callgrind-out-file="$OUT/floor-connector.out" "$FLOOR" relay-connector "127.0.0.1:$PFT" \
-  "127.0.0.1:$PO" >"$WORK/floor-connector.log" 2>&1 & PIDS+=($!)
-sleep 2
-"${VG[@]}" --callgrind-out-file="$OUT/floor-node.out" "$FLOOR" relay-node "127.0.0.1:$PFN" "127.0.0.1:$PFT" \
-  >"$WORK/floor-node.log" 2>&1 & PIDS+=($!)
-URLS+=("http://127.0.0.1:$PFN/small"); KINDS+=(floor-node floor-connector)
-# The lighter tunnel's floor (bench/floor/src/mux.rs): plain frames instead of HTTP/2, no parsing in the connector.
-PMN=$(port); PMT=$(port)
-"${VG[@]}" --callgrind-out-file="$OUT/mux-connector.out" "$FLOOR" relay-mux-connector "127.0.0.1:$PMT" \
-  "127.0.0.1:$PO" >"$WORK/mux-connector.log" 2>&1 & PIDS+=($!)
-sleep 2
-"${VG[@]}" --callgrind-out-file="$OUT/mux-node.out" "$FLOOR" relay-mux-node "127.0.0.1:$PMN" "127.0.0.1:$PMT" \
-  >"$WORK/mux-node.log" 2>&1 & PIDS+=($!)
-URLS+=("http://127.0.0.1:$PMN/small"); KINDS+=(mux-node mux-connector)
-# The mux floor on Ferry's own protocol 2 connection (ferry_tunnel::mux; bench/floor/src/ferrymux.rs).
-PXN=$(port); PXT=$(port)
-"${VG[@]}" --callgrind-out-file="$OUT/fmux-connector.out" "$FLOOR" relay-fmux-connector "127.0.0.1:$PXT" \
-  "127.0.0.1:$PO" >"$WORK/fmux-connector.log" 2>&1 & PIDS+=($!)
-sleep 2
-"${VG[@]}" --callgrind-out-file="$OUT/fmux-node.out" "$FLOOR" relay-fmux-node "127.0.0.1:$PXN" "127.0.0.1:$PXT" \
-  >"$WORK/fmux-node.log" 2>&1 & PIDS+=($!)
-URLS+=("http://127.0.0.1:$PXN/small"); KINDS+=(fmux-node fmux-connector)
-# The same with HTTP/2 between them (the h2 crate), HTTP/1.1 bytes in its DATA frames (bench/floor/src/h2raw.rs).
-PHN=$(port); PHT=$(port)
-"${VG[@]}" --callgrind-out-file="$OUT/h2raw-connector.out" "$FLOOR" relay-h2raw-connector "127.0.0.1:$PHT" \
-  "127.0.0.1:$PO" >"$WORK/h2raw-connector.log" 2>&1 & PIDS+=($!)
-sleep 2
-"${VG[@]}" --callgrind-out-file="$OUT/h2raw-node.out" "$FLOOR" relay-h2raw-node "127.0.0.1:$PHN" "127.0.0.1:$PHT" \
-  >"$WORK/h2raw-node.log" 2>&1 & PIDS+=($!)
-URLS+=("http://127.0.0.1:$PHN/small"); KINDS+=(h2raw-node h2raw-connector)
+# floor_proxy KIND MODE: a proxy floor under callgrind; floor_relay PREFIX MODE: a relay floor's connector, then
+# its node (which dials the connector), as PREFIX-connector and PREFIX-node.
+floor_proxy() {
+  local p; p=$(port)
+  "${VG[@]}" --callgrind-out-file="$OUT/$1.out" "$FLOOR" "$2" "127.0.0.1:$p" "127.0.0.1:$PO" \
+    >"$WORK/$1.log" 2>&1 & PIDS+=($!)
+  URLS+=("http://127.0.0.1:$p/small"); KINDS+=("$1")
+}
+floor_relay() {
+  local n t; n=$(port); t=$(port)
+  "${VG[@]}" --callgrind-out-file="$OUT/$1-connector.out" "$FLOOR" "$2-connector" "127.0.0.1:$t" \
+    "127.0.0.1:$PO" >"$WORK/$1-connector.log" 2>&1 & PIDS+=($!)
+  sleep 2
+  "${VG[@]}" --callgrind-out-file="$OUT/$1-node.out" "$FLOOR" "$2-node" "127.0.0.1:$n" "127.0.0.1:$t" \
+    >"$WORK/$1-node.log" 2>&1 & PIDS+=($!)
+  URLS+=("http://127.0.0.1:$n/small"); KINDS+=("$1-node" "$1-connector")
+}
+floor_proxy floor proxy
+# the proxy's floor with the upstream side by hand (bench/floor/src/raw.rs)
+floor_proxy floor-raw proxy-raw
+# the relay's floor: HTTP/1.1 in, one HTTP/2 connection between the two, HTTP/1.1 out
+floor_relay floor relay
+# lighter tunnels: plain frames instead of HTTP/2 and no parsing in the connector (mux.rs), the same on Ferry's own
+# protocol 2 connection (ferry_tunnel::mux; ferrymux.rs), and with HTTP/2 (the h2 crate) between them (h2raw.rs)
+floor_relay mux relay-mux
+floor_relay fmux relay-fmux
+floor_relay h2raw relay-h2raw
 if command -v rathole >/dev/null; then
   printf '[server]\nbind_addr = "127.0.0.1:%s"\n[server.services.origin]\ntoken = "bench"\nbind_addr = "127.0.0.1:%s"\n' \
     "$PTC" "$PT" > "$WORK/rathole-server.toml"

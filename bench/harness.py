@@ -35,6 +35,21 @@ PATHS = ("direct", "nginx", "rathole", "ferry", "ferry1", "ferry-base", "ferry-w
          "floor-h2raw", "xnats",
          "xamqp", "xbus",
          "gateway", "gateway-base", "floor", "floor-raw", "nginx-fwd")
+# The floors (bench/floor): column key, process name (a relay's processes are NAME-node and NAME-connector), the
+# modes of ferry-bench-floor (a proxy's one; a relay's node and connector), label.
+FLOORS = (
+    ("floor", "floor-proxy", ("proxy",), "hyper floor proxy"),
+    ("floor-raw", "floor-raw", ("proxy-raw",), "raw-upstream floor proxy"),
+    ("floor-relay", "floor", ("relay-node", "relay-connector"), "hyper floor relay (node + connector)"),
+    ("floor-mux", "floor-mux", ("relay-mux-node", "relay-mux-connector"), "mux floor relay (node + connector)"),
+    ("floor-fmux", "floor-fmux", ("relay-fmux-node", "relay-fmux-connector"),
+     "protocol 2 floor relay (node + connector)"),
+    ("floor-h2raw", "floor-h2raw", ("relay-h2raw-node", "relay-h2raw-connector"),
+     "h2-raw floor relay (node + connector)"),
+)
+FLOOR_PROCESSES = [name if len(modes) == 1 else f"{name}-{part}" for _, name, modes, _ in FLOORS
+                   for part in ("node", "connector")[:len(modes)]]
+
 # The cross-node relay (client -> gateway node -> bus -> relay node -> connector -> origin) needs PostgreSQL and a
 # broker; these say where (the same variables as the tests).
 PG_URL = os.environ.get("FERRY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -480,89 +495,34 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
         systems["gateway-base"] = {"label": "ferry gateway, baseline build", "base": gwb_url,
                                    "pids": lambda: [fgb.pid]}
 
-    # --- the floors (bench/floor, built by bench/run.sh): a bare hyper proxy in front of the origin, and a bare
-    # relay (the node dials the connector's tunnel address, so the connector starts first). A floor that does not
-    # start is left out, with a warning, like a tool that could not be installed.
+    # --- the floors (bench/floor, built by bench/run.sh): bare proxies in front of the origin, and bare relays (the
+    # node dials the connector's tunnel address, so the connector starts first). A floor that does not start is
+    # left out, with a warning, like a tool that could not be installed; one not in --paths is not started.
     floor_procs = []
-    if tools.get("floor"):
-        try:
-            pf = free_port()
-            ff = P.start("floor-proxy", [tools["floor"], "proxy", f"127.0.0.1:{pf}", f"127.0.0.1:{po}"])
-            floor_procs.append(ff)
-            floor_url = f"http://127.0.0.1:{pf}"
-            wait_for(lambda: http_get(floor_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor proxy")
-            systems["floor"] = {"label": "hyper floor proxy", "base": floor_url, "pids": lambda: [ff.pid]}
-        except Exception as e:  # noqa: BLE001
-            log(f"WARNING: the floor proxy did not start ({e}); its column is left out")
-        try:
-            prw = free_port()
-            frw = P.start("floor-raw", [tools["floor"], "proxy-raw", f"127.0.0.1:{prw}", f"127.0.0.1:{po}"])
-            floor_procs.append(frw)
-            floor_raw_url = f"http://127.0.0.1:{prw}"
-            wait_for(lambda: http_get(floor_raw_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor raw proxy")
-            systems["floor-raw"] = {"label": "raw-upstream floor proxy", "base": floor_raw_url,
-                                    "pids": lambda: [frw.pid]}
-        except Exception as e:  # noqa: BLE001
-            log(f"WARNING: the raw-upstream floor proxy did not start ({e}); its column is left out")
-        try:
-            pfn, pft = free_port(), free_port()
-            ffc = P.start("floor-connector", [tools["floor"], "relay-connector", f"127.0.0.1:{pft}",
-                                              f"127.0.0.1:{po}"])
-            floor_procs.append(ffc)
-            wait_for(lambda: listening(pft), 20, "floor relay connector")
-            ffn = P.start("floor-node", [tools["floor"], "relay-node", f"127.0.0.1:{pfn}", f"127.0.0.1:{pft}"])
-            floor_procs.append(ffn)
-            floor_relay_url = f"http://127.0.0.1:{pfn}"
-            wait_for(lambda: http_get(floor_relay_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor relay")
-            systems["floor-relay"] = {"label": "hyper floor relay (node + connector)", "base": floor_relay_url,
-                                      "pids": lambda: [ffn.pid, ffc.pid]}
-        except Exception as e:  # noqa: BLE001
-            log(f"WARNING: the floor relay did not start ({e}); its column is left out")
-        try:
-            pmn, pmt = free_port(), free_port()
-            fmc = P.start("floor-mux-connector", [tools["floor"], "relay-mux-connector", f"127.0.0.1:{pmt}",
-                                                  f"127.0.0.1:{po}"])
-            floor_procs.append(fmc)
-            wait_for(lambda: listening(pmt), 20, "floor mux connector")
-            fmn = P.start("floor-mux-node", [tools["floor"], "relay-mux-node", f"127.0.0.1:{pmn}",
-                                             f"127.0.0.1:{pmt}"])
-            floor_procs.append(fmn)
-            floor_mux_url = f"http://127.0.0.1:{pmn}"
-            wait_for(lambda: http_get(floor_mux_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor mux relay")
-            systems["floor-mux"] = {"label": "mux floor relay (node + connector)", "base": floor_mux_url,
-                                    "pids": lambda: [fmn.pid, fmc.pid]}
-        except Exception as e:  # noqa: BLE001
-            log(f"WARNING: the mux floor relay did not start ({e}); its column is left out")
-        try:
-            pfxn, pfxt = free_port(), free_port()
-            fxc = P.start("floor-fmux-connector", [tools["floor"], "relay-fmux-connector", f"127.0.0.1:{pfxt}",
-                                                   f"127.0.0.1:{po}"])
-            floor_procs.append(fxc)
-            wait_for(lambda: listening(pfxt), 20, "floor fmux connector")
-            fxn = P.start("floor-fmux-node", [tools["floor"], "relay-fmux-node", f"127.0.0.1:{pfxn}",
-                                              f"127.0.0.1:{pfxt}"])
-            floor_procs.append(fxn)
-            floor_fmux_url = f"http://127.0.0.1:{pfxn}"
-            wait_for(lambda: http_get(floor_fmux_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor fmux relay")
-            systems["floor-fmux"] = {"label": "protocol 2 floor relay (node + connector)", "base": floor_fmux_url,
-                                     "pids": lambda: [fxn.pid, fxc.pid]}
-        except Exception as e:  # noqa: BLE001
-            log(f"WARNING: the protocol 2 floor relay did not start ({e}); its column is left out")
-        try:
-            phn, pht = free_port(), free_port()
-            fhc = P.start("floor-h2raw-connector", [tools["floor"], "relay-h2raw-connector", f"127.0.0.1:{pht}",
-                                                    f"127.0.0.1:{po}"])
-            floor_procs.append(fhc)
-            wait_for(lambda: listening(pht), 20, "floor h2raw connector")
-            fhn = P.start("floor-h2raw-node", [tools["floor"], "relay-h2raw-node", f"127.0.0.1:{phn}",
-                                               f"127.0.0.1:{pht}"])
-            floor_procs.append(fhn)
-            floor_h2raw_url = f"http://127.0.0.1:{phn}"
-            wait_for(lambda: http_get(floor_h2raw_url + "/small")[1] == b"Hello, Ferry\n", 20, "floor h2raw relay")
-            systems["floor-h2raw"] = {"label": "h2-raw floor relay (node + connector)", "base": floor_h2raw_url,
-                                      "pids": lambda: [fhn.pid, fhc.pid]}
-        except Exception as e:  # noqa: BLE001
-            log(f"WARNING: the h2-raw floor relay did not start ({e}); its column is left out")
+
+    def start_floor(key, name, modes, label):
+        if len(modes) == 1:
+            port = free_port()
+            procs = [P.start(name, [tools["floor"], modes[0], f"127.0.0.1:{port}", f"127.0.0.1:{po}"])]
+        else:
+            port, tunnel = free_port(), free_port()
+            connector = P.start(f"{name}-connector", [tools["floor"], modes[1], f"127.0.0.1:{tunnel}",
+                                                      f"127.0.0.1:{po}"])
+            floor_procs.append(connector)
+            wait_for(lambda: listening(tunnel), 20, f"{label}: its connector")
+            procs = [P.start(f"{name}-node", [tools["floor"], modes[0], f"127.0.0.1:{port}",
+                                              f"127.0.0.1:{tunnel}"]), connector]
+        floor_procs.append(procs[0])
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_get(url + "/small")[1] == b"Hello, Ferry\n", 20, label)
+        systems[key] = {"label": label, "base": url, "pids": lambda: [p.pid for p in procs]}
+
+    for key, name, modes, label in FLOORS:
+        if tools.get("floor") and key in a.paths:
+            try:
+                start_floor(key, name, modes, label)
+            except Exception as e:  # noqa: BLE001
+                log(f"WARNING: the {label} did not start ({e}); its column is left out")
 
     order = [k for k in PATHS if k in systems and k in a.paths]
     for k in [k for k in systems if k not in order]:
@@ -656,8 +616,7 @@ def run(a, tools, secs, warm, idle_ns, work, P, started):
                                "sample": [x.strip()[:240] for x in lines if " WARN " in x or " ERROR " in x][:5]}
     # The floors log nothing but failed connections ("connection: ..." on stderr). wrk ends each run by closing its
     # connections with requests in flight: hyper reports those as "closed before message completed".
-    for n in ("floor-proxy", "floor-node", "floor-connector", "floor-mux-node", "floor-mux-connector",
-              "floor-fmux-node", "floor-fmux-connector", "floor-h2raw-node", "floor-h2raw-connector", "floor-raw"):
+    for n in FLOOR_PROCESSES:
         try:
             with open(os.path.join(work, n + ".err")) as f:
                 lines = f.read().splitlines()
@@ -926,7 +885,7 @@ def render(a, systems, order, workloads, idle, checks, ferry_log_issues, secs, e
 def targets(systems, order, idle, metric):
     res = []
 
-    names = {"floor": "floor proxy", "floor-relay": "floor relay", "floor-mux": "mux floor relay",
+    names = {"floor": "hyper floor proxy", "floor-relay": "hyper floor relay", "floor-mux": "mux floor relay",
              "floor-h2raw": "h2-raw floor relay", "floor-fmux": "protocol 2 floor relay",
              "floor-raw": "raw-upstream floor proxy",
              "nginx-fwd": "nginx with Ferry's headers"}
@@ -967,42 +926,25 @@ def targets(systems, order, idle, metric):
     # Not targets either: the hyper floor relay (bench/floor) against rathole, and Ferry's relay against the floor,
     # for how much of the gap to rathole any relay built on hyper would have, and how much is Ferry's own.
     ref = "(reference, not a target)"
-    fr = {"ours": "floor-relay", "reference": True}
-    cmp(f"{ref} hyper floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
-        **fr)
-    cmp(f"{ref} hyper floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
-        ("small_c64", "cpu_us_req"), False, unit=" µs", **fr)
-    cmp(f"{ref} hyper floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
-        unit=" ms", **fr)
-    # The lighter tunnel's floor (bench/floor/src/mux.rs): what a relay that keeps hyper's HTTP/1.1 server in the
-    # node but multiplexes plain frames instead of HTTP/2, and does not parse requests in the connector, spends.
-    fm = {"ours": "floor-mux", "reference": True}
-    cmp(f"{ref} mux floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
-        **fm)
-    cmp(f"{ref} mux floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
-        ("small_c64", "cpu_us_req"), False, unit=" µs", **fm)
-    cmp(f"{ref} mux floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
-        unit=" ms", **fm)
-    cmp(f"{ref} mux floor relay 10 MiB GET vs rathole", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s",
-        **fm)
-    cmp(f"{ref} mux floor relay 10 MiB POST vs rathole", ("post10m", "mibps"), ("post10m", "mibps"),
+    def floor_rows(key, theirs):
+        """A floor against a reference: req/s, CPU per request and the concurrency-1 median."""
+        name, kw = names[key], {"ours": key, "theirs": theirs, "reference": True}
+        cmp(f"{ref} {name} req/s vs {theirs} (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"), **kw)
+        cmp(f"{ref} {name} CPU per request vs {theirs}", ("small_c64", "cpu_us_req"), ("small_c64", "cpu_us_req"),
+            False, unit=" µs", **kw)
+        cmp(f"{ref} {name} c=1 p50 vs {theirs}", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False, unit=" ms",
+            **kw)
+
+    # The relay floors: hyper's (HTTP/2 between node and connector), the lighter tunnel's (plain frames, no parsing
+    # in the connector: bench/floor/src/mux.rs), the same on Ferry's own protocol 2 connection (ferrymux.rs), and
+    # with HTTP/2 through the h2 crate carrying HTTP/1.1 bytes (h2raw.rs).
+    for key in ("floor-relay", "floor-mux", "floor-fmux", "floor-h2raw"):
+        floor_rows(key, "rathole")
+    fm = {"ours": "floor-fmux", "reference": True}
+    cmp(f"{ref} protocol 2 floor relay 10 MiB GET vs rathole", ("get10m", "mibps"), ("get10m", "mibps"),
         unit=" MiB/s", **fm)
-    # The mux floor on Ferry's own protocol 2 connection (ferry_tunnel::mux: bench/floor/src/ferrymux.rs).
-    fx = {"ours": "floor-fmux", "reference": True}
-    cmp(f"{ref} protocol 2 floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"),
-        ("small_c64", "rps"), **fx)
-    cmp(f"{ref} protocol 2 floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
-        ("small_c64", "cpu_us_req"), False, unit=" µs", **fx)
-    cmp(f"{ref} protocol 2 floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
-        unit=" ms", **fx)
-    # The same with HTTP/2 kept between them (the h2 crate, HTTP/1.1 bytes in DATA frames: bench/floor/src/h2raw.rs).
-    fh = {"ours": "floor-h2raw", "reference": True}
-    cmp(f"{ref} h2-raw floor relay req/s vs rathole (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
-        **fh)
-    cmp(f"{ref} h2-raw floor relay CPU per request vs rathole", ("small_c64", "cpu_us_req"),
-        ("small_c64", "cpu_us_req"), False, unit=" µs", **fh)
-    cmp(f"{ref} h2-raw floor relay c=1 p50 vs rathole", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
-        unit=" ms", **fh)
+    cmp(f"{ref} protocol 2 floor relay 10 MiB POST vs rathole", ("post10m", "mibps"), ("post10m", "mibps"),
+        unit=" MiB/s", **fm)
     vf = {"theirs": "floor-relay", "reference": True}
     cmp(f"{ref} Ferry relay vs floor relay: req/s (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
         **vf)
@@ -1018,21 +960,9 @@ def targets(systems, order, idle, metric):
         unit=" ms", **gw)
     cmp("gateway 10 MiB GET ≥ 1.0× nginx", ("get10m", "mibps"), ("get10m", "mibps"), unit=" MiB/s", **gw)
     cmp("gateway 10 MiB POST ≥ 1.0× nginx", ("post10m", "mibps"), ("post10m", "mibps"), unit=" MiB/s", **gw)
-    fp = {"ours": "floor", "theirs": "nginx", "reference": True}
-    cmp(f"{ref} hyper floor proxy req/s vs nginx (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
-        **fp)
-    cmp(f"{ref} hyper floor proxy CPU per request vs nginx", ("small_c64", "cpu_us_req"),
-        ("small_c64", "cpu_us_req"), False, unit=" µs", **fp)
-    cmp(f"{ref} hyper floor proxy c=1 p50 vs nginx", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
-        unit=" ms", **fp)
-    # The lighter gateway's floor (bench/floor/src/raw.rs): hyper's server for the client, the upstream by hand.
-    fw = {"ours": "floor-raw", "theirs": "nginx", "reference": True}
-    cmp(f"{ref} raw-upstream floor proxy req/s vs nginx (small GET, c=64)", ("small_c64", "rps"),
-        ("small_c64", "rps"), **fw)
-    cmp(f"{ref} raw-upstream floor proxy CPU per request vs nginx", ("small_c64", "cpu_us_req"),
-        ("small_c64", "cpu_us_req"), False, unit=" µs", **fw)
-    cmp(f"{ref} raw-upstream floor proxy c=1 p50 vs nginx", ("small_c1", "p50_ms"), ("small_c1", "p50_ms"), False,
-        unit=" ms", **fw)
+    # The proxy floors: hyper's, and the lighter gateway's (hyper's server, the upstream side by hand: raw.rs).
+    for key in ("floor", "floor-raw"):
+        floor_rows(key, "nginx")
     vp = {"ours": "gateway", "theirs": "floor", "reference": True}
     cmp(f"{ref} Ferry gateway vs floor proxy: req/s (small GET, c=64)", ("small_c64", "rps"), ("small_c64", "rps"),
         **vp)

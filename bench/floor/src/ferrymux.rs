@@ -5,16 +5,15 @@
 //!   ferry-bench-floor relay-fmux-node LISTEN TUNNEL
 //!   ferry-bench-floor relay-fmux-connector LISTEN ORIGIN
 
-use crate::mux::{
+use crate::common::{
     declared_length, read_answer_head, request_head, response_from_head, reuseport_listener,
 };
-use crate::mux::{runtime, threads, BoxError, OriginConn, Pool};
+use crate::common::{per_core, per_tunnel, serve_clients, status, BoxError, OriginConn, Pool};
 use bytes::Bytes;
 use ferry_tunnel::mux::{self, Event, Mux, MuxOptions, StreamReceiver};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,20 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub fn node(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxError> {
-    let handles: Vec<_> = (0..threads())
-        .map(|_| {
-            std::thread::spawn(move || -> Result<(), String> {
-                runtime()
-                    .map_err(|e| e.to_string())?
-                    .block_on(node_core(listen, tunnel))
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().map_err(|_| "a node thread panicked")??;
-    }
-    Ok(())
+    per_core(move || node_core(listen, tunnel))
 }
 
 async fn node_core(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxError> {
@@ -43,29 +29,18 @@ async fn node_core(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxErro
     let conn = TcpStream::connect(tunnel).await?;
     conn.set_nodelay(true)?;
     let (mux, _none) = mux::start(conn, MuxOptions::default());
-    loop {
-        let (client, _) = listener.accept().await?;
-        client.set_nodelay(true)?;
+    serve_clients(listener, || {
         let mux = mux.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| relay(mux.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(client), service)
-                .await
-            {
-                eprintln!("connection: {e}");
-            }
-        });
-    }
+        service_fn(move |req| relay(mux.clone(), req))
+    })
+    .await
 }
 
 async fn relay(mux: Mux, req: Request<Incoming>) -> Result<Response<FmuxBody>, BoxError> {
     let (parts, mut body) = req.into_parts();
     let length = declared_length(&parts.headers);
     if length.is_none() && !body.is_end_stream() {
-        let mut r = Response::new(FmuxBody::empty());
-        *r.status_mut() = StatusCode::LENGTH_REQUIRED;
-        return Ok(r);
+        return Ok(status(StatusCode::LENGTH_REQUIRED));
     }
     let has_body = length.unwrap_or(0) > 0;
     let (sender, mut receiver) = mux.open(request_head(&parts), !has_body)?.split();
@@ -87,9 +62,7 @@ async fn relay(mux: Mux, req: Request<Incoming>) -> Result<Response<FmuxBody>, B
         });
     }
     let Some(Ok(Event::Head(head, end))) = receiver.recv().await else {
-        let mut r = Response::new(FmuxBody::empty());
-        *r.status_mut() = StatusCode::BAD_GATEWAY;
-        return Ok(r);
+        return Ok(status(StatusCode::BAD_GATEWAY));
     };
     let mut response = response_from_head(
         &head,
@@ -103,18 +76,10 @@ async fn relay(mux: Mux, req: Request<Incoming>) -> Result<Response<FmuxBody>, B
 }
 
 /// An answer's body: the stream's DATA as it arrives.
+#[derive(Default)]
 struct FmuxBody {
     receiver: Option<StreamReceiver>,
     length: u64,
-}
-
-impl FmuxBody {
-    fn empty() -> Self {
-        FmuxBody {
-            receiver: None,
-            length: 0,
-        }
-    }
 }
 
 impl Body for FmuxBody {
@@ -161,25 +126,10 @@ impl Body for FmuxBody {
 // ----------------------------------------------------------------------------------------------- the connector
 
 pub fn connector(listen: SocketAddr, origin: SocketAddr) -> Result<(), BoxError> {
-    let listener = std::net::TcpListener::bind(listen)?;
-    for conn in listener.incoming() {
-        let conn = conn?;
-        std::thread::spawn(move || {
-            let served = runtime()
-                .map_err(BoxError::from)
-                .and_then(|rt| rt.block_on(connector_tunnel(conn, origin)));
-            if let Err(e) = served {
-                eprintln!("connection: tunnel: {e}");
-            }
-        });
-    }
-    Ok(())
+    per_tunnel(listen, move |conn| connector_tunnel(conn, origin))
 }
 
-async fn connector_tunnel(conn: std::net::TcpStream, origin: SocketAddr) -> Result<(), BoxError> {
-    conn.set_nonblocking(true)?;
-    let conn = TcpStream::from_std(conn)?;
-    conn.set_nodelay(true)?;
+async fn connector_tunnel(conn: TcpStream, origin: SocketAddr) -> Result<(), BoxError> {
     let (_mux, mut accepted) = mux::start(conn, MuxOptions::default());
     let pool: Pool = Pool::default();
     while let Some(stream) = accepted.recv().await {

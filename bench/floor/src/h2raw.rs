@@ -9,16 +9,15 @@
 //!   ferry-bench-floor relay-h2raw-node LISTEN TUNNEL
 //!   ferry-bench-floor relay-h2raw-connector LISTEN ORIGIN
 
-use crate::mux::{
+use crate::common::{
     declared_length, read_answer_head, request_head, response_from_head, reuseport_listener,
 };
-use crate::mux::{runtime, threads, BoxError, OriginConn, Pool};
+use crate::common::{per_core, per_tunnel, serve_clients, status, BoxError, OriginConn, Pool};
 use bytes::{Buf, Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,20 +31,7 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 pub fn node(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxError> {
-    let handles: Vec<_> = (0..threads())
-        .map(|_| {
-            std::thread::spawn(move || -> Result<(), String> {
-                runtime()
-                    .map_err(|e| e.to_string())?
-                    .block_on(node_core(listen, tunnel))
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().map_err(|_| "a node thread panicked")??;
-    }
-    Ok(())
+    per_core(move || node_core(listen, tunnel))
 }
 
 async fn node_core(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxError> {
@@ -63,20 +49,11 @@ async fn node_core(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxErro
             eprintln!("connection: tunnel: {e}");
         }
     });
-    loop {
-        let (client, _) = listener.accept().await?;
-        client.set_nodelay(true)?;
+    serve_clients(listener, || {
         let sender = sender.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| relay(sender.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(client), service)
-                .await
-            {
-                eprintln!("connection: {e}");
-            }
-        });
-    }
+        service_fn(move |req| relay(sender.clone(), req))
+    })
+    .await
 }
 
 /// Sends `data` on an HTTP/2 stream within its flow-control window.
@@ -109,9 +86,7 @@ async fn relay(
     let (parts, mut body) = req.into_parts();
     let length = declared_length(&parts.headers);
     if length.is_none() && !body.is_end_stream() {
-        let mut r = Response::new(H2Body::empty());
-        *r.status_mut() = StatusCode::LENGTH_REQUIRED;
-        return Ok(r);
+        return Ok(status(StatusCode::LENGTH_REQUIRED));
     }
     let has_body = length.unwrap_or(0) > 0;
     let head = request_head(&parts);
@@ -176,20 +151,11 @@ async fn relay(
 }
 
 /// An answer's body: what came with its head, then the stream's DATA frames.
+#[derive(Default)]
 struct H2Body {
     recv: Option<RecvStream>,
     first: Bytes,
     length: u64,
-}
-
-impl H2Body {
-    fn empty() -> Self {
-        H2Body {
-            recv: None,
-            first: Bytes::new(),
-            length: 0,
-        }
-    }
 }
 
 impl Body for H2Body {
@@ -236,25 +202,10 @@ impl Body for H2Body {
 // ----------------------------------------------------------------------------------------------- the connector
 
 pub fn connector(listen: SocketAddr, origin: SocketAddr) -> Result<(), BoxError> {
-    let listener = std::net::TcpListener::bind(listen)?;
-    for conn in listener.incoming() {
-        let conn = conn?;
-        std::thread::spawn(move || {
-            let served = runtime()
-                .map_err(BoxError::from)
-                .and_then(|rt| rt.block_on(connector_tunnel(conn, origin)));
-            if let Err(e) = served {
-                eprintln!("connection: tunnel: {e}");
-            }
-        });
-    }
-    Ok(())
+    per_tunnel(listen, move |conn| connector_tunnel(conn, origin))
 }
 
-async fn connector_tunnel(conn: std::net::TcpStream, origin: SocketAddr) -> Result<(), BoxError> {
-    conn.set_nonblocking(true)?;
-    let conn = TcpStream::from_std(conn)?;
-    conn.set_nodelay(true)?;
+async fn connector_tunnel(conn: TcpStream, origin: SocketAddr) -> Result<(), BoxError> {
     let mut h2 = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)

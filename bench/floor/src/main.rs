@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod common;
 mod ferrymux;
 mod h2raw;
 mod mux;

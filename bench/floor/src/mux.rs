@@ -17,12 +17,14 @@
 //! sends is handled: requests and responses with `Content-Length` or without a body; a chunked or
 //! close-delimited answer is a 502. As the h2 floor: no routing, no header rules, no timeouts, no request ids.
 
+use crate::common::{
+    declared_length, read_answer_head, request_head, response_from_head, reuseport_listener,
+};
+use crate::common::{per_core, per_tunnel, serve_clients, status, BoxError, OriginConn, Pool};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,10 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const HEADER_LEN: usize = 12;
 const HEAD: u8 = 1;
@@ -65,19 +65,6 @@ enum Event {
 }
 
 type Streams = Arc<Mutex<HashMap<u32, mpsc::Sender<Event>>>>;
-
-pub fn threads() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
 
 /// Writes the frames queued for a tunnel, as many as are waiting in one write: small frames are gathered in one
 /// buffer; a large payload is written from where it lies.
@@ -139,21 +126,7 @@ where
 // ---------------------------------------------------------------------------------------------------- the node
 
 pub fn node(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxError> {
-    let n = threads();
-    let handles: Vec<_> = (0..n)
-        .map(|_| {
-            std::thread::spawn(move || -> Result<(), String> {
-                runtime()
-                    .map_err(|e| e.to_string())?
-                    .block_on(node_core(listen, tunnel))
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().map_err(|_| "a node thread panicked")??;
-    }
-    Ok(())
+    per_core(move || node_core(listen, tunnel))
 }
 
 struct Tunnel {
@@ -202,84 +175,11 @@ async fn node_core(listen: SocketAddr, tunnel: SocketAddr) -> Result<(), BoxErro
         streams,
         next: AtomicU32::new(1),
     });
-    loop {
-        let (client, _) = listener.accept().await?;
-        client.set_nodelay(true)?;
+    serve_clients(listener, || {
         let tunnel = tunnel.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| relay(tunnel.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(client), service)
-                .await
-            {
-                eprintln!("connection: {e}");
-            }
-        });
-    }
-}
-
-/// A request's head as HTTP/1.1 text, as the node passes it on.
-pub fn request_head(parts: &hyper::http::request::Parts) -> Bytes {
-    let mut head = BytesMut::with_capacity(512);
-    head.put_slice(parts.method.as_str().as_bytes());
-    head.put_u8(b' ');
-    head.put_slice(
-        parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .as_bytes(),
-    );
-    head.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        // hyper answers `Expect: 100-continue` to the client itself; the hop-by-hop headers are the client
-        // connection's (a `Connection: close` would end the pooled origin connection after its answer)
-        if name == hyper::header::EXPECT
-            || name == hyper::header::CONNECTION
-            || name.as_str() == "keep-alive"
-        {
-            continue;
-        }
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
-    }
-    head.put_slice(b"\r\n");
-    head.freeze()
-}
-
-/// A response with the status and headers of an answer's head (the header values are slices of `head`).
-pub fn response_from_head<B>(head: &Bytes, body: B) -> Result<Response<B>, BoxError> {
-    let mut parsed = [httparse::EMPTY_HEADER; 64];
-    let mut answer = httparse::Response::new(&mut parsed);
-    if !matches!(answer.parse(head), Ok(httparse::Status::Complete(_))) {
-        return Err("a malformed answer head".into());
-    }
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::from_u16(answer.code.unwrap_or(502))?;
-    let headers = response.headers_mut();
-    for h in answer.headers.iter() {
-        let value = head.slice_ref(h.value);
-        headers.append(
-            HeaderName::from_bytes(h.name.as_bytes())?,
-            HeaderValue::from_maybe_shared(value)?,
-        );
-    }
-    Ok(response)
-}
-
-/// A listener of its own for one core's runtime, on an address the other cores share (`SO_REUSEPORT`).
-pub fn reuseport_listener(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_reuseport(true)?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(listen)?;
-    socket.listen(1024)
-}
-
-pub fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+        service_fn(move |req| relay(tunnel.clone(), req))
+    })
+    .await
 }
 
 async fn relay(tunnel: Arc<Tunnel>, req: Request<Incoming>) -> Result<Response<MuxBody>, BoxError> {
@@ -326,16 +226,8 @@ async fn relay(tunnel: Arc<Tunnel>, req: Request<Incoming>) -> Result<Response<M
     Ok(response)
 }
 
-fn status(code: StatusCode) -> Response<MuxBody> {
-    let mut r = Response::new(MuxBody {
-        rx: None,
-        length: 0,
-    });
-    *r.status_mut() = code;
-    r
-}
-
 /// A response body fed by the tunnel's reader.
+#[derive(Default)]
 struct MuxBody {
     rx: Option<mpsc::Receiver<Event>>,
     length: u64,
@@ -383,65 +275,10 @@ impl Body for MuxBody {
 // ----------------------------------------------------------------------------------------------- the connector
 
 pub fn connector(listen: SocketAddr, origin: SocketAddr) -> Result<(), BoxError> {
-    let listener = std::net::TcpListener::bind(listen)?;
-    for conn in listener.incoming() {
-        let conn = conn?;
-        std::thread::spawn(move || {
-            let served = runtime()
-                .map_err(BoxError::from)
-                .and_then(|rt| rt.block_on(connector_tunnel(conn, origin)));
-            if let Err(e) = served {
-                eprintln!("connection: tunnel: {e}");
-            }
-        });
-    }
-    Ok(())
+    per_tunnel(listen, move |conn| connector_tunnel(conn, origin))
 }
 
-/// An idle connection to the origin with what it has read beyond the last answer (nothing, for a well-behaved
-/// origin).
-pub struct OriginConn {
-    pub stream: TcpStream,
-    pub buf: BytesMut,
-    /// The origin said `Connection: close` on its last answer: not to be reused.
-    pub closing: bool,
-}
-
-impl OriginConn {
-    pub async fn connect(origin: SocketAddr) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(origin).await?;
-        stream.set_nodelay(true)?;
-        Ok(OriginConn {
-            stream,
-            buf: BytesMut::with_capacity(8 * 1024),
-            closing: false,
-        })
-    }
-
-    /// Writes a request head on an idle connection, or on a new one when there is none or the idle one fails the
-    /// write (the origin closed it meanwhile; nothing of the request has reached the origin then).
-    pub async fn send_head(
-        idle: Option<Self>,
-        origin: SocketAddr,
-        head: &[u8],
-    ) -> std::io::Result<Self> {
-        if let Some(mut conn) = idle {
-            if conn.stream.write_all(head).await.is_ok() {
-                return Ok(conn);
-            }
-        }
-        let mut conn = Self::connect(origin).await?;
-        conn.stream.write_all(head).await?;
-        Ok(conn)
-    }
-}
-
-pub type Pool = Arc<Mutex<Vec<OriginConn>>>;
-
-async fn connector_tunnel(conn: std::net::TcpStream, origin: SocketAddr) -> Result<(), BoxError> {
-    conn.set_nonblocking(true)?;
-    let conn = TcpStream::from_std(conn)?;
-    conn.set_nodelay(true)?;
+async fn connector_tunnel(conn: TcpStream, origin: SocketAddr) -> Result<(), BoxError> {
     let (r, w) = conn.into_split();
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -486,43 +323,6 @@ async fn connector_tunnel(conn: std::net::TcpStream, origin: SocketAddr) -> Resu
     })
     .await?;
     Ok(())
-}
-
-/// Reads an origin's answer head into `conn.buf` (skipping interim answers): its length there and the length of
-/// the body after it (`None`: neither `Content-Length` nor a status without a body, not handled by these floors).
-pub async fn read_answer_head(conn: &mut OriginConn) -> Result<(usize, Option<usize>), BoxError> {
-    loop {
-        let mut parsed = [httparse::EMPTY_HEADER; 64];
-        let mut answer = httparse::Response::new(&mut parsed);
-        if let httparse::Status::Complete(n) = answer.parse(&conn.buf)? {
-            if matches!(answer.code, Some(100..=199)) {
-                conn.buf.advance(n); // an interim answer: not relayed by these floors
-                continue;
-            }
-            let length = answer
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                });
-            let no_body = matches!(answer.code, Some(204 | 304));
-            conn.closing = answer.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
-            });
-            return Ok((n, if no_body { Some(0) } else { length }));
-        }
-        if conn.buf.capacity() - conn.buf.len() < 1024 {
-            conn.buf.reserve(8 * 1024);
-        }
-        if conn.stream.read_buf(&mut conn.buf).await? == 0 {
-            return Err("the origin closed before its answer".into());
-        }
-    }
 }
 
 /// One request: its head and body to an origin connection, the answer's bytes back as they are read.

@@ -7,54 +7,31 @@
 //!
 //!   ferry-bench-floor proxy-raw LISTEN UPSTREAM
 
-use crate::mux::{
+use crate::common::{
     declared_length, read_answer_head, request_head, response_from_head, reuseport_listener,
 };
-use crate::mux::{runtime, threads, BoxError, OriginConn, Pool};
+use crate::common::{per_core, serve_clients, BoxError, OriginConn, Pool};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
 
 pub fn proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), BoxError> {
-    let handles: Vec<_> = (0..threads())
-        .map(|_| {
-            std::thread::spawn(move || -> Result<(), String> {
-                runtime()
-                    .map_err(|e| e.to_string())?
-                    .block_on(core(listen, upstream))
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().map_err(|_| "a proxy thread panicked")??;
-    }
-    Ok(())
+    per_core(move || core(listen, upstream))
 }
 
 async fn core(listen: SocketAddr, upstream: SocketAddr) -> Result<(), BoxError> {
     let listener = reuseport_listener(listen)?;
     let pool: Pool = Pool::default();
-    loop {
-        let (client, _) = listener.accept().await?;
-        client.set_nodelay(true)?;
+    serve_clients(listener, || {
         let pool = pool.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| forward(pool.clone(), upstream, req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(client), service)
-                .await
-            {
-                eprintln!("connection: {e}");
-            }
-        });
-    }
+        service_fn(move |req| forward(pool.clone(), upstream, req))
+    })
+    .await
 }
 
 async fn forward(
