@@ -31,7 +31,8 @@ pub struct MuxOptions {
     pub stream_window: u32,
     /// The connection's window, both ways.
     pub connection_window: u32,
-    /// The most streams open at once on the opening side; more are refused by [`Mux::open`].
+    /// The most streams open at once: more are refused by [`Mux::open`] on the opening side, and reset with
+    /// `REFUSED` on the accepting side.
     pub max_streams: usize,
 }
 
@@ -631,6 +632,14 @@ fn on_frame(
                 return Ok(());
             }
             state.last_accepted = stream;
+            if state.streams.len() >= state.options.max_streams {
+                drop(state);
+                shared.send(Frame::Reset {
+                    stream,
+                    reason: Reason::REFUSED,
+                });
+                return Ok(());
+            }
             let (tx, rx) = mpsc::unbounded_channel();
             let mut slot = new_slot(&state.options, tx);
             slot.received_end = end_stream;
@@ -1019,5 +1028,49 @@ mod tests {
                 .expect("in time")
                 .expect("client");
         }
+    }
+
+    #[tokio::test]
+    async fn streams_past_the_limit_are_refused_by_the_accepting_end() {
+        let (raw, ours): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
+        let options = MuxOptions {
+            max_streams: 1,
+            ..MuxOptions::default()
+        };
+        let (_mux, mut accepted) = start(ours, options);
+        let (mut raw_read, mut raw_write) = tokio::io::split(raw);
+        let mut out = BytesMut::new();
+        for stream in [1, 3] {
+            Frame::Head {
+                stream,
+                end_stream: false,
+                head: Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
+            }
+            .encode(&mut out);
+        }
+        raw_write.write_all(&out).await.expect("write");
+        let first = accept(&mut accepted).await;
+        assert_eq!(first.id(), 1);
+        let mut seen = BytesMut::new();
+        let refused = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(frame) = Frame::decode(&mut seen, u32::MAX).expect("valid") {
+                    return frame;
+                }
+                assert!(
+                    raw_read.read_buf(&mut seen).await.expect("read") > 0,
+                    "no answer"
+                );
+            }
+        })
+        .await
+        .expect("in time");
+        assert_eq!(
+            refused,
+            Frame::Reset {
+                stream: 3,
+                reason: Reason::REFUSED
+            }
+        );
     }
 }
