@@ -739,7 +739,7 @@ fn on_frame(
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tokio::io::DuplexStream;
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 
     const WAIT: Duration = Duration::from_secs(5);
 
@@ -762,6 +762,32 @@ mod tests {
             .await
             .expect("in time")
             .expect("a stream")
+    }
+
+    type RawPeer = (ReadHalf<DuplexStream>, WriteHalf<DuplexStream>);
+
+    /// A connection whose peer is raw bytes, for writing frames by hand and reading what this end sends.
+    fn raw_peer(options: MuxOptions) -> (Mux, mpsc::UnboundedReceiver<Stream>, RawPeer) {
+        let (raw, ours) = tokio::io::duplex(64 * 1024);
+        let (mux, accepted) = start(ours, options);
+        (mux, accepted, tokio::io::split(raw))
+    }
+
+    /// The next whole frame a raw peer reads, within [`WAIT`].
+    async fn next_frame(read: &mut (impl AsyncRead + Unpin), seen: &mut BytesMut) -> Frame {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(frame) = Frame::decode(seen, u32::MAX).expect("valid") {
+                    return frame;
+                }
+                assert!(
+                    read.read_buf(seen).await.expect("read") > 0,
+                    "the connection ended"
+                );
+            }
+        })
+        .await
+        .expect("in time")
     }
 
     #[tokio::test]
@@ -886,12 +912,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_frame_too_large_ends_the_connection_with_a_goaway() {
-        let (raw, ours): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
-        let (node, _accepted) = start(ours, MuxOptions::default());
+        let (node, _accepted, (mut raw_read, mut raw_write)) = raw_peer(MuxOptions::default());
         let mut open = node
             .open(Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"), true)
             .expect("open");
-        let (mut raw_read, mut raw_write) = tokio::io::split(raw);
         let mut header = ferry_proto::frames::data_header(1, false, 0).to_vec();
         header[8..].copy_from_slice(&(ferry_proto::frames::DEFAULT_MAX_PAYLOAD + 1).to_be_bytes());
         raw_write.write_all(&header).await.expect("write");
@@ -899,21 +923,11 @@ mod tests {
         assert!(node.is_closed());
         // what the peer read: our HEAD, then a GOAWAY saying why
         let mut seen = BytesMut::new();
-        let goaway = tokio::time::timeout(WAIT, async {
-            loop {
-                while let Some(frame) = Frame::decode(&mut seen, u32::MAX).expect("valid") {
-                    if let Frame::GoAway { reason, .. } = frame {
-                        return reason;
-                    }
-                }
-                assert!(
-                    raw_read.read_buf(&mut seen).await.expect("read") > 0,
-                    "no GOAWAY"
-                );
+        let goaway = loop {
+            if let Frame::GoAway { reason, .. } = next_frame(&mut raw_read, &mut seen).await {
+                break reason;
             }
-        })
-        .await
-        .expect("in time");
+        };
         assert_eq!(goaway, Reason::FRAME_SIZE);
         assert!(matches!(
             node.open(Bytes::new(), true),
@@ -923,9 +937,7 @@ mod tests {
 
     #[tokio::test]
     async fn pings_are_answered_and_a_goaway_stops_new_streams() {
-        let (raw, ours): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
-        let (node, _accepted) = start(ours, MuxOptions::default());
-        let (mut raw_read, mut raw_write) = tokio::io::split(raw);
+        let (node, _accepted, (mut raw_read, mut raw_write)) = raw_peer(MuxOptions::default());
         let mut out = BytesMut::new();
         Frame::Ping {
             ack: false,
@@ -938,20 +950,7 @@ mod tests {
         }
         .encode(&mut out);
         raw_write.write_all(&out).await.expect("write");
-        let mut seen = BytesMut::new();
-        let pong = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(frame) = Frame::decode(&mut seen, u32::MAX).expect("valid") {
-                    return frame;
-                }
-                assert!(
-                    raw_read.read_buf(&mut seen).await.expect("read") > 0,
-                    "no answer"
-                );
-            }
-        })
-        .await
-        .expect("in time");
+        let pong = next_frame(&mut raw_read, &mut BytesMut::new()).await;
         assert_eq!(
             pong,
             Frame::Ping {
@@ -1032,13 +1031,11 @@ mod tests {
 
     #[tokio::test]
     async fn streams_past_the_limit_are_refused_by_the_accepting_end() {
-        let (raw, ours): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
         let options = MuxOptions {
             max_streams: 1,
             ..MuxOptions::default()
         };
-        let (_mux, mut accepted) = start(ours, options);
-        let (mut raw_read, mut raw_write) = tokio::io::split(raw);
+        let (_mux, mut accepted, (mut raw_read, mut raw_write)) = raw_peer(options);
         let mut out = BytesMut::new();
         for stream in [1, 3] {
             Frame::Head {
@@ -1051,20 +1048,7 @@ mod tests {
         raw_write.write_all(&out).await.expect("write");
         let first = accept(&mut accepted).await;
         assert_eq!(first.id(), 1);
-        let mut seen = BytesMut::new();
-        let refused = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(frame) = Frame::decode(&mut seen, u32::MAX).expect("valid") {
-                    return frame;
-                }
-                assert!(
-                    raw_read.read_buf(&mut seen).await.expect("read") > 0,
-                    "no answer"
-                );
-            }
-        })
-        .await
-        .expect("in time");
+        let refused = next_frame(&mut raw_read, &mut BytesMut::new()).await;
         assert_eq!(
             refused,
             Frame::Reset {
