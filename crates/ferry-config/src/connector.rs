@@ -37,6 +37,9 @@ pub struct ConnectorConfig {
     /// How the tunnel is carried: `auto` (the default: the `ferry-tunnel/1` upgrade, and a WebSocket when that
     /// upgrade is refused or stripped on the way), `upgrade` (never a WebSocket) or `websocket` (always).
     pub transport: TransportMode,
+    /// The newest tunnel protocol to offer (docs/protocol.md §9): 2, the default, offers protocol 2 and 1 and
+    /// the node picks (a node of an earlier release answers 1); 1 offers protocol 1 (the reversed HTTP/2) only.
+    pub tunnel_protocol: u8,
     /// This connector's id; default: a random UUID per start.
     pub connector_id: Option<String>,
     pub targets: Vec<TargetConfig>,
@@ -94,6 +97,7 @@ impl Default for ConnectorConfig {
             proxy: None,
             proxy_auth_file: None,
             transport: TransportMode::Auto,
+            tunnel_protocol: 2,
             connector_id: None,
             targets: Vec::new(),
             reconnect_min_delay: Duration::from_millis(500),

@@ -236,6 +236,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         EnvKind::Text,
     ),
     (
+        "FERRY_TUNNEL_PROTOCOL",
+        "connector.tunnel_protocol",
+        EnvKind::Integer,
+    ),
+    (
         "FERRY_CONNECTOR_ID",
         "connector.connector_id",
         EnvKind::Text,

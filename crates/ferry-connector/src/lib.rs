@@ -22,6 +22,7 @@ use ferry_tunnel::{Transport, TunnelError, TunnelIo, TunnelOptions};
 use relay::{Relay, Target, Timeouts};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -160,6 +161,12 @@ fn validate(config: &ConnectorConfig) -> Result<Settings, ConnectorError> {
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
+    if !matches!(config.tunnel_protocol, 1 | 2) {
+        return Err(config_error(
+            "connector.tunnel_protocol",
+            format!("{} is not a tunnel protocol: 2 (the default) or 1", config.tunnel_protocol),
+        ));
+    }
     if config.max_concurrent_streams == 0 {
         return Err(config_error(
             "connector.max_concurrent_streams",
@@ -457,6 +464,8 @@ async fn tunnel_loop(
                 tls: tunnel_tls.clone(),
                 transport: way.transport,
                 proxy: server_proxy.clone().map(|p| (p, way.proxy_mode)),
+                protocol: config.tunnel_protocol,
+                max_streams: config.max_concurrent_streams,
             };
             // At most: CONNECT refused → the request in absolute form → its upgrade stripped → a WebSocket.
             for _ in 0..3 {
@@ -499,7 +508,12 @@ async fn tunnel_loop(
             () = &mut shutdown => return Ok(()),
         };
         let delay = match attempt {
-            Ok(((io, node_id), transport, proxy)) => {
+            Ok((dialled, transport, proxy)) => {
+                let client::Dialled {
+                    io,
+                    node_id,
+                    protocol,
+                } = dialled;
                 way.transport = transport;
                 let via = match &proxy {
                     Some((proxy, mode)) => {
@@ -509,7 +523,7 @@ async fn tunnel_loop(
                     None => "direct".to_owned(),
                 };
                 tracing::info!(
-                    server, node_id = %node_id, connector_id, transport = %transport, via = %via,
+                    server, node_id = %node_id, connector_id, transport = %transport, via = %via, protocol,
                     "tunnel established"
                 );
                 let io: TunnelIo = io;
@@ -524,9 +538,33 @@ async fn tunnel_loop(
                     // move into one (docs/performance.md, "Changes and their effect").
                     Box::pin(async move { Ok::<_, Infallible>(relay.handle(req).await) })
                 });
-                let serve = client::serve(io, service, &tunnel_opts, async move {
+                let drain = async move {
                     let _ = drain_rx.await;
-                });
+                };
+                let serve: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = if protocol == 2 {
+                    let options = ferry_tunnel::mux::MuxOptions {
+                        stream_window: tunnel_opts.stream_window,
+                        connection_window: tunnel_opts.connection_window_in_use(),
+                        max_streams: tunnel_opts.max_concurrent_streams as usize,
+                        keepalive_interval: tunnel_opts.keepalive_interval,
+                        keepalive_timeout: tunnel_opts.keepalive_timeout,
+                        ..Default::default()
+                    };
+                    let stream_relay = relay.clone();
+                    let handle = move |req| {
+                        let relay = stream_relay.clone();
+                        async move { relay.handle(req).await }
+                    };
+                    Box::pin(ferry_tunnel::exchange::serve(
+                        hyper_util::rt::TokioIo::new(io),
+                        options,
+                        handle,
+                        drain,
+                    ))
+                } else {
+                    let serve = client::serve(io, service, &tunnel_opts, drain);
+                    Box::pin(async move { serve.await.map_err(|e| e.to_string()) })
+                };
                 tokio::pin!(serve);
                 let ended = tokio::select! {
                     result = &mut serve => result,

@@ -16,6 +16,7 @@ use ferry_proto::tunnel::{
     CONTROL, CONTROL_SETTINGS, HOST_MODE, MAX_CONTROL_BODY, REQUEST_ID, SETTINGS_PATH, TARGET,
 };
 use ferry_proto::{ErrorCode, ErrorReply, TenantSettings};
+use ferry_tunnel::exchange::PendingUpgrade;
 use ferry_tunnel::{BoxError, TunnelBody};
 use http::header::{HeaderMap, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -27,6 +28,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -392,7 +394,23 @@ impl Relay {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let stream_upgrade = hyper::upgrade::on(&mut req);
+        // the stream's side: protocol 2 hands it over once the answer is sent, protocol 1 through hyper
+        let stream_upgrade: Pin<Box<dyn Future<Output = Result<Box<dyn UpgradedIo>, BoxError>> + Send>> =
+            match req.extensions_mut().remove::<PendingUpgrade>() {
+                Some(pending) => Box::pin(async move {
+                    pending
+                        .upgraded()
+                        .await
+                        .map(|io| Box::new(io) as Box<dyn UpgradedIo>)
+                }),
+                None => {
+                    let on = hyper::upgrade::on(&mut req);
+                    Box::pin(async move {
+                        let upgraded = on.await?;
+                        Ok(Box::new(TokioIo::new(upgraded)) as Box<dyn UpgradedIo>)
+                    })
+                }
+            };
         let (parts, _body) = req.into_parts();
         let mut out = match target_request(target, parts, request_id) {
             Ok(out) => out,
@@ -432,14 +450,14 @@ impl Relay {
         let target_name = target.name.clone();
         let rid = request_id.to_owned();
         tokio::spawn(async move {
-            let (stream, target) = match tokio::try_join!(stream_upgrade, target_upgrade) {
+            let target_upgrade = async move { target_upgrade.await.map_err(BoxError::from) };
+            let (mut stream, target) = match tokio::try_join!(stream_upgrade, target_upgrade) {
                 Ok(pair) => pair,
                 Err(error) => {
                     tracing::debug!(%tenant, target = %target_name, request_id = %rid, %error, "upgrade failed");
                     return;
                 }
             };
-            let mut stream = TokioIo::new(stream);
             let mut target = TokioIo::new(target);
             match tokio::io::copy_bidirectional(&mut stream, &mut target).await {
                 Ok((up, down)) => tracing::debug!(
@@ -512,6 +530,10 @@ impl Relay {
         })
     }
 }
+
+/// A stream's side of an upgraded connection, in either protocol.
+trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpgradedIo for T {}
 
 /// The request id of a stream: `ferry-request-id` (sent by earlier nodes), else `x-request-id` (set by the
 /// node), else a new one.

@@ -11,9 +11,13 @@ use http::HeaderName;
 pub const TUNNEL_PATH: &str = "/_ferry/tunnel";
 /// The `Upgrade` token of the tunnel protocol, versioned.
 pub const UPGRADE_PROTOCOL: &str = "ferry-tunnel/1";
+/// The `Upgrade` token of tunnel protocol 2 (docs/protocol.md §9).
+pub const UPGRADE_PROTOCOL_2: &str = "ferry-tunnel/2";
 /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) of the tunnel's WebSocket transport: the same stream as
 /// after `Upgrade: ferry-tunnel/1`, carried in binary WebSocket messages.
 pub const WEBSOCKET_PROTOCOL: &str = "ferry-tunnel.v1";
+/// The WebSocket subprotocol of tunnel protocol 2 (docs/protocol.md §9).
+pub const WEBSOCKET_PROTOCOL_2: &str = "ferry-tunnel.v2";
 /// Path of Ferry's built-in OAuth 2 token endpoint (client credentials).
 pub const TOKEN_PATH: &str = "/oauth/token";
 
@@ -25,6 +29,9 @@ pub const TARGETS: HeaderName = HeaderName::from_static("ferry-targets");
 pub const CONNECTOR_VERSION: HeaderName = HeaderName::from_static("ferry-connector-version");
 /// Handshake response: the id of the Ferry node that accepted the tunnel.
 pub const NODE_ID: HeaderName = HeaderName::from_static("ferry-node-id");
+/// Protocol 2 handshake: the most streams the connector takes at once on the tunnel (protocol 1 says it in
+/// HTTP/2 SETTINGS).
+pub const MAX_STREAMS: HeaderName = HeaderName::from_static("ferry-max-streams");
 
 /// Tunnel request: which of the connector's targets the stream is for.
 pub const TARGET: HeaderName = HeaderName::from_static("ferry-target");

@@ -438,16 +438,14 @@ impl Relay {
                 };
                 match (upgrade, client_upgrade) {
                     (Some(protocol), Some(client_upgrade)) if resp.status() == StatusCode::OK => {
-                        let (head, body) = resp.into_parts();
-                        let tunnel_upgrade =
-                            hyper::upgrade::on(Response::from_parts(head.clone(), body));
+                        let headers = resp.headers().clone();
                         let pipe = async move {
-                            tunnel_upgrade
+                            crate::local::upgraded(resp)
                                 .await
-                                .map(|u| Box::new(TokioIo::new(u)) as Box<dyn Io>)
+                                .map(|u| Box::new(u) as Box<dyn Io>)
                         };
                         Ok(bridge_upgrade(
-                            head.headers,
+                            headers,
                             client_upgrade,
                             protocol,
                             guard,
@@ -671,7 +669,7 @@ fn bridge_upgrade<P>(
     pipe: P,
 ) -> Response<Body>
 where
-    P: std::future::Future<Output = Result<Box<dyn Io>, hyper::Error>> + Send + 'static,
+    P: std::future::Future<Output = Result<Box<dyn Io>, BoxError>> + Send + 'static,
 {
     strip_hop_by_hop(&mut headers);
     let request_id = request_id.to_owned();
@@ -691,6 +689,7 @@ where
     }
     tokio::spawn(async move {
         let _guard = guard;
+        let client_upgrade = async move { client_upgrade.await.map_err(BoxError::from) };
         let (client, mut tunnel) = match tokio::try_join!(client_upgrade, pipe) {
             Ok(pair) => pair,
             Err(e) => {

@@ -11,11 +11,10 @@ use crate::cluster::origin::{RemoteAnswer, Sent};
 use crate::cluster::presence::Lookup;
 use crate::cluster::Cluster;
 use crate::hub::Hub;
-use crate::local::{self, LocalOutcome};
+use crate::local::{self, LocalOutcome, TunnelReply};
 use crate::registry::TunnelSlot;
 use ferry_http::Body;
 use ferry_proto::{ErrorCode, ErrorReply, TargetName, TenantName};
-use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +92,7 @@ const UNKNOWN_TARGET_GRACE: Duration = Duration::from_secs(1);
 /// Where a request was answered.
 pub(crate) enum Answer {
     /// By a connector on this node: hold the slot until the response body ends.
-    Local(Response<Incoming>, TunnelSlot),
+    Local(Response<TunnelReply>, TunnelSlot),
     /// By a connector on another node.
     Remote(RemoteAnswer),
 }
@@ -143,7 +142,7 @@ impl Dispatcher {
             if let Some(entry) = self.hub.as_ref().and_then(|h| h.registry.get(out.tenant)) {
                 match local::try_send(&entry, out.target, req).await {
                     LocalOutcome::Sent(resp, slot) => return Ok(Answer::Local(resp, slot)),
-                    LocalOutcome::Lost(e) => return Err(RelayError::ConnectorLost(e.to_string())),
+                    LocalOutcome::Lost(e) => return Err(RelayError::ConnectorLost(e)),
                     LocalOutcome::NoTunnel(r) => req = r,
                     LocalOutcome::NoSuchTarget(r) => {
                         tenant_elsewhere = true;

@@ -7,6 +7,7 @@
 //! sink, which drives presence and the dispatch-queue subscriptions.
 
 use crate::metrics::Refusal;
+use crate::local::{SendFailure, TunnelSender};
 use crate::registry::{NewTunnel, Registry, Tunnel};
 use crate::tenants::TenantCache;
 use ferry_auth::TokenVerifier;
@@ -21,6 +22,9 @@ use http::{Method, Request, Response, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A tunnel's connection, until it ends (`Err` with why when it broke).
+type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// How long a settings push may take before it is given up (the connector keeps its old settings).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,6 +66,20 @@ impl Hub {
     /// Take no new tunnels from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The limits of a protocol 2 tunnel: protocol 1's windows and keep-alive, and the most streams the connector
+    /// said it takes.
+    fn mux_options(&self, max_streams: usize) -> ferry_tunnel::mux::MuxOptions {
+        let o = &self.tunnel_options;
+        ferry_tunnel::mux::MuxOptions {
+            stream_window: o.stream_window,
+            connection_window: o.connection_window_in_use(),
+            max_streams,
+            keepalive_interval: o.keepalive_interval,
+            keepalive_timeout: o.keepalive_timeout,
+            ..Default::default()
+        }
     }
 
     /// Close every tunnel (after the in-flight requests finished, or at the drain deadline).
@@ -199,6 +217,8 @@ impl Hub {
         let hub = self.clone();
         let accept = ferry_tunnel::server::accept_headers(&handshake, &self.node_id);
         let transport = handshake.transport;
+        let protocol = handshake.protocol;
+        let max_streams = handshake.max_streams;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -208,15 +228,32 @@ impl Hub {
                 }
             };
             let io = ferry_tunnel::TunnelIo::new(upgraded, transport, false).await;
-            let (sender, connection) = match ferry_tunnel::server::open(io, &hub.tunnel_options)
-                .await
-            {
-                Ok(pair) => pair,
-                Err(e) => {
-                    hub.tenants.metrics().refused(Refusal::Handshake);
-                    tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
-                    return;
+            let (sender, connection) = match protocol {
+                2 => {
+                    let options = hub.mux_options(max_streams);
+                    let (mux, _none) = ferry_tunnel::mux::start(
+                        hyper_util::rt::TokioIo::new(io),
+                        options.clone(),
+                    );
+                    let closed = mux.closed();
+                    let connection: Connection = Box::pin(async move { Err(closed.await) });
+                    (
+                        TunnelSender::Mux(ferry_tunnel::exchange::Sender::new(mux, &options)),
+                        connection,
+                    )
                 }
+                _ => match ferry_tunnel::server::open(io, &hub.tunnel_options).await {
+                    Ok((sender, conn)) => {
+                        let connection: Connection =
+                            Box::pin(async move { conn.await.map_err(|e| e.to_string()) });
+                        (TunnelSender::Http2(sender), connection)
+                    }
+                    Err(e) => {
+                        hub.tenants.metrics().refused(Refusal::Handshake);
+                        tracing::warn!(%remote_addr, tenant = %tenant, "tunnel handshake failed: {e}");
+                        return;
+                    }
+                },
             };
             let connector_id = handshake.connector_id.clone();
             let tunnel = hub.registry.attach(
@@ -234,7 +271,7 @@ impl Hub {
             let targets: Vec<&str> = tunnel.targets.iter().map(|t| t.as_str()).collect();
             let targets = targets.join(",");
             let version = handshake.version.as_deref().unwrap_or("unknown");
-            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, core = tunnel.core, "tunnel attached");
+            tracing::info!(tenant = %tenant, connector_id, %remote_addr, targets, version, transport = %transport, protocol, core = tunnel.core, "tunnel attached");
             hub.record_connection(&tunnel);
             hub.tenants.metrics().attached(tenant.as_str());
             hub.push_settings_to(&tunnel);
@@ -423,10 +460,11 @@ async fn push(tunnel: &Tunnel, settings: &TenantSettings) {
         .insert(CONTROL, HeaderValue::from_static(CONTROL_SETTINGS));
     req.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let mut sender = tunnel.sender.clone();
     let sent = tokio::time::timeout(PUSH_TIMEOUT, async {
-        sender.ready().await?;
-        sender.send_request(req).await
+        match tunnel.sender.send(req).await {
+            Ok(resp) => Ok(resp),
+            Err(SendFailure::Unsent(_, why) | SendFailure::Lost(why)) => Err(why),
+        }
     })
     .await;
     match sent {

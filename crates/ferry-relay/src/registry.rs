@@ -298,10 +298,12 @@ impl Registry {
             .collect()
     }
 
-    /// Drop every tunnel's sender: each tunnel closes once its in-flight streams are done.
+    /// Drop every tunnel's sender: each tunnel closes once its in-flight streams are done (a protocol 2 tunnel
+    /// is told with a GOAWAY, so that its connector reconnects).
     pub fn close_all(&self) -> usize {
         let all = self.all_tunnels();
         for t in &all {
+            t.sender.go_away();
             self.detach(t);
         }
         all.len()
@@ -339,7 +341,7 @@ pub(crate) mod test_support {
             let _server = server;
             let _ = conn.await;
         });
-        sender
+        TunnelSender::Http2(sender)
     }
 
     /// A tunnel of `secret_id` serving `targets`.

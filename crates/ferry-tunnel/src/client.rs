@@ -14,7 +14,8 @@ use crate::{
 use bytes::Bytes;
 use ferry_proto::headers::FERRY_ERROR;
 use ferry_proto::tunnel::{
-    CONNECTOR_ID, CONNECTOR_VERSION, NODE_ID, TARGETS, TUNNEL_PATH, UPGRADE_PROTOCOL,
+    CONNECTOR_ID, CONNECTOR_VERSION, MAX_STREAMS, NODE_ID, TARGETS, TUNNEL_PATH, UPGRADE_PROTOCOL,
+    UPGRADE_PROTOCOL_2, WEBSOCKET_PROTOCOL_2,
 };
 use ferry_proto::TargetName;
 use http::header::{
@@ -51,6 +52,21 @@ pub struct DialOptions {
     pub transport: Transport,
     /// The proxy to go through, if any, and how.
     pub proxy: Option<(Proxy, ProxyMode)>,
+    /// The newest tunnel protocol to offer: 2 offers 2 and 1 (the node picks), 1 offers 1 only.
+    pub protocol: u8,
+    /// The most streams this connector takes at once on the tunnel (sent as `ferry-max-streams`).
+    pub max_streams: u32,
+}
+
+/// A tunnel dialled and upgraded.
+pub struct Dialled {
+    /// The upgraded connection: serve protocol 1 on it with [`serve`], protocol 2 with
+    /// [`crate::exchange::serve`].
+    pub io: TunnelIo,
+    /// The node's id (`ferry-node-id`), empty if the node sent none.
+    pub node_id: String,
+    /// The tunnel protocol the node chose: 1 or 2.
+    pub protocol: u8,
 }
 
 /// How the tunnel goes through a proxy.
@@ -215,10 +231,10 @@ impl ServerUrl {
 /// Dial a node: TCP (directly, or through a proxy's `CONNECT`), TLS (with SNI) for an `https://` server, then the
 /// HTTP/1.1 upgrade of docs/protocol.md §2 to `ferry-tunnel/1` or to a WebSocket (`opts.transport`).
 ///
-/// Returns the upgraded connection, on which the caller runs [`serve`], and the node's id (`ferry-node-id`,
-/// empty if the node sent none). An answer other than `101` is [`DialError::Refused`] with its status and body.
+/// Returns the upgraded connection with the node's id and the protocol the node chose (see [`Dialled`]). An
+/// answer other than `101` is [`DialError::Refused`] with its status and body.
 /// Has no timeout of its own: wrap it in one.
-pub async fn dial(opts: &DialOptions) -> Result<(TunnelIo, String), DialError> {
+pub async fn dial(opts: &DialOptions) -> Result<Dialled, DialError> {
     let url = ServerUrl::parse(&opts.server)?;
     match &opts.proxy {
         None => {
@@ -284,7 +300,7 @@ async fn upgrade<T>(
     opts: &DialOptions,
     url: &ServerUrl,
     forward: Option<&Proxy>,
-) -> Result<(TunnelIo, String), DialError>
+) -> Result<Dialled, DialError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -304,7 +320,11 @@ where
         .header(CONNECTION, "Upgrade");
     let ws_key = match opts.transport {
         Transport::Upgrade => {
-            req = req.header(UPGRADE, UPGRADE_PROTOCOL);
+            req = if opts.protocol >= 2 {
+                req.header(UPGRADE, format!("{UPGRADE_PROTOCOL_2}, {UPGRADE_PROTOCOL}"))
+            } else {
+                req.header(UPGRADE, UPGRADE_PROTOCOL)
+            };
             None
         }
         Transport::WebSocket => {
@@ -313,7 +333,14 @@ where
                 .header(UPGRADE, "websocket")
                 .header(SEC_WEBSOCKET_VERSION, "13")
                 .header(SEC_WEBSOCKET_KEY, &key)
-                .header(SEC_WEBSOCKET_PROTOCOL, ws::SUBPROTOCOL);
+                .header(
+                    SEC_WEBSOCKET_PROTOCOL,
+                    if opts.protocol >= 2 {
+                        format!("{WEBSOCKET_PROTOCOL_2}, {}", ws::SUBPROTOCOL)
+                    } else {
+                        ws::SUBPROTOCOL.to_owned()
+                    },
+                );
             Some(key)
         }
     };
@@ -325,6 +352,7 @@ where
         .header(CONNECTOR_ID, &opts.connector_id)
         .header(TARGETS, targets)
         .header(CONNECTOR_VERSION, env!("CARGO_PKG_VERSION"))
+        .header(MAX_STREAMS, opts.max_streams)
         .body(Empty::<Bytes>::new())
         .map_err(DialError::Request)?;
 
@@ -362,9 +390,24 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let asked = match opts.transport {
-        Transport::Upgrade => UPGRADE_PROTOCOL,
-        Transport::WebSocket => "websocket",
+    let (asked, chosen) = match opts.transport {
+        Transport::Upgrade if opts.protocol >= 2 && protocol.eq_ignore_ascii_case(UPGRADE_PROTOCOL_2) => {
+            (UPGRADE_PROTOCOL_2, 2)
+        }
+        Transport::Upgrade => (UPGRADE_PROTOCOL, 1),
+        Transport::WebSocket => {
+            let sub = res
+                .headers()
+                .get(SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let chosen = if opts.protocol >= 2 && sub.trim().eq_ignore_ascii_case(WEBSOCKET_PROTOCOL_2) {
+                2
+            } else {
+                1
+            };
+            ("websocket", chosen)
+        }
     };
     if !protocol.eq_ignore_ascii_case(asked) {
         return Err(DialError::WrongProtocol {
@@ -391,7 +434,11 @@ where
     let upgraded = hyper::upgrade::on(&mut res)
         .await
         .map_err(DialError::Http)?;
-    Ok((TunnelIo::new(upgraded, opts.transport, true).await, node_id))
+    Ok(Dialled {
+        io: TunnelIo::new(upgraded, opts.transport, true).await,
+        node_id,
+        protocol: chosen,
+    })
 }
 
 /// Most bytes of a refusal's body kept for the log.

@@ -3,16 +3,19 @@
 //! Owns: the connector's dial and HTTP/1.1 upgrade ([`client::dial`]), directly or through an HTTP proxy
 //! ([`proxy`]: `CONNECT`, proxy credentials, `HTTPS_PROXY`/`NO_PROXY`), the two transports ([`ws`]: the default
 //! `Upgrade: ferry-tunnel/1`, and the same stream in WebSocket messages), the node's handshake checks and its
-//! 101 answer ([`server::parse_handshake`], [`server::accept_headers`]), the reversed HTTP/2 on the upgraded
+//! 101 answer with the protocol chosen ([`server::parse_handshake`], [`server::accept_headers`]: 2 when the connector
+//! offers it, else 1), protocol 1: the reversed HTTP/2 on the upgraded
 //! connection with its settings, windows and keep-alive pings (the node is the HTTP/2 client, [`server::open`];
 //! the connector the HTTP/2 server, [`client::serve`]), the TLS client configuration (whose certificate errors
-//! name the issuer, [`tls`]), the reconnect [`backoff`], and the connection of tunnel protocol 2 ([`mux`]: streams,
-//! windows, resets; not yet used by either end).
-//! Does not own: tokens (issuing or checking), tenants, targets, routing, or what a stream carries.
+//! name the issuer, [`tls`]), the reconnect [`backoff`], and protocol 2: the connection ([`mux`]: streams,
+//! windows, resets, keep-alive) with the HTTP messages it carries ([`exchange`]: heads as HTTP/1.1 text, the node's
+//! sender, the connector's stream server).
+//! Does not own: tokens (issuing or checking), tenants, targets, routing, or what a request asks of a target.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod client;
+pub mod exchange;
 pub mod mux;
 pub mod proxy;
 pub mod server;

@@ -3,7 +3,8 @@
 //!
 //! Token checking, tenants and routing are not here: the node's HTTP handler checks the bearer token, calls
 //! [`parse_handshake`], answers `101` with [`switching_protocols_headers`], and once `hyper::upgrade::on` resolves
-//! calls [`open`].
+//! calls [`open`] for protocol 1, or starts a [`crate::mux`] connection with an [`crate::exchange::Sender`] for
+//! protocol 2 ([`Handshake::protocol`]).
 //!
 //! # Sending a request on a tunnel, and re-routing one that was never sent
 //!
@@ -41,7 +42,10 @@
 
 use crate::ws::{self, Transport};
 use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
-use ferry_proto::tunnel::{CONNECTOR_ID, CONNECTOR_VERSION, NODE_ID, TARGETS, UPGRADE_PROTOCOL};
+use ferry_proto::tunnel::{
+    CONNECTOR_ID, CONNECTOR_VERSION, MAX_STREAMS, NODE_ID, TARGETS, UPGRADE_PROTOCOL, UPGRADE_PROTOCOL_2,
+    WEBSOCKET_PROTOCOL_2,
+};
 use ferry_proto::{ErrorCode, ErrorReply, TargetName};
 use http::header::{
     HeaderMap, HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
@@ -63,9 +67,20 @@ pub struct Handshake {
     pub version: Option<String>,
     /// The transport asked for: `Upgrade: ferry-tunnel/1` or `Upgrade: websocket`.
     pub transport: Transport,
-    /// For a WebSocket: its `Sec-WebSocket-Key`, and whether the `ferry-tunnel.v1` subprotocol was offered.
+    /// For a WebSocket: its `Sec-WebSocket-Key`, and whether a tunnel subprotocol (`ferry-tunnel.v1` or
+    /// `ferry-tunnel.v2`) was offered.
     pub websocket: Option<(String, bool)>,
+    /// The tunnel protocol chosen: 2 when the connector offers it (`Upgrade: ferry-tunnel/2`, or the
+    /// `ferry-tunnel.v2` subprotocol), else 1.
+    pub protocol: u8,
+    /// Protocol 2: the most streams the connector takes at once (`ferry-max-streams`; 1000 when not sent).
+    pub max_streams: usize,
 }
+
+/// The most streams of a protocol 2 tunnel when the connector does not say (protocol 1's default).
+pub const DEFAULT_MAX_STREAMS: usize = 1000;
+/// The most streams a connector may ask the node to keep open at once on one tunnel.
+const MAX_MAX_STREAMS: usize = 100_000;
 
 /// Longest connector id accepted.
 const MAX_CONNECTOR_ID_LEN: usize = 128;
@@ -89,8 +104,10 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
 ///
 /// Every refusal is `400 bad_request` with a message naming the header. The bearer token is not checked here.
 pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
-    let (transport, websocket) = if has_token(headers, UPGRADE, UPGRADE_PROTOCOL) {
-        (Transport::Upgrade, None)
+    let (transport, websocket, protocol) = if has_token(headers, UPGRADE, UPGRADE_PROTOCOL_2) {
+        (Transport::Upgrade, None, 2)
+    } else if has_token(headers, UPGRADE, UPGRADE_PROTOCOL) {
+        (Transport::Upgrade, None, 1)
     } else if has_token(headers, UPGRADE, "websocket") {
         if !has_token(headers, SEC_WEBSOCKET_VERSION, "13") {
             return Err(bad_request(
@@ -103,8 +120,13 @@ pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= 64)
             .ok_or_else(|| bad_request("the websocket tunnel needs a Sec-WebSocket-Key"))?;
-        let offered = has_token(headers, SEC_WEBSOCKET_PROTOCOL, ws::SUBPROTOCOL);
-        (Transport::WebSocket, Some((key.to_owned(), offered)))
+        let v2 = has_token(headers, SEC_WEBSOCKET_PROTOCOL, WEBSOCKET_PROTOCOL_2);
+        let offered = v2 || has_token(headers, SEC_WEBSOCKET_PROTOCOL, ws::SUBPROTOCOL);
+        (
+            Transport::WebSocket,
+            Some((key.to_owned(), offered)),
+            if v2 { 2 } else { 1 },
+        )
     } else {
         return Err(bad_request(format!(
             "the tunnel needs Upgrade: {UPGRADE_PROTOCOL} (or websocket)"
@@ -150,6 +172,12 @@ pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
         version,
         transport,
         websocket,
+        protocol,
+        max_streams: headers
+            .get(MAX_STREAMS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(DEFAULT_MAX_STREAMS, |n| n.clamp(1, MAX_MAX_STREAMS)),
     })
 }
 
@@ -158,7 +186,11 @@ pub fn parse_handshake(headers: &HeaderMap) -> Result<Handshake, ErrorReply> {
 /// `Sec-WebSocket-Accept`, the subprotocol when offered, and `Ferry-Node-Id`.
 pub fn accept_headers(handshake: &Handshake, node_id: &str) -> HeaderMap {
     let Some((key, offered)) = &handshake.websocket else {
-        return switching_protocols_headers(node_id);
+        let mut headers = switching_protocols_headers(node_id);
+        if handshake.protocol == 2 {
+            headers.insert(UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL_2));
+        }
+        return headers;
     };
     let mut headers = HeaderMap::new();
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -167,10 +199,11 @@ pub fn accept_headers(handshake: &Handshake, node_id: &str) -> HeaderMap {
         headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     }
     if *offered {
-        headers.insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(ws::SUBPROTOCOL),
-        );
+        let chosen = match handshake.protocol {
+            2 => WEBSOCKET_PROTOCOL_2,
+            _ => ws::SUBPROTOCOL,
+        };
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(chosen));
     }
     if let Ok(value) = HeaderValue::from_str(node_id) {
         headers.insert(NODE_ID, value);

@@ -193,6 +193,8 @@ async fn start_connector_over(
         tls: client::tls_config(None).expect("tls"),
         transport,
         proxy: None,
+        protocol: 1,
+        max_streams: 1000,
     };
     start_connector_with(opts, TunnelOptions::default()).await
 }
@@ -201,7 +203,7 @@ async fn start_connector_with(
     opts: DialOptions,
     tunnel_opts: TunnelOptions,
 ) -> Result<(Connector, String), DialError> {
-    let (io, node_id) = client::dial(&opts).await?;
+    let client::Dialled { io, node_id, .. } = client::dial(&opts).await?;
     let control = Arc::new(Control::default());
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
     let c = control.clone();
@@ -419,6 +421,8 @@ async fn refusals_carry_status_code_and_body() {
         tls: client::tls_config(None).expect("tls"),
         transport: Transport::Upgrade,
         proxy: None,
+        protocol: 1,
+        max_streams: 1000,
     };
     let Err(err) = start_connector_with(opts, TunnelOptions::default()).await else {
         panic!("dial without targets succeeded");
@@ -448,6 +452,8 @@ async fn dial_errors() {
         tls: client::tls_config(None).expect("tls"),
         transport: Transport::Upgrade,
         proxy: None,
+        protocol: 1,
+        max_streams: 1000,
     };
     assert!(matches!(
         client::dial(&opts).await,
@@ -552,6 +558,8 @@ async fn keepalive_detects_a_silently_dropped_connection_on_both_ends() {
         tls: client::tls_config(None).expect("tls"),
         transport: Transport::Upgrade,
         proxy: None,
+        protocol: 1,
+        max_streams: 1000,
     };
     let (connector, _) = start_connector_with(dial, opts).await.expect("dial");
     let mut sender = tokio::time::timeout(Duration::from_secs(5), tunnels.recv())

@@ -18,7 +18,6 @@ use ferry_proto::{tunnel, TargetName, TenantName};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -251,7 +250,7 @@ async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direc
         if origin.send(&head_message(head)).await.is_err() {
             return;
         }
-        let upgraded = match hyper::upgrade::on(resp).await {
+        let upgraded = match crate::local::upgraded(resp).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(request_id, "upgrade on the tunnel failed: {e}");
@@ -260,7 +259,7 @@ async fn execute_in(cluster: Arc<Cluster>, msg: RequestMsg, direct: Option<Direc
             }
         };
         if let Some(rx) = rx {
-            bridge(TokioIo::new(upgraded), rx, credit, reg, origin, &request_id).await;
+            bridge(upgraded, rx, credit, reg, origin, &request_id).await;
         }
         return;
     }
