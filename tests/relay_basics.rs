@@ -408,3 +408,45 @@ async fn one_worker_thread_per_process_relays() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Connectors of this release offer tunnel protocol 2 and the node takes it, over the upgrade and over a
+/// WebSocket; one told to speak protocol 1 (as a connector of an earlier release does) is served with protocol 1.
+/// Either way the same request gets the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_of_either_tunnel_protocol_relay_the_same() -> anyhow::Result<()> {
+    let _slot = light_slot().await;
+    for (protocol, transport) in [("2", "upgrade"), ("2", "websocket"), ("1", "upgrade")] {
+        let (echo, stack) = echo_stack(|o| {
+            o.connector_env("FERRY_TUNNEL_PROTOCOL", protocol)
+                .connector_env("FERRY_TUNNEL_TRANSPORT", transport)
+        })
+        .await?;
+        let req = format!(
+            "POST /relay/{}/app/p?q=1 HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\nX-Custom: a\r\nConnection: close\r\n\r\nhello",
+            stack.tenant,
+            stack.server.addr()
+        );
+        let resp = raw::request(stack.server.addr(), req.as_bytes(), T).await?;
+        assert_eq!(resp.status, 200, "protocol {protocol} over {transport}");
+        let reply: EchoReply = serde_json::from_slice(&resp.body)?;
+        assert_eq!(reply.method, "POST");
+        assert_eq!(reply.uri, "/p?q=1");
+        assert_eq!(reply.body_len, 5);
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-custom" && v == "a"));
+        assert_eq!(echo.requests(), 1);
+        let said = format!("protocol={protocol}");
+        assert!(
+            stack.connector.stderr_contains(&said),
+            "the connector logs {said} ({transport}): {}",
+            stack.connector.output().stderr()
+        );
+        assert!(
+            stack.server.stderr_contains(&said),
+            "the node logs {said} ({transport})"
+        );
+    }
+    Ok(())
+}

@@ -164,7 +164,10 @@ fn validate(config: &ConnectorConfig) -> Result<Settings, ConnectorError> {
     if !matches!(config.tunnel_protocol, 1 | 2) {
         return Err(config_error(
             "connector.tunnel_protocol",
-            format!("{} is not a tunnel protocol: 2 (the default) or 1", config.tunnel_protocol),
+            format!(
+                "{} is not a tunnel protocol: 2 (the default) or 1",
+                config.tunnel_protocol
+            ),
         ));
     }
     if config.max_concurrent_streams == 0 {
@@ -541,30 +544,31 @@ async fn tunnel_loop(
                 let drain = async move {
                     let _ = drain_rx.await;
                 };
-                let serve: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = if protocol == 2 {
-                    let options = ferry_tunnel::mux::MuxOptions {
-                        stream_window: tunnel_opts.stream_window,
-                        connection_window: tunnel_opts.connection_window_in_use(),
-                        max_streams: tunnel_opts.max_concurrent_streams as usize,
-                        keepalive_interval: tunnel_opts.keepalive_interval,
-                        keepalive_timeout: tunnel_opts.keepalive_timeout,
-                        ..Default::default()
+                let serve: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> =
+                    if protocol == 2 {
+                        let options = ferry_tunnel::mux::MuxOptions {
+                            stream_window: tunnel_opts.stream_window,
+                            connection_window: tunnel_opts.connection_window_in_use(),
+                            max_streams: tunnel_opts.max_concurrent_streams as usize,
+                            keepalive_interval: tunnel_opts.keepalive_interval,
+                            keepalive_timeout: tunnel_opts.keepalive_timeout,
+                            ..Default::default()
+                        };
+                        let stream_relay = relay.clone();
+                        let handle = move |req| {
+                            let relay = stream_relay.clone();
+                            async move { relay.handle(req).await }
+                        };
+                        Box::pin(ferry_tunnel::exchange::serve(
+                            hyper_util::rt::TokioIo::new(io),
+                            options,
+                            handle,
+                            drain,
+                        ))
+                    } else {
+                        let serve = client::serve(io, service, &tunnel_opts, drain);
+                        Box::pin(async move { serve.await.map_err(|e| e.to_string()) })
                     };
-                    let stream_relay = relay.clone();
-                    let handle = move |req| {
-                        let relay = stream_relay.clone();
-                        async move { relay.handle(req).await }
-                    };
-                    Box::pin(ferry_tunnel::exchange::serve(
-                        hyper_util::rt::TokioIo::new(io),
-                        options,
-                        handle,
-                        drain,
-                    ))
-                } else {
-                    let serve = client::serve(io, service, &tunnel_opts, drain);
-                    Box::pin(async move { serve.await.map_err(|e| e.to_string()) })
-                };
                 tokio::pin!(serve);
                 let ended = tokio::select! {
                     result = &mut serve => result,

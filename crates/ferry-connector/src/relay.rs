@@ -395,22 +395,21 @@ impl Relay {
         B::Error: Into<BoxError>,
     {
         // the stream's side: protocol 2 hands it over once the answer is sent, protocol 1 through hyper
-        let stream_upgrade: Pin<Box<dyn Future<Output = Result<Box<dyn UpgradedIo>, BoxError>> + Send>> =
-            match req.extensions_mut().remove::<PendingUpgrade>() {
-                Some(pending) => Box::pin(async move {
-                    pending
-                        .upgraded()
-                        .await
-                        .map(|io| Box::new(io) as Box<dyn UpgradedIo>)
-                }),
-                None => {
-                    let on = hyper::upgrade::on(&mut req);
-                    Box::pin(async move {
-                        let upgraded = on.await?;
-                        Ok(Box::new(TokioIo::new(upgraded)) as Box<dyn UpgradedIo>)
-                    })
-                }
-            };
+        let stream_upgrade: StreamUpgrade = match req.extensions_mut().remove::<PendingUpgrade>() {
+            Some(pending) => Box::pin(async move {
+                pending
+                    .upgraded()
+                    .await
+                    .map(|io| Box::new(io) as Box<dyn UpgradedIo>)
+            }),
+            None => {
+                let on = hyper::upgrade::on(&mut req);
+                Box::pin(async move {
+                    let upgraded = on.await?;
+                    Ok(Box::new(TokioIo::new(upgraded)) as Box<dyn UpgradedIo>)
+                })
+            }
+        };
         let (parts, _body) = req.into_parts();
         let mut out = match target_request(target, parts, request_id) {
             Ok(out) => out,
@@ -530,6 +529,9 @@ impl Relay {
         })
     }
 }
+
+/// The stream's side of an upgrade, once both sides switched.
+type StreamUpgrade = Pin<Box<dyn Future<Output = Result<Box<dyn UpgradedIo>, BoxError>> + Send>>;
 
 /// A stream's side of an upgraded connection, in either protocol.
 trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}

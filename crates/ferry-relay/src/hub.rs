@@ -6,8 +6,8 @@
 //! or from other nodes through the bus (`crate::cluster`). Every attach and detach goes to the registry's event
 //! sink, which drives presence and the dispatch-queue subscriptions.
 
-use crate::metrics::Refusal;
 use crate::local::{SendFailure, TunnelSender};
+use crate::metrics::Refusal;
 use crate::registry::{NewTunnel, Registry, Tunnel};
 use crate::tenants::TenantCache;
 use ferry_auth::TokenVerifier;
@@ -231,10 +231,8 @@ impl Hub {
             let (sender, connection) = match protocol {
                 2 => {
                     let options = hub.mux_options(max_streams);
-                    let (mux, _none) = ferry_tunnel::mux::start(
-                        hyper_util::rt::TokioIo::new(io),
-                        options.clone(),
-                    );
+                    let (mux, _none) =
+                        ferry_tunnel::mux::start(hyper_util::rt::TokioIo::new(io), options.clone());
                     let closed = mux.closed();
                     let connection: Connection = Box::pin(async move { Err(closed.await) });
                     (

@@ -50,12 +50,14 @@ impl TunnelSender {
             Self::Http2(sender) => {
                 let mut sender = sender.clone();
                 if let Err(e) = sender.ready().await {
-                    return Err(SendFailure::Unsent(req, e.to_string()));
+                    return Err(SendFailure::Unsent(Box::new(req), e.to_string()));
                 }
                 match sender.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(TunnelReply::Http2)),
                     Err(mut e) => match e.take_message() {
-                        Some(unsent) => Err(SendFailure::Unsent(unsent, e.error().to_string())),
+                        Some(unsent) => {
+                            Err(SendFailure::Unsent(Box::new(unsent), e.error().to_string()))
+                        }
                         None => Err(SendFailure::Lost(e.into_error().to_string())),
                     },
                 }
@@ -74,7 +76,7 @@ impl TunnelSender {
 /// Why [`TunnelSender::send`] gave no answer.
 pub enum SendFailure {
     /// The request never left: it comes back, with why.
-    Unsent(Request<Body>, String),
+    Unsent(Box<Request<Body>>, String),
     /// The request left and the tunnel broke before the answer's head.
     Lost(String),
 }
@@ -165,10 +167,9 @@ pub async fn try_send(
                 tracing::debug!(connector_id = %tunnel.connector_id, error = %why, "request not sent on a closing tunnel, trying another");
                 tunnel.mark_closing();
                 crate::metrics::FAILOVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                req = unsent;
+                req = *unsent;
             }
             Err(SendFailure::Lost(why)) => return LocalOutcome::Lost(why),
         }
     }
 }
-

@@ -391,7 +391,9 @@ where
         .unwrap_or_default()
         .to_owned();
     let (asked, chosen) = match opts.transport {
-        Transport::Upgrade if opts.protocol >= 2 && protocol.eq_ignore_ascii_case(UPGRADE_PROTOCOL_2) => {
+        Transport::Upgrade
+            if opts.protocol >= 2 && protocol.eq_ignore_ascii_case(UPGRADE_PROTOCOL_2) =>
+        {
             (UPGRADE_PROTOCOL_2, 2)
         }
         Transport::Upgrade => (UPGRADE_PROTOCOL, 1),
@@ -401,11 +403,12 @@ where
                 .get(SEC_WEBSOCKET_PROTOCOL)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            let chosen = if opts.protocol >= 2 && sub.trim().eq_ignore_ascii_case(WEBSOCKET_PROTOCOL_2) {
-                2
-            } else {
-                1
-            };
+            let chosen =
+                if opts.protocol >= 2 && sub.trim().eq_ignore_ascii_case(WEBSOCKET_PROTOCOL_2) {
+                    2
+                } else {
+                    1
+                };
             ("websocket", chosen)
         }
     };

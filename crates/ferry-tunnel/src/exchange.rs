@@ -411,7 +411,7 @@ pub fn into_io(body: &mut StreamBody) -> Option<tokio::io::DuplexStream> {
 pub enum SendError {
     /// Nothing of the request reached the connector (the tunnel is closing or closed, or the connector refused
     /// the stream): it may go to another tunnel.
-    Unsent(Request<TunnelBody>, MuxError),
+    Unsent(Box<Request<TunnelBody>>, MuxError),
     /// The request left and the stream or the tunnel broke before the answer's head: it may have reached the
     /// target.
     Lost(String),
@@ -463,7 +463,10 @@ impl Sender {
                     ..
                 }) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
                 Err(e) => {
-                    return Err(SendError::Unsent(Request::from_parts(parts, body), e.error))
+                    return Err(SendError::Unsent(
+                        Box::new(Request::from_parts(parts, body)),
+                        e.error,
+                    ))
                 }
             }
         };
@@ -506,7 +509,10 @@ impl Sender {
                 Some(Err(MuxError::Reset(Reason::REFUSED))) if unsent.is_some() => {
                     if let Some((parts, body)) = unsent.take() {
                         let e = MuxError::Reset(Reason::REFUSED);
-                        return Err(SendError::Unsent(Request::from_parts(parts, body), e));
+                        return Err(SendError::Unsent(
+                            Box::new(Request::from_parts(parts, body)),
+                            e,
+                        ));
                     }
                 }
                 Some(Err(e)) => return Err(SendError::Lost(e.to_string())),
@@ -547,7 +553,12 @@ impl PendingUpgrade {
 /// `drain` resolves: GOAWAY (the node opens no new stream here), the streams in flight finish, then this returns
 /// `Ok`; so does a GOAWAY from the node, once its streams are done. Returns `Err` with the reason when the
 /// connection ends otherwise.
-pub async fn serve<IO, H, F, D>(io: IO, options: MuxOptions, handle: H, drain: D) -> Result<(), String>
+pub async fn serve<IO, H, F, D>(
+    io: IO,
+    options: MuxOptions,
+    handle: H,
+    drain: D,
+) -> Result<(), String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     H: Fn(Request<StreamBody>) -> F + Clone + Send + 'static,
@@ -617,7 +628,15 @@ where
         let body = StreamBody::new(receiver, &parts.headers);
         (body, None)
     };
-    let response = handle(Request::from_parts(parts, body)).await;
+    // a node that resets the stream (its client left) cancels the work, as protocol 1's HTTP/2 server does
+    let response = tokio::select! {
+        biased;
+        response = handle(Request::from_parts(parts, body)) => response,
+        why = sender.gone() => {
+            tracing::debug!(stream = id, %why, "stream reset before its answer: request cancelled");
+            return;
+        }
+    };
     let (parts, body) = response.into_parts();
     if let (Some(upgraded), Some(receiver), true) = (upgraded, kept, parts.status == StatusCode::OK)
     {

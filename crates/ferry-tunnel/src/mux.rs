@@ -638,6 +638,26 @@ impl StreamSender {
         }
     }
 
+    /// Resolves when the stream is gone before this end finished sending: the peer reset it, or the connection
+    /// ended (the connector stops working on a request whose client left). Not to be awaited while
+    /// [`send_data`](Self::send_data) waits for credit on the same stream: both use the stream's one waker.
+    pub async fn gone(&self) -> MuxError {
+        poll_fn(|cx| {
+            let mut state = self.end.shared.lock();
+            if let Some(why) = &state.closed {
+                return Poll::Ready(MuxError::Closed(why.clone()));
+            }
+            match state.streams.get_mut(&self.end.id) {
+                Some(slot) => {
+                    slot.waiting = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                None => Poll::Ready(MuxError::Reset(Reason::CANCEL)),
+            }
+        })
+        .await
+    }
+
     /// Gives the stream up: the peer learns `reason`.
     pub fn reset(self, reason: Reason) {
         self.end.failed.store(true, Ordering::Relaxed);

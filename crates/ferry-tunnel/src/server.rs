@@ -43,8 +43,8 @@
 use crate::ws::{self, Transport};
 use crate::{TunnelBody, TunnelError, TunnelOptions, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
 use ferry_proto::tunnel::{
-    CONNECTOR_ID, CONNECTOR_VERSION, MAX_STREAMS, NODE_ID, TARGETS, UPGRADE_PROTOCOL, UPGRADE_PROTOCOL_2,
-    WEBSOCKET_PROTOCOL_2,
+    CONNECTOR_ID, CONNECTOR_VERSION, MAX_STREAMS, NODE_ID, TARGETS, UPGRADE_PROTOCOL,
+    UPGRADE_PROTOCOL_2, WEBSOCKET_PROTOCOL_2,
 };
 use ferry_proto::{ErrorCode, ErrorReply, TargetName};
 use http::header::{

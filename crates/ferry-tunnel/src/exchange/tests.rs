@@ -38,7 +38,10 @@ fn an_extended_connect_travels_as_an_upgrade_and_comes_back_as_one() {
     let head = request_head(&parts);
     let text = std::str::from_utf8(&head).expect("text");
     assert!(text.starts_with("GET /chat HTTP/1.1\r\n"), "{text}");
-    assert!(text.contains("connection: upgrade\r\nupgrade: websocket\r\n"), "{text}");
+    assert!(
+        text.contains("connection: upgrade\r\nupgrade: websocket\r\n"),
+        "{text}"
+    );
     let back = parse_request(&head).expect("parses");
     assert_eq!(back.method, Method::CONNECT);
     assert_eq!(
@@ -68,7 +71,10 @@ fn response_heads_and_trailers_read_back() {
 
 #[test]
 fn heads_that_are_not_http_are_refused_with_a_reason() {
-    assert!(matches!(parse_request(b"GARBAGE\r\n\r\n"), Err(HeadError::Malformed(_))));
+    assert!(matches!(
+        parse_request(b"GARBAGE\r\n\r\n"),
+        Err(HeadError::Malformed(_))
+    ));
     assert_eq!(
         parse_request(b"GET / HTTP/1.1\r\nx: 1\r\n").err(),
         Some(HeadError::Incomplete)
@@ -87,7 +93,10 @@ fn heads_that_are_not_http_are_refused_with_a_reason() {
     }
     many.extend_from_slice(b"\r\n");
     assert!(matches!(parse_request(&many), Err(HeadError::Malformed(_))));
-    assert!(matches!(parse_response(b"HTTP/1.1 99 No\r\n\r\n"), Err(HeadError::Malformed(_)) | Err(HeadError::Status(_))));
+    assert!(matches!(
+        parse_response(b"HTTP/1.1 99 No\r\n\r\n"),
+        Err(HeadError::Malformed(_)) | Err(HeadError::Status(_))
+    ));
 }
 
 /// A node's [`Sender`] and a connector's [`serve`] with `handle`, joined by an in-memory pipe.
@@ -98,7 +107,12 @@ where
 {
     let (node, connector) = tokio::io::duplex(256 * 1024);
     let options = MuxOptions::default();
-    tokio::spawn(serve(connector, options.clone(), handle, std::future::pending()));
+    tokio::spawn(serve(
+        connector,
+        options.clone(),
+        handle,
+        std::future::pending(),
+    ));
     let (mux, _accepted) = mux::start(node, options.clone());
     Sender::new(mux, &options)
 }
@@ -115,10 +129,7 @@ where
 async fn echo(req: Request<StreamBody>) -> Response<TunnelBody> {
     let (parts, body) = req.into_parts();
     let collected = body.collect().await.expect("request body");
-    let request_trailer = collected
-        .trailers()
-        .and_then(|t| t.get("x-sum"))
-        .cloned();
+    let request_trailer = collected.trailers().and_then(|t| t.get("x-sum")).cloned();
     let bytes = collected.to_bytes();
     let mut trailers = HeaderMap::new();
     trailers.insert("x-len", HeaderValue::from(bytes.len()));
@@ -128,8 +139,14 @@ async fn echo(req: Request<StreamBody>) -> Response<TunnelBody> {
     ];
     let mut res = Response::new(boxed(FrameStream::new(futures_util::stream::iter(frames))));
     let h = res.headers_mut();
-    h.insert("x-method", HeaderValue::from_str(parts.method.as_str()).expect("method"));
-    h.insert("x-path", HeaderValue::from_str(parts.uri.path()).expect("path"));
+    h.insert(
+        "x-method",
+        HeaderValue::from_str(parts.method.as_str()).expect("method"),
+    );
+    h.insert(
+        "x-path",
+        HeaderValue::from_str(parts.uri.path()).expect("path"),
+    );
     if let Some(v) = parts.headers.get("x-in") {
         h.insert("x-in", v.clone());
     }
@@ -146,7 +163,8 @@ async fn a_request_with_a_body_gets_its_answer_with_body_and_trailers() {
     let mut req = Request::new(boxed(Full::new(payload.clone())));
     *req.method_mut() = Method::PUT;
     *req.uri_mut() = "http://app/upload".parse().expect("uri");
-    req.headers_mut().insert("x-in", HeaderValue::from_static("yes"));
+    req.headers_mut()
+        .insert("x-in", HeaderValue::from_static("yes"));
     let res = tokio::time::timeout(Duration::from_secs(10), sender.send(req))
         .await
         .expect("in time")
@@ -199,7 +217,10 @@ async fn interim_answers_are_skipped_and_an_empty_answer_ends_at_once() {
             .send_head(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"), false)
             .expect("interim");
         stream
-            .send_head(Bytes::from_static(b"HTTP/1.1 204 No Content\r\nx-a: b\r\n\r\n"), true)
+            .send_head(
+                Bytes::from_static(b"HTTP/1.1 204 No Content\r\nx-a: b\r\n\r\n"),
+                true,
+            )
             .expect("final");
         stream
     });
@@ -215,7 +236,10 @@ async fn interim_answers_are_skipped_and_an_empty_answer_ends_at_once() {
 #[tokio::test]
 async fn an_upgrade_carries_bytes_both_ways() {
     let sender = pair(|mut req: Request<StreamBody>| async move {
-        let pending = req.extensions_mut().remove::<PendingUpgrade>().expect("pending upgrade");
+        let pending = req
+            .extensions_mut()
+            .remove::<PendingUpgrade>()
+            .expect("pending upgrade");
         tokio::spawn(async move {
             let mut io = pending.upgraded().await.expect("upgraded");
             let mut buf = [0u8; 5];
@@ -227,7 +251,8 @@ async fn an_upgrade_carries_bytes_both_ways() {
     });
     let mut req = Request::new(boxed(http_body_util::Empty::<Bytes>::new()));
     *req.method_mut() = Method::CONNECT;
-    req.extensions_mut().insert(hyper::ext::Protocol::from("websocket"));
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from("websocket"));
     let res = sender.send(req).await.expect("answered");
     assert_eq!(res.status(), StatusCode::OK);
     let mut body = res.into_body();
@@ -259,6 +284,9 @@ async fn a_request_on_a_closed_tunnel_comes_back_unsent() {
     *req.uri_mut() = "/again".parse().expect("uri");
     match sender.send(req).await {
         Err(SendError::Unsent(back, _)) => assert_eq!(back.uri().path(), "/again"),
-        other => panic!("expected the request back, got {:?}", other.map(|r| r.status())),
+        other => panic!(
+            "expected the request back, got {:?}",
+            other.map(|r| r.status())
+        ),
     }
 }
