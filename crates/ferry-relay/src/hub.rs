@@ -282,6 +282,10 @@ impl Hub {
                 result = connection => Some(result),
                 () = tunnel.kill.notified() => None,
             };
+            if result.is_none() {
+                // cut: protocol 1's connection ends with its dropped future, protocol 2's is closed here
+                tunnel.sender.close();
+            }
             hub.registry.detach(&tunnel);
             hub.tenants.metrics().detached(tenant.as_str());
             hub.record_disconnection(&tunnel);

@@ -44,6 +44,14 @@ impl TunnelSender {
         }
     }
 
+    /// Ends a protocol 2 connection now, streams in flight included (a cut tunnel); protocol 1's ends when the
+    /// future driving it is dropped.
+    pub fn close(&self) {
+        if let Self::Mux(sender) = self {
+            sender.mux().close();
+        }
+    }
+
     /// Sends a request and waits for the answer's head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<TunnelReply>, SendFailure> {
         match self {
