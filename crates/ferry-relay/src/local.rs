@@ -8,16 +8,14 @@
 //! module never waits for one.
 
 use crate::registry::{Pick, TenantTunnels, TunnelSlot};
-use bytes::Bytes;
 use ferry_http::{Body, BoxError};
 use ferry_proto::frames::Reason;
 use ferry_proto::TargetName;
 use ferry_tunnel::exchange::{self, StreamBody};
-use hyper::body::{Frame, Incoming, SizeHint};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// The node's sending half of a tunnel, in the protocol the connector and the node agreed on.
 #[derive(Clone)]
@@ -29,14 +27,6 @@ pub enum TunnelSender {
 }
 
 impl TunnelSender {
-    /// The protocol's number (docs/protocol.md §9).
-    pub fn protocol(&self) -> u8 {
-        match self {
-            Self::Http2(_) => 1,
-            Self::Mux(_) => 2,
-        }
-    }
-
     /// Tells the connector to open no new streams (protocol 2; on protocol 1 dropping every sender does it).
     pub fn go_away(&self) {
         if let Self::Mux(sender) = self {
@@ -61,7 +51,7 @@ impl TunnelSender {
                     return Err(SendFailure::Unsent(Box::new(req), e.to_string()));
                 }
                 match sender.try_send_request(req).await {
-                    Ok(resp) => Ok(resp.map(TunnelReply::Http2)),
+                    Ok(resp) => Ok(resp.map(Either::Left)),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => {
                             Err(SendFailure::Unsent(Box::new(unsent), e.error().to_string()))
@@ -71,7 +61,7 @@ impl TunnelSender {
                 }
             }
             Self::Mux(sender) => match sender.send(req).await {
-                Ok(resp) => Ok(resp.map(TunnelReply::Mux)),
+                Ok(resp) => Ok(resp.map(Either::Right)),
                 Err(exchange::SendError::Unsent(req, e)) => {
                     Err(SendFailure::Unsent(req, e.to_string()))
                 }
@@ -89,40 +79,8 @@ pub enum SendFailure {
     Lost(String),
 }
 
-/// The body of a connector's answer, in either protocol.
-pub enum TunnelReply {
-    Http2(Incoming),
-    Mux(StreamBody),
-}
-
-impl hyper::body::Body for TunnelReply {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Self::Mux(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Http2(body) => body.is_end_stream(),
-            Self::Mux(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Http2(body) => body.size_hint(),
-            Self::Mux(body) => body.size_hint(),
-        }
-    }
-}
+/// The body of a connector's answer, in either protocol: HTTP/2's (protocol 1) or a mux stream's (protocol 2).
+pub type TunnelReply = Either<Incoming, StreamBody>;
 
 /// A byte stream both ways to the target, after an upgrade.
 pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -132,11 +90,11 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpgradedIo 
 pub async fn upgraded(resp: Response<TunnelReply>) -> Result<Box<dyn UpgradedIo>, BoxError> {
     let (head, body) = resp.into_parts();
     match body {
-        TunnelReply::Http2(body) => {
+        Either::Left(body) => {
             let upgraded = hyper::upgrade::on(Response::from_parts(head, body)).await?;
             Ok(Box::new(hyper_util::rt::TokioIo::new(upgraded)))
         }
-        TunnelReply::Mux(mut body) => match exchange::into_io(&mut body) {
+        Either::Right(mut body) => match exchange::into_io(&mut body) {
             Some(io) => Ok(Box::new(io)),
             None => Err("the connector's answer carries no upgraded stream".into()),
         },
